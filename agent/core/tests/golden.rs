@@ -1,0 +1,78 @@
+//! Golden files pin the bytes of the manifest format v1, the VHD footer and
+//! the journal. Decoding a golden file must always work; encoding the same
+//! value must give the same bytes. `DISKFERRY_BLESS=1 cargo test` rewrites
+//! them (only when a format change is intended and versioned).
+
+use std::path::PathBuf;
+
+use diskferry_core::digest::Digest;
+use diskferry_core::geometry::{ChunkSize, Geometry};
+use diskferry_core::journal::{self, JournalHeader};
+use diskferry_core::manifest::{ChunkState, Manifest};
+use diskferry_core::vhd::Footer;
+
+fn golden(name: &str, bytes: &[u8]) -> Vec<u8> {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden").join(name);
+    if std::env::var_os("DISKFERRY_BLESS").is_some() {
+        std::fs::write(&path, bytes).unwrap();
+    }
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+fn manifest() -> Manifest {
+    // 5 MiB + 512 bytes in 1 MiB chunks: zero, data, data, zero, data, short data.
+    let geometry = Geometry::new((5 << 20) + 512, ChunkSize::new(1 << 20).unwrap()).unwrap();
+    let d = |s: &str| ChunkState::Data(Digest::of(s.as_bytes()));
+    Manifest {
+        geometry,
+        generation: 3,
+        created_unix_ms: 1_795_000_000_123,
+        source_id: "vm-web01/disk-os".into(),
+        chunks: vec![ChunkState::Zero, d("a"), d("b"), ChunkState::Zero, d("a"), d("tail")],
+    }
+}
+
+#[test]
+fn manifest_v1_bytes_are_pinned() {
+    let m = manifest();
+    let enc = m.encode().unwrap();
+    let gold = golden("manifest-v1.bin", &enc);
+    assert_eq!(Manifest::decode(&gold).unwrap(), m, "golden manifest no longer decodes to the same value");
+    assert_eq!(enc, gold, "manifest v1 encoding changed: that needs a new format version");
+}
+
+#[test]
+fn empty_disk_manifest_is_pinned() {
+    let m = Manifest {
+        geometry: Geometry::new(0, ChunkSize::new(64 << 10).unwrap()).unwrap(),
+        generation: 1,
+        created_unix_ms: 0,
+        source_id: String::new(),
+        chunks: vec![],
+    };
+    let enc = m.encode().unwrap();
+    let gold = golden("manifest-v1-empty.bin", &enc);
+    assert_eq!(Manifest::decode(&gold).unwrap(), m);
+    assert_eq!(enc, gold);
+}
+
+#[test]
+fn vhd_footer_bytes_are_pinned() {
+    let f = Footer::new((5 << 20) + 512, 0x3039_0000, *b"diskferry-golden");
+    let enc = f.encode();
+    let gold = golden("footer-6MiB.bin", &enc);
+    assert_eq!(Footer::parse(&gold).unwrap(), f);
+    assert_eq!(enc.to_vec(), gold);
+}
+
+#[test]
+fn journal_bytes_are_pinned() {
+    let h = JournalHeader { generation: 9, base: Digest::of(b"base") };
+    let mut enc = h.encode().to_vec();
+    enc.extend_from_slice(&h.record(0, 4));
+    enc.extend_from_slice(&h.record(100, 101));
+    let gold = golden("journal.bin", &enc);
+    let (hh, set) = journal::parse(&gold).unwrap();
+    assert_eq!((hh, set.len()), (h, 5));
+    assert_eq!(enc, gold);
+}
