@@ -1,1 +1,35 @@
+//! # diskferry-agent
+//!
+//! The data plane of diskferry: it reads a disk (an image file or a block
+//! device) in parallel, skips zero chunks, hashes the rest with blake3, and
+//! writes only what changed since the destination's last generation.
+//!
+//! - [`source`]: the disk being read (`BlockSource`).
+//! - [`scan`]: the parallel, windowed walk over a source.
+//! - [`sink`]: destinations (`Sink`) and their own state.
+//! - [`sync`]: one sync, source to destination.
+//! - [`cli`]: the `diskferry-agent` command line.
+//! - [`exit`]: the documented exit codes.
+//!
+//! ```no_run
+//! use diskferry_agent::sync::{sync, SyncOptions, Target};
+//! use diskferry_agent::source::ReadMode;
+//!
+//! let opts = SyncOptions {
+//!     chunk_size: Default::default(),
+//!     source_id: None,
+//!     threads: 2,
+//!     read_mode: ReadMode::Auto,
+//!     manifest: None,
+//!     force: false,
+//! };
+//! let report = sync("disk.img".as_ref(), &"file:/backup/disk.vhd".parse().unwrap(), &opts).unwrap();
+//! println!("generation {} wrote {} bytes", report.generation, report.bytes_written);
+//! ```
 
+pub mod cli;
+pub mod exit;
+pub mod scan;
+pub mod sink;
+pub mod source;
+pub mod sync;

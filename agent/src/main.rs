@@ -1,1 +1,5 @@
-fn main() {}
+//! `diskferry-agent`: see `diskferry-agent --help`.
+
+fn main() -> std::process::ExitCode {
+    diskferry_agent::cli::main()
+}

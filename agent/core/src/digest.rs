@@ -35,9 +35,6 @@ mod tests {
     #[test]
     fn known_vector() {
         // blake3("") from the BLAKE3 reference test vectors.
-        assert_eq!(
-            Digest::of(b"").to_hex(),
-            "af1349b9f5f9a1a6a0404dea36dcc9499bcb25c9adc112b7cc9a93cae41f3262"
-        );
+        assert_eq!(Digest::of(b"").to_hex(), "af1349b9f5f9a1a6a0404dea36dcc9499bcb25c9adc112b7cc9a93cae41f3262");
     }
 }

@@ -55,7 +55,7 @@ pub struct Geometry {
 
 impl Geometry {
     pub fn new(disk_size: u64, chunk_size: ChunkSize) -> Result<Self, GeometryError> {
-        if disk_size % SECTOR != 0 {
+        if !disk_size.is_multiple_of(SECTOR) {
             return Err(GeometryError::UnalignedDiskSize(disk_size));
         }
         Ok(Self { disk_size, chunk_size })
@@ -117,10 +117,7 @@ mod tests {
 
     #[test]
     fn rejects_unaligned_disks() {
-        assert_eq!(
-            Geometry::new(1000, ChunkSize::default()),
-            Err(GeometryError::UnalignedDiskSize(1000))
-        );
+        assert_eq!(Geometry::new(1000, ChunkSize::default()), Err(GeometryError::UnalignedDiskSize(1000)));
         assert_eq!(Geometry::new(0, ChunkSize::default()).unwrap().chunk_count(), 0);
     }
 

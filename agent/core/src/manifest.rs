@@ -237,9 +237,8 @@ impl Manifest {
             return Err(ManifestError::Length { len: bytes.len(), expected: total });
         }
         let id_end = HEADER_LEN + id_len as usize;
-        let source_id = std::str::from_utf8(&bytes[HEADER_LEN..id_end])
-            .map_err(|_| ManifestError::SourceIdNotUtf8)?
-            .to_owned();
+        let source_id =
+            std::str::from_utf8(&bytes[HEADER_LEN..id_end]).map_err(|_| ManifestError::SourceIdNotUtf8)?.to_owned();
         let payload = &bytes[id_end..content.len()];
 
         let body_len = bitmap_len(declared) as u64 + data * 32;
@@ -249,7 +248,7 @@ impl Manifest {
         if marked != data {
             return Err(ManifestError::BitmapCount { marked, declared: data });
         }
-        if declared % 8 != 0 && bitmap.last().is_some_and(|b| b >> (declared % 8) != 0) {
+        if !declared.is_multiple_of(8) && bitmap.last().is_some_and(|b| b >> (declared % 8) != 0) {
             return Err(ManifestError::BitmapPadding);
         }
         let mut digests = digests.chunks_exact(32);
@@ -293,10 +292,7 @@ fn decompress_bounded(payload: &[u8], expected: u64) -> Result<Vec<u8>, Manifest
     let mut body = Vec::new();
     // Read one byte past the expected length so a longer body is detected
     // without ever holding more than the header allows.
-    decoder
-        .take(expected + 1)
-        .read_to_end(&mut body)
-        .map_err(|e| ManifestError::Decompress(e.to_string()))?;
+    decoder.take(expected + 1).read_to_end(&mut body).map_err(|e| ManifestError::Decompress(e.to_string()))?;
     if body.len() as u64 != expected {
         return Err(ManifestError::BodyLength { actual: body.len() as u64, expected });
     }
@@ -374,19 +370,13 @@ mod tests {
         assert_eq!(Manifest::decode(&b), Err(ManifestError::UnsupportedVersion(2)));
         let mut b = enc.clone();
         b[12..16].copy_from_slice(&3000u32.to_le_bytes());
-        assert_eq!(
-            Manifest::decode(&reseal(b)),
-            Err(ManifestError::Geometry(GeometryError::BadChunkSize(3000)))
-        );
+        assert_eq!(Manifest::decode(&reseal(b)), Err(ManifestError::Geometry(GeometryError::BadChunkSize(3000))));
         let mut b = enc.clone();
         b[40..48].copy_from_slice(&9u64.to_le_bytes());
         assert_eq!(Manifest::decode(&reseal(b)), Err(ManifestError::ChunkCount { declared: 9, expected: 3 }));
         let mut b = enc.clone();
         b[16..24].copy_from_slice(&1000u64.to_le_bytes());
-        assert_eq!(
-            Manifest::decode(&reseal(b)),
-            Err(ManifestError::Geometry(GeometryError::UnalignedDiskSize(1000)))
-        );
+        assert_eq!(Manifest::decode(&reseal(b)), Err(ManifestError::Geometry(GeometryError::UnalignedDiskSize(1000))));
         let mut b = enc.clone();
         b[48..56].copy_from_slice(&1u64.to_le_bytes());
         assert_eq!(Manifest::decode(&reseal(b)), Err(ManifestError::BodyLength { actual: 34, expected: 33 }));

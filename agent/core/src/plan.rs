@@ -194,9 +194,7 @@ impl<'a> Planner<'a> {
                     None => Prior::Zero,
                     // A zero prefix followed by resize zeros is still zero.
                     Some(ChunkState::Zero) => Prior::Zero,
-                    Some(ChunkState::Data(d)) if geometry.chunk_range(i) == self.cur.chunk_range(i) => {
-                        Prior::Data(*d)
-                    }
+                    Some(ChunkState::Data(d)) if geometry.chunk_range(i) == self.cur.chunk_range(i) => Prior::Data(*d),
                     Some(ChunkState::Data(_)) => Prior::Unknown,
                 }
             }

@@ -155,7 +155,7 @@ impl Footer {
             return Err(FooterError::DiskType(disk_type));
         }
         let size = u64::from_be_bytes(f[48..56].try_into().map_err(|_| FooterError::Length(f.len()))?);
-        if size % 512 != 0 {
+        if !size.is_multiple_of(512) {
             return Err(FooterError::Size(size));
         }
         let mut unique_id = [0u8; 16];

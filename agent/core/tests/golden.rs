@@ -3,6 +3,8 @@
 //! value must give the same bytes. `DISKFERRY_BLESS=1 cargo test` rewrites
 //! them (only when a format change is intended and versioned).
 
+#![allow(clippy::unwrap_used)]
+
 use std::path::PathBuf;
 
 use diskferry_core::digest::Digest;

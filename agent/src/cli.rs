@@ -1,0 +1,328 @@
+//! The `diskferry-agent` command line: raw arguments (clap) are turned into
+//! validated options in one place, then handed to the library.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use clap::{Args, Parser, Subcommand};
+use diskferry_core::geometry::{ChunkSize, MAX_CHUNK, MIN_CHUNK};
+use diskferry_core::manifest::Manifest;
+
+use crate::exit::{ExitCode, Failure, WithCode};
+use crate::scan::scan;
+use crate::source::ReadMode;
+use crate::sync::{open_source, sync, thread_pool, unix_ms, SyncOptions, SyncReport, Target};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "diskferry-agent",
+    version,
+    about = "Copy a disk block by block: skip zeros, hash chunks with blake3, send only what changed.",
+    long_about = "diskferry-agent is diskferry's data plane. It reads a disk image or a block device in \
+parallel, skips all-zero chunks, hashes the rest with blake3 and writes only the chunks that changed \
+since the destination's last generation. Each destination keeps its own manifest, so every sync after \
+the first is incremental by itself.",
+    after_help = "Exit codes: 0 ok, 1 unexpected failure, 2 usage, 3 source unusable, 4 destination \
+unusable, 5 manifest named on the command line is corrupt (docs/exit-codes.md)."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Read a disk and count its zero and data chunks (and optionally write its manifest).
+    Scan(ScanArgs),
+    /// Bring a destination up to date with a disk: first a full copy, then only changes.
+    Sync(SyncArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ReadArgs {
+    /// Chunk size: a power of two from 64KiB to 4MiB (suffixes KiB, MiB, K, M; or bytes).
+    #[arg(long, default_value = "1MiB", value_parser = parse_chunk_size)]
+    pub chunk_size: ChunkSize,
+    /// Worker threads for reading and hashing [default: number of CPUs].
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub threads: Option<u16>,
+    /// How to read the source: auto = memory map for files, pread for block devices.
+    #[arg(long = "io", value_enum, default_value_t = ReadMode::Auto)]
+    pub read_mode: ReadMode,
+    /// Print one JSON object instead of a human summary.
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl ReadArgs {
+    fn threads(&self) -> usize {
+        self.threads.map(usize::from).unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct ScanArgs {
+    /// The disk: an image file or a block device (e.g. /dev/loop0).
+    pub source: PathBuf,
+    #[command(flatten)]
+    pub read: ReadArgs,
+    /// Also write the disk's manifest (format v1) to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub manifest_out: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct SyncArgs {
+    /// The disk: an image file or a block device (e.g. /dev/loop0).
+    pub source: PathBuf,
+    /// Destination: file:PATH.vhd (a sparse fixed VHD; its manifest is kept at PATH.vhd.manifest).
+    #[arg(long, value_name = "DEST")]
+    pub to: Target,
+    #[command(flatten)]
+    pub read: ReadArgs,
+    /// Name of the source recorded in the manifest; a manifest of another source
+    /// is not trusted [default: the source's full path].
+    #[arg(long, value_name = "ID")]
+    pub source_id: Option<String>,
+    /// Keep the destination's manifest at FILE instead of beside it. If FILE exists
+    /// it must be a valid manifest, else nothing is changed (exit 5).
+    #[arg(long, value_name = "FILE")]
+    pub manifest: Option<PathBuf>,
+    /// Overwrite a destination file that diskferry did not write.
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// Parse `1MiB`, `64KiB`, `4M`, `65536` into a validated chunk size.
+pub fn parse_chunk_size(s: &str) -> Result<ChunkSize, String> {
+    let bytes = parse_size(s)?;
+    ChunkSize::new(bytes)
+        .map_err(|_| format!("{s} is not a power of two between {}KiB and {}MiB", MIN_CHUNK >> 10, MAX_CHUNK >> 20))
+}
+
+/// Parse a byte count with an optional binary suffix.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num.parse().map_err(|_| format!("{s:?} is not a size (examples: 1MiB, 64KiB, 1048576)"))?;
+    let mul: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kib" | "kb" => 1 << 10,
+        "m" | "mib" | "mb" => 1 << 20,
+        "g" | "gib" | "gb" => 1 << 30,
+        _ => return Err(format!("{s:?} has an unknown unit (use KiB, MiB or GiB)")),
+    };
+    n.checked_mul(mul).ok_or_else(|| format!("{s:?} is too large"))
+}
+
+pub fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Scan(a) => run_scan(a),
+        Command::Sync(a) => run_sync(a),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(f) => {
+            eprintln!("error: {f}");
+            std::process::ExitCode::from(f.code as u8)
+        }
+    }
+}
+
+#[derive(Debug, serde::Serialize)]
+struct ScanReport {
+    source: String,
+    disk_size: u64,
+    chunk_size: u64,
+    chunks: u64,
+    zero_chunks: u64,
+    data_chunks: u64,
+    hole_chunks: u64,
+    bytes_read: u64,
+    bytes_hashed: u64,
+    threads: usize,
+    io: &'static str,
+    seconds: f64,
+    bytes_per_second: f64,
+    manifest: Option<String>,
+}
+
+fn run_scan(a: ScanArgs) -> Result<(), Failure> {
+    let started = Instant::now();
+    let (source, geometry) = open_source(&a.source, a.read.read_mode, a.read.chunk_size)?;
+    if let Some(out) = &a.manifest_out {
+        check_parent(out)?;
+    }
+    let threads = a.read.threads();
+    let pool = thread_pool(threads)?;
+    let (chunks, stats) = scan(&source, geometry, &pool, |_| Ok(()))?;
+    let seconds = started.elapsed().as_secs_f64();
+    if let Some(out) = &a.manifest_out {
+        let source_id = std::fs::canonicalize(&a.source).unwrap_or_else(|_| a.source.clone()).display().to_string();
+        let m = Manifest { geometry, generation: 1, created_unix_ms: unix_ms(), source_id, chunks };
+        let bytes = m.encode().code(ExitCode::Failure)?;
+        std::fs::write(out, bytes).map_err(|e| {
+            Failure::new(ExitCode::Destination, anyhow::anyhow!("cannot write manifest {}: {e}", out.display()))
+        })?;
+    }
+    let r = ScanReport {
+        source: a.source.display().to_string(),
+        disk_size: geometry.disk_size(),
+        chunk_size: geometry.chunk_size().get(),
+        chunks: stats.chunks,
+        zero_chunks: stats.zero_chunks,
+        data_chunks: stats.data_chunks,
+        hole_chunks: stats.hole_chunks,
+        bytes_read: stats.bytes_read,
+        bytes_hashed: stats.bytes_hashed,
+        threads,
+        io: if source.uses_mmap() { "mmap" } else { "pread" },
+        seconds,
+        bytes_per_second: geometry.disk_size() as f64 / seconds.max(1e-9),
+        manifest: a.manifest_out.as_ref().map(|p| p.display().to_string()),
+    };
+    if a.read.json {
+        print_json(&r)
+    } else {
+        let mut o = std::io::stdout().lock();
+        let _ = writeln!(o, "{}: {} in {} chunks of {}", r.source, human(r.disk_size), r.chunks, human(r.chunk_size));
+        let _ = writeln!(
+            o,
+            "  data chunks {:>10}  ({})\n  zero chunks {:>10}  ({} of them holes, not read)",
+            r.data_chunks,
+            human(r.bytes_hashed),
+            r.zero_chunks,
+            r.hole_chunks
+        );
+        let _ = writeln!(
+            o,
+            "  read {} in {:.2} s with {} threads ({}): {}/s",
+            human(r.bytes_read),
+            r.seconds,
+            r.threads,
+            r.io,
+            human(r.bytes_per_second as u64)
+        );
+        if let Some(m) = &r.manifest {
+            let _ = writeln!(o, "  manifest written to {m}");
+        }
+        Ok(())
+    }
+}
+
+fn run_sync(a: SyncArgs) -> Result<(), Failure> {
+    let opts = SyncOptions {
+        chunk_size: a.read.chunk_size,
+        source_id: a.source_id.clone(),
+        threads: a.read.threads(),
+        read_mode: a.read.read_mode,
+        manifest: a.manifest.clone(),
+        force: a.force,
+    };
+    let r = sync(&a.source, &a.to, &opts)?;
+    if a.read.json {
+        return print_json(&r);
+    }
+    print_sync(&r);
+    Ok(())
+}
+
+fn print_sync(r: &SyncReport) {
+    let mut o = std::io::stdout().lock();
+    let kind = match &r.full_sync_reason {
+        Some(why) => format!("full sync ({why})"),
+        None => "incremental sync".to_owned(),
+    };
+    let _ = writeln!(o, "{}: generation {}, {kind}", r.destination, r.generation);
+    if let Some(prev) = r.previous_disk_size.filter(|&p| p != r.disk_size) {
+        let _ = writeln!(o, "  disk resized from {} to {}", human(prev), human(r.disk_size));
+    }
+    if r.chunks_suspect > 0 {
+        let _ = writeln!(o, "  {} chunks touched by an interrupted run were checked again", r.chunks_suspect);
+    }
+    let _ = writeln!(
+        o,
+        "  chunks: {} written ({}), {} cleared ({}), {} unchanged, of {}",
+        r.chunks_written,
+        human(r.bytes_written),
+        r.chunks_cleared,
+        human(r.bytes_cleared),
+        r.chunks_unchanged,
+        r.chunks
+    );
+    let _ = writeln!(
+        o,
+        "  read {} of {} in {:.2} s ({}/s)",
+        human(r.bytes_read),
+        human(r.disk_size),
+        r.seconds,
+        human(r.read_bytes_per_second as u64)
+    );
+}
+
+fn print_json<T: serde::Serialize>(v: &T) -> Result<(), Failure> {
+    let s = serde_json::to_string(v).code(ExitCode::Failure)?;
+    println!("{s}");
+    Ok(())
+}
+
+fn check_parent(p: &std::path::Path) -> Result<(), Failure> {
+    match p.parent() {
+        Some(d) if !d.as_os_str().is_empty() && !d.is_dir() => {
+            Err(Failure::new(ExitCode::Destination, anyhow::anyhow!("folder {} does not exist", d.display())))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// `1536` -> `1.50 KiB`.
+pub fn human(bytes: u64) -> String {
+    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut v = bytes as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{v:.2} {}", UNITS[u])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("1MiB"), Ok(1 << 20));
+        assert_eq!(parse_size("64KiB"), Ok(64 << 10));
+        assert_eq!(parse_size("4m"), Ok(4 << 20));
+        assert_eq!(parse_size("65536"), Ok(65536));
+        assert!(parse_size("1.5MiB").is_err());
+        assert!(parse_size("1PiB").is_err());
+        assert!(parse_size("99999999999999999999G").is_err());
+        assert!(parse_chunk_size("8MiB").is_err());
+        assert!(parse_chunk_size("32KiB").is_err());
+        assert_eq!(parse_chunk_size("4MiB").map(ChunkSize::get), Ok(4 << 20));
+    }
+
+    #[test]
+    fn targets() {
+        assert_eq!("file:/a/b.vhd".parse::<Target>(), Ok(Target::File("/a/b.vhd".into())));
+        assert!("file:".parse::<Target>().is_err());
+        assert!("/a/b.vhd".parse::<Target>().is_err());
+        assert!("pageblob:https://x".parse::<Target>().unwrap_err().contains("not supported"));
+    }
+
+    #[test]
+    fn cli_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,53 @@
+//! Exit codes: the contract between the agent and whoever runs it (a shell
+//! script, the coordinator). Documented in `docs/exit-codes.md`.
+
+use std::fmt;
+
+/// Why the agent stopped. The numbers are stable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[repr(u8)]
+pub enum ExitCode {
+    /// Everything asked for was done.
+    Ok = 0,
+    /// An unexpected failure (a bug, or an error no other code describes).
+    Failure = 1,
+    /// The command line is wrong (clap's own code for usage errors).
+    Usage = 2,
+    /// The source cannot be used: missing, unreadable, wrong size.
+    Source = 3,
+    /// The destination cannot be used: missing folder, write error, in use.
+    Destination = 4,
+    /// A manifest named on the command line is missing or corrupt.
+    Manifest = 5,
+}
+
+/// An error with the exit code it maps to.
+#[derive(Debug)]
+pub struct Failure {
+    pub code: ExitCode,
+    pub error: anyhow::Error,
+}
+
+impl Failure {
+    pub fn new(code: ExitCode, error: anyhow::Error) -> Self {
+        Self { code, error }
+    }
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // One line: the error and its causes joined by ": ".
+        write!(f, "{:#}", self.error)
+    }
+}
+
+/// Attach an exit code to any error.
+pub trait WithCode<T> {
+    fn code(self, code: ExitCode) -> Result<T, Failure>;
+}
+
+impl<T, E: Into<anyhow::Error>> WithCode<T> for Result<T, E> {
+    fn code(self, code: ExitCode) -> Result<T, Failure> {
+        self.map_err(|e| Failure::new(code, e.into()))
+    }
+}

@@ -1,0 +1,400 @@
+//! `file:PATH.vhd`: a sparse fixed-VHD file on a local filesystem.
+//!
+//! Beside `PATH.vhd` live `PATH.vhd.manifest` (the last published
+//! generation) and, while a generation is being written on top of it,
+//! `PATH.vhd.journal` (intents, see `diskferry_core::journal`). Data is
+//! written with `pwrite`; chunks that became zero are punched out
+//! (`FALLOC_FL_PUNCH_HOLE`, zeros written where the filesystem cannot punch);
+//! unchanged chunks are not touched. The manifest is published by rename only
+//! after `fdatasync` of the VHD.
+//!
+//! A full sync rebuilds the file from nothing: manifest and journal are
+//! removed first, so a crash in the middle leads to another full sync, never
+//! to trusting a half-written file.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::FileExt;
+use std::os::unix::io::AsRawFd;
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, Context};
+use diskferry_core::digest::Digest;
+use diskferry_core::geometry::{round_up_mib, Geometry};
+use diskferry_core::journal::{self, JournalHeader};
+use diskferry_core::manifest::Manifest;
+use diskferry_core::plan::{ByteRange, ChunkSet, Plan};
+use diskferry_core::vhd::{Footer, FOOTER_LEN, VHD_EPOCH_UNIX};
+
+use super::{Prior, Sink};
+use crate::exit::{ExitCode, Failure, WithCode};
+use crate::scan::WindowView;
+
+#[derive(Debug)]
+pub struct FileSink {
+    path: PathBuf,
+    manifest_path: PathBuf,
+    journal_path: PathBuf,
+    /// The VHD, open and locked between `begin` and `commit`.
+    file: Option<File>,
+    /// Open while an incremental generation is written.
+    journal: Option<(File, JournalHeader)>,
+    chunk: u64,
+    force: bool,
+}
+
+impl FileSink {
+    /// A sink writing `path`, its manifest at `manifest` (default: beside it).
+    /// Nothing is created or changed until [`Sink::begin`].
+    pub fn open(path: &Path, manifest: Option<&Path>, force: bool) -> Result<Self, Failure> {
+        let dest = |e: anyhow::Error| Failure::new(ExitCode::Destination, e);
+        let parent = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
+            _ => PathBuf::from("."),
+        };
+        if !parent.is_dir() {
+            return Err(dest(anyhow!("destination folder {} does not exist", parent.display())));
+        }
+        if path.is_dir() {
+            return Err(dest(anyhow!("destination {} is a directory", path.display())));
+        }
+        let manifest_path = manifest.map_or_else(|| sibling(path, "manifest"), Path::to_owned);
+        if manifest.is_some() && manifest_path.exists() {
+            // Named on the command line: it must be valid, or nothing happens.
+            let bytes = fs::read(&manifest_path)
+                .with_context(|| format!("cannot read manifest {}", manifest_path.display()))
+                .code(ExitCode::Manifest)?;
+            Manifest::decode(&bytes)
+                .with_context(|| format!("manifest {} is unusable", manifest_path.display()))
+                .code(ExitCode::Manifest)?;
+        }
+        Ok(Self {
+            path: path.to_owned(),
+            journal_path: sibling(path, "journal"),
+            manifest_path,
+            file: None,
+            journal: None,
+            chunk: 0,
+            force,
+        })
+    }
+
+    pub fn manifest_path(&self) -> &Path {
+        &self.manifest_path
+    }
+
+    fn file(&self) -> Result<&File, Failure> {
+        self.file.as_ref().ok_or_else(|| Failure::new(ExitCode::Failure, anyhow!("file sink used before begin")))
+    }
+
+    /// The footer now at the end of the file, if any.
+    fn read_footer(file: &File) -> Option<Footer> {
+        let len = file.metadata().ok()?.len();
+        if len < FOOTER_LEN as u64 {
+            return None;
+        }
+        let mut buf = [0u8; FOOTER_LEN];
+        file.read_exact_at(&mut buf, len - FOOTER_LEN as u64).ok()?;
+        Footer::parse(&buf).ok()
+    }
+
+    fn check_fence(&self, m: &Manifest) -> Result<(), String> {
+        let file = File::open(&self.path).map_err(|e| format!("cannot open destination: {e}"))?;
+        let len = file.metadata().map_err(|e| e.to_string())?.len();
+        let want = round_up_mib(m.geometry.disk_size()) + FOOTER_LEN as u64;
+        if len != want {
+            return Err(format!("destination is {len} bytes, its manifest implies {want}"));
+        }
+        match Self::read_footer(&file) {
+            Some(f) if f.size == round_up_mib(m.geometry.disk_size()) => Ok(()),
+            Some(f) => {
+                Err(format!("destination footer says {} bytes, its manifest {}", f.size, m.geometry.disk_size()))
+            }
+            None => Err("destination has no valid VHD footer".into()),
+        }
+    }
+
+    fn append_intents(&mut self, plan: &Plan) -> io::Result<()> {
+        let Some((journal, header)) = self.journal.as_mut() else { return Ok(()) };
+        let mut recs = Vec::new();
+        for r in plan.writes.iter().chain(&plan.clears) {
+            recs.extend_from_slice(&header.record(r.start / self.chunk, r.end.div_ceil(self.chunk)));
+        }
+        if recs.is_empty() {
+            return Ok(());
+        }
+        journal.write_all(&recs)?;
+        journal.sync_data()
+    }
+}
+
+impl Sink for FileSink {
+    fn describe(&self) -> String {
+        format!("file:{}", self.path.display())
+    }
+
+    fn prior(&mut self, source_id: &str, cur: Geometry) -> Result<Prior, Failure> {
+        if !self.path.exists() {
+            return Ok(Prior::Fresh { reason: "destination does not exist yet".into() });
+        }
+        let untrusted = |reason: String, last_generation| Ok(Prior::Untrusted { reason, last_generation });
+        let bytes = match fs::read(&self.manifest_path) {
+            Ok(b) => b,
+            Err(e) => {
+                if !self.force && File::open(&self.path).ok().as_ref().and_then(Self::read_footer).is_none() {
+                    return Err(Failure::new(
+                        ExitCode::Destination,
+                        anyhow!(
+                            "destination {} exists and is not a VHD written by diskferry; pass --force to overwrite it",
+                            self.path.display()
+                        ),
+                    ));
+                }
+                return untrusted(format!("no manifest at {} ({e})", self.manifest_path.display()), None);
+            }
+        };
+        let manifest = match Manifest::decode(&bytes) {
+            Ok(m) => m,
+            Err(e) => return untrusted(format!("manifest {} is corrupt: {e}", self.manifest_path.display()), None),
+        };
+        let last = Some(manifest.generation);
+        if manifest.geometry.chunk_size() != cur.chunk_size() {
+            return untrusted(
+                format!(
+                    "manifest chunk size {} differs from {}",
+                    manifest.geometry.chunk_size().get(),
+                    cur.chunk_size().get()
+                ),
+                last,
+            );
+        }
+        if manifest.source_id != source_id {
+            return untrusted(format!("manifest is of source {:?}, not {:?}", manifest.source_id, source_id), last);
+        }
+        if let Err(why) = self.check_fence(&manifest) {
+            return untrusted(why, last);
+        }
+        let mut suspect = ChunkSet::default();
+        if let Ok(j) = fs::read(&self.journal_path) {
+            // A header that never became durable means no write followed it.
+            if let Ok((h, set)) = journal::parse(&j) {
+                if h.generation == manifest.generation + 1 {
+                    if h.base != Digest::of(&bytes) {
+                        return untrusted(
+                            "the interrupted generation's journal belongs to another manifest".into(),
+                            last,
+                        );
+                    }
+                    suspect = set;
+                } else if h.generation > manifest.generation + 1 {
+                    return untrusted(
+                        format!(
+                            "journal of generation {} does not follow manifest generation {}",
+                            h.generation, manifest.generation
+                        ),
+                        last,
+                    );
+                }
+            }
+        }
+        Ok(Prior::Previous { manifest, suspect })
+    }
+
+    fn begin(&mut self, generation: u64, cur: Geometry, prior: &Prior) -> Result<(), Failure> {
+        let ctx = |what: &str| format!("{what} {}", self.path.display());
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&self.path)
+            .with_context(|| ctx("cannot open destination"))
+            .code(ExitCode::Destination)?;
+        lock(&file).with_context(|| ctx("cannot lock destination")).code(ExitCode::Destination)?;
+        let old_footer = Self::read_footer(&file);
+        let old_len = file.metadata().with_context(|| ctx("cannot stat")).code(ExitCode::Destination)?.len();
+        let rounded = round_up_mib(cur.disk_size());
+        let total = rounded + FOOTER_LEN as u64;
+        let io = |e: io::Error, what: &str| {
+            Failure::new(ExitCode::Destination, anyhow!("{what} {}: {e}", self.path.display()))
+        };
+        self.chunk = cur.chunk_size().get();
+
+        match prior {
+            Prior::Fresh { .. } | Prior::Untrusted { .. } => {
+                // Forget the old state first: a crash from here on leads to
+                // another full sync.
+                remove_durably(&self.manifest_path).map_err(|e| io(e, "cannot remove old manifest of"))?;
+                remove_durably(&self.journal_path).map_err(|e| io(e, "cannot remove old journal of"))?;
+                file.set_len(0).map_err(|e| io(e, "cannot truncate"))?;
+                file.set_len(total).map_err(|e| io(e, "cannot size"))?;
+            }
+            Prior::Previous { manifest, .. } => {
+                let header = JournalHeader {
+                    generation,
+                    base: Digest::of(&fs::read(&self.manifest_path).map_err(|e| io(e, "cannot reread manifest of"))?),
+                };
+                let mut j = File::create(&self.journal_path).map_err(|e| io(e, "cannot create journal for"))?;
+                j.write_all(&header.encode())
+                    .and_then(|_| j.sync_data())
+                    .map_err(|e| io(e, "cannot write journal for"))?;
+                sync_parent(&self.journal_path).map_err(|e| io(e, "cannot sync folder of"))?;
+                self.journal = Some((j, header));
+                if old_len != total || manifest.geometry.disk_size() != cur.disk_size() {
+                    // Grow: the old footer now lies inside the disk. Shrink:
+                    // old data now lies in the padding. Either way the bytes
+                    // between the disk end and the new footer must be zero.
+                    let old_footer_at = old_len.saturating_sub(FOOTER_LEN as u64);
+                    if old_footer_at < total {
+                        punch(&file, old_footer_at, FOOTER_LEN as u64)
+                            .map_err(|e| io(e, "cannot clear old footer of"))?;
+                    }
+                    file.set_len(total).map_err(|e| io(e, "cannot resize"))?;
+                    if rounded > cur.disk_size() {
+                        punch(&file, cur.disk_size(), rounded - cur.disk_size())
+                            .map_err(|e| io(e, "cannot clear padding of"))?;
+                    }
+                }
+            }
+        }
+        // Keep the disk's unique id across generations; a new VHD gets one
+        // derived from its path so reruns are reproducible.
+        let id = old_footer.map_or_else(
+            || {
+                let mut id = [0u8; 16];
+                id.copy_from_slice(&blake3::hash(self.path.as_os_str().as_encoded_bytes()).as_bytes()[..16]);
+                id
+            },
+            |f| f.unique_id,
+        );
+        let footer = match old_footer {
+            Some(f) if f.size == rounded && old_len == total => f,
+            _ => Footer::new(cur.disk_size(), vhd_timestamp(), id),
+        };
+        file.write_all_at(&footer.encode(), rounded).map_err(|e| io(e, "cannot write footer of"))?;
+        self.file = Some(file);
+        Ok(())
+    }
+
+    fn apply(&mut self, plan: &Plan, window: &WindowView<'_>) -> Result<(), Failure> {
+        if plan.writes.is_empty() && plan.clears.is_empty() {
+            return Ok(());
+        }
+        self.append_intents(plan)
+            .with_context(|| format!("cannot append to journal {}", self.journal_path.display()))
+            .code(ExitCode::Destination)?;
+        let file = self.file()?;
+        for w in &plan.writes {
+            let bytes = &window.bytes[(w.start - window.offset) as usize..(w.end - window.offset) as usize];
+            file.write_all_at(bytes, w.start)
+                .with_context(|| {
+                    format!("write of {} bytes at offset {} to {} failed", w.len(), w.start, self.path.display())
+                })
+                .code(ExitCode::Destination)?;
+        }
+        for ByteRange { start, end } in &plan.clears {
+            punch(file, *start, end - start)
+                .with_context(|| format!("clearing offset {start}..{end} of {} failed", self.path.display()))
+                .code(ExitCode::Destination)?;
+        }
+        Ok(())
+    }
+
+    fn commit(&mut self, manifest: &Manifest) -> Result<(), Failure> {
+        let file = self.file()?;
+        file.sync_data()
+            .with_context(|| format!("cannot flush {}", self.path.display()))
+            .code(ExitCode::Destination)?;
+        let bytes = manifest.encode().context("cannot encode manifest").code(ExitCode::Failure)?;
+        write_atomically(&self.manifest_path, &bytes)
+            .with_context(|| format!("cannot publish manifest {}", self.manifest_path.display()))
+            .code(ExitCode::Destination)?;
+        self.journal = None;
+        remove_durably(&self.journal_path)
+            .with_context(|| format!("cannot remove journal {}", self.journal_path.display()))
+            .code(ExitCode::Destination)?;
+        Ok(())
+    }
+}
+
+/// `PATH.vhd` -> `PATH.vhd.<ext>`.
+fn sibling(path: &Path, ext: &str) -> PathBuf {
+    let mut s = path.as_os_str().to_owned();
+    s.push(".");
+    s.push(ext);
+    PathBuf::from(s)
+}
+
+fn vhd_timestamp() -> u32 {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    now.saturating_sub(VHD_EPOCH_UNIX).min(u64::from(u32::MAX)) as u32
+}
+
+fn lock(file: &File) -> anyhow::Result<()> {
+    // SAFETY: flock on a descriptor we own.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
+            return Err(anyhow!("another sync is writing it"));
+        }
+        return Err(e.into());
+    }
+    Ok(())
+}
+
+/// Make `len` bytes at `offset` read as zero, freeing the space if possible.
+fn punch(file: &File, offset: u64, len: u64) -> io::Result<()> {
+    if len == 0 {
+        return Ok(());
+    }
+    // SAFETY: fallocate on a descriptor we own; no memory is passed.
+    let r = unsafe {
+        libc::fallocate(
+            file.as_raw_fd(),
+            libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+            offset as libc::off_t,
+            len as libc::off_t,
+        )
+    };
+    if r == 0 {
+        return Ok(());
+    }
+    let e = io::Error::last_os_error();
+    if e.raw_os_error() != Some(libc::EOPNOTSUPP) {
+        return Err(e);
+    }
+    // No hole punching here (tmpfs before 3.5, some network filesystems).
+    let zeros = vec![0u8; (1 << 20).min(len) as usize];
+    let mut at = offset;
+    while at < offset + len {
+        let n = (offset + len - at).min(zeros.len() as u64);
+        file.write_all_at(&zeros[..n as usize], at)?;
+        at += n;
+    }
+    Ok(())
+}
+
+fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let tmp = sibling(path, "tmp");
+    let mut f = File::create(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    fs::rename(&tmp, path)?;
+    sync_parent(path)
+}
+
+fn remove_durably(path: &Path) -> io::Result<()> {
+    match fs::remove_file(path) {
+        Ok(()) => sync_parent(path),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+fn sync_parent(path: &Path) -> io::Result<()> {
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    File::open(parent)?.sync_all()
+}

@@ -1,0 +1,152 @@
+//! One sync: scan the source window by window, plan each window against the
+//! destination's prior state, apply the plan, publish the manifest.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::anyhow;
+use diskferry_core::geometry::{ChunkSize, Geometry};
+use diskferry_core::manifest::Manifest;
+use diskferry_core::plan::{PlanStats, Planner};
+
+use crate::exit::{ExitCode, Failure, WithCode};
+use crate::scan::{scan, ScanStats};
+use crate::sink::file::FileSink;
+use crate::sink::Sink;
+use crate::source::{BlockSource, DeviceSource, ReadMode};
+
+/// Where a sync writes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// `file:PATH`: a sparse fixed-VHD file.
+    File(PathBuf),
+}
+
+impl std::str::FromStr for Target {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.split_once(':') {
+            Some(("file", path)) if !path.is_empty() => Ok(Target::File(PathBuf::from(path))),
+            Some(("file", _)) => Err("file: needs a path, as in file:/data/disk0.vhd".into()),
+            Some((scheme @ ("pageblob" | "relay"), _)) => {
+                Err(format!("{scheme}: destinations are not supported by this build yet; use file:PATH"))
+            }
+            _ => Err(format!("{s:?} is not a destination: use file:PATH")),
+        }
+    }
+}
+
+/// Everything a sync needs besides the source and target.
+#[derive(Debug, Clone)]
+pub struct SyncOptions {
+    pub chunk_size: ChunkSize,
+    /// Names the source in the manifest; a manifest of another source is not
+    /// trusted. Default: the source's canonical path.
+    pub source_id: Option<String>,
+    pub threads: usize,
+    pub read_mode: ReadMode,
+    /// Keep the manifest here instead of beside the destination.
+    pub manifest: Option<PathBuf>,
+    /// Overwrite a destination that diskferry did not write.
+    pub force: bool,
+}
+
+/// What a sync did. Serialized as the `--json` output.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SyncReport {
+    pub destination: String,
+    pub generation: u64,
+    pub full_sync: bool,
+    pub full_sync_reason: Option<String>,
+    pub disk_size: u64,
+    pub previous_disk_size: Option<u64>,
+    pub chunk_size: u64,
+    pub chunks: u64,
+    pub chunks_written: u64,
+    pub chunks_cleared: u64,
+    pub chunks_unchanged: u64,
+    /// Chunks an interrupted earlier run touched, rewritten whatever they hold.
+    pub chunks_suspect: u64,
+    pub bytes_written: u64,
+    pub bytes_cleared: u64,
+    pub zero_chunks: u64,
+    pub data_chunks: u64,
+    pub bytes_read: u64,
+    pub seconds: f64,
+    pub read_bytes_per_second: f64,
+}
+
+/// Open a source and check it can be cut into chunks.
+pub fn open_source(path: &Path, mode: ReadMode, chunk: ChunkSize) -> Result<(DeviceSource, Geometry), Failure> {
+    let source = DeviceSource::open(path, mode).code(ExitCode::Source)?;
+    let geometry = Geometry::new(source.size(), chunk)
+        .map_err(|e| Failure::new(ExitCode::Source, anyhow!("source {}: {e}", path.display())))?;
+    Ok((source, geometry))
+}
+
+pub fn thread_pool(threads: usize) -> Result<rayon::ThreadPool, Failure> {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .thread_name(|i| format!("diskferry-scan-{i}"))
+        .build()
+        .code(ExitCode::Failure)
+}
+
+/// Sync `source_path` to `target`.
+pub fn sync(source_path: &Path, target: &Target, opts: &SyncOptions) -> Result<SyncReport, Failure> {
+    let started = Instant::now();
+    let (source, geometry) = open_source(source_path, opts.read_mode, opts.chunk_size)?;
+    let mut sink = match target {
+        Target::File(p) => FileSink::open(p, opts.manifest.as_deref(), opts.force)?,
+    };
+    let source_id = match &opts.source_id {
+        Some(id) => id.clone(),
+        None => std::fs::canonicalize(source_path).unwrap_or_else(|_| source_path.to_owned()).display().to_string(),
+    };
+    let pool = thread_pool(opts.threads)?;
+    let prior = sink.prior(&source_id, geometry)?;
+    let generation = prior.next_generation();
+    sink.begin(generation, geometry, &prior)?;
+
+    let planner = Planner::new(prior.baseline(), geometry);
+    let mut plan_stats = PlanStats::default();
+    let (chunks, scan_stats): (_, ScanStats) = scan(&source, geometry, &pool, |w| {
+        let plan = planner.plan_window(w.first_chunk, w.states);
+        plan_stats.add(&plan.stats);
+        sink.apply(&plan, &w)
+    })?;
+    let manifest = Manifest { geometry, generation, created_unix_ms: unix_ms(), source_id, chunks };
+    sink.commit(&manifest)?;
+
+    let seconds = started.elapsed().as_secs_f64();
+    let (previous_disk_size, chunks_suspect) = match &prior {
+        crate::sink::Prior::Previous { manifest, suspect } => (Some(manifest.geometry.disk_size()), suspect.len()),
+        _ => (None, 0),
+    };
+    Ok(SyncReport {
+        destination: sink.describe(),
+        generation,
+        full_sync: prior.full_reason().is_some(),
+        full_sync_reason: prior.full_reason().map(str::to_owned),
+        disk_size: geometry.disk_size(),
+        previous_disk_size,
+        chunk_size: geometry.chunk_size().get(),
+        chunks: geometry.chunk_count(),
+        chunks_written: plan_stats.chunks_written,
+        chunks_cleared: plan_stats.chunks_cleared,
+        chunks_unchanged: plan_stats.chunks_unchanged,
+        chunks_suspect,
+        bytes_written: plan_stats.bytes_written,
+        bytes_cleared: plan_stats.bytes_cleared,
+        zero_chunks: scan_stats.zero_chunks,
+        data_chunks: scan_stats.data_chunks,
+        bytes_read: scan_stats.bytes_read,
+        seconds,
+        read_bytes_per_second: geometry.disk_size() as f64 / seconds.max(1e-9),
+    })
+}
+
+pub fn unix_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
