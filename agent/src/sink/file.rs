@@ -98,6 +98,21 @@ impl FileSink {
         Footer::parse(&buf).ok()
     }
 
+    fn open_locked(&self) -> Result<File, Failure> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&self.path)
+            .with_context(|| format!("cannot open destination {}", self.path.display()))
+            .code(ExitCode::Destination)?;
+        lock(&file)
+            .with_context(|| format!("cannot lock destination {}", self.path.display()))
+            .code(ExitCode::Destination)?;
+        Ok(file)
+    }
+
     fn check_fence(&self, m: &Manifest) -> Result<(), String> {
         let file = File::open(&self.path).map_err(|e| format!("cannot open destination: {e}"))?;
         let len = file.metadata().map_err(|e| e.to_string())?.len();
@@ -137,6 +152,8 @@ impl Sink for FileSink {
         if !self.path.exists() {
             return Ok(Prior::Fresh { reason: "destination does not exist yet".into() });
         }
+        // Hold the lock from before the state is read until the commit.
+        self.file = Some(self.open_locked()?);
         let untrusted = |reason: String, last_generation| Ok(Prior::Untrusted { reason, last_generation });
         let bytes = match fs::read(&self.manifest_path) {
             Ok(b) => b,
@@ -202,15 +219,10 @@ impl Sink for FileSink {
 
     fn begin(&mut self, generation: u64, cur: Geometry, prior: &Prior) -> Result<(), Failure> {
         let ctx = |what: &str| format!("{what} {}", self.path.display());
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&self.path)
-            .with_context(|| ctx("cannot open destination"))
-            .code(ExitCode::Destination)?;
-        lock(&file).with_context(|| ctx("cannot lock destination")).code(ExitCode::Destination)?;
+        let file = match self.file.take() {
+            Some(f) => f,
+            None => self.open_locked()?,
+        };
         let old_footer = Self::read_footer(&file);
         let old_len = file.metadata().with_context(|| ctx("cannot stat")).code(ExitCode::Destination)?.len();
         let rounded = round_up_mib(cur.disk_size());
