@@ -1,15 +1,20 @@
 //! The parallel scan: a disk is walked in windows of [`WINDOW`] bytes; within
 //! a window the chunks are read, zero-checked and hashed on the rayon pool,
-//! then handed, bytes and states together, to the caller (a sink writes the
-//! dirty ones straight from the window). One window is alive at a time, so
-//! memory stays at one window whatever the disk size; the manifest (33 bytes
-//! per chunk) is the only thing that grows with the disk.
+//! then handed, bytes and states together, to the caller in disk order (a
+//! sink writes the dirty ones straight from the window).
+//!
+//! Windows are pipelined: while the caller consumes window k on this thread,
+//! the pool already hashes window k+1, so no core waits at a window boundary
+//! and the sink's writes overlap the hashing. At most [`IN_FLIGHT`] windows
+//! are alive, so memory stays at a few windows whatever the disk size; the
+//! manifest (33 bytes per chunk) is the only thing that grows with the disk.
 //!
 //! Chunks that lie wholly in a hole of a sparse file are zero without being
-//! read. While one window is processed the kernel is asked to read ahead the
-//! next.
+//! read. With pread the kernel is asked to read ahead the next window.
 
+use std::collections::VecDeque;
 use std::ops::Range;
+use std::sync::mpsc;
 
 use anyhow::anyhow;
 use diskferry_core::geometry::Geometry;
@@ -19,10 +24,13 @@ use rayon::prelude::*;
 use crate::exit::{ExitCode, Failure};
 use crate::source::BlockSource;
 
-/// Bytes per window: a whole number of 4 MiB writes (so coalesced writes never
-/// straddle windows needlessly) and enough chunks to keep every core busy,
-/// small enough to bound memory at 32 MiB of mapped or buffered data.
+/// Bytes per window: a whole number of 4 MiB writes (so coalesced writes
+/// never straddle windows needlessly), 32 chunks of the default size to share
+/// between cores.
 pub const WINDOW: u64 = 32 << 20;
+/// Windows hashed ahead of the one being consumed: one keeps every core busy
+/// while the caller works; memory is `(IN_FLIGHT + 1) * WINDOW` at most.
+pub const IN_FLIGHT: usize = 2;
 
 /// One window of the disk, handed to the caller after it is hashed.
 #[derive(Debug)]
@@ -48,87 +56,136 @@ pub struct ScanStats {
     pub bytes_hashed: u64,
 }
 
+/// A window on its way through the pool.
+struct Window<'a> {
+    first: u64,
+    offset: u64,
+    holes: Vec<bool>,
+    states: Vec<ChunkState>,
+    /// The window in the source's mapping, or `None` to read into `buf`.
+    map: Option<&'a [u8]>,
+    buf: Vec<u8>,
+}
+
+impl Window<'_> {
+    fn bytes(&self) -> &[u8] {
+        self.map.unwrap_or(&self.buf)
+    }
+}
+
 /// Scan `source` under `geometry`, calling `on_window` for each window in
-/// order. Returns every chunk's state.
+/// disk order. Returns every chunk's state.
 pub fn scan(
     source: &dyn BlockSource,
     geometry: Geometry,
     pool: &rayon::ThreadPool,
     mut on_window: impl FnMut(WindowView<'_>) -> Result<(), Failure>,
 ) -> Result<(Vec<ChunkState>, ScanStats), Failure> {
-    let chunk = geometry.chunk_size().get();
     let mut states = Vec::with_capacity(geometry.chunk_count() as usize);
     let mut stats = ScanStats::default();
-    let mut buf: Vec<u8> = Vec::new();
     let disk = geometry.disk_size();
-    let mut offset = 0;
-    while offset < disk {
-        let end = (offset + WINDOW).min(disk);
-        if end < disk {
-            source.prefetch(end..(end + WINDOW).min(disk));
-        }
-        let chunks = geometry.chunks_in(offset..end);
-        let first = chunks.start;
-        let holes = hole_flags(source, geometry, chunks.clone()).map_err(|e| read_failure(e, offset))?;
-        let mut window = vec![ChunkState::Zero; (chunks.end - chunks.start) as usize];
+    let mut spare: Vec<Vec<u8>> = Vec::new();
 
-        let map = source.map(offset..end).transpose().map_err(|e| read_failure(e, offset))?;
-        let bytes: &[u8] = match &map {
-            Some(m) => {
-                pool.install(|| {
-                    window.par_iter_mut().zip(&holes).enumerate().for_each(|(k, (state, &hole))| {
-                        if !hole {
-                            let r = local(geometry.chunk_range(first + k as u64), offset);
-                            *state = ChunkState::of(&m[r]);
-                        }
-                    })
-                });
-                m
+    pool.in_place_scope(|scope| {
+        let mut pending: VecDeque<mpsc::Receiver<Result<Window<'_>, Failure>>> = VecDeque::new();
+        let mut offset = 0;
+        let mut consume = |rx: mpsc::Receiver<Result<Window<'_>, Failure>>, spare: &mut Vec<Vec<u8>>| {
+            let w = rx.recv().map_err(|_| Failure::new(ExitCode::Failure, anyhow!("scan worker vanished")))??;
+            count(&mut stats, geometry, &w);
+            on_window(WindowView { first_chunk: w.first, offset: w.offset, states: &w.states, bytes: w.bytes() })?;
+            states.extend_from_slice(&w.states);
+            if w.map.is_some() {
+                source.release(w.offset..w.offset + w.bytes().len() as u64);
             }
-            None => {
-                buf.resize((end - offset) as usize, 0);
-                pool.install(|| {
-                    buf.par_chunks_mut(chunk as usize).zip(window.par_iter_mut()).zip(&holes).enumerate().try_for_each(
-                        |(k, ((slice, state), &hole))| {
-                            if hole {
-                                return Ok(());
-                            }
-                            let at = offset + k as u64 * chunk;
-                            source.read_exact_at(at, slice).map_err(|e| read_failure(e, at))?;
-                            *state = ChunkState::of(slice);
-                            Ok::<(), Failure>(())
-                        },
-                    )
-                })?;
-                &buf
-            }
+            spare.push(w.buf);
+            Ok::<(), Failure>(())
         };
-
-        for (k, (state, &hole)) in window.iter().zip(&holes).enumerate() {
-            let r = geometry.chunk_range(first + k as u64);
-            let len = r.end - r.start;
-            stats.chunks += 1;
-            if hole {
-                stats.hole_chunks += 1;
-            } else {
-                stats.bytes_read += len;
+        while offset < disk {
+            let end = (offset + WINDOW).min(disk);
+            if end < disk {
+                source.prefetch(end..(end + WINDOW).min(disk));
             }
-            if state.is_zero() {
-                stats.zero_chunks += 1;
-            } else {
-                stats.data_chunks += 1;
-                stats.bytes_hashed += len;
+            let window = prepare(source, geometry, offset..end, spare.pop().unwrap_or_default())?;
+            let (tx, rx) = mpsc::sync_channel(1);
+            scope.spawn(move |_| {
+                let _ = tx.send(hash_window(source, geometry, window));
+            });
+            pending.push_back(rx);
+            if pending.len() > IN_FLIGHT {
+                if let Some(rx) = pending.pop_front() {
+                    consume(rx, &mut spare)?;
+                }
             }
+            offset = end;
         }
-        on_window(WindowView { first_chunk: first, offset, states: &window, bytes })?;
-        states.extend_from_slice(&window);
-        offset = end;
-    }
+        while let Some(rx) = pending.pop_front() {
+            consume(rx, &mut spare)?;
+        }
+        Ok::<(), Failure>(())
+    })?;
     Ok((states, stats))
 }
 
-fn local(r: Range<u64>, base: u64) -> Range<usize> {
-    (r.start - base) as usize..(r.end - base) as usize
+/// Find the window's holes and map it (or size its buffer).
+fn prepare<'a>(
+    source: &'a dyn BlockSource,
+    geometry: Geometry,
+    bytes: Range<u64>,
+    mut buf: Vec<u8>,
+) -> Result<Window<'a>, Failure> {
+    let chunks = geometry.chunks_in(bytes.clone());
+    let holes = hole_flags(source, geometry, chunks.clone()).map_err(|e| read_failure(e, bytes.start))?;
+    let map = source.mapped().map(|m| &m[bytes.start as usize..bytes.end as usize]);
+    if map.is_none() {
+        buf.resize((bytes.end - bytes.start) as usize, 0);
+    }
+    let n = (chunks.end - chunks.start) as usize;
+    Ok(Window { first: chunks.start, offset: bytes.start, holes, states: vec![ChunkState::Zero; n], map, buf })
+}
+
+/// Read (if not mapped), zero-check and hash every chunk of a window.
+fn hash_window<'a>(source: &dyn BlockSource, geometry: Geometry, mut w: Window<'a>) -> Result<Window<'a>, Failure> {
+    let chunk = geometry.chunk_size().get() as usize;
+    let (first, offset) = (w.first, w.offset);
+    match &w.map {
+        Some(m) => w.states.par_iter_mut().zip(&w.holes).enumerate().for_each(|(k, (state, &hole))| {
+            if !hole {
+                let r = geometry.chunk_range(first + k as u64);
+                *state = ChunkState::of(&m[(r.start - offset) as usize..(r.end - offset) as usize]);
+            }
+        }),
+        None => w.buf.par_chunks_mut(chunk).zip(w.states.par_iter_mut()).zip(&w.holes).enumerate().try_for_each(
+            |(k, ((slice, state), &hole))| {
+                if hole {
+                    return Ok(());
+                }
+                let at = offset + (k * chunk) as u64;
+                source.read_exact_at(at, slice).map_err(|e| read_failure(e, at))?;
+                *state = ChunkState::of(slice);
+                Ok::<(), Failure>(())
+            },
+        )?,
+    }
+    Ok(w)
+}
+
+fn count(stats: &mut ScanStats, geometry: Geometry, w: &Window) {
+    for (k, (state, &hole)) in w.states.iter().zip(&w.holes).enumerate() {
+        let r = geometry.chunk_range(w.first + k as u64);
+        let len = r.end - r.start;
+        stats.chunks += 1;
+        if hole {
+            stats.hole_chunks += 1;
+        } else {
+            stats.bytes_read += len;
+        }
+        if state.is_zero() {
+            stats.zero_chunks += 1;
+        } else {
+            stats.data_chunks += 1;
+            stats.bytes_hashed += len;
+        }
+    }
 }
 
 fn read_failure(e: std::io::Error, offset: u64) -> Failure {
