@@ -169,7 +169,7 @@ fn hash_window<'a>(source: &dyn BlockSource, geometry: Geometry, mut w: Window<'
     Ok(w)
 }
 
-fn count(stats: &mut ScanStats, geometry: Geometry, w: &Window) {
+fn count(stats: &mut ScanStats, geometry: Geometry, w: &Window<'_>) {
     for (k, (state, &hole)) in w.states.iter().zip(&w.holes).enumerate() {
         let r = geometry.chunk_range(w.first + k as u64);
         let len = r.end - r.start;
