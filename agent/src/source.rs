@@ -96,7 +96,10 @@ impl DeviceSource {
         } else {
             None
         };
-        Ok(Self { file, size, map, sparse: !block })
+        // A file without a single hole (a fully allocated image) needs no
+        // hole queries per window.
+        let sparse = !block && seek(file.as_raw_fd(), 0, libc::SEEK_HOLE).map_or(true, |hole| hole < size);
+        Ok(Self { file, size, map, sparse })
     }
 
     pub fn uses_mmap(&self) -> bool {

@@ -2,7 +2,7 @@
 //! destination's prior state, apply the plan, publish the manifest.
 
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::anyhow;
 use diskferry_core::geometry::{ChunkSize, Geometry};
@@ -74,6 +74,10 @@ pub struct SyncReport {
     pub data_chunks: u64,
     pub bytes_read: u64,
     pub seconds: f64,
+    /// Of `seconds`: time spent handing writes and clears to the destination.
+    pub seconds_writing: f64,
+    /// Of `seconds`: time spent making the generation durable and publishing it.
+    pub seconds_committing: f64,
     pub read_bytes_per_second: f64,
 }
 
@@ -111,13 +115,19 @@ pub fn sync(source_path: &Path, target: &Target, opts: &SyncOptions) -> Result<S
 
     let planner = Planner::new(prior.baseline(), geometry);
     let mut plan_stats = PlanStats::default();
+    let mut writing = Duration::ZERO;
     let (chunks, scan_stats): (_, ScanStats) = scan(&source, geometry, &pool, |w| {
         let plan = planner.plan_window(w.first_chunk, w.states);
         plan_stats.add(&plan.stats);
-        sink.apply(&plan, &w)
+        let t = Instant::now();
+        let r = sink.apply(&plan, &w);
+        writing += t.elapsed();
+        r
     })?;
     let manifest = Manifest { geometry, generation, created_unix_ms: unix_ms(), source_id, chunks };
+    let t = Instant::now();
     sink.commit(&manifest)?;
+    let committing = t.elapsed();
 
     let seconds = started.elapsed().as_secs_f64();
     let (previous_disk_size, chunks_suspect) = match &prior {
@@ -143,6 +153,8 @@ pub fn sync(source_path: &Path, target: &Target, opts: &SyncOptions) -> Result<S
         data_chunks: scan_stats.data_chunks,
         bytes_read: scan_stats.bytes_read,
         seconds,
+        seconds_writing: writing.as_secs_f64(),
+        seconds_committing: committing.as_secs_f64(),
         read_bytes_per_second: geometry.disk_size() as f64 / seconds.max(1e-9),
     })
 }

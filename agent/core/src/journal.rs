@@ -24,6 +24,8 @@ use crate::plan::ChunkSet;
 pub const MAGIC: [u8; 8] = *b"DFJOURN1";
 pub const HEADER_LEN: usize = 48;
 pub const RECORD_LEN: usize = 24;
+/// Most chunks a disk can have: 64 TiB in 64 KiB chunks.
+const MAX_CHUNKS: u64 = 1 << 30;
 
 /// Which generation a journal belongs to, and on top of which manifest.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,8 +89,8 @@ pub fn parse(bytes: &[u8]) -> Result<(JournalHeader, ChunkSet), JournalError> {
             u64::from_le_bytes(x)
         };
         let (first, end, check) = (word(0), word(8), word(16));
-        // Bounded: a record can name at most 2^32 chunks (4 PiB of 1 MiB chunks).
-        if check != header.check(first, end) || end < first || end - first > 1 << 32 {
+        // Bounded: no disk has more than 2^30 chunks (64 TiB in 64 KiB chunks).
+        if check != header.check(first, end) || end < first || end > MAX_CHUNKS {
             break;
         }
         set.insert_range(first, end);

@@ -28,6 +28,8 @@
 //! ```
 
 pub mod digest;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod geometry;
 pub mod journal;
 pub mod manifest;

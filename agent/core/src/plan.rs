@@ -57,12 +57,20 @@ pub struct ChunkSet {
 
 impl ChunkSet {
     pub fn insert_range(&mut self, start: u64, end: u64) {
-        for i in start..end {
+        if start >= end {
+            return;
+        }
+        let last = ((end - 1) / 64) as usize;
+        if self.bits.len() <= last {
+            self.bits.resize(last + 1, 0);
+        }
+        let mut i = start;
+        while i < end {
             let (w, b) = ((i / 64) as usize, i % 64);
-            if self.bits.len() <= w {
-                self.bits.resize(w + 1, 0);
-            }
-            self.bits[w] |= 1 << b;
+            let n = (64 - b).min(end - i);
+            let mask = if n == 64 { u64::MAX } else { ((1u64 << n) - 1) << b };
+            self.bits[w] |= mask;
+            i += n;
         }
     }
 
@@ -365,6 +373,17 @@ mod tests {
             apply(&plan, &mut dest, &cur);
             prop_assert!(dest == cur);
         }
+    }
+
+    #[test]
+    fn chunk_sets_cover_exactly_their_ranges() {
+        let mut s = ChunkSet::default();
+        s.insert_range(60, 200);
+        s.insert_range(5, 5);
+        s.insert_range(256, 257);
+        assert_eq!(s.len(), 141);
+        assert!(!s.contains(59) && s.contains(60) && s.contains(127) && s.contains(199) && !s.contains(200));
+        assert!(s.contains(256) && !s.contains(255) && !s.contains(100_000));
     }
 
     #[test]

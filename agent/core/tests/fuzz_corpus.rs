@@ -1,0 +1,29 @@
+//! Replays the committed fuzz corpus and every crash reproducer
+//! (`fuzz/corpus/<target>/`, `fuzz/artifacts/<target>/`) through the same
+//! checks as the fuzz targets, so a fixed crash stays fixed.
+
+use std::path::PathBuf;
+
+type Check = fn(&[u8]);
+
+#[test]
+fn committed_fuzz_inputs_pass() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fuzz");
+    let targets: [(&str, Check); 3] = [
+        ("manifest", diskferry_core::fuzzing::manifest),
+        ("vhd_footer", diskferry_core::fuzzing::vhd_footer),
+        ("journal", diskferry_core::fuzzing::journal),
+    ];
+    let mut seen = 0;
+    for (name, check) in targets {
+        for kind in ["corpus", "artifacts"] {
+            let Ok(dir) = std::fs::read_dir(root.join(kind).join(name)) else { continue };
+            for entry in dir.flatten() {
+                let bytes = std::fs::read(entry.path()).unwrap_or_default();
+                check(&bytes);
+                seen += 1;
+            }
+        }
+    }
+    assert!(seen >= 3, "the seed corpus is missing ({seen} inputs found)");
+}
