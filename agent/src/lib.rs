@@ -29,6 +29,7 @@
 
 pub mod cli;
 pub mod exit;
+pub mod pageblob;
 pub mod scan;
 pub mod sink;
 pub mod source;

@@ -113,7 +113,10 @@ pub fn sync(source_path: &Path, target: &Target, opts: &SyncOptions) -> Result<S
     let generation = prior.next_generation();
     sink.begin(generation, geometry, &prior)?;
 
-    let planner = Planner::new(prior.baseline(), geometry);
+    let mut planner = Planner::new(prior.baseline(), geometry);
+    if let Some(o) = prior.overrides() {
+        planner = planner.with_overrides(o);
+    }
     let mut plan_stats = PlanStats::default();
     let mut writing = Duration::ZERO;
     let (chunks, scan_stats): (_, ScanStats) = scan(&source, geometry, &pool, |w| {
@@ -131,7 +134,9 @@ pub fn sync(source_path: &Path, target: &Target, opts: &SyncOptions) -> Result<S
 
     let seconds = started.elapsed().as_secs_f64();
     let (previous_disk_size, chunks_suspect) = match &prior {
-        crate::sink::Prior::Previous { manifest, suspect } => (Some(manifest.geometry.disk_size()), suspect.len()),
+        crate::sink::Prior::Previous { manifest, overrides } => {
+            (Some(manifest.geometry.disk_size()), overrides.suspect_count())
+        }
         _ => (None, 0),
     };
     Ok(SyncReport {

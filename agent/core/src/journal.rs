@@ -1,39 +1,51 @@
-//! The intent journal of a generation being written.
+//! The journal of a generation being written.
 //!
 //! Before a sink writes or clears a range of chunks for generation G it
-//! appends an *intent* record naming them and makes it durable. If the run
-//! dies, the published manifest still says G-1, but the chunks named in the
-//! journal may hold anything: the next run marks them suspect (see
-//! [`crate::plan::Baseline`]) so they are rewritten or cleared whatever the
-//! source says, even when it comes from a newer snapshot.
+//! appends an *intent* record naming them and makes it durable; when storage
+//! has acknowledged a write or clear it may append an *ack* record saying
+//! what the chunk now holds. If the run dies, the published manifest still
+//! says G-1 (or nothing), but the journal tells the next run what the
+//! destination really holds: intents without a later ack are *suspect* (they
+//! may hold anything, so they are rewritten or cleared whatever the source
+//! says, even from a newer snapshot); acked chunks hold a known state (so a
+//! rerun does not resend them). See [`crate::plan::Overrides`].
 //!
-//! ## Format
+//! ## Format (all integers little-endian)
 //!
 //! ```text
-//! header, 48 bytes: magic "DFJOURN1" | generation u64 | base manifest digest [32]
-//! record, 24 bytes: first chunk u64 | end chunk u64 | check u64
+//! header, 56 bytes: magic "DFJOURN2" | generation u64 | base manifest digest [32] | disk size u64
+//! record:           kind u8 | first chunk u64 | end chunk u64 | [digest 32, kind 2 only] | check u64
+//!   kind 1 intent:    chunks first..end may be written or cleared from now on
+//!   kind 2 ack data:  chunk first (end = first + 1) now holds data with this digest
+//!   kind 3 ack zero:  chunks first..end now read as zero
 //! ```
 //!
-//! Integers are little-endian; `check` is the first 8 bytes of
-//! blake3(header ++ first ++ end). A torn or foreign record ends the journal:
-//! the intent it carried was never durable, so nothing after it was written.
+//! `check` is the first 8 bytes of blake3(header ++ record without check).
+//! Records apply in order. A torn or foreign record ends the journal: what it
+//! announced was never durable, so nothing after it happened.
 
 use crate::digest::Digest;
-use crate::plan::ChunkSet;
+use crate::manifest::ChunkState;
+use crate::plan::Overrides;
 
-pub const MAGIC: [u8; 8] = *b"DFJOURN1";
-pub const HEADER_LEN: usize = 48;
-pub const RECORD_LEN: usize = 24;
+pub const MAGIC: [u8; 8] = *b"DFJOURN2";
+pub const HEADER_LEN: usize = 56;
 /// Most chunks a disk can have: 64 TiB in 64 KiB chunks.
 const MAX_CHUNKS: u64 = 1 << 30;
 
-/// Which generation a journal belongs to, and on top of which manifest.
+const INTENT: u8 = 1;
+const ACK_DATA: u8 = 2;
+const ACK_ZERO: u8 = 3;
+
+/// Which generation a journal belongs to, and on top of what.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct JournalHeader {
     pub generation: u64,
-    /// Digest of the encoded manifest the generation started from (zeros when
-    /// it started from none).
+    /// Digest of the encoded manifest the generation started from; all zero
+    /// when it started from an empty destination.
     pub base: Digest,
+    /// Disk size of the generation being written: acks only hold for it.
+    pub disk_size: u64,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -42,60 +54,107 @@ pub enum JournalError {
     BadHeader,
 }
 
+/// One journal record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Record {
+    Intent { first: u64, end: u64 },
+    AckData { chunk: u64, digest: Digest },
+    AckZero { first: u64, end: u64 },
+}
+
 impl JournalHeader {
+    /// The base digest of a generation built on an empty destination.
+    pub const EMPTY_BASE: Digest = Digest([0; 32]);
+
     pub fn encode(&self) -> [u8; HEADER_LEN] {
         let mut h = [0u8; HEADER_LEN];
         h[..8].copy_from_slice(&MAGIC);
         h[8..16].copy_from_slice(&self.generation.to_le_bytes());
         h[16..48].copy_from_slice(&self.base.0);
+        h[48..56].copy_from_slice(&self.disk_size.to_le_bytes());
         h
     }
 
-    /// One intent record for chunks `first..end`.
-    pub fn record(&self, first: u64, end: u64) -> [u8; RECORD_LEN] {
-        let mut r = [0u8; RECORD_LEN];
-        r[..8].copy_from_slice(&first.to_le_bytes());
-        r[8..16].copy_from_slice(&end.to_le_bytes());
-        r[16..24].copy_from_slice(&self.check(first, end).to_le_bytes());
-        r
+    /// Encode one record for this journal.
+    pub fn record(&self, r: &Record) -> Vec<u8> {
+        let mut out = Vec::with_capacity(57);
+        match r {
+            Record::Intent { first, end } | Record::AckZero { first, end } => {
+                out.push(if matches!(r, Record::Intent { .. }) { INTENT } else { ACK_ZERO });
+                out.extend_from_slice(&first.to_le_bytes());
+                out.extend_from_slice(&end.to_le_bytes());
+            }
+            Record::AckData { chunk, digest } => {
+                out.push(ACK_DATA);
+                out.extend_from_slice(&chunk.to_le_bytes());
+                out.extend_from_slice(&(chunk + 1).to_le_bytes());
+                out.extend_from_slice(&digest.0);
+            }
+        }
+        let check = self.check(&out);
+        out.extend_from_slice(&check.to_le_bytes());
+        out
     }
 
-    fn check(&self, first: u64, end: u64) -> u64 {
+    fn check(&self, body: &[u8]) -> u64 {
         let mut h = blake3::Hasher::new();
         h.update(&self.encode());
-        h.update(&first.to_le_bytes());
-        h.update(&end.to_le_bytes());
+        h.update(body);
         let mut x = [0u8; 8];
         x.copy_from_slice(&h.finalize().as_bytes()[..8]);
         u64::from_le_bytes(x)
     }
 }
 
-/// Parse a journal: its header and the set of chunks it names.
-pub fn parse(bytes: &[u8]) -> Result<(JournalHeader, ChunkSet), JournalError> {
+/// Parse a journal: its header and what its records say about the chunks.
+pub fn parse(bytes: &[u8]) -> Result<(JournalHeader, Overrides), JournalError> {
     if bytes.len() < HEADER_LEN || bytes[..8] != MAGIC {
         return Err(JournalError::BadHeader);
     }
-    let mut g = [0u8; 8];
-    g.copy_from_slice(&bytes[8..16]);
+    let word = |b: &[u8], at: usize| {
+        let mut x = [0u8; 8];
+        x.copy_from_slice(&b[at..at + 8]);
+        u64::from_le_bytes(x)
+    };
     let mut base = [0u8; 32];
     base.copy_from_slice(&bytes[16..48]);
-    let header = JournalHeader { generation: u64::from_le_bytes(g), base: Digest(base) };
-    let mut set = ChunkSet::default();
-    for rec in bytes[HEADER_LEN..].chunks_exact(RECORD_LEN) {
-        let word = |at: usize| {
-            let mut x = [0u8; 8];
-            x.copy_from_slice(&rec[at..at + 8]);
-            u64::from_le_bytes(x)
+    let header = JournalHeader { generation: word(bytes, 8), base: Digest(base), disk_size: word(bytes, 48) };
+    let mut o = Overrides::default();
+    let mut rest = &bytes[HEADER_LEN..];
+    while let Some(&kind) = rest.first() {
+        let body_len = match kind {
+            INTENT | ACK_ZERO => 17,
+            ACK_DATA => 49,
+            _ => break,
         };
-        let (first, end, check) = (word(0), word(8), word(16));
-        // Bounded: no disk has more than 2^30 chunks (64 TiB in 64 KiB chunks).
-        if check != header.check(first, end) || end < first || end > MAX_CHUNKS {
+        if rest.len() < body_len + 8 {
             break;
         }
-        set.insert_range(first, end);
+        let (body, tail) = rest.split_at(body_len);
+        if word(tail, 0) != header.check(body) {
+            break;
+        }
+        let (first, end) = (word(body, 1), word(body, 9));
+        if end < first || end > MAX_CHUNKS {
+            break;
+        }
+        match kind {
+            INTENT => o.mark_suspect(first, end),
+            ACK_ZERO => o.mark_acked(first, end, ChunkState::Zero),
+            _ => {
+                let mut d = [0u8; 32];
+                d.copy_from_slice(&body[17..49]);
+                o.mark_acked(first, first + 1, ChunkState::Data(Digest(d)));
+            }
+        }
+        rest = &tail[8..];
     }
-    Ok((header, set))
+    Ok((header, o))
+}
+
+/// Acks only describe chunks under the geometry they were written with.
+pub fn acks_hold(header: &JournalHeader, disk_size: u64) -> bool {
+    header.disk_size == disk_size
 }
 
 #[cfg(test)]
@@ -103,21 +162,29 @@ mod tests {
     use super::*;
 
     #[test]
-    fn records_round_trip_and_torn_tail_is_ignored() {
-        let h = JournalHeader { generation: 4, base: Digest([3; 32]) };
+    fn records_apply_in_order_and_a_torn_tail_is_ignored() {
+        let h = JournalHeader { generation: 4, base: Digest([3; 32]), disk_size: 10 << 20 };
+        let d = Digest([7; 32]);
         let mut j = h.encode().to_vec();
-        j.extend_from_slice(&h.record(2, 5));
-        j.extend_from_slice(&h.record(9, 10));
-        let (hh, set) = parse(&j).unwrap();
+        j.extend(h.record(&Record::Intent { first: 2, end: 6 }));
+        j.extend(h.record(&Record::AckData { chunk: 2, digest: d }));
+        j.extend(h.record(&Record::AckZero { first: 3, end: 4 }));
+        let (hh, o) = parse(&j).unwrap();
         assert_eq!(hh, h);
-        assert_eq!(set.len(), 4);
-        assert!(set.contains(2) && set.contains(4) && set.contains(9) && !set.contains(5));
-        // A torn third record, and a record from another generation, end it.
+        assert_eq!(o.acked(2), Some(ChunkState::Data(d)));
+        assert_eq!(o.acked(3), Some(ChunkState::Zero));
+        assert!(o.is_suspect(4) && o.is_suspect(5) && !o.is_suspect(2) && !o.is_suspect(6));
+        // Rewritten after its ack: suspect again.
+        let mut again = j.clone();
+        again.extend(h.record(&Record::Intent { first: 2, end: 3 }));
+        let (_, o2) = parse(&again).unwrap();
+        assert!(o2.is_suspect(2) && o2.acked(2).is_none());
+        // A record of another journal, then a torn record: both ignored.
         let other = JournalHeader { generation: 5, ..h };
         let mut torn = j.clone();
-        torn.extend_from_slice(&other.record(20, 21));
-        torn.extend_from_slice(&h.record(30, 31)[..10]);
-        assert_eq!(parse(&torn).unwrap().1, set);
+        torn.extend(other.record(&Record::Intent { first: 8, end: 9 }));
+        torn.extend(&h.record(&Record::Intent { first: 9, end: 10 })[..10]);
+        assert_eq!(parse(&torn).unwrap().1, o);
         assert_eq!(parse(&j[..20]), Err(JournalError::BadHeader));
     }
 }

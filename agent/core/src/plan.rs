@@ -74,6 +74,12 @@ impl ChunkSet {
         }
     }
 
+    pub fn remove_range(&mut self, start: u64, end: u64) {
+        for i in start..end.min(self.bits.len() as u64 * 64) {
+            self.bits[(i / 64) as usize] &= !(1 << (i % 64));
+        }
+    }
+
     pub fn contains(&self, i: u64) -> bool {
         self.bits.get((i / 64) as usize).is_some_and(|w| w & (1 << (i % 64)) != 0)
     }
@@ -87,6 +93,58 @@ impl ChunkSet {
     }
 }
 
+/// What an interrupted run of this generation left behind (from its
+/// journal): chunks it may have touched, and chunks storage acknowledged.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Overrides {
+    suspect: ChunkSet,
+    acked: std::collections::HashMap<u64, ChunkState>,
+}
+
+impl Overrides {
+    /// Chunks `first..end` may hold anything.
+    pub fn mark_suspect(&mut self, first: u64, end: u64) {
+        self.suspect.insert_range(first, end);
+        if !self.acked.is_empty() {
+            for i in first..end {
+                self.acked.remove(&i);
+            }
+        }
+    }
+
+    /// Chunks `first..end` hold `state`.
+    pub fn mark_acked(&mut self, first: u64, end: u64, state: ChunkState) {
+        for i in first..end {
+            self.acked.insert(i, state);
+        }
+        self.suspect.remove_range(first, end);
+    }
+
+    pub fn is_suspect(&self, i: u64) -> bool {
+        self.suspect.contains(i)
+    }
+
+    pub fn acked(&self, i: u64) -> Option<ChunkState> {
+        self.acked.get(&i).copied()
+    }
+
+    /// Forget what the acks say (they were for another disk size): every
+    /// acked chunk becomes suspect.
+    pub fn distrust_acks(&mut self) {
+        for (&i, _) in std::mem::take(&mut self.acked).iter() {
+            self.suspect.insert_range(i, i + 1);
+        }
+    }
+
+    pub fn suspect_count(&self) -> u64 {
+        self.suspect.len()
+    }
+
+    pub fn acked_count(&self) -> u64 {
+        self.acked.len() as u64
+    }
+}
+
 /// What the destination holds before this generation is written.
 #[derive(Debug, Clone, Copy)]
 pub enum Baseline<'a> {
@@ -95,8 +153,8 @@ pub enum Baseline<'a> {
     /// Nothing can be trusted: write every data chunk, clear every zero chunk.
     Unknown,
     /// The previous generation: `chunks` under `geometry` (same chunk size as
-    /// the current disk), except the chunks in `suspect`.
-    Previous { geometry: Geometry, chunks: &'a [ChunkState], suspect: &'a ChunkSet },
+    /// the current disk).
+    Previous { geometry: Geometry, chunks: &'a [ChunkState] },
 }
 
 /// What one plan does, counted per chunk and per byte.
@@ -178,6 +236,7 @@ enum Prior {
 #[derive(Debug, Clone, Copy)]
 pub struct Planner<'a> {
     baseline: Baseline<'a>,
+    overrides: Option<&'a Overrides>,
     cur: Geometry,
 }
 
@@ -186,17 +245,29 @@ impl<'a> Planner<'a> {
         if let Baseline::Previous { geometry, .. } = baseline {
             assert_eq!(geometry.chunk_size(), cur.chunk_size(), "baseline with another chunk size");
         }
-        Self { baseline, cur }
+        Self { baseline, overrides: None, cur }
+    }
+
+    /// Apply what an interrupted run of this generation left (acks hold for
+    /// the current geometry only; see [`Overrides::distrust_acks`]).
+    pub fn with_overrides(mut self, overrides: &'a Overrides) -> Self {
+        self.overrides = Some(overrides);
+        self
     }
 
     fn prior(&self, i: u64) -> Prior {
+        if let Some(o) = self.overrides {
+            match o.acked(i) {
+                Some(ChunkState::Zero) => return Prior::Zero,
+                Some(ChunkState::Data(d)) => return Prior::Data(d),
+                None if o.is_suspect(i) => return Prior::Unknown,
+                None => {}
+            }
+        }
         match self.baseline {
             Baseline::Empty => Prior::Zero,
             Baseline::Unknown => Prior::Unknown,
-            Baseline::Previous { geometry, chunks, suspect } => {
-                if suspect.contains(i) {
-                    return Prior::Unknown;
-                }
+            Baseline::Previous { geometry, chunks } => {
                 match chunks.get(i as usize) {
                     // Past the old end: the resize left zeros there.
                     None => Prior::Zero,
@@ -236,8 +307,7 @@ impl<'a> Planner<'a> {
 
 /// Plan a whole disk: `prev` under `prev_geo` to `cur` under `cur_geo`.
 pub fn diff(prev_geo: Geometry, prev: &[ChunkState], cur_geo: Geometry, cur: &[ChunkState]) -> Plan {
-    let none = ChunkSet::default();
-    Planner::new(Baseline::Previous { geometry: prev_geo, chunks: prev, suspect: &none }, cur_geo).plan_window(0, cur)
+    Planner::new(Baseline::Previous { geometry: prev_geo, chunks: prev }, cur_geo).plan_window(0, cur)
 }
 
 #[cfg(test)]
@@ -312,6 +382,7 @@ mod tests {
             prev_pat in proptest::collection::vec(0u8..4, 0..24),
             cur_pat in proptest::collection::vec(0u8..4, 0..24),
             suspects in proptest::collection::vec(0u64..24, 0..4),
+            acks in proptest::collection::vec(0u64..24, 0..4),
         ) {
             let chunk = 1u64 << chunk_shift;
             let (ps, cs) = (prev_sectors * SECTOR, cur_sectors * SECTOR);
@@ -323,16 +394,25 @@ mod tests {
             // The destination after resize: prev cut or zero-extended.
             let mut dest = prev.clone();
             dest.resize(cs as usize, 0);
-            // Chunks an interrupted run may have scribbled on.
-            let mut suspect = ChunkSet::default();
+            // Chunks an interrupted run scribbled on, and chunks it finished
+            // (acked with their current state, so they are not resent).
+            let mut o = Overrides::default();
             for &s in &suspects {
-                suspect.insert_range(s, s + 1);
+                o.mark_suspect(s, s + 1);
                 let r = cg.chunk_range(s);
                 if r.start < r.end {
                     dest[r.start as usize..r.end as usize].fill(0xAB);
                 }
             }
-            let planner = Planner::new(Baseline::Previous { geometry: pg, chunks: &prev_m, suspect: &suspect }, cg);
+            for &a in &acks {
+                if a < cg.chunk_count() && !o.is_suspect(a) {
+                    let r = cg.chunk_range(a);
+                    dest[r.start as usize..r.end as usize].copy_from_slice(&cur[r.start as usize..r.end as usize]);
+                    o.mark_acked(a, a + 1, cur_m[a as usize]);
+                }
+            }
+            let suspect = &o;
+            let planner = Planner::new(Baseline::Previous { geometry: pg, chunks: &prev_m }, cg).with_overrides(&o);
             let plan = planner.plan_window(0, &cur_m);
             check_shape(&plan, cs);
             apply(&plan, &mut dest, &cur);
@@ -341,7 +421,8 @@ mod tests {
             // Only chunks whose state changed cost bytes (suspects aside).
             let changed: u64 = (0..cg.chunk_count())
                 .filter(|&i| !cur_m[i as usize].is_zero())
-                .filter(|&i| suspect.contains(i) || prev_m.get(i as usize) != Some(&cur_m[i as usize]) || pg.chunk_range(i) != cg.chunk_range(i))
+                .filter(|&i| suspect.acked(i) != Some(cur_m[i as usize]))
+                .filter(|&i| suspect.is_suspect(i) || suspect.acked(i).is_some() || prev_m.get(i as usize) != Some(&cur_m[i as usize]) || pg.chunk_range(i) != cg.chunk_range(i))
                 .map(|i| { let r = cg.chunk_range(i); r.end - r.start })
                 .sum();
             prop_assert_eq!(plan.stats.bytes_written, changed);

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 
 use diskferry_core::digest::Digest;
 use diskferry_core::geometry::{ChunkSize, Geometry};
-use diskferry_core::journal::{self, JournalHeader};
+use diskferry_core::journal::{self, JournalHeader, Record};
 use diskferry_core::manifest::{ChunkState, Manifest};
 use diskferry_core::vhd::Footer;
 
@@ -69,12 +69,15 @@ fn vhd_footer_bytes_are_pinned() {
 
 #[test]
 fn journal_bytes_are_pinned() {
-    let h = JournalHeader { generation: 9, base: Digest::of(b"base") };
+    let h = JournalHeader { generation: 9, base: Digest::of(b"base"), disk_size: 5 << 20 };
     let mut enc = h.encode().to_vec();
-    enc.extend_from_slice(&h.record(0, 4));
-    enc.extend_from_slice(&h.record(100, 101));
-    let gold = golden("journal.bin", &enc);
-    let (hh, set) = journal::parse(&gold).unwrap();
-    assert_eq!((hh, set.len()), (h, 5));
+    enc.extend(h.record(&Record::Intent { first: 0, end: 4 }));
+    enc.extend(h.record(&Record::AckData { chunk: 1, digest: Digest::of(b"one") }));
+    enc.extend(h.record(&Record::AckZero { first: 2, end: 3 }));
+    enc.extend(h.record(&Record::Intent { first: 100, end: 101 }));
+    let gold = golden("journal-v2.bin", &enc);
+    let (hh, o) = journal::parse(&gold).unwrap();
+    assert_eq!((hh, o.suspect_count(), o.acked_count()), (h, 3, 2));
+    assert_eq!(o.acked(1), Some(ChunkState::Data(Digest::of(b"one"))));
     assert_eq!(enc, gold);
 }

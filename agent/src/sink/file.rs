@@ -22,9 +22,9 @@ use std::path::{Path, PathBuf};
 use anyhow::{anyhow, Context};
 use diskferry_core::digest::Digest;
 use diskferry_core::geometry::{round_up_mib, Geometry};
-use diskferry_core::journal::{self, JournalHeader};
+use diskferry_core::journal::{self, JournalHeader, Record};
 use diskferry_core::manifest::Manifest;
-use diskferry_core::plan::{ByteRange, ChunkSet, Plan};
+use diskferry_core::plan::{ByteRange, Overrides, Plan};
 use diskferry_core::vhd::{Footer, FOOTER_LEN, VHD_EPOCH_UNIX};
 
 use super::{Prior, Sink};
@@ -134,7 +134,9 @@ impl FileSink {
         let Some((journal, header)) = self.journal.as_mut() else { return Ok(()) };
         let mut recs = Vec::new();
         for r in plan.writes.iter().chain(&plan.clears) {
-            recs.extend_from_slice(&header.record(r.start / self.chunk, r.end.div_ceil(self.chunk)));
+            recs.extend(
+                header.record(&Record::Intent { first: r.start / self.chunk, end: r.end.div_ceil(self.chunk) }),
+            );
         }
         if recs.is_empty() {
             return Ok(());
@@ -192,10 +194,10 @@ impl Sink for FileSink {
         if let Err(why) = self.check_fence(&manifest) {
             return untrusted(why, last);
         }
-        let mut suspect = ChunkSet::default();
+        let mut overrides = Overrides::default();
         if let Ok(j) = fs::read(&self.journal_path) {
             // A header that never became durable means no write followed it.
-            if let Ok((h, set)) = journal::parse(&j) {
+            if let Ok((h, mut o)) = journal::parse(&j) {
                 if h.generation == manifest.generation + 1 {
                     if h.base != Digest::of(&bytes) {
                         return untrusted(
@@ -203,7 +205,10 @@ impl Sink for FileSink {
                             last,
                         );
                     }
-                    suspect = set;
+                    if !journal::acks_hold(&h, cur.disk_size()) {
+                        o.distrust_acks();
+                    }
+                    overrides = o;
                 } else if h.generation > manifest.generation + 1 {
                     return untrusted(
                         format!(
@@ -215,7 +220,7 @@ impl Sink for FileSink {
                 }
             }
         }
-        Ok(Prior::Previous { manifest, suspect })
+        Ok(Prior::Previous { manifest, overrides })
     }
 
     fn begin(&mut self, generation: u64, cur: Geometry, prior: &Prior) -> Result<(), Failure> {
@@ -246,6 +251,7 @@ impl Sink for FileSink {
                 let header = JournalHeader {
                     generation,
                     base: Digest::of(&fs::read(&self.manifest_path).map_err(|e| io(e, "cannot reread manifest of"))?),
+                    disk_size: cur.disk_size(),
                 };
                 let mut j = File::create(&self.journal_path).map_err(|e| io(e, "cannot create journal for"))?;
                 j.write_all(&header.encode())

@@ -12,7 +12,7 @@ pub mod file;
 
 use diskferry_core::geometry::Geometry;
 use diskferry_core::manifest::Manifest;
-use diskferry_core::plan::{Baseline, ChunkSet, Plan};
+use diskferry_core::plan::{Baseline, Overrides, Plan};
 
 use crate::exit::Failure;
 use crate::scan::WindowView;
@@ -24,8 +24,8 @@ pub enum Prior {
     Fresh { reason: String },
     /// Something that cannot be trusted: it is rebuilt from scratch.
     Untrusted { reason: String, last_generation: Option<u64> },
-    /// The previous generation, with the chunks an interrupted run touched.
-    Previous { manifest: Manifest, suspect: ChunkSet },
+    /// The previous generation, with what an interrupted run left.
+    Previous { manifest: Manifest, overrides: Overrides },
 }
 
 impl Prior {
@@ -51,9 +51,19 @@ impl Prior {
     pub fn baseline(&self) -> Baseline<'_> {
         match self {
             Prior::Fresh { .. } | Prior::Untrusted { .. } => Baseline::Empty,
-            Prior::Previous { manifest, suspect } => {
-                Baseline::Previous { geometry: manifest.geometry, chunks: &manifest.chunks, suspect }
+            Prior::Previous { manifest, .. } => {
+                Baseline::Previous { geometry: manifest.geometry, chunks: &manifest.chunks }
             }
+        }
+    }
+}
+
+impl Prior {
+    /// What an interrupted run left, if anything.
+    pub fn overrides(&self) -> Option<&Overrides> {
+        match self {
+            Prior::Previous { overrides, .. } => Some(overrides),
+            _ => None,
         }
     }
 }

@@ -1,0 +1,5 @@
+//! `pageblob:URL`: the product's main destination, a page blob that Azure can
+//! import as a managed disk. See `sink.rs` for the protocol.
+
+pub mod auth;
+pub mod store;
