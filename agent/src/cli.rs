@@ -10,9 +10,11 @@ use diskferry_core::geometry::{ChunkSize, MAX_CHUNK, MIN_CHUNK};
 use diskferry_core::manifest::Manifest;
 
 use crate::exit::{ExitCode, Failure, WithCode};
+use crate::pageblob::sink::{PageBlobOptions, PageBlobSink};
+use crate::pageblob::store::AzureStore;
 use crate::scan::scan;
 use crate::source::ReadMode;
-use crate::sync::{open_source, sync, thread_pool, unix_ms, SyncOptions, SyncReport, Target};
+use crate::sync::{open_pageblob, open_source, sync, thread_pool, unix_ms, SyncOptions, SyncReport, Target};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -24,7 +26,8 @@ parallel, skips all-zero chunks, hashes the rest with blake3 and writes only the
 since the destination's last generation. Each destination keeps its own manifest, so every sync after \
 the first is incremental by itself.",
     after_help = "Exit codes: 0 ok, 1 unexpected failure, 2 usage, 3 source unusable, 4 destination \
-unusable, 5 manifest named on the command line is corrupt (docs/exit-codes.md)."
+unusable, 5 manifest named on the command line is corrupt, 6 verify found differences \
+(docs/exit-codes.md)."
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -37,6 +40,154 @@ pub enum Command {
     Scan(ScanArgs),
     /// Bring a destination up to date with a disk: first a full copy, then only changes.
     Sync(SyncArgs),
+    /// List a page blob destination's recovery points.
+    Points(PointsArgs),
+    /// Write a recovery point of a page blob to a local sparse VHD (only allocated ranges are fetched).
+    Download(DownloadArgs),
+    /// Read a destination back and compare it with a source, chunk by chunk (exit 0 only if identical).
+    Verify(VerifyArgs),
+}
+
+/// A page blob destination to read.
+#[derive(Debug, Args)]
+pub struct DestArgs {
+    /// The destination: pageblob:URL.
+    pub dest: Target,
+    /// Storage service version to send (x-ms-version).
+    #[arg(long, value_name = "VERSION")]
+    pub api_version: Option<String>,
+    /// Print one JSON object instead of a human summary.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct PointsArgs {
+    #[command(flatten)]
+    pub dest: DestArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct DownloadArgs {
+    #[command(flatten)]
+    pub dest: DestArgs,
+    /// Generation to download [default: the newest].
+    #[arg(long, value_name = "G")]
+    pub point: Option<u64>,
+    /// Local VHD file to write (created or replaced).
+    #[arg(long, value_name = "FILE.vhd")]
+    pub to: PathBuf,
+    /// Read requests in flight.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub concurrency: u16,
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// The disk to compare with: an image file or a block device.
+    pub source: PathBuf,
+    /// The destination: pageblob:URL.
+    #[arg(long, value_name = "DEST")]
+    pub against: Target,
+    /// Generation to compare with [default: the newest].
+    #[arg(long, value_name = "G")]
+    pub point: Option<u64>,
+    /// Chunk size to compare in.
+    #[arg(long, default_value = "1MiB", value_parser = parse_chunk_size)]
+    pub chunk_size: ChunkSize,
+    /// Storage service version to send (x-ms-version).
+    #[arg(long, value_name = "VERSION")]
+    pub api_version: Option<String>,
+    /// Read requests in flight.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub concurrency: u16,
+    /// Print one JSON object instead of a human summary.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn open_blob(t: &Target, api_version: Option<String>) -> Result<PageBlobSink<AzureStore>, Failure> {
+    match t {
+        Target::PageBlob(addr) => open_pageblob(addr, api_version, PageBlobOptions::default(), false),
+        Target::File(_) => Err(Failure::new(
+            ExitCode::Usage,
+            anyhow::anyhow!("this command reads page blobs (pageblob:URL); a file: VHD is read with qemu-img"),
+        )),
+    }
+}
+
+fn run_points(a: PointsArgs) -> Result<(), Failure> {
+    let sink = open_blob(&a.dest.dest, a.dest.api_version)?;
+    let points = sink.points()?;
+    if a.dest.json {
+        return print_json(&points);
+    }
+    let mut o = std::io::stdout().lock();
+    let _ =
+        writeln!(o, "{:>10}  {:<24}  {:>12}  {:>12}  {:>12}", "generation", "time (UTC)", "size", "written", "cleared");
+    for p in &points {
+        let t = time::OffsetDateTime::from_unix_timestamp(p.created_unix_ms / 1000)
+            .ok()
+            .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+            .unwrap_or_default();
+        let _ = writeln!(
+            o,
+            "{:>10}  {:<24}  {:>12}  {:>12}  {:>12}",
+            p.generation,
+            t,
+            human(p.disk_size),
+            human(p.bytes_written),
+            human(p.bytes_cleared)
+        );
+    }
+    Ok(())
+}
+
+fn run_download(a: DownloadArgs) -> Result<(), Failure> {
+    crate::readback::check_folder(&a.to)?;
+    let sink = open_blob(&a.dest.dest, a.dest.api_version)?;
+    let r = crate::readback::download(&sink, a.point, &a.to, usize::from(a.concurrency))?;
+    if a.dest.json {
+        return print_json(&r);
+    }
+    println!(
+        "generation {} -> {}: {} ({} fetched in {} ranges) in {:.2} s",
+        r.generation,
+        a.to.display(),
+        human(r.bytes),
+        human(r.bytes_fetched),
+        r.ranges,
+        r.seconds
+    );
+    Ok(())
+}
+
+fn run_verify(a: VerifyArgs) -> Result<(), Failure> {
+    let sink = open_blob(&a.against, a.api_version)?;
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let r = crate::readback::verify(&a.source, &sink, a.point, a.chunk_size, threads, usize::from(a.concurrency))?;
+    if a.json {
+        print_json(&r)?;
+    } else if r.identical {
+        println!("identical: {} chunks compared with generation {}", r.chunks_compared, r.generation);
+    } else {
+        let shown: Vec<String> = r.mismatches.iter().take(20).map(|o| o.to_string()).collect();
+        println!(
+            "DIFFERENT from generation {}: {} chunks differ{} at offsets {}",
+            r.generation,
+            r.mismatches.len(),
+            if r.size_matches { "" } else { " (and the sizes differ)" },
+            shown.join(", ")
+        );
+    }
+    if r.identical {
+        Ok(())
+    } else {
+        Err(Failure::new(
+            ExitCode::Mismatch,
+            anyhow::anyhow!("{} chunks differ from generation {}", r.mismatches.len(), r.generation),
+        ))
+    }
 }
 
 #[derive(Debug, Args)]
@@ -76,7 +227,9 @@ pub struct ScanArgs {
 pub struct SyncArgs {
     /// The disk: an image file or a block device (e.g. /dev/loop0).
     pub source: PathBuf,
-    /// Destination: file:PATH.vhd (a sparse fixed VHD; its manifest is kept at PATH.vhd.manifest).
+    /// Destination: file:PATH.vhd (a sparse fixed VHD; its manifest is kept at PATH.vhd.manifest)
+    /// or pageblob:URL (a page blob; credentials from a SAS in the URL, else
+    /// AZURE_STORAGE_CONNECTION_STRING / AZURE_STORAGE_KEY, else managed identity).
     #[arg(long, value_name = "DEST")]
     pub to: Target,
     #[command(flatten)]
@@ -89,9 +242,40 @@ pub struct SyncArgs {
     /// it must be a valid manifest, else nothing is changed (exit 5).
     #[arg(long, value_name = "FILE")]
     pub manifest: Option<PathBuf>,
-    /// Overwrite a destination file that diskferry did not write.
+    /// Overwrite a destination that diskferry did not write; resize a page blob
+    /// that holds a disk of another size.
     #[arg(long)]
     pub force: bool,
+    #[command(flatten)]
+    pub blob: BlobArgs,
+}
+
+/// Options of page blob destinations.
+#[derive(Debug, Args)]
+pub struct BlobArgs {
+    /// Page blob requests in flight at once (each at most 4 MiB).
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub concurrency: u16,
+    /// Recovery points (blob snapshots) to keep; older ones are deleted.
+    #[arg(long, default_value_t = 7, value_parser = clap::value_parser!(u16).range(1..=1000))]
+    pub keep: u16,
+    /// Create the container if it does not exist.
+    #[arg(long)]
+    pub create_container: bool,
+    /// Storage service version to send (x-ms-version), e.g. 2025-11-05 for Azurite 3.35.
+    #[arg(long, value_name = "VERSION")]
+    pub api_version: Option<String>,
+}
+
+impl BlobArgs {
+    pub fn options(&self) -> PageBlobOptions {
+        PageBlobOptions {
+            concurrency: usize::from(self.concurrency),
+            keep: usize::from(self.keep),
+            create_container: self.create_container,
+            force: false,
+        }
+    }
 }
 
 /// Parse `1MiB`, `64KiB`, `4M`, `65536` into a validated chunk size.
@@ -122,6 +306,9 @@ pub fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Scan(a) => run_scan(a),
         Command::Sync(a) => run_sync(a),
+        Command::Points(a) => run_points(a),
+        Command::Download(a) => run_download(a),
+        Command::Verify(a) => run_verify(a),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -221,6 +408,8 @@ fn run_sync(a: SyncArgs) -> Result<(), Failure> {
         read_mode: a.read.read_mode,
         manifest: a.manifest.clone(),
         force: a.force,
+        pageblob: a.blob.options(),
+        api_version: a.blob.api_version.clone(),
     };
     let r = sync(&a.source, &a.to, &opts)?;
     if a.read.json {
@@ -317,7 +506,9 @@ mod tests {
         assert_eq!("file:/a/b.vhd".parse::<Target>(), Ok(Target::File("/a/b.vhd".into())));
         assert!("file:".parse::<Target>().is_err());
         assert!("/a/b.vhd".parse::<Target>().is_err());
-        assert!("pageblob:https://x".parse::<Target>().unwrap_err().contains("not supported"));
+        assert!("relay:https://x/d".parse::<Target>().unwrap_err().contains("not supported"));
+        assert!(matches!("pageblob:http://127.0.0.1:1/acct/c/d.vhd".parse::<Target>(), Ok(Target::PageBlob(_))));
+        assert!("pageblob:https://x/onlycontainer?sig=SECRET".parse::<Target>().is_err_and(|e| !e.contains("SECRET")));
     }
 
     #[test]

@@ -19,6 +19,8 @@ pub enum ExitCode {
     Destination = 4,
     /// A manifest named on the command line is missing or corrupt.
     Manifest = 5,
+    /// `verify` found the destination different from the source.
+    Mismatch = 6,
 }
 
 /// An error with the exit code it maps to.

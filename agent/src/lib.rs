@@ -22,6 +22,8 @@
 //!     read_mode: ReadMode::Auto,
 //!     manifest: None,
 //!     force: false,
+//!     pageblob: Default::default(),
+//!     api_version: None,
 //! };
 //! let report = sync("disk.img".as_ref(), &"file:/backup/disk.vhd".parse().unwrap(), &opts).unwrap();
 //! println!("generation {} wrote {} bytes", report.generation, report.bytes_written);
@@ -30,6 +32,7 @@
 pub mod cli;
 pub mod exit;
 pub mod pageblob;
+pub mod readback;
 pub mod scan;
 pub mod sink;
 pub mod source;

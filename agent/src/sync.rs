@@ -10,6 +10,9 @@ use diskferry_core::manifest::Manifest;
 use diskferry_core::plan::{PlanStats, Planner};
 
 use crate::exit::{ExitCode, Failure, WithCode};
+use crate::pageblob::auth::{redact, BlobAddress};
+use crate::pageblob::sink::{PageBlobOptions, PageBlobSink};
+use crate::pageblob::store::AzureStore;
 use crate::scan::{scan, ScanStats};
 use crate::sink::file::FileSink;
 use crate::sink::Sink;
@@ -20,6 +23,8 @@ use crate::source::{BlockSource, DeviceSource, ReadMode};
 pub enum Target {
     /// `file:PATH`: a sparse fixed-VHD file.
     File(PathBuf),
+    /// `pageblob:URL`: a page blob (the URL may carry a SAS; never printed).
+    PageBlob(BlobAddress),
 }
 
 impl std::str::FromStr for Target {
@@ -29,10 +34,9 @@ impl std::str::FromStr for Target {
         match s.split_once(':') {
             Some(("file", path)) if !path.is_empty() => Ok(Target::File(PathBuf::from(path))),
             Some(("file", _)) => Err("file: needs a path, as in file:/data/disk0.vhd".into()),
-            Some((scheme @ ("pageblob" | "relay"), _)) => {
-                Err(format!("{scheme}: destinations are not supported by this build yet; use file:PATH"))
-            }
-            _ => Err(format!("{s:?} is not a destination: use file:PATH")),
+            Some(("pageblob", url)) => BlobAddress::parse(url).map(Target::PageBlob).map_err(|e| format!("{e:#}")),
+            Some(("relay", _)) => Err("relay: destinations are not supported by this build yet".into()),
+            _ => Err(format!("{:?} is not a destination: use file:PATH or pageblob:URL", redact(s))),
         }
     }
 }
@@ -48,8 +52,13 @@ pub struct SyncOptions {
     pub read_mode: ReadMode,
     /// Keep the manifest here instead of beside the destination.
     pub manifest: Option<PathBuf>,
-    /// Overwrite a destination that diskferry did not write.
+    /// Overwrite a destination that diskferry did not write (or resize a
+    /// page blob for a source of another size).
     pub force: bool,
+    /// Page blob destinations.
+    pub pageblob: PageBlobOptions,
+    /// Pin the storage service version (`x-ms-version`).
+    pub api_version: Option<String>,
 }
 
 /// What a sync did. Serialized as the `--json` output.
@@ -101,9 +110,7 @@ pub fn thread_pool(threads: usize) -> Result<rayon::ThreadPool, Failure> {
 pub fn sync(source_path: &Path, target: &Target, opts: &SyncOptions) -> Result<SyncReport, Failure> {
     let started = Instant::now();
     let (source, geometry) = open_source(source_path, opts.read_mode, opts.chunk_size)?;
-    let mut sink = match target {
-        Target::File(p) => FileSink::open(p, opts.manifest.as_deref(), opts.force)?,
-    };
+    let mut sink = open_sink(target, opts)?;
     let source_id = match &opts.source_id {
         Some(id) => id.clone(),
         None => std::fs::canonicalize(source_path).unwrap_or_else(|_| source_path.to_owned()).display().to_string(),
@@ -162,6 +169,28 @@ pub fn sync(source_path: &Path, target: &Target, opts: &SyncOptions) -> Result<S
         seconds_committing: committing.as_secs_f64(),
         read_bytes_per_second: geometry.disk_size() as f64 / seconds.max(1e-9),
     })
+}
+
+/// The sink for `target`.
+pub fn open_sink(target: &Target, opts: &SyncOptions) -> Result<Box<dyn Sink>, Failure> {
+    Ok(match target {
+        Target::File(p) => Box::new(FileSink::open(p, opts.manifest.as_deref(), opts.force)?),
+        Target::PageBlob(addr) => {
+            Box::new(open_pageblob(addr, opts.api_version.clone(), opts.pageblob.clone(), opts.force)?)
+        }
+    })
+}
+
+/// A page blob sink on Azure Storage (or Azurite).
+pub fn open_pageblob(
+    addr: &BlobAddress,
+    api_version: Option<String>,
+    mut po: PageBlobOptions,
+    force: bool,
+) -> Result<PageBlobSink<AzureStore>, Failure> {
+    po.force |= force;
+    let store = AzureStore::connect(addr.clone(), api_version).code(ExitCode::Destination)?;
+    PageBlobSink::new(store, &addr.blob, format!("pageblob:{addr}"), po)
 }
 
 pub fn unix_ms() -> i64 {

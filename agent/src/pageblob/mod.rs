@@ -2,4 +2,5 @@
 //! import as a managed disk. See `sink.rs` for the protocol.
 
 pub mod auth;
+pub mod sink;
 pub mod store;

@@ -74,26 +74,54 @@ pub struct BlobProps {
 }
 
 /// The storage a page blob sink needs, by name within one container.
-#[allow(async_fn_in_trait)]
 pub trait PageStore: Send + Sync + 'static {
-    async fn create_container(&self) -> StoreResult<()>;
-    async fn properties(&self, name: &str) -> StoreResult<Option<BlobProps>>;
-    async fn create_page_blob(&self, name: &str, size: u64, metadata: HashMap<String, String>) -> StoreResult<()>;
-    async fn resize(&self, name: &str, size: u64) -> StoreResult<()>;
-    async fn put_pages(&self, name: &str, offset: u64, bytes: Bytes) -> StoreResult<()>;
-    async fn clear_pages(&self, name: &str, offset: u64, len: u64) -> StoreResult<()>;
-    async fn set_metadata(&self, name: &str, metadata: HashMap<String, String>) -> StoreResult<()>;
+    fn create_container(&self) -> impl std::future::Future<Output = StoreResult<()>> + Send;
+    fn properties(&self, name: &str) -> impl std::future::Future<Output = StoreResult<Option<BlobProps>>> + Send;
+    fn create_page_blob(
+        &self,
+        name: &str,
+        size: u64,
+        metadata: HashMap<String, String>,
+    ) -> impl std::future::Future<Output = StoreResult<()>> + Send;
+    fn resize(&self, name: &str, size: u64) -> impl std::future::Future<Output = StoreResult<()>> + Send;
+    fn put_pages(
+        &self,
+        name: &str,
+        offset: u64,
+        bytes: Bytes,
+    ) -> impl std::future::Future<Output = StoreResult<()>> + Send;
+    fn clear_pages(
+        &self,
+        name: &str,
+        offset: u64,
+        len: u64,
+    ) -> impl std::future::Future<Output = StoreResult<()>> + Send;
+    fn set_metadata(
+        &self,
+        name: &str,
+        metadata: HashMap<String, String>,
+    ) -> impl std::future::Future<Output = StoreResult<()>> + Send;
     /// Take a snapshot; returns its id.
-    async fn snapshot(&self, name: &str) -> StoreResult<String>;
-    async fn delete(&self, name: &str, snapshot: Option<&str>) -> StoreResult<()>;
+    fn snapshot(&self, name: &str) -> impl std::future::Future<Output = StoreResult<String>> + Send;
+    fn delete(&self, name: &str, snapshot: Option<&str>) -> impl std::future::Future<Output = StoreResult<()>> + Send;
     /// Allocated ranges `[start, end)` of a blob or one of its snapshots.
-    async fn page_ranges(&self, name: &str, snapshot: Option<&str>) -> StoreResult<Vec<(u64, u64)>>;
-    async fn read(&self, name: &str, snapshot: Option<&str>, offset: u64, len: u64) -> StoreResult<Bytes>;
+    fn page_ranges(
+        &self,
+        name: &str,
+        snapshot: Option<&str>,
+    ) -> impl std::future::Future<Output = StoreResult<Vec<(u64, u64)>>> + Send;
+    fn read(
+        &self,
+        name: &str,
+        snapshot: Option<&str>,
+        offset: u64,
+        len: u64,
+    ) -> impl std::future::Future<Output = StoreResult<Bytes>> + Send;
     /// A whole small blob, or `None` if it does not exist.
-    async fn get(&self, name: &str) -> StoreResult<Option<Bytes>>;
-    async fn put_block_blob(&self, name: &str, bytes: Bytes) -> StoreResult<()>;
-    async fn create_append_blob(&self, name: &str) -> StoreResult<()>;
-    async fn append(&self, name: &str, bytes: Bytes) -> StoreResult<()>;
+    fn get(&self, name: &str) -> impl std::future::Future<Output = StoreResult<Option<Bytes>>> + Send;
+    fn put_block_blob(&self, name: &str, bytes: Bytes) -> impl std::future::Future<Output = StoreResult<()>> + Send;
+    fn create_append_blob(&self, name: &str) -> impl std::future::Future<Output = StoreResult<()>> + Send;
+    fn append(&self, name: &str, bytes: Bytes) -> impl std::future::Future<Output = StoreResult<()>> + Send;
 }
 
 /// How requests authenticate.
@@ -204,9 +232,12 @@ impl AzureStore {
             what: name.to_owned(),
             message: e.to_string(),
         })?;
-        let mut q = match &self.cred {
-            Credential::Sas { blob, .. } => blob.clone(),
-            Credential::Token(_) => String::new(),
+        let mut q = match (&self.cred, &self.account_sas, snapshot) {
+            // Azurite refuses snapshot requests under a container SAS; an
+            // account SAS (signed with the same key) is accepted.
+            (Credential::Sas { .. }, Some(account), Some(_)) => account.clone(),
+            (Credential::Sas { blob, .. }, _, _) => blob.clone(),
+            (Credential::Token(_), _, _) => String::new(),
         };
         if let Some(s) = snapshot {
             let enc: String = url::form_urlencoded::byte_serialize(s.as_bytes()).collect();

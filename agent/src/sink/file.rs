@@ -239,7 +239,7 @@ impl Sink for FileSink {
         self.chunk = cur.chunk_size().get();
 
         match prior {
-            Prior::Fresh { .. } | Prior::Untrusted { .. } => {
+            Prior::Fresh { .. } | Prior::Untrusted { .. } | Prior::Partial { .. } => {
                 // Forget the old state first: a crash from here on leads to
                 // another full sync.
                 remove_durably(&self.manifest_path).map_err(|e| io(e, "cannot remove old manifest of"))?;

@@ -26,6 +26,8 @@ pub enum Prior {
     Untrusted { reason: String, last_generation: Option<u64> },
     /// The previous generation, with what an interrupted run left.
     Previous { manifest: Manifest, overrides: Overrides },
+    /// A first sync that was interrupted: resume it from its journal.
+    Partial { generation: u64, overrides: Overrides },
 }
 
 impl Prior {
@@ -33,6 +35,7 @@ impl Prior {
     pub fn full_reason(&self) -> Option<&str> {
         match self {
             Prior::Fresh { reason } | Prior::Untrusted { reason, .. } => Some(reason),
+            Prior::Partial { .. } => Some("resuming an interrupted first sync"),
             Prior::Previous { .. } => None,
         }
     }
@@ -43,6 +46,7 @@ impl Prior {
             Prior::Fresh { .. } => 1,
             Prior::Untrusted { last_generation, .. } => last_generation.map_or(1, |g| g + 1),
             Prior::Previous { manifest, .. } => manifest.generation + 1,
+            Prior::Partial { generation, .. } => *generation,
         }
     }
 
@@ -50,7 +54,7 @@ impl Prior {
     /// zeros, so both full kinds start from an empty destination.
     pub fn baseline(&self) -> Baseline<'_> {
         match self {
-            Prior::Fresh { .. } | Prior::Untrusted { .. } => Baseline::Empty,
+            Prior::Fresh { .. } | Prior::Untrusted { .. } | Prior::Partial { .. } => Baseline::Empty,
             Prior::Previous { manifest, .. } => {
                 Baseline::Previous { geometry: manifest.geometry, chunks: &manifest.chunks }
             }
@@ -62,7 +66,7 @@ impl Prior {
     /// What an interrupted run left, if anything.
     pub fn overrides(&self) -> Option<&Overrides> {
         match self {
-            Prior::Previous { overrides, .. } => Some(overrides),
+            Prior::Previous { overrides, .. } | Prior::Partial { overrides, .. } => Some(overrides),
             _ => None,
         }
     }

@@ -1,0 +1,507 @@
+//! `pageblob:URL`: a page blob (fixed VHD: disk, padding to 1 MiB, footer)
+//! that keeps its own state beside it, in the same container:
+//!
+//! ```text
+//! B                  the page blob; metadata diskferry_generation (last published G),
+//!                    diskferry_manifest (blake3 of manifest G), diskferry_building (G in progress)
+//! B.g<G>.manifest    manifest of generation G (block blob)
+//! B.journal          journal of the generation in progress (append blob, see core::journal)
+//! B.points           recovery points: generation, snapshot id, time, sizes (block blob, JSON)
+//! ```
+//!
+//! A generation: check the fence (metadata says G-1 and names the manifest we
+//! read), mark `building = G`, append intents before each window's writes,
+//! put pages (at most 4 MiB, bounded bytes in flight) and clear pages, append
+//! acks as storage confirms them, and when every write is acknowledged:
+//! publish manifest G, set metadata to G, snapshot (recovery point G), trim
+//! old points, drop the journal. Snapshots are immutable, so recovery point
+//! G-1 survives anything that happens to a failed G; a rerun reads the journal
+//! and resumes: acked chunks are not resent, touched ones are rewritten.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, Context};
+use bytes::Bytes;
+use diskferry_core::digest::Digest;
+use diskferry_core::geometry::{round_up_mib, Geometry};
+use diskferry_core::journal::{self, JournalHeader, Record};
+use diskferry_core::manifest::{ChunkState, Manifest};
+use diskferry_core::plan::{Overrides, Plan};
+use diskferry_core::vhd::{Footer, FOOTER_LEN, VHD_EPOCH_UNIX};
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+
+use super::store::{PageStore, StoreError};
+use crate::exit::{ExitCode, Failure, WithCode};
+use crate::scan::WindowView;
+use crate::sink::{Prior, Sink};
+
+const META_GENERATION: &str = "diskferry_generation";
+const META_MANIFEST: &str = "diskferry_manifest";
+const META_BUILDING: &str = "diskferry_building";
+const META_DISK_SIZE: &str = "diskferry_disk_size";
+
+/// Options of a page blob destination.
+#[derive(Debug, Clone)]
+pub struct PageBlobOptions {
+    /// Requests in flight at once.
+    pub concurrency: usize,
+    /// Recovery points kept (older ones are deleted after a sync).
+    pub keep: usize,
+    pub create_container: bool,
+    /// Overwrite a blob diskferry did not write, or resize one for a source
+    /// of another size.
+    pub force: bool,
+}
+
+impl Default for PageBlobOptions {
+    fn default() -> Self {
+        // 16 requests of up to 4 MiB keep a storage account busy without
+        // holding more than 64 MiB of copies; a week of daily points.
+        Self { concurrency: 16, keep: 7, create_container: false, force: false }
+    }
+}
+
+/// One recovery point, as listed by `diskferry-agent points`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RecoveryPoint {
+    pub generation: u64,
+    pub snapshot: String,
+    pub created_unix_ms: i64,
+    pub disk_size: u64,
+    pub bytes_written: u64,
+    pub bytes_cleared: u64,
+}
+
+fn manifest_name(blob: &str, g: u64) -> String {
+    format!("{blob}.g{g}.manifest")
+}
+
+fn dest_err(e: impl Into<anyhow::Error>) -> Failure {
+    let e = e.into();
+    Failure::new(ExitCode::Destination, e)
+}
+
+/// Turn a storage error into a one-line failure that says what to do.
+pub fn explain(e: StoreError) -> Failure {
+    let container_missing = matches!(&e, StoreError::Http { code, .. } if code == "ContainerNotFound");
+    let hint = match e.status() {
+        Some(403) => ": access denied (wrong or expired SAS, wrong account key, or missing role)",
+        Some(404) if container_missing => ": the container does not exist (pass --create-container to create it)",
+        Some(404) => ": not found",
+        _ => "",
+    };
+    Failure::new(ExitCode::Destination, anyhow!("{e}{hint}"))
+}
+
+/// State shared with the upload tasks.
+#[derive(Debug, Default)]
+struct Flight {
+    acks: Vec<Record>,
+    error: Option<StoreError>,
+}
+
+/// The page blob sink.
+#[derive(Debug)]
+pub struct PageBlobSink<S: PageStore> {
+    store: Arc<S>,
+    rt: tokio::runtime::Runtime,
+    blob: String,
+    describe: String,
+    opts: PageBlobOptions,
+    // Filled by `prior` and `begin`.
+    published: u64,
+    metadata: HashMap<String, String>,
+    journal: Option<JournalHeader>,
+    chunk: u64,
+    bytes_budget: Arc<Semaphore>,
+    tasks: JoinSet<()>,
+    flight: Arc<Mutex<Flight>>,
+    last_ack_flush: Instant,
+    plan_bytes: (u64, u64),
+}
+
+impl<S: PageStore> PageBlobSink<S> {
+    pub fn new(store: S, blob: &str, describe: String, opts: PageBlobOptions) -> Result<Self, Failure> {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("diskferry-io")
+            .enable_all()
+            .build()
+            .code(ExitCode::Failure)?;
+        let budget = opts.concurrency.max(1) * diskferry_core::MAX_WRITE as usize;
+        Ok(Self {
+            store: Arc::new(store),
+            rt,
+            blob: blob.to_owned(),
+            describe,
+            opts,
+            published: 0,
+            metadata: HashMap::new(),
+            journal: None,
+            chunk: 0,
+            bytes_budget: Arc::new(Semaphore::new(budget)),
+            tasks: JoinSet::new(),
+            flight: Default::default(),
+            last_ack_flush: Instant::now(),
+            plan_bytes: (0, 0),
+        })
+    }
+
+    fn journal_name(&self) -> String {
+        format!("{}.journal", self.blob)
+    }
+
+    fn points_name(&self) -> String {
+        format!("{}.points", self.blob)
+    }
+
+    fn block_on<T>(&self, f: impl std::future::Future<Output = Result<T, StoreError>>) -> Result<T, Failure> {
+        self.rt.block_on(f).map_err(explain)
+    }
+
+    /// The recovery points, oldest first.
+    pub fn points(&self) -> Result<Vec<RecoveryPoint>, Failure> {
+        match self.block_on(self.store.get(&self.points_name()))? {
+            None => Ok(Vec::new()),
+            Some(b) => serde_json::from_slice(&b)
+                .with_context(|| format!("recovery point index of {} is corrupt", self.describe))
+                .code(ExitCode::Destination),
+        }
+    }
+
+    /// The store, for reading back (download, verify).
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    pub fn runtime(&self) -> &tokio::runtime::Runtime {
+        &self.rt
+    }
+
+    pub fn blob(&self) -> &str {
+        &self.blob
+    }
+
+    fn append_records(&self, records: &[Record]) -> Result<(), Failure> {
+        let Some(h) = &self.journal else { return Ok(()) };
+        if records.is_empty() {
+            return Ok(());
+        }
+        let mut bytes = Vec::with_capacity(records.len() * 57);
+        for r in records {
+            bytes.extend(h.record(r));
+        }
+        // An append block holds at most 4 MiB: 70 000 records.
+        for part in bytes.chunks(4 << 20) {
+            self.block_on(self.store.append(&self.journal_name(), Bytes::copy_from_slice(part)))?;
+        }
+        Ok(())
+    }
+
+    fn flush_acks(&mut self) -> Result<(), Failure> {
+        let acks = {
+            let mut f = self.flight.lock().map_err(|_| dest_err(anyhow!("upload state poisoned")))?;
+            if let Some(e) = f.error.take() {
+                return Err(explain(e));
+            }
+            std::mem::take(&mut f.acks)
+        };
+        self.last_ack_flush = Instant::now();
+        self.append_records(&acks)
+    }
+
+    fn read_prior(&mut self, source_id: &str, cur: Geometry) -> Result<Prior, Failure> {
+        if self.opts.create_container {
+            self.block_on(self.store.create_container())?;
+        }
+        let props = self.block_on(self.store.properties(&self.blob))?;
+        let Some(props) = props else {
+            return Ok(Prior::Fresh { reason: "destination does not exist yet".into() });
+        };
+        self.metadata = props.metadata.clone();
+        let meta_u64 = |k: &str| props.metadata.get(k).and_then(|v| v.parse::<u64>().ok());
+        let ours = props.metadata.contains_key(META_GENERATION) || props.metadata.contains_key(META_BUILDING);
+        if !ours && !self.opts.force {
+            return Err(dest_err(anyhow!(
+                "{} exists and was not written by diskferry; pass --force to overwrite it",
+                self.describe
+            )));
+        }
+        let want = round_up_mib(cur.disk_size()) + FOOTER_LEN as u64;
+        if ours && props.size != want && !self.opts.force {
+            return Err(dest_err(anyhow!(
+                "{} holds a {}-byte disk, the source needs {want} bytes; pass --force to resize it",
+                self.describe,
+                props.size
+            )));
+        }
+        let published = meta_u64(META_GENERATION).unwrap_or(0);
+        self.published = published;
+        let untrusted = |reason: String| Ok(Prior::Untrusted { reason, last_generation: Some(published) });
+        if !ours {
+            return untrusted("destination was not written by diskferry (--force)".into());
+        }
+        let building = meta_u64(META_BUILDING);
+        let journal = self.block_on(self.store.get(&self.journal_name()))?;
+        let parsed = journal.as_deref().and_then(|j| journal::parse(j).ok());
+
+        if published == 0 {
+            // An interrupted first sync: resume from its journal.
+            return match (building, parsed) {
+                (Some(g), Some((h, mut o))) if h.generation == g && h.base == JournalHeader::EMPTY_BASE => {
+                    if !journal::acks_hold(&h, cur.disk_size()) || props.size != want {
+                        o.distrust_acks();
+                    }
+                    self.journal = Some(h);
+                    Ok(Prior::Partial { generation: g, overrides: o })
+                }
+                _ => untrusted("an earlier first sync did not finish and left no usable journal".into()),
+            };
+        }
+        let Some(mbytes) = self.block_on(self.store.get(&manifest_name(&self.blob, published)))? else {
+            return untrusted(format!("manifest of generation {published} is missing"));
+        };
+        let digest = Digest::of(&mbytes);
+        if props.metadata.get(META_MANIFEST) != Some(&digest.to_hex()) {
+            return untrusted(format!("manifest of generation {published} does not match the blob's metadata"));
+        }
+        let manifest = match Manifest::decode(&mbytes) {
+            Ok(m) => m,
+            Err(e) => return untrusted(format!("manifest of generation {published} is corrupt: {e}")),
+        };
+        if manifest.generation != published {
+            return untrusted(format!("manifest says generation {}, the blob {published}", manifest.generation));
+        }
+        if manifest.geometry.chunk_size() != cur.chunk_size() {
+            return untrusted(format!(
+                "manifest chunk size {} differs from {}",
+                manifest.geometry.chunk_size().get(),
+                cur.chunk_size().get()
+            ));
+        }
+        if manifest.source_id != source_id {
+            return untrusted(format!("manifest is of source {:?}, not {:?}", manifest.source_id, source_id));
+        }
+        if props.size != round_up_mib(manifest.geometry.disk_size()) + FOOTER_LEN as u64 && building.is_none() {
+            return untrusted(format!("blob is {} bytes, its manifest implies another size", props.size));
+        }
+        let mut overrides = Overrides::default();
+        if let Some(g) = building {
+            match parsed {
+                Some((h, mut o)) if h.generation == g && g == published + 1 && h.base == digest => {
+                    if !journal::acks_hold(&h, cur.disk_size()) || props.size != want {
+                        o.distrust_acks();
+                    }
+                    self.journal = Some(h);
+                    overrides = o;
+                }
+                _ => return untrusted(format!("generation {g} was interrupted and its journal is unusable")),
+            }
+        }
+        Ok(Prior::Previous { manifest, overrides })
+    }
+}
+
+impl<S: PageStore> Sink for PageBlobSink<S> {
+    fn describe(&self) -> String {
+        self.describe.clone()
+    }
+
+    fn prior(&mut self, source_id: &str, cur: Geometry) -> Result<Prior, Failure> {
+        self.read_prior(source_id, cur)
+    }
+
+    fn begin(&mut self, generation: u64, cur: Geometry, prior: &Prior) -> Result<(), Failure> {
+        self.chunk = cur.chunk_size().get();
+        let rounded = round_up_mib(cur.disk_size());
+        let total = rounded + FOOTER_LEN as u64;
+        let store = self.store.clone();
+        let blob = self.blob.clone();
+        let resuming = self.journal.is_some();
+        let mut meta = HashMap::new();
+        meta.insert(META_BUILDING.to_owned(), generation.to_string());
+        meta.insert(META_DISK_SIZE.to_owned(), cur.disk_size().to_string());
+        let base = match prior {
+            Prior::Previous { .. } => {
+                for k in [META_GENERATION, META_MANIFEST] {
+                    if let Some(v) = self.metadata.get(k) {
+                        meta.insert(k.to_owned(), v.clone());
+                    }
+                }
+                Digest::from_hex(self.metadata.get(META_MANIFEST).map_or("", String::as_str))
+                    .unwrap_or(JournalHeader::EMPTY_BASE)
+            }
+            _ => JournalHeader::EMPTY_BASE,
+        };
+        match prior {
+            Prior::Fresh { .. } | Prior::Untrusted { .. } => {
+                // A new, all-zero blob (snapshots of an old one survive).
+                self.block_on(store.create_page_blob(&blob, total, meta.clone()))?;
+            }
+            Prior::Partial { .. } | Prior::Previous { .. } => {
+                let old = self.block_on(store.properties(&blob))?.map_or(0, |p| p.size);
+                if old != total {
+                    // Grow: the old footer lies inside the disk now. Shrink: old data lies in the padding.
+                    self.block_on(store.resize(&blob, total))?;
+                    let old_footer = old.saturating_sub(FOOTER_LEN as u64);
+                    if old_footer < total && old_footer >= cur.disk_size() {
+                        // inside the new padding: cleared below
+                    } else if old_footer < total {
+                        self.block_on(store.clear_pages(&blob, old_footer, FOOTER_LEN as u64))?;
+                    }
+                    if rounded > cur.disk_size() {
+                        self.block_on(store.clear_pages(&blob, cur.disk_size(), rounded - cur.disk_size()))?;
+                    }
+                }
+                // The fence: from here the blob says "G in progress".
+                self.block_on(store.set_metadata(&blob, meta.clone()))?;
+            }
+        }
+        if !resuming {
+            let header = JournalHeader { generation, base, disk_size: cur.disk_size() };
+            let jname = self.journal_name();
+            self.block_on(store.create_append_blob(&jname))?;
+            self.block_on(store.append(&jname, Bytes::copy_from_slice(&header.encode())))?;
+            self.journal = Some(header);
+        }
+        let id = {
+            let mut id = [0u8; 16];
+            id.copy_from_slice(&blake3::hash(self.blob.as_bytes()).as_bytes()[..16]);
+            id
+        };
+        let footer = Footer::new(cur.disk_size(), vhd_timestamp(), id).encode();
+        self.block_on(store.put_pages(&blob, rounded, Bytes::copy_from_slice(&footer)))?;
+        self.last_ack_flush = Instant::now();
+        Ok(())
+    }
+
+    fn apply(&mut self, plan: &Plan, window: &WindowView<'_>) -> Result<(), Failure> {
+        if plan.writes.is_empty() && plan.clears.is_empty() {
+            return Ok(());
+        }
+        let chunk = self.chunk;
+        let intents: Vec<Record> = plan
+            .writes
+            .iter()
+            .chain(&plan.clears)
+            .map(|r| Record::Intent { first: r.start / chunk, end: r.end.div_ceil(chunk) })
+            .collect();
+        self.append_records(&intents)?;
+        self.plan_bytes.0 += plan.stats.bytes_written;
+        self.plan_bytes.1 += plan.stats.bytes_cleared;
+        for w in &plan.writes {
+            let len = w.len() as u32;
+            // Bound memory: wait for room before copying.
+            let permit = self
+                .rt
+                .block_on(self.bytes_budget.clone().acquire_many_owned(len))
+                .map_err(|e| dest_err(anyhow!("upload budget closed: {e}")))?;
+            let bytes = Bytes::copy_from_slice(
+                &window.bytes[(w.start - window.offset) as usize..(w.end - window.offset) as usize],
+            );
+            let acks: Vec<Record> = (w.start / chunk..w.end.div_ceil(chunk))
+                .filter_map(|i| match window.states.get((i - window.first_chunk) as usize) {
+                    Some(ChunkState::Data(d)) => Some(Record::AckData { chunk: i, digest: *d }),
+                    _ => None,
+                })
+                .collect();
+            let (store, blob, flight, offset) = (self.store.clone(), self.blob.clone(), self.flight.clone(), w.start);
+            self.tasks.spawn_on(
+                async move {
+                    let r = store.put_pages(&blob, offset, bytes).await;
+                    drop(permit);
+                    if let Ok(mut f) = flight.lock() {
+                        match r {
+                            Ok(()) => f.acks.extend(acks),
+                            Err(e) => {
+                                f.error.get_or_insert(e);
+                            }
+                        }
+                    }
+                },
+                self.rt.handle(),
+            );
+        }
+        for c in &plan.clears {
+            let (store, blob, flight) = (self.store.clone(), self.blob.clone(), self.flight.clone());
+            let (start, len) = (c.start, c.len());
+            let ack = Record::AckZero { first: c.start / chunk, end: c.end.div_ceil(chunk) };
+            self.tasks.spawn_on(
+                async move {
+                    let r = store.clear_pages(&blob, start, len).await;
+                    if let Ok(mut f) = flight.lock() {
+                        match r {
+                            Ok(()) => f.acks.push(ack),
+                            Err(e) => {
+                                f.error.get_or_insert(e);
+                            }
+                        }
+                    }
+                },
+                self.rt.handle(),
+            );
+        }
+        // Reap finished tasks so the set stays small.
+        while self.tasks.try_join_next().is_some() {}
+        if self.last_ack_flush.elapsed() > ACK_INTERVAL {
+            self.flush_acks()?;
+        } else if let Ok(mut f) = self.flight.lock() {
+            if let Some(e) = f.error.take() {
+                return Err(explain(e));
+            }
+        }
+        Ok(())
+    }
+
+    fn commit(&mut self, manifest: &Manifest) -> Result<(), Failure> {
+        // Every write of G acknowledged first.
+        let mut tasks = std::mem::take(&mut self.tasks);
+        self.rt.block_on(async { while tasks.join_next().await.is_some() {} });
+        self.flush_acks()?;
+        let g = manifest.generation;
+        let encoded = Bytes::from(manifest.encode().code(ExitCode::Failure)?);
+        let digest = Digest::of(&encoded);
+        let store = self.store.clone();
+        let blob = self.blob.clone();
+        self.block_on(store.put_block_blob(&manifest_name(&blob, g), encoded))?;
+        let mut meta = HashMap::new();
+        meta.insert(META_GENERATION.to_owned(), g.to_string());
+        meta.insert(META_MANIFEST.to_owned(), digest.to_hex());
+        meta.insert(META_DISK_SIZE.to_owned(), manifest.geometry.disk_size().to_string());
+        self.block_on(store.set_metadata(&blob, meta))?;
+        let snapshot = self.block_on(store.snapshot(&blob))?;
+        let mut points = self.points()?;
+        points.retain(|p| p.generation < g);
+        points.push(RecoveryPoint {
+            generation: g,
+            snapshot,
+            created_unix_ms: manifest.created_unix_ms,
+            disk_size: manifest.geometry.disk_size(),
+            bytes_written: self.plan_bytes.0,
+            bytes_cleared: self.plan_bytes.1,
+        });
+        let drop_n = points.len().saturating_sub(self.opts.keep.max(1));
+        let dropped: Vec<RecoveryPoint> = points.drain(..drop_n).collect();
+        let index = serde_json::to_vec_pretty(&points).code(ExitCode::Failure)?;
+        self.block_on(store.put_block_blob(&self.points_name(), Bytes::from(index)))?;
+        for p in dropped {
+            self.block_on(store.delete(&blob, Some(&p.snapshot)))?;
+            self.block_on(store.delete(&manifest_name(&blob, p.generation), None))?;
+        }
+        self.block_on(store.delete(&self.journal_name(), None))?;
+        self.journal = None;
+        Ok(())
+    }
+}
+
+/// How often acks are appended to the journal: the most a kill can make a
+/// rerun resend is what was acknowledged in this long.
+const ACK_INTERVAL: Duration = Duration::from_millis(500);
+
+fn vhd_timestamp() -> u32 {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    now.saturating_sub(VHD_EPOCH_UNIX).min(u64::from(u32::MAX)) as u32
+}
