@@ -265,6 +265,9 @@ pub struct BlobArgs {
     /// Storage service version to send (x-ms-version), e.g. 2025-11-05 for Azurite 3.35.
     #[arg(long, value_name = "VERSION")]
     pub api_version: Option<String>,
+    /// Give up retrying one storage request (503, 500, timeouts, resets) after this many seconds.
+    #[arg(long, value_name = "SECONDS", default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..=86400))]
+    pub retry_for: u64,
 }
 
 impl BlobArgs {
@@ -410,6 +413,7 @@ fn run_sync(a: SyncArgs) -> Result<(), Failure> {
         force: a.force,
         pageblob: a.blob.options(),
         api_version: a.blob.api_version.clone(),
+        retry_for: Some(std::time::Duration::from_secs(a.blob.retry_for)),
     };
     let r = sync(&a.source, &a.to, &opts)?;
     if a.read.json {
@@ -442,6 +446,16 @@ fn print_sync(r: &SyncReport) {
         r.chunks_unchanged,
         r.chunks
     );
+    if let Some(w) = &r.wire {
+        let _ = writeln!(
+            o,
+            "  sent {} in {} requests ({} retries, {} clears)",
+            human(w.bytes_sent),
+            w.requests_ok,
+            w.retries,
+            w.clear_requests
+        );
+    }
     let _ = writeln!(
         o,
         "  read {} of {} in {:.2} s ({}/s)",

@@ -24,6 +24,7 @@
 //!     force: false,
 //!     pageblob: Default::default(),
 //!     api_version: None,
+//!     retry_for: None,
 //! };
 //! let report = sync("disk.img".as_ref(), &"file:/backup/disk.vhd".parse().unwrap(), &opts).unwrap();
 //! println!("generation {} wrote {} bytes", report.generation, report.bytes_written);

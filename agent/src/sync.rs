@@ -15,7 +15,7 @@ use crate::pageblob::sink::{PageBlobOptions, PageBlobSink};
 use crate::pageblob::store::AzureStore;
 use crate::scan::{scan, ScanStats};
 use crate::sink::file::FileSink;
-use crate::sink::Sink;
+use crate::sink::{Sink, WireStats};
 use crate::source::{BlockSource, DeviceSource, ReadMode};
 
 /// Where a sync writes.
@@ -59,6 +59,8 @@ pub struct SyncOptions {
     pub pageblob: PageBlobOptions,
     /// Pin the storage service version (`x-ms-version`).
     pub api_version: Option<String>,
+    /// Give up retrying one storage request after this long.
+    pub retry_for: Option<std::time::Duration>,
 }
 
 /// What a sync did. Serialized as the `--json` output.
@@ -88,6 +90,8 @@ pub struct SyncReport {
     /// Of `seconds`: time spent making the generation durable and publishing it.
     pub seconds_committing: f64,
     pub read_bytes_per_second: f64,
+    /// Traffic to a remote destination (page blob).
+    pub wire: Option<WireStats>,
 }
 
 /// Open a source and check it can be cut into chunks.
@@ -167,6 +171,7 @@ pub fn sync(source_path: &Path, target: &Target, opts: &SyncOptions) -> Result<S
         seconds,
         seconds_writing: writing.as_secs_f64(),
         seconds_committing: committing.as_secs_f64(),
+        wire: sink.wire(),
         read_bytes_per_second: geometry.disk_size() as f64 / seconds.max(1e-9),
     })
 }
@@ -176,7 +181,11 @@ pub fn open_sink(target: &Target, opts: &SyncOptions) -> Result<Box<dyn Sink>, F
     Ok(match target {
         Target::File(p) => Box::new(FileSink::open(p, opts.manifest.as_deref(), opts.force)?),
         Target::PageBlob(addr) => {
-            Box::new(open_pageblob(addr, opts.api_version.clone(), opts.pageblob.clone(), opts.force)?)
+            let mut sink = open_pageblob(addr, opts.api_version.clone(), opts.pageblob.clone(), opts.force)?;
+            if let Some(d) = opts.retry_for {
+                sink.set_retry_for(d);
+            }
+            Box::new(sink)
         }
     })
 }

@@ -186,7 +186,8 @@ pub fn redact(s: &str) -> String {
         out.push_str(&rest[..i + 4]);
         out.push_str("REDACTED");
         let tail = &rest[i + 4..];
-        let end = tail.find(|c: char| c == '&' || c.is_whitespace() || c == '"' || c == '\'').unwrap_or(tail.len());
+        let end =
+            tail.find(|c: char| matches!(c, '&' | '"' | '\'' | ')' | '>') || c.is_whitespace()).unwrap_or(tail.len());
         rest = &tail[end..];
     }
     out.push_str(rest);

@@ -20,7 +20,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{anyhow, Context};
 use bytes::Bytes;
@@ -36,7 +36,7 @@ use tokio::task::JoinSet;
 use super::store::{PageStore, StoreError};
 use crate::exit::{ExitCode, Failure, WithCode};
 use crate::scan::WindowView;
-use crate::sink::{Prior, Sink};
+use crate::sink::{Prior, Sink, WireStats};
 
 const META_GENERATION: &str = "diskferry_generation";
 const META_MANIFEST: &str = "diskferry_manifest";
@@ -73,6 +73,15 @@ pub struct RecoveryPoint {
     pub disk_size: u64,
     pub bytes_written: u64,
     pub bytes_cleared: u64,
+}
+
+impl PageBlobSink<super::store::AzureStore> {
+    /// Give up retrying one request after `d` (default two minutes).
+    pub fn set_retry_for(&mut self, d: Duration) {
+        if let Some(s) = Arc::get_mut(&mut self.store) {
+            s.policy.max_elapsed = d;
+        }
+    }
 }
 
 fn manifest_name(blob: &str, g: u64) -> String {
@@ -119,7 +128,8 @@ pub struct PageBlobSink<S: PageStore> {
     bytes_budget: Arc<Semaphore>,
     tasks: JoinSet<()>,
     flight: Arc<Mutex<Flight>>,
-    last_ack_flush: Instant,
+    /// Appends acks to the journal as storage confirms writes.
+    ack_writer: Option<(Arc<std::sync::atomic::AtomicBool>, tokio::task::JoinHandle<()>)>,
     plan_bytes: (u64, u64),
 }
 
@@ -145,7 +155,7 @@ impl<S: PageStore> PageBlobSink<S> {
             bytes_budget: Arc::new(Semaphore::new(budget)),
             tasks: JoinSet::new(),
             flight: Default::default(),
-            last_ack_flush: Instant::now(),
+            ack_writer: None,
             plan_bytes: (0, 0),
         })
     }
@@ -209,8 +219,46 @@ impl<S: PageStore> PageBlobSink<S> {
             }
             std::mem::take(&mut f.acks)
         };
-        self.last_ack_flush = Instant::now();
         self.append_records(&acks)
+    }
+
+    /// Start appending acks in the background every [`ACK_INTERVAL`].
+    fn start_ack_writer(&mut self) {
+        let Some(header) = self.journal else { return };
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (store, flight, name, stop2) = (self.store.clone(), self.flight.clone(), self.journal_name(), stop.clone());
+        let task = self.rt.spawn(async move {
+            loop {
+                let done = stop2.load(std::sync::atomic::Ordering::Acquire);
+                let acks = flight.lock().map(|mut f| std::mem::take(&mut f.acks)).unwrap_or_default();
+                if !acks.is_empty() {
+                    let mut bytes = Vec::with_capacity(acks.len() * 57);
+                    for r in &acks {
+                        bytes.extend(header.record(r));
+                    }
+                    for part in bytes.chunks(4 << 20) {
+                        if let Err(e) = store.append(&name, Bytes::copy_from_slice(part)).await {
+                            if let Ok(mut f) = flight.lock() {
+                                f.error.get_or_insert(e);
+                            }
+                            return;
+                        }
+                    }
+                }
+                if done {
+                    return;
+                }
+                tokio::time::sleep(ACK_INTERVAL).await;
+            }
+        });
+        self.ack_writer = Some((stop, task));
+    }
+
+    fn stop_ack_writer(&mut self) {
+        if let Some((stop, task)) = self.ack_writer.take() {
+            stop.store(true, std::sync::atomic::Ordering::Release);
+            let _ = self.rt.block_on(task);
+        }
     }
 
     fn read_prior(&mut self, source_id: &str, cur: Geometry) -> Result<Prior, Failure> {
@@ -310,6 +358,18 @@ impl<S: PageStore> Sink for PageBlobSink<S> {
         self.describe.clone()
     }
 
+    fn wire(&self) -> Option<WireStats> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let c = self.store.counters();
+        Some(WireStats {
+            bytes_sent: c.bytes_put.load(Relaxed),
+            requests_ok: c.requests_ok.load(Relaxed),
+            requests_failed: c.requests_failed.load(Relaxed),
+            retries: c.retries.load(Relaxed),
+            clear_requests: c.clears.load(Relaxed),
+        })
+    }
+
     fn prior(&mut self, source_id: &str, cur: Geometry) -> Result<Prior, Failure> {
         self.read_prior(source_id, cur)
     }
@@ -374,7 +434,7 @@ impl<S: PageStore> Sink for PageBlobSink<S> {
         };
         let footer = Footer::new(cur.disk_size(), vhd_timestamp(), id).encode();
         self.block_on(store.put_pages(&blob, rounded, Bytes::copy_from_slice(&footer)))?;
-        self.last_ack_flush = Instant::now();
+        self.start_ack_writer();
         Ok(())
     }
 
@@ -446,9 +506,7 @@ impl<S: PageStore> Sink for PageBlobSink<S> {
         }
         // Reap finished tasks so the set stays small.
         while self.tasks.try_join_next().is_some() {}
-        if self.last_ack_flush.elapsed() > ACK_INTERVAL {
-            self.flush_acks()?;
-        } else if let Ok(mut f) = self.flight.lock() {
+        if let Ok(mut f) = self.flight.lock() {
             if let Some(e) = f.error.take() {
                 return Err(explain(e));
             }
@@ -460,6 +518,7 @@ impl<S: PageStore> Sink for PageBlobSink<S> {
         // Every write of G acknowledged first.
         let mut tasks = std::mem::take(&mut self.tasks);
         self.rt.block_on(async { while tasks.join_next().await.is_some() {} });
+        self.stop_ack_writer();
         self.flush_acks()?;
         let g = manifest.generation;
         let encoded = Bytes::from(manifest.encode().code(ExitCode::Failure)?);
@@ -497,9 +556,9 @@ impl<S: PageStore> Sink for PageBlobSink<S> {
     }
 }
 
-/// How often acks are appended to the journal: the most a kill can make a
-/// rerun resend is what was acknowledged in this long.
-const ACK_INTERVAL: Duration = Duration::from_millis(500);
+/// How often acks are appended to the journal: what a kill can make a rerun
+/// resend is the writes in flight plus what was acknowledged in this long.
+const ACK_INTERVAL: Duration = Duration::from_millis(25);
 
 fn vhd_timestamp() -> u32 {
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());

@@ -75,6 +75,8 @@ pub struct BlobProps {
 
 /// The storage a page blob sink needs, by name within one container.
 pub trait PageStore: Send + Sync + 'static {
+    /// Request and byte counters.
+    fn counters(&self) -> &StoreCounters;
     fn create_container(&self) -> impl std::future::Future<Output = StoreResult<()>> + Send;
     fn properties(&self, name: &str) -> impl std::future::Future<Output = StoreResult<Option<BlobProps>>> + Send;
     fn create_page_blob(
@@ -345,7 +347,17 @@ fn convert(op: &'static str, what: &str, e: azure_core::Error) -> StoreError {
                 retry_after,
             }
         }
-        _ => StoreError::Transport { op, what: what.to_owned(), message: super::auth::redact(&e.to_string()) },
+        _ => {
+            // The whole chain: "failed to execute request: ... connection refused".
+            let mut message = e.to_string();
+            let mut src = std::error::Error::source(&e);
+            while let Some(s) = src {
+                message.push_str(": ");
+                message.push_str(&s.to_string());
+                src = s.source();
+            }
+            StoreError::Transport { op, what: what.to_owned(), message: super::auth::redact(&message) }
+        }
     }
 }
 
@@ -354,6 +366,10 @@ fn not_found(e: &StoreError) -> bool {
 }
 
 impl PageStore for AzureStore {
+    fn counters(&self) -> &StoreCounters {
+        &self.counters
+    }
+
     async fn create_container(&self) -> StoreResult<()> {
         let name = self.addr.container.clone();
         let mut url = self.addr.container_url().map_err(|e| StoreError::Transport {

@@ -72,6 +72,17 @@ impl Prior {
     }
 }
 
+/// What went over the wire to a remote destination.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct WireStats {
+    /// Bytes of page data sent (Put Page bodies, footer included).
+    pub bytes_sent: u64,
+    pub requests_ok: u64,
+    pub requests_failed: u64,
+    pub retries: u64,
+    pub clear_requests: u64,
+}
+
 /// A destination a generation can be written to.
 pub trait Sink {
     /// Where this sink writes, for messages (no secrets).
@@ -84,4 +95,8 @@ pub trait Sink {
     fn apply(&mut self, plan: &Plan, window: &WindowView<'_>) -> Result<(), Failure>;
     /// Make every write durable, then publish `manifest`.
     fn commit(&mut self, manifest: &Manifest) -> Result<(), Failure>;
+    /// Traffic so far, for remote destinations.
+    fn wire(&self) -> Option<WireStats> {
+        None
+    }
 }

@@ -98,3 +98,4 @@ pub fn dir_state(dir: &Path) -> BTreeMap<PathBuf, (u64, String)> {
     }
     m
 }
+pub mod azurite;

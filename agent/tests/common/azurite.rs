@@ -1,0 +1,130 @@
+//! A real Azurite for the tests of one test binary: installed by
+//! `scripts/azurite.sh install` (npm, into .cache), started on a free
+//! loopback port with its data in memory, killed when the test process
+//! exits (PR_SET_PDEATHSIG on a thread that lives as long as the process).
+//! Each test uses its own container, so tests run in parallel.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+pub const ACCOUNT: &str = "devstoreaccount1";
+pub const KEY: &str = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// The endpoint (`http://127.0.0.1:PORT`) of this process's Azurite.
+pub fn endpoint() -> &'static str {
+    static EP: OnceLock<String> = OnceLock::new();
+    EP.get_or_init(|| {
+        let st = Command::new("bash").arg(repo().join("scripts/azurite.sh")).arg("install").status().unwrap();
+        assert!(st.success(), "scripts/azurite.sh install failed");
+        let main = repo().join(".cache/azurite/node_modules/azurite/dist/src/blob/main.js");
+        let port = free_port();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut cmd = Command::new("node");
+            cmd.arg(&main)
+                .args(["--blobHost", "127.0.0.1", "--blobPort", &port.to_string()])
+                .args(["--inMemoryPersistence", "--loose", "--skipApiVersionCheck", "--disableTelemetry", "--silent"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null());
+            // SAFETY: prctl in the child before exec only sets a flag of the
+            // child itself; no memory of the parent is touched.
+            unsafe {
+                cmd.pre_exec(|| {
+                    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                    Ok(())
+                });
+            }
+            let mut child = cmd.spawn().expect("node not found");
+            tx.send(()).unwrap();
+            let _ = child.wait();
+        });
+        rx.recv().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "azurite did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        format!("http://127.0.0.1:{port}")
+    })
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A fresh container name for one test.
+pub fn container(test: &str) -> String {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let n = N.fetch_add(1, Ordering::Relaxed);
+    format!("{}-{}-{n}", test.replace('_', "-"), std::process::id()).chars().take(63).collect()
+}
+
+/// `pageblob:` URL of `blob` in `container` at `endpoint`.
+pub fn url(endpoint: &str, container: &str, blob: &str) -> String {
+    format!("pageblob:{endpoint}/{ACCOUNT}/{container}/{blob}")
+}
+
+/// The connection string of the well-known account.
+pub fn connection_string() -> String {
+    format!("DefaultEndpointsProtocol=http;AccountName={ACCOUNT};AccountKey={KEY};")
+}
+
+/// A TCP proxy on loopback in front of `target` that counts the bytes sent
+/// from client to server (requests: headers and bodies).
+pub struct CountingProxy {
+    pub port: u16,
+    pub up: Arc<AtomicU64>,
+}
+
+impl CountingProxy {
+    pub fn start(target: u16) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let up = Arc::new(AtomicU64::new(0));
+        let counter = up.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                let Ok(server) = TcpStream::connect(("127.0.0.1", target)) else { continue };
+                let (c2, s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+                let n = counter.clone();
+                std::thread::spawn(move || pipe(client, server, Some(n)));
+                std::thread::spawn(move || pipe(s2, c2, None));
+            }
+        });
+        Self { port, up }
+    }
+
+    pub fn bytes_up(&self) -> u64 {
+        self.up.load(Ordering::Relaxed)
+    }
+}
+
+fn pipe(mut from: TcpStream, mut to: TcpStream, count: Option<Arc<AtomicU64>>) {
+    let mut buf = vec![0u8; 256 << 10];
+    loop {
+        match from.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                if let Some(c) = &count {
+                    c.fetch_add(n as u64, Ordering::Relaxed);
+                }
+                if to.write_all(&buf[..n]).is_err() {
+                    break;
+                }
+            }
+        }
+    }
+    let _ = to.shutdown(std::net::Shutdown::Both);
+    let _ = from.shutdown(std::net::Shutdown::Both);
+}
