@@ -1,11 +1,17 @@
 #!/usr/bin/env bash
-# Every check CI runs, on a fresh machine: installs what is missing, then
-# format, lints and all tests (unit, property, golden, integration, fuzz
-# regressions). Usage: scripts/test.sh
+# Every check CI runs, on a fresh machine: installs what is missing (qemu-img,
+# promtool, Azurite from npm), then format, lints and all tests (unit,
+# property, golden, integration on image files, loop devices and Azurite,
+# fuzz regressions). Each test binary starts and stops its own Azurite.
+# Usage: scripts/test.sh
 source "$(dirname "$0")/lib/common.sh"
 apt_need qemu-img qemu-utils
 apt_need losetup mount
 apt_need flock util-linux
+apt_need promtool prometheus      # judges the /metrics exposition
+apt_need node nodejs              # Azurite, the storage emulator the page blob tests run against
+apt_need npm npm
+"$ROOT/scripts/azurite.sh" install
 cd "$ROOT"
 say "cargo fmt --check"
 cargo fmt --all -- --check

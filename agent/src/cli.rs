@@ -9,12 +9,22 @@ use clap::{Args, Parser, Subcommand};
 use diskferry_core::geometry::{ChunkSize, MAX_CHUNK, MIN_CHUNK};
 use diskferry_core::manifest::Manifest;
 
+use std::io::IsTerminal;
+use std::sync::Arc;
+
+use anyhow::Context;
+
 use crate::exit::{ExitCode, Failure, WithCode};
+use crate::metrics::Metrics;
 use crate::pageblob::sink::{PageBlobOptions, PageBlobSink};
 use crate::pageblob::store::AzureStore;
+use crate::progress::Progress;
 use crate::scan::scan;
 use crate::source::ReadMode;
-use crate::sync::{open_pageblob, open_source, sync, thread_pool, unix_ms, SyncOptions, SyncReport, Target};
+use crate::status::StatusWriter;
+use crate::sync::{
+    open_pageblob, open_source, sync_with_progress, thread_pool, unix_ms, SyncOptions, SyncReport, Target,
+};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -248,6 +258,25 @@ pub struct SyncArgs {
     pub force: bool,
     #[command(flatten)]
     pub blob: BlobArgs,
+    #[command(flatten)]
+    pub report: ReportArgs,
+}
+
+/// How a sync reports while it runs.
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// Rewrite FILE every 2 s with the sync's status as JSON (phase, progress, counters, last error).
+    #[arg(long, value_name = "FILE")]
+    pub status_file: Option<PathBuf>,
+    /// Serve Prometheus metrics at http://ADDR/metrics while the sync runs (e.g. 127.0.0.1:9464).
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_addr: Option<std::net::SocketAddr>,
+    /// Keep serving metrics this many seconds after the sync ends (for a last scrape).
+    #[arg(long, value_name = "SECONDS", default_value_t = 0)]
+    pub metrics_linger: u64,
+    /// No progress bar, even on a terminal.
+    #[arg(long)]
+    pub quiet: bool,
 }
 
 /// Options of page blob destinations.
@@ -415,12 +444,70 @@ fn run_sync(a: SyncArgs) -> Result<(), Failure> {
         api_version: a.blob.api_version.clone(),
         retry_for: Some(std::time::Duration::from_secs(a.blob.retry_for)),
     };
-    let r = sync(&a.source, &a.to, &opts)?;
+    let progress = Progress::new(&a.source.display().to_string());
+    if let Some(p) = &a.report.status_file {
+        check_parent(p)?;
+    }
+    let status = match &a.report.status_file {
+        Some(p) => Some(
+            StatusWriter::start(p.clone(), progress.clone())
+                .with_context(|| format!("cannot write status file {}", p.display()))
+                .code(ExitCode::Destination)?,
+        ),
+        None => None,
+    };
+    if let Some(addr) = a.report.metrics_addr {
+        let m = Metrics::new(progress.clone()).context("metrics registry").code(ExitCode::Failure)?;
+        let bound = crate::metrics::serve(addr, Arc::new(m))
+            .with_context(|| format!("cannot serve metrics on {addr}"))
+            .code(ExitCode::Usage)?;
+        if !a.read.json {
+            eprintln!("metrics at http://{bound}/metrics");
+        }
+    }
+    let bar = (!a.read.json && !a.report.quiet && std::io::stderr().is_terminal()).then(|| progress_bar(&progress));
+    let r = sync_with_progress(&a.source, &a.to, &opts, &progress);
+    if let Some((stop, t)) = bar {
+        stop.store(true, std::sync::atomic::Ordering::Release);
+        let _ = t.join();
+    }
+    drop(status);
+    if a.report.metrics_addr.is_some() && a.report.metrics_linger > 0 {
+        std::thread::sleep(std::time::Duration::from_secs(a.report.metrics_linger));
+    }
+    let r = r?;
     if a.read.json {
         return print_json(&r);
     }
     print_sync(&r);
     Ok(())
+}
+
+type Ticker = (Arc<std::sync::atomic::AtomicBool>, std::thread::JoinHandle<()>);
+
+/// A progress bar on stderr: bytes of the disk walked, rate, ETA.
+fn progress_bar(p: &Arc<Progress>) -> Ticker {
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (p, st) = (p.clone(), stop.clone());
+    let t = std::thread::spawn(move || {
+        let bar = indicatif::ProgressBar::new(0);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{prefix} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} ETA {eta} {msg}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+            .progress_chars("=> "),
+        );
+        bar.set_prefix(p.source.clone());
+        while !st.load(std::sync::atomic::Ordering::Acquire) {
+            bar.set_length(Progress::get(&p.disk_size));
+            bar.set_position(Progress::get(&p.bytes_scanned));
+            bar.set_message(format!("written {}", human(Progress::get(&p.bytes_written))));
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        bar.finish_and_clear();
+    });
+    (stop, t)
 }
 
 fn print_sync(r: &SyncReport) {

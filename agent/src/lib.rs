@@ -32,9 +32,12 @@
 
 pub mod cli;
 pub mod exit;
+pub mod metrics;
 pub mod pageblob;
+pub mod progress;
 pub mod readback;
 pub mod scan;
 pub mod sink;
 pub mod source;
+pub mod status;
 pub mod sync;

@@ -40,6 +40,8 @@ pub struct WindowView<'a> {
     /// Disk offset of `bytes[0]`.
     pub offset: u64,
     pub states: &'a [ChunkState],
+    /// Per chunk: lies wholly in a hole (zero without a read).
+    pub holes: &'a [bool],
     /// The window's bytes; only chunks that are not in a hole were read.
     pub bytes: &'a [u8],
 }
@@ -92,7 +94,13 @@ pub fn scan(
         let mut consume = |rx: mpsc::Receiver<Result<Window<'_>, Failure>>, spare: &mut Vec<Vec<u8>>| {
             let w = rx.recv().map_err(|_| Failure::new(ExitCode::Failure, anyhow!("scan worker vanished")))??;
             count(&mut stats, geometry, &w);
-            on_window(WindowView { first_chunk: w.first, offset: w.offset, states: &w.states, bytes: w.bytes() })?;
+            on_window(WindowView {
+                first_chunk: w.first,
+                offset: w.offset,
+                states: &w.states,
+                holes: &w.holes,
+                bytes: w.bytes(),
+            })?;
             states.extend_from_slice(&w.states);
             if w.map.is_some() {
                 source.release(w.offset..w.offset + w.bytes().len() as u64);

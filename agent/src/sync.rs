@@ -2,6 +2,8 @@
 //! destination's prior state, apply the plan, publish the manifest.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::anyhow;
@@ -13,6 +15,7 @@ use crate::exit::{ExitCode, Failure, WithCode};
 use crate::pageblob::auth::{redact, BlobAddress};
 use crate::pageblob::sink::{PageBlobOptions, PageBlobSink};
 use crate::pageblob::store::AzureStore;
+use crate::progress::{Phase, Progress};
 use crate::scan::{scan, ScanStats};
 use crate::sink::file::FileSink;
 use crate::sink::{Sink, WireStats};
@@ -112,9 +115,41 @@ pub fn thread_pool(threads: usize) -> Result<rayon::ThreadPool, Failure> {
 
 /// Sync `source_path` to `target`.
 pub fn sync(source_path: &Path, target: &Target, opts: &SyncOptions) -> Result<SyncReport, Failure> {
+    sync_with_progress(source_path, target, opts, &Progress::new(&source_path.display().to_string()))
+}
+
+/// Sync, counting into `progress` as it goes (for progress bars, the status
+/// file and metrics). The phase ends as `Done` or `Failed`.
+pub fn sync_with_progress(
+    source_path: &Path,
+    target: &Target,
+    opts: &SyncOptions,
+    progress: &Arc<Progress>,
+) -> Result<SyncReport, Failure> {
+    let r = run(source_path, target, opts, progress);
+    match &r {
+        Ok(_) => progress.set_phase(Phase::Done),
+        Err(f) => progress.fail(&f.to_string()),
+    }
+    r
+}
+
+fn run(
+    source_path: &Path,
+    target: &Target,
+    opts: &SyncOptions,
+    progress: &Arc<Progress>,
+) -> Result<SyncReport, Failure> {
     let started = Instant::now();
     let (source, geometry) = open_source(source_path, opts.read_mode, opts.chunk_size)?;
+    progress.disk_size.store(geometry.disk_size(), Relaxed);
     let mut sink = open_sink(target, opts)?;
+    if let Ok(mut d) = progress.destination.lock() {
+        *d = sink.describe();
+    }
+    if let Ok(mut s) = progress.store.lock() {
+        *s = sink.live_counters();
+    }
     let source_id = match &opts.source_id {
         Some(id) => id.clone(),
         None => std::fs::canonicalize(source_path).unwrap_or_else(|_| source_path.to_owned()).display().to_string(),
@@ -122,6 +157,8 @@ pub fn sync(source_path: &Path, target: &Target, opts: &SyncOptions) -> Result<S
     let pool = thread_pool(opts.threads)?;
     let prior = sink.prior(&source_id, geometry)?;
     let generation = prior.next_generation();
+    progress.generation.store(generation, Relaxed);
+    progress.set_phase(Phase::Syncing);
     sink.begin(generation, geometry, &prior)?;
 
     let mut planner = Planner::new(prior.baseline(), geometry);
@@ -133,6 +170,7 @@ pub fn sync(source_path: &Path, target: &Target, opts: &SyncOptions) -> Result<S
     let (chunks, scan_stats): (_, ScanStats) = scan(&source, geometry, &pool, |w| {
         let plan = planner.plan_window(w.first_chunk, w.states);
         plan_stats.add(&plan.stats);
+        count_window(progress, geometry, &w, &plan.stats);
         let t = Instant::now();
         let r = sink.apply(&plan, &w);
         writing += t.elapsed();
@@ -140,6 +178,7 @@ pub fn sync(source_path: &Path, target: &Target, opts: &SyncOptions) -> Result<S
     })?;
     let manifest = Manifest { geometry, generation, created_unix_ms: unix_ms(), source_id, chunks };
     let t = Instant::now();
+    progress.set_phase(Phase::Committing);
     sink.commit(&manifest)?;
     let committing = t.elapsed();
 
@@ -174,6 +213,30 @@ pub fn sync(source_path: &Path, target: &Target, opts: &SyncOptions) -> Result<S
         wire: sink.wire(),
         read_bytes_per_second: geometry.disk_size() as f64 / seconds.max(1e-9),
     })
+}
+
+fn count_window(p: &Progress, geometry: Geometry, w: &crate::scan::WindowView<'_>, plan: &PlanStats) {
+    let (mut scanned, mut read, mut hashed, mut zero) = (0, 0, 0, 0);
+    for (k, (state, &hole)) in w.states.iter().zip(w.holes).enumerate() {
+        let r = geometry.chunk_range(w.first_chunk + k as u64);
+        let len = r.end - r.start;
+        scanned += len;
+        if !hole {
+            read += len;
+        }
+        if state.is_zero() {
+            zero += len;
+        } else {
+            hashed += len;
+        }
+    }
+    Progress::add(&p.bytes_scanned, scanned);
+    Progress::add(&p.bytes_read, read);
+    Progress::add(&p.bytes_hashed, hashed);
+    Progress::add(&p.bytes_skipped_zero, zero);
+    Progress::add(&p.bytes_skipped_unchanged, hashed.saturating_sub(plan.bytes_written));
+    Progress::add(&p.bytes_written, plan.bytes_written);
+    Progress::add(&p.bytes_cleared, plan.bytes_cleared);
 }
 
 /// The sink for `target`.

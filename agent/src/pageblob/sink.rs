@@ -358,6 +358,10 @@ impl<S: PageStore> Sink for PageBlobSink<S> {
         self.describe.clone()
     }
 
+    fn live_counters(&self) -> Option<Arc<super::store::StoreCounters>> {
+        Some(self.store.counters().clone())
+    }
+
     fn wire(&self) -> Option<WireStats> {
         use std::sync::atomic::Ordering::Relaxed;
         let c = self.store.counters();

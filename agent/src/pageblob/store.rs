@@ -76,7 +76,7 @@ pub struct BlobProps {
 /// The storage a page blob sink needs, by name within one container.
 pub trait PageStore: Send + Sync + 'static {
     /// Request and byte counters.
-    fn counters(&self) -> &StoreCounters;
+    fn counters(&self) -> &Arc<StoreCounters>;
     fn create_container(&self) -> impl std::future::Future<Output = StoreResult<()>> + Send;
     fn properties(&self, name: &str) -> impl std::future::Future<Output = StoreResult<Option<BlobProps>>> + Send;
     fn create_page_blob(
@@ -179,6 +179,8 @@ pub struct StoreCounters {
     pub retries: AtomicU64,
     pub bytes_put: AtomicU64,
     pub clears: AtomicU64,
+    /// Bytes of Put Page bodies being sent right now.
+    pub inflight_bytes: AtomicU64,
 }
 
 /// A `PageStore` on Azure Blob Storage (or Azurite) through the official SDK.
@@ -366,7 +368,7 @@ fn not_found(e: &StoreError) -> bool {
 }
 
 impl PageStore for AzureStore {
-    fn counters(&self) -> &StoreCounters {
+    fn counters(&self) -> &Arc<StoreCounters> {
         &self.counters
     }
 

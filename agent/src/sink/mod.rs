@@ -99,4 +99,8 @@ pub trait Sink {
     fn wire(&self) -> Option<WireStats> {
         None
     }
+    /// Live request counters, for remote destinations.
+    fn live_counters(&self) -> Option<std::sync::Arc<crate::pageblob::store::StoreCounters>> {
+        None
+    }
 }

@@ -1,0 +1,169 @@
+//! Prometheus metrics of the agent and the `/metrics` endpoint
+//! (`--metrics-addr`). Every metric name is a constant here, named the
+//! Prometheus way; labels stay low-cardinality (`disk`, `outcome`).
+//!
+//! The pipeline counts into [`Progress`] atomics; at each scrape the counters
+//! here are advanced to match (counters only go up), so the hot path never
+//! touches the registry.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpListener};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex};
+
+use prometheus::{Encoder, Gauge, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
+
+use crate::progress::Progress;
+
+pub const BYTES_READ: &str = "diskferry_agent_bytes_read_total";
+pub const BYTES_HASHED: &str = "diskferry_agent_bytes_hashed_total";
+pub const BYTES_SKIPPED_ZERO: &str = "diskferry_agent_bytes_skipped_zero_total";
+pub const BYTES_SKIPPED_UNCHANGED: &str = "diskferry_agent_bytes_skipped_unchanged_total";
+pub const BYTES_WRITTEN: &str = "diskferry_agent_bytes_written_total";
+pub const BYTES_CLEARED: &str = "diskferry_agent_bytes_cleared_total";
+pub const REQUESTS: &str = "diskferry_agent_requests_total";
+pub const RETRIES: &str = "diskferry_agent_retries_total";
+pub const INFLIGHT_BYTES: &str = "diskferry_agent_inflight_bytes";
+pub const SYNC_DURATION: &str = "diskferry_agent_sync_duration_seconds";
+pub const GENERATION: &str = "diskferry_agent_generation";
+
+/// The agent's registry, fed from one sync's [`Progress`].
+pub struct Metrics {
+    registry: Registry,
+    progress: Arc<Progress>,
+    bytes: Vec<(IntCounterVec, fn(&Progress) -> u64)>,
+    requests: IntCounterVec,
+    retries: IntCounterVec,
+    inflight: IntGauge,
+    duration: Gauge,
+    generation: IntGauge,
+    last: Mutex<[u64; 3]>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> prometheus::Result<IntCounterVec> {
+    let c = IntCounterVec::new(Opts::new(name, help), labels)?;
+    r.register(Box::new(c.clone()))?;
+    Ok(c)
+}
+
+impl Metrics {
+    pub fn new(progress: Arc<Progress>) -> prometheus::Result<Self> {
+        let r = Registry::new();
+        let disk = &["disk"];
+        let bytes: Vec<(IntCounterVec, fn(&Progress) -> u64)> = vec![
+            (counter(&r, BYTES_READ, "Bytes read from the source.", disk)?, |p| Progress::get(&p.bytes_read)),
+            (counter(&r, BYTES_HASHED, "Bytes of data chunks hashed.", disk)?, |p| Progress::get(&p.bytes_hashed)),
+            (counter(&r, BYTES_SKIPPED_ZERO, "Bytes skipped as all-zero chunks.", disk)?, |p| {
+                Progress::get(&p.bytes_skipped_zero)
+            }),
+            (
+                counter(
+                    &r,
+                    BYTES_SKIPPED_UNCHANGED,
+                    "Bytes of data chunks unchanged since the last generation.",
+                    disk,
+                )?,
+                |p| Progress::get(&p.bytes_skipped_unchanged),
+            ),
+            (counter(&r, BYTES_WRITTEN, "Bytes of chunks written to the destination.", disk)?, |p| {
+                Progress::get(&p.bytes_written)
+            }),
+            (counter(&r, BYTES_CLEARED, "Bytes of chunks cleared (turned zero) at the destination.", disk)?, |p| {
+                Progress::get(&p.bytes_cleared)
+            }),
+        ];
+        let requests = counter(&r, REQUESTS, "Storage requests by outcome (ok, failed).", &["disk", "outcome"])?;
+        let retries = counter(&r, RETRIES, "Storage requests retried.", disk)?;
+        let inflight = IntGauge::new(INFLIGHT_BYTES, "Bytes of writes in flight to storage.")?;
+        r.register(Box::new(inflight.clone()))?;
+        let duration = Gauge::new(SYNC_DURATION, "Seconds the sync has run (final once it ends).")?;
+        r.register(Box::new(duration.clone()))?;
+        let generation = IntGauge::new(GENERATION, "Generation being written or last written.")?;
+        r.register(Box::new(generation.clone()))?;
+        Ok(Self {
+            registry: r,
+            progress,
+            bytes,
+            requests,
+            retries,
+            inflight,
+            duration,
+            generation,
+            last: Mutex::new([0; 3]),
+        })
+    }
+
+    /// The exposition text, brought up to date.
+    pub fn render(&self) -> String {
+        let p = &self.progress;
+        let disk = p.source.as_str();
+        for (c, get) in &self.bytes {
+            let m = c.with_label_values(&[disk]);
+            let now = get(p);
+            m.inc_by(now.saturating_sub(m.get()));
+        }
+        if let Some(s) = p.store.lock().ok().and_then(|s| s.clone()) {
+            let vals = [s.requests_ok.load(Relaxed), s.requests_failed.load(Relaxed), s.retries.load(Relaxed)];
+            if let Ok(mut last) = self.last.lock() {
+                self.requests.with_label_values(&[disk, "ok"]).inc_by(vals[0].saturating_sub(last[0]));
+                self.requests.with_label_values(&[disk, "failed"]).inc_by(vals[1].saturating_sub(last[1]));
+                self.retries.with_label_values(&[disk]).inc_by(vals[2].saturating_sub(last[2]));
+                *last = vals;
+            }
+            self.inflight.set(s.inflight_bytes.load(Relaxed) as i64);
+        } else {
+            // Declared metrics are always exposed, with zeros for local destinations.
+            for o in ["ok", "failed"] {
+                self.requests.with_label_values(&[disk, o]);
+            }
+            self.retries.with_label_values(&[disk]);
+        }
+        self.duration.set(p.seconds());
+        self.generation.set(Progress::get(&p.generation) as i64);
+        let mut out = Vec::new();
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
+        String::from_utf8(out).unwrap_or_default()
+    }
+}
+
+/// Serve `GET /metrics` on `addr` from a background thread. Returns the
+/// bound address (port 0 picks a free one).
+pub fn serve(addr: SocketAddr, metrics: Arc<Metrics>) -> std::io::Result<SocketAddr> {
+    let listener = TcpListener::bind(addr)?;
+    let bound = listener.local_addr()?;
+    std::thread::Builder::new().name("diskferry-metrics".into()).spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let m = metrics.clone();
+            let _ = std::thread::Builder::new().name("diskferry-metrics-conn".into()).spawn(move || {
+                let mut reader = BufReader::new(&stream);
+                let mut line = String::new();
+                if reader.read_line(&mut line).is_err() {
+                    return;
+                }
+                // Drain the request headers.
+                let mut h = String::new();
+                while reader.read_line(&mut h).is_ok_and(|n| n > 2) {
+                    h.clear();
+                }
+                let (status, body, ctype) = if line.starts_with("GET /metrics") {
+                    ("200 OK", m.render(), "text/plain; version=0.0.4")
+                } else {
+                    ("404 Not Found", "only /metrics here\n".to_owned(), "text/plain")
+                };
+                let mut s = &stream;
+                let _ = write!(
+                    s,
+                    "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            });
+        }
+    })?;
+    Ok(bound)
+}

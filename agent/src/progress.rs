@@ -1,0 +1,135 @@
+//! Live progress of one sync, shared by the pipeline (which updates it per
+//! window) and by whoever reports it: the terminal progress bar, the status
+//! file, the Prometheus endpoint. Plain atomics: updating costs nothing on
+//! the hot path and readers never block the sync.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use crate::pageblob::store::StoreCounters;
+
+/// What a sync is doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Phase {
+    Starting,
+    Syncing,
+    Committing,
+    Done,
+    Failed,
+}
+
+/// Counters of one sync of one disk.
+#[derive(Debug)]
+pub struct Progress {
+    pub source: String,
+    pub destination: Mutex<String>,
+    pub started: Instant,
+    pub phase: Mutex<Phase>,
+    pub last_error: Mutex<Option<String>>,
+    pub disk_size: AtomicU64,
+    /// Bytes of the disk walked so far (read or skipped as holes).
+    pub bytes_scanned: AtomicU64,
+    pub bytes_read: AtomicU64,
+    pub bytes_hashed: AtomicU64,
+    pub bytes_skipped_zero: AtomicU64,
+    pub bytes_skipped_unchanged: AtomicU64,
+    pub bytes_written: AtomicU64,
+    pub bytes_cleared: AtomicU64,
+    pub generation: AtomicU64,
+    /// Request counters of a remote destination, once it is open.
+    pub store: Mutex<Option<Arc<StoreCounters>>>,
+    pub finished_secs: Mutex<Option<f64>>,
+}
+
+impl Progress {
+    pub fn new(source: &str) -> Arc<Self> {
+        Arc::new(Self {
+            source: source.to_owned(),
+            destination: Mutex::new(String::new()),
+            started: Instant::now(),
+            phase: Mutex::new(Phase::Starting),
+            last_error: Mutex::new(None),
+            disk_size: AtomicU64::new(0),
+            bytes_scanned: AtomicU64::new(0),
+            bytes_read: AtomicU64::new(0),
+            bytes_hashed: AtomicU64::new(0),
+            bytes_skipped_zero: AtomicU64::new(0),
+            bytes_skipped_unchanged: AtomicU64::new(0),
+            bytes_written: AtomicU64::new(0),
+            bytes_cleared: AtomicU64::new(0),
+            generation: AtomicU64::new(0),
+            store: Mutex::new(None),
+            finished_secs: Mutex::new(None),
+        })
+    }
+
+    pub fn set_phase(&self, p: Phase) {
+        if let Ok(mut g) = self.phase.lock() {
+            *g = p;
+        }
+        if matches!(p, Phase::Done | Phase::Failed) {
+            if let Ok(mut f) = self.finished_secs.lock() {
+                *f = Some(self.started.elapsed().as_secs_f64());
+            }
+        }
+    }
+
+    pub fn phase(&self) -> Phase {
+        self.phase.lock().map_or(Phase::Failed, |g| *g)
+    }
+
+    pub fn fail(&self, message: &str) {
+        if let Ok(mut e) = self.last_error.lock() {
+            *e = Some(crate::pageblob::auth::redact(message));
+        }
+        self.set_phase(Phase::Failed);
+    }
+
+    pub fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Relaxed);
+    }
+
+    pub fn get(counter: &AtomicU64) -> u64 {
+        counter.load(Relaxed)
+    }
+
+    /// Seconds since start, frozen when the sync ends.
+    pub fn seconds(&self) -> f64 {
+        self.finished_secs.lock().ok().and_then(|f| *f).unwrap_or_else(|| self.started.elapsed().as_secs_f64())
+    }
+
+    /// The status document (`--status-file`), version 1.
+    pub fn status_json(&self) -> serde_json::Value {
+        let store = self.store.lock().ok().and_then(|s| s.clone());
+        let g = |c: &AtomicU64| c.load(Relaxed);
+        serde_json::json!({
+            "version": 1,
+            "phase": self.phase(),
+            "updated_unix_ms": crate::sync::unix_ms(),
+            "seconds": self.seconds(),
+            "last_error": self.last_error.lock().ok().and_then(|e| e.clone()),
+            "disks": [{
+                "source": self.source,
+                "destination": self.destination.lock().map(|d| d.clone()).unwrap_or_default(),
+                "generation": g(&self.generation),
+                "disk_size": g(&self.disk_size),
+                "bytes_scanned": g(&self.bytes_scanned),
+                "bytes_read": g(&self.bytes_read),
+                "bytes_hashed": g(&self.bytes_hashed),
+                "bytes_skipped_zero": g(&self.bytes_skipped_zero),
+                "bytes_skipped_unchanged": g(&self.bytes_skipped_unchanged),
+                "bytes_written": g(&self.bytes_written),
+                "bytes_cleared": g(&self.bytes_cleared),
+            }],
+            "requests": store.as_ref().map(|s| serde_json::json!({
+                "ok": g(&s.requests_ok),
+                "failed": g(&s.requests_failed),
+                "retries": g(&s.retries),
+                "bytes_sent": g(&s.bytes_put),
+                "in_flight_bytes": g(&s.inflight_bytes),
+            })),
+        })
+    }
+}
