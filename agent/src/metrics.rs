@@ -27,11 +27,14 @@ pub const INFLIGHT_BYTES: &str = "diskferry_agent_inflight_bytes";
 pub const SYNC_DURATION: &str = "diskferry_agent_sync_duration_seconds";
 pub const GENERATION: &str = "diskferry_agent_generation";
 
+/// A byte counter and where its value comes from.
+type ByteCounter = (IntCounterVec, fn(&Progress) -> u64);
+
 /// The agent's registry, fed from one sync's [`Progress`].
 pub struct Metrics {
     registry: Registry,
     progress: Arc<Progress>,
-    bytes: Vec<(IntCounterVec, fn(&Progress) -> u64)>,
+    bytes: Vec<ByteCounter>,
     requests: IntCounterVec,
     retries: IntCounterVec,
     inflight: IntGauge,
@@ -56,7 +59,7 @@ impl Metrics {
     pub fn new(progress: Arc<Progress>) -> prometheus::Result<Self> {
         let r = Registry::new();
         let disk = &["disk"];
-        let bytes: Vec<(IntCounterVec, fn(&Progress) -> u64)> = vec![
+        let bytes: Vec<ByteCounter> = vec![
             (counter(&r, BYTES_READ, "Bytes read from the source.", disk)?, |p| Progress::get(&p.bytes_read)),
             (counter(&r, BYTES_HASHED, "Bytes of data chunks hashed.", disk)?, |p| Progress::get(&p.bytes_hashed)),
             (counter(&r, BYTES_SKIPPED_ZERO, "Bytes skipped as all-zero chunks.", disk)?, |p| {
