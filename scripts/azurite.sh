@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Azurite (the Azure Storage emulator) as a real test component.
 #   scripts/azurite.sh install        install azurite@3.35.0 into .cache/azurite (npm, not global)
-#   scripts/azurite.sh start [DIR]    start the blob service on a free loopback port with its data
-#                                     in DIR (default: a new temporary folder); prints
+#   scripts/azurite.sh start [DIR [PORT]]  start the blob service on PORT (default: a free
+#                                     loopback port) with its data in DIR (default: a new
+#                                     temporary folder); prints
 #                                     `AZURITE_PID=.. AZURITE_ENDPOINT=.. AZURITE_DIR=..`
 #   scripts/azurite.sh stop PID       stop what start started
 # 3.35.0 is the newest release that runs on Node 20 (3.37 is also ten times
@@ -29,8 +30,8 @@ start() {
   install
   local dir=${1:-$(mktemp -d "${TMPDIR:-/tmp}/azurite.XXXXXX")}
   mkdir -p "$dir"
-  local port
-  port=$(free_port)
+  local port=${2:-}
+  [ -n "$port" ] || port=$(free_port)
   # --loose: no strict-mode 500s on headers Azurite does not implement;
   # --skipApiVersionCheck: the Rust SDK's x-ms-version is newer than 3.35's.
   nohup node "$MAIN" --blobHost 127.0.0.1 --blobPort "$port" --location "$dir" \
@@ -59,7 +60,7 @@ stop() {
 
 case ${1:-} in
   install) install ;;
-  start) start "${2:-}" ;;
+  start) start "${2:-}" "${3:-}" ;;
   stop) stop "${2:-}" ;;
   *) echo "usage: $0 install | start [DIR] | stop PID" >&2; exit 2 ;;
 esac

@@ -37,6 +37,15 @@ def run(cmd):
     return wall, usage.ru_maxrss * 1024
 
 
+def cpu_seconds(pid):
+    """User + system CPU seconds of `pid` so far (0 when not watching)."""
+    if not pid:
+        return 0.0
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=5)
@@ -45,6 +54,8 @@ def main():
     ap.add_argument("--prep", nargs=2, action="append", metavar=("NAME", "CMD"), default=[])
     ap.add_argument("--baseline", required=True)
     ap.add_argument("--bytes", type=int, default=0, help="bytes processed, for a throughput column")
+    ap.add_argument("--watch-pid-file", default="", help="also report CPU seconds the process whose pid is in "
+                    "this file (a server, read before each run) used")
     a = ap.parse_args()
     preps = dict(a.prep)
     names = [n for n, _ in a.case]
@@ -52,21 +63,27 @@ def main():
         sys.exit(f"baseline {a.baseline} is not a case")
     times = {n: [] for n in names}
     rss = {n: 0 for n in names}
+    server = {n: [] for n in names}
     for _ in range(a.rounds):
         for name, cmd in a.case:
             if name in preps:
                 subprocess.run(preps[name], shell=True, check=True, stdout=subprocess.DEVNULL)
+            pid = int(open(a.watch_pid_file).read().strip()) if a.watch_pid_file else 0
+            before = cpu_seconds(pid)
             wall, peak = run(cmd)
+            server[name].append(cpu_seconds(pid) - before)
             times[name].append(wall)
             rss[name] = max(rss[name], peak)
     base = statistics.median(times[a.baseline])
     print(f"\n## {a.title} ({a.rounds} rounds, median)")
-    print(f"{'tool':<28} {'time':>9} {'min':>9} {'peak RSS':>10} {'throughput':>12} {'vs ' + a.baseline:>14}")
+    extra = f" {'server CPU':>11}" if a.watch_pid_file else ""
+    print(f"{'tool':<28} {'time':>9} {'min':>9} {'peak RSS':>10} {'throughput':>12} {'vs ' + a.baseline:>14}{extra}")
     for name in names:
         med = statistics.median(times[name])
         tput = f"{a.bytes / med / 1e9:.2f} GB/s" if a.bytes else "-"
         speed = base / med
-        print(f"{name:<28} {med:>8.3f}s {min(times[name]):>8.3f}s {rss[name] / 2**20:>7.0f} MiB {tput:>12} {speed:>12.2f}x")
+        cpu = f" {statistics.median(server[name]):>10.2f}s" if a.watch_pid_file else ""
+        print(f"{name:<28} {med:>8.3f}s {min(times[name]):>8.3f}s {rss[name] / 2**20:>7.0f} MiB {tput:>12} {speed:>12.2f}x{cpu}")
         if os.environ.get("BENCH_JSON"):
             with open(os.environ["BENCH_JSON"], "a") as f:
                 f.write(json.dumps({"title": a.title, "tool": name, "median_s": med, "min_s": min(times[name]),

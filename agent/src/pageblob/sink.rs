@@ -126,6 +126,8 @@ pub struct PageBlobSink<S: PageStore> {
     journal: Option<JournalHeader>,
     chunk: u64,
     bytes_budget: Arc<Semaphore>,
+    /// Requests in flight (`--concurrency`).
+    requests: Arc<Semaphore>,
     tasks: JoinSet<()>,
     flight: Arc<Mutex<Flight>>,
     /// Appends acks to the journal as storage confirms writes.
@@ -141,7 +143,11 @@ impl<S: PageStore> PageBlobSink<S> {
             .enable_all()
             .build()
             .code(ExitCode::Failure)?;
-        let budget = opts.concurrency.max(1) * diskferry_core::MAX_WRITE as usize;
+        let concurrency = opts.concurrency.max(1);
+        // Copies waiting or in flight: room for two whole windows, so one
+        // window's writes always fit while the previous ones drain.
+        let budget =
+            (opts.concurrency.max(1) * diskferry_core::MAX_WRITE as usize).max(2 * crate::scan::WINDOW as usize);
         Ok(Self {
             store: Arc::new(store),
             rt,
@@ -153,6 +159,7 @@ impl<S: PageStore> PageBlobSink<S> {
             journal: None,
             chunk: 0,
             bytes_budget: Arc::new(Semaphore::new(budget)),
+            requests: Arc::new(Semaphore::new(concurrency)),
             tasks: JoinSet::new(),
             flight: Default::default(),
             ack_writer: None,
@@ -447,21 +454,22 @@ impl<S: PageStore> Sink for PageBlobSink<S> {
             return Ok(());
         }
         let chunk = self.chunk;
-        let intents: Vec<Record> = plan
-            .writes
-            .iter()
-            .chain(&plan.clears)
-            .map(|r| Record::Intent { first: r.start / chunk, end: r.end.div_ceil(chunk) })
-            .collect();
-        self.append_records(&intents)?;
+        let header = self.journal.ok_or_else(|| dest_err(anyhow!("page blob sink used before begin")))?;
+        let mut intents = Vec::new();
+        for r in plan.writes.iter().chain(&plan.clears) {
+            intents.extend(header.record(&Record::Intent { first: r.start / chunk, end: r.end.div_ceil(chunk) }));
+        }
         self.plan_bytes.0 += plan.stats.bytes_written;
         self.plan_bytes.1 += plan.stats.bytes_cleared;
+        // Copy the window's writes (waiting for room in the byte budget: this
+        // is the backpressure that bounds memory), then hand them to one task
+        // that makes the intents durable before it sends any of them. The scan
+        // goes on meanwhile: no round trip per window on this thread.
+        let mut writes = Vec::with_capacity(plan.writes.len());
         for w in &plan.writes {
-            let len = w.len() as u32;
-            // Bound memory: wait for room before copying.
             let permit = self
                 .rt
-                .block_on(self.bytes_budget.clone().acquire_many_owned(len))
+                .block_on(self.bytes_budget.clone().acquire_many_owned(w.len() as u32))
                 .map_err(|e| dest_err(anyhow!("upload budget closed: {e}")))?;
             let bytes = Bytes::copy_from_slice(
                 &window.bytes[(w.start - window.offset) as usize..(w.end - window.offset) as usize],
@@ -472,42 +480,49 @@ impl<S: PageStore> Sink for PageBlobSink<S> {
                     _ => None,
                 })
                 .collect();
-            let (store, blob, flight, offset) = (self.store.clone(), self.blob.clone(), self.flight.clone(), w.start);
-            self.tasks.spawn_on(
-                async move {
-                    let r = store.put_pages(&blob, offset, bytes).await;
-                    drop(permit);
-                    if let Ok(mut f) = flight.lock() {
-                        match r {
-                            Ok(()) => f.acks.extend(acks),
-                            Err(e) => {
-                                f.error.get_or_insert(e);
-                            }
-                        }
-                    }
-                },
-                self.rt.handle(),
-            );
+            writes.push((w.start, bytes, permit, acks));
         }
-        for c in &plan.clears {
-            let (store, blob, flight) = (self.store.clone(), self.blob.clone(), self.flight.clone());
-            let (start, len) = (c.start, c.len());
-            let ack = Record::AckZero { first: c.start / chunk, end: c.end.div_ceil(chunk) };
-            self.tasks.spawn_on(
-                async move {
-                    let r = store.clear_pages(&blob, start, len).await;
+        let clears: Vec<(u64, u64, Record)> = plan
+            .clears
+            .iter()
+            .map(|c| (c.start, c.len(), Record::AckZero { first: c.start / chunk, end: c.end.div_ceil(chunk) }))
+            .collect();
+        let (store, blob, flight, journal) =
+            (self.store.clone(), self.blob.clone(), self.flight.clone(), self.journal_name());
+        let requests = self.requests.clone();
+        self.tasks.spawn_on(
+            async move {
+                let fail = |e: StoreError| {
                     if let Ok(mut f) = flight.lock() {
-                        match r {
-                            Ok(()) => f.acks.push(ack),
-                            Err(e) => {
-                                f.error.get_or_insert(e);
-                            }
-                        }
+                        f.error.get_or_insert(e);
                     }
-                },
-                self.rt.handle(),
-            );
-        }
+                };
+                if let Err(e) = store.append(&journal, Bytes::from(intents)).await {
+                    return fail(e);
+                }
+                let puts = writes.into_iter().map(|(offset, bytes, permit, acks)| {
+                    let (store, blob, flight, requests) =
+                        (store.clone(), blob.clone(), flight.clone(), requests.clone());
+                    async move {
+                        let _slot = requests.acquire().await;
+                        let r = store.put_pages(&blob, offset, bytes).await;
+                        drop(permit);
+                        record(&flight, r, acks);
+                    }
+                });
+                let clears = clears.into_iter().map(|(start, len, ack)| {
+                    let (store, blob, flight, requests) =
+                        (store.clone(), blob.clone(), flight.clone(), requests.clone());
+                    async move {
+                        let _slot = requests.acquire().await;
+                        let r = store.clear_pages(&blob, start, len).await;
+                        record(&flight, r, vec![ack]);
+                    }
+                });
+                futures::future::join(futures::future::join_all(puts), futures::future::join_all(clears)).await;
+            },
+            self.rt.handle(),
+        );
         // Reap finished tasks so the set stays small.
         while self.tasks.try_join_next().is_some() {}
         if let Ok(mut f) = self.flight.lock() {
@@ -557,6 +572,18 @@ impl<S: PageStore> Sink for PageBlobSink<S> {
         self.block_on(store.delete(&self.journal_name(), None))?;
         self.journal = None;
         Ok(())
+    }
+}
+
+/// Note a finished request: its acks, or its error (the first one wins).
+fn record(flight: &Mutex<Flight>, r: Result<(), StoreError>, acks: Vec<Record>) {
+    if let Ok(mut f) = flight.lock() {
+        match r {
+            Ok(()) => f.acks.extend(acks),
+            Err(e) => {
+                f.error.get_or_insert(e);
+            }
+        }
     }
 }
 

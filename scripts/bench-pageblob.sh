@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# First and incremental sync of a 4 GiB disk image (25% random, 10% text-like,
+# the rest never written, in scattered 1 MiB extents) to a page blob on
+# Azurite, side by side in one run with what users run today:
+#   - AzCopy (npm @azure-tools/azcopy-linux), `azcopy copy --blob-type PageBlob`
+#   - the Python SDK, upload_blob(blob_type="PageBlob", max_concurrency=16)
+# Both skip all-zero 4 MiB pages; neither can sync incrementally. Also prints
+# Azurite's own CPU time per run: it is single-threaded Node.
+# Usage: scripts/bench-pageblob.sh [--rounds N]
+source "$(dirname "$0")/lib/common.sh"
+ROUNDS=3
+[ "${1:-}" = "--rounds" ] && ROUNDS=$2
+ldconfig -p | grep -q libsecret-1.so.0 || apt_need libsecret-1.so.0 libsecret-1-0   # azcopy links it
+apt_need node nodejs
+apt_need npm npm
+build_release
+make_workdir
+
+AZC="$CACHE/azcopy/node_modules/@azure-tools/azcopy-linux/dist/bin/azcopy_linux_amd64"
+if [ ! -x "$AZC" ]; then
+  say "installing AzCopy from npm"
+  mkdir -p "$CACHE/azcopy"
+  (cd "$CACHE/azcopy" && npm install --no-audit --no-fund --loglevel=error @azure-tools/azcopy-linux >/dev/null)
+  chmod +x "$AZC"
+fi
+PY="$CACHE/pyenv/bin/python"
+if ! "$PY" -c "import azure.storage.blob" 2>/dev/null; then
+  say "installing the Python azure-storage-blob SDK"
+  python3 -m venv "$CACHE/pyenv"
+  "$CACHE/pyenv/bin/pip" install -q azure-storage-blob
+fi
+
+# Every run gets a fresh Azurite (untimed): a long-lived instance slows down
+# as its metadata grows, which would favour whoever runs first.
+PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+EP="http://127.0.0.1:$PORT"
+cat >"$W/fresh.sh" <<FRESH
+#!/usr/bin/env bash
+set -e
+[ -f "$W/azurite.pid" ] && "$ROOT/scripts/azurite.sh" stop "\$(cat "$W/azurite.pid")"
+rm -rf "$W/azurite"
+eval "\$("$ROOT/scripts/azurite.sh" start "$W/azurite" $PORT)"
+echo \$AZURITE_PID >"$W/azurite.pid"
+"$PY" "$ROOT/scripts/lib/azblob.py" mkcontainer "$EP" bench
+FRESH
+chmod +x "$W/fresh.sh"
+"$W/fresh.sh"
+trap '[ -f "$W/azurite.pid" ] && "$ROOT/scripts/azurite.sh" stop "$(cat "$W/azurite.pid")"; rm -rf "$W"' EXIT
+export AZURE_STORAGE_CONNECTION_STRING="AccountName=devstoreaccount1;AccountKey=Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==;"
+SAS=$("$PY" "$ROOT/scripts/lib/azblob.py" sas "$EP" bench)
+export AZCOPY_LOG_LOCATION="$W/azcopy-logs" AZCOPY_JOB_PLAN_LOCATION="$W/azcopy-plans" AZCOPY_DISABLE_SYSLOG=true
+
+"$MKIMAGE" new "$W/disk.img" --size-mib 4096 --random 25 --text 10 --seed 31 >/dev/null
+cat "$W/disk.img" >/dev/null
+SIZE=$(stat -c %s "$W/disk.img")
+B="python3 $ROOT/scripts/lib/bench.py --rounds $ROUNDS --watch-pid-file $W/azurite.pid --bytes $SIZE"
+
+$B --title "first sync of the 4 GiB image to a page blob on Azurite" --baseline azcopy \
+  --prep diskferry "$W/fresh.sh" \
+  --case diskferry "$AGENT sync $W/disk.img --to pageblob:$EP/devstoreaccount1/bench/d.vhd --source-id bench" \
+  --prep azcopy "$W/fresh.sh" \
+  --case azcopy "$AZC copy $W/disk.img '$EP/devstoreaccount1/bench/a.vhd?$SAS' --blob-type PageBlob --from-to LocalBlob --log-level ERROR --output-level quiet" \
+  --prep python-sdk "$W/fresh.sh" \
+  --case python-sdk "$PY $ROOT/scripts/lib/azblob.py upload $EP bench p.vhd $W/disk.img"
+
+# The incremental sync after 2% of the chunks changed, against the cost of
+# reading the image (scan) and of the first sync.
+"$W/fresh.sh"
+"$AGENT" sync "$W/disk.img" --to "pageblob:$EP/devstoreaccount1/bench/i.vhd" --source-id bench --json >"$W/first.json"
+"$MKIMAGE" mutate "$W/disk.img" --percent 2 --seed 32 >&2
+cat "$W/disk.img" >/dev/null
+"$AGENT" scan "$W/disk.img" --json >"$W/scan.json"
+"$AGENT" sync "$W/disk.img" --to "pageblob:$EP/devstoreaccount1/bench/i.vhd" --source-id bench --json >"$W/incr.json"
+"$AGENT" verify "$W/disk.img" --against "pageblob:$EP/devstoreaccount1/bench/i.vhd" >&2
+python3 - "$W/first.json" "$W/scan.json" "$W/incr.json" <<'PY'
+import json, sys
+first, scan, incr = (json.load(open(p)) for p in sys.argv[1:])
+budget = scan["seconds"] + 0.05 * first["seconds"]
+print(f"\n## incremental sync after 2% of chunks changed")
+print(f"first sync {first['seconds']:.2f} s, sent {first['wire']['bytes_sent'] / 2**20:.0f} MiB")
+print(f"scan       {scan['seconds']:.2f} s")
+print(f"incremental {incr['seconds']:.2f} s, sent {incr['wire']['bytes_sent'] / 2**20:.1f} MiB "
+      f"({incr['chunks_written']} chunks written, {incr['chunks_cleared']} cleared)")
+print(f"target: incremental <= scan + 5% of first = {budget:.2f} s -> {'met' if incr['seconds'] <= budget else 'NOT met'}")
+PY
