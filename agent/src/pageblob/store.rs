@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use azure_core::credentials::TokenCredential;
-use azure_core::http::{ClientOptions, RetryOptions, StatusCode, Url};
+use azure_core::http::{ClientOptions, RetryOptions, Url};
 use azure_storage_blob::models::{
     AppendBlobClientCreateOptions, BlobClientCreateSnapshotResultHeaders, BlobClientDownloadOptions,
     BlobClientGetPropertiesResultHeaders, HttpRange, PageBlobClientCreateOptions,
@@ -528,9 +528,4 @@ impl PageStore for AzureStore {
         let len = bytes.len() as u64;
         self.retry("append to", name, || c.append_block(bytes.clone().into(), len, None)).await.map(|_| ())
     }
-}
-
-#[allow(dead_code)]
-fn _status_is_u16(s: StatusCode) -> u16 {
-    u16::from(s)
 }

@@ -1,5 +1,8 @@
 //! The `diskferry-agent` command line: raw arguments (clap) are turned into
-//! validated options in one place, then handed to the library.
+//! validated options in one place, then handed to the library. `scan` and
+//! `sync` live here, the page blob read-back commands in [`blob`].
+
+mod blob;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -16,15 +19,12 @@ use anyhow::Context;
 
 use crate::exit::{ExitCode, Failure, WithCode};
 use crate::metrics::Metrics;
-use crate::pageblob::sink::{PageBlobOptions, PageBlobSink};
-use crate::pageblob::store::AzureStore;
+use crate::pageblob::sink::PageBlobOptions;
 use crate::progress::Progress;
 use crate::scan::scan;
 use crate::source::ReadMode;
 use crate::status::StatusWriter;
-use crate::sync::{
-    open_pageblob, open_source, sync_with_progress, thread_pool, unix_ms, SyncOptions, SyncReport, Target,
-};
+use crate::sync::{open_source, sync_with_progress, thread_pool, unix_ms, SyncOptions, SyncReport, Target};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -51,153 +51,11 @@ pub enum Command {
     /// Bring a destination up to date with a disk: first a full copy, then only changes.
     Sync(SyncArgs),
     /// List a page blob destination's recovery points.
-    Points(PointsArgs),
+    Points(blob::PointsArgs),
     /// Write a recovery point of a page blob to a local sparse VHD (only allocated ranges are fetched).
-    Download(DownloadArgs),
+    Download(blob::DownloadArgs),
     /// Read a destination back and compare it with a source, chunk by chunk (exit 0 only if identical).
-    Verify(VerifyArgs),
-}
-
-/// A page blob destination to read.
-#[derive(Debug, Args)]
-pub struct DestArgs {
-    /// The destination: pageblob:URL.
-    pub dest: Target,
-    /// Storage service version to send (x-ms-version).
-    #[arg(long, value_name = "VERSION")]
-    pub api_version: Option<String>,
-    /// Print one JSON object instead of a human summary.
-    #[arg(long)]
-    pub json: bool,
-}
-
-#[derive(Debug, Args)]
-pub struct PointsArgs {
-    #[command(flatten)]
-    pub dest: DestArgs,
-}
-
-#[derive(Debug, Args)]
-pub struct DownloadArgs {
-    #[command(flatten)]
-    pub dest: DestArgs,
-    /// Generation to download [default: the newest].
-    #[arg(long, value_name = "G")]
-    pub point: Option<u64>,
-    /// Local VHD file to write (created or replaced).
-    #[arg(long, value_name = "FILE.vhd")]
-    pub to: PathBuf,
-    /// Read requests in flight.
-    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=256))]
-    pub concurrency: u16,
-}
-
-#[derive(Debug, Args)]
-pub struct VerifyArgs {
-    /// The disk to compare with: an image file or a block device.
-    pub source: PathBuf,
-    /// The destination: pageblob:URL.
-    #[arg(long, value_name = "DEST")]
-    pub against: Target,
-    /// Generation to compare with [default: the newest].
-    #[arg(long, value_name = "G")]
-    pub point: Option<u64>,
-    /// Chunk size to compare in.
-    #[arg(long, default_value = "1MiB", value_parser = parse_chunk_size)]
-    pub chunk_size: ChunkSize,
-    /// Storage service version to send (x-ms-version).
-    #[arg(long, value_name = "VERSION")]
-    pub api_version: Option<String>,
-    /// Read requests in flight.
-    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=256))]
-    pub concurrency: u16,
-    /// Print one JSON object instead of a human summary.
-    #[arg(long)]
-    pub json: bool,
-}
-
-fn open_blob(t: &Target, api_version: Option<String>) -> Result<PageBlobSink<AzureStore>, Failure> {
-    match t {
-        Target::PageBlob(addr) => open_pageblob(addr, api_version, PageBlobOptions::default(), false),
-        Target::File(_) => Err(Failure::new(
-            ExitCode::Usage,
-            anyhow::anyhow!("this command reads page blobs (pageblob:URL); a file: VHD is read with qemu-img"),
-        )),
-    }
-}
-
-fn run_points(a: PointsArgs) -> Result<(), Failure> {
-    let sink = open_blob(&a.dest.dest, a.dest.api_version)?;
-    let points = sink.points()?;
-    if a.dest.json {
-        return print_json(&points);
-    }
-    let mut o = std::io::stdout().lock();
-    let _ =
-        writeln!(o, "{:>10}  {:<24}  {:>12}  {:>12}  {:>12}", "generation", "time (UTC)", "size", "written", "cleared");
-    for p in &points {
-        let t = time::OffsetDateTime::from_unix_timestamp(p.created_unix_ms / 1000)
-            .ok()
-            .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
-            .unwrap_or_default();
-        let _ = writeln!(
-            o,
-            "{:>10}  {:<24}  {:>12}  {:>12}  {:>12}",
-            p.generation,
-            t,
-            human(p.disk_size),
-            human(p.bytes_written),
-            human(p.bytes_cleared)
-        );
-    }
-    Ok(())
-}
-
-fn run_download(a: DownloadArgs) -> Result<(), Failure> {
-    crate::readback::check_folder(&a.to)?;
-    let sink = open_blob(&a.dest.dest, a.dest.api_version)?;
-    let r = crate::readback::download(&sink, a.point, &a.to, usize::from(a.concurrency))?;
-    if a.dest.json {
-        return print_json(&r);
-    }
-    println!(
-        "generation {} -> {}: {} ({} fetched in {} ranges) in {:.2} s",
-        r.generation,
-        a.to.display(),
-        human(r.bytes),
-        human(r.bytes_fetched),
-        r.ranges,
-        r.seconds
-    );
-    Ok(())
-}
-
-fn run_verify(a: VerifyArgs) -> Result<(), Failure> {
-    let sink = open_blob(&a.against, a.api_version)?;
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let r = crate::readback::verify(&a.source, &sink, a.point, a.chunk_size, threads, usize::from(a.concurrency))?;
-    if a.json {
-        print_json(&r)?;
-    } else if r.identical {
-        println!("identical: {} chunks compared with generation {}", r.chunks_compared, r.generation);
-    } else {
-        let shown: Vec<String> = r.mismatches.iter().take(20).map(|o| o.to_string()).collect();
-        println!(
-            "DIFFERENT from generation {}: {} chunks differ{} at offsets {}",
-            r.generation,
-            r.mismatches.len(),
-            if r.size_matches { "" } else { " (and the sizes differ)" },
-            shown.join(", ")
-        );
-    }
-    if r.identical {
-        Ok(())
-    } else {
-        Err(Failure::new(
-            ExitCode::Mismatch,
-            anyhow::anyhow!("{} chunks differ from generation {}", r.mismatches.len(), r.generation),
-        ))
-    }
+    Verify(blob::VerifyArgs),
 }
 
 #[derive(Debug, Args)]
@@ -338,9 +196,9 @@ pub fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Scan(a) => run_scan(a),
         Command::Sync(a) => run_sync(a),
-        Command::Points(a) => run_points(a),
-        Command::Download(a) => run_download(a),
-        Command::Verify(a) => run_verify(a),
+        Command::Points(a) => blob::run_points(a),
+        Command::Download(a) => blob::run_download(a),
+        Command::Verify(a) => blob::run_verify(a),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -553,7 +411,7 @@ fn print_sync(r: &SyncReport) {
     );
 }
 
-fn print_json<T: serde::Serialize>(v: &T) -> Result<(), Failure> {
+pub(crate) fn print_json<T: serde::Serialize>(v: &T) -> Result<(), Failure> {
     let s = serde_json::to_string(v).code(ExitCode::Failure)?;
     println!("{s}");
     Ok(())
