@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::azurite::{self, CountingProxy};
+use common::azurite::{self, BusyProxy, CountingProxy};
 use common::*;
 
 fn agent_env() -> Command {
@@ -316,4 +316,22 @@ impl Drop for Detach {
 }
 fn scopeguard(dev: String) -> Detach {
     Detach(dev)
+}
+
+/// 503 Server Busy with Retry-After is retried (and honoured), and the sync
+/// still ends identical.
+#[test]
+fn busy_storage_is_retried_honouring_retry_after() {
+    let d = tempfile::tempdir().unwrap();
+    let src = d.path().join("disk.img");
+    make_image(&src, 8 * MIB, &[(0, 2 * MIB, 1), (5 * MIB, MIB, 2)]);
+    let port: u16 = azurite::endpoint().rsplit(':').next().unwrap().parse().unwrap();
+    let busy = BusyProxy::start(port, 3);
+    let dest = azurite::url(&format!("http://127.0.0.1:{}", busy.port), &azurite::container("busy"), "d.vhd");
+    let t = Instant::now();
+    let r = sync(&src, &dest, &[]);
+    assert!(busy.refused.load(std::sync::atomic::Ordering::Relaxed) == 3);
+    assert!(r["wire"]["retries"].as_u64().unwrap() >= 3, "{r}");
+    assert!(t.elapsed() >= Duration::from_secs(3), "Retry-After: 1 was not honoured ({:?})", t.elapsed());
+    assert!(point_equals(&dest, 1, &src, d.path()));
 }

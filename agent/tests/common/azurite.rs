@@ -128,3 +128,43 @@ fn pipe(mut from: TcpStream, mut to: TcpStream, count: Option<Arc<AtomicU64>>) {
     let _ = to.shutdown(std::net::Shutdown::Both);
     let _ = from.shutdown(std::net::Shutdown::Both);
 }
+
+/// A TCP proxy in front of `target` whose first `fail_first` connections get
+/// `503 Server Busy` with `Retry-After: 1` to their first request, then are
+/// closed; later connections are forwarded untouched.
+pub struct BusyProxy {
+    pub port: u16,
+    pub refused: Arc<AtomicU64>,
+}
+
+impl BusyProxy {
+    pub fn start(target: u16, fail_first: u64) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let refused = Arc::new(AtomicU64::new(0));
+        let r = refused.clone();
+        std::thread::spawn(move || {
+            for mut client in listener.incoming().flatten() {
+                if r.load(Ordering::Relaxed) < fail_first {
+                    r.fetch_add(1, Ordering::Relaxed);
+                    // Read the request head, answer busy, close.
+                    let mut head = Vec::new();
+                    let mut b = [0u8; 1];
+                    while !head.ends_with(b"\r\n\r\n") && client.read(&mut b).map_or(false, |n| n == 1) {
+                        head.push(b[0]);
+                    }
+                    let _ = client.write_all(
+                        b"HTTP/1.1 503 Server Busy\r\nRetry-After: 1\r\nx-ms-error-code: ServerBusy\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                    );
+                    let _ = client.shutdown(std::net::Shutdown::Both);
+                    continue;
+                }
+                let Ok(server) = TcpStream::connect(("127.0.0.1", target)) else { continue };
+                let (c2, s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+                std::thread::spawn(move || pipe(client, server, None));
+                std::thread::spawn(move || pipe(s2, c2, None));
+            }
+        });
+        Self { port, refused }
+    }
+}
