@@ -150,7 +150,7 @@ impl BusyProxy {
                     // Read the request head, answer busy, close.
                     let mut head = Vec::new();
                     let mut b = [0u8; 1];
-                    while !head.ends_with(b"\r\n\r\n") && client.read(&mut b).map_or(false, |n| n == 1) {
+                    while !head.ends_with(b"\r\n\r\n") && client.read(&mut b).is_ok_and(|n| n == 1) {
                         head.push(b[0]);
                     }
                     let _ = client.write_all(
