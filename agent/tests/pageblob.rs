@@ -293,29 +293,11 @@ fn loop_device_to_page_blob() {
     let d = tempfile::tempdir().unwrap();
     let img = d.path().join("disk.img");
     make_image(&img, 24 * MIB, &[(MIB, 2 * MIB, 1), (20 * MIB, MIB, 2)]);
-    let out = Command::new("losetup").args(["--find", "--show", "--read-only"]).arg(&img).output();
-    let dev = match out {
-        Ok(o) if o.status.success() => String::from_utf8(o.stdout).unwrap().trim().to_owned(),
-        other => {
-            eprintln!("SKIPPED loop_device_to_page_blob: losetup unavailable here: {other:?}");
-            return;
-        }
-    };
-    let _detach = scopeguard(dev.clone());
+    let Some(dev) = loop_device(&img, "loop_device_to_page_blob") else { return };
     let dest = azurite::url(azurite::endpoint(), &azurite::container("loop"), "d.vhd");
-    let r = sync(Path::new(&dev), &dest, &[]);
+    let r = sync(Path::new(&dev.0), &dest, &[]);
     assert_eq!(r["chunks_written"], 3);
     assert!(point_equals(&dest, 1, &img, d.path()));
-}
-
-struct Detach(String);
-impl Drop for Detach {
-    fn drop(&mut self) {
-        let _ = Command::new("losetup").args(["-d", &self.0]).status();
-    }
-}
-fn scopeguard(dev: String) -> Detach {
-    Detach(dev)
 }
 
 /// 503 Server Busy with Retry-After is retried (and honoured), and the sync

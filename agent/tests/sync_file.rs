@@ -209,21 +209,8 @@ fn loop_device_source() {
     let d = tempfile::tempdir().unwrap();
     let (img, vhd) = (d.path().join("disk.img"), d.path().join("disk.vhd"));
     make_image(&img, 32 * MIB, &[(MIB, 2 * MIB, 1), (20 * MIB, MIB, 2)]);
-    let out = Command::new("losetup").args(["--find", "--show", "--read-only"]).arg(&img).output();
-    let dev = match out {
-        Ok(o) if o.status.success() => String::from_utf8(o.stdout).unwrap().trim().to_owned(),
-        other => {
-            eprintln!("SKIPPED loop_device_source: losetup unavailable here: {other:?}");
-            return;
-        }
-    };
-    struct Detach(String);
-    impl Drop for Detach {
-        fn drop(&mut self) {
-            let _ = Command::new("losetup").args(["-d", &self.0]).status();
-        }
-    }
-    let _guard = Detach(dev.clone());
+    let Some(guard) = loop_device(&img, "loop_device_source") else { return };
+    let dev = guard.0.clone();
     let r = run_json(&["sync", &dev, "--to", &format!("file:{}", vhd.display()), "--json"]);
     assert_eq!(r["disk_size"], 32 * MIB);
     assert_eq!(r["chunks_written"], 3);

@@ -99,3 +99,25 @@ pub fn dir_state(dir: &Path) -> BTreeMap<PathBuf, (u64, String)> {
     m
 }
 pub mod azurite;
+
+/// A read-only loop device over `img`, detached on drop; `None` (with a
+/// SKIPPED line naming `test`) where losetup is not permitted.
+pub fn loop_device(img: &Path, test: &str) -> Option<LoopDevice> {
+    let out = Command::new("losetup").args(["--find", "--show", "--read-only"]).arg(img).output();
+    match out {
+        Ok(o) if o.status.success() => Some(LoopDevice(String::from_utf8(o.stdout).unwrap().trim().to_owned())),
+        other => {
+            eprintln!("SKIPPED {test}: losetup unavailable here: {other:?}");
+            None
+        }
+    }
+}
+
+/// A loop device, detached when dropped.
+pub struct LoopDevice(pub String);
+
+impl Drop for LoopDevice {
+    fn drop(&mut self) {
+        let _ = Command::new("losetup").args(["-d", &self.0]).status();
+    }
+}
