@@ -30,6 +30,7 @@ use diskferry_core::journal::{self, JournalHeader, Record};
 use diskferry_core::manifest::{ChunkState, Manifest};
 use diskferry_core::plan::{Overrides, Plan};
 use diskferry_core::vhd::{Footer, FOOTER_LEN, VHD_EPOCH_UNIX};
+use futures::FutureExt;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
@@ -300,7 +301,18 @@ impl<S: PageStore> PageBlobSink<S> {
             return untrusted("destination was not written by diskferry (--force)".into());
         }
         let building = meta_u64(META_BUILDING);
-        let journal = self.block_on(self.store.get(&self.journal_name()))?;
+        // The journal and the published manifest, in one round trip's time.
+        let (store, jname, mname) = (self.store.clone(), self.journal_name(), manifest_name(&self.blob, published));
+        let (journal, manifest_bytes) = self.block_on(async {
+            let (j, m) = tokio::join!(store.get(&jname), async {
+                if published == 0 {
+                    Ok(None)
+                } else {
+                    store.get(&mname).await
+                }
+            });
+            Ok((j?, m?))
+        })?;
         let parsed = journal.as_deref().and_then(|j| journal::parse(j).ok());
 
         if published == 0 {
@@ -316,7 +328,7 @@ impl<S: PageStore> PageBlobSink<S> {
                 _ => untrusted("an earlier first sync did not finish and left no usable journal".into()),
             };
         }
-        let Some(mbytes) = self.block_on(self.store.get(&manifest_name(&self.blob, published)))? else {
+        let Some(mbytes) = manifest_bytes else {
             return untrusted(format!("manifest of generation {published} is missing"));
         };
         let digest = Digest::of(&mbytes);
@@ -544,14 +556,24 @@ impl<S: PageStore> Sink for PageBlobSink<S> {
         let digest = Digest::of(&encoded);
         let store = self.store.clone();
         let blob = self.blob.clone();
-        self.block_on(store.put_block_blob(&manifest_name(&blob, g), encoded))?;
+        // Publish the manifest while the recovery point index is read.
+        let (pname, mname) = (self.points_name(), manifest_name(&blob, g));
+        let (_, index) = self.block_on(async {
+            let (put, idx) = tokio::join!(store.put_block_blob(&mname, encoded), store.get(&pname));
+            Ok((put?, idx?))
+        })?;
+        let mut points: Vec<RecoveryPoint> = match index {
+            None => Vec::new(),
+            Some(b) => serde_json::from_slice(&b)
+                .with_context(|| format!("recovery point index of {} is corrupt", self.describe))
+                .code(ExitCode::Destination)?,
+        };
         let mut meta = HashMap::new();
         meta.insert(META_GENERATION.to_owned(), g.to_string());
         meta.insert(META_MANIFEST.to_owned(), digest.to_hex());
         meta.insert(META_DISK_SIZE.to_owned(), manifest.geometry.disk_size().to_string());
         self.block_on(store.set_metadata(&blob, meta))?;
         let snapshot = self.block_on(store.snapshot(&blob))?;
-        let mut points = self.points()?;
         points.retain(|p| p.generation < g);
         points.push(RecoveryPoint {
             generation: g,
@@ -564,12 +586,19 @@ impl<S: PageStore> Sink for PageBlobSink<S> {
         let drop_n = points.len().saturating_sub(self.opts.keep.max(1));
         let dropped: Vec<RecoveryPoint> = points.drain(..drop_n).collect();
         let index = serde_json::to_vec_pretty(&points).code(ExitCode::Failure)?;
-        self.block_on(store.put_block_blob(&self.points_name(), Bytes::from(index)))?;
-        for p in dropped {
-            self.block_on(store.delete(&blob, Some(&p.snapshot)))?;
-            self.block_on(store.delete(&manifest_name(&blob, p.generation), None))?;
-        }
-        self.block_on(store.delete(&self.journal_name(), None))?;
+        // The index first (it no longer names the dropped points), then the
+        // journal and the dropped points' snapshots and manifests at once.
+        self.block_on(store.put_block_blob(&pname, Bytes::from(index)))?;
+        let jname = self.journal_name();
+        let names: Vec<String> = dropped.iter().map(|p| manifest_name(&blob, p.generation)).collect();
+        self.block_on(async {
+            let mut gone = vec![store.delete(&jname, None).boxed()];
+            for (p, name) in dropped.iter().zip(&names) {
+                gone.push(store.delete(&blob, Some(&p.snapshot)).boxed());
+                gone.push(store.delete(name, None).boxed());
+            }
+            futures::future::try_join_all(gone).await.map(|_| ())
+        })?;
         self.journal = None;
         Ok(())
     }
