@@ -42,6 +42,8 @@ pub struct WindowView<'a> {
     pub states: &'a [ChunkState],
     /// Per chunk: lies wholly in a hole (zero without a read).
     pub holes: &'a [bool],
+    /// What this window read and found.
+    pub stats: ScanStats,
     /// The window's bytes; only chunks that are not in a hole were read.
     pub bytes: &'a [u8],
 }
@@ -56,6 +58,17 @@ pub struct ScanStats {
     pub hole_chunks: u64,
     pub bytes_read: u64,
     pub bytes_hashed: u64,
+}
+
+impl ScanStats {
+    pub fn add(&mut self, o: &ScanStats) {
+        self.chunks += o.chunks;
+        self.zero_chunks += o.zero_chunks;
+        self.data_chunks += o.data_chunks;
+        self.hole_chunks += o.hole_chunks;
+        self.bytes_read += o.bytes_read;
+        self.bytes_hashed += o.bytes_hashed;
+    }
 }
 
 /// A window on its way through the pool.
@@ -93,12 +106,14 @@ pub fn scan(
         let mut offset = 0;
         let mut consume = |rx: mpsc::Receiver<Result<Window<'_>, Failure>>, spare: &mut Vec<Vec<u8>>| {
             let w = rx.recv().map_err(|_| Failure::new(ExitCode::Failure, anyhow!("scan worker vanished")))??;
-            count(&mut stats, geometry, &w);
+            let window_stats = count(geometry, &w);
+            stats.add(&window_stats);
             on_window(WindowView {
                 first_chunk: w.first,
                 offset: w.offset,
                 states: &w.states,
                 holes: &w.holes,
+                stats: window_stats,
                 bytes: w.bytes(),
             })?;
             states.extend_from_slice(&w.states);
@@ -177,7 +192,8 @@ fn hash_window<'a>(source: &dyn BlockSource, geometry: Geometry, mut w: Window<'
     Ok(w)
 }
 
-fn count(stats: &mut ScanStats, geometry: Geometry, w: &Window<'_>) {
+fn count(geometry: Geometry, w: &Window<'_>) -> ScanStats {
+    let mut stats = ScanStats::default();
     for (k, (state, &hole)) in w.states.iter().zip(&w.holes).enumerate() {
         let r = geometry.chunk_range(w.first + k as u64);
         let len = r.end - r.start;
@@ -194,6 +210,7 @@ fn count(stats: &mut ScanStats, geometry: Geometry, w: &Window<'_>) {
             stats.bytes_hashed += len;
         }
     }
+    stats
 }
 
 fn read_failure(e: std::io::Error, offset: u64) -> Failure {

@@ -170,7 +170,7 @@ fn run(
     let (chunks, scan_stats): (_, ScanStats) = scan(&source, geometry, &pool, |w| {
         let plan = planner.plan_window(w.first_chunk, w.states);
         plan_stats.add(&plan.stats);
-        count_window(progress, geometry, &w, &plan.stats);
+        count_window(progress, &w, &plan.stats);
         let t = Instant::now();
         let r = sink.apply(&plan, &w);
         writing += t.elapsed();
@@ -215,26 +215,13 @@ fn run(
     })
 }
 
-fn count_window(p: &Progress, geometry: Geometry, w: &crate::scan::WindowView<'_>, plan: &PlanStats) {
-    let (mut scanned, mut read, mut hashed, mut zero) = (0, 0, 0, 0);
-    for (k, (state, &hole)) in w.states.iter().zip(w.holes).enumerate() {
-        let r = geometry.chunk_range(w.first_chunk + k as u64);
-        let len = r.end - r.start;
-        scanned += len;
-        if !hole {
-            read += len;
-        }
-        if state.is_zero() {
-            zero += len;
-        } else {
-            hashed += len;
-        }
-    }
-    Progress::add(&p.bytes_scanned, scanned);
-    Progress::add(&p.bytes_read, read);
-    Progress::add(&p.bytes_hashed, hashed);
-    Progress::add(&p.bytes_skipped_zero, zero);
-    Progress::add(&p.bytes_skipped_unchanged, hashed.saturating_sub(plan.bytes_written));
+fn count_window(p: &Progress, w: &crate::scan::WindowView<'_>, plan: &PlanStats) {
+    let (st, len) = (&w.stats, w.bytes.len() as u64);
+    Progress::add(&p.bytes_scanned, len);
+    Progress::add(&p.bytes_read, st.bytes_read);
+    Progress::add(&p.bytes_hashed, st.bytes_hashed);
+    Progress::add(&p.bytes_skipped_zero, len - st.bytes_hashed);
+    Progress::add(&p.bytes_skipped_unchanged, st.bytes_hashed.saturating_sub(plan.bytes_written));
     Progress::add(&p.bytes_written, plan.bytes_written);
     Progress::add(&p.bytes_cleared, plan.bytes_cleared);
 }
@@ -263,6 +250,10 @@ pub fn open_pageblob(
     po.force |= force;
     let store = AzureStore::connect(addr.clone(), api_version).code(ExitCode::Destination)?;
     PageBlobSink::new(store, &addr.blob, format!("pageblob:{addr}"), po)
+}
+
+pub fn unix_secs() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 pub fn unix_ms() -> i64 {

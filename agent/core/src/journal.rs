@@ -96,6 +96,15 @@ impl JournalHeader {
         out
     }
 
+    /// Encode several records back to back (one append).
+    pub fn records(&self, rs: &[Record]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(rs.len() * 57);
+        for r in rs {
+            out.extend(self.record(r));
+        }
+        out
+    }
+
     fn check(&self, body: &[u8]) -> u64 {
         let mut h = blake3::Hasher::new();
         h.update(&self.encode());

@@ -265,22 +265,6 @@ impl Manifest {
         }
         Ok(Self { geometry, generation, created_unix_ms, source_id, chunks })
     }
-
-    /// Bytes of chunks that hold data.
-    pub fn data_bytes(&self) -> u64 {
-        (0..self.chunks.len() as u64)
-            .filter(|&i| !self.chunks[i as usize].is_zero())
-            .map(|i| {
-                let r = self.geometry.chunk_range(i);
-                r.end - r.start
-            })
-            .sum()
-    }
-}
-
-/// The digest that names an encoded manifest (its trailer), used as a fence.
-pub fn encoded_digest(encoded: &[u8]) -> Digest {
-    Digest::of(encoded)
 }
 
 fn bitmap_len(chunks: u64) -> usize {

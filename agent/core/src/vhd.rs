@@ -108,6 +108,15 @@ impl Footer {
         Self { size, timestamp, unique_id, chs: Chs::for_size(size) }
     }
 
+    /// The footer for a disk of `disk_size` bytes written at `unix_secs`, its
+    /// unique id derived from `name` (so a destination keeps one id).
+    pub fn for_disk(disk_size: u64, unix_secs: u64, name: &[u8]) -> Self {
+        let mut id = [0u8; 16];
+        id.copy_from_slice(&blake3::hash(name).as_bytes()[..16]);
+        let ts = unix_secs.saturating_sub(VHD_EPOCH_UNIX).min(u64::from(u32::MAX)) as u32;
+        Self::new(disk_size, ts, id)
+    }
+
     pub fn encode(&self) -> [u8; FOOTER_LEN] {
         let mut f = [0u8; FOOTER_LEN];
         f[0..8].copy_from_slice(COOKIE);

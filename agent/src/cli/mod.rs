@@ -231,7 +231,7 @@ fn run_scan(a: ScanArgs) -> Result<(), Failure> {
     let started = Instant::now();
     let (source, geometry) = open_source(&a.source, a.read.read_mode, a.read.chunk_size)?;
     if let Some(out) = &a.manifest_out {
-        check_parent(out)?;
+        crate::readback::check_folder(out)?;
     }
     let threads = a.read.threads();
     let pool = thread_pool(threads)?;
@@ -304,7 +304,7 @@ fn run_sync(a: SyncArgs) -> Result<(), Failure> {
     };
     let progress = Progress::new(&a.source.display().to_string());
     if let Some(p) = &a.report.status_file {
-        check_parent(p)?;
+        crate::readback::check_folder(p)?;
     }
     let status = match &a.report.status_file {
         Some(p) => Some(
@@ -415,15 +415,6 @@ pub(crate) fn print_json<T: serde::Serialize>(v: &T) -> Result<(), Failure> {
     let s = serde_json::to_string(v).code(ExitCode::Failure)?;
     println!("{s}");
     Ok(())
-}
-
-fn check_parent(p: &std::path::Path) -> Result<(), Failure> {
-    match p.parent() {
-        Some(d) if !d.as_os_str().is_empty() && !d.is_dir() => {
-            Err(Failure::new(ExitCode::Destination, anyhow::anyhow!("folder {} does not exist", d.display())))
-        }
-        _ => Ok(()),
-    }
 }
 
 /// `1536` -> `1.50 KiB`.

@@ -29,7 +29,7 @@ use diskferry_core::geometry::{round_up_mib, Geometry};
 use diskferry_core::journal::{self, JournalHeader, Record};
 use diskferry_core::manifest::{ChunkState, Manifest};
 use diskferry_core::plan::{Overrides, Plan};
-use diskferry_core::vhd::{Footer, FOOTER_LEN, VHD_EPOCH_UNIX};
+use diskferry_core::vhd::{Footer, FOOTER_LEN};
 use futures::FutureExt;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
@@ -122,7 +122,6 @@ pub struct PageBlobSink<S: PageStore> {
     describe: String,
     opts: PageBlobOptions,
     // Filled by `prior` and `begin`.
-    published: u64,
     metadata: HashMap<String, String>,
     journal: Option<JournalHeader>,
     chunk: u64,
@@ -155,7 +154,6 @@ impl<S: PageStore> PageBlobSink<S> {
             blob: blob.to_owned(),
             describe,
             opts,
-            published: 0,
             metadata: HashMap::new(),
             journal: None,
             chunk: 0,
@@ -182,7 +180,11 @@ impl<S: PageStore> PageBlobSink<S> {
 
     /// The recovery points, oldest first.
     pub fn points(&self) -> Result<Vec<RecoveryPoint>, Failure> {
-        match self.block_on(self.store.get(&self.points_name()))? {
+        self.parse_points(self.block_on(self.store.get(&self.points_name()))?)
+    }
+
+    fn parse_points(&self, index: Option<Bytes>) -> Result<Vec<RecoveryPoint>, Failure> {
+        match index {
             None => Ok(Vec::new()),
             Some(b) => serde_json::from_slice(&b)
                 .with_context(|| format!("recovery point index of {} is corrupt", self.describe))
@@ -208,10 +210,7 @@ impl<S: PageStore> PageBlobSink<S> {
         if records.is_empty() {
             return Ok(());
         }
-        let mut bytes = Vec::with_capacity(records.len() * 57);
-        for r in records {
-            bytes.extend(h.record(r));
-        }
+        let bytes = h.records(records);
         // An append block holds at most 4 MiB: 70 000 records.
         for part in bytes.chunks(4 << 20) {
             self.block_on(self.store.append(&self.journal_name(), Bytes::copy_from_slice(part)))?;
@@ -240,10 +239,7 @@ impl<S: PageStore> PageBlobSink<S> {
                 let done = stop2.load(std::sync::atomic::Ordering::Acquire);
                 let acks = flight.lock().map(|mut f| std::mem::take(&mut f.acks)).unwrap_or_default();
                 if !acks.is_empty() {
-                    let mut bytes = Vec::with_capacity(acks.len() * 57);
-                    for r in &acks {
-                        bytes.extend(header.record(r));
-                    }
+                    let bytes = header.records(&acks);
                     for part in bytes.chunks(4 << 20) {
                         if let Err(e) = store.append(&name, Bytes::copy_from_slice(part)).await {
                             if let Ok(mut f) = flight.lock() {
@@ -295,7 +291,6 @@ impl<S: PageStore> PageBlobSink<S> {
             )));
         }
         let published = meta_u64(META_GENERATION).unwrap_or(0);
-        self.published = published;
         let untrusted = |reason: String| Ok(Prior::Untrusted { reason, last_generation: Some(published) });
         if !ours {
             return untrusted("destination was not written by diskferry (--force)".into());
@@ -450,12 +445,7 @@ impl<S: PageStore> Sink for PageBlobSink<S> {
             self.block_on(store.append(&jname, Bytes::copy_from_slice(&header.encode())))?;
             self.journal = Some(header);
         }
-        let id = {
-            let mut id = [0u8; 16];
-            id.copy_from_slice(&blake3::hash(self.blob.as_bytes()).as_bytes()[..16]);
-            id
-        };
-        let footer = Footer::new(cur.disk_size(), vhd_timestamp(), id).encode();
+        let footer = Footer::for_disk(cur.disk_size(), crate::sync::unix_secs(), self.blob.as_bytes()).encode();
         self.block_on(store.put_pages(&blob, rounded, Bytes::copy_from_slice(&footer)))?;
         self.start_ack_writer();
         Ok(())
@@ -467,10 +457,13 @@ impl<S: PageStore> Sink for PageBlobSink<S> {
         }
         let chunk = self.chunk;
         let header = self.journal.ok_or_else(|| dest_err(anyhow!("page blob sink used before begin")))?;
-        let mut intents = Vec::new();
-        for r in plan.writes.iter().chain(&plan.clears) {
-            intents.extend(header.record(&Record::Intent { first: r.start / chunk, end: r.end.div_ceil(chunk) }));
-        }
+        let intents: Vec<Record> = plan
+            .writes
+            .iter()
+            .chain(&plan.clears)
+            .map(|r| Record::Intent { first: r.start / chunk, end: r.end.div_ceil(chunk) })
+            .collect();
+        let intents = header.records(&intents);
         self.plan_bytes.0 += plan.stats.bytes_written;
         self.plan_bytes.1 += plan.stats.bytes_cleared;
         // Copy the window's writes (waiting for room in the byte budget: this
@@ -562,12 +555,7 @@ impl<S: PageStore> Sink for PageBlobSink<S> {
             let (put, idx) = tokio::join!(store.put_block_blob(&mname, encoded), store.get(&pname));
             Ok((put?, idx?))
         })?;
-        let mut points: Vec<RecoveryPoint> = match index {
-            None => Vec::new(),
-            Some(b) => serde_json::from_slice(&b)
-                .with_context(|| format!("recovery point index of {} is corrupt", self.describe))
-                .code(ExitCode::Destination)?,
-        };
+        let mut points = self.parse_points(index)?;
         let mut meta = HashMap::new();
         meta.insert(META_GENERATION.to_owned(), g.to_string());
         meta.insert(META_MANIFEST.to_owned(), digest.to_hex());
@@ -619,8 +607,3 @@ fn record(flight: &Mutex<Flight>, r: Result<(), StoreError>, acks: Vec<Record>) 
 /// How often acks are appended to the journal: what a kill can make a rerun
 /// resend is the writes in flight plus what was acknowledged in this long.
 const ACK_INTERVAL: Duration = Duration::from_millis(25);
-
-fn vhd_timestamp() -> u32 {
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    now.saturating_sub(VHD_EPOCH_UNIX).min(u64::from(u32::MAX)) as u32
-}

@@ -25,11 +25,12 @@ use diskferry_core::geometry::{round_up_mib, Geometry};
 use diskferry_core::journal::{self, JournalHeader, Record};
 use diskferry_core::manifest::Manifest;
 use diskferry_core::plan::{ByteRange, Overrides, Plan};
-use diskferry_core::vhd::{Footer, FOOTER_LEN, VHD_EPOCH_UNIX};
+use diskferry_core::vhd::{Footer, FOOTER_LEN};
 
 use super::{Prior, Sink};
 use crate::exit::{ExitCode, Failure, WithCode};
 use crate::scan::WindowView;
+use crate::sync::unix_secs;
 
 #[derive(Debug)]
 pub struct FileSink {
@@ -278,17 +279,11 @@ impl Sink for FileSink {
         }
         // Keep the disk's unique id across generations; a new VHD gets one
         // derived from its path so reruns are reproducible.
-        let id = old_footer.map_or_else(
-            || {
-                let mut id = [0u8; 16];
-                id.copy_from_slice(&blake3::hash(self.path.as_os_str().as_encoded_bytes()).as_bytes()[..16]);
-                id
-            },
-            |f| f.unique_id,
-        );
+        let fresh = Footer::for_disk(cur.disk_size(), unix_secs(), self.path.as_os_str().as_encoded_bytes());
         let footer = match old_footer {
             Some(f) if f.size == rounded && old_len == total => f,
-            _ => Footer::new(cur.disk_size(), vhd_timestamp(), id),
+            Some(f) => Footer { unique_id: f.unique_id, ..fresh },
+            None => fresh,
         };
         file.write_all_at(&footer.encode(), rounded).map_err(|e| io(e, "cannot write footer of"))?;
         self.file = Some(file);
@@ -347,11 +342,6 @@ fn sibling(path: &Path, ext: &str) -> PathBuf {
     s.push(".");
     s.push(ext);
     PathBuf::from(s)
-}
-
-fn vhd_timestamp() -> u32 {
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    now.saturating_sub(VHD_EPOCH_UNIX).min(u64::from(u32::MAX)) as u32
 }
 
 /// Start writing `start..end` to the device now, without waiting, so the
