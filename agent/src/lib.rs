@@ -8,6 +8,7 @@
 //! - [`scan`]: the parallel, windowed walk over a source.
 //! - [`sink`]: destinations (`Sink`) and their own state.
 //! - [`sync`]: one sync, source to destination.
+//! - [`job`]: a coordinator's job spec: the syncs of every disk of a VM.
 //! - [`cli`]: the `diskferry-agent` command line.
 //! - [`exit`]: the documented exit codes.
 //!
@@ -32,6 +33,7 @@
 
 pub mod cli;
 pub mod exit;
+pub mod job;
 pub mod metrics;
 pub mod pageblob;
 pub mod progress;

@@ -100,7 +100,7 @@ impl Progress {
         self.finished_secs.lock().ok().and_then(|f| *f).unwrap_or_else(|| self.started.elapsed().as_secs_f64())
     }
 
-    /// The status document (`--status-file`), version 1.
+    /// The status document (`--status-file`) of a single sync, version 1.
     pub fn status_json(&self) -> serde_json::Value {
         let store = self.store.lock().ok().and_then(|s| s.clone());
         let g = |c: &AtomicU64| c.load(Relaxed);
@@ -110,19 +110,7 @@ impl Progress {
             "updated_unix_ms": crate::sync::unix_ms(),
             "seconds": self.seconds(),
             "last_error": self.last_error.lock().ok().and_then(|e| e.clone()),
-            "disks": [{
-                "source": self.source,
-                "destination": self.destination.lock().map(|d| d.clone()).unwrap_or_default(),
-                "generation": g(&self.generation),
-                "disk_size": g(&self.disk_size),
-                "bytes_scanned": g(&self.bytes_scanned),
-                "bytes_read": g(&self.bytes_read),
-                "bytes_hashed": g(&self.bytes_hashed),
-                "bytes_skipped_zero": g(&self.bytes_skipped_zero),
-                "bytes_skipped_unchanged": g(&self.bytes_skipped_unchanged),
-                "bytes_written": g(&self.bytes_written),
-                "bytes_cleared": g(&self.bytes_cleared),
-            }],
+            "disks": [self.disk_json()],
             "requests": store.as_ref().map(|s| serde_json::json!({
                 "ok": g(&s.requests_ok),
                 "failed": g(&s.requests_failed),
@@ -131,5 +119,36 @@ impl Progress {
                 "in_flight_bytes": g(&s.inflight_bytes),
             })),
         })
+    }
+
+    /// This disk's entry in a status document.
+    pub fn disk_json(&self) -> serde_json::Value {
+        let g = |c: &AtomicU64| c.load(Relaxed);
+        serde_json::json!({
+            "source": self.source,
+            "destination": self.destination.lock().map(|d| d.clone()).unwrap_or_default(),
+            "phase": self.phase(),
+            "last_error": self.last_error.lock().ok().and_then(|e| e.clone()),
+            "generation": g(&self.generation),
+            "disk_size": g(&self.disk_size),
+            "bytes_scanned": g(&self.bytes_scanned),
+            "bytes_read": g(&self.bytes_read),
+            "bytes_hashed": g(&self.bytes_hashed),
+            "bytes_skipped_zero": g(&self.bytes_skipped_zero),
+            "bytes_skipped_unchanged": g(&self.bytes_skipped_unchanged),
+            "bytes_written": g(&self.bytes_written),
+            "bytes_cleared": g(&self.bytes_cleared),
+        })
+    }
+}
+
+/// Anything that can write a status document.
+pub trait StatusSource: Send + Sync + std::fmt::Debug {
+    fn status_json(&self) -> serde_json::Value;
+}
+
+impl StatusSource for Progress {
+    fn status_json(&self) -> serde_json::Value {
+        Progress::status_json(self)
     }
 }

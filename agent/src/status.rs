@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::progress::Progress;
+use crate::progress::StatusSource;
 
 /// How often the file is rewritten while a sync runs.
 pub const INTERVAL: Duration = Duration::from_secs(2);
@@ -17,12 +17,12 @@ pub const INTERVAL: Duration = Duration::from_secs(2);
 #[derive(Debug)]
 pub struct StatusWriter {
     path: PathBuf,
-    progress: Arc<Progress>,
+    progress: Arc<dyn StatusSource>,
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
-pub fn write_once(path: &Path, progress: &Progress) -> std::io::Result<()> {
+pub fn write_once(path: &Path, progress: &dyn StatusSource) -> std::io::Result<()> {
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");
     let body = serde_json::to_vec_pretty(&progress.status_json()).map_err(std::io::Error::other)?;
@@ -31,14 +31,14 @@ pub fn write_once(path: &Path, progress: &Progress) -> std::io::Result<()> {
 }
 
 impl StatusWriter {
-    pub fn start(path: PathBuf, progress: Arc<Progress>) -> std::io::Result<Self> {
-        write_once(&path, &progress)?;
+    pub fn start(path: PathBuf, progress: Arc<dyn StatusSource>) -> std::io::Result<Self> {
+        write_once(&path, progress.as_ref())?;
         let stop = Arc::new(AtomicBool::new(false));
         let (p, pr, st) = (path.clone(), progress.clone(), stop.clone());
         let thread = std::thread::Builder::new().name("diskferry-status".into()).spawn(move || {
             while !st.load(Ordering::Acquire) {
                 std::thread::park_timeout(INTERVAL);
-                let _ = write_once(&p, &pr);
+                let _ = write_once(&p, pr.as_ref());
             }
         })?;
         Ok(Self { path, progress, stop, thread: Some(thread) })
@@ -52,6 +52,6 @@ impl Drop for StatusWriter {
             t.thread().unpark();
             let _ = t.join();
         }
-        let _ = write_once(&self.path, &self.progress);
+        let _ = write_once(&self.path, self.progress.as_ref());
     }
 }

@@ -13,6 +13,7 @@
 //!   previous image into the current one.
 //! - [`journal`]: intent records that keep a crashed generation from being trusted.
 //! - [`vhd`]: the 512-byte fixed-VHD footer Azure needs to import a page blob.
+//! - [`job`]: the versioned job spec the coordinator hands an agent run.
 //!
 //! ```
 //! use diskferry_core::{geometry::{ChunkSize, Geometry}, manifest::ChunkState, plan};
@@ -31,6 +32,7 @@ pub mod digest;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod geometry;
+pub mod job;
 pub mod journal;
 pub mod manifest;
 pub mod plan;

@@ -3,6 +3,7 @@
 //! `sync` live here, the page blob read-back commands in [`blob`].
 
 mod blob;
+mod run;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -56,6 +57,8 @@ pub enum Command {
     Download(blob::DownloadArgs),
     /// Read a destination back and compare it with a source, chunk by chunk (exit 0 only if identical).
     Verify(blob::VerifyArgs),
+    /// Run a job spec from the coordinator: sync each of its disks, reporting to a status file.
+    Run(run::RunArgs),
 }
 
 #[derive(Debug, Args)]
@@ -199,6 +202,7 @@ pub fn main() -> std::process::ExitCode {
         Command::Points(a) => blob::run_points(a),
         Command::Download(a) => blob::run_download(a),
         Command::Verify(a) => blob::run_verify(a),
+        Command::Run(a) => run::run_job(a),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

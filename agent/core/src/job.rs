@@ -1,0 +1,216 @@
+//! The job spec: what the coordinator asks one agent run to do. Versioned
+//! JSON, handed to `diskferry-agent run --job FILE` (a file on the local
+//! provider, IMDS user data on Azure). It carries no secrets: the agent gets
+//! storage credentials from its environment or its managed identity.
+//!
+//! ```json
+//! {
+//!   "version": 1,
+//!   "run_id": "r-20261122-101500-3f2a",
+//!   "chunk_size": 1048576,
+//!   "concurrency": 16,
+//!   "keep": 7,
+//!   "disks": [
+//!     { "name": "os", "source": "/dev/loop3", "source_id": "web1/os",
+//!       "destination": "pageblob:https://acct.blob.core.windows.net/dr/web1/os.vhd" }
+//!   ]
+//! }
+//! ```
+//!
+//! Unknown fields are refused: a coordinator newer than the agent must not
+//! have its intent silently dropped.
+
+use serde::{Deserialize, Serialize};
+
+use crate::geometry::ChunkSize;
+
+/// The only version this agent reads.
+pub const JOB_VERSION: u32 = 1;
+
+/// One run of the agent over the disks of one VM.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobSpec {
+    pub version: u32,
+    /// The coordinator's run id; echoed in the status document.
+    pub run_id: String,
+    /// Chunk size in bytes (power of two, 64 KiB..4 MiB).
+    #[serde(default = "default_chunk")]
+    pub chunk_size: u64,
+    /// Page blob requests in flight per disk.
+    #[serde(default = "default_concurrency")]
+    pub concurrency: u16,
+    /// Recovery points kept per page blob destination.
+    #[serde(default = "default_keep")]
+    pub keep: u16,
+    /// Reading and hashing threads [default: all CPUs].
+    #[serde(default)]
+    pub threads: Option<u16>,
+    /// Storage service version to send (x-ms-version).
+    #[serde(default)]
+    pub api_version: Option<String>,
+    /// Give up retrying one storage request after this many seconds.
+    #[serde(default = "default_retry_for")]
+    pub retry_for_secs: u64,
+    /// Create the destination container when missing.
+    #[serde(default)]
+    pub create_container: bool,
+    pub disks: Vec<JobDisk>,
+}
+
+/// One disk of the job: where to read it and where it goes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobDisk {
+    /// The disk's name in the VM (unique within the job).
+    pub name: String,
+    /// A block device or image file on the worker.
+    pub source: String,
+    /// Recorded in the manifest; stable across runs although the device
+    /// path changes (each run reads a new temporary disk).
+    pub source_id: String,
+    /// `pageblob:URL` or `file:PATH.vhd`.
+    pub destination: String,
+}
+
+fn default_chunk() -> u64 {
+    ChunkSize::default().get()
+}
+fn default_concurrency() -> u16 {
+    16
+}
+fn default_keep() -> u16 {
+    7
+}
+fn default_retry_for() -> u64 {
+    120
+}
+
+/// Why a job spec was refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum JobError {
+    #[error("job spec is not valid JSON for version {JOB_VERSION}: {0}")]
+    Syntax(String),
+    #[error("job spec version {0} is not supported (this agent reads version {JOB_VERSION})")]
+    Version(u32),
+    #[error("job spec field {field}: {problem}")]
+    Invalid { field: &'static str, problem: String },
+}
+
+impl JobSpec {
+    /// Parse and validate a job document.
+    pub fn parse(text: &str) -> Result<Self, JobError> {
+        // Look at the version first, so a future format gets the right message.
+        #[derive(Deserialize)]
+        struct Versioned {
+            version: u32,
+        }
+        let v: Versioned = serde_json::from_str(text).map_err(|e| JobError::Syntax(e.to_string()))?;
+        if v.version != JOB_VERSION {
+            return Err(JobError::Version(v.version));
+        }
+        let job: JobSpec = serde_json::from_str(text).map_err(|e| JobError::Syntax(e.to_string()))?;
+        job.validate()?;
+        Ok(job)
+    }
+
+    /// The document as written to the worker.
+    pub fn to_json(&self) -> String {
+        // A struct of strings and numbers always serializes.
+        serde_json::to_string_pretty(self).unwrap_or_default()
+    }
+
+    pub fn chunk(&self) -> Result<ChunkSize, JobError> {
+        ChunkSize::new(self.chunk_size).map_err(|e| invalid("chunk_size", e.to_string()))
+    }
+
+    fn validate(&self) -> Result<(), JobError> {
+        self.chunk()?;
+        if self.run_id.is_empty() {
+            return Err(invalid("run_id", "is empty".into()));
+        }
+        if self.disks.is_empty() {
+            return Err(invalid("disks", "lists no disk".into()));
+        }
+        if self.concurrency == 0 {
+            return Err(invalid("concurrency", "must be at least 1".into()));
+        }
+        if self.keep == 0 {
+            return Err(invalid("keep", "must be at least 1".into()));
+        }
+        let mut names = std::collections::BTreeSet::new();
+        for d in &self.disks {
+            if d.name.is_empty() || d.source.is_empty() || d.source_id.is_empty() || d.destination.is_empty() {
+                return Err(invalid(
+                    "disks",
+                    format!("disk {:?} has an empty name, source, source_id or destination", d.name),
+                ));
+            }
+            if !names.insert(d.name.as_str()) {
+                return Err(invalid("disks", format!("disk name {:?} appears twice", d.name)));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn invalid(field: &'static str, problem: String) -> JobError {
+    JobError::Invalid { field, problem }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> JobSpec {
+        JobSpec {
+            version: 1,
+            run_id: "r1".into(),
+            chunk_size: 1 << 20,
+            concurrency: 16,
+            keep: 7,
+            threads: None,
+            api_version: None,
+            retry_for_secs: 120,
+            create_container: false,
+            disks: vec![JobDisk {
+                name: "os".into(),
+                source: "/dev/loop0".into(),
+                source_id: "vm/os".into(),
+                destination: "file:/x/os.vhd".into(),
+            }],
+        }
+    }
+
+    #[test]
+    fn round_trip() {
+        let j = sample();
+        assert_eq!(JobSpec::parse(&j.to_json()), Ok(j));
+    }
+
+    #[test]
+    fn defaults_fill_optional_fields() {
+        let j = JobSpec::parse(
+            r#"{"version":1,"run_id":"r","disks":[{"name":"a","source":"/a","source_id":"v/a","destination":"file:/b"}]}"#,
+        )
+        .unwrap();
+        assert_eq!((j.chunk_size, j.concurrency, j.keep, j.retry_for_secs), (1 << 20, 16, 7, 120));
+    }
+
+    #[test]
+    fn refusals_are_precise() {
+        assert_eq!(JobSpec::parse(r#"{"version":2,"anything":1}"#), Err(JobError::Version(2)));
+        assert!(matches!(JobSpec::parse("{"), Err(JobError::Syntax(_))));
+        let mut j = sample();
+        j.chunk_size = 3000;
+        assert!(matches!(JobSpec::parse(&j.to_json()), Err(JobError::Invalid { field: "chunk_size", .. })));
+        let mut j = sample();
+        j.disks.push(j.disks[0].clone());
+        assert!(matches!(JobSpec::parse(&j.to_json()), Err(JobError::Invalid { field: "disks", .. })));
+        let mut j = sample();
+        j.disks.clear();
+        assert!(matches!(JobSpec::parse(&j.to_json()), Err(JobError::Invalid { field: "disks", .. })));
+        let unknown = sample().to_json().replacen("\"keep\"", "\"surprise\": 1, \"keep\"", 1);
+        assert!(matches!(JobSpec::parse(&unknown), Err(JobError::Syntax(e)) if e.contains("surprise")));
+    }
+}

@@ -1,0 +1,185 @@
+//! `diskferry-agent run --job FILE`: sync every disk of a job spec, one after
+//! the other (each sync already uses every core), writing one status
+//! document for the whole job. A disk that fails does not stop the others:
+//! each destination keeps its own generations, so the next run catches up.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::anyhow;
+use diskferry_core::job::JobSpec;
+
+use crate::exit::{ExitCode, Failure};
+use crate::pageblob::sink::PageBlobOptions;
+use crate::progress::{Phase, Progress, StatusSource};
+use crate::source::ReadMode;
+use crate::sync::{sync_with_progress, SyncOptions, SyncReport, Target};
+
+/// Read and validate a job file.
+pub fn load(path: &Path) -> Result<JobSpec, Failure> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Failure::new(ExitCode::Usage, anyhow!("cannot read job {}: {e}", path.display())))?;
+    JobSpec::parse(&text).map_err(|e| Failure::new(ExitCode::Usage, anyhow!("job {}: {e}", path.display())))
+}
+
+/// The job's live state: one [`Progress`] per disk plus each disk's outcome.
+#[derive(Debug)]
+pub struct JobProgress {
+    pub run_id: String,
+    pub disks: Vec<(String, Arc<Progress>)>,
+    outcomes: Mutex<Vec<Option<Result<SyncReport, String>>>>,
+    phase: Mutex<Phase>,
+}
+
+impl JobProgress {
+    pub fn new(job: &JobSpec) -> Arc<Self> {
+        Arc::new(Self {
+            run_id: job.run_id.clone(),
+            disks: job.disks.iter().map(|d| (d.name.clone(), Progress::new(&d.source))).collect(),
+            outcomes: Mutex::new(vec![None; job.disks.len()]),
+            phase: Mutex::new(Phase::Starting),
+        })
+    }
+
+    fn set_phase(&self, p: Phase) {
+        if let Ok(mut g) = self.phase.lock() {
+            *g = p;
+        }
+    }
+}
+
+impl StatusSource for JobProgress {
+    /// Status document version 1 with a `run_id` and, per disk, its name and
+    /// (once finished) its report or error.
+    fn status_json(&self) -> serde_json::Value {
+        let outcomes = self.outcomes.lock().map(|o| o.clone()).unwrap_or_default();
+        let disks: Vec<_> = self
+            .disks
+            .iter()
+            .zip(outcomes.iter().chain(std::iter::repeat(&None)))
+            .map(|((name, p), outcome)| {
+                let mut d = p.disk_json();
+                d["name"] = name.clone().into();
+                match outcome {
+                    Some(Ok(r)) => d["report"] = serde_json::to_value(r).unwrap_or_default(),
+                    Some(Err(e)) => d["error"] = e.clone().into(),
+                    None => {}
+                }
+                d
+            })
+            .collect();
+        let phase = self.phase.lock().map_or(Phase::Failed, |g| *g);
+        serde_json::json!({
+            "version": 1,
+            "run_id": self.run_id,
+            "phase": phase,
+            "updated_unix_ms": crate::sync::unix_ms(),
+            "disks": disks,
+        })
+    }
+}
+
+/// Options for the syncs of a job, from the spec.
+pub fn sync_options(job: &JobSpec, disk_source_id: &str) -> Result<SyncOptions, Failure> {
+    let threads =
+        job.threads.map(usize::from).unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    Ok(SyncOptions {
+        chunk_size: job.chunk().map_err(|e| Failure::new(ExitCode::Usage, anyhow!("{e}")))?,
+        source_id: Some(disk_source_id.to_owned()),
+        threads,
+        read_mode: ReadMode::Auto,
+        manifest: None,
+        force: false,
+        pageblob: PageBlobOptions {
+            concurrency: usize::from(job.concurrency),
+            keep: usize::from(job.keep),
+            create_container: job.create_container,
+            force: false,
+        },
+        api_version: job.api_version.clone(),
+        retry_for: Some(Duration::from_secs(job.retry_for_secs)),
+    })
+}
+
+/// Run the job; `Ok` only when every disk synced. The error of the first
+/// failing disk decides the exit code.
+pub fn run(job: &JobSpec, progress: &Arc<JobProgress>) -> Result<Vec<SyncReport>, Failure> {
+    progress.set_phase(Phase::Syncing);
+    let mut reports = Vec::new();
+    let mut first_failure: Option<Failure> = None;
+    for (i, disk) in job.disks.iter().enumerate() {
+        let outcome = (|| {
+            let target: Target = disk
+                .destination
+                .parse()
+                .map_err(|e: String| Failure::new(ExitCode::Usage, anyhow!("disk {}: {e}", disk.name)))?;
+            let opts = sync_options(job, &disk.source_id)?;
+            sync_with_progress(&PathBuf::from(&disk.source), &target, &opts, &progress.disks[i].1)
+        })();
+        let recorded = match &outcome {
+            Ok(r) => Ok(r.clone()),
+            Err(f) => Err(format!("disk {}: {f}", disk.name)),
+        };
+        if let Ok(mut o) = progress.outcomes.lock() {
+            o[i] = Some(recorded);
+        }
+        match outcome {
+            Ok(r) => reports.push(r),
+            Err(f) => {
+                eprintln!("error: disk {}: {f}", disk.name);
+                if first_failure.is_none() {
+                    first_failure = Some(f);
+                }
+            }
+        }
+    }
+    match first_failure {
+        None => {
+            progress.set_phase(Phase::Done);
+            Ok(reports)
+        }
+        Some(f) => {
+            progress.set_phase(Phase::Failed);
+            Err(f)
+        }
+    }
+}
+
+/// Where a job's status goes when none is named: beside the job file.
+pub fn default_status_path(job_path: &Path) -> PathBuf {
+    job_path.with_extension("status.json")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_lists_every_disk_by_name() {
+        let job = JobSpec::parse(
+            r#"{"version":1,"run_id":"r9","disks":[
+              {"name":"os","source":"/a","source_id":"v/os","destination":"file:/x/os.vhd"},
+              {"name":"data","source":"/b","source_id":"v/data","destination":"file:/x/data.vhd"}]}"#,
+        )
+        .unwrap();
+        let p = JobProgress::new(&job);
+        let s = p.status_json();
+        assert_eq!(s["run_id"], "r9");
+        assert_eq!(s["disks"][1]["name"], "data");
+        assert_eq!(s["disks"][0]["source"], "/a");
+    }
+
+    #[test]
+    fn options_follow_the_spec() {
+        let job = JobSpec::parse(
+            r#"{"version":1,"run_id":"r","chunk_size":65536,"concurrency":3,"keep":2,"threads":1,"retry_for_secs":5,
+               "disks":[{"name":"os","source":"/a","source_id":"v/os","destination":"file:/x/os.vhd"}]}"#,
+        )
+        .unwrap();
+        let o = sync_options(&job, "v/os").unwrap();
+        assert_eq!((o.chunk_size.get(), o.threads, o.pageblob.concurrency, o.pageblob.keep), (65536, 1, 3, 2));
+        assert_eq!(o.retry_for, Some(Duration::from_secs(5)));
+        assert_eq!(o.source_id.as_deref(), Some("v/os"));
+    }
+}

@@ -1,0 +1,247 @@
+//! The `diskferry` command line: arguments (clap) are checked here and
+//! turned into calls on the store, the lifecycle executor, gc and the
+//! daemon. Replica commands are in [`replica`], reading results back
+//! (`points`, `import`) in [`results`].
+
+mod replica;
+mod results;
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+use crate::cloud::local::LocalCloud;
+use crate::cloud::Cloud;
+use crate::config::Config;
+use crate::store::Store;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "diskferry",
+    version,
+    about = "Replicate a VM's disks to page blobs in another region, incrementally, on a schedule.",
+    long_about = "diskferry is the coordinator: it keeps replica definitions, snapshots a VM's disks, \
+hands them to a temporary worker running diskferry-agent, watches it, always cleans up, and keeps \
+the run history. The embedded `local` provider runs the whole lifecycle on this machine: a VM is a \
+folder with vm.toml and disk images, snapshots are reflink or sparse copies, the worker is an agent \
+process.",
+    after_help = "Exit codes: 0 ok, 1 the run (or command) failed, 2 bad input (unknown replica, malformed \
+vm.toml or config, bad schedule or destination), 3 the replica is busy with another run (docs/exit-codes.md)."
+)]
+pub struct Cli {
+    /// Configuration file (TOML) [env: DISKFERRY_CONFIG].
+    #[arg(long, global = true, value_name = "FILE", env = "DISKFERRY_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// State folder: database, snapshots, worker folders [default: ~/.local/share/diskferry].
+    #[arg(long, global = true, value_name = "DIR", env = "DISKFERRY_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Local provider: attach temporary disks as read-only loop devices (root only).
+    #[arg(long = "loop", global = true)]
+    pub use_loop: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Define, list, show and delete replicas.
+    #[command(subcommand)]
+    Replica(replica::ReplicaCmd),
+    /// Sync a replica now: snapshot, worker, sync, teardown.
+    Run(replica::RunArgs),
+    /// A replica's run history, newest first.
+    Runs(replica::RunsArgs),
+    /// A replica's recovery points, per disk, read from the destination.
+    Points(results::PointsArgs),
+    /// Write a recovery point of every disk of a replica to local VHD files.
+    Import(results::ImportArgs),
+    /// One-off migration: define a replica, sync it once, import the result.
+    Migrate(results::MigrateArgs),
+    /// Delete temporary resources left by runs that ended or died (keeps the latest snapshot per disk).
+    Gc(JsonArg),
+    /// Run schedules and serve metrics until SIGTERM.
+    Daemon(DaemonArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct JsonArg {
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct DaemonArgs {
+    /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9465).
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_addr: Option<SocketAddr>,
+    /// How often schedules are checked, in milliseconds.
+    #[arg(long, default_value_t = 250, value_parser = clap::value_parser!(u64).range(10..=60000))]
+    pub tick_ms: u64,
+}
+
+/// Exit codes of `diskferry`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Code {
+    Failure = 1,
+    Usage = 2,
+    Busy = 3,
+}
+
+/// An error and its exit code.
+#[derive(Debug)]
+pub struct Failure {
+    pub code: Code,
+    pub error: anyhow::Error,
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:#}", self.error)
+    }
+}
+
+impl From<anyhow::Error> for Failure {
+    fn from(error: anyhow::Error) -> Self {
+        Self { code: Code::Failure, error }
+    }
+}
+
+/// Mark an error as bad input (exit 2).
+pub fn usage<T>(r: Result<T>) -> Result<T, Failure> {
+    r.map_err(|error| Failure { code: Code::Usage, error })
+}
+
+/// Where the coordinator keeps its state, and how it reaches its cloud.
+#[derive(Debug, Clone)]
+pub struct Env {
+    pub config: Config,
+    pub state: PathBuf,
+}
+
+impl Env {
+    pub fn new(config: Config, state: PathBuf) -> Self {
+        Self { config, state }
+    }
+
+    pub fn db_path(&self) -> PathBuf {
+        self.state.join("state.db")
+    }
+
+    pub fn store(&self) -> Result<Store> {
+        Store::open(&self.db_path())
+    }
+
+    pub fn cloud(&self) -> Result<Box<dyn Cloud>> {
+        Ok(Box::new(LocalCloud::new(&self.state, self.config.local.use_loop, self.config.agent())?))
+    }
+
+    pub fn agent(&self) -> PathBuf {
+        self.config.agent()
+    }
+}
+
+fn env(cli: &Cli) -> Result<Env, Failure> {
+    let mut config = match &cli.config {
+        Some(p) => usage(Config::load(p))?,
+        None => Config::default(),
+    };
+    config.local.use_loop |= cli.use_loop;
+    let state = usage(config.state_dir(cli.state_dir.as_deref()))?;
+    Ok(Env::new(config, state))
+}
+
+pub fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let result = env(&cli).and_then(|env| match cli.command {
+        Command::Replica(c) => replica::replica(&env, c),
+        Command::Run(a) => replica::run(&env, a),
+        Command::Runs(a) => replica::runs(&env, a),
+        Command::Points(a) => results::points(&env, a),
+        Command::Import(a) => results::import(&env, a),
+        Command::Migrate(a) => results::migrate(&env, a),
+        Command::Gc(a) => gc(&env, a),
+        Command::Daemon(a) => {
+            crate::daemon::run(&env, a.metrics_addr, std::time::Duration::from_millis(a.tick_ms)).map_err(Failure::from)
+        }
+    });
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(f) => {
+            eprintln!("error: {f}");
+            std::process::ExitCode::from(f.code as u8)
+        }
+    }
+}
+
+fn gc(env: &Env, a: JsonArg) -> Result<(), Failure> {
+    let store = env.store()?;
+    let cloud = env.cloud()?;
+    let r = crate::gc::gc(cloud.as_ref(), &store)?;
+    if a.json {
+        print_json(&r)?;
+    } else {
+        for id in &r.interrupted_runs {
+            println!("run {id}: its coordinator died; marked interrupted");
+        }
+        for (kind, name) in &r.deleted {
+            println!("deleted {kind} {name}");
+        }
+        for (kind, name, e) in &r.failed {
+            println!("could not delete {kind} {name}: {e}");
+        }
+        if r.deleted.is_empty() && r.failed.is_empty() && r.interrupted_runs.is_empty() {
+            println!("nothing to clean up");
+        }
+    }
+    if r.failed.is_empty() {
+        Ok(())
+    } else {
+        Err(anyhow::anyhow!("{} resources could not be deleted (gc retries them next time)", r.failed.len()).into())
+    }
+}
+
+pub(crate) fn print_json<T: serde::Serialize>(v: &T) -> Result<(), Failure> {
+    println!("{}", serde_json::to_string(v).map_err(anyhow::Error::from)?);
+    Ok(())
+}
+
+/// `1536` -> `1.50 KiB`.
+pub(crate) fn human(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = bytes as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+pub(crate) fn time(t: i64) -> String {
+    chrono::DateTime::from_timestamp(t, 0).map_or_else(|| t.to_string(), |d| d.format("%Y-%m-%d %H:%M:%S").to_string())
+}
+
+pub(crate) fn exists_dir(p: &Path) -> Result<(), Failure> {
+    if p.is_dir() {
+        Ok(())
+    } else {
+        usage(Err(anyhow::anyhow!("{}: no such folder", p.display())))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn cli_is_consistent() {
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
+    }
+}

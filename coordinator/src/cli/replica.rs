@@ -1,0 +1,323 @@
+//! `diskferry replica ...`, `diskferry run`, `diskferry runs`.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+
+use anyhow::anyhow;
+use clap::{Args, Subcommand};
+
+use super::{human, print_json, time, usage, Code, Env, Failure, JsonArg};
+use crate::cloud::local::check_name;
+use crate::cloud::Kind;
+use crate::destination::Destination;
+use crate::execute::{self, now, Observer};
+use crate::schedule::Schedule;
+use crate::store::{status, Replica, Run, RunDisk};
+
+#[derive(Debug, Subcommand)]
+pub enum ReplicaCmd {
+    /// Define a replica: which VM, where its disks go, when.
+    Create(CreateArgs),
+    /// List replicas.
+    List(JsonArg),
+    /// A replica, its latest runs and its retained snapshots.
+    Show(NameArgs),
+    /// Delete a replica, its history and its retained snapshots (the destination's data stays).
+    Delete(NameArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CreateArgs {
+    /// Replica name (letters, digits, '-', '_').
+    pub name: String,
+    /// The source VM: a folder holding vm.toml (local provider).
+    #[arg(long, value_name = "DIR")]
+    pub vm: PathBuf,
+    /// Where the disks go: pageblob:CONTAINER-URL (blob REPLICA/DISK.vhd) or file:FOLDER.
+    #[arg(long, value_name = "DEST")]
+    pub to: String,
+    /// Cron schedule for `diskferry daemon` (5 fields, or 6 with seconds), e.g. "0 */6 * * *".
+    #[arg(long, value_name = "CRON")]
+    pub schedule: Option<String>,
+    /// Recovery points kept at the destination.
+    #[arg(long, default_value_t = 7, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub keep: u32,
+    /// Chunk size in bytes or with a suffix (64KiB..4MiB, a power of two).
+    #[arg(long, default_value = "1MiB")]
+    pub chunk_size: String,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct NameArgs {
+    pub name: String,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The replica to sync.
+    pub replica: String,
+    /// Print the finished run as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// No progress output.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RunsArgs {
+    pub replica: String,
+    /// How many runs to show.
+    #[arg(long, default_value_t = 20)]
+    pub limit: u32,
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn replica(env: &Env, cmd: ReplicaCmd) -> Result<(), Failure> {
+    match cmd {
+        ReplicaCmd::Create(a) => create(env, a),
+        ReplicaCmd::List(a) => {
+            let list = env.store()?.replicas()?;
+            if a.json {
+                return print_json(&list);
+            }
+            println!("{:<20} {:<10} {:<18} destination", "name", "keep", "schedule");
+            for r in list {
+                let dest = Destination::parse(&r.destination).map_or(r.destination.clone(), |d| d.display());
+                println!(
+                    "{:<20} {:<10} {:<18} {dest}",
+                    r.name,
+                    r.keep_points,
+                    r.schedule.unwrap_or_else(|| "-".into())
+                );
+            }
+            Ok(())
+        }
+        ReplicaCmd::Show(a) => show(env, a),
+        ReplicaCmd::Delete(a) => delete(env, a),
+    }
+}
+
+fn create(env: &Env, a: CreateArgs) -> Result<(), Failure> {
+    let json = a.json;
+    let (r, vm) = define(env, a)?;
+    if json {
+        return print_json(&r);
+    }
+    let dest = Destination::parse(&r.destination).map_or(r.destination.clone(), |d| d.display());
+    let disks: Vec<String> = vm.disks.iter().map(|d| format!("{} ({})", d.name, human(d.size))).collect();
+    println!("replica {}: VM {} with disks {} -> {dest}", r.name, vm.name, disks.join(", "));
+    Ok(())
+}
+
+/// Check a replica definition against the world and store it.
+pub fn define(env: &Env, a: CreateArgs) -> Result<(Replica, crate::cloud::Vm), Failure> {
+    usage(check_name("replica", &a.name))?;
+    let chunk = usage(parse_chunk(&a.chunk_size))?;
+    if let Some(s) = &a.schedule {
+        usage(Schedule::parse(s))?;
+    }
+    let dest = usage(Destination::parse(&a.to))?;
+    let vm_dir = usage(std::fs::canonicalize(&a.vm).map_err(|e| anyhow!("VM {}: {e}", a.vm.display())))?;
+    let vm = usage(env.cloud()?.read_vm(&vm_dir.display().to_string()))?;
+    let r = Replica {
+        name: a.name.clone(),
+        vm: vm_dir.display().to_string(),
+        destination: match &dest {
+            Destination::File(d) => format!("file:{}", d.display()),
+            Destination::PageBlob { .. } => a.to.clone(),
+        },
+        schedule: a.schedule,
+        keep_points: a.keep,
+        chunk_size: chunk,
+        created_at: now(),
+    };
+    usage(env.store()?.insert_replica(&r))?;
+    Ok((r, vm))
+}
+
+fn parse_chunk(s: &str) -> anyhow::Result<u64> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num.parse().map_err(|_| anyhow!("chunk size {s:?} is not a size (e.g. 1MiB)"))?;
+    let mul = match unit.to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kib" => 1 << 10,
+        "m" | "mib" => 1 << 20,
+        _ => return Err(anyhow!("chunk size {s:?}: unknown unit")),
+    };
+    let bytes = n.saturating_mul(mul);
+    diskferry_core::geometry::ChunkSize::new(bytes).map_err(|e| anyhow!("chunk size {s}: {e}"))?;
+    Ok(bytes)
+}
+
+fn show(env: &Env, a: NameArgs) -> Result<(), Failure> {
+    let store = env.store()?;
+    let r = usage(store.replica(&a.name))?;
+    let runs = store.runs(&r.name, 5)?;
+    let snaps = store.retained(&r.name, Kind::Snapshot.as_str())?;
+    if a.json {
+        let snapshots: Vec<_> =
+            snaps.iter().map(|s| serde_json::json!({"disk": s.disk, "name": s.name, "run_id": s.run_id})).collect();
+        return print_json(&serde_json::json!({ "replica": r, "runs": runs, "snapshots": snapshots }));
+    }
+    let dest = Destination::parse(&r.destination).map_or(r.destination.clone(), |d| d.display());
+    println!("replica {}\n  vm          {}\n  destination {dest}", r.name, r.vm);
+    println!("  schedule    {}\n  keep        {} points", r.schedule.as_deref().unwrap_or("-"), r.keep_points);
+    for s in &snaps {
+        println!("  snapshot    {} {}", s.disk.as_deref().unwrap_or("?"), s.name);
+    }
+    print_runs(&runs);
+    Ok(())
+}
+
+fn delete(env: &Env, a: NameArgs) -> Result<(), Failure> {
+    let mut store = env.store()?;
+    let r = usage(store.replica(&a.name))?;
+    if let Some(run) =
+        store.runs(&r.name, 1)?.into_iter().find(|x| x.status == status::RUNNING && crate::owner::alive(x))
+    {
+        return Err(Failure { code: Code::Busy, error: anyhow!("replica {} is running (run {})", r.name, run.id) });
+    }
+    let cloud = env.cloud()?;
+    for s in store.retained(&r.name, Kind::Snapshot.as_str())? {
+        cloud.delete(Kind::Snapshot, &s.name)?;
+    }
+    store.delete_replica(&r.name)?;
+    if !a.json {
+        println!("replica {} deleted (its data at the destination is kept)", r.name);
+    }
+    Ok(())
+}
+
+/// Progress of a run on stderr: a bar on a terminal, phase lines otherwise.
+struct Progress {
+    bar: Option<indicatif::ProgressBar>,
+    quiet: bool,
+}
+
+impl Observer for Progress {
+    fn phase(&mut self, phase: &str) {
+        if let Some(b) = &self.bar {
+            b.set_message(phase.to_owned());
+        } else if !self.quiet {
+            eprintln!("  {phase}");
+        }
+    }
+
+    fn status(&mut self, s: &serde_json::Value) {
+        let Some(b) = &self.bar else { return };
+        let sum = |k: &str| s["disks"].as_array().map_or(0, |d| d.iter().map(|x| x[k].as_u64().unwrap_or(0)).sum());
+        b.set_length(sum("disk_size"));
+        b.set_position(sum("bytes_scanned"));
+    }
+}
+
+pub fn run(env: &Env, a: RunArgs) -> Result<(), Failure> {
+    let mut store = env.store()?;
+    let replica = usage(store.replica(&a.replica))?;
+    let run = match execute::begin(&mut store, &replica.name, "manual")? {
+        Ok(run) => run,
+        Err(active) => {
+            return Err(Failure {
+                code: Code::Busy,
+                error: anyhow!(
+                    "replica {} is already running (run {} since {})",
+                    replica.name,
+                    active.id,
+                    time(active.started_at)
+                ),
+            })
+        }
+    };
+    let cloud = env.cloud()?;
+    let bar = (!a.json && !a.quiet && std::io::stderr().is_terminal()).then(|| {
+        let b = indicatif::ProgressBar::new(0);
+        b.set_style(
+            indicatif::ProgressStyle::with_template("{msg:>16} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+                .progress_chars("=> "),
+        );
+        b
+    });
+    if !a.json && !a.quiet {
+        eprintln!("run {} of replica {}", run.id, replica.name);
+    }
+    let mut obs = Progress { bar, quiet: a.json || a.quiet };
+    let done = execute::execute(cloud.as_ref(), &store, &replica, &run, &env.config, &mut obs)?;
+    if let Some(b) = &obs.bar {
+        b.finish_and_clear();
+    }
+    let disks = store.run_disks(&done.id)?;
+    if a.json {
+        print_json(&serde_json::json!({ "run": done, "disks": disks }))?;
+    } else {
+        print_run(&done, &disks);
+    }
+    if done.status == status::SUCCEEDED {
+        Ok(())
+    } else {
+        Err(anyhow!("run {} failed: {}", done.id, done.error.as_deref().unwrap_or("unknown error")).into())
+    }
+}
+
+fn print_run(r: &Run, disks: &[RunDisk]) {
+    let secs = r.finished_at.unwrap_or(r.started_at) - r.started_at;
+    println!("run {} {} in {secs} s", r.id, r.status);
+    for d in disks {
+        println!(
+            "  {:<10} generation {:<4} {:<12} read {:>10}  sent {:>10}  skipped {:>10}",
+            d.disk,
+            d.generation,
+            if d.full_sync { "full" } else { "incremental" },
+            human(d.bytes_read),
+            human(d.bytes_sent),
+            human(d.bytes_skipped)
+        );
+    }
+}
+
+pub fn runs(env: &Env, a: RunsArgs) -> Result<(), Failure> {
+    let store = env.store()?;
+    let r = usage(store.replica(&a.replica))?;
+    let runs = store.runs(&r.name, a.limit)?;
+    if a.json {
+        let with_disks: Vec<_> = runs
+            .iter()
+            .map(|run| Ok(serde_json::json!({ "run": run, "disks": store.run_disks(&run.id)? })))
+            .collect::<anyhow::Result<_>>()?;
+        return print_json(&with_disks);
+    }
+    print_runs(&runs);
+    Ok(())
+}
+
+fn print_runs(runs: &[Run]) {
+    println!(
+        "  {:<26} {:<9} {:<12} {:<20} {:>6} {:>10} {:>10} {:>10}",
+        "run", "trigger", "status", "started", "secs", "read", "sent", "skipped"
+    );
+    for r in runs {
+        let secs = r.finished_at.map_or_else(|| "-".into(), |f| (f - r.started_at).to_string());
+        println!(
+            "  {:<26} {:<9} {:<12} {:<20} {:>6} {:>10} {:>10} {:>10}",
+            r.id,
+            r.trigger,
+            r.status,
+            time(r.started_at),
+            secs,
+            human(r.bytes_read),
+            human(r.bytes_sent),
+            human(r.bytes_skipped)
+        );
+        if let Some(e) = &r.error {
+            println!("    {e}");
+        }
+    }
+}

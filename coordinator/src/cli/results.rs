@@ -1,0 +1,219 @@
+//! `diskferry points`, `import`, `migrate`: reading a replica's results
+//! back. The destination holds the truth (its own recovery point index);
+//! the coordinator asks the agent to read it, so bytes still never pass
+//! through the coordinator's code.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{anyhow, bail, Context};
+use clap::Args;
+
+use super::{exists_dir, print_json, usage, Env, Failure};
+use crate::destination::Destination;
+use crate::store::{status, Replica, RunDisk, Store};
+
+#[derive(Debug, Args)]
+pub struct PointsArgs {
+    pub replica: String,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    pub replica: String,
+    /// Generation to import [default: the newest].
+    #[arg(long, value_name = "G")]
+    pub point: Option<u64>,
+    /// Folder to write one DISK.vhd per disk into (local provider).
+    #[arg(long, value_name = "DIR")]
+    pub to: PathBuf,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct MigrateArgs {
+    /// The source VM: a folder holding vm.toml.
+    #[arg(long, value_name = "DIR")]
+    pub vm: PathBuf,
+    /// Where the disks go: pageblob:CONTAINER-URL or file:FOLDER.
+    #[arg(long, value_name = "DEST")]
+    pub to: String,
+    /// Folder for the imported VHDs.
+    #[arg(long, value_name = "DIR")]
+    pub import_to: PathBuf,
+    /// Replica name [default: migrate-VMNAME].
+    #[arg(long)]
+    pub name: Option<String>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// A recovery point of one disk.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct Point {
+    pub generation: u64,
+    #[serde(default)]
+    pub created_unix_ms: i64,
+    #[serde(default)]
+    pub disk_size: u64,
+}
+
+/// The disks of a replica as of its newest successful run.
+fn newest_disks(store: &Store, r: &Replica) -> Result<Vec<RunDisk>, Failure> {
+    let runs = store.runs(&r.name, u32::MAX)?;
+    let run = runs
+        .iter()
+        .find(|x| x.status == status::SUCCEEDED)
+        .ok_or_else(|| Failure::from(anyhow!("replica {} has no successful run yet", r.name)))?;
+    Ok(store.run_disks(&run.id)?)
+}
+
+fn agent(env: &Env) -> Command {
+    let mut c = Command::new(env.agent());
+    c.stdin(std::process::Stdio::null());
+    c
+}
+
+/// Run the agent and parse its `--json` output.
+fn agent_json(env: &Env, args: &[String]) -> anyhow::Result<serde_json::Value> {
+    let mut cmd = agent(env);
+    cmd.args(args);
+    if let Some(v) = &env.config.storage.api_version {
+        cmd.arg("--api-version").arg(v);
+    }
+    let out = cmd.output().with_context(|| format!("cannot run {}", env.agent().display()))?;
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        bail!("{}", err.trim().trim_start_matches("error: "));
+    }
+    Ok(serde_json::from_slice(&out.stdout)?)
+}
+
+fn disk_points(env: &Env, dest: &Destination, r: &Replica, d: &RunDisk) -> anyhow::Result<Vec<Point>> {
+    match dest {
+        Destination::PageBlob { .. } => {
+            let v = agent_json(env, &["points".into(), dest.disk_target(&r.name, &d.disk), "--json".into()])?;
+            Ok(serde_json::from_value(v)?)
+        }
+        // A file destination holds its newest generation only.
+        Destination::File(_) => Ok(vec![Point { generation: d.generation, created_unix_ms: 0, disk_size: 0 }]),
+    }
+}
+
+pub fn points(env: &Env, a: PointsArgs) -> Result<(), Failure> {
+    let store = env.store()?;
+    let r = usage(store.replica(&a.replica))?;
+    let dest = usage(Destination::parse(&r.destination))?;
+    let mut all = serde_json::Map::new();
+    for d in newest_disks(&store, &r)? {
+        all.insert(
+            d.disk.clone(),
+            serde_json::to_value(disk_points(env, &dest, &r, &d)?).map_err(anyhow::Error::from)?,
+        );
+    }
+    if a.json {
+        return print_json(&all);
+    }
+    for (disk, pts) in &all {
+        let pts: Vec<Point> = serde_json::from_value(pts.clone()).map_err(anyhow::Error::from)?;
+        let gens: Vec<String> = pts.iter().map(|p| p.generation.to_string()).collect();
+        println!("{disk:<12} generations {}", gens.join(", "));
+    }
+    Ok(())
+}
+
+#[derive(Debug, serde::Serialize)]
+struct Imported {
+    disk: String,
+    generation: u64,
+    path: String,
+}
+
+pub fn import(env: &Env, a: ImportArgs) -> Result<(), Failure> {
+    exists_dir(&a.to)?;
+    let store = env.store()?;
+    let r = usage(store.replica(&a.replica))?;
+    let out = import_replica(env, &store, &r, a.point, &a.to)?;
+    if a.json {
+        return print_json(&out);
+    }
+    for i in &out {
+        println!("{}: generation {} -> {}", i.disk, i.generation, i.path);
+    }
+    Ok(())
+}
+
+fn import_replica(
+    env: &Env,
+    store: &Store,
+    r: &Replica,
+    point: Option<u64>,
+    to: &Path,
+) -> Result<Vec<Imported>, Failure> {
+    let dest = usage(Destination::parse(&r.destination))?;
+    let mut out = Vec::new();
+    for d in newest_disks(store, r)? {
+        let path = to.join(format!("{}.vhd", d.disk));
+        let generation = match &dest {
+            Destination::PageBlob { .. } => {
+                let mut args = vec!["download".into(), dest.disk_target(&r.name, &d.disk), "--json".into()];
+                args.extend(["--to".into(), path.display().to_string()]);
+                if let Some(g) = point {
+                    args.extend(["--point".into(), g.to_string()]);
+                }
+                let v = agent_json(env, &args).with_context(|| format!("disk {}", d.disk))?;
+                v["generation"].as_u64().unwrap_or(d.generation)
+            }
+            Destination::File(_) => {
+                if let Some(g) = point.filter(|&g| g != d.generation) {
+                    return usage(Err(anyhow!(
+                        "disk {}: a file destination keeps only its newest generation ({}), not {g}",
+                        d.disk,
+                        d.generation
+                    )));
+                }
+                let src = dest.disk_target(&r.name, &d.disk);
+                let src = src.trim_start_matches("file:");
+                crate::cloud::local::copy_disk(Path::new(src), &path).with_context(|| format!("disk {}", d.disk))?;
+                d.generation
+            }
+        };
+        out.push(Imported { disk: d.disk, generation, path: path.display().to_string() });
+    }
+    Ok(out)
+}
+
+pub fn migrate(env: &Env, a: MigrateArgs) -> Result<(), Failure> {
+    exists_dir(&a.import_to)?;
+    let (_, vm) = usage(crate::cloud::local::LocalCloud::load_vm_file(&a.vm.display().to_string()))?;
+    let name = a.name.clone().unwrap_or_else(|| format!("migrate-{}", vm.name));
+    let exists = env.store()?.replica(&name).is_ok();
+    if !exists {
+        super::replica::define(
+            env,
+            super::replica::CreateArgs {
+                name: name.clone(),
+                vm: a.vm.clone(),
+                to: a.to.clone(),
+                schedule: None,
+                keep: 1,
+                chunk_size: "1MiB".into(),
+                json: a.json,
+            },
+        )?;
+    }
+    super::replica::run(env, super::replica::RunArgs { replica: name.clone(), json: a.json, quiet: a.json })?;
+    let store = env.store()?;
+    let r = store.replica(&name)?;
+    let out = import_replica(env, &store, &r, None, &a.import_to)?;
+    if a.json {
+        return print_json(&out);
+    }
+    for i in &out {
+        println!("imported {}: generation {} -> {}", i.disk, i.generation, i.path);
+    }
+    Ok(())
+}

@@ -1,0 +1,476 @@
+//! The `local` provider: the whole lifecycle on one machine.
+//!
+//! - A source VM is a folder holding `vm.toml` and its disks (raw images or
+//!   block devices).
+//! - A snapshot is a reflink copy (`FICLONE`) where the filesystem can, else
+//!   a sparse copy (holes and zero blocks stay holes), under
+//!   `STATE/snapshots/VM/DISK@RUN.img`.
+//! - A temporary disk is a read-only loop device over the snapshot (`--loop`,
+//!   root only), else the snapshot file itself.
+//! - The worker is a `diskferry-agent run --job STATE/runs/RUN/job.json`
+//!   process in its own process group: like a VM, it outlives a coordinator
+//!   that dies, and `gc` finds it by its job path.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::FileExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use diskferry_core::job::JobSpec;
+
+use super::{Cloud, Found, Kind, Vm, VmDisk, WorkerState};
+
+/// `vm.toml`: a source VM of the local provider.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VmFile {
+    pub name: String,
+    #[serde(default = "default_os")]
+    pub os_type: String,
+    pub disks: Vec<DiskFile>,
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DiskFile {
+    pub name: String,
+    /// A raw image or a block device; relative paths are relative to the VM folder.
+    pub path: PathBuf,
+}
+
+fn default_os() -> String {
+    "linux".into()
+}
+
+/// Names of VMs and disks become file and blob names: keep them plain.
+pub fn check_name(what: &str, name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        && !name.starts_with('-');
+    if !ok {
+        bail!("{what} name {name:?} must be 1-64 letters, digits, '-' or '_'");
+    }
+    Ok(())
+}
+
+#[derive(Debug)]
+pub struct LocalCloud {
+    root: PathBuf,
+    use_loop: bool,
+    agent: PathBuf,
+    /// Workers this process started, reaped when they exit.
+    children: Mutex<HashMap<String, Child>>,
+}
+
+impl LocalCloud {
+    /// `root` is the state folder (absolute); `agent` the `diskferry-agent` binary.
+    pub fn new(root: &Path, use_loop: bool, agent: PathBuf) -> Result<Self> {
+        if use_loop && !is_root() {
+            bail!("--loop needs root (loop devices are attached with losetup)");
+        }
+        Ok(Self { root: root.to_owned(), use_loop, agent, children: Mutex::new(HashMap::new()) })
+    }
+
+    fn snapshots(&self) -> PathBuf {
+        self.root.join("snapshots")
+    }
+
+    fn runs(&self) -> PathBuf {
+        self.root.join("runs")
+    }
+
+    /// Parse a VM folder's `vm.toml` (or the file itself).
+    pub fn load_vm_file(vm: &str) -> Result<(PathBuf, VmFile)> {
+        let p = PathBuf::from(vm);
+        let (dir, file) = if p.is_dir() { (p.clone(), p.join("vm.toml")) } else { (parent(&p), p.clone()) };
+        let text = std::fs::read_to_string(&file).with_context(|| format!("cannot read {}", file.display()))?;
+        let v: VmFile = toml::from_str(&text)
+            .map_err(|e| anyhow!("{}: {}", file.display(), e.message().trim()))
+            .with_context(|| "not a valid vm.toml (name, os_type, [[disks]] with name and path)".to_owned())?;
+        check_name("VM", &v.name)?;
+        if v.disks.is_empty() {
+            bail!("{}: the VM has no disks", file.display());
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for d in &v.disks {
+            check_name("disk", &d.name)?;
+            if !seen.insert(d.name.as_str()) {
+                bail!("{}: disk {:?} appears twice", file.display(), d.name);
+            }
+        }
+        Ok((dir, v))
+    }
+}
+
+fn parent(p: &Path) -> PathBuf {
+    p.parent().map_or_else(|| PathBuf::from("."), Path::to_owned)
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+impl Cloud for LocalCloud {
+    fn provider(&self) -> &'static str {
+        "local"
+    }
+
+    fn read_vm(&self, vm: &str) -> Result<Vm> {
+        let (dir, v) = Self::load_vm_file(vm)?;
+        let mut disks = Vec::new();
+        for d in &v.disks {
+            let path = if d.path.is_absolute() { d.path.clone() } else { dir.join(&d.path) };
+            let path = std::fs::canonicalize(&path)
+                .with_context(|| format!("disk {} of VM {}: {}", d.name, v.name, path.display()))?;
+            let size = File::open(&path)
+                .and_then(|mut f| f.seek(SeekFrom::End(0)))
+                .with_context(|| format!("disk {} of VM {}: cannot read {}", d.name, v.name, path.display()))?;
+            if size == 0 || size % 512 != 0 {
+                bail!("disk {} of VM {}: size {size} is not a positive multiple of 512 bytes", d.name, v.name);
+            }
+            disks.push(VmDisk { name: d.name.clone(), locator: path.display().to_string(), size });
+        }
+        Ok(Vm { name: v.name, os_type: v.os_type, disks })
+    }
+
+    fn snapshot_name(&self, vm: &Vm, disk: &VmDisk, run_id: &str) -> String {
+        self.snapshots().join(&vm.name).join(format!("{}@{run_id}.img", disk.name)).display().to_string()
+    }
+
+    fn snapshot(&self, vm: &Vm, names: &[String]) -> Result<()> {
+        // The VM is not running on this provider, so copying the disks one
+        // after the other is as consistent as a crash-consistent group snapshot.
+        for (disk, name) in vm.disks.iter().zip(names) {
+            let dst = Path::new(name);
+            std::fs::create_dir_all(parent(dst))?;
+            copy_disk(Path::new(&disk.locator), dst)
+                .with_context(|| format!("cannot snapshot disk {} to {}", disk.name, dst.display()))?;
+        }
+        Ok(())
+    }
+
+    fn temp_disk_name(&self, snapshot: &str, _run_id: &str) -> Option<String> {
+        self.use_loop.then(|| format!("loop:{snapshot}"))
+    }
+
+    fn create_temp_disk(&self, name: Option<&str>, snapshot: &str, _lun: usize) -> Result<String> {
+        if name.is_none() {
+            return Ok(snapshot.to_owned());
+        }
+        let out = Command::new("losetup")
+            .args(["--find", "--show", "--read-only", snapshot])
+            .output()
+            .context("cannot run losetup")?;
+        if !out.status.success() {
+            bail!("losetup {snapshot}: {}", String::from_utf8_lossy(&out.stderr).trim());
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    }
+
+    fn worker_name(&self, run_id: &str) -> String {
+        self.runs().join(run_id).display().to_string()
+    }
+
+    fn start_worker(&self, name: &str, job: &JobSpec) -> Result<()> {
+        let dir = Path::new(name);
+        std::fs::create_dir_all(dir)?;
+        let job_path = dir.join("job.json");
+        std::fs::write(&job_path, job.to_json())?;
+        let log = File::create(dir.join("agent.log"))?;
+        let child = Command::new(&self.agent)
+            .arg("run")
+            .arg("--job")
+            .arg(&job_path)
+            .arg("--status-file")
+            .arg(dir.join("status.json"))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .process_group(0)
+            .spawn()
+            .with_context(|| format!("cannot start the agent {}", self.agent.display()))?;
+        self.children.lock().map_err(|_| anyhow!("worker table poisoned"))?.insert(name.to_owned(), child);
+        Ok(())
+    }
+
+    fn worker_state(&self, name: &str) -> Result<WorkerState> {
+        let dir = Path::new(name);
+        let running = {
+            let mut children = self.children.lock().map_err(|_| anyhow!("worker table poisoned"))?;
+            match children.get_mut(name) {
+                Some(c) => c.try_wait()?.is_none(),
+                None => !job_processes(&dir.join("job.json")).is_empty(),
+            }
+        };
+        // Read the status after looking at the process: if it has exited,
+        // what we read is its last word.
+        let status = std::fs::read(dir.join("status.json")).ok().and_then(|b| serde_json::from_slice(&b).ok());
+        if running {
+            return Ok(WorkerState::Running(status));
+        }
+        match status {
+            Some(s) if matches!(s["phase"].as_str(), Some("done" | "failed")) => Ok(WorkerState::Finished(s)),
+            _ => Ok(WorkerState::Lost(format!(
+                "the worker exited without a final status; agent log: {}",
+                log_tail(&dir.join("agent.log"))
+            ))),
+        }
+    }
+
+    fn delete(&self, kind: Kind, name: &str) -> Result<()> {
+        match kind {
+            Kind::Snapshot => remove_file(Path::new(name)),
+            Kind::TempDisk => {
+                let backing = name.strip_prefix("loop:").ok_or_else(|| anyhow!("{name:?} is not a loop disk"))?;
+                for dev in loops_backed_by(Some(Path::new(backing)))?.into_iter().map(|(d, _)| d) {
+                    let out = Command::new("losetup").arg("-d").arg(&dev).output()?;
+                    if !out.status.success() {
+                        bail!("losetup -d {dev}: {}", String::from_utf8_lossy(&out.stderr).trim());
+                    }
+                }
+                Ok(())
+            }
+            Kind::Worker => {
+                let dir = Path::new(name);
+                let mut child = self.children.lock().map_err(|_| anyhow!("worker table poisoned"))?.remove(name);
+                stop_processes(&dir.join("job.json"), child.as_mut())?;
+                match std::fs::remove_dir_all(dir) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                        Err(e).with_context(|| format!("cannot remove {}", dir.display()))
+                    }
+                    _ => Ok(()),
+                }
+            }
+        }
+    }
+
+    fn list_created(&self) -> Result<Vec<Found>> {
+        let mut found = Vec::new();
+        for vm_dir in read_dir(&self.snapshots())? {
+            for f in read_dir(&vm_dir)? {
+                let file = f.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                let run_id = file.strip_suffix(".img").and_then(|s| s.split_once('@')).map(|(_, r)| r.to_owned());
+                found.push(Found { kind: Kind::Snapshot, name: f.display().to_string(), run_id });
+            }
+        }
+        for dir in read_dir(&self.runs())? {
+            let run_id = dir.file_name().map(|n| n.to_string_lossy().into_owned());
+            found.push(Found { kind: Kind::Worker, name: dir.display().to_string(), run_id });
+        }
+        for pid_job in all_job_processes(&self.runs()) {
+            let name = parent(&pid_job.1).display().to_string();
+            if !found.iter().any(|f| f.kind == Kind::Worker && f.name == name) {
+                let run_id = Path::new(&name).file_name().map(|n| n.to_string_lossy().into_owned());
+                found.push(Found { kind: Kind::Worker, name, run_id });
+            }
+        }
+        if is_root() {
+            for (_, back) in loops_backed_by(None)? {
+                if back.starts_with(self.snapshots()) {
+                    let run_id = back
+                        .file_name()
+                        .and_then(|n| n.to_str())
+                        .and_then(|s| s.strip_suffix(".img"))
+                        .and_then(|s| s.split_once('@'))
+                        .map(|(_, r)| r.to_owned());
+                    found.push(Found { kind: Kind::TempDisk, name: format!("loop:{}", back.display()), run_id });
+                }
+            }
+        }
+        Ok(found)
+    }
+}
+
+fn read_dir(p: &Path) -> Result<Vec<PathBuf>> {
+    match std::fs::read_dir(p) {
+        Ok(rd) => Ok(rd.filter_map(|e| e.ok().map(|e| e.path())).collect()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(e).with_context(|| format!("cannot list {}", p.display())),
+    }
+}
+
+fn remove_file(p: &Path) -> Result<()> {
+    match std::fs::remove_file(p) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(e).with_context(|| format!("cannot remove {}", p.display()))
+        }
+        _ => Ok(()),
+    }
+}
+
+fn log_tail(p: &Path) -> String {
+    let text = std::fs::read_to_string(p).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    let tail = lines[lines.len().saturating_sub(3)..].join(" | ");
+    if tail.is_empty() {
+        "(empty)".into()
+    } else {
+        tail
+    }
+}
+
+/// Copy a disk into a new snapshot file: a reflink when the filesystem
+/// shares extents, else a sparse copy that leaves holes and zero blocks
+/// unwritten. Block devices are read whole.
+pub fn copy_disk(src: &Path, dst: &Path) -> Result<()> {
+    let mut from = File::open(src).with_context(|| format!("cannot open {}", src.display()))?;
+    let size = from.seek(SeekFrom::End(0))?;
+    let to = std::fs::OpenOptions::new().write(true).create(true).truncate(true).open(dst)?;
+    let is_file = from.metadata()?.file_type().is_file();
+    if is_file {
+        // SAFETY: both descriptors are open for the duration of the call;
+        // FICLONE takes the source descriptor as its argument.
+        let r = unsafe { libc::ioctl(to.as_raw_fd(), libc::FICLONE, from.as_raw_fd()) };
+        if r == 0 {
+            return Ok(());
+        }
+    }
+    to.set_len(size)?;
+    let extents = if is_file { data_extents(&from, size)? } else { vec![(0, size)] };
+    let mut buf = vec![0u8; 1 << 20];
+    for (start, end) in extents {
+        let mut off = start;
+        while off < end {
+            let n = (end - off).min(buf.len() as u64) as usize;
+            from.seek(SeekFrom::Start(off))?;
+            from.read_exact(&mut buf[..n])?;
+            if !diskferry_core::zero::is_zero(&buf[..n]) {
+                to.write_all_at(&buf[..n], off)?;
+            }
+            off += n as u64;
+        }
+    }
+    to.sync_all()?;
+    Ok(())
+}
+
+/// Data extents of a file via SEEK_DATA / SEEK_HOLE.
+fn data_extents(f: &File, size: u64) -> Result<Vec<(u64, u64)>> {
+    let fd = f.as_raw_fd();
+    let mut out = Vec::new();
+    let mut pos: i64 = 0;
+    while (pos as u64) < size {
+        // SAFETY: lseek on an open descriptor has no memory-safety preconditions.
+        let data = unsafe { libc::lseek(fd, pos, libc::SEEK_DATA) };
+        if data < 0 {
+            break; // ENXIO: no more data
+        }
+        // SAFETY: as above.
+        let hole = unsafe { libc::lseek(fd, data, libc::SEEK_HOLE) };
+        let hole = if hole < 0 { size as i64 } else { hole };
+        out.push((data as u64, (hole as u64).min(size)));
+        pos = hole;
+    }
+    Ok(out)
+}
+
+/// Loop devices and their backing files (only those backed by `file`, if given).
+fn loops_backed_by(file: Option<&Path>) -> Result<Vec<(String, PathBuf)>> {
+    let mut cmd = Command::new("losetup");
+    cmd.args(["--list", "--noheadings", "--raw", "--output", "NAME,BACK-FILE"]);
+    if let Some(f) = file {
+        cmd.arg("--associated").arg(f);
+    }
+    let out = cmd.output().context("cannot run losetup")?;
+    if !out.status.success() {
+        bail!("losetup --list: {}", String::from_utf8_lossy(&out.stderr).trim());
+    }
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_once(' '))
+        .map(|(d, b)| (d.to_owned(), PathBuf::from(b.trim().trim_end_matches(" (deleted)"))))
+        .collect())
+}
+
+/// Processes running `... --job JOB ...` (workers of one run).
+fn job_processes(job: &Path) -> Vec<i32> {
+    all_job_processes(parent(&parent(job)).as_path()).into_iter().filter(|(_, j)| j == job).map(|(p, _)| p).collect()
+}
+
+/// Every process whose `--job` argument lies under `runs`.
+fn all_job_processes(runs: &Path) -> Vec<(i32, PathBuf)> {
+    let mut out = Vec::new();
+    let Ok(rd) = std::fs::read_dir("/proc") else { return out };
+    for e in rd.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else { continue };
+        let Ok(cmd) = std::fs::read(e.path().join("cmdline")) else { continue };
+        let args: Vec<&[u8]> = cmd.split(|&b| b == 0).collect();
+        for w in args.windows(2) {
+            if w[0] == b"--job" {
+                let job = PathBuf::from(String::from_utf8_lossy(w[1]).into_owned());
+                if job.starts_with(runs) {
+                    out.push((pid, job));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Stop a run's worker processes: SIGTERM, then SIGKILL after 5 s.
+fn stop_processes(job: &Path, mut child: Option<&mut Child>) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut sig = libc::SIGTERM;
+    loop {
+        if let Some(c) = child.as_deref_mut() {
+            if c.try_wait()?.is_some() {
+                child = None;
+            }
+        }
+        let pids = job_processes(job);
+        if pids.is_empty() && child.is_none() {
+            return Ok(());
+        }
+        for &pid in &pids {
+            // SAFETY: kill has no memory-safety preconditions; the pid was just
+            // read from /proc with our job path on its command line.
+            unsafe { libc::kill(pid, sig) };
+        }
+        if Instant::now() > deadline {
+            if sig == libc::SIGKILL {
+                bail!("worker processes {pids:?} do not exit");
+            }
+            sig = libc::SIGKILL;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sparse_copy_keeps_bytes_and_holes() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("a.img");
+        let f = File::create(&src).unwrap();
+        f.set_len(8 << 20).unwrap();
+        f.write_all_at(&[7u8; 4096], 3 << 20).unwrap();
+        f.write_all_at(&vec![0u8; 1 << 20], 5 << 20).unwrap(); // written zeros
+        drop(f);
+        let dst = dir.path().join("b.img");
+        copy_disk(&src, &dst).unwrap();
+        assert_eq!(std::fs::read(&src).unwrap(), std::fs::read(&dst).unwrap());
+    }
+
+    #[test]
+    fn vm_files_are_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("vm.toml"), "name = \"a b\"\n[[disks]]\nname=\"os\"\npath=\"x\"\n").unwrap();
+        let e = LocalCloud::load_vm_file(dir.path().to_str().unwrap()).unwrap_err();
+        assert!(format!("{e:#}").contains("VM name"), "{e:#}");
+        std::fs::write(dir.path().join("vm.toml"), "name = \"a\"\ncolour = 1\n").unwrap();
+        let e = LocalCloud::load_vm_file(dir.path().to_str().unwrap()).unwrap_err();
+        assert!(format!("{e:#}").contains("colour"), "{e:#}");
+    }
+}

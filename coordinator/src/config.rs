@@ -1,0 +1,161 @@
+//! `diskferry --config FILE`: the coordinator's settings in TOML. Unknown
+//! keys are refused, so a typo is an error instead of a silent default.
+//!
+//! ```toml
+//! state_dir = "/var/lib/diskferry"     # state.db, snapshots, worker folders
+//! agent = "/usr/bin/diskferry-agent"   # default: beside diskferry, else PATH
+//! provider = "local"
+//!
+//! [local]
+//! loop = false                         # temp disks as loop devices (root)
+//!
+//! [run]
+//! deadline_secs = 21600                # a run longer than this is failed and torn down
+//!
+//! [storage]
+//! api_version = "2025-11-05"           # x-ms-version for page blob destinations
+//! retry_for_secs = 120
+//! concurrency = 16
+//! create_container = false
+//! ```
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub state_dir: Option<PathBuf>,
+    pub agent: Option<PathBuf>,
+    pub provider: Option<String>,
+    #[serde(default)]
+    pub local: LocalConfig,
+    #[serde(default)]
+    pub run: RunConfig,
+    #[serde(default)]
+    pub storage: StorageConfig,
+}
+
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LocalConfig {
+    #[serde(default, rename = "loop")]
+    pub use_loop: bool,
+}
+
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunConfig {
+    #[serde(default = "default_deadline")]
+    pub deadline_secs: u64,
+}
+
+impl Default for RunConfig {
+    fn default() -> Self {
+        Self { deadline_secs: default_deadline() }
+    }
+}
+
+fn default_deadline() -> u64 {
+    6 * 3600
+}
+
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageConfig {
+    pub api_version: Option<String>,
+    #[serde(default = "default_retry")]
+    pub retry_for_secs: u64,
+    #[serde(default = "default_concurrency")]
+    pub concurrency: u16,
+    #[serde(default)]
+    pub create_container: bool,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        Self {
+            api_version: None,
+            retry_for_secs: default_retry(),
+            concurrency: default_concurrency(),
+            create_container: false,
+        }
+    }
+}
+
+fn default_retry() -> u64 {
+    120
+}
+fn default_concurrency() -> u16 {
+    16
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read config {}", path.display()))?;
+        let c: Config =
+            toml::from_str(&text).map_err(|e| anyhow::anyhow!("config {}: {}", path.display(), e.message().trim()))?;
+        if let Some(p) = &c.provider {
+            if p != "local" {
+                bail!("config {}: provider {p:?} is not available in this build (use \"local\")", path.display());
+            }
+        }
+        if c.run.deadline_secs == 0 || c.storage.concurrency == 0 {
+            bail!("config {}: run.deadline_secs and storage.concurrency must be positive", path.display());
+        }
+        Ok(c)
+    }
+
+    /// The state folder: the flag, else the config, else ~/.local/share/diskferry.
+    pub fn state_dir(&self, flag: Option<&Path>) -> Result<PathBuf> {
+        let dir = match (flag, &self.state_dir) {
+            (Some(f), _) => f.to_owned(),
+            (None, Some(c)) => c.clone(),
+            (None, None) => {
+                let base = std::env::var_os("XDG_DATA_HOME")
+                    .map(PathBuf::from)
+                    .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local").join("share")));
+                base.context("no state folder: pass --state-dir or set HOME")?.join("diskferry")
+            }
+        };
+        std::fs::create_dir_all(&dir).with_context(|| format!("cannot create state folder {}", dir.display()))?;
+        std::fs::canonicalize(&dir).with_context(|| format!("state folder {}", dir.display()))
+    }
+
+    /// The agent binary: the config, else `DISKFERRY_AGENT`, else beside
+    /// this executable, else `diskferry-agent` on PATH.
+    pub fn agent(&self) -> PathBuf {
+        if let Some(a) = &self.agent {
+            return a.clone();
+        }
+        if let Some(a) = std::env::var_os("DISKFERRY_AGENT") {
+            return a.into();
+        }
+        if let Some(beside) = std::env::current_exe().ok().and_then(|e| e.parent().map(|d| d.join("diskferry-agent"))) {
+            if beside.is_file() {
+                return beside;
+            }
+        }
+        PathBuf::from("diskferry-agent")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.toml");
+        std::fs::write(&p, "[run]\ndeadline = 5\n").unwrap();
+        let e = Config::load(&p).unwrap_err().to_string();
+        assert!(e.contains("deadline"), "{e}");
+        std::fs::write(&p, "[local]\nloop = true\n[run]\ndeadline_secs = 5\n").unwrap();
+        let c = Config::load(&p).unwrap();
+        assert!(c.local.use_loop);
+        assert_eq!(c.run.deadline_secs, 5);
+        assert_eq!(c.storage.concurrency, 16);
+    }
+}

@@ -1,0 +1,228 @@
+//! `diskferry daemon`: fires each replica's cron schedule, runs the syncs
+//! (one at a time per replica, several replicas at once), and serves
+//! Prometheus metrics. A trigger that finds the replica's previous run still
+//! going is skipped and recorded (a `skipped` run and the missed-schedule
+//! counter); fire times that passed while the daemon was busy or down count
+//! as missed too. SIGTERM/SIGINT stop new triggers and wait for running runs.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use chrono::{DateTime, Utc};
+use prometheus::{Encoder, GaugeVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
+
+use crate::cli::Env;
+use crate::execute::{self, now, Quiet};
+use crate::schedule::Schedule;
+use crate::store::{status, Run, Store};
+
+/// Shared between the scheduler loop, run threads and the metrics server.
+#[derive(Debug, Default)]
+struct Shared {
+    active: Mutex<BTreeSet<String>>,
+    missed: Mutex<BTreeMap<String, u64>>,
+}
+
+impl Shared {
+    fn miss(&self, replica: &str, n: u64) {
+        if let Ok(mut m) = self.missed.lock() {
+            *m.entry(replica.to_owned()).or_default() += n;
+        }
+    }
+}
+
+pub fn run(env: &Env, metrics_addr: Option<SocketAddr>, tick: Duration) -> Result<()> {
+    let stop = Arc::new(AtomicBool::new(false));
+    signal_hook::flag::register(signal_hook::consts::SIGTERM, stop.clone())?;
+    signal_hook::flag::register(signal_hook::consts::SIGINT, stop.clone())?;
+    let shared = Arc::new(Shared::default());
+    if let Some(addr) = metrics_addr {
+        let bound = serve_metrics(addr, env.db_path(), shared.clone())?;
+        eprintln!("metrics at http://{bound}/metrics");
+    }
+    let mut next: BTreeMap<String, (String, DateTime<Utc>)> = BTreeMap::new();
+    let mut threads = Vec::new();
+    eprintln!("daemon started (pid {})", std::process::id());
+    while !stop.load(Ordering::Acquire) {
+        let store = env.store()?;
+        let t = Utc::now();
+        for r in store.replicas()? {
+            let Some(text) = &r.schedule else { continue };
+            let Ok(sched) = Schedule::parse(text) else { continue };
+            // A new or re-scheduled replica starts from now.
+            let due = match next.get(&r.name) {
+                Some((s, due)) if s == text => *due,
+                _ => match sched.next_after(t) {
+                    Some(d) => {
+                        next.insert(r.name.clone(), (text.clone(), d));
+                        continue;
+                    }
+                    None => continue,
+                },
+            };
+            if t < due {
+                continue;
+            }
+            // Fire times between `due` and now that we slept through.
+            let mut late = 0;
+            let mut n = sched.next_after(due);
+            while let Some(d) = n.filter(|d| *d <= t) {
+                late += 1;
+                n = sched.next_after(d);
+            }
+            if late > 0 {
+                shared.miss(&r.name, late);
+            }
+            if let Some(d) = sched.next_after(t) {
+                next.insert(r.name.clone(), (text.clone(), d));
+            }
+            threads.retain(|h: &std::thread::JoinHandle<()>| !h.is_finished());
+            match trigger(env, &r.name, &shared) {
+                Ok(Some(h)) => threads.push(h),
+                Ok(None) => {}
+                Err(e) => eprintln!("replica {}: {e:#}", r.name),
+            }
+        }
+        drop(store);
+        std::thread::sleep(tick);
+    }
+    eprintln!("daemon stopping: waiting for {} running run(s)", threads.iter().filter(|h| !h.is_finished()).count());
+    for h in threads {
+        let _ = h.join();
+    }
+    Ok(())
+}
+
+/// Start a run of `replica` on its own thread, or record a skipped trigger.
+fn trigger(env: &Env, replica: &str, shared: &Arc<Shared>) -> Result<Option<std::thread::JoinHandle<()>>> {
+    let mut store = env.store()?;
+    let already = shared.active.lock().map(|a| a.contains(replica)).unwrap_or(false);
+    let begun = if already { None } else { Some(execute::begin(&mut store, replica, "schedule")?) };
+    let run = match begun {
+        Some(Ok(run)) => run,
+        _ => {
+            let (pid, start) = crate::owner::me();
+            store.insert_run(&Run {
+                id: execute::new_run_id(),
+                replica: replica.to_owned(),
+                trigger: "schedule".into(),
+                status: status::SKIPPED.into(),
+                phase: "done".into(),
+                started_at: now(),
+                finished_at: Some(now()),
+                owner_pid: Some(pid),
+                owner_start: Some(start),
+                bytes_read: 0,
+                bytes_sent: 0,
+                bytes_skipped: 0,
+                error: Some("the previous run was still going".into()),
+            })?;
+            shared.miss(replica, 1);
+            eprintln!("replica {replica}: trigger skipped, the previous run is still going");
+            return Ok(None);
+        }
+    };
+    if let Ok(mut a) = shared.active.lock() {
+        a.insert(replica.to_owned());
+    }
+    let (env, shared, name) = (env.clone(), shared.clone(), replica.to_owned());
+    let h = std::thread::Builder::new().name(format!("run-{name}")).spawn(move || {
+        let r = (|| -> Result<Run> {
+            let store = env.store()?;
+            let replica = store.replica(&name)?;
+            let cloud = env.cloud()?;
+            execute::execute(cloud.as_ref(), &store, &replica, &run, &env.config, &mut Quiet)
+        })();
+        match r {
+            Ok(done) => eprintln!("replica {name}: run {} {}", done.id, done.status),
+            Err(e) => eprintln!("replica {name}: run {} could not be carried out: {e:#}", run.id),
+        }
+        if let Ok(mut a) = shared.active.lock() {
+            a.remove(&name);
+        }
+    })?;
+    Ok(Some(h))
+}
+
+/// The metrics document, built from the store at scrape time.
+fn render(db: &std::path::Path, shared: &Shared) -> Result<String> {
+    let store = Store::open(db)?;
+    let reg = Registry::new();
+    let rpo = GaugeVec::new(
+        Opts::new("diskferry_replica_rpo_seconds", "Age of the replica's newest recovery point"),
+        &["replica"],
+    )?;
+    let runs = IntCounterVec::new(
+        Opts::new("diskferry_runs_total", "Finished runs by outcome (succeeded, failed, interrupted, skipped)"),
+        &["replica", "outcome"],
+    )?;
+    let missed = IntCounterVec::new(
+        Opts::new("diskferry_schedule_missed_total", "Scheduled triggers that did not start a run"),
+        &["replica"],
+    )?;
+    let active = IntGauge::new("diskferry_runs_active", "Runs in progress in this daemon")?;
+    reg.register(Box::new(rpo.clone()))?;
+    reg.register(Box::new(runs.clone()))?;
+    reg.register(Box::new(missed.clone()))?;
+    reg.register(Box::new(active.clone()))?;
+    let t = now();
+    for (replica, finished) in store.newest_points()? {
+        rpo.with_label_values(&[&replica]).set((t - finished).max(0) as f64);
+    }
+    for (replica, outcome, n) in store.run_counts()? {
+        runs.with_label_values(&[&replica, &outcome]).inc_by(n);
+    }
+    for r in store.replicas()? {
+        missed.with_label_values(&[&r.name]).inc_by(0);
+    }
+    if let Ok(m) = shared.missed.lock() {
+        for (replica, n) in m.iter() {
+            missed.with_label_values(&[replica]).inc_by(*n);
+        }
+    }
+    active.set(shared.active.lock().map_or(0, |a| a.len() as i64));
+    let mut out = Vec::new();
+    TextEncoder::new().encode(&reg.gather(), &mut out)?;
+    Ok(String::from_utf8(out)?)
+}
+
+fn serve_metrics(addr: SocketAddr, db: PathBuf, shared: Arc<Shared>) -> Result<SocketAddr> {
+    let listener = TcpListener::bind(addr).with_context(|| format!("cannot serve metrics on {addr}"))?;
+    let bound = listener.local_addr()?;
+    std::thread::Builder::new().name("metrics".into()).spawn(move || {
+        for conn in listener.incoming().flatten() {
+            let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
+            let mut reader = BufReader::new(&conn);
+            let mut line = String::new();
+            if reader.read_line(&mut line).is_err() {
+                continue;
+            }
+            // Drain the headers.
+            let mut h = String::new();
+            while reader.read_line(&mut h).map(|n| n > 2).unwrap_or(false) {
+                h.clear();
+            }
+            let (code, body) = if line.starts_with("GET /metrics") {
+                match render(&db, &shared) {
+                    Ok(b) => ("200 OK", b),
+                    Err(e) => ("500 Internal Server Error", format!("{e:#}\n")),
+                }
+            } else {
+                ("404 Not Found", "try /metrics\n".to_owned())
+            };
+            let mut w = &conn;
+            let _ = write!(
+                w,
+                "HTTP/1.1 {code}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    })?;
+    Ok(bound)
+}

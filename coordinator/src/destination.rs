@@ -1,0 +1,125 @@
+//! Where a replica's disks go. A replica names one place for all of a VM's
+//! disks; each disk gets its own object there:
+//!
+//! - `pageblob:CONTAINER-URL` -> blob `REPLICA/DISK.vhd` in that container
+//!   (credentials: a SAS in the URL, or the environment the agent inherits);
+//! - `file:FOLDER` -> `FOLDER/REPLICA/DISK.vhd`.
+
+use std::net::ToSocketAddrs;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Destination {
+    /// A container URL, query (SAS) kept apart so it is never printed.
+    PageBlob {
+        base: String,
+        query: Option<String>,
+    },
+    File(PathBuf),
+}
+
+impl Destination {
+    pub fn parse(s: &str) -> Result<Self> {
+        match s.split_once(':') {
+            Some(("pageblob", url)) => {
+                let (base, query) = match url.split_once('?') {
+                    Some((b, q)) => (b, Some(q.to_owned())),
+                    None => (url, None),
+                };
+                let base = base.trim_end_matches('/');
+                let rest = base
+                    .strip_prefix("https://")
+                    .or_else(|| base.strip_prefix("http://"))
+                    .ok_or_else(|| anyhow!("pageblob destination must be an http(s) container URL"))?;
+                let segments = rest.split('/').count();
+                // host/container, or host/account/container (path-style, Azurite)
+                if !(2..=3).contains(&segments) || rest.split('/').any(str::is_empty) {
+                    bail!(
+                        "pageblob destination must name a container (https://ACCOUNT.blob.core.windows.net/CONTAINER)"
+                    );
+                }
+                Ok(Destination::PageBlob { base: base.to_owned(), query })
+            }
+            Some(("file", dir)) if !dir.is_empty() => {
+                let p = PathBuf::from(dir);
+                if !p.is_dir() {
+                    bail!("file destination {}: no such folder", p.display());
+                }
+                Ok(Destination::File(std::fs::canonicalize(&p)?))
+            }
+            _ => bail!("destination must be pageblob:CONTAINER-URL or file:FOLDER"),
+        }
+    }
+
+    /// The agent's target for one disk of a replica.
+    pub fn disk_target(&self, replica: &str, disk: &str) -> String {
+        match self {
+            Destination::PageBlob { base, query } => match query {
+                Some(q) => format!("pageblob:{base}/{replica}/{disk}.vhd?{q}"),
+                None => format!("pageblob:{base}/{replica}/{disk}.vhd"),
+            },
+            Destination::File(dir) => format!("file:{}", dir.join(replica).join(format!("{disk}.vhd")).display()),
+        }
+    }
+
+    /// Prepare the destination for a run and fail fast when it cannot be
+    /// reached (before anything is snapshotted).
+    pub fn preflight(&self, replica: &str) -> Result<()> {
+        match self {
+            Destination::File(dir) => {
+                let d = dir.join(replica);
+                std::fs::create_dir_all(&d).with_context(|| format!("destination folder {}", d.display()))
+            }
+            Destination::PageBlob { base, .. } => {
+                let rest = base.split_once("://").map_or(base.as_str(), |(_, r)| r);
+                let host = rest.split('/').next().unwrap_or_default();
+                let default_port = if base.starts_with("https") { 443 } else { 80 };
+                let hostport = if host.contains(':') { host.to_owned() } else { format!("{host}:{default_port}") };
+                let addrs: Vec<_> = hostport
+                    .to_socket_addrs()
+                    .with_context(|| format!("destination host {host} does not resolve"))?
+                    .collect();
+                for a in &addrs {
+                    if std::net::TcpStream::connect_timeout(a, Duration::from_secs(5)).is_ok() {
+                        return Ok(());
+                    }
+                }
+                bail!("destination {host} is unreachable (no TCP connection)")
+            }
+        }
+    }
+
+    /// How the destination is shown: never with its query string.
+    pub fn display(&self) -> String {
+        match self {
+            Destination::PageBlob { base, query } => {
+                format!("pageblob:{base}{}", if query.is_some() { "?<SAS redacted>" } else { "" })
+            }
+            Destination::File(d) => format!("file:{}", d.display()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn per_disk_targets() {
+        let d = Destination::parse("pageblob:http://127.0.0.1:10000/devstoreaccount1/dr?sv=1&sig=SECRET").unwrap();
+        assert_eq!(
+            d.disk_target("web", "os"),
+            "pageblob:http://127.0.0.1:10000/devstoreaccount1/dr/web/os.vhd?sv=1&sig=SECRET"
+        );
+        assert!(!d.display().contains("SECRET"));
+        let d = Destination::parse("pageblob:https://acct.blob.core.windows.net/dr/").unwrap();
+        assert_eq!(d.disk_target("web", "data0"), "pageblob:https://acct.blob.core.windows.net/dr/web/data0.vhd");
+        assert!(Destination::parse("pageblob:https://acct.blob.core.windows.net").is_err());
+        assert!(Destination::parse("pageblob:ftp://x/c").is_err());
+        assert!(Destination::parse("file:/definitely/not/here").is_err());
+        assert!(Destination::parse("s3://x").is_err());
+    }
+}

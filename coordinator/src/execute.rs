@@ -1,0 +1,307 @@
+//! Carries out a run: asks the [`Lifecycle`] what to do, does it against a
+//! [`Cloud`], records every resource in the [`Store`] *before* creating it,
+//! and reports back. The coordinator never touches disk bytes here: the
+//! worker's agent does.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use diskferry_core::job::{JobDisk, JobSpec, JOB_VERSION};
+
+use crate::cloud::{Cloud, Kind, Vm, WorkerState};
+use crate::config::Config;
+use crate::destination::Destination;
+use crate::lifecycle::{Action, Lifecycle, Outcome};
+use crate::owner;
+use crate::store::{rstate, status, Replica, Resource, Run, RunDisk, Store};
+
+/// How often the worker's status is read.
+const POLL: Duration = Duration::from_millis(250);
+
+/// A fresh run id: the time to the millisecond (so ids sort by start) plus
+/// some entropy (pid, nanoseconds) so two coordinators never collide.
+pub fn new_run_id() -> String {
+    let now = chrono::Utc::now();
+    let salt = (now.timestamp_subsec_nanos() ^ std::process::id().rotate_left(7)) & 0xffff;
+    format!("{}-{salt:04x}", now.format("%Y%m%d-%H%M%S%.3f"))
+}
+
+/// Record a new run of `replica`, unless one is already running.
+/// `Err(active)` names the run in the way.
+pub fn begin(store: &mut Store, replica: &str, trigger: &str) -> Result<Result<Run, Run>> {
+    let (pid, start) = owner::me();
+    let run = Run {
+        id: new_run_id(),
+        replica: replica.to_owned(),
+        trigger: trigger.to_owned(),
+        status: status::RUNNING.into(),
+        phase: "queued".into(),
+        started_at: now(),
+        finished_at: None,
+        owner_pid: Some(pid),
+        owner_start: Some(start),
+        bytes_read: 0,
+        bytes_sent: 0,
+        bytes_skipped: 0,
+        error: None,
+    };
+    Ok(store.begin_run(&run, owner::alive)?.map(|()| run))
+}
+
+pub fn now() -> i64 {
+    chrono::Utc::now().timestamp()
+}
+
+/// What a run's caller sees while it goes.
+pub trait Observer {
+    /// The run entered a phase.
+    fn phase(&mut self, _phase: &str) {}
+    /// The worker's latest status document.
+    fn status(&mut self, _status: &serde_json::Value) {}
+}
+
+/// Observes nothing.
+#[derive(Debug)]
+pub struct Quiet;
+impl Observer for Quiet {}
+
+/// Everything the steps learn along the way.
+#[derive(Debug, Default)]
+struct Scratch {
+    vm: Option<Vm>,
+    snapshots: Vec<String>,
+    /// Per disk: the temporary disk's resource name, if it is one.
+    temp_names: Vec<Option<String>>,
+    devices: Vec<String>,
+    worker: Option<String>,
+}
+
+/// Run the lifecycle of `run` to its end; returns the finished run row.
+/// Errors of the run are in the row; `Err` means the store itself failed.
+pub fn execute(
+    cloud: &dyn Cloud,
+    store: &Store,
+    replica: &Replica,
+    run: &Run,
+    config: &Config,
+    obs: &mut dyn Observer,
+) -> Result<Run> {
+    let mut life = Lifecycle::new();
+    let mut x = Scratch::default();
+    let deadline = Duration::from_secs(config.run.deadline_secs);
+    let expires = now() + config.run.deadline_secs as i64 + 3600;
+    let exec = Exec { cloud, store, replica, run, config, expires };
+    loop {
+        let action = life.next();
+        store.set_phase(&run.id, action.phase())?;
+        obs.phase(action.phase());
+        if let Action::Finish { succeeded } = action {
+            let error = (!life.errors().is_empty()).then(|| life.errors().join("; then "));
+            let st = if succeeded { status::SUCCEEDED } else { status::FAILED };
+            store.finish_run(&run.id, st, now(), error.as_deref())?;
+            return store.run(&run.id);
+        }
+        let result = exec.step(action, &mut x, deadline, obs);
+        crate::failpoint::hit(&format!("after-{}", action.phase()));
+        life.report(match result {
+            Ok(()) => Outcome::Done,
+            Err(e) => Outcome::Failed(format!("{}: {e:#}", action.phase())),
+        });
+    }
+}
+
+struct Exec<'a> {
+    cloud: &'a dyn Cloud,
+    store: &'a Store,
+    replica: &'a Replica,
+    run: &'a Run,
+    config: &'a Config,
+    expires: i64,
+}
+
+impl Exec<'_> {
+    fn step(&self, action: Action, x: &mut Scratch, deadline: Duration, obs: &mut dyn Observer) -> Result<()> {
+        match action {
+            Action::ReadVm => {
+                Destination::parse(&self.replica.destination)?.preflight(&self.replica.name)?;
+                x.vm = Some(self.cloud.read_vm(&self.replica.vm)?);
+                Ok(())
+            }
+            Action::Snapshot => {
+                let vm = x.vm.as_ref().ok_or_else(|| anyhow!("no VM"))?;
+                x.snapshots = vm.disks.iter().map(|d| self.cloud.snapshot_name(vm, d, &self.run.id)).collect();
+                for (d, name) in vm.disks.iter().zip(&x.snapshots) {
+                    self.plan(Kind::Snapshot, name, Some(&d.name))?;
+                }
+                self.cloud.snapshot(vm, &x.snapshots)?;
+                for name in &x.snapshots {
+                    self.store.set_resource_state(name, rstate::CREATED, now())?;
+                }
+                Ok(())
+            }
+            Action::CreateTempDisks => {
+                let vm = x.vm.as_ref().ok_or_else(|| anyhow!("no VM"))?;
+                for (lun, (d, snap)) in vm.disks.iter().zip(&x.snapshots).enumerate() {
+                    let name = self.cloud.temp_disk_name(snap, &self.run.id);
+                    x.temp_names.push(name.clone());
+                    if let Some(n) = &name {
+                        self.plan(Kind::TempDisk, n, Some(&d.name))?;
+                    }
+                    x.devices.push(self.cloud.create_temp_disk(name.as_deref(), snap, lun)?);
+                    if let Some(n) = &name {
+                        self.store.set_resource_state(n, rstate::CREATED, now())?;
+                    }
+                }
+                Ok(())
+            }
+            Action::StartWorker => {
+                let vm = x.vm.as_ref().ok_or_else(|| anyhow!("no VM"))?;
+                let job = self.job(vm, &x.devices)?;
+                let name = self.cloud.worker_name(&self.run.id);
+                x.worker = Some(name.clone());
+                self.plan(Kind::Worker, &name, None)?;
+                self.cloud.start_worker(&name, &job)?;
+                self.store.set_resource_state(&name, rstate::CREATED, now())
+            }
+            Action::Watch => self.watch(x, deadline, obs),
+            Action::DeleteWorker => match &x.worker {
+                Some(w) => self.delete(Kind::Worker, w),
+                None => Ok(()),
+            },
+            Action::DeleteTempDisks => {
+                let mut first = Ok(());
+                for n in x.temp_names.iter().flatten() {
+                    let r = self.delete(Kind::TempDisk, n);
+                    if first.is_ok() {
+                        first = r;
+                    }
+                }
+                first
+            }
+            Action::Settle { succeeded } => self.settle(x, succeeded),
+            Action::Finish { .. } => Ok(()),
+        }
+    }
+
+    fn plan(&self, kind: Kind, name: &str, disk: Option<&str>) -> Result<()> {
+        self.store.plan_resource(&Resource {
+            name: name.to_owned(),
+            run_id: self.run.id.clone(),
+            replica: self.replica.name.clone(),
+            kind: kind.as_str().into(),
+            disk: disk.map(str::to_owned),
+            state: rstate::PLANNED.into(),
+            created_at: now(),
+            expires_at: self.expires,
+        })
+    }
+
+    fn delete(&self, kind: Kind, name: &str) -> Result<()> {
+        self.cloud.delete(kind, name)?;
+        self.store.set_resource_state(name, rstate::DELETED, now())
+    }
+
+    fn job(&self, vm: &Vm, devices: &[String]) -> Result<JobSpec> {
+        let dest = Destination::parse(&self.replica.destination)?;
+        let s = &self.config.storage;
+        Ok(JobSpec {
+            version: JOB_VERSION,
+            run_id: self.run.id.clone(),
+            chunk_size: self.replica.chunk_size,
+            concurrency: s.concurrency,
+            keep: u16::try_from(self.replica.keep_points).unwrap_or(u16::MAX),
+            threads: None,
+            api_version: s.api_version.clone(),
+            retry_for_secs: s.retry_for_secs,
+            create_container: s.create_container,
+            disks: vm
+                .disks
+                .iter()
+                .zip(devices)
+                .map(|(d, dev)| JobDisk {
+                    name: d.name.clone(),
+                    source: dev.clone(),
+                    source_id: format!("{}/{}", vm.name, d.name),
+                    destination: dest.disk_target(&self.replica.name, &d.name),
+                })
+                .collect(),
+        })
+    }
+
+    fn watch(&self, x: &Scratch, deadline: Duration, obs: &mut dyn Observer) -> Result<()> {
+        let worker = x.worker.as_deref().ok_or_else(|| anyhow!("no worker"))?;
+        let started = Instant::now();
+        loop {
+            match self.cloud.worker_state(worker)? {
+                WorkerState::Running(s) => {
+                    if let Some(s) = s {
+                        obs.status(&s);
+                    }
+                }
+                WorkerState::Finished(s) => {
+                    obs.status(&s);
+                    return self.record(&s);
+                }
+                WorkerState::Lost(why) => bail!("{why}"),
+            }
+            if started.elapsed() > deadline {
+                bail!("the worker did not finish within the run deadline ({} s)", deadline.as_secs());
+            }
+            std::thread::sleep(POLL);
+        }
+    }
+
+    /// Record each disk's result from the worker's final status.
+    fn record(&self, s: &serde_json::Value) -> Result<()> {
+        let disks = s["disks"].as_array().context("the worker's status lists no disks")?;
+        let mut errors = Vec::new();
+        for d in disks {
+            let name = d["name"].as_str().unwrap_or("?");
+            if let Some(r) = d.get("report").filter(|r| r.is_object()) {
+                let u = |v: &serde_json::Value| v.as_u64().unwrap_or(0);
+                let sent = r["wire"]["bytes_sent"].as_u64().unwrap_or_else(|| u(&r["bytes_written"]));
+                self.store.record_disk(&RunDisk {
+                    run_id: self.run.id.clone(),
+                    disk: name.to_owned(),
+                    generation: u(&r["generation"]),
+                    full_sync: r["full_sync"].as_bool().unwrap_or(false),
+                    bytes_read: u(&r["bytes_read"]),
+                    bytes_sent: sent,
+                    bytes_skipped: u(&d["bytes_skipped_zero"]) + u(&d["bytes_skipped_unchanged"]),
+                })?;
+            } else {
+                errors.push(d["error"].as_str().map_or_else(|| format!("disk {name}: no result"), str::to_owned));
+            }
+        }
+        if s["phase"] != "done" || !errors.is_empty() {
+            bail!("{}", if errors.is_empty() { "the worker failed".to_owned() } else { errors.join("; ") });
+        }
+        Ok(())
+    }
+
+    /// Keep the latest snapshot per disk: this run's if its disks synced
+    /// (older ones go), else the older ones (this run's go).
+    fn settle(&self, x: &Scratch, succeeded: bool) -> Result<()> {
+        let mut first: Result<()> = Ok(());
+        let mut keep = |r: Result<()>| {
+            if first.is_ok() {
+                first = r;
+            }
+        };
+        if !succeeded {
+            for s in &x.snapshots {
+                keep(self.delete(Kind::Snapshot, s));
+            }
+            return first;
+        }
+        for s in &x.snapshots {
+            self.store.set_resource_state(s, rstate::RETAINED, now())?;
+        }
+        for old in self.store.retained(&self.replica.name, Kind::Snapshot.as_str())? {
+            if old.run_id != self.run.id {
+                keep(self.delete(Kind::Snapshot, &old.name));
+            }
+        }
+        first
+    }
+}

@@ -1,0 +1,97 @@
+//! `diskferry gc`: delete what runs left behind. Three passes:
+//!
+//! 1. runs marked running whose coordinator is dead become `interrupted`;
+//! 2. every resource recorded in the store that is not retained is deleted
+//!    when its run is over, or when its expiry has passed;
+//! 3. whatever the provider can see that diskferry made (files, loop devices,
+//!    processes; tags on Azure) and that belongs to no live run and is not a
+//!    retained snapshot is deleted too: that catches a resource whose record
+//!    was lost.
+//!
+//! Resources of a run whose coordinator is alive are never touched.
+
+use std::collections::BTreeSet;
+
+use anyhow::Result;
+
+use crate::cloud::{Cloud, Kind};
+use crate::execute::now;
+use crate::owner;
+use crate::store::{rstate, status, Store};
+
+#[derive(Debug, Default, serde::Serialize)]
+pub struct GcReport {
+    /// Runs found dead and marked interrupted.
+    pub interrupted_runs: Vec<String>,
+    /// Resources deleted: (kind, name).
+    pub deleted: Vec<(String, String)>,
+    /// Deletions that failed: (kind, name, error). They are retried next time.
+    pub failed: Vec<(String, String, String)>,
+}
+
+pub fn gc(cloud: &dyn Cloud, store: &Store) -> Result<GcReport> {
+    let mut report = GcReport::default();
+    let mut live_runs = BTreeSet::new();
+    for run in store.runs_with_status(status::RUNNING)? {
+        if owner::alive(&run) {
+            live_runs.insert(run.id.clone());
+        } else {
+            let why = format!("the coordinator died during phase {}", run.phase);
+            store.finish_run(&run.id, status::INTERRUPTED, now(), Some(&why))?;
+            report.interrupted_runs.push(run.id);
+        }
+    }
+    let t = now();
+    let mut retained = BTreeSet::new();
+    // Workers first, then temporary disks, then snapshots: the order a
+    // teardown takes (a loop device holds its snapshot file open).
+    let mut resources = store.live_resources()?;
+    resources.sort_by_key(|r| match Kind::parse(&r.kind) {
+        Some(Kind::Worker) => 0,
+        Some(Kind::TempDisk) => 1,
+        _ => 2,
+    });
+    for r in resources {
+        if r.state == rstate::RETAINED {
+            retained.insert(r.name.clone());
+            continue;
+        }
+        if live_runs.contains(&r.run_id) && r.expires_at > t {
+            continue;
+        }
+        let Some(kind) = Kind::parse(&r.kind) else { continue };
+        match cloud.delete(kind, &r.name) {
+            Ok(()) => {
+                store.set_resource_state(&r.name, rstate::DELETED, now())?;
+                report.deleted.push((r.kind, r.name));
+            }
+            Err(e) => report.failed.push((r.kind, r.name, format!("{e:#}"))),
+        }
+    }
+    let mut found = cloud.list_created()?;
+    found.sort_by_key(|f| match f.kind {
+        Kind::Worker => 0,
+        Kind::TempDisk => 1,
+        Kind::Snapshot => 2,
+    });
+    for f in found {
+        if retained.contains(&f.name) {
+            continue;
+        }
+        if let Some(run) = &f.run_id {
+            if live_runs.contains(run) {
+                continue;
+            }
+        }
+        match cloud.delete(f.kind, &f.name) {
+            Ok(()) => {
+                if store.resource(&f.name)?.is_some() {
+                    store.set_resource_state(&f.name, rstate::DELETED, now())?;
+                }
+                report.deleted.push((f.kind.as_str().into(), f.name));
+            }
+            Err(e) => report.failed.push((f.kind.as_str().into(), f.name, format!("{e:#}"))),
+        }
+    }
+    Ok(report)
+}

@@ -1,0 +1,58 @@
+//! Which process owns a run, and is it still alive? A pid alone can be
+//! reused, so the owner is the pid plus its start time (field 22 of
+//! `/proc/PID/stat`, in clock ticks since boot).
+
+use crate::store::Run;
+
+/// This process: (pid, start time).
+pub fn me() -> (i64, i64) {
+    let pid = i64::from(std::process::id());
+    (pid, start_time(pid).unwrap_or(0))
+}
+
+/// Start time of a process, `None` if it does not exist.
+pub fn start_time(pid: i64) -> Option<i64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) is in parentheses and may hold spaces.
+    let after = &stat[stat.rfind(')')? + 1..];
+    after.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// Is the process that started `run` still running?
+pub fn alive(run: &Run) -> bool {
+    match (run.owner_pid, run.owner_start) {
+        (Some(pid), Some(start)) => start_time(pid) == Some(start),
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn this_process_is_alive_and_a_stale_start_is_not() {
+        let (pid, start) = me();
+        assert!(start > 0);
+        let mut run = Run {
+            id: "r".into(),
+            replica: "a".into(),
+            trigger: "manual".into(),
+            status: "running".into(),
+            phase: "x".into(),
+            started_at: 0,
+            finished_at: None,
+            owner_pid: Some(pid),
+            owner_start: Some(start),
+            bytes_read: 0,
+            bytes_sent: 0,
+            bytes_skipped: 0,
+            error: None,
+        };
+        assert!(alive(&run));
+        run.owner_start = Some(start + 1);
+        assert!(!alive(&run));
+        run.owner_pid = None;
+        assert!(!alive(&run));
+    }
+}

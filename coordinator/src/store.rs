@@ -1,0 +1,529 @@
+//! The coordinator's state in SQLite (WAL, busy timeout, numbered
+//! migrations): replicas, runs with their per-disk results, and every
+//! temporary resource a run creates, recorded *before* it is created so a
+//! crash never leaks something `gc` cannot find.
+//!
+//! The SQL stays portable to PostgreSQL: TEXT ids generated here (no
+//! AUTOINCREMENT), BIGINT epoch seconds, no SQLite-only functions.
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+
+/// Schema migrations, applied in order; the index + 1 is the schema version.
+const MIGRATIONS: &[&str] = &["CREATE TABLE replicas (
+        name TEXT PRIMARY KEY,
+        vm TEXT NOT NULL,
+        destination TEXT NOT NULL,
+        schedule TEXT,
+        keep_points INTEGER NOT NULL,
+        chunk_size BIGINT NOT NULL,
+        created_at BIGINT NOT NULL
+    );
+    CREATE TABLE runs (
+        id TEXT PRIMARY KEY,
+        replica TEXT NOT NULL,
+        trigger_kind TEXT NOT NULL,
+        status TEXT NOT NULL,
+        phase TEXT NOT NULL,
+        started_at BIGINT NOT NULL,
+        finished_at BIGINT,
+        owner_pid BIGINT,
+        owner_start BIGINT,
+        bytes_read BIGINT NOT NULL DEFAULT 0,
+        bytes_sent BIGINT NOT NULL DEFAULT 0,
+        bytes_skipped BIGINT NOT NULL DEFAULT 0,
+        error TEXT
+    );
+    CREATE INDEX runs_by_replica ON runs (replica, started_at);
+    CREATE TABLE run_disks (
+        run_id TEXT NOT NULL,
+        disk TEXT NOT NULL,
+        generation BIGINT NOT NULL,
+        full_sync INTEGER NOT NULL,
+        bytes_read BIGINT NOT NULL,
+        bytes_sent BIGINT NOT NULL,
+        bytes_skipped BIGINT NOT NULL,
+        PRIMARY KEY (run_id, disk)
+    );
+    CREATE TABLE resources (
+        name TEXT PRIMARY KEY,
+        run_id TEXT NOT NULL,
+        replica TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        disk TEXT,
+        state TEXT NOT NULL,
+        created_at BIGINT NOT NULL,
+        expires_at BIGINT NOT NULL,
+        deleted_at BIGINT
+    );
+    CREATE INDEX resources_by_run ON resources (run_id);"];
+
+/// Run states as stored.
+pub mod status {
+    pub const RUNNING: &str = "running";
+    pub const SUCCEEDED: &str = "succeeded";
+    pub const FAILED: &str = "failed";
+    /// The coordinator died mid-run; `gc` found it and cleaned up.
+    pub const INTERRUPTED: &str = "interrupted";
+    /// A scheduled trigger skipped because the previous run was still going.
+    pub const SKIPPED: &str = "skipped";
+}
+
+/// Resource states as stored.
+pub mod rstate {
+    /// Recorded; creation may or may not have happened.
+    pub const PLANNED: &str = "planned";
+    pub const CREATED: &str = "created";
+    /// Kept on purpose after its run (the latest snapshot per disk).
+    pub const RETAINED: &str = "retained";
+    pub const DELETED: &str = "deleted";
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Replica {
+    pub name: String,
+    /// The source VM: a folder with `vm.toml` (local) or a resource id (azure).
+    pub vm: String,
+    /// Where disks go: `pageblob:CONTAINER-URL` or `file:FOLDER`.
+    pub destination: String,
+    pub schedule: Option<String>,
+    pub keep_points: u32,
+    pub chunk_size: u64,
+    pub created_at: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Run {
+    pub id: String,
+    pub replica: String,
+    pub trigger: String,
+    pub status: String,
+    pub phase: String,
+    pub started_at: i64,
+    pub finished_at: Option<i64>,
+    pub owner_pid: Option<i64>,
+    pub owner_start: Option<i64>,
+    pub bytes_read: u64,
+    pub bytes_sent: u64,
+    pub bytes_skipped: u64,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct RunDisk {
+    pub run_id: String,
+    pub disk: String,
+    pub generation: u64,
+    pub full_sync: bool,
+    pub bytes_read: u64,
+    pub bytes_sent: u64,
+    pub bytes_skipped: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Resource {
+    pub name: String,
+    pub run_id: String,
+    pub replica: String,
+    pub kind: String,
+    pub disk: Option<String>,
+    pub state: String,
+    pub created_at: i64,
+    pub expires_at: i64,
+}
+
+/// One connection to the state database.
+#[derive(Debug)]
+pub struct Store {
+    conn: Connection,
+}
+
+impl Store {
+    /// Open (creating and migrating) the database at `path`.
+    pub fn open(path: &Path) -> Result<Self> {
+        let conn = Connection::open(path).with_context(|| format!("cannot open state database {}", path.display()))?;
+        conn.busy_timeout(Duration::from_secs(10))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        let mut s = Self { conn };
+        s.migrate().with_context(|| format!("cannot migrate state database {}", path.display()))?;
+        Ok(s)
+    }
+
+    fn migrate(&mut self) -> Result<()> {
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        tx.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)", [])?;
+        let have: i64 =
+            tx.query_row("SELECT COALESCE(MAX(version), 0) FROM schema_version", [], |r| r.get(0)).unwrap_or(0);
+        if have as usize > MIGRATIONS.len() {
+            bail!("the database has schema version {have}, newer than this diskferry ({})", MIGRATIONS.len());
+        }
+        for (i, m) in MIGRATIONS.iter().enumerate().skip(have as usize) {
+            tx.execute_batch(m)?;
+            tx.execute("INSERT INTO schema_version (version) VALUES (?1)", params![i as i64 + 1])?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    pub fn schema_version(&self) -> Result<i64> {
+        Ok(self.conn.query_row("SELECT MAX(version) FROM schema_version", [], |r| r.get(0))?)
+    }
+
+    // ---- replicas ----
+
+    pub fn insert_replica(&self, r: &Replica) -> Result<()> {
+        let n = self.conn.execute(
+            "INSERT INTO replicas (name, vm, destination, schedule, keep_points, chunk_size, created_at)
+             SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7 WHERE NOT EXISTS (SELECT 1 FROM replicas WHERE name = ?1)",
+            params![r.name, r.vm, r.destination, r.schedule, r.keep_points, r.chunk_size as i64, r.created_at],
+        )?;
+        if n == 0 {
+            bail!("replica {:?} already exists", r.name);
+        }
+        Ok(())
+    }
+
+    pub fn replica(&self, name: &str) -> Result<Replica> {
+        self.conn
+            .query_row(
+                "SELECT name, vm, destination, schedule, keep_points, chunk_size, created_at FROM replicas WHERE name = ?1",
+                params![name],
+                replica_row,
+            )
+            .optional()?
+            .ok_or_else(|| anyhow::anyhow!("no replica named {name:?} (see `diskferry replica list`)"))
+    }
+
+    pub fn replicas(&self) -> Result<Vec<Replica>> {
+        let mut st = self.conn.prepare(
+            "SELECT name, vm, destination, schedule, keep_points, chunk_size, created_at FROM replicas ORDER BY name",
+        )?;
+        let rows = st.query_map([], replica_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Delete a replica and its history. Its resources must be gone first.
+    pub fn delete_replica(&mut self, name: &str) -> Result<()> {
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        tx.execute("DELETE FROM run_disks WHERE run_id IN (SELECT id FROM runs WHERE replica = ?1)", params![name])?;
+        tx.execute("DELETE FROM runs WHERE replica = ?1", params![name])?;
+        tx.execute("DELETE FROM resources WHERE replica = ?1", params![name])?;
+        tx.execute("DELETE FROM replicas WHERE name = ?1", params![name])?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    // ---- runs ----
+
+    /// Start a run unless one of the same replica is still running and its
+    /// owner is alive (`alive` decides). Atomic across processes.
+    pub fn begin_run(&mut self, run: &Run, alive: impl Fn(&Run) -> bool) -> Result<Result<(), Run>> {
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let active: Option<Run> = {
+            let mut st = tx.prepare(&format!("{RUN_SELECT} WHERE replica = ?1 AND status = ?2"))?;
+            let rows = st.query_map(params![run.replica, status::RUNNING], run_row)?;
+            let all: Vec<Run> = rows.collect::<Result<_, _>>()?;
+            all.into_iter().find(|r| alive(r))
+        };
+        if let Some(a) = active {
+            return Ok(Err(a));
+        }
+        insert_run(&tx, run)?;
+        tx.commit()?;
+        Ok(Ok(()))
+    }
+
+    /// Record a run row as is (used for skipped triggers).
+    pub fn insert_run(&self, run: &Run) -> Result<()> {
+        insert_run(&self.conn, run)
+    }
+
+    pub fn set_phase(&self, run_id: &str, phase: &str) -> Result<()> {
+        self.conn.execute("UPDATE runs SET phase = ?2 WHERE id = ?1", params![run_id, phase])?;
+        Ok(())
+    }
+
+    pub fn finish_run(&self, run_id: &str, status: &str, finished_at: i64, error: Option<&str>) -> Result<()> {
+        self.conn.execute(
+            "UPDATE runs SET status = ?2, finished_at = ?3, error = ?4, phase = 'done' WHERE id = ?1",
+            params![run_id, status, finished_at, error],
+        )?;
+        Ok(())
+    }
+
+    pub fn record_disk(&self, d: &RunDisk) -> Result<()> {
+        let tx = self.conn.unchecked_transaction()?;
+        tx.execute(
+            "INSERT INTO run_disks (run_id, disk, generation, full_sync, bytes_read, bytes_sent, bytes_skipped)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![
+                d.run_id,
+                d.disk,
+                d.generation as i64,
+                d.full_sync,
+                d.bytes_read as i64,
+                d.bytes_sent as i64,
+                d.bytes_skipped as i64
+            ],
+        )?;
+        tx.execute(
+            "UPDATE runs SET bytes_read = bytes_read + ?2, bytes_sent = bytes_sent + ?3,
+             bytes_skipped = bytes_skipped + ?4 WHERE id = ?1",
+            params![d.run_id, d.bytes_read as i64, d.bytes_sent as i64, d.bytes_skipped as i64],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    pub fn run(&self, id: &str) -> Result<Run> {
+        self.conn
+            .query_row(&format!("{RUN_SELECT} WHERE id = ?1"), params![id], run_row)
+            .optional()?
+            .ok_or_else(|| anyhow::anyhow!("no run {id:?}"))
+    }
+
+    /// Runs of a replica, newest first.
+    pub fn runs(&self, replica: &str, limit: u32) -> Result<Vec<Run>> {
+        let mut st = self
+            .conn
+            .prepare(&format!("{RUN_SELECT} WHERE replica = ?1 ORDER BY started_at DESC, id DESC LIMIT ?2"))?;
+        let rows = st.query_map(params![replica, limit], run_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    pub fn runs_with_status(&self, status: &str) -> Result<Vec<Run>> {
+        let mut st = self.conn.prepare(&format!("{RUN_SELECT} WHERE status = ?1 ORDER BY started_at"))?;
+        let rows = st.query_map(params![status], run_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    pub fn run_disks(&self, run_id: &str) -> Result<Vec<RunDisk>> {
+        let mut st = self.conn.prepare(
+            "SELECT run_id, disk, generation, full_sync, bytes_read, bytes_sent, bytes_skipped
+             FROM run_disks WHERE run_id = ?1 ORDER BY disk",
+        )?;
+        let rows = st.query_map(params![run_id], |r| {
+            Ok(RunDisk {
+                run_id: r.get(0)?,
+                disk: r.get(1)?,
+                generation: r.get::<_, i64>(2)? as u64,
+                full_sync: r.get(3)?,
+                bytes_read: r.get::<_, i64>(4)? as u64,
+                bytes_sent: r.get::<_, i64>(5)? as u64,
+                bytes_skipped: r.get::<_, i64>(6)? as u64,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Counts of finished runs by replica and status (for metrics).
+    pub fn run_counts(&self) -> Result<Vec<(String, String, u64)>> {
+        let mut st = self
+            .conn
+            .prepare("SELECT replica, status, COUNT(*) FROM runs WHERE status <> 'running' GROUP BY replica, status")?;
+        let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get::<_, i64>(2)? as u64)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// When the newest successful run of each replica finished.
+    pub fn newest_points(&self) -> Result<Vec<(String, i64)>> {
+        let mut st = self
+            .conn
+            .prepare("SELECT replica, MAX(finished_at) FROM runs WHERE status = 'succeeded' GROUP BY replica")?;
+        let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    // ---- resources ----
+
+    /// Record a resource about to be created.
+    pub fn plan_resource(&self, r: &Resource) -> Result<()> {
+        self.conn.execute(
+            "INSERT INTO resources (name, run_id, replica, kind, disk, state, created_at, expires_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            params![r.name, r.run_id, r.replica, r.kind, r.disk, rstate::PLANNED, r.created_at, r.expires_at],
+        )?;
+        Ok(())
+    }
+
+    pub fn set_resource_state(&self, name: &str, state: &str, now: i64) -> Result<()> {
+        let deleted_at = (state == rstate::DELETED).then_some(now);
+        self.conn.execute(
+            "UPDATE resources SET state = ?2, deleted_at = ?3 WHERE name = ?1",
+            params![name, state, deleted_at],
+        )?;
+        Ok(())
+    }
+
+    /// Resources not yet deleted, oldest first.
+    pub fn live_resources(&self) -> Result<Vec<Resource>> {
+        let mut st = self.conn.prepare(&format!("{RES_SELECT} WHERE state <> 'deleted' ORDER BY created_at, name"))?;
+        let rows = st.query_map([], resource_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    pub fn resources_of_run(&self, run_id: &str) -> Result<Vec<Resource>> {
+        let mut st = self.conn.prepare(&format!("{RES_SELECT} WHERE run_id = ?1 ORDER BY created_at, name"))?;
+        let rows = st.query_map(params![run_id], resource_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Retained resources of one replica and kind (the kept snapshots).
+    pub fn retained(&self, replica: &str, kind: &str) -> Result<Vec<Resource>> {
+        let mut st = self.conn.prepare(&format!(
+            "{RES_SELECT} WHERE replica = ?1 AND kind = ?2 AND state = 'retained' ORDER BY created_at, name"
+        ))?;
+        let rows = st.query_map(params![replica, kind], resource_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    pub fn resource(&self, name: &str) -> Result<Option<Resource>> {
+        Ok(self.conn.query_row(&format!("{RES_SELECT} WHERE name = ?1"), params![name], resource_row).optional()?)
+    }
+}
+
+const RUN_SELECT: &str = "SELECT id, replica, trigger_kind, status, phase, started_at, finished_at, owner_pid, \
+owner_start, bytes_read, bytes_sent, bytes_skipped, error FROM runs";
+const RES_SELECT: &str = "SELECT name, run_id, replica, kind, disk, state, created_at, expires_at FROM resources";
+
+fn insert_run(conn: &Connection, run: &Run) -> Result<()> {
+    conn.execute(
+        "INSERT INTO runs (id, replica, trigger_kind, status, phase, started_at, finished_at, owner_pid, owner_start, error)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+        params![
+            run.id,
+            run.replica,
+            run.trigger,
+            run.status,
+            run.phase,
+            run.started_at,
+            run.finished_at,
+            run.owner_pid,
+            run.owner_start,
+            run.error
+        ],
+    )?;
+    Ok(())
+}
+
+fn replica_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Replica> {
+    Ok(Replica {
+        name: r.get(0)?,
+        vm: r.get(1)?,
+        destination: r.get(2)?,
+        schedule: r.get(3)?,
+        keep_points: r.get(4)?,
+        chunk_size: r.get::<_, i64>(5)? as u64,
+        created_at: r.get(6)?,
+    })
+}
+
+fn run_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Run> {
+    Ok(Run {
+        id: r.get(0)?,
+        replica: r.get(1)?,
+        trigger: r.get(2)?,
+        status: r.get(3)?,
+        phase: r.get(4)?,
+        started_at: r.get(5)?,
+        finished_at: r.get(6)?,
+        owner_pid: r.get(7)?,
+        owner_start: r.get(8)?,
+        bytes_read: r.get::<_, i64>(9)? as u64,
+        bytes_sent: r.get::<_, i64>(10)? as u64,
+        bytes_skipped: r.get::<_, i64>(11)? as u64,
+        error: r.get(12)?,
+    })
+}
+
+fn resource_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Resource> {
+    Ok(Resource {
+        name: r.get(0)?,
+        run_id: r.get(1)?,
+        replica: r.get(2)?,
+        kind: r.get(3)?,
+        disk: r.get(4)?,
+        state: r.get(5)?,
+        created_at: r.get(6)?,
+        expires_at: r.get(7)?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn replica(name: &str) -> Replica {
+        Replica {
+            name: name.into(),
+            vm: "/vms/a".into(),
+            destination: "file:/d".into(),
+            schedule: None,
+            keep_points: 7,
+            chunk_size: 1 << 20,
+            created_at: 1,
+        }
+    }
+
+    fn run(id: &str, replica: &str) -> Run {
+        Run {
+            id: id.into(),
+            replica: replica.into(),
+            trigger: "manual".into(),
+            status: status::RUNNING.into(),
+            phase: "start".into(),
+            started_at: 10,
+            finished_at: None,
+            owner_pid: Some(1),
+            owner_start: Some(1),
+            bytes_read: 0,
+            bytes_sent: 0,
+            bytes_skipped: 0,
+            error: None,
+        }
+    }
+
+    #[test]
+    fn migrations_apply_once_and_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("state.db");
+        let s = Store::open(&p).unwrap();
+        assert_eq!(s.schema_version().unwrap(), MIGRATIONS.len() as i64);
+        s.insert_replica(&replica("a")).unwrap();
+        drop(s);
+        let s = Store::open(&p).unwrap();
+        assert_eq!(s.replicas().unwrap().len(), 1);
+        assert!(s.insert_replica(&replica("a")).unwrap_err().to_string().contains("already exists"));
+    }
+
+    #[test]
+    fn one_live_run_per_replica() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Store::open(&dir.path().join("s.db")).unwrap();
+        s.insert_replica(&replica("a")).unwrap();
+        assert!(s.begin_run(&run("r1", "a"), |_| true).unwrap().is_ok());
+        let blocked = s.begin_run(&run("r2", "a"), |_| true).unwrap();
+        assert_eq!(blocked.unwrap_err().id, "r1");
+        // A dead owner does not block.
+        assert!(s.begin_run(&run("r3", "a"), |_| false).unwrap().is_ok());
+        s.record_disk(&RunDisk {
+            run_id: "r1".into(),
+            disk: "os".into(),
+            generation: 1,
+            full_sync: true,
+            bytes_read: 10,
+            bytes_sent: 5,
+            bytes_skipped: 3,
+        })
+        .unwrap();
+        s.finish_run("r1", status::SUCCEEDED, 20, None).unwrap();
+        let r = s.run("r1").unwrap();
+        assert_eq!((r.bytes_read, r.bytes_sent, r.status.as_str()), (10, 5, "succeeded"));
+        assert_eq!(s.newest_points().unwrap(), vec![("a".to_owned(), 20)]);
+    }
+}
