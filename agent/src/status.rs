@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use crate::progress::StatusSource;
 
-/// How often the file is rewritten while a sync runs.
+/// How often the file is rewritten while a sync runs (by default).
 pub const INTERVAL: Duration = Duration::from_secs(2);
 
 /// Writes the status file until dropped; the final state is written on drop.
@@ -32,12 +32,17 @@ pub fn write_once(path: &Path, progress: &dyn StatusSource) -> std::io::Result<(
 
 impl StatusWriter {
     pub fn start(path: PathBuf, progress: Arc<dyn StatusSource>) -> std::io::Result<Self> {
+        Self::start_every(path, progress, INTERVAL)
+    }
+
+    /// Rewrite the file every `interval`.
+    pub fn start_every(path: PathBuf, progress: Arc<dyn StatusSource>, interval: Duration) -> std::io::Result<Self> {
         write_once(&path, progress.as_ref())?;
         let stop = Arc::new(AtomicBool::new(false));
         let (p, pr, st) = (path.clone(), progress.clone(), stop.clone());
         let thread = std::thread::Builder::new().name("diskferry-status".into()).spawn(move || {
             while !st.load(Ordering::Acquire) {
-                std::thread::park_timeout(INTERVAL);
+                std::thread::park_timeout(interval);
                 let _ = write_once(&p, pr.as_ref());
             }
         })?;

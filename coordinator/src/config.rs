@@ -11,6 +11,7 @@
 //!
 //! [run]
 //! deadline_secs = 21600                # a run longer than this is failed and torn down
+//! status_interval_ms = 2000            # how often the worker reports
 //!
 //! [storage]
 //! api_version = "2025-11-05"           # x-ms-version for page blob destinations
@@ -49,12 +50,19 @@ pub struct LocalConfig {
 pub struct RunConfig {
     #[serde(default = "default_deadline")]
     pub deadline_secs: u64,
+    /// How often the worker reports its status.
+    #[serde(default = "default_status_interval")]
+    pub status_interval_ms: u64,
 }
 
 impl Default for RunConfig {
     fn default() -> Self {
-        Self { deadline_secs: default_deadline() }
+        Self { deadline_secs: default_deadline(), status_interval_ms: default_status_interval() }
     }
+}
+
+fn default_status_interval() -> u64 {
+    2000
 }
 
 fn default_deadline() -> u64 {

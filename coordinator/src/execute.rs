@@ -214,6 +214,7 @@ impl Exec<'_> {
             api_version: s.api_version.clone(),
             retry_for_secs: s.retry_for_secs,
             create_container: s.create_container,
+            status_interval_ms: self.config.run.status_interval_ms.clamp(50, 600_000),
             disks: vm
                 .disks
                 .iter()
@@ -265,6 +266,7 @@ impl Exec<'_> {
                     disk: name.to_owned(),
                     generation: u(&r["generation"]),
                     full_sync: r["full_sync"].as_bool().unwrap_or(false),
+                    full_sync_reason: r["full_sync_reason"].as_str().map(str::to_owned),
                     bytes_read: u(&r["bytes_read"]),
                     bytes_sent: sent,
                     bytes_skipped: u(&d["bytes_skipped_zero"]) + u(&d["bytes_skipped_unchanged"]),

@@ -43,6 +43,7 @@ const MIGRATIONS: &[&str] = &["CREATE TABLE replicas (
         disk TEXT NOT NULL,
         generation BIGINT NOT NULL,
         full_sync INTEGER NOT NULL,
+        full_sync_reason TEXT,
         bytes_read BIGINT NOT NULL,
         bytes_sent BIGINT NOT NULL,
         bytes_skipped BIGINT NOT NULL,
@@ -118,6 +119,8 @@ pub struct RunDisk {
     pub disk: String,
     pub generation: u64,
     pub full_sync: bool,
+    /// Why the agent could not sync incrementally.
+    pub full_sync_reason: Option<String>,
     pub bytes_read: u64,
     pub bytes_sent: u64,
     pub bytes_skipped: u64,
@@ -259,13 +262,14 @@ impl Store {
     pub fn record_disk(&self, d: &RunDisk) -> Result<()> {
         let tx = self.conn.unchecked_transaction()?;
         tx.execute(
-            "INSERT INTO run_disks (run_id, disk, generation, full_sync, bytes_read, bytes_sent, bytes_skipped)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            "INSERT INTO run_disks (run_id, disk, generation, full_sync, full_sync_reason, bytes_read, bytes_sent,
+             bytes_skipped) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
             params![
                 d.run_id,
                 d.disk,
                 d.generation as i64,
                 d.full_sync,
+                d.full_sync_reason,
                 d.bytes_read as i64,
                 d.bytes_sent as i64,
                 d.bytes_skipped as i64
@@ -304,7 +308,7 @@ impl Store {
 
     pub fn run_disks(&self, run_id: &str) -> Result<Vec<RunDisk>> {
         let mut st = self.conn.prepare(
-            "SELECT run_id, disk, generation, full_sync, bytes_read, bytes_sent, bytes_skipped
+            "SELECT run_id, disk, generation, full_sync, full_sync_reason, bytes_read, bytes_sent, bytes_skipped
              FROM run_disks WHERE run_id = ?1 ORDER BY disk",
         )?;
         let rows = st.query_map(params![run_id], |r| {
@@ -313,9 +317,10 @@ impl Store {
                 disk: r.get(1)?,
                 generation: r.get::<_, i64>(2)? as u64,
                 full_sync: r.get(3)?,
-                bytes_read: r.get::<_, i64>(4)? as u64,
-                bytes_sent: r.get::<_, i64>(5)? as u64,
-                bytes_skipped: r.get::<_, i64>(6)? as u64,
+                full_sync_reason: r.get(4)?,
+                bytes_read: r.get::<_, i64>(5)? as u64,
+                bytes_sent: r.get::<_, i64>(6)? as u64,
+                bytes_skipped: r.get::<_, i64>(7)? as u64,
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
@@ -516,6 +521,7 @@ mod tests {
             disk: "os".into(),
             generation: 1,
             full_sync: true,
+            full_sync_reason: Some("first".into()),
             bytes_read: 10,
             bytes_sent: 5,
             bytes_skipped: 3,

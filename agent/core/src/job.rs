@@ -55,6 +55,9 @@ pub struct JobSpec {
     /// Create the destination container when missing.
     #[serde(default)]
     pub create_container: bool,
+    /// How often the agent rewrites its status document.
+    #[serde(default = "default_status_interval")]
+    pub status_interval_ms: u64,
     pub disks: Vec<JobDisk>,
 }
 
@@ -84,6 +87,9 @@ fn default_keep() -> u16 {
 }
 fn default_retry_for() -> u64 {
     120
+}
+fn default_status_interval() -> u64 {
+    2000
 }
 
 /// Why a job spec was refused.
@@ -135,6 +141,9 @@ impl JobSpec {
         if self.concurrency == 0 {
             return Err(invalid("concurrency", "must be at least 1".into()));
         }
+        if !(50..=600_000).contains(&self.status_interval_ms) {
+            return Err(invalid("status_interval_ms", "must be between 50 and 600000".into()));
+        }
         if self.keep == 0 {
             return Err(invalid("keep", "must be at least 1".into()));
         }
@@ -173,6 +182,7 @@ mod tests {
             api_version: None,
             retry_for_secs: 120,
             create_container: false,
+            status_interval_ms: 2000,
             disks: vec![JobDisk {
                 name: "os".into(),
                 source: "/dev/loop0".into(),

@@ -29,9 +29,14 @@ pub fn run_job(a: RunArgs) -> Result<(), Failure> {
     let status_path = a.status_file.clone().unwrap_or_else(|| job::default_status_path(&a.job));
     crate::readback::check_folder(&status_path)?;
     let progress = JobProgress::new(&spec);
-    let status = StatusWriter::start(status_path.clone(), progress.clone() as Arc<dyn crate::progress::StatusSource>)
-        .with_context(|| format!("cannot write status file {}", status_path.display()))
-        .code(ExitCode::Destination)?;
+    let interval = std::time::Duration::from_millis(spec.status_interval_ms);
+    let status = StatusWriter::start_every(
+        status_path.clone(),
+        progress.clone() as Arc<dyn crate::progress::StatusSource>,
+        interval,
+    )
+    .with_context(|| format!("cannot write status file {}", status_path.display()))
+    .code(ExitCode::Destination)?;
     let result = job::run(&spec, &progress);
     drop(status);
     let reports = result?;

@@ -32,7 +32,7 @@ process.",
 vm.toml or config, bad schedule or destination), 3 the replica is busy with another run (docs/exit-codes.md)."
 )]
 pub struct Cli {
-    /// Configuration file (TOML) [env: DISKFERRY_CONFIG].
+    /// Configuration file (TOML).
     #[arg(long, global = true, value_name = "FILE", env = "DISKFERRY_CONFIG")]
     pub config: Option<PathBuf>,
     /// State folder: database, snapshots, worker folders [default: ~/.local/share/diskferry].

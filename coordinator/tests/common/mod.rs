@@ -1,0 +1,219 @@
+//! Helpers for the coordinator's tests: a state folder and config per
+//! test, sample VMs, the two binaries, and the agent tests' Azurite.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+#[path = "../../../agent/tests/common/azurite.rs"]
+pub mod azurite;
+
+use std::fs::File;
+use std::io::{BufRead, BufReader};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// Deterministic pseudo-random bytes.
+pub fn noise(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// A sparse image of `size` with random data at each (offset, length).
+pub fn make_disk(path: &Path, size: u64, extents: &[(u64, u64)], seed: u64) {
+    let f = File::create(path).unwrap();
+    f.set_len(size).unwrap();
+    for (i, &(off, len)) in extents.iter().enumerate() {
+        f.write_all_at(&noise(seed + i as u64, len as usize), off).unwrap();
+    }
+}
+
+pub fn poke(path: &Path, off: u64, len: u64, seed: u64) {
+    let f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+    f.write_all_at(&noise(seed, len as usize), off).unwrap();
+}
+
+/// A VM folder `dir/NAME` with the given disks (name, size, extents).
+pub fn make_vm(dir: &Path, name: &str, disks: &[(&str, u64, &[(u64, u64)])]) -> PathBuf {
+    let vm = dir.join(name);
+    std::fs::create_dir_all(&vm).unwrap();
+    let mut toml = format!("name = \"{name}\"\nos_type = \"linux\"\n");
+    for (i, (disk, size, extents)) in disks.iter().enumerate() {
+        make_disk(&vm.join(format!("{disk}.img")), *size, extents, 100 * i as u64 + 7);
+        toml.push_str(&format!("[[disks]]\nname = \"{disk}\"\npath = \"{disk}.img\"\n"));
+    }
+    std::fs::write(vm.join("vm.toml"), toml).unwrap();
+    vm
+}
+
+/// `qemu-img compare` of a raw image and a VHD.
+pub fn identical(raw: &Path, vhd: &Path) -> bool {
+    let out =
+        Command::new("qemu-img").args(["compare", "-q", "-f", "raw", "-F", "vpc"]).arg(raw).arg(vhd).output().unwrap();
+    out.status.success()
+}
+
+/// One test's coordinator: its own state folder and config.
+pub struct Coord {
+    pub dir: tempfile::TempDir,
+    pub state: PathBuf,
+    pub config: PathBuf,
+    pub endpoint: Option<String>,
+}
+
+impl Coord {
+    pub fn new(with_azurite: bool) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        let config = dir.path().join("diskferry.toml");
+        std::fs::write(
+            &config,
+            "[storage]\ncreate_container = true\nretry_for_secs = 3\nconcurrency = 8\n[run]\ndeadline_secs = 300\nstatus_interval_ms = 100\n",
+        )
+        .unwrap();
+        let endpoint = with_azurite.then(|| azurite::endpoint().to_owned());
+        Self { dir, state, config, endpoint }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// A `pageblob:` container destination for this test.
+    pub fn container(&self, test: &str) -> String {
+        let c = azurite::container(test);
+        format!("pageblob:{}/{}/{c}", self.endpoint.as_deref().unwrap(), azurite::ACCOUNT)
+    }
+
+    pub fn cmd(&self) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_diskferry"));
+        c.env("DISKFERRY_STATE_DIR", &self.state)
+            .env("DISKFERRY_CONFIG", &self.config)
+            .env("DISKFERRY_AGENT", agent_bin())
+            .env("AZURE_STORAGE_CONNECTION_STRING", azurite::connection_string())
+            .env_remove("DISKFERRY_FAILPOINTS");
+        c
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.cmd().args(args).output().unwrap()
+    }
+
+    /// Run, require success, parse `--json` output.
+    pub fn json(&self, args: &[&str]) -> serde_json::Value {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "diskferry {args:?} failed ({:?}): {}\n{}",
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr),
+            String::from_utf8_lossy(&out.stdout)
+        );
+        serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("bad json {e}: {}", String::from_utf8_lossy(&out.stdout)))
+    }
+
+    /// Start `diskferry ARGS` with a failpoint that pauses it; return once it is paused.
+    pub fn start_paused(&self, args: &[&str], point: &str) -> Child {
+        let mut child = self
+            .cmd()
+            .args(args)
+            .env("DISKFERRY_FAILPOINTS", format!("{point}=pause"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut err = BufReader::new(child.stderr.take().unwrap());
+        let mut line = String::new();
+        loop {
+            line.clear();
+            assert!(err.read_line(&mut line).unwrap() > 0, "diskferry exited before failpoint {point}");
+            if line.contains(&format!("failpoint {point}: paused")) {
+                break;
+            }
+        }
+        // Keep draining stderr so the child never blocks on a full pipe.
+        std::thread::spawn(move || std::io::copy(&mut err, &mut std::io::sink()));
+        child
+    }
+
+    /// Files under the state folder's `runs/` and `snapshots/`.
+    pub fn leftovers(&self) -> (Vec<PathBuf>, Vec<PathBuf>) {
+        (walk(&self.state.join("runs")), walk(&self.state.join("snapshots")))
+    }
+
+    /// Agent processes working for this state folder.
+    pub fn agents(&self) -> Vec<i32> {
+        let mut pids = Vec::new();
+        for e in std::fs::read_dir("/proc").unwrap().flatten() {
+            let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else { continue };
+            let Ok(cmd) = std::fs::read(e.path().join("cmdline")) else { continue };
+            if String::from_utf8_lossy(&cmd).contains(self.state.join("runs").to_str().unwrap()) {
+                pids.push(pid);
+            }
+        }
+        pids
+    }
+
+    /// Loop devices backed by files of this state folder.
+    pub fn loops(&self) -> Vec<String> {
+        let out =
+            Command::new("losetup").args(["--list", "--noheadings", "--raw", "--output", "NAME,BACK-FILE"]).output();
+        let Ok(out) = out else { return Vec::new() };
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| l.contains(self.state.to_str().unwrap()))
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
+/// The agent binary built beside `diskferry` (cargo test --workspace builds both).
+pub fn agent_bin() -> PathBuf {
+    let p = Path::new(env!("CARGO_BIN_EXE_diskferry")).with_file_name("diskferry-agent");
+    assert!(p.is_file(), "{} is missing: build the workspace (cargo test --workspace)", p.display());
+    p
+}
+
+pub fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let Ok(rd) = std::fs::read_dir(dir) else { return out };
+    for e in rd.flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.push(p.clone());
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out.sort();
+    out
+}
+
+pub fn kill(child: &mut Child) {
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// Wait until `f` holds (or panic after `secs`).
+pub fn wait_for(secs: u64, what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Can this process attach loop devices?
+pub fn can_loop() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    root && Command::new("losetup").arg("--version").output().is_ok_and(|o| o.status.success())
+}
