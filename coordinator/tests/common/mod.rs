@@ -39,8 +39,11 @@ pub fn poke(path: &Path, off: u64, len: u64, seed: u64) {
     f.write_all_at(&noise(seed, len as usize), off).unwrap();
 }
 
-/// A VM folder `dir/NAME` with the given disks (name, size, extents).
-pub fn make_vm(dir: &Path, name: &str, disks: &[(&str, u64, &[(u64, u64)])]) -> PathBuf {
+/// A disk of a sample VM: name, size, data extents (offset, length).
+pub type DiskSpec<'a> = (&'a str, u64, &'a [(u64, u64)]);
+
+/// A VM folder `dir/NAME` with the given disks.
+pub fn make_vm(dir: &Path, name: &str, disks: &[DiskSpec<'_>]) -> PathBuf {
     let vm = dir.join(name);
     std::fs::create_dir_all(&vm).unwrap();
     let mut toml = format!("name = \"{name}\"\nos_type = \"linux\"\n");
