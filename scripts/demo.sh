@@ -1,41 +1,101 @@
 #!/usr/bin/env bash
-# The main job on the embedded default, on one machine: make a 1 GiB sample
-# disk (25% random, 10% text-like, the rest never written), scan it, sync it
-# to a local VHD, change 2% of it, sync again, and check the VHD with qemu-img.
+# The main job on the embedded default (`local` provider + Azurite), on one
+# machine: a sample VM with two disks holding real ext4 filesystems, replicated
+# to page blobs, changed, replicated again, the newest recovery point imported
+# and compared with the snapshot it was taken from.
 # Usage: scripts/demo.sh [--keep DIR]   (default: everything is removed at the end)
 source "$(dirname "$0")/lib/common.sh"
 KEEP=""
 [ "${1:-}" = "--keep" ] && KEEP=${2:?--keep needs a folder}
 apt_need qemu-img qemu-utils
+apt_need mkfs.ext4 e2fsprogs
+apt_need debugfs e2fsprogs
 build_release
 if [ -n "$KEEP" ]; then mkdir -p "$KEEP"; W=$(cd "$KEEP" && pwd); else make_workdir; fi
 
-say "1. a sample disk: 1 GiB, scattered 1 MiB extents"
-"$MKIMAGE" new "$W/disk.img" --size-mib 1024 --random 25 --text 10 --seed 7
+say "1. Azurite (the storage emulator) as the destination region"
+eval "$("$ROOT/scripts/azurite.sh" start "$W/azurite")"
+cleanup() {
+  "$ROOT/scripts/azurite.sh" stop "$AZURITE_PID"
+  [ -n "$KEEP" ] || rm -rf "$W"
+}
+trap cleanup EXIT
+export AZURE_STORAGE_CONNECTION_STRING="DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==;"
+export DISKFERRY_STATE_DIR="$W/state" DISKFERRY_CONFIG="$W/diskferry.toml"
+cat >"$DISKFERRY_CONFIG" <<EOF
+[storage]
+create_container = true
+[run]
+status_interval_ms = 500
+EOF
 
-say "2. scan it"
-"$AGENT" scan "$W/disk.img"
-
-say "3. first sync to file:$W/disk.vhd"
-"$AGENT" sync "$W/disk.img" --to "file:$W/disk.vhd" --json >"$W/run1.json"
-"$AGENT" sync --help >/dev/null
-qemu-img compare -f raw -F vpc "$W/disk.img" "$W/disk.vhd"
-
-say "4. change 2% of the disk, zero some of it, sync again"
-"$MKIMAGE" mutate "$W/disk.img" --percent 2 --seed 8
-dd if=/dev/zero of="$W/disk.img" bs=1M seek=100 count=20 conv=notrunc status=none
-"$AGENT" sync "$W/disk.img" --to "file:$W/disk.vhd" --json >"$W/run2.json"
-qemu-img compare -f raw -F vpc "$W/disk.img" "$W/disk.vhd"
-qemu-img info -f vpc "$W/disk.vhd" | sed -n 2,4p
-
-say "5. the numbers"
-python3 - "$W/run1.json" "$W/run2.json" <<'PY'
-import json, sys
-rows = [json.load(open(p)) for p in sys.argv[1:]]
-mib = lambda b: f"{b / 2**20:8.1f} MiB"
-print(f"{'gen':>3} {'kind':<12} {'read':>12} {'written':>12} {'cleared':>12} {'unchanged':>10} {'time':>8}")
-for r in rows:
-    kind = "full" if r["full_sync"] else "incremental"
-    print(f"{r['generation']:>3} {kind:<12} {mib(r['bytes_read'])} {mib(r['bytes_written'])} "
-          f"{mib(r['bytes_cleared'])} {r['chunks_unchanged']:>10} {r['seconds']:>7.2f}s")
+say "2. a sample VM: disks os (512 MiB) and data (256 MiB), ext4 with files, made without mounting"
+mkdir -p "$W/vm/files-os/etc" "$W/vm/files-os/app" "$W/vm/files-data/db"
+python3 - "$W/vm" <<'PY'
+import os, random, sys
+root = sys.argv[1]
+rnd = random.Random(7)
+words = "disk block chunk page blob region replica snapshot worker agent manifest".split()
+for i in range(200):
+    with open(f"{root}/files-os/etc/conf{i}.txt", "w") as f:
+        f.write("\n".join(" ".join(rnd.choice(words) for _ in range(12)) for _ in range(200)))
+for i in range(6):
+    with open(f"{root}/files-os/app/lib{i}.bin", "wb") as f:
+        f.write(rnd.randbytes(8 << 20))
+for i in range(4):
+    with open(f"{root}/files-data/db/table{i}.dat", "wb") as f:
+        f.write(rnd.randbytes(16 << 20))
 PY
+mkfs.ext4 -q -F -L os -d "$W/vm/files-os" "$W/vm/os.img" 512M
+mkfs.ext4 -q -F -L data -d "$W/vm/files-data" "$W/vm/data.img" 256M
+cat >"$W/vm/vm.toml" <<EOF
+name = "web1"
+os_type = "linux"
+[[disks]]
+name = "os"
+path = "os.img"
+[[disks]]
+name = "data"
+path = "data.img"
+EOF
+
+say "3. a replica of web1 to the container 'replicas', and its first run"
+"$DISKFERRY" replica create web --vm "$W/vm" --to "pageblob:$AZURITE_ENDPOINT/replicas" --keep 3
+"$DISKFERRY" run web
+
+say "4. change some files inside the filesystems (debugfs), run again"
+head -c $((4 << 20)) /dev/urandom >"$W/new.bin"
+debugfs -w -R "write $W/new.bin /app/new.bin" "$W/vm/os.img" >/dev/null 2>&1
+debugfs -w -R "rm /etc/conf17.txt" "$W/vm/os.img" >/dev/null 2>&1
+debugfs -w -R "write $W/new.bin /db/table9.dat" "$W/vm/data.img" >/dev/null 2>&1
+"$DISKFERRY" run web
+
+say "5. recovery points, then import the newest as VHDs and compare with the snapshots they came from"
+"$DISKFERRY" points web
+mkdir -p "$W/import"
+"$DISKFERRY" import web --to "$W/import"
+"$DISKFERRY" replica show web --json | python3 -c '
+import json, sys
+for s in json.load(sys.stdin)["snapshots"]:
+    print(s["disk"], s["name"])' | while read -r disk snap; do
+  printf '%-5s ' "$disk"
+  qemu-img compare -f raw -F vpc "$snap" "$W/import/$disk.vhd"
+done
+qemu-img convert -f vpc -O raw "$W/import/os.vhd" "$W/import/os.raw"
+printf 'imported os disk, /app: '
+debugfs -R "ls /app" "$W/import/os.raw" 2>/dev/null | tr -s ' \n' ' '
+echo
+
+say "6. the runs"
+"$DISKFERRY" runs web --json >"$W/runs.json"
+python3 - "$W/runs.json" <<'PY'
+import json, sys
+mib = lambda b: f"{b / 2**20:9.1f} MiB"
+print(f"{'run':<27} {'disks':<26} {'read':>13} {'sent':>13} {'skipped':>13} {'time':>8}")
+for r in reversed(json.load(open(sys.argv[1]))):
+    run, disks = r["run"], r["disks"]
+    kinds = ", ".join(f"{d['disk']} g{d['generation']} {'full' if d['full_sync'] else 'incr'}" for d in disks)
+    print(f"{run['id']:<27} {kinds:<26} {mib(run['bytes_read'])} {mib(run['bytes_sent'])} "
+          f"{mib(run['bytes_skipped'])} {run['duration_ms'] / 1000:7.2f}s")
+PY
+"$DISKFERRY" gc >/dev/null

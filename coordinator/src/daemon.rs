@@ -116,6 +116,7 @@ fn trigger(env: &Env, replica: &str, shared: &Arc<Shared>) -> Result<Option<std:
                 phase: "done".into(),
                 started_at: now(),
                 finished_at: Some(now()),
+                duration_ms: Some(0),
                 owner_pid: Some(pid),
                 owner_start: Some(start),
                 bytes_read: 0,

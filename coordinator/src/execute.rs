@@ -38,6 +38,7 @@ pub fn begin(store: &mut Store, replica: &str, trigger: &str) -> Result<Result<R
         phase: "queued".into(),
         started_at: now(),
         finished_at: None,
+        duration_ms: None,
         owner_pid: Some(pid),
         owner_start: Some(start),
         bytes_read: 0,
@@ -86,6 +87,7 @@ pub fn execute(
     config: &Config,
     obs: &mut dyn Observer,
 ) -> Result<Run> {
+    let started = Instant::now();
     let mut life = Lifecycle::new();
     let mut x = Scratch::default();
     let deadline = Duration::from_secs(config.run.deadline_secs);
@@ -98,7 +100,7 @@ pub fn execute(
         if let Action::Finish { succeeded } = action {
             let error = (!life.errors().is_empty()).then(|| life.errors().join("; then "));
             let st = if succeeded { status::SUCCEEDED } else { status::FAILED };
-            store.finish_run(&run.id, st, now(), error.as_deref())?;
+            store.finish_run(&run.id, st, now(), Some(started.elapsed().as_millis() as i64), error.as_deref())?;
             return store.run(&run.id);
         }
         let result = exec.step(action, &mut x, deadline, obs);

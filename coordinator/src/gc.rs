@@ -37,7 +37,7 @@ pub fn gc(cloud: &dyn Cloud, store: &Store) -> Result<GcReport> {
             live_runs.insert(run.id.clone());
         } else {
             let why = format!("the coordinator died during phase {}", run.phase);
-            store.finish_run(&run.id, status::INTERRUPTED, now(), Some(&why))?;
+            store.finish_run(&run.id, status::INTERRUPTED, now(), None, Some(&why))?;
             report.interrupted_runs.push(run.id);
         }
     }

@@ -42,6 +42,7 @@ mod tests {
             phase: "x".into(),
             started_at: 0,
             finished_at: None,
+            duration_ms: None,
             owner_pid: Some(pid),
             owner_start: Some(start),
             bytes_read: 0,

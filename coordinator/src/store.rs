@@ -30,6 +30,7 @@ const MIGRATIONS: &[&str] = &["CREATE TABLE replicas (
         phase TEXT NOT NULL,
         started_at BIGINT NOT NULL,
         finished_at BIGINT,
+        duration_ms BIGINT,
         owner_pid BIGINT,
         owner_start BIGINT,
         bytes_read BIGINT NOT NULL DEFAULT 0,
@@ -105,6 +106,8 @@ pub struct Run {
     pub phase: String,
     pub started_at: i64,
     pub finished_at: Option<i64>,
+    /// Wall time of a finished run, measured by its coordinator.
+    pub duration_ms: Option<i64>,
     pub owner_pid: Option<i64>,
     pub owner_start: Option<i64>,
     pub bytes_read: u64,
@@ -251,10 +254,17 @@ impl Store {
         Ok(())
     }
 
-    pub fn finish_run(&self, run_id: &str, status: &str, finished_at: i64, error: Option<&str>) -> Result<()> {
+    pub fn finish_run(
+        &self,
+        run_id: &str,
+        status: &str,
+        finished_at: i64,
+        duration_ms: Option<i64>,
+        error: Option<&str>,
+    ) -> Result<()> {
         self.conn.execute(
-            "UPDATE runs SET status = ?2, finished_at = ?3, error = ?4, phase = 'done' WHERE id = ?1",
-            params![run_id, status, finished_at, error],
+            "UPDATE runs SET status = ?2, finished_at = ?3, duration_ms = ?4, error = ?5, phase = 'done' WHERE id = ?1",
+            params![run_id, status, finished_at, duration_ms, error],
         )?;
         Ok(())
     }
@@ -392,14 +402,14 @@ impl Store {
     }
 }
 
-const RUN_SELECT: &str = "SELECT id, replica, trigger_kind, status, phase, started_at, finished_at, owner_pid, \
-owner_start, bytes_read, bytes_sent, bytes_skipped, error FROM runs";
+const RUN_SELECT: &str = "SELECT id, replica, trigger_kind, status, phase, started_at, finished_at, duration_ms, \
+owner_pid, owner_start, bytes_read, bytes_sent, bytes_skipped, error FROM runs";
 const RES_SELECT: &str = "SELECT name, run_id, replica, kind, disk, state, created_at, expires_at FROM resources";
 
 fn insert_run(conn: &Connection, run: &Run) -> Result<()> {
     conn.execute(
-        "INSERT INTO runs (id, replica, trigger_kind, status, phase, started_at, finished_at, owner_pid, owner_start, error)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+        "INSERT INTO runs (id, replica, trigger_kind, status, phase, started_at, finished_at, duration_ms, owner_pid,
+         owner_start, error) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
         params![
             run.id,
             run.replica,
@@ -408,6 +418,7 @@ fn insert_run(conn: &Connection, run: &Run) -> Result<()> {
             run.phase,
             run.started_at,
             run.finished_at,
+            run.duration_ms,
             run.owner_pid,
             run.owner_start,
             run.error
@@ -437,12 +448,13 @@ fn run_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Run> {
         phase: r.get(4)?,
         started_at: r.get(5)?,
         finished_at: r.get(6)?,
-        owner_pid: r.get(7)?,
-        owner_start: r.get(8)?,
-        bytes_read: r.get::<_, i64>(9)? as u64,
-        bytes_sent: r.get::<_, i64>(10)? as u64,
-        bytes_skipped: r.get::<_, i64>(11)? as u64,
-        error: r.get(12)?,
+        duration_ms: r.get(7)?,
+        owner_pid: r.get(8)?,
+        owner_start: r.get(9)?,
+        bytes_read: r.get::<_, i64>(10)? as u64,
+        bytes_sent: r.get::<_, i64>(11)? as u64,
+        bytes_skipped: r.get::<_, i64>(12)? as u64,
+        error: r.get(13)?,
     })
 }
 
@@ -484,6 +496,7 @@ mod tests {
             phase: "start".into(),
             started_at: 10,
             finished_at: None,
+            duration_ms: None,
             owner_pid: Some(1),
             owner_start: Some(1),
             bytes_read: 0,
@@ -527,7 +540,7 @@ mod tests {
             bytes_skipped: 3,
         })
         .unwrap();
-        s.finish_run("r1", status::SUCCEEDED, 20, None).unwrap();
+        s.finish_run("r1", status::SUCCEEDED, 20, Some(1500), None).unwrap();
         let r = s.run("r1").unwrap();
         assert_eq!((r.bytes_read, r.bytes_sent, r.status.as_str()), (10, 5, "succeeded"));
         assert_eq!(s.newest_points().unwrap(), vec![("a".to_owned(), 20)]);

@@ -26,8 +26,9 @@ apt_need() {
 # Build the release binaries once.
 build_release() {
   say "building release binaries"
-  (cd "$ROOT" && cargo build --release --quiet -p diskferry-agent -p diskferry-bench)
+  (cd "$ROOT" && cargo build --release --quiet -p diskferry-agent -p diskferry -p diskferry-bench)
   AGENT="$ROOT/target/release/diskferry-agent"
+  DISKFERRY="$ROOT/target/release/diskferry"
   MKIMAGE="$ROOT/target/release/mkimage"
 }
 

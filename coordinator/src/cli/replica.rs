@@ -207,7 +207,12 @@ impl Observer for Progress {
         if let Some(b) = &self.bar {
             b.set_message(phase.to_owned());
         } else if !self.quiet {
-            eprintln!("  {phase}");
+            // One line of phases when stderr is not a terminal.
+            if phase == "done" {
+                eprintln!(" done");
+            } else {
+                eprint!(" {phase} ->");
+            }
         }
     }
 
@@ -247,7 +252,7 @@ pub fn run(env: &Env, a: RunArgs) -> Result<(), Failure> {
         b
     });
     if !a.json && !a.quiet {
-        eprintln!("run {} of replica {}", run.id, replica.name);
+        eprint!("run {} of replica {}:", run.id, replica.name);
     }
     let mut obs = Progress { bar, quiet: a.json || a.quiet };
     let done = execute::execute(cloud.as_ref(), &store, &replica, &run, &env.config, &mut obs)?;
@@ -268,8 +273,8 @@ pub fn run(env: &Env, a: RunArgs) -> Result<(), Failure> {
 }
 
 fn print_run(r: &Run, disks: &[RunDisk]) {
-    let secs = r.finished_at.unwrap_or(r.started_at) - r.started_at;
-    println!("run {} {} in {secs} s", r.id, r.status);
+    let secs = r.duration_ms.unwrap_or(0) as f64 / 1000.0;
+    println!("run {} {} in {secs:.2} s", r.id, r.status);
     for d in disks {
         println!(
             "  {:<10} generation {:<4} {:<12} read {:>10}  sent {:>10}  skipped {:>10}",
@@ -304,7 +309,7 @@ fn print_runs(runs: &[Run]) {
         "run", "trigger", "status", "started", "secs", "read", "sent", "skipped"
     );
     for r in runs {
-        let secs = r.finished_at.map_or_else(|| "-".into(), |f| (f - r.started_at).to_string());
+        let secs = r.duration_ms.map_or_else(|| "-".into(), |d| format!("{:.2}", d as f64 / 1000.0));
         println!(
             "  {:<26} {:<9} {:<12} {:<20} {:>6} {:>10} {:>10} {:>10}",
             r.id,
