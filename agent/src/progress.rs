@@ -124,6 +124,7 @@ impl Progress {
     /// This disk's entry in a status document.
     pub fn disk_json(&self) -> serde_json::Value {
         let g = |c: &AtomicU64| c.load(Relaxed);
+        let store = self.store.lock().ok().and_then(|s| s.clone());
         serde_json::json!({
             "source": self.source,
             "destination": self.destination.lock().map(|d| d.clone()).unwrap_or_default(),
@@ -138,6 +139,8 @@ impl Progress {
             "bytes_skipped_unchanged": g(&self.bytes_skipped_unchanged),
             "bytes_written": g(&self.bytes_written),
             "bytes_cleared": g(&self.bytes_cleared),
+            // Bytes a remote destination has acknowledged (null for files).
+            "bytes_sent": store.as_ref().map(|s| g(&s.bytes_put)),
         })
     }
 }

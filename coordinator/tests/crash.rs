@@ -61,10 +61,10 @@ fn sigkill_at_each_phase_then_gc_then_run_again() {
     // 1. Killed mid-sync during the very first run: the agent keeps going
     //    (a worker outlives its coordinator) until gc stops it.
     let mut child = c.start_paused(&run(&[]), "after-start-worker");
-    // Half the data handed to the sink means at least half minus the
-    // sink's in-flight budget (64 MiB) acknowledged and journaled.
-    wait_for(120, "the agent to write half the disk", || {
-        live_status(&c).and_then(|s| s["disks"][0]["bytes_written"].as_u64()).is_some_and(|w| w >= data / 2)
+    // Once storage has acknowledged half the data, the journal holds those
+    // acks (appended every 25 ms) and a rerun must not send them again.
+    wait_for(120, "storage to acknowledge half the disk", || {
+        live_status(&c).and_then(|s| s["disks"][0]["bytes_sent"].as_u64()).is_some_and(|w| w >= data / 2)
     });
     kill_and_gc(&c, &mut child, "mid-sync");
     assert_clean(&c, "app", "mid-sync");

@@ -140,3 +140,30 @@ fn two_replicas_at_once_do_not_interfere() {
     common::kill(&mut paused);
     c.json(&["gc", "--json"]);
 }
+
+#[test]
+fn migrate_in_one_command_then_delete_the_replica() {
+    let c = Coord::new(false);
+    let vm = make_vm(c.path(), "legacy1", &[("os", 24 * MIB, &[(MIB, 3 * MIB)]), ("data", 8 * MIB, &[(0, MIB)])]);
+    let dest = c.path().join("dest");
+    let out = c.path().join("out");
+    std::fs::create_dir(&dest).unwrap();
+    std::fs::create_dir(&out).unwrap();
+    let to = format!("file:{}", dest.display());
+    let imported =
+        c.json(&["migrate", "--vm", vm.to_str().unwrap(), "--to", &to, "--import-to", out.to_str().unwrap(), "--json"]);
+    assert_eq!(imported["run"]["status"], "succeeded", "{imported}");
+    assert_eq!(imported["imported"].as_array().unwrap().len(), 2, "{imported}");
+    assert!(identical(&vm.join("os.img"), &out.join("os.vhd")));
+    assert!(identical(&vm.join("data.img"), &out.join("data.vhd")));
+    let list = c.json(&["replica", "list", "--json"]);
+    assert_eq!(list[0]["name"], "migrate-legacy1");
+
+    // Deleting the replica removes its history and retained snapshots, not the destination's data.
+    let out = c.run(&["replica", "delete", "migrate-legacy1"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(c.json(&["replica", "list", "--json"]), serde_json::json!([]));
+    let (_, snaps) = c.leftovers();
+    assert!(snaps.iter().all(|p| p.is_dir()), "{snaps:?}");
+    assert!(dest.join("migrate-legacy1/os.vhd").is_file());
+}

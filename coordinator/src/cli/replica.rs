@@ -225,8 +225,28 @@ impl Observer for Progress {
 }
 
 pub fn run(env: &Env, a: RunArgs) -> Result<(), Failure> {
+    let (done, disks) = run_once(env, &a.replica, a.json || a.quiet)?;
+    if a.json {
+        print_json(&serde_json::json!({ "run": done, "disks": disks }))?;
+    } else {
+        print_run(&done, &disks);
+    }
+    succeeded(&done)
+}
+
+/// Exit 1 unless the run succeeded.
+pub fn succeeded(done: &Run) -> Result<(), Failure> {
+    if done.status == status::SUCCEEDED {
+        Ok(())
+    } else {
+        Err(anyhow!("run {} failed: {}", done.id, done.error.as_deref().unwrap_or("unknown error")).into())
+    }
+}
+
+/// One run of a replica, with progress on stderr unless `quiet`.
+pub fn run_once(env: &Env, name: &str, quiet: bool) -> Result<(Run, Vec<RunDisk>), Failure> {
     let mut store = env.store()?;
-    let replica = usage(store.replica(&a.replica))?;
+    let replica = usage(store.replica(name))?;
     let run = match execute::begin(&mut store, &replica.name, "manual")? {
         Ok(run) => run,
         Err(active) => {
@@ -242,7 +262,7 @@ pub fn run(env: &Env, a: RunArgs) -> Result<(), Failure> {
         }
     };
     let cloud = env.cloud()?;
-    let bar = (!a.json && !a.quiet && std::io::stderr().is_terminal()).then(|| {
+    let bar = (!quiet && std::io::stderr().is_terminal()).then(|| {
         let b = indicatif::ProgressBar::new(0);
         b.set_style(
             indicatif::ProgressStyle::with_template("{msg:>16} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}")
@@ -251,25 +271,16 @@ pub fn run(env: &Env, a: RunArgs) -> Result<(), Failure> {
         );
         b
     });
-    if !a.json && !a.quiet {
+    if !quiet {
         eprint!("run {} of replica {}:", run.id, replica.name);
     }
-    let mut obs = Progress { bar, quiet: a.json || a.quiet };
+    let mut obs = Progress { bar, quiet };
     let done = execute::execute(cloud.as_ref(), &store, &replica, &run, &env.config, &mut obs)?;
     if let Some(b) = &obs.bar {
         b.finish_and_clear();
     }
     let disks = store.run_disks(&done.id)?;
-    if a.json {
-        print_json(&serde_json::json!({ "run": done, "disks": disks }))?;
-    } else {
-        print_run(&done, &disks);
-    }
-    if done.status == status::SUCCEEDED {
-        Ok(())
-    } else {
-        Err(anyhow!("run {} failed: {}", done.id, done.error.as_deref().unwrap_or("unknown error")).into())
-    }
+    Ok((done, disks))
 }
 
 fn print_run(r: &Run, disks: &[RunDisk]) {

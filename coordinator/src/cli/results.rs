@@ -205,12 +205,16 @@ pub fn migrate(env: &Env, a: MigrateArgs) -> Result<(), Failure> {
             },
         )?;
     }
-    super::replica::run(env, super::replica::RunArgs { replica: name.clone(), json: a.json, quiet: a.json })?;
+    let (done, disks) = super::replica::run_once(env, &name, a.json)?;
+    if !a.json {
+        eprintln!("run {} {}", done.id, done.status);
+    }
+    super::replica::succeeded(&done)?;
     let store = env.store()?;
     let r = store.replica(&name)?;
     let out = import_replica(env, &store, &r, None, &a.import_to)?;
     if a.json {
-        return print_json(&out);
+        return print_json(&serde_json::json!({ "run": done, "disks": disks, "imported": out }));
     }
     for i in &out {
         println!("imported {}: generation {} -> {}", i.disk, i.generation, i.path);
