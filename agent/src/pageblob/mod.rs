@@ -2,5 +2,6 @@
 //! import as a managed disk. See `sink.rs` for the protocol.
 
 pub mod auth;
+mod journal_writer;
 pub mod sink;
 pub mod store;

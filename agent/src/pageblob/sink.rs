@@ -34,6 +34,7 @@ use futures::FutureExt;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
+use super::journal_writer::JournalWriter;
 use super::store::{PageStore, StoreError};
 use crate::exit::{ExitCode, Failure, WithCode};
 use crate::scan::WindowView;
@@ -106,11 +107,23 @@ pub fn explain(e: StoreError) -> Failure {
     Failure::new(ExitCode::Destination, anyhow!("{e}{hint}"))
 }
 
-/// State shared with the upload tasks.
+/// State shared with the upload tasks and the journal writer.
 #[derive(Debug, Default)]
-struct Flight {
+pub struct Flight {
     acks: Vec<Record>,
     error: Option<StoreError>,
+}
+
+impl Flight {
+    /// The acks collected since the last call.
+    pub fn take_acks(&mut self) -> Vec<Record> {
+        std::mem::take(&mut self.acks)
+    }
+
+    /// Note a failure (the first one wins).
+    pub fn fail(&mut self, e: StoreError) {
+        self.error.get_or_insert(e);
+    }
 }
 
 /// The page blob sink.
@@ -130,8 +143,10 @@ pub struct PageBlobSink<S: PageStore> {
     requests: Arc<Semaphore>,
     tasks: JoinSet<()>,
     flight: Arc<Mutex<Flight>>,
-    /// Appends acks to the journal as storage confirms writes.
-    ack_writer: Option<(Arc<std::sync::atomic::AtomicBool>, tokio::task::JoinHandle<()>)>,
+    /// Appends intents and acks to the journal (group commit).
+    journal_writer: Option<JournalWriter>,
+    /// The blob's size as `prior` found it.
+    prior_size: Option<u64>,
     plan_bytes: (u64, u64),
 }
 
@@ -161,7 +176,8 @@ impl<S: PageStore> PageBlobSink<S> {
             requests: Arc::new(Semaphore::new(concurrency)),
             tasks: JoinSet::new(),
             flight: Default::default(),
-            ack_writer: None,
+            journal_writer: None,
+            prior_size: None,
             plan_bytes: (0, 0),
         })
     }
@@ -205,63 +221,12 @@ impl<S: PageStore> PageBlobSink<S> {
         &self.blob
     }
 
-    fn append_records(&self, records: &[Record]) -> Result<(), Failure> {
-        let Some(h) = &self.journal else { return Ok(()) };
-        if records.is_empty() {
-            return Ok(());
-        }
-        let bytes = h.records(records);
-        // An append block holds at most 4 MiB: 70 000 records.
-        for part in bytes.chunks(4 << 20) {
-            self.block_on(self.store.append(&self.journal_name(), Bytes::copy_from_slice(part)))?;
-        }
-        Ok(())
-    }
-
-    fn flush_acks(&mut self) -> Result<(), Failure> {
-        let acks = {
-            let mut f = self.flight.lock().map_err(|_| dest_err(anyhow!("upload state poisoned")))?;
-            if let Some(e) = f.error.take() {
-                return Err(explain(e));
-            }
-            std::mem::take(&mut f.acks)
-        };
-        self.append_records(&acks)
-    }
-
-    /// Start appending acks in the background every [`ACK_INTERVAL`].
-    fn start_ack_writer(&mut self) {
-        let Some(header) = self.journal else { return };
-        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let (store, flight, name, stop2) = (self.store.clone(), self.flight.clone(), self.journal_name(), stop.clone());
-        let task = self.rt.spawn(async move {
-            loop {
-                let done = stop2.load(std::sync::atomic::Ordering::Acquire);
-                let acks = flight.lock().map(|mut f| std::mem::take(&mut f.acks)).unwrap_or_default();
-                if !acks.is_empty() {
-                    let bytes = header.records(&acks);
-                    for part in bytes.chunks(4 << 20) {
-                        if let Err(e) = store.append(&name, Bytes::copy_from_slice(part)).await {
-                            if let Ok(mut f) = flight.lock() {
-                                f.error.get_or_insert(e);
-                            }
-                            return;
-                        }
-                    }
-                }
-                if done {
-                    return;
-                }
-                tokio::time::sleep(ACK_INTERVAL).await;
-            }
-        });
-        self.ack_writer = Some((stop, task));
-    }
-
-    fn stop_ack_writer(&mut self) {
-        if let Some((stop, task)) = self.ack_writer.take() {
-            stop.store(true, std::sync::atomic::Ordering::Release);
-            let _ = self.rt.block_on(task);
+    /// The first error an upload task or the journal writer met.
+    fn check_flight(&self) -> Result<(), Failure> {
+        let mut f = self.flight.lock().map_err(|_| dest_err(anyhow!("upload state poisoned")))?;
+        match f.error.take() {
+            Some(e) => Err(explain(e)),
+            None => Ok(()),
         }
     }
 
@@ -273,6 +238,7 @@ impl<S: PageStore> PageBlobSink<S> {
         let Some(props) = props else {
             return Ok(Prior::Fresh { reason: "destination does not exist yet".into() });
         };
+        self.prior_size = Some(props.size);
         self.metadata = props.metadata.clone();
         let meta_u64 = |k: &str| props.metadata.get(k).and_then(|v| v.parse::<u64>().ok());
         let ours = props.metadata.contains_key(META_GENERATION) || props.metadata.contains_key(META_BUILDING);
@@ -420,7 +386,10 @@ impl<S: PageStore> Sink for PageBlobSink<S> {
                 self.block_on(store.create_page_blob(&blob, total, meta.clone()))?;
             }
             Prior::Partial { .. } | Prior::Previous { .. } => {
-                let old = self.block_on(store.properties(&blob))?.map_or(0, |p| p.size);
+                let old = match self.prior_size {
+                    Some(size) => size,
+                    None => self.block_on(store.properties(&blob))?.map_or(0, |p| p.size),
+                };
                 if old != total {
                     // Grow: the old footer lies inside the disk now. Shrink: old data lies in the padding.
                     self.block_on(store.resize(&blob, total))?;
@@ -434,20 +403,42 @@ impl<S: PageStore> Sink for PageBlobSink<S> {
                         self.block_on(store.clear_pages(&blob, cur.disk_size(), rounded - cur.disk_size()))?;
                     }
                 }
-                // The fence: from here the blob says "G in progress".
-                self.block_on(store.set_metadata(&blob, meta.clone()))?;
             }
         }
+        // The fence (from here the blob says "G in progress"), a new journal
+        // and the footer, at once: none of them depends on another. A crash
+        // between them leaves either "G-1 complete" (the new journal is
+        // ignored without the fence) or "G in progress" with no usable
+        // journal (a full sync next time); recovery point G-1 is untouched.
+        let fence = matches!(prior, Prior::Partial { .. } | Prior::Previous { .. });
+        let header = JournalHeader { generation, base, disk_size: cur.disk_size() };
+        let jname = self.journal_name();
+        let footer = Footer::for_disk(cur.disk_size(), crate::sync::unix_secs(), self.blob.as_bytes()).encode();
+        self.block_on(async {
+            let fence = async {
+                if fence {
+                    store.set_metadata(&blob, meta.clone()).await
+                } else {
+                    Ok(())
+                }
+            };
+            let journal = async {
+                if resuming {
+                    return Ok(());
+                }
+                store.create_append_blob(&jname).await?;
+                store.append(&jname, Bytes::copy_from_slice(&header.encode())).await
+            };
+            let footer = store.put_pages(&blob, rounded, Bytes::copy_from_slice(&footer));
+            futures::future::try_join3(fence, journal, footer).await.map(|_| ())
+        })?;
         if !resuming {
-            let header = JournalHeader { generation, base, disk_size: cur.disk_size() };
-            let jname = self.journal_name();
-            self.block_on(store.create_append_blob(&jname))?;
-            self.block_on(store.append(&jname, Bytes::copy_from_slice(&header.encode())))?;
             self.journal = Some(header);
         }
-        let footer = Footer::for_disk(cur.disk_size(), crate::sync::unix_secs(), self.blob.as_bytes()).encode();
-        self.block_on(store.put_pages(&blob, rounded, Bytes::copy_from_slice(&footer)))?;
-        self.start_ack_writer();
+        if let Some(h) = self.journal {
+            self.journal_writer =
+                Some(JournalWriter::start(&self.rt, self.store.clone(), self.journal_name(), h, self.flight.clone()));
+        }
         Ok(())
     }
 
@@ -492,18 +483,18 @@ impl<S: PageStore> Sink for PageBlobSink<S> {
             .iter()
             .map(|c| (c.start, c.len(), Record::AckZero { first: c.start / chunk, end: c.end.div_ceil(chunk) }))
             .collect();
-        let (store, blob, flight, journal) =
-            (self.store.clone(), self.blob.clone(), self.flight.clone(), self.journal_name());
+        let (store, blob, flight) = (self.store.clone(), self.blob.clone(), self.flight.clone());
+        let durable = self
+            .journal_writer
+            .as_ref()
+            .ok_or_else(|| dest_err(anyhow!("page blob sink used before begin")))?
+            .intents(intents);
         let requests = self.requests.clone();
         self.tasks.spawn_on(
             async move {
-                let fail = |e: StoreError| {
-                    if let Ok(mut f) = flight.lock() {
-                        f.error.get_or_insert(e);
-                    }
-                };
-                if let Err(e) = store.append(&journal, Bytes::from(intents)).await {
-                    return fail(e);
+                // The writes go only once their intents are in the journal.
+                if !durable.await {
+                    return;
                 }
                 let puts = writes.into_iter().map(|(offset, bytes, permit, acks)| {
                     let (store, blob, flight, requests) =
@@ -530,20 +521,17 @@ impl<S: PageStore> Sink for PageBlobSink<S> {
         );
         // Reap finished tasks so the set stays small.
         while self.tasks.try_join_next().is_some() {}
-        if let Ok(mut f) = self.flight.lock() {
-            if let Some(e) = f.error.take() {
-                return Err(explain(e));
-            }
-        }
-        Ok(())
+        self.check_flight()
     }
 
     fn commit(&mut self, manifest: &Manifest) -> Result<(), Failure> {
         // Every write of G acknowledged first.
         let mut tasks = std::mem::take(&mut self.tasks);
         self.rt.block_on(async { while tasks.join_next().await.is_some() {} });
-        self.stop_ack_writer();
-        self.flush_acks()?;
+        if let Some(w) = self.journal_writer.take() {
+            w.stop(&self.rt);
+        }
+        self.check_flight()?;
         let g = manifest.generation;
         let encoded = Bytes::from(manifest.encode().code(ExitCode::Failure)?);
         let digest = Digest::of(&encoded);
@@ -574,13 +562,18 @@ impl<S: PageStore> Sink for PageBlobSink<S> {
         let drop_n = points.len().saturating_sub(self.opts.keep.max(1));
         let dropped: Vec<RecoveryPoint> = points.drain(..drop_n).collect();
         let index = serde_json::to_vec_pretty(&points).code(ExitCode::Failure)?;
-        // The index first (it no longer names the dropped points), then the
-        // journal and the dropped points' snapshots and manifests at once.
-        self.block_on(store.put_block_blob(&pname, Bytes::from(index)))?;
+        // The index (it no longer names the dropped points) with the journal
+        // (the metadata no longer points at it), then the dropped points'
+        // snapshots and manifests.
         let jname = self.journal_name();
+        self.block_on(async {
+            let (put, gone) =
+                tokio::join!(store.put_block_blob(&pname, Bytes::from(index)), store.delete(&jname, None));
+            put.and(gone)
+        })?;
         let names: Vec<String> = dropped.iter().map(|p| manifest_name(&blob, p.generation)).collect();
         self.block_on(async {
-            let mut gone = vec![store.delete(&jname, None).boxed()];
+            let mut gone = Vec::new();
             for (p, name) in dropped.iter().zip(&names) {
                 gone.push(store.delete(&blob, Some(&p.snapshot)).boxed());
                 gone.push(store.delete(name, None).boxed());
@@ -603,7 +596,3 @@ fn record(flight: &Mutex<Flight>, r: Result<(), StoreError>, acks: Vec<Record>) 
         }
     }
 }
-
-/// How often acks are appended to the journal: what a kill can make a rerun
-/// resend is the writes in flight plus what was acknowledged in this long.
-const ACK_INTERVAL: Duration = Duration::from_millis(25);
