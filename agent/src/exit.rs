@@ -21,6 +21,8 @@ pub enum ExitCode {
     Manifest = 5,
     /// `verify` found the destination different from the source.
     Mismatch = 6,
+    /// A fan-out sync: some destinations failed, the others are up to date.
+    Partial = 7,
 }
 
 /// An error with the exit code it maps to.

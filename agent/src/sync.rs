@@ -18,7 +18,7 @@ use crate::pageblob::store::AzureStore;
 use crate::progress::{Phase, Progress};
 use crate::scan::{scan, ScanStats};
 use crate::sink::file::FileSink;
-use crate::sink::{Sink, WireStats};
+use crate::sink::{Prior, Sink, WireStats};
 use crate::source::{BlockSource, DeviceSource, ReadMode};
 
 /// Where a sync writes.
@@ -118,82 +118,197 @@ pub fn sync(source_path: &Path, target: &Target, opts: &SyncOptions) -> Result<S
     sync_with_progress(source_path, target, opts, &Progress::new(&source_path.display().to_string()))
 }
 
-/// Sync, counting into `progress` as it goes (for progress bars, the status
-/// file and metrics). The phase ends as `Done` or `Failed`.
+/// Sync to one destination, counting into `progress` as it goes (for
+/// progress bars, the status file and metrics). The phase ends as `Done` or
+/// `Failed`.
 pub fn sync_with_progress(
     source_path: &Path,
     target: &Target,
     opts: &SyncOptions,
     progress: &Arc<Progress>,
 ) -> Result<SyncReport, Failure> {
-    let r = run(source_path, target, opts, progress);
+    let mut r = sync_fanout(source_path, std::slice::from_ref(target), opts, progress)?;
+    r.pop().unwrap_or_else(|| Err(Failure::new(ExitCode::Failure, anyhow!("no destination"))))
+}
+
+/// Sync to several destinations from one read of the source: each
+/// destination keeps its own generation and manifest and is planned against
+/// its own prior state, so one that missed a sync catches up at the next. A
+/// destination that fails is dropped and the others go on. `Err` only when
+/// the source fails (then every destination failed). The phase ends as
+/// `Done` when every destination synced, else `Failed`.
+pub fn sync_fanout(
+    source_path: &Path,
+    targets: &[Target],
+    opts: &SyncOptions,
+    progress: &Arc<Progress>,
+) -> Result<Vec<Result<SyncReport, Failure>>, Failure> {
+    let r = run(source_path, targets, opts, progress);
     match &r {
-        Ok(_) => progress.set_phase(Phase::Done),
+        Ok(lanes) => match lanes.iter().find_map(|l| l.as_ref().err()) {
+            None => progress.set_phase(Phase::Done),
+            Some(f) => progress.fail(&f.to_string()),
+        },
         Err(f) => progress.fail(&f.to_string()),
     }
     r
 }
 
+/// The parts of a lane the scan loop changes: its sink, plan counts, time spent writing.
+type LaneMut<'a> = (&'a mut Box<dyn Sink>, &'a mut PlanStats, &'a mut Duration);
+
+/// One destination of a (fan-out) sync.
+struct Lane {
+    sink: Box<dyn Sink>,
+    prior: Prior,
+    generation: u64,
+    stats: PlanStats,
+    writing: Duration,
+}
+
 fn run(
     source_path: &Path,
-    target: &Target,
+    targets: &[Target],
     opts: &SyncOptions,
     progress: &Arc<Progress>,
-) -> Result<SyncReport, Failure> {
+) -> Result<Vec<Result<SyncReport, Failure>>, Failure> {
     let started = Instant::now();
     let (source, geometry) = open_source(source_path, opts.read_mode, opts.chunk_size)?;
     progress.disk_size.store(geometry.disk_size(), Relaxed);
-    let mut sink = open_sink(target, opts)?;
-    if let Ok(mut d) = progress.destination.lock() {
-        *d = sink.describe();
-    }
-    if let Ok(mut s) = progress.store.lock() {
-        *s = sink.live_counters();
-    }
     let source_id = match &opts.source_id {
         Some(id) => id.clone(),
         None => std::fs::canonicalize(source_path).unwrap_or_else(|_| source_path.to_owned()).display().to_string(),
     };
     let pool = thread_pool(opts.threads)?;
-    let prior = sink.prior(&source_id, geometry)?;
-    let generation = prior.next_generation();
-    progress.generation.store(generation, Relaxed);
-    progress.set_phase(Phase::Syncing);
-    sink.begin(generation, geometry, &prior)?;
-
-    let mut planner = Planner::new(prior.baseline(), geometry);
-    if let Some(o) = prior.overrides() {
-        planner = planner.with_overrides(o);
+    // Open each destination and read its prior state; a failure drops that
+    // destination only.
+    let mut lanes: Vec<Result<Lane, Failure>> = targets
+        .iter()
+        .map(|t| {
+            let mut sink = open_sink(t, opts)?;
+            let prior = sink.prior(&source_id, geometry)?;
+            let generation = prior.next_generation();
+            sink.begin(generation, geometry, &prior)?;
+            Ok(Lane { sink, prior, generation, stats: PlanStats::default(), writing: Duration::ZERO })
+        })
+        .collect();
+    let live: Vec<&Lane> = lanes.iter().filter_map(|l| l.as_ref().ok()).collect();
+    if let Ok(mut d) = progress.destination.lock() {
+        *d = live.iter().map(|l| l.sink.describe()).collect::<Vec<_>>().join(", ");
     }
-    let mut plan_stats = PlanStats::default();
-    let mut writing = Duration::ZERO;
-    let (chunks, scan_stats): (_, ScanStats) = scan(&source, geometry, &pool, |w| {
-        let plan = planner.plan_window(w.first_chunk, w.states);
-        plan_stats.add(&plan.stats);
-        count_window(progress, &w, &plan.stats);
-        let t = Instant::now();
-        let r = sink.apply(&plan, &w);
-        writing += t.elapsed();
-        r
-    })?;
-    let manifest = Manifest { geometry, generation, created_unix_ms: unix_ms(), source_id, chunks };
-    let t = Instant::now();
-    progress.set_phase(Phase::Committing);
-    sink.commit(&manifest)?;
-    let committing = t.elapsed();
+    if let Ok(mut s) = progress.store.lock() {
+        *s = live.iter().find_map(|l| l.sink.live_counters());
+    }
+    progress.generation.store(live.first().map_or(0, |l| l.generation), Relaxed);
+    if live.is_empty() {
+        return Ok(failed(lanes));
+    }
+    progress.set_phase(Phase::Syncing);
 
-    let seconds = started.elapsed().as_secs_f64();
-    let (previous_disk_size, chunks_suspect) = match &prior {
-        crate::sink::Prior::Previous { manifest, overrides } => {
-            (Some(manifest.geometry.disk_size()), overrides.suspect_count())
+    let scan_result = {
+        // One pass splits each lane into its planner (borrowing the prior)
+        // and its sink (borrowed mutably): disjoint fields.
+        let mut planners: Vec<Option<Planner<'_>>> = Vec::new();
+        let mut sinks: Vec<Option<LaneMut<'_>>> = Vec::new();
+        let mut failures: Vec<Option<Failure>> = Vec::new();
+        for l in lanes.iter_mut() {
+            failures.push(None);
+            match l {
+                Ok(Lane { sink, prior, stats, writing, .. }) => {
+                    let prior: &Prior = prior;
+                    let p = Planner::new(prior.baseline(), geometry);
+                    planners.push(Some(match prior.overrides() {
+                        Some(o) => p.with_overrides(o),
+                        None => p,
+                    }));
+                    sinks.push(Some((sink, stats, writing)));
+                }
+                Err(_) => {
+                    planners.push(None);
+                    sinks.push(None);
+                }
+            }
         }
+        let r = scan(&source, geometry, &pool, |w| {
+            count_scan(progress, &w);
+            for i in 0..sinks.len() {
+                let (Some((sink, stats, writing)), Some(planner)) = (sinks[i].as_mut(), planners[i].as_mut()) else {
+                    continue;
+                };
+                let plan = planner.plan_window(w.first_chunk, w.states);
+                stats.add(&plan.stats);
+                count_plan(progress, &w, &plan.stats);
+                let t = Instant::now();
+                let r = sink.apply(&plan, &w);
+                **writing += t.elapsed();
+                if let Err(f) = r {
+                    failures[i] = Some(f);
+                    sinks[i] = None;
+                }
+            }
+            if sinks.iter().all(Option::is_none) {
+                return Err(Failure::new(ExitCode::Destination, anyhow!("every destination failed")));
+            }
+            Ok(())
+        });
+        (r, failures)
+    };
+    let (scanned, failures) = scan_result;
+    for (l, f) in lanes.iter_mut().zip(failures) {
+        if let Some(f) = f {
+            *l = Err(f);
+        }
+    }
+    let (chunks, scan_stats): (_, ScanStats) = match scanned {
+        Ok(s) => s,
+        // Every destination failed while writing: their own errors say why.
+        Err(_) if lanes.iter().all(Result::is_err) => return Ok(failed(lanes)),
+        Err(f) => return Err(f),
+    };
+    progress.set_phase(Phase::Committing);
+    let created_unix_ms = unix_ms();
+    Ok(lanes
+        .into_iter()
+        .map(|lane| {
+            let mut lane = lane?;
+            let manifest = Manifest {
+                geometry,
+                generation: lane.generation,
+                created_unix_ms,
+                source_id: source_id.clone(),
+                chunks: chunks.clone(),
+            };
+            let t = Instant::now();
+            lane.sink.commit(&manifest)?;
+            let committing = t.elapsed();
+            Ok(report(&lane, geometry, &scan_stats, started, committing))
+        })
+        .collect())
+}
+
+/// The failures of lanes that all failed.
+fn failed(lanes: Vec<Result<Lane, Failure>>) -> Vec<Result<SyncReport, Failure>> {
+    lanes.into_iter().filter_map(Result::err).map(Err).collect()
+}
+
+fn report(
+    lane: &Lane,
+    geometry: Geometry,
+    scan_stats: &ScanStats,
+    started: Instant,
+    committing: Duration,
+) -> SyncReport {
+    let seconds = started.elapsed().as_secs_f64();
+    let (previous_disk_size, chunks_suspect) = match &lane.prior {
+        Prior::Previous { manifest, overrides } => (Some(manifest.geometry.disk_size()), overrides.suspect_count()),
         _ => (None, 0),
     };
-    Ok(SyncReport {
-        destination: sink.describe(),
-        generation,
-        full_sync: prior.full_reason().is_some(),
-        full_sync_reason: prior.full_reason().map(str::to_owned),
+    let plan_stats = &lane.stats;
+    SyncReport {
+        destination: lane.sink.describe(),
+        generation: lane.generation,
+        full_sync: lane.prior.full_reason().is_some(),
+        full_sync_reason: lane.prior.full_reason().map(str::to_owned),
         disk_size: geometry.disk_size(),
         previous_disk_size,
         chunk_size: geometry.chunk_size().get(),
@@ -208,20 +323,25 @@ fn run(
         data_chunks: scan_stats.data_chunks,
         bytes_read: scan_stats.bytes_read,
         seconds,
-        seconds_writing: writing.as_secs_f64(),
+        seconds_writing: lane.writing.as_secs_f64(),
         seconds_committing: committing.as_secs_f64(),
-        wire: sink.wire(),
+        wire: lane.sink.wire(),
         read_bytes_per_second: geometry.disk_size() as f64 / seconds.max(1e-9),
-    })
+    }
 }
 
-fn count_window(p: &Progress, w: &crate::scan::WindowView<'_>, plan: &PlanStats) {
+/// What the scan itself did (counted once, however many destinations).
+fn count_scan(p: &Progress, w: &crate::scan::WindowView<'_>) {
     let (st, len) = (&w.stats, w.bytes.len() as u64);
     Progress::add(&p.bytes_scanned, len);
     Progress::add(&p.bytes_read, st.bytes_read);
     Progress::add(&p.bytes_hashed, st.bytes_hashed);
     Progress::add(&p.bytes_skipped_zero, len - st.bytes_hashed);
-    Progress::add(&p.bytes_skipped_unchanged, st.bytes_hashed.saturating_sub(plan.bytes_written));
+}
+
+/// What one destination's plan for a window does (summed over destinations).
+fn count_plan(p: &Progress, w: &crate::scan::WindowView<'_>, plan: &PlanStats) {
+    Progress::add(&p.bytes_skipped_unchanged, w.stats.bytes_hashed.saturating_sub(plan.bytes_written));
     Progress::add(&p.bytes_written, plan.bytes_written);
     Progress::add(&p.bytes_cleared, plan.bytes_cleared);
 }

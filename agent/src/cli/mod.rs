@@ -25,7 +25,7 @@ use crate::progress::Progress;
 use crate::scan::scan;
 use crate::source::ReadMode;
 use crate::status::StatusWriter;
-use crate::sync::{open_source, sync_with_progress, thread_pool, unix_ms, SyncOptions, SyncReport, Target};
+use crate::sync::{open_source, sync_fanout, thread_pool, unix_ms, SyncOptions, SyncReport, Target};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -37,8 +37,8 @@ parallel, skips all-zero chunks, hashes the rest with blake3 and writes only the
 since the destination's last generation. Each destination keeps its own manifest, so every sync after \
 the first is incremental by itself.",
     after_help = "Exit codes: 0 ok, 1 unexpected failure, 2 usage, 3 source unusable, 4 destination \
-unusable, 5 manifest named on the command line is corrupt, 6 verify found differences \
-(docs/exit-codes.md)."
+unusable, 5 manifest named on the command line is corrupt, 6 verify found differences, 7 some (not all) \
+destinations of a fan-out sync failed (docs/exit-codes.md)."
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -101,8 +101,10 @@ pub struct SyncArgs {
     /// Destination: file:PATH.vhd (a sparse fixed VHD; its manifest is kept at PATH.vhd.manifest)
     /// or pageblob:URL (a page blob; credentials from a SAS in the URL, else
     /// AZURE_STORAGE_CONNECTION_STRING / AZURE_STORAGE_KEY, else managed identity).
-    #[arg(long, value_name = "DEST")]
-    pub to: Target,
+    /// Repeat --to to fan out: the source is read and hashed once, each destination
+    /// keeps its own generation, and one that fails does not stop the others.
+    #[arg(long, value_name = "DEST", required = true)]
+    pub to: Vec<Target>,
     #[command(flatten)]
     pub read: ReadArgs,
     /// Name of the source recorded in the manifest; a manifest of another source
@@ -295,6 +297,12 @@ fn run_scan(a: ScanArgs) -> Result<(), Failure> {
 }
 
 fn run_sync(a: SyncArgs) -> Result<(), Failure> {
+    if a.manifest.is_some() && a.to.len() > 1 {
+        return Err(Failure::new(
+            ExitCode::Usage,
+            anyhow::anyhow!("--manifest names one destination's manifest: use a single --to with it"),
+        ));
+    }
     let opts = SyncOptions {
         chunk_size: a.read.chunk_size,
         source_id: a.source_id.clone(),
@@ -328,7 +336,7 @@ fn run_sync(a: SyncArgs) -> Result<(), Failure> {
         }
     }
     let bar = (!a.read.json && !a.report.quiet && std::io::stderr().is_terminal()).then(|| progress_bar(&progress));
-    let r = sync_with_progress(&a.source, &a.to, &opts, &progress);
+    let r = sync_fanout(&a.source, &a.to, &opts, &progress);
     if let Some((stop, t)) = bar {
         stop.store(true, std::sync::atomic::Ordering::Release);
         let _ = t.join();
@@ -337,12 +345,54 @@ fn run_sync(a: SyncArgs) -> Result<(), Failure> {
     if a.report.metrics_addr.is_some() && a.report.metrics_linger > 0 {
         std::thread::sleep(std::time::Duration::from_secs(a.report.metrics_linger));
     }
-    let r = r?;
-    if a.read.json {
-        return print_json(&r);
+    let mut lanes = r?;
+    if lanes.len() == 1 {
+        let r =
+            lanes.pop().unwrap_or_else(|| Err(Failure::new(ExitCode::Failure, anyhow::anyhow!("no destination"))))?;
+        if a.read.json {
+            return print_json(&r);
+        }
+        print_sync(&r);
+        return Ok(());
     }
-    print_sync(&r);
-    Ok(())
+    // Fan-out: every destination's outcome, then one exit code.
+    let mut results = Vec::new();
+    for (t, lane) in a.to.iter().zip(&lanes) {
+        match lane {
+            Ok(r) => {
+                if !a.read.json {
+                    print_sync(r);
+                }
+                results.push(serde_json::json!({ "ok": true, "report": r }));
+            }
+            Err(f) => {
+                eprintln!("error: {}: {f}", describe_target(t));
+                results.push(serde_json::json!({
+                    "ok": false, "destination": describe_target(t), "error": f.to_string(), "exit_code": f.code as u8,
+                }));
+            }
+        }
+    }
+    if a.read.json {
+        print_json(&results)?;
+    }
+    let failed: Vec<Failure> = lanes.into_iter().filter_map(Result::err).collect();
+    match failed.len() {
+        0 => Ok(()),
+        n if n == a.to.len() => Err(failed
+            .into_iter()
+            .next()
+            .unwrap_or_else(|| Failure::new(ExitCode::Failure, anyhow::anyhow!("every destination failed")))),
+        n => Err(Failure::new(ExitCode::Partial, anyhow::anyhow!("{n} of {} destinations failed", a.to.len()))),
+    }
+}
+
+/// A destination as shown to people: no SAS.
+fn describe_target(t: &Target) -> String {
+    match t {
+        Target::File(p) => format!("file:{}", p.display()),
+        Target::PageBlob(addr) => format!("pageblob:{addr}"),
+    }
 }
 
 type Ticker = (Arc<std::sync::atomic::AtomicBool>, std::thread::JoinHandle<()>);
