@@ -11,10 +11,11 @@ use anyhow::anyhow;
 use diskferry_core::job::JobSpec;
 
 use crate::exit::{ExitCode, Failure};
+use crate::pageblob::auth::redact;
 use crate::pageblob::sink::PageBlobOptions;
 use crate::progress::{Phase, Progress, StatusSource};
 use crate::source::ReadMode;
-use crate::sync::{sync_with_progress, SyncOptions, SyncReport, Target};
+use crate::sync::{sync_fanout, SyncOptions, SyncReport, Target};
 
 /// Read and validate a job file.
 pub fn load(path: &Path) -> Result<JobSpec, Failure> {
@@ -23,12 +24,25 @@ pub fn load(path: &Path) -> Result<JobSpec, Failure> {
     JobSpec::parse(&text).map_err(|e| Failure::new(ExitCode::Usage, anyhow!("job {}: {e}", path.display())))
 }
 
+/// One destination's outcome, as the status document shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct DestinationResult {
+    pub destination: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub report: Option<SyncReport>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// A finished disk: one result per destination, or why none was tried.
+type DiskOutcome = Result<Vec<DestinationResult>, String>;
+
 /// The job's live state: one [`Progress`] per disk plus each disk's outcome.
 #[derive(Debug)]
 pub struct JobProgress {
     pub run_id: String,
     pub disks: Vec<(String, Arc<Progress>)>,
-    outcomes: Mutex<Vec<Option<Result<SyncReport, String>>>>,
+    outcomes: Mutex<Vec<Option<DiskOutcome>>>,
     phase: Mutex<Phase>,
 }
 
@@ -51,7 +65,8 @@ impl JobProgress {
 
 impl StatusSource for JobProgress {
     /// Status document version 1 with a `run_id` and, per disk, its name and
-    /// (once finished) its report or error.
+    /// (once finished) `results` (one per destination: report or error) or
+    /// the `error` that stopped the disk (its source failed).
     fn status_json(&self) -> serde_json::Value {
         let outcomes = self.outcomes.lock().map(|o| o.clone()).unwrap_or_default();
         let disks: Vec<_> = self
@@ -62,7 +77,7 @@ impl StatusSource for JobProgress {
                 let mut d = p.disk_json();
                 d["name"] = name.clone().into();
                 match outcome {
-                    Some(Ok(r)) => d["report"] = serde_json::to_value(r).unwrap_or_default(),
+                    Some(Ok(r)) => d["results"] = serde_json::to_value(r).unwrap_or_default(),
                     Some(Err(e)) => d["error"] = e.clone().into(),
                     None => {}
                 }
@@ -102,36 +117,64 @@ pub fn sync_options(job: &JobSpec, disk_source_id: &str) -> Result<SyncOptions, 
     })
 }
 
-/// Run the job; `Ok` only when every disk synced. The error of the first
-/// failing disk decides the exit code.
+/// Run the job; `Ok` only when every disk reached every destination. The
+/// first failure decides the exit code.
 pub fn run(job: &JobSpec, progress: &Arc<JobProgress>) -> Result<Vec<SyncReport>, Failure> {
     progress.set_phase(Phase::Syncing);
     let mut reports = Vec::new();
     let mut first_failure: Option<Failure> = None;
+    let mut note = |f: Failure| {
+        if first_failure.is_none() {
+            first_failure = Some(f);
+        }
+    };
     for (i, disk) in job.disks.iter().enumerate() {
         let outcome = (|| {
-            let target: Target = disk
-                .destination
-                .parse()
-                .map_err(|e: String| Failure::new(ExitCode::Usage, anyhow!("disk {}: {e}", disk.name)))?;
+            let targets = disk
+                .destinations
+                .iter()
+                .map(|d| d.parse::<Target>())
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| Failure::new(ExitCode::Usage, anyhow!("disk {}: {e}", disk.name)))?;
             let opts = sync_options(job, &disk.source_id)?;
-            sync_with_progress(&PathBuf::from(&disk.source), &target, &opts, &progress.disks[i].1)
+            sync_fanout(&PathBuf::from(&disk.source), &targets, &opts, &progress.disks[i].1)
         })();
-        let recorded = match &outcome {
-            Ok(r) => Ok(r.clone()),
-            Err(f) => Err(format!("disk {}: {f}", disk.name)),
+        let recorded = match outcome {
+            Ok(lanes) => {
+                let mut results = Vec::new();
+                for (dest, lane) in disk.destinations.iter().zip(lanes) {
+                    let shown = dest.parse::<Target>().map_or_else(|_| redact(dest), |t| t.to_string());
+                    match lane {
+                        Ok(r) => {
+                            results.push(DestinationResult {
+                                destination: shown,
+                                report: Some(r.clone()),
+                                error: None,
+                            });
+                            reports.push(r);
+                        }
+                        Err(f) => {
+                            eprintln!("error: disk {} to {shown}: {f}", disk.name);
+                            results.push(DestinationResult {
+                                destination: shown,
+                                report: None,
+                                error: Some(f.to_string()),
+                            });
+                            note(f);
+                        }
+                    }
+                }
+                Ok(results)
+            }
+            Err(f) => {
+                eprintln!("error: disk {}: {f}", disk.name);
+                let e = format!("disk {}: {f}", disk.name);
+                note(f);
+                Err(e)
+            }
         };
         if let Ok(mut o) = progress.outcomes.lock() {
             o[i] = Some(recorded);
-        }
-        match outcome {
-            Ok(r) => reports.push(r),
-            Err(f) => {
-                eprintln!("error: disk {}: {f}", disk.name);
-                if first_failure.is_none() {
-                    first_failure = Some(f);
-                }
-            }
         }
     }
     match first_failure {
@@ -159,8 +202,8 @@ mod tests {
     fn status_lists_every_disk_by_name() {
         let job = JobSpec::parse(
             r#"{"version":1,"run_id":"r9","disks":[
-              {"name":"os","source":"/a","source_id":"v/os","destination":"file:/x/os.vhd"},
-              {"name":"data","source":"/b","source_id":"v/data","destination":"file:/x/data.vhd"}]}"#,
+              {"name":"os","source":"/a","source_id":"v/os","destinations":["file:/x/os.vhd"]},
+              {"name":"data","source":"/b","source_id":"v/data","destinations":["file:/x/data.vhd"]}]}"#,
         )
         .unwrap();
         let p = JobProgress::new(&job);
@@ -174,7 +217,7 @@ mod tests {
     fn options_follow_the_spec() {
         let job = JobSpec::parse(
             r#"{"version":1,"run_id":"r","chunk_size":65536,"concurrency":3,"keep":2,"threads":1,"retry_for_secs":5,
-               "disks":[{"name":"os","source":"/a","source_id":"v/os","destination":"file:/x/os.vhd"}]}"#,
+               "disks":[{"name":"os","source":"/a","source_id":"v/os","destinations":["file:/x/os.vhd"]}]}"#,
         )
         .unwrap();
         let o = sync_options(&job, "v/os").unwrap();

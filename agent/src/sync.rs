@@ -44,6 +44,16 @@ impl std::str::FromStr for Target {
     }
 }
 
+impl std::fmt::Display for Target {
+    /// As shown to people: never with a SAS.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Target::File(p) => write!(f, "file:{}", p.display()),
+            Target::PageBlob(addr) => write!(f, "pageblob:{addr}"),
+        }
+    }
+}
+
 /// Everything a sync needs besides the source and target.
 #[derive(Debug, Clone)]
 pub struct SyncOptions {

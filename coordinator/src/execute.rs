@@ -125,7 +125,9 @@ impl Exec<'_> {
     fn step(&self, action: Action, x: &mut Scratch, deadline: Duration, obs: &mut dyn Observer) -> Result<()> {
         match action {
             Action::ReadVm => {
-                Destination::parse(&self.replica.destination)?.preflight(&self.replica.name)?;
+                for d in &self.replica.destinations {
+                    Destination::parse(d)?.preflight(&self.replica.name)?;
+                }
                 x.vm = Some(self.cloud.read_vm(&self.replica.vm)?);
                 Ok(())
             }
@@ -204,7 +206,7 @@ impl Exec<'_> {
     }
 
     fn job(&self, vm: &Vm, devices: &[String]) -> Result<JobSpec> {
-        let dest = Destination::parse(&self.replica.destination)?;
+        let dests = self.replica.destinations.iter().map(|d| Destination::parse(d)).collect::<Result<Vec<_>>>()?;
         let s = &self.config.storage;
         Ok(JobSpec {
             version: JOB_VERSION,
@@ -225,7 +227,7 @@ impl Exec<'_> {
                     name: d.name.clone(),
                     source: dev.clone(),
                     source_id: format!("{}/{}", vm.name, d.name),
-                    destination: dest.disk_target(&self.replica.name, &d.name),
+                    destinations: dests.iter().map(|x| x.disk_target(&self.replica.name, &d.name)).collect(),
                 })
                 .collect(),
         })
@@ -254,27 +256,38 @@ impl Exec<'_> {
         }
     }
 
-    /// Record each disk's result from the worker's final status.
+    /// Record each disk's result at each destination from the worker's
+    /// final status.
     fn record(&self, s: &serde_json::Value) -> Result<()> {
         let disks = s["disks"].as_array().context("the worker's status lists no disks")?;
         let mut errors = Vec::new();
         for d in disks {
             let name = d["name"].as_str().unwrap_or("?");
-            if let Some(r) = d.get("report").filter(|r| r.is_object()) {
+            let Some(results) = d["results"].as_array() else {
+                errors.push(d["error"].as_str().map_or_else(|| format!("disk {name}: no result"), str::to_owned));
+                continue;
+            };
+            for (i, x) in results.iter().enumerate() {
+                let r = &x["report"];
+                if !r.is_object() {
+                    let e = x["error"].as_str().unwrap_or("failed");
+                    errors.push(format!("disk {name} to destination {}: {e}", i + 1));
+                    continue;
+                }
                 let u = |v: &serde_json::Value| v.as_u64().unwrap_or(0);
                 let sent = r["wire"]["bytes_sent"].as_u64().unwrap_or_else(|| u(&r["bytes_written"]));
                 self.store.record_disk(&RunDisk {
                     run_id: self.run.id.clone(),
                     disk: name.to_owned(),
+                    destination: i as u32,
                     generation: u(&r["generation"]),
                     full_sync: r["full_sync"].as_bool().unwrap_or(false),
                     full_sync_reason: r["full_sync_reason"].as_str().map(str::to_owned),
                     bytes_read: u(&r["bytes_read"]),
                     bytes_sent: sent,
-                    bytes_skipped: u(&d["bytes_skipped_zero"]) + u(&d["bytes_skipped_unchanged"]),
+                    // Neither written nor cleared: zero or unchanged.
+                    bytes_skipped: u(&r["disk_size"]).saturating_sub(u(&r["bytes_written"])),
                 })?;
-            } else {
-                errors.push(d["error"].as_str().map_or_else(|| format!("disk {name}: no result"), str::to_owned));
             }
         }
         if s["phase"] != "done" || !errors.is_empty() {

@@ -16,7 +16,7 @@ use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 const MIGRATIONS: &[&str] = &["CREATE TABLE replicas (
         name TEXT PRIMARY KEY,
         vm TEXT NOT NULL,
-        destination TEXT NOT NULL,
+        destinations TEXT NOT NULL,
         schedule TEXT,
         keep_points INTEGER NOT NULL,
         chunk_size BIGINT NOT NULL,
@@ -42,13 +42,14 @@ const MIGRATIONS: &[&str] = &["CREATE TABLE replicas (
     CREATE TABLE run_disks (
         run_id TEXT NOT NULL,
         disk TEXT NOT NULL,
+        destination INTEGER NOT NULL,
         generation BIGINT NOT NULL,
         full_sync INTEGER NOT NULL,
         full_sync_reason TEXT,
         bytes_read BIGINT NOT NULL,
         bytes_sent BIGINT NOT NULL,
         bytes_skipped BIGINT NOT NULL,
-        PRIMARY KEY (run_id, disk)
+        PRIMARY KEY (run_id, disk, destination)
     );
     CREATE TABLE resources (
         name TEXT PRIMARY KEY,
@@ -89,8 +90,9 @@ pub struct Replica {
     pub name: String,
     /// The source VM: a folder with `vm.toml` (local) or a resource id (azure).
     pub vm: String,
-    /// Where disks go: `pageblob:CONTAINER-URL` or `file:FOLDER`.
-    pub destination: String,
+    /// Where disks go, one or more: `pageblob:CONTAINER-URL` or `file:FOLDER`
+    /// (stored as a JSON array).
+    pub destinations: Vec<String>,
     pub schedule: Option<String>,
     pub keep_points: u32,
     pub chunk_size: u64,
@@ -120,6 +122,8 @@ pub struct Run {
 pub struct RunDisk {
     pub run_id: String,
     pub disk: String,
+    /// Which of the replica's destinations (0-based, in their order).
+    pub destination: u32,
     pub generation: u64,
     pub full_sync: bool,
     /// Why the agent could not sync incrementally.
@@ -184,9 +188,17 @@ impl Store {
 
     pub fn insert_replica(&self, r: &Replica) -> Result<()> {
         let n = self.conn.execute(
-            "INSERT INTO replicas (name, vm, destination, schedule, keep_points, chunk_size, created_at)
+            "INSERT INTO replicas (name, vm, destinations, schedule, keep_points, chunk_size, created_at)
              SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7 WHERE NOT EXISTS (SELECT 1 FROM replicas WHERE name = ?1)",
-            params![r.name, r.vm, r.destination, r.schedule, r.keep_points, r.chunk_size as i64, r.created_at],
+            params![
+                r.name,
+                r.vm,
+                serde_json::to_string(&r.destinations)?,
+                r.schedule,
+                r.keep_points,
+                r.chunk_size as i64,
+                r.created_at
+            ],
         )?;
         if n == 0 {
             bail!("replica {:?} already exists", r.name);
@@ -197,7 +209,7 @@ impl Store {
     pub fn replica(&self, name: &str) -> Result<Replica> {
         self.conn
             .query_row(
-                "SELECT name, vm, destination, schedule, keep_points, chunk_size, created_at FROM replicas WHERE name = ?1",
+                "SELECT name, vm, destinations, schedule, keep_points, chunk_size, created_at FROM replicas WHERE name = ?1",
                 params![name],
                 replica_row,
             )
@@ -207,7 +219,7 @@ impl Store {
 
     pub fn replicas(&self) -> Result<Vec<Replica>> {
         let mut st = self.conn.prepare(
-            "SELECT name, vm, destination, schedule, keep_points, chunk_size, created_at FROM replicas ORDER BY name",
+            "SELECT name, vm, destinations, schedule, keep_points, chunk_size, created_at FROM replicas ORDER BY name",
         )?;
         let rows = st.query_map([], replica_row)?;
         Ok(rows.collect::<Result<_, _>>()?)
@@ -269,14 +281,17 @@ impl Store {
         Ok(())
     }
 
+    /// Record one disk's result at one destination. The source was read once
+    /// per disk, so only destination 0 adds to the run's bytes read.
     pub fn record_disk(&self, d: &RunDisk) -> Result<()> {
         let tx = self.conn.unchecked_transaction()?;
         tx.execute(
-            "INSERT INTO run_disks (run_id, disk, generation, full_sync, full_sync_reason, bytes_read, bytes_sent,
-             bytes_skipped) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            "INSERT INTO run_disks (run_id, disk, destination, generation, full_sync, full_sync_reason, bytes_read,
+             bytes_sent, bytes_skipped) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
             params![
                 d.run_id,
                 d.disk,
+                d.destination,
                 d.generation as i64,
                 d.full_sync,
                 d.full_sync_reason,
@@ -288,7 +303,12 @@ impl Store {
         tx.execute(
             "UPDATE runs SET bytes_read = bytes_read + ?2, bytes_sent = bytes_sent + ?3,
              bytes_skipped = bytes_skipped + ?4 WHERE id = ?1",
-            params![d.run_id, d.bytes_read as i64, d.bytes_sent as i64, d.bytes_skipped as i64],
+            params![
+                d.run_id,
+                if d.destination == 0 { d.bytes_read as i64 } else { 0 },
+                d.bytes_sent as i64,
+                if d.destination == 0 { d.bytes_skipped as i64 } else { 0 }
+            ],
         )?;
         tx.commit()?;
         Ok(())
@@ -318,19 +338,20 @@ impl Store {
 
     pub fn run_disks(&self, run_id: &str) -> Result<Vec<RunDisk>> {
         let mut st = self.conn.prepare(
-            "SELECT run_id, disk, generation, full_sync, full_sync_reason, bytes_read, bytes_sent, bytes_skipped
-             FROM run_disks WHERE run_id = ?1 ORDER BY disk",
+            "SELECT run_id, disk, destination, generation, full_sync, full_sync_reason, bytes_read, bytes_sent,
+             bytes_skipped FROM run_disks WHERE run_id = ?1 ORDER BY disk, destination",
         )?;
         let rows = st.query_map(params![run_id], |r| {
             Ok(RunDisk {
                 run_id: r.get(0)?,
                 disk: r.get(1)?,
-                generation: r.get::<_, i64>(2)? as u64,
-                full_sync: r.get(3)?,
-                full_sync_reason: r.get(4)?,
-                bytes_read: r.get::<_, i64>(5)? as u64,
-                bytes_sent: r.get::<_, i64>(6)? as u64,
-                bytes_skipped: r.get::<_, i64>(7)? as u64,
+                destination: r.get(2)?,
+                generation: r.get::<_, i64>(3)? as u64,
+                full_sync: r.get(4)?,
+                full_sync_reason: r.get(5)?,
+                bytes_read: r.get::<_, i64>(6)? as u64,
+                bytes_sent: r.get::<_, i64>(7)? as u64,
+                bytes_skipped: r.get::<_, i64>(8)? as u64,
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
@@ -431,7 +452,11 @@ fn replica_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Replica> {
     Ok(Replica {
         name: r.get(0)?,
         vm: r.get(1)?,
-        destination: r.get(2)?,
+        destinations: {
+            let text: String = r.get(2)?;
+            serde_json::from_str(&text)
+                .map_err(|e| rusqlite::Error::FromSqlConversionFailure(2, rusqlite::types::Type::Text, Box::new(e)))?
+        },
         schedule: r.get(3)?,
         keep_points: r.get(4)?,
         chunk_size: r.get::<_, i64>(5)? as u64,
@@ -479,7 +504,7 @@ mod tests {
         Replica {
             name: name.into(),
             vm: "/vms/a".into(),
-            destination: "file:/d".into(),
+            destinations: vec!["file:/d".into()],
             schedule: None,
             keep_points: 7,
             chunk_size: 1 << 20,
@@ -532,6 +557,7 @@ mod tests {
         s.record_disk(&RunDisk {
             run_id: "r1".into(),
             disk: "os".into(),
+            destination: 0,
             generation: 1,
             full_sync: true,
             full_sync_reason: Some("first".into()),

@@ -167,3 +167,34 @@ fn migrate_in_one_command_then_delete_the_replica() {
     assert!(snaps.iter().all(|p| p.is_dir()), "{snaps:?}");
     assert!(dest.join("migrate-legacy1/os.vhd").is_file());
 }
+
+#[test]
+fn one_replica_two_destinations() {
+    let c = Coord::new(true);
+    let vm = make_vm(c.path(), "img1", &[("os", 32 * MIB, &[(0, 2 * MIB), (17 * MIB, MIB)])]);
+    let files = c.path().join("dest");
+    std::fs::create_dir(&files).unwrap();
+    let to_file = format!("file:{}", files.display());
+    let to_blob = c.container("two-dest");
+    c.json(&["replica", "create", "img", "--vm", vm.to_str().unwrap(), "--to", &to_blob, "--to", &to_file, "--json"]);
+    let first = c.json(&["run", "img", "--json"]);
+    assert_eq!(first["run"]["status"], "succeeded", "{first}");
+    let rows = first["disks"].as_array().unwrap();
+    assert_eq!(rows.len(), 2, "one row per destination: {first}");
+    // The disk was read once: the run's bytes read are one disk's data, not two.
+    assert_eq!(first["run"]["bytes_read"].as_u64().unwrap(), 3 * MIB);
+    assert_eq!(first["run"]["bytes_sent"].as_u64().unwrap(), 2 * (3 * MIB) + 512, "both destinations got the data");
+    poke(&vm.join("os.img"), 30 * MIB, 10, 4);
+    let second = c.json(&["run", "img", "--json"]);
+    for d in second["disks"].as_array().unwrap() {
+        assert_eq!((d["generation"].as_u64(), d["full_sync"].as_bool()), (Some(2), Some(false)), "{d}");
+    }
+    for n in ["1", "2"] {
+        let out = c.path().join(format!("import{n}"));
+        std::fs::create_dir(&out).unwrap();
+        c.json(&["import", "img", "--dest", n, "--to", out.to_str().unwrap(), "--json"]);
+        assert!(identical(&vm.join("os.img"), &out.join("os.vhd")), "destination {n}");
+    }
+    let out = c.run(&["points", "img", "--dest", "3"]);
+    assert_eq!(out.status.code(), Some(2));
+}

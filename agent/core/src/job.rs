@@ -12,7 +12,7 @@
 //!   "keep": 7,
 //!   "disks": [
 //!     { "name": "os", "source": "/dev/loop3", "source_id": "web1/os",
-//!       "destination": "pageblob:https://acct.blob.core.windows.net/dr/web1/os.vhd" }
+//!       "destinations": ["pageblob:https://acct.blob.core.windows.net/dr/web1/os.vhd"] }
 //!   ]
 //! }
 //! ```
@@ -72,8 +72,9 @@ pub struct JobDisk {
     /// Recorded in the manifest; stable across runs although the device
     /// path changes (each run reads a new temporary disk).
     pub source_id: String,
-    /// `pageblob:URL` or `file:PATH.vhd`.
-    pub destination: String,
+    /// `pageblob:URL` or `file:PATH.vhd`, one or more: the disk is read
+    /// once and each destination keeps its own generation.
+    pub destinations: Vec<String>,
 }
 
 fn default_chunk() -> u64 {
@@ -149,11 +150,11 @@ impl JobSpec {
         }
         let mut names = std::collections::BTreeSet::new();
         for d in &self.disks {
-            if d.name.is_empty() || d.source.is_empty() || d.source_id.is_empty() || d.destination.is_empty() {
-                return Err(invalid(
-                    "disks",
-                    format!("disk {:?} has an empty name, source, source_id or destination", d.name),
-                ));
+            if d.name.is_empty() || d.source.is_empty() || d.source_id.is_empty() {
+                return Err(invalid("disks", format!("disk {:?} has an empty name, source or source_id", d.name)));
+            }
+            if d.destinations.is_empty() || d.destinations.iter().any(String::is_empty) {
+                return Err(invalid("disks", format!("disk {:?} needs at least one destination", d.name)));
             }
             if !names.insert(d.name.as_str()) {
                 return Err(invalid("disks", format!("disk name {:?} appears twice", d.name)));
@@ -187,7 +188,7 @@ mod tests {
                 name: "os".into(),
                 source: "/dev/loop0".into(),
                 source_id: "vm/os".into(),
-                destination: "file:/x/os.vhd".into(),
+                destinations: vec!["file:/x/os.vhd".into()],
             }],
         }
     }
@@ -201,7 +202,7 @@ mod tests {
     #[test]
     fn defaults_fill_optional_fields() {
         let j = JobSpec::parse(
-            r#"{"version":1,"run_id":"r","disks":[{"name":"a","source":"/a","source_id":"v/a","destination":"file:/b"}]}"#,
+            r#"{"version":1,"run_id":"r","disks":[{"name":"a","source":"/a","source_id":"v/a","destinations":["file:/b"]}]}"#,
         )
         .unwrap();
         assert_eq!((j.chunk_size, j.concurrency, j.keep, j.retry_for_secs), (1 << 20, 16, 7, 120));

@@ -366,9 +366,9 @@ fn run_sync(a: SyncArgs) -> Result<(), Failure> {
                 results.push(serde_json::json!({ "ok": true, "report": r }));
             }
             Err(f) => {
-                eprintln!("error: {}: {f}", describe_target(t));
+                eprintln!("error: {t}: {f}");
                 results.push(serde_json::json!({
-                    "ok": false, "destination": describe_target(t), "error": f.to_string(), "exit_code": f.code as u8,
+                    "ok": false, "destination": t.to_string(), "error": f.to_string(), "exit_code": f.code as u8,
                 }));
             }
         }
@@ -384,14 +384,6 @@ fn run_sync(a: SyncArgs) -> Result<(), Failure> {
             .next()
             .unwrap_or_else(|| Failure::new(ExitCode::Failure, anyhow::anyhow!("every destination failed")))),
         n => Err(Failure::new(ExitCode::Partial, anyhow::anyhow!("{n} of {} destinations failed", a.to.len()))),
-    }
-}
-
-/// A destination as shown to people: no SAS.
-fn describe_target(t: &Target) -> String {
-    match t {
-        Target::File(p) => format!("file:{}", p.display()),
-        Target::PageBlob(addr) => format!("pageblob:{addr}"),
     }
 }
 

@@ -34,8 +34,9 @@ pub struct CreateArgs {
     #[arg(long, value_name = "DIR")]
     pub vm: PathBuf,
     /// Where the disks go: pageblob:CONTAINER-URL (blob REPLICA/DISK.vhd) or file:FOLDER.
-    #[arg(long, value_name = "DEST")]
-    pub to: String,
+    /// Repeat --to to replicate to several places from one read of each disk.
+    #[arg(long, value_name = "DEST", required = true)]
+    pub to: Vec<String>,
     /// Cron schedule for `diskferry daemon` (5 fields, or 6 with seconds), e.g. "0 */6 * * *".
     #[arg(long, value_name = "CRON")]
     pub schedule: Option<String>,
@@ -88,7 +89,7 @@ pub fn replica(env: &Env, cmd: ReplicaCmd) -> Result<(), Failure> {
             }
             println!("{:<20} {:<10} {:<18} destination", "name", "keep", "schedule");
             for r in list {
-                let dest = Destination::parse(&r.destination).map_or(r.destination.clone(), |d| d.display());
+                let dest = shown(&r);
                 println!(
                     "{:<20} {:<10} {:<18} {dest}",
                     r.name,
@@ -109,7 +110,7 @@ fn create(env: &Env, a: CreateArgs) -> Result<(), Failure> {
     if json {
         return print_json(&r);
     }
-    let dest = Destination::parse(&r.destination).map_or(r.destination.clone(), |d| d.display());
+    let dest = shown(&r);
     let disks: Vec<String> = vm.disks.iter().map(|d| format!("{} ({})", d.name, human(d.size))).collect();
     println!("replica {}: VM {} with disks {} -> {dest}", r.name, vm.name, disks.join(", "));
     Ok(())
@@ -122,16 +123,19 @@ pub fn define(env: &Env, a: CreateArgs) -> Result<(Replica, crate::cloud::Vm), F
     if let Some(s) = &a.schedule {
         usage(Schedule::parse(s))?;
     }
-    let dest = usage(Destination::parse(&a.to))?;
+    let mut destinations = Vec::new();
+    for to in &a.to {
+        destinations.push(match usage(Destination::parse(to))? {
+            Destination::File(d) => format!("file:{}", d.display()),
+            Destination::PageBlob { .. } => to.clone(),
+        });
+    }
     let vm_dir = usage(std::fs::canonicalize(&a.vm).map_err(|e| anyhow!("VM {}: {e}", a.vm.display())))?;
     let vm = usage(env.cloud()?.read_vm(&vm_dir.display().to_string()))?;
     let r = Replica {
         name: a.name.clone(),
         vm: vm_dir.display().to_string(),
-        destination: match &dest {
-            Destination::File(d) => format!("file:{}", d.display()),
-            Destination::PageBlob { .. } => a.to.clone(),
-        },
+        destinations,
         schedule: a.schedule,
         keep_points: a.keep,
         chunk_size: chunk,
@@ -167,8 +171,7 @@ fn show(env: &Env, a: NameArgs) -> Result<(), Failure> {
             snaps.iter().map(|s| serde_json::json!({"disk": s.disk, "name": s.name, "run_id": s.run_id})).collect();
         return print_json(&serde_json::json!({ "replica": r, "runs": runs, "snapshots": snapshots }));
     }
-    let dest = Destination::parse(&r.destination).map_or(r.destination.clone(), |d| d.display());
-    println!("replica {}\n  vm          {}\n  destination {dest}", r.name, r.vm);
+    println!("replica {}\n  vm          {}\n  destinations {}", r.name, r.vm, shown(&r));
     println!("  schedule    {}\n  keep        {} points", r.schedule.as_deref().unwrap_or("-"), r.keep_points);
     for s in &snaps {
         println!("  snapshot    {} {}", s.disk.as_deref().unwrap_or("?"), s.name);
@@ -194,6 +197,15 @@ fn delete(env: &Env, a: NameArgs) -> Result<(), Failure> {
         println!("replica {} deleted (its data at the destination is kept)", r.name);
     }
     Ok(())
+}
+
+/// A replica's destinations as shown to people (SAS redacted).
+pub fn shown(r: &Replica) -> String {
+    r.destinations
+        .iter()
+        .map(|d| Destination::parse(d).map_or_else(|_| "<invalid>".to_owned(), |x| x.display()))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Progress of a run on stderr: a bar on a terminal, phase lines otherwise.
@@ -288,8 +300,9 @@ fn print_run(r: &Run, disks: &[RunDisk]) {
     println!("run {} {} in {secs:.2} s", r.id, r.status);
     for d in disks {
         println!(
-            "  {:<10} generation {:<4} {:<12} read {:>10}  sent {:>10}  skipped {:>10}",
+            "  {:<10} dest {} generation {:<4} {:<12} read {:>10}  sent {:>10}  skipped {:>10}",
             d.disk,
+            d.destination + 1,
             d.generation,
             if d.full_sync { "full" } else { "incremental" },
             human(d.bytes_read),

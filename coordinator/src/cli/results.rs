@@ -11,11 +11,14 @@ use clap::Args;
 
 use super::{exists_dir, print_json, usage, Env, Failure};
 use crate::destination::Destination;
-use crate::store::{status, Replica, RunDisk, Store};
+use crate::store::{Replica, RunDisk, Store};
 
 #[derive(Debug, Args)]
 pub struct PointsArgs {
     pub replica: String,
+    /// Which destination to read, by its position in `replica create --to ...` (1 = the first).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    pub dest: u32,
     #[arg(long)]
     pub json: bool,
 }
@@ -26,6 +29,9 @@ pub struct ImportArgs {
     /// Generation to import [default: the newest].
     #[arg(long, value_name = "G")]
     pub point: Option<u64>,
+    /// Which destination to import from, by its position in `replica create --to ...` (1 = the first).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    pub dest: u32,
     /// Folder to write one DISK.vhd per disk into (local provider).
     #[arg(long, value_name = "DIR")]
     pub to: PathBuf,
@@ -38,9 +44,9 @@ pub struct MigrateArgs {
     /// The source VM: a folder holding vm.toml.
     #[arg(long, value_name = "DIR")]
     pub vm: PathBuf,
-    /// Where the disks go: pageblob:CONTAINER-URL or file:FOLDER.
-    #[arg(long, value_name = "DEST")]
-    pub to: String,
+    /// Where the disks go: pageblob:CONTAINER-URL or file:FOLDER (repeat for several).
+    #[arg(long, value_name = "DEST", required = true)]
+    pub to: Vec<String>,
     /// Folder for the imported VHDs.
     #[arg(long, value_name = "DIR")]
     pub import_to: PathBuf,
@@ -61,14 +67,25 @@ pub struct Point {
     pub disk_size: u64,
 }
 
-/// The disks of a replica as of its newest successful run.
-fn newest_disks(store: &Store, r: &Replica) -> Result<Vec<RunDisk>, Failure> {
-    let runs = store.runs(&r.name, u32::MAX)?;
-    let run = runs
-        .iter()
-        .find(|x| x.status == status::SUCCEEDED)
-        .ok_or_else(|| Failure::from(anyhow!("replica {} has no successful run yet", r.name)))?;
-    Ok(store.run_disks(&run.id)?)
+/// The disks of a replica at destination `dest` (0-based) as of the newest
+/// run that reached it.
+fn newest_disks(store: &Store, r: &Replica, dest: u32) -> Result<Vec<RunDisk>, Failure> {
+    for run in store.runs(&r.name, u32::MAX)? {
+        let disks: Vec<RunDisk> = store.run_disks(&run.id)?.into_iter().filter(|d| d.destination == dest).collect();
+        if !disks.is_empty() {
+            return Ok(disks);
+        }
+    }
+    Err(anyhow!("replica {} has no run that reached destination {} yet", r.name, dest + 1).into())
+}
+
+/// The replica's destination number `n` (1-based).
+fn destination(r: &Replica, n: u32) -> Result<Destination, Failure> {
+    let d = r.destinations.get(n as usize - 1).ok_or_else(|| Failure {
+        code: super::Code::Usage,
+        error: anyhow!("replica {} has {} destination(s), not {n}", r.name, r.destinations.len()),
+    })?;
+    usage(Destination::parse(d))
 }
 
 fn agent(env: &Env) -> Command {
@@ -106,9 +123,9 @@ fn disk_points(env: &Env, dest: &Destination, r: &Replica, d: &RunDisk) -> anyho
 pub fn points(env: &Env, a: PointsArgs) -> Result<(), Failure> {
     let store = env.store()?;
     let r = usage(store.replica(&a.replica))?;
-    let dest = usage(Destination::parse(&r.destination))?;
+    let dest = destination(&r, a.dest)?;
     let mut all = serde_json::Map::new();
-    for d in newest_disks(&store, &r)? {
+    for d in newest_disks(&store, &r, a.dest - 1)? {
         all.insert(
             d.disk.clone(),
             serde_json::to_value(disk_points(env, &dest, &r, &d)?).map_err(anyhow::Error::from)?,
@@ -136,7 +153,7 @@ pub fn import(env: &Env, a: ImportArgs) -> Result<(), Failure> {
     exists_dir(&a.to)?;
     let store = env.store()?;
     let r = usage(store.replica(&a.replica))?;
-    let out = import_replica(env, &store, &r, a.point, &a.to)?;
+    let out = import_replica(env, &store, &r, a.dest, a.point, &a.to)?;
     if a.json {
         return print_json(&out);
     }
@@ -150,12 +167,13 @@ fn import_replica(
     env: &Env,
     store: &Store,
     r: &Replica,
+    dest_no: u32,
     point: Option<u64>,
     to: &Path,
 ) -> Result<Vec<Imported>, Failure> {
-    let dest = usage(Destination::parse(&r.destination))?;
+    let dest = destination(r, dest_no)?;
     let mut out = Vec::new();
-    for d in newest_disks(store, r)? {
+    for d in newest_disks(store, r, dest_no - 1)? {
         let path = to.join(format!("{}.vhd", d.disk));
         let generation = match &dest {
             Destination::PageBlob { .. } => {
@@ -212,7 +230,7 @@ pub fn migrate(env: &Env, a: MigrateArgs) -> Result<(), Failure> {
     super::replica::succeeded(&done)?;
     let store = env.store()?;
     let r = store.replica(&name)?;
-    let out = import_replica(env, &store, &r, None, &a.import_to)?;
+    let out = import_replica(env, &store, &r, 1, None, &a.import_to)?;
     if a.json {
         return print_json(&serde_json::json!({ "run": done, "disks": disks, "imported": out }));
     }
