@@ -14,6 +14,7 @@
 //! - [`journal`]: intent records that keep a crashed generation from being trusted.
 //! - [`vhd`]: the 512-byte fixed-VHD footer Azure needs to import a page blob.
 //! - [`job`]: the versioned job spec the coordinator hands an agent run.
+//! - [`units`]: byte counts parsed and printed.
 //!
 //! ```
 //! use diskferry_core::{geometry::{ChunkSize, Geometry}, manifest::ChunkState, plan};
@@ -36,6 +37,7 @@ pub mod job;
 pub mod journal;
 pub mod manifest;
 pub mod plan;
+pub mod units;
 pub mod vhd;
 pub mod zero;
 

@@ -146,17 +146,7 @@ pub fn define(env: &Env, a: CreateArgs) -> Result<(Replica, crate::cloud::Vm), F
 }
 
 fn parse_chunk(s: &str) -> anyhow::Result<u64> {
-    let t = s.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: u64 = num.parse().map_err(|_| anyhow!("chunk size {s:?} is not a size (e.g. 1MiB)"))?;
-    let mul = match unit.to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kib" => 1 << 10,
-        "m" | "mib" => 1 << 20,
-        _ => return Err(anyhow!("chunk size {s:?}: unknown unit")),
-    };
-    let bytes = n.saturating_mul(mul);
+    let bytes = diskferry_core::units::parse_size(s).map_err(|e| anyhow!("chunk size {e}"))?;
     diskferry_core::geometry::ChunkSize::new(bytes).map_err(|e| anyhow!("chunk size {s}: {e}"))?;
     Ok(bytes)
 }
