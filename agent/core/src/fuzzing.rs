@@ -1,8 +1,10 @@
 //! The properties the fuzz targets check (`fuzz/fuzz_targets/`), shared with
 //! the regression test that replays the committed corpus on every `cargo test`.
 
+use crate::job::JobSpec;
 use crate::journal;
 use crate::manifest::Manifest;
+use crate::relay::{self, Kind};
 use crate::vhd::Footer;
 
 /// The manifest decoder never panics, and what it accepts re-encodes to a
@@ -24,4 +26,24 @@ pub fn vhd_footer(data: &[u8]) {
 /// The journal parser never panics.
 pub fn journal(data: &[u8]) {
     let _ = journal::parse(data);
+}
+
+/// Relay frames: the parser never panics or over-allocates, and a data
+/// frame it opens yields exactly its declared length, matching its digest.
+pub fn relay_frame(data: &[u8]) {
+    if let Ok(frames) = relay::split(data) {
+        for (h, payload) in frames {
+            if let Ok(raw) = h.open(payload) {
+                let want = if h.kind == Kind::Clear { 0 } else { h.raw_len as usize };
+                assert_eq!(raw.len(), want);
+            }
+        }
+    }
+}
+
+/// Job specs: the parser never panics; what it accepts round-trips.
+pub fn job_spec(data: &[u8]) {
+    if let Ok(Ok(j)) = std::str::from_utf8(data).map(JobSpec::parse) {
+        assert_eq!(JobSpec::parse(&j.to_json()), Ok(j));
+    }
 }

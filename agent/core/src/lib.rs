@@ -14,6 +14,7 @@
 //! - [`journal`]: intent records that keep a crashed generation from being trusted.
 //! - [`vhd`]: the 512-byte fixed-VHD footer Azure needs to import a page blob.
 //! - [`job`]: the versioned job spec the coordinator hands an agent run.
+//! - [`relay`]: relay frames (offset, length, blake3, zstd payload) and their checks.
 //! - [`units`]: byte counts parsed and printed.
 //!
 //! ```
@@ -37,6 +38,7 @@ pub mod job;
 pub mod journal;
 pub mod manifest;
 pub mod plan;
+pub mod relay;
 pub mod units;
 pub mod vhd;
 pub mod zero;

@@ -9,10 +9,12 @@ type Check = fn(&[u8]);
 #[test]
 fn committed_fuzz_inputs_pass() {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fuzz");
-    let targets: [(&str, Check); 3] = [
+    let targets: [(&str, Check); 5] = [
         ("manifest", diskferry_core::fuzzing::manifest),
         ("vhd_footer", diskferry_core::fuzzing::vhd_footer),
         ("journal", diskferry_core::fuzzing::journal),
+        ("relay_frame", diskferry_core::fuzzing::relay_frame),
+        ("job_spec", diskferry_core::fuzzing::job_spec),
     ];
     let mut seen = 0;
     for (name, check) in targets {
@@ -25,5 +27,5 @@ fn committed_fuzz_inputs_pass() {
             }
         }
     }
-    assert!(seen >= 3, "the seed corpus is missing ({seen} inputs found)");
+    assert!(seen >= 5, "the seed corpus is missing ({seen} inputs found)");
 }

@@ -81,3 +81,25 @@ fn journal_bytes_are_pinned() {
     assert_eq!(o.acked(1), Some(ChunkState::Data(Digest::of(b"one"))));
     assert_eq!(enc, gold);
 }
+
+/// Relay frames v1: a stored-raw frame and a clear frame are pinned byte for
+/// byte; a zstd frame is pinned as the committed bytes a receiver must keep
+/// accepting (zstd's own output may change between library versions, the
+/// format may not).
+#[test]
+fn relay_frame_bytes_are_pinned() {
+    use diskferry_core::relay::{clear_frame, data_frame, FrameHeader, Kind, HEADER_LEN};
+    let mut raw = vec![0u8; 1024];
+    blake3::Hasher::new().update(b"relay golden").finalize_xof().fill(&mut raw);
+    let f = data_frame(3 << 20, &raw, 3).unwrap();
+    assert_eq!(FrameHeader::parse(&f).unwrap().kind, Kind::Raw);
+    assert_eq!(golden("relay-frame-v1-raw.bin", &f), f);
+    let c = clear_frame(1 << 30, 4 << 20);
+    assert_eq!(golden("relay-frame-v1-clear.bin", &c), c);
+
+    let text: Vec<u8> = b"block by block, only what changed. ".iter().copied().cycle().take(8192).collect();
+    let z = golden("relay-frame-v1-zstd.bin", &data_frame(1 << 20, &text, 3).unwrap());
+    let h = FrameHeader::parse(&z).unwrap();
+    assert_eq!((h.kind, h.offset, h.raw_len), (Kind::Zstd, 1 << 20, 8192));
+    assert_eq!(h.open(&z[HEADER_LEN..]).unwrap(), text);
+}
