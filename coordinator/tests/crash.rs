@@ -74,6 +74,7 @@ fn sigkill_at_each_phase_then_gc_then_run_again() {
     assert_eq!(r["run"]["status"], "succeeded", "{r}");
     let os = r["disks"].as_array().unwrap().iter().find(|d| d["disk"] == "os").unwrap().clone();
     let sent = os["bytes_sent"].as_u64().unwrap();
+    eprintln!("resumed first sync sent {} MiB of {} MiB", sent >> 20, data >> 20);
     assert_eq!(os["full_sync_reason"], "resuming an interrupted first sync", "{os}");
     assert!(sent < data * 3 / 4, "resumed run sent {sent} of {data}: the checkpoint was not used: {os}");
     assert_clean(&c, "app", "after the resumed run");
