@@ -8,6 +8,7 @@
 //! a coordinator killed between the two leaves a name `gc` can delete, and
 //! every delete is idempotent (deleting what is not there succeeds).
 
+pub mod azure;
 pub mod local;
 
 use anyhow::Result;

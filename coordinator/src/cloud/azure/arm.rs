@@ -1,0 +1,378 @@
+//! A small Azure Resource Manager client: authenticated JSON requests with
+//! pinned api-versions, the long-running-operation protocol, throttling and
+//! ARM error bodies. Blocking (the coordinator's runs are threads).
+//!
+//! - **LRO**: an initial 201/202 is followed to its end: `Azure-AsyncOperation`
+//!   when given (its body's `status` until Succeeded / Failed / Canceled),
+//!   else `Location` (202 while running, then the final body). `Retry-After`
+//!   sets the poll interval (bounded); the whole operation has a deadline.
+//! - **Throttling**: 429 and 5xx are retried after `Retry-After` (or a
+//!   backoff), within a time budget; every retry is counted.
+//! - **Errors**: `{"error": {"code", "message", "target"}}` becomes one line
+//!   naming the operation, the HTTP status and ARM's code. The bearer token
+//!   never appears in an error, a log line or a Debug print.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use reqwest::blocking::{Client, Response};
+use reqwest::header::{HeaderMap, AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+
+/// Where bearer tokens come from (managed identity, CLI, a fixed token in tests).
+pub trait TokenSource: Send + Sync {
+    /// A token for `https://management.azure.com/.default`.
+    fn token(&self) -> Result<String>;
+}
+
+/// A token that never changes (tests, or one obtained out of band).
+pub struct StaticToken(pub String);
+
+impl TokenSource for StaticToken {
+    fn token(&self) -> Result<String> {
+        Ok(self.0.clone())
+    }
+}
+
+impl std::fmt::Debug for StaticToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StaticToken(<redacted>)")
+    }
+}
+
+/// An error ARM returned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArmError {
+    pub operation: String,
+    /// HTTP status; 0 when a long-running operation ended Failed or Canceled.
+    pub status: u16,
+    pub code: String,
+    pub message: String,
+    pub target: Option<String>,
+}
+
+impl std::fmt::Display for ArmError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.status == 0 {
+            // A long-running operation that ended badly (its poll was a 200).
+            write!(f, "{}: the operation ended {}: {}", self.operation, self.code, self.message)?;
+        } else {
+            write!(f, "{}: HTTP {} {}: {}", self.operation, self.status, self.code, self.message)?;
+        }
+        if let Some(t) = &self.target {
+            write!(f, " (target {t})")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ArmError {}
+
+impl ArmError {
+    /// Parse an ARM error body (or make do with the status line).
+    pub fn from_body(operation: &str, status: u16, body: &[u8]) -> Self {
+        let v: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+        let e = if v["error"].is_object() { &v["error"] } else { &v };
+        let text = |k: &str| e[k].as_str().map(str::to_owned);
+        Self {
+            operation: operation.to_owned(),
+            status,
+            code: text("code").unwrap_or_else(|| {
+                StatusCode::from_u16(status).ok().and_then(|s| s.canonical_reason()).unwrap_or("Error").replace(' ', "")
+            }),
+            message: text("message").unwrap_or_else(|| "(no error body)".into()),
+            target: text("target"),
+        }
+    }
+}
+
+/// Counters of one client.
+#[derive(Debug, Default)]
+pub struct ArmCounters {
+    pub requests: AtomicU64,
+    pub throttled: AtomicU64,
+    pub retries: AtomicU64,
+    pub polls: AtomicU64,
+}
+
+/// How long to keep at it.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Give up retrying one request (429/5xx/transport) after this long.
+    pub retry_for: Duration,
+    /// Give up on a long-running operation after this long.
+    pub operation_deadline: Duration,
+    /// Poll interval when the service gives no Retry-After, and the cap on one it gives.
+    pub default_poll: Duration,
+    pub max_poll: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            retry_for: Duration::from_secs(300),
+            operation_deadline: Duration::from_secs(3600),
+            default_poll: Duration::from_secs(5),
+            max_poll: Duration::from_secs(60),
+        }
+    }
+}
+
+/// The client.
+pub struct Arm {
+    http: Client,
+    base: String,
+    token: Box<dyn TokenSource>,
+    pub limits: Limits,
+    pub counters: ArmCounters,
+}
+
+impl std::fmt::Debug for Arm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Arm").field("base", &self.base).field("limits", &self.limits).finish_non_exhaustive()
+    }
+}
+
+/// A response worth keeping: status, the headers the protocol reads, body.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: HeaderMap,
+    pub body: Vec<u8>,
+}
+
+impl Reply {
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or(Value::Null)
+    }
+
+    fn header(&self, name: &str) -> Option<String> {
+        self.headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned)
+    }
+
+    fn retry_after(&self) -> Option<Duration> {
+        self.header(RETRY_AFTER.as_str()).and_then(|v| v.trim().parse::<u64>().ok()).map(Duration::from_secs)
+    }
+}
+
+impl Arm {
+    /// A client for `base` (`https://management.azure.com`, or a simulator).
+    pub fn new(base: &str, token: Box<dyn TokenSource>) -> Result<Self> {
+        let http = Client::builder()
+            .timeout(Duration::from_secs(120))
+            .connect_timeout(Duration::from_secs(20))
+            .user_agent(concat!("diskferry/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .context("cannot build the HTTP client")?;
+        Ok(Self {
+            http,
+            base: base.trim_end_matches('/').to_owned(),
+            token,
+            limits: Limits::default(),
+            counters: ArmCounters::default(),
+        })
+    }
+
+    fn url(&self, path: &str) -> String {
+        if path.starts_with("http://") || path.starts_with("https://") {
+            path.to_owned()
+        } else {
+            format!("{}{path}", self.base)
+        }
+    }
+
+    /// One request, retried on 429, 5xx and transport errors. Returns any
+    /// other status as is (the caller decides what is an error).
+    pub fn send(&self, method: Method, path: &str, body: Option<&Value>) -> Result<Reply> {
+        let started = Instant::now();
+        let op = format!("{method} {}", strip_query(path));
+        let mut attempt = 0u32;
+        loop {
+            attempt += 1;
+            self.counters.requests.fetch_add(1, Ordering::Relaxed);
+            let token = self.token.token().with_context(|| format!("{op}: no ARM token"))?;
+            let mut req =
+                self.http.request(method.clone(), self.url(path)).header(AUTHORIZATION, format!("Bearer {token}"));
+            if let Some(b) = body {
+                req = req.header(CONTENT_TYPE, "application/json").body(serde_json::to_vec(b)?);
+            }
+            let wait = match req.send() {
+                Ok(resp) => {
+                    let reply = read(resp)?;
+                    let s = reply.status;
+                    if s != 429 && !(500..600).contains(&s) {
+                        return Ok(reply);
+                    }
+                    if s == 429 {
+                        self.counters.throttled.fetch_add(1, Ordering::Relaxed);
+                    }
+                    let wait = reply.retry_after().unwrap_or_else(|| backoff(attempt));
+                    if started.elapsed() + wait > self.limits.retry_for {
+                        return Err(ArmError::from_body(&op, s, &reply.body).into());
+                    }
+                    wait
+                }
+                Err(e) => {
+                    let wait = backoff(attempt);
+                    if started.elapsed() + wait > self.limits.retry_for {
+                        // reqwest errors name the URL (ours, no secret) but never headers.
+                        bail!("{op}: {e}");
+                    }
+                    wait
+                }
+            };
+            self.counters.retries.fetch_add(1, Ordering::Relaxed);
+            std::thread::sleep(wait);
+        }
+    }
+
+    /// GET a resource; `None` if it does not exist (404).
+    pub fn get(&self, path: &str) -> Result<Option<Value>> {
+        let r = self.send(Method::GET, path, None)?;
+        match r.status {
+            200 => Ok(Some(r.json())),
+            404 => Ok(None),
+            s => Err(ArmError::from_body(&format!("GET {}", strip_query(path)), s, &r.body).into()),
+        }
+    }
+
+    /// PUT a resource and wait for it: the resource as finally provisioned.
+    pub fn put(&self, path: &str, body: &Value) -> Result<Value> {
+        let op = format!("PUT {}", strip_query(path));
+        let r = self.send(Method::PUT, path, Some(body))?;
+        match r.status {
+            200..=202 => {
+                self.follow(&op, &r)?;
+                // The final state of a PUT is the resource itself; without
+                // LRO headers, its provisioningState says when it is done.
+                let started = Instant::now();
+                loop {
+                    let v = self.get(path)?.ok_or_else(|| anyhow!("{op}: the resource is gone after creation"))?;
+                    match v["properties"]["provisioningState"].as_str() {
+                        Some("Failed") | Some("Canceled") => {
+                            bail!("{op}: provisioningState {}", v["properties"]["provisioningState"])
+                        }
+                        None | Some("Succeeded") => return Ok(v),
+                        Some(_) if started.elapsed() > self.limits.operation_deadline => {
+                            bail!("{op}: not provisioned after {} s", self.limits.operation_deadline.as_secs())
+                        }
+                        Some(_) => {
+                            self.counters.polls.fetch_add(1, Ordering::Relaxed);
+                            std::thread::sleep(self.limits.default_poll)
+                        }
+                    }
+                }
+            }
+            s => Err(ArmError::from_body(&op, s, &r.body).into()),
+        }
+    }
+
+    /// POST an action and wait for it: the operation's output, if any.
+    pub fn post(&self, path: &str, body: Option<&Value>) -> Result<Value> {
+        let op = format!("POST {}", strip_query(path));
+        let r = self.send(Method::POST, path, body)?;
+        match r.status {
+            200 | 201 | 202 | 204 => self.follow(&op, &r),
+            s => Err(ArmError::from_body(&op, s, &r.body).into()),
+        }
+    }
+
+    /// DELETE a resource and wait until it is gone; deleting what does not
+    /// exist succeeds.
+    pub fn delete(&self, path: &str) -> Result<()> {
+        let op = format!("DELETE {}", strip_query(path));
+        let r = self.send(Method::DELETE, path, None)?;
+        match r.status {
+            200 | 202 | 204 => self.follow(&op, &r).map(|_| ()),
+            404 => Ok(()),
+            s => Err(ArmError::from_body(&op, s, &r.body).into()),
+        }
+    }
+
+    /// Follow an operation from its first reply to the end; returns the
+    /// final body (`properties.output` of an async operation, or the
+    /// Location's final body, or the first reply's body when synchronous).
+    fn follow(&self, op: &str, first: &Reply) -> Result<Value> {
+        let async_op = first.header("azure-asyncoperation");
+        let location = first.header("location");
+        if first.status != 202 && first.status != 201 || (async_op.is_none() && location.is_none()) {
+            return Ok(first.json());
+        }
+        let started = Instant::now();
+        let mut wait = self.poll_wait(first);
+        loop {
+            if started.elapsed() > self.limits.operation_deadline {
+                bail!("{op}: still running after {} s; gave up", self.limits.operation_deadline.as_secs());
+            }
+            std::thread::sleep(wait);
+            self.counters.polls.fetch_add(1, Ordering::Relaxed);
+            if let Some(url) = &async_op {
+                let r = self.send(Method::GET, url, None)?;
+                if r.status != 200 {
+                    return Err(ArmError::from_body(op, r.status, &r.body).into());
+                }
+                let v = r.json();
+                match v["status"].as_str().unwrap_or("InProgress") {
+                    "Succeeded" => return Ok(v["properties"]["output"].clone()),
+                    "Failed" | "Canceled" => {
+                        let mut e = ArmError::from_body(op, 0, &r.body);
+                        e.code = format!("{} ({})", v["status"].as_str().unwrap_or("Failed"), e.code);
+                        return Err(e.into());
+                    }
+                    _ => wait = self.poll_wait(&r),
+                }
+            } else if let Some(url) = &location {
+                let r = self.send(Method::GET, url, None)?;
+                match r.status {
+                    202 => wait = self.poll_wait(&r),
+                    200 | 201 | 204 => return Ok(r.json()),
+                    s => return Err(ArmError::from_body(op, s, &r.body).into()),
+                }
+            }
+        }
+    }
+
+    fn poll_wait(&self, r: &Reply) -> Duration {
+        r.retry_after().unwrap_or(self.limits.default_poll).min(self.limits.max_poll)
+    }
+}
+
+fn read(resp: Response) -> Result<Reply> {
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let body = resp.bytes().map(|b| b.to_vec()).unwrap_or_default();
+    Ok(Reply { status, headers, body })
+}
+
+/// Exponential backoff with jitter: 0.5..1.0 × min(2^n, 30) seconds.
+fn backoff(attempt: u32) -> Duration {
+    let base = Duration::from_secs(1u64 << attempt.min(5)).min(Duration::from_secs(30));
+    let jitter = (std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos())
+        % 500) as f64
+        / 1000.0;
+    base.mul_f64(0.5 + jitter)
+}
+
+fn strip_query(path: &str) -> &str {
+    path.split('?').next().unwrap_or(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_bodies_become_one_line() {
+        let e = ArmError::from_body(
+            "PUT /x",
+            409,
+            br#"{"error":{"code":"OperationNotAllowed","message":"Quota exceeded.","target":"vmSize"}}"#,
+        );
+        assert_eq!(e.to_string(), "PUT /x: HTTP 409 OperationNotAllowed: Quota exceeded. (target vmSize)");
+        let e = ArmError::from_body("GET /y", 503, b"<html>");
+        assert_eq!(e.code, "ServiceUnavailable");
+        assert!(format!("{:?}", StaticToken("SECRET".into())).contains("redacted"));
+    }
+}
