@@ -29,6 +29,13 @@ impl Destination {
                     Some((b, q)) => (b, Some(q.to_owned())),
                     None => (url, None),
                 };
+                if query.as_deref().is_some_and(|q| q.split('&').any(|kv| kv.starts_with("sig="))) {
+                    bail!(
+                        "pageblob destination carries a SAS: the coordinator stores destinations and hands them to \
+                         workers, so it takes no secrets; give the agent AZURE_STORAGE_CONNECTION_STRING (local) or \
+                         a managed identity (azure) instead"
+                    );
+                }
                 let base = base.trim_end_matches('/');
                 let rest = base
                     .strip_prefix("https://")
