@@ -49,8 +49,9 @@ pub fn run(env: &Env, metrics_addr: Option<SocketAddr>, tick: Duration) -> Resul
     let mut next: BTreeMap<String, (String, DateTime<Utc>)> = BTreeMap::new();
     let mut threads = Vec::new();
     eprintln!("daemon started (pid {})", std::process::id());
+    // One connection for the scheduler loop (runs and scrapes open their own).
+    let store = env.store()?;
     while !stop.load(Ordering::Acquire) {
-        let store = env.store()?;
         let t = Utc::now();
         for r in store.replicas()? {
             let Some(text) = &r.schedule else { continue };
@@ -89,7 +90,6 @@ pub fn run(env: &Env, metrics_addr: Option<SocketAddr>, tick: Duration) -> Resul
                 Err(e) => eprintln!("replica {}: {e:#}", r.name),
             }
         }
-        drop(store);
         std::thread::sleep(tick);
     }
     eprintln!("daemon stopping: waiting for {} running run(s)", threads.iter().filter(|h| !h.is_finished()).count());

@@ -103,7 +103,7 @@ impl Destination {
     pub fn display(&self) -> String {
         match self {
             Destination::PageBlob { base, query } => {
-                format!("pageblob:{base}{}", if query.is_some() { "?<SAS redacted>" } else { "" })
+                format!("pageblob:{base}{}", if query.is_some() { "?<query hidden>" } else { "" })
             }
             Destination::File(d) => format!("file:{}", d.display()),
         }
@@ -116,12 +116,14 @@ mod tests {
 
     #[test]
     fn per_disk_targets() {
-        let d = Destination::parse("pageblob:http://127.0.0.1:10000/devstoreaccount1/dr?sv=1&sig=SECRET").unwrap();
+        let e = Destination::parse("pageblob:http://127.0.0.1:10000/devstoreaccount1/dr?sv=1&sig=SECRET").unwrap_err();
+        assert!(e.to_string().contains("carries a SAS") && !e.to_string().contains("SECRET"), "{e}");
+        let d = Destination::parse("pageblob:http://127.0.0.1:10000/devstoreaccount1/dr?timeout=30").unwrap();
         assert_eq!(
             d.disk_target("web", "os"),
-            "pageblob:http://127.0.0.1:10000/devstoreaccount1/dr/web/os.vhd?sv=1&sig=SECRET"
+            "pageblob:http://127.0.0.1:10000/devstoreaccount1/dr/web/os.vhd?timeout=30"
         );
-        assert!(!d.display().contains("SECRET"));
+        assert_eq!(d.display(), "pageblob:http://127.0.0.1:10000/devstoreaccount1/dr?<query hidden>");
         let d = Destination::parse("pageblob:https://acct.blob.core.windows.net/dr/").unwrap();
         assert_eq!(d.disk_target("web", "data0"), "pageblob:https://acct.blob.core.windows.net/dr/web/data0.vhd");
         assert!(Destination::parse("pageblob:https://acct.blob.core.windows.net").is_err());
