@@ -13,21 +13,45 @@ use crate::progress::StatusSource;
 /// How often the file is rewritten while a sync runs (by default).
 pub const INTERVAL: Duration = Duration::from_secs(2);
 
+/// Another place each status document goes (a blob: a worker VM has no
+/// inbound port). Called from the status thread; failures are its own business.
+pub type Mirror = Box<dyn FnMut(&[u8]) + Send>;
+
 /// Writes the status file until dropped; the final state is written on drop.
-#[derive(Debug)]
 pub struct StatusWriter {
     path: PathBuf,
     progress: Arc<dyn StatusSource>,
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
+    mirror: Arc<std::sync::Mutex<Option<Mirror>>>,
+}
+
+impl std::fmt::Debug for StatusWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StatusWriter").field("path", &self.path).finish_non_exhaustive()
+    }
 }
 
 pub fn write_once(path: &Path, progress: &dyn StatusSource) -> std::io::Result<()> {
+    write_and_mirror(path, progress, &std::sync::Mutex::new(None))
+}
+
+fn write_and_mirror(
+    path: &Path,
+    progress: &dyn StatusSource,
+    mirror: &std::sync::Mutex<Option<Mirror>>,
+) -> std::io::Result<()> {
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");
     let body = serde_json::to_vec_pretty(&progress.status_json()).map_err(std::io::Error::other)?;
-    std::fs::write(&tmp, body)?;
-    std::fs::rename(&tmp, path)
+    std::fs::write(&tmp, &body)?;
+    std::fs::rename(&tmp, path)?;
+    if let Ok(mut m) = mirror.lock() {
+        if let Some(m) = m.as_mut() {
+            m(&body);
+        }
+    }
+    Ok(())
 }
 
 impl StatusWriter {
@@ -37,16 +61,27 @@ impl StatusWriter {
 
     /// Rewrite the file every `interval`.
     pub fn start_every(path: PathBuf, progress: Arc<dyn StatusSource>, interval: Duration) -> std::io::Result<Self> {
-        write_once(&path, progress.as_ref())?;
+        Self::start_mirrored(path, progress, interval, None)
+    }
+
+    /// Rewrite the file every `interval` and hand each document to `mirror` too.
+    pub fn start_mirrored(
+        path: PathBuf,
+        progress: Arc<dyn StatusSource>,
+        interval: Duration,
+        mirror: Option<Mirror>,
+    ) -> std::io::Result<Self> {
+        let mirror = Arc::new(std::sync::Mutex::new(mirror));
+        write_and_mirror(&path, progress.as_ref(), &mirror)?;
         let stop = Arc::new(AtomicBool::new(false));
-        let (p, pr, st) = (path.clone(), progress.clone(), stop.clone());
+        let (p, pr, st, mi) = (path.clone(), progress.clone(), stop.clone(), mirror.clone());
         let thread = std::thread::Builder::new().name("diskferry-status".into()).spawn(move || {
             while !st.load(Ordering::Acquire) {
                 std::thread::park_timeout(interval);
-                let _ = write_once(&p, pr.as_ref());
+                let _ = write_and_mirror(&p, pr.as_ref(), &mi);
             }
         })?;
-        Ok(Self { path, progress, stop, thread: Some(thread) })
+        Ok(Self { path, progress, stop, thread: Some(thread), mirror })
     }
 }
 
@@ -57,6 +92,6 @@ impl Drop for StatusWriter {
             t.thread().unpark();
             let _ = t.join();
         }
-        let _ = write_once(&self.path, self.progress.as_ref());
+        let _ = write_and_mirror(&self.path, self.progress.as_ref(), &self.mirror);
     }
 }

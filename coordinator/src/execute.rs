@@ -219,6 +219,7 @@ impl Exec<'_> {
             retry_for_secs: s.retry_for_secs,
             create_container: s.create_container,
             status_interval_ms: self.config.run.status_interval_ms.clamp(50, 600_000),
+            status_blob: None,
             disks: vm
                 .disks
                 .iter()

@@ -58,6 +58,11 @@ pub struct JobSpec {
     /// How often the agent rewrites its status document.
     #[serde(default = "default_status_interval")]
     pub status_interval_ms: u64,
+    /// Also upload the status document to this block blob (a worker VM has
+    /// no inbound port: this is how the coordinator watches it). An https
+    /// URL without SAS; the agent's credentials apply.
+    #[serde(default)]
+    pub status_blob: Option<String>,
     pub disks: Vec<JobDisk>,
 }
 
@@ -148,6 +153,14 @@ impl JobSpec {
         if self.keep == 0 {
             return Err(invalid("keep", "must be at least 1".into()));
         }
+        // A job is written to disk and into VM user data: it must carry no secret.
+        let secret = |u: &str| u.split_once('?').is_some_and(|(_, q)| q.split('&').any(|kv| kv.starts_with("sig=")));
+        if self.status_blob.as_deref().is_some_and(secret) {
+            return Err(invalid("status_blob", "carries a SAS; a job must hold no secret".into()));
+        }
+        if self.disks.iter().flat_map(|d| &d.destinations).any(|d| secret(d)) {
+            return Err(invalid("disks", "a destination carries a SAS; a job must hold no secret".into()));
+        }
         let mut names = std::collections::BTreeSet::new();
         for d in &self.disks {
             if d.name.is_empty() || d.source.is_empty() || d.source_id.is_empty() {
@@ -184,6 +197,7 @@ mod tests {
             retry_for_secs: 120,
             create_container: false,
             status_interval_ms: 2000,
+            status_blob: None,
             disks: vec![JobDisk {
                 name: "os".into(),
                 source: "/dev/loop0".into(),
@@ -221,6 +235,12 @@ mod tests {
         let mut j = sample();
         j.disks.clear();
         assert!(matches!(JobSpec::parse(&j.to_json()), Err(JobError::Invalid { field: "disks", .. })));
+        let mut j = sample();
+        j.disks[0].destinations = vec!["pageblob:https://a.blob.core.windows.net/c/d.vhd?sv=1&sig=X".into()];
+        assert!(matches!(JobSpec::parse(&j.to_json()), Err(JobError::Invalid { field: "disks", .. })));
+        let mut j = sample();
+        j.status_blob = Some("https://a.blob.core.windows.net/c/s.json?sig=X".into());
+        assert!(matches!(JobSpec::parse(&j.to_json()), Err(JobError::Invalid { field: "status_blob", .. })));
         let unknown = sample().to_json().replacen("\"keep\"", "\"surprise\": 1, \"keep\"", 1);
         assert!(matches!(JobSpec::parse(&unknown), Err(JobError::Syntax(e)) if e.contains("surprise")));
     }

@@ -30,13 +30,14 @@ pub fn run_job(a: RunArgs) -> Result<(), Failure> {
     crate::readback::check_folder(&status_path)?;
     let progress = JobProgress::new(&spec);
     let interval = std::time::Duration::from_millis(spec.status_interval_ms);
-    let status = StatusWriter::start_every(
-        status_path.clone(),
-        progress.clone() as Arc<dyn crate::progress::StatusSource>,
-        interval,
-    )
-    .with_context(|| format!("cannot write status file {}", status_path.display()))
-    .code(ExitCode::Destination)?;
+    let mirror = match &spec.status_blob {
+        Some(url) => Some(blob_mirror(url, spec.api_version.clone())?),
+        None => None,
+    };
+    let source = progress.clone() as Arc<dyn crate::progress::StatusSource>;
+    let status = StatusWriter::start_mirrored(status_path.clone(), source, interval, mirror)
+        .with_context(|| format!("cannot write status file {}", status_path.display()))
+        .code(ExitCode::Destination)?;
     let result = job::run(&spec, &progress);
     drop(status);
     let reports = result?;
@@ -47,4 +48,24 @@ pub fn run_job(a: RunArgs) -> Result<(), Failure> {
         super::print_sync(r);
     }
     Ok(())
+}
+
+/// Upload each status document to the block blob at `url` (credentials as
+/// for page blob destinations; no SAS in a job). A failed upload is reported
+/// once and retried with the next document.
+fn blob_mirror(url: &str, api_version: Option<String>) -> Result<crate::status::Mirror, Failure> {
+    use crate::pageblob::store::PageStore;
+    let addr = crate::pageblob::auth::BlobAddress::parse(url).code(ExitCode::Usage)?;
+    let store = crate::pageblob::store::AzureStore::connect(addr.clone(), api_version).code(ExitCode::Destination)?;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().code(ExitCode::Failure)?;
+    let mut warned = false;
+    Ok(Box::new(move |doc: &[u8]| {
+        let r = rt.block_on(store.put_block_blob(&addr.blob, bytes::Bytes::copy_from_slice(doc)));
+        if let Err(e) = r {
+            if !warned {
+                eprintln!("warning: cannot upload the status to {addr}: {e} (will retry)");
+                warned = true;
+            }
+        }
+    }))
 }

@@ -94,6 +94,7 @@ mod tests {
             retry_for_secs: 120,
             create_container: false,
             status_interval_ms: 2000,
+            status_blob: None,
             disks: (0..disks)
                 .map(|i| JobDisk {
                     name: format!("data{i}"),
