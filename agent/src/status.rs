@@ -32,10 +32,6 @@ impl std::fmt::Debug for StatusWriter {
     }
 }
 
-pub fn write_once(path: &Path, progress: &dyn StatusSource) -> std::io::Result<()> {
-    write_and_mirror(path, progress, &std::sync::Mutex::new(None))
-}
-
 fn write_and_mirror(
     path: &Path,
     progress: &dyn StatusSource,

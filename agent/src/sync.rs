@@ -216,35 +216,26 @@ fn run(
     progress.set_phase(Phase::Syncing);
 
     let scan_result = {
-        // One pass splits each lane into its planner (borrowing the prior)
-        // and its sink (borrowed mutably): disjoint fields.
-        let mut planners: Vec<Option<Planner<'_>>> = Vec::new();
-        let mut sinks: Vec<Option<LaneMut<'_>>> = Vec::new();
-        let mut failures: Vec<Option<Failure>> = Vec::new();
-        for l in lanes.iter_mut() {
-            failures.push(None);
-            match l {
-                Ok(Lane { sink, prior, stats, writing, .. }) => {
-                    let prior: &Prior = prior;
-                    let p = Planner::new(prior.baseline(), geometry);
-                    planners.push(Some(match prior.overrides() {
-                        Some(o) => p.with_overrides(o),
-                        None => p,
-                    }));
-                    sinks.push(Some((sink, stats, writing)));
-                }
-                Err(_) => {
-                    planners.push(None);
-                    sinks.push(None);
-                }
-            }
-        }
+        // One pass splits each live lane into its planner (borrowing the
+        // prior) and its sink (borrowed mutably): disjoint fields.
+        let mut active: Vec<Option<(Planner<'_>, LaneMut<'_>)>> = lanes
+            .iter_mut()
+            .map(|l| {
+                let Lane { sink, prior, stats, writing, .. } = l.as_mut().ok()?;
+                let prior: &Prior = prior;
+                let p = Planner::new(prior.baseline(), geometry);
+                let planner = match prior.overrides() {
+                    Some(o) => p.with_overrides(o),
+                    None => p,
+                };
+                Some((planner, (sink, stats, writing)))
+            })
+            .collect();
+        let mut failures: Vec<Option<Failure>> = active.iter().map(|_| None).collect();
         let r = scan(&source, geometry, &pool, |w| {
             count_scan(progress, &w);
-            for i in 0..sinks.len() {
-                let (Some((sink, stats, writing)), Some(planner)) = (sinks[i].as_mut(), planners[i].as_mut()) else {
-                    continue;
-                };
+            for (slot, failure) in active.iter_mut().zip(failures.iter_mut()) {
+                let Some((planner, (sink, stats, writing))) = slot else { continue };
                 let plan = planner.plan_window(w.first_chunk, w.states);
                 stats.add(&plan.stats);
                 count_plan(progress, &w, &plan.stats);
@@ -252,11 +243,11 @@ fn run(
                 let r = sink.apply(&plan, &w);
                 **writing += t.elapsed();
                 if let Err(f) = r {
-                    failures[i] = Some(f);
-                    sinks[i] = None;
+                    *failure = Some(f);
+                    *slot = None;
                 }
             }
-            if sinks.iter().all(Option::is_none) {
+            if active.iter().all(Option::is_none) {
                 return Err(Failure::new(ExitCode::Destination, anyhow!("every destination failed")));
             }
             Ok(())

@@ -50,7 +50,7 @@ pub fn run(env: &Env, metrics_addr: Option<SocketAddr>, tick: Duration) -> Resul
     let mut threads = Vec::new();
     eprintln!("daemon started (pid {})", std::process::id());
     // One connection for the scheduler loop (runs and scrapes open their own).
-    let store = env.store()?;
+    let mut store = env.store()?;
     while !stop.load(Ordering::Acquire) {
         let t = Utc::now();
         for r in store.replicas()? {
@@ -84,7 +84,7 @@ pub fn run(env: &Env, metrics_addr: Option<SocketAddr>, tick: Duration) -> Resul
                 next.insert(r.name.clone(), (text.clone(), d));
             }
             threads.retain(|h: &std::thread::JoinHandle<()>| !h.is_finished());
-            match trigger(env, &r.name, &shared) {
+            match trigger(env, &mut store, &r.name, &shared) {
                 Ok(Some(h)) => threads.push(h),
                 Ok(None) => {}
                 Err(e) => eprintln!("replica {}: {e:#}", r.name),
@@ -100,30 +100,26 @@ pub fn run(env: &Env, metrics_addr: Option<SocketAddr>, tick: Duration) -> Resul
 }
 
 /// Start a run of `replica` on its own thread, or record a skipped trigger.
-fn trigger(env: &Env, replica: &str, shared: &Arc<Shared>) -> Result<Option<std::thread::JoinHandle<()>>> {
-    let mut store = env.store()?;
+fn trigger(
+    env: &Env,
+    store: &mut Store,
+    replica: &str,
+    shared: &Arc<Shared>,
+) -> Result<Option<std::thread::JoinHandle<()>>> {
     let already = shared.active.lock().map(|a| a.contains(replica)).unwrap_or(false);
-    let begun = if already { None } else { Some(execute::begin(&mut store, replica, "schedule")?) };
+    let begun = if already { None } else { Some(execute::begin(store, replica, "schedule")?) };
     let run = match begun {
         Some(Ok(run)) => run,
         _ => {
-            let (pid, start) = crate::owner::me();
-            store.insert_run(&Run {
-                id: execute::new_run_id(),
-                replica: replica.to_owned(),
-                trigger: "schedule".into(),
+            let skipped = Run {
                 status: status::SKIPPED.into(),
                 phase: "done".into(),
-                started_at: now(),
                 finished_at: Some(now()),
                 duration_ms: Some(0),
-                owner_pid: Some(pid),
-                owner_start: Some(start),
-                bytes_read: 0,
-                bytes_sent: 0,
-                bytes_skipped: 0,
                 error: Some("the previous run was still going".into()),
-            })?;
+                ..execute::new_run(replica, "schedule")
+            };
+            store.insert_run(&skipped)?;
             shared.miss(replica, 1);
             eprintln!("replica {replica}: trigger skipped, the previous run is still going");
             return Ok(None);

@@ -29,7 +29,7 @@ impl Destination {
                     Some((b, q)) => (b, Some(q.to_owned())),
                     None => (url, None),
                 };
-                if query.as_deref().is_some_and(|q| q.split('&').any(|kv| kv.starts_with("sig="))) {
+                if diskferry_core::job::carries_sas(url) {
                     bail!(
                         "pageblob destination carries a SAS: the coordinator stores destinations and hands them to \
                          workers, so it takes no secrets; give the agent AZURE_STORAGE_CONNECTION_STRING (local) or \

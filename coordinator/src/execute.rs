@@ -26,11 +26,10 @@ pub fn new_run_id() -> String {
     format!("{}-{salt:04x}", now.format("%Y%m%d-%H%M%S%.3f"))
 }
 
-/// Record a new run of `replica`, unless one is already running.
-/// `Err(active)` names the run in the way.
-pub fn begin(store: &mut Store, replica: &str, trigger: &str) -> Result<Result<Run, Run>> {
+/// A run of `replica` starting now, owned by this process.
+pub fn new_run(replica: &str, trigger: &str) -> Run {
     let (pid, start) = owner::me();
-    let run = Run {
+    Run {
         id: new_run_id(),
         replica: replica.to_owned(),
         trigger: trigger.to_owned(),
@@ -45,7 +44,13 @@ pub fn begin(store: &mut Store, replica: &str, trigger: &str) -> Result<Result<R
         bytes_sent: 0,
         bytes_skipped: 0,
         error: None,
-    };
+    }
+}
+
+/// Record a new run of `replica`, unless one is already running.
+/// `Err(active)` names the run in the way.
+pub fn begin(store: &mut Store, replica: &str, trigger: &str) -> Result<Result<Run, Run>> {
+    let run = new_run(replica, trigger);
     Ok(store.begin_run(&run, owner::alive)?.map(|()| run))
 }
 

@@ -43,14 +43,9 @@ pub fn gc(cloud: &dyn Cloud, store: &Store) -> Result<GcReport> {
     }
     let t = now();
     let mut retained = BTreeSet::new();
-    // Workers first, then temporary disks, then snapshots: the order a
-    // teardown takes (a loop device holds its snapshot file open).
+    // In teardown order (workers, temporary disks, snapshots).
     let mut resources = store.live_resources()?;
-    resources.sort_by_key(|r| match Kind::parse(&r.kind) {
-        Some(Kind::Worker) => 0,
-        Some(Kind::TempDisk) => 1,
-        _ => 2,
-    });
+    resources.sort_by_key(|r| Kind::parse(&r.kind).map_or(u8::MAX, Kind::teardown_rank));
     for r in resources {
         if r.state == rstate::RETAINED {
             retained.insert(r.name.clone());
@@ -69,11 +64,7 @@ pub fn gc(cloud: &dyn Cloud, store: &Store) -> Result<GcReport> {
         }
     }
     let mut found = cloud.list_created()?;
-    found.sort_by_key(|f| match f.kind {
-        Kind::Worker => 0,
-        Kind::TempDisk => 1,
-        Kind::Snapshot => 2,
-    });
+    found.sort_by_key(|f| f.kind.teardown_rank());
     for f in found {
         if retained.contains(&f.name) {
             continue;

@@ -32,24 +32,10 @@ mod tests {
 
     #[test]
     fn this_process_is_alive_and_a_stale_start_is_not() {
-        let (pid, start) = me();
+        let mut run = crate::execute::new_run("a", "manual");
+        let start = run.owner_start.unwrap_or_default();
         assert!(start > 0);
-        let mut run = Run {
-            id: "r".into(),
-            replica: "a".into(),
-            trigger: "manual".into(),
-            status: "running".into(),
-            phase: "x".into(),
-            started_at: 0,
-            finished_at: None,
-            duration_ms: None,
-            owner_pid: Some(pid),
-            owner_start: Some(start),
-            bytes_read: 0,
-            bytes_sent: 0,
-            bytes_skipped: 0,
-            error: None,
-        };
+        assert_eq!(run.owner_pid, Some(i64::from(std::process::id())));
         assert!(alive(&run));
         run.owner_start = Some(start + 1);
         assert!(!alive(&run));

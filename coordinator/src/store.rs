@@ -337,23 +337,21 @@ impl Store {
     }
 
     pub fn run_disks(&self, run_id: &str) -> Result<Vec<RunDisk>> {
-        let mut st = self.conn.prepare(
-            "SELECT run_id, disk, destination, generation, full_sync, full_sync_reason, bytes_read, bytes_sent,
-             bytes_skipped FROM run_disks WHERE run_id = ?1 ORDER BY disk, destination",
-        )?;
-        let rows = st.query_map(params![run_id], |r| {
-            Ok(RunDisk {
-                run_id: r.get(0)?,
-                disk: r.get(1)?,
-                destination: r.get(2)?,
-                generation: r.get::<_, i64>(3)? as u64,
-                full_sync: r.get(4)?,
-                full_sync_reason: r.get(5)?,
-                bytes_read: r.get::<_, i64>(6)? as u64,
-                bytes_sent: r.get::<_, i64>(7)? as u64,
-                bytes_skipped: r.get::<_, i64>(8)? as u64,
-            })
-        })?;
+        let mut st = self.conn.prepare(&format!("{DISK_SELECT} WHERE run_id = ?1 ORDER BY disk, destination"))?;
+        let rows = st.query_map(params![run_id], run_disk_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// The disks of `replica` at destination `dest` (0-based) as of the
+    /// newest run that reached it, in one query.
+    pub fn newest_disks_at(&self, replica: &str, dest: u32) -> Result<Vec<RunDisk>> {
+        let mut st = self.conn.prepare(&format!(
+            "{DISK_SELECT} WHERE destination = ?2 AND run_id = (
+                SELECT d.run_id FROM run_disks d JOIN runs r ON r.id = d.run_id
+                WHERE r.replica = ?1 AND d.destination = ?2 ORDER BY r.started_at DESC, r.id DESC LIMIT 1)
+             ORDER BY disk"
+        ))?;
+        let rows = st.query_map(params![replica, dest], run_disk_row)?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
@@ -425,6 +423,8 @@ impl Store {
 
 const RUN_SELECT: &str = "SELECT id, replica, trigger_kind, status, phase, started_at, finished_at, duration_ms, \
 owner_pid, owner_start, bytes_read, bytes_sent, bytes_skipped, error FROM runs";
+const DISK_SELECT: &str = "SELECT run_id, disk, destination, generation, full_sync, full_sync_reason, bytes_read, \
+bytes_sent, bytes_skipped FROM run_disks";
 const RES_SELECT: &str = "SELECT name, run_id, replica, kind, disk, state, created_at, expires_at FROM resources";
 
 fn insert_run(conn: &Connection, run: &Run) -> Result<()> {
@@ -480,6 +480,20 @@ fn run_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Run> {
         bytes_sent: r.get::<_, i64>(11)? as u64,
         bytes_skipped: r.get::<_, i64>(12)? as u64,
         error: r.get(13)?,
+    })
+}
+
+fn run_disk_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunDisk> {
+    Ok(RunDisk {
+        run_id: r.get(0)?,
+        disk: r.get(1)?,
+        destination: r.get(2)?,
+        generation: r.get::<_, i64>(3)? as u64,
+        full_sync: r.get(4)?,
+        full_sync_reason: r.get(5)?,
+        bytes_read: r.get::<_, i64>(6)? as u64,
+        bytes_sent: r.get::<_, i64>(7)? as u64,
+        bytes_skipped: r.get::<_, i64>(8)? as u64,
     })
 }
 

@@ -154,11 +154,10 @@ impl JobSpec {
             return Err(invalid("keep", "must be at least 1".into()));
         }
         // A job is written to disk and into VM user data: it must carry no secret.
-        let secret = |u: &str| u.split_once('?').is_some_and(|(_, q)| q.split('&').any(|kv| kv.starts_with("sig=")));
-        if self.status_blob.as_deref().is_some_and(secret) {
+        if self.status_blob.as_deref().is_some_and(carries_sas) {
             return Err(invalid("status_blob", "carries a SAS; a job must hold no secret".into()));
         }
-        if self.disks.iter().flat_map(|d| &d.destinations).any(|d| secret(d)) {
+        if self.disks.iter().flat_map(|d| &d.destinations).any(|d| carries_sas(d)) {
             return Err(invalid("disks", "a destination carries a SAS; a job must hold no secret".into()));
         }
         let mut names = std::collections::BTreeSet::new();
@@ -175,6 +174,11 @@ impl JobSpec {
         }
         Ok(())
     }
+}
+
+/// Does this URL (or `pageblob:URL`) carry a SAS signature in its query?
+pub fn carries_sas(url: &str) -> bool {
+    url.split_once('?').is_some_and(|(_, q)| q.split('&').any(|kv| kv.starts_with("sig=")))
 }
 
 fn invalid(field: &'static str, problem: String) -> JobError {

@@ -590,9 +590,7 @@ fn record(flight: &Mutex<Flight>, r: Result<(), StoreError>, acks: Vec<Record>) 
     if let Ok(mut f) = flight.lock() {
         match r {
             Ok(()) => f.acks.extend(acks),
-            Err(e) => {
-                f.error.get_or_insert(e);
-            }
+            Err(e) => f.fail(e),
         }
     }
 }

@@ -70,13 +70,11 @@ pub struct Point {
 /// The disks of a replica at destination `dest` (0-based) as of the newest
 /// run that reached it.
 fn newest_disks(store: &Store, r: &Replica, dest: u32) -> Result<Vec<RunDisk>, Failure> {
-    for run in store.runs(&r.name, u32::MAX)? {
-        let disks: Vec<RunDisk> = store.run_disks(&run.id)?.into_iter().filter(|d| d.destination == dest).collect();
-        if !disks.is_empty() {
-            return Ok(disks);
-        }
+    let disks = store.newest_disks_at(&r.name, dest)?;
+    if disks.is_empty() {
+        return Err(anyhow!("replica {} has no run that reached destination {} yet", r.name, dest + 1).into());
     }
-    Err(anyhow!("replica {} has no run that reached destination {} yet", r.name, dest + 1).into())
+    Ok(disks)
 }
 
 /// The replica's destination number `n` (1-based).

@@ -40,6 +40,16 @@ pub enum Kind {
 }
 
 impl Kind {
+    /// The order a teardown deletes in: workers, then the temporary disks
+    /// they held open, then snapshots (a loop device holds its snapshot).
+    pub fn teardown_rank(self) -> u8 {
+        match self {
+            Kind::Worker => 0,
+            Kind::TempDisk => 1,
+            Kind::Snapshot => 2,
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Kind::Snapshot => "snapshot",
