@@ -4,6 +4,7 @@
 use crate::job::JobSpec;
 use crate::journal;
 use crate::manifest::Manifest;
+use crate::geometry::{ChunkSize, Geometry};
 use crate::relay::{self, Kind};
 use crate::vhd::Footer;
 
@@ -45,5 +46,26 @@ pub fn relay_frame(data: &[u8]) {
 pub fn job_spec(data: &[u8]) {
     if let Ok(Ok(j)) = std::str::from_utf8(data).map(JobSpec::parse) {
         assert_eq!(JobSpec::parse(&j.to_json()), Ok(j));
+    }
+}
+
+/// Relay window messages: the decoder never panics, and what it accepts
+/// yields a plan inside the window.
+pub fn relay_window(data: &[u8]) {
+    let Some(geo) = ChunkSize::new(64 << 10).ok().and_then(|c| Geometry::new(256 << 20, c).ok()) else { return };
+    if let Ok(w) = relay::window::decode(data, geo) {
+        let plan = w.plan(64 << 10);
+        for r in plan.writes.iter().chain(&plan.clears) {
+            assert!(r.start >= w.header.offset && r.end <= w.header.offset + w.header.len);
+        }
+    }
+}
+
+/// Relay prior messages: the decoder never panics; what it accepts
+/// re-encodes to the same value.
+pub fn relay_prior(data: &[u8]) {
+    if let Ok(p) = relay::prior::decode(data, 1 << 20) {
+        let again = relay::prior::encode(&p).unwrap_or_else(|e| panic!("a decoded prior does not encode: {e}"));
+        assert_eq!(relay::prior::decode(&again, 1 << 20).as_ref(), Ok(&p));
     }
 }

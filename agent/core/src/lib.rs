@@ -38,6 +38,7 @@ pub mod job;
 pub mod journal;
 pub mod manifest;
 pub mod plan;
+pub mod prior;
 pub mod relay;
 pub mod units;
 pub mod vhd;

@@ -91,6 +91,23 @@ impl ChunkSet {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+
+    /// The set as ascending, maximal runs `[start, end)`.
+    pub fn runs(&self) -> Vec<(u64, u64)> {
+        let mut out: Vec<(u64, u64)> = Vec::new();
+        for (w, &word) in self.bits.iter().enumerate() {
+            let mut bits = word;
+            while bits != 0 {
+                let i = w as u64 * 64 + u64::from(bits.trailing_zeros());
+                bits &= bits - 1;
+                match out.last_mut() {
+                    Some(last) if last.1 == i => last.1 = i + 1,
+                    _ => out.push((i, i + 1)),
+                }
+            }
+        }
+        out
+    }
 }
 
 /// What an interrupted run of this generation left behind (from its
@@ -142,6 +159,18 @@ impl Overrides {
 
     pub fn acked_count(&self) -> u64 {
         self.acked.len() as u64
+    }
+
+    /// Suspect chunks as ascending runs `[first, end)`.
+    pub fn suspect_runs(&self) -> Vec<(u64, u64)> {
+        self.suspect.runs()
+    }
+
+    /// Acked chunks and their states, by ascending index.
+    pub fn acked_chunks(&self) -> Vec<(u64, ChunkState)> {
+        let mut v: Vec<(u64, ChunkState)> = self.acked.iter().map(|(&i, &s)| (i, s)).collect();
+        v.sort_unstable_by_key(|&(i, _)| i);
+        v
     }
 }
 

@@ -9,12 +9,14 @@ type Check = fn(&[u8]);
 #[test]
 fn committed_fuzz_inputs_pass() {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fuzz");
-    let targets: [(&str, Check); 5] = [
+    let targets: [(&str, Check); 7] = [
         ("manifest", diskferry_core::fuzzing::manifest),
         ("vhd_footer", diskferry_core::fuzzing::vhd_footer),
         ("journal", diskferry_core::fuzzing::journal),
         ("relay_frame", diskferry_core::fuzzing::relay_frame),
         ("job_spec", diskferry_core::fuzzing::job_spec),
+        ("relay_window", diskferry_core::fuzzing::relay_window),
+        ("relay_prior", diskferry_core::fuzzing::relay_prior),
     ];
     let mut seen = 0;
     for (name, check) in targets {

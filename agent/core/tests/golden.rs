@@ -103,3 +103,39 @@ fn relay_frame_bytes_are_pinned() {
     assert_eq!((h.kind, h.offset, h.raw_len), (Kind::Zstd, 1 << 20, 8192));
     assert_eq!(h.open(&z[HEADER_LEN..]).unwrap(), text);
 }
+
+/// Relay window and prior messages v1: pinned byte for byte (their frames
+/// are stored raw or clears, which do not depend on zstd's output).
+#[test]
+fn relay_window_and_prior_bytes_are_pinned() {
+    use diskferry_core::plan::Overrides;
+    use diskferry_core::prior::Prior;
+    use diskferry_core::relay::{clear_frame, data_frame, prior, window};
+    let m = manifest();
+    let mut raw = vec![0u8; 64 << 10];
+    blake3::Hasher::new().update(b"relay window golden").finalize_xof().fill(&mut raw);
+    // A disk of two 64 KiB chunks and a short one of 512 bytes; the window
+    // holds the last two: one written, the short one cleared.
+    let geo = Geometry::new((128 << 10) + 512, ChunkSize::new(64 << 10).unwrap()).unwrap();
+    let h = window::WindowHeader { seq: 7, first_chunk: 1, offset: 64 << 10, len: (64 << 10) + 512 };
+    let mut w = window::encode_head(&h, &[ChunkState::of(&raw), ChunkState::Zero], 2);
+    w.extend(data_frame(64 << 10, &raw, 3).unwrap());
+    w.extend(clear_frame(128 << 10, 512));
+    let g = golden("relay-window-v1.bin", &w);
+    assert_eq!(g, w);
+    let win = window::decode(&g, geo).unwrap();
+    assert_eq!((win.header.seq, win.frames.len()), (7, 2));
+
+    let mut o = Overrides::default();
+    o.mark_suspect(2, 4);
+    o.mark_acked(5, 6, ChunkState::of(b"tail"));
+    for (name, p) in [
+        ("relay-prior-v1-fresh.bin", Prior::Fresh { reason: "destination does not exist yet".into() }),
+        ("relay-prior-v1-previous.bin", Prior::Previous { manifest: m.clone(), overrides: o.clone() }),
+        ("relay-prior-v1-partial.bin", Prior::Partial { generation: 1, overrides: o.clone() }),
+    ] {
+        let bytes = prior::encode(&p).unwrap();
+        assert_eq!(golden(name, &bytes), bytes, "{name}");
+        assert_eq!(prior::decode(&bytes, m.geometry.chunk_count()).unwrap(), p);
+    }
+}

@@ -1,25 +1,5 @@
-//! Relay frames: how a sender ships one write (or clear) of a generation to
-//! `diskferry-agent receive` in the destination region, zstd-compressed.
-//!
-//! Frame v1, little-endian, a 64-byte header then the payload:
-//!
-//! | bytes  | field |
-//! |--------|-------|
-//! | 0..4   | magic `DFRF` |
-//! | 4      | version, 1 |
-//! | 5      | kind: 1 data (zstd payload), 2 data stored raw (payload = the bytes; for incompressible data), 3 clear (no payload) |
-//! | 6..8   | reserved, 0 |
-//! | 8..16  | offset in the disk, a multiple of 512 |
-//! | 16..20 | raw length: a multiple of 512, 512 ..= 4 MiB |
-//! | 20..24 | payload length |
-//! | 24..56 | blake3 of the raw bytes (zeros for a clear) |
-//! | 56..64 | the first 8 bytes of blake3 of bytes 0..56: a torn or altered header is refused |
-//!
-//! The receiver trusts nothing: the header is checked before any payload is
-//! read (sizes bounded, so a hostile length cannot make it allocate), the
-//! payload is decompressed into a buffer of exactly the declared raw length
-//! (a decompression bomb fails instead of growing it), and the digest of the
-//! result must match before a byte is written.
+//! Relay frame v1: one write (or clear) of a generation, with its checks.
+//! The layout is documented in [`super`].
 
 use crate::digest::Digest;
 use crate::{MAX_WRITE, SECTOR};
@@ -150,30 +130,42 @@ impl FrameHeader {
         HEADER_LEN + self.payload_len as usize
     }
 
-    /// The raw bytes of a data frame, decompressed (bounded) and checked
-    /// against the digest. A clear frame has none.
-    pub fn open(&self, payload: &[u8]) -> Result<Vec<u8>, FrameError> {
+    /// Decompress (bounded) a data frame's payload into `out`, exactly
+    /// `raw_len` bytes, and check the digest. A clear frame writes nothing.
+    pub fn open_into(&self, payload: &[u8], out: &mut [u8]) -> Result<(), FrameError> {
         if payload.len() != self.payload_len as usize {
             return Err(FrameError::PayloadLength { got: payload.len(), want: self.payload_len });
         }
-        let raw = match self.kind {
-            Kind::Clear => return Ok(Vec::new()),
-            Kind::Raw => payload.to_vec(),
-            Kind::Zstd => {
-                // Capacity = the declared length: zstd stops (an error) rather
-                // than write past it, whatever the payload claims.
-                let out = zstd::bulk::decompress(payload, self.raw_len as usize)
-                    .map_err(|_| FrameError::Decompress(self.raw_len))?;
-                if out.len() != self.raw_len as usize {
+        if self.kind == Kind::Clear {
+            return Ok(());
+        }
+        if out.len() != self.raw_len as usize {
+            return Err(FrameError::Field { field: "raw_len", value: u64::from(self.raw_len), why: "does not fit" });
+        }
+        match self.kind {
+            Kind::Raw => out.copy_from_slice(payload),
+            _ => {
+                // The output is exactly the declared length: zstd stops (an
+                // error) rather than write past it, whatever the payload claims.
+                let n = zstd::bulk::decompress_to_buffer(payload, out).map_err(|_| FrameError::Decompress(self.raw_len))?;
+                if n != out.len() {
                     return Err(FrameError::Decompress(self.raw_len));
                 }
-                out
             }
-        };
-        if Digest::of(&raw) != self.digest {
+        }
+        if Digest::of(out) != self.digest {
             return Err(FrameError::Digest);
         }
-        Ok(raw)
+        Ok(())
+    }
+
+    /// The raw bytes of a data frame, decompressed (bounded) and checked
+    /// against the digest. A clear frame has none.
+    pub fn open(&self, payload: &[u8]) -> Result<Vec<u8>, FrameError> {
+        let len = if self.kind == Kind::Clear { 0 } else { self.raw_len as usize };
+        let mut out = vec![0u8; len];
+        self.open_into(payload, &mut out)?;
+        Ok(out)
     }
 }
 
