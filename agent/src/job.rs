@@ -114,6 +114,12 @@ pub fn sync_options(job: &JobSpec, disk_source_id: &str) -> Result<SyncOptions, 
         },
         api_version: job.api_version.clone(),
         retry_for: Some(Duration::from_secs(job.retry_for_secs)),
+        // A relay destination takes its token from the worker's environment
+        // (never from the job spec, which holds no secret).
+        relay: crate::relay::client::RelayOptions {
+            token: crate::relay::Token::load(None).map_err(|e| Failure::new(ExitCode::Usage, e))?,
+            ..Default::default()
+        },
     })
 }
 

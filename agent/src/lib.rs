@@ -7,7 +7,8 @@
 //! - [`source`]: the disk being read (`BlockSource`).
 //! - [`scan`]: the parallel, windowed walk over a source.
 //! - [`sink`]: destinations (`Sink`) and their own state.
-//! - [`sync`]: one sync, source to destination.
+//! - [`sync`]: one sync, source to destination (or several: fan-out).
+//! - [`relay`]: the zstd relay: a `relay:` sink and `receive`, its far end.
 //! - [`job`]: a coordinator's job spec: the syncs of every disk of a VM.
 //! - [`cli`]: the `diskferry-agent` command line.
 //! - [`exit`]: the documented exit codes.
@@ -26,6 +27,7 @@
 //!     pageblob: Default::default(),
 //!     api_version: None,
 //!     retry_for: None,
+//!     relay: Default::default(),
 //! };
 //! let report = sync("disk.img".as_ref(), &"file:/backup/disk.vhd".parse().unwrap(), &opts).unwrap();
 //! println!("generation {} wrote {} bytes", report.generation, report.bytes_written);
@@ -38,6 +40,7 @@ pub mod metrics;
 pub mod pageblob;
 pub mod progress;
 pub mod readback;
+pub mod relay;
 pub mod scan;
 pub mod sink;
 pub mod source;

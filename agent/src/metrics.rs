@@ -104,6 +104,18 @@ impl Metrics {
 
     /// The exposition text, brought up to date.
     pub fn render(&self) -> String {
+        Render::render(self)
+    }
+}
+
+/// Something `/metrics` can show.
+pub trait Render: Send + Sync + 'static {
+    /// The exposition text, brought up to date.
+    fn render(&self) -> String;
+}
+
+impl Render for Metrics {
+    fn render(&self) -> String {
         let p = &self.progress;
         let disk = p.source.as_str();
         for (c, get) in &self.bytes {
@@ -137,7 +149,7 @@ impl Metrics {
 
 /// Serve `GET /metrics` on `addr` from a background thread. Returns the
 /// bound address (port 0 picks a free one).
-pub fn serve(addr: SocketAddr, metrics: Arc<Metrics>) -> std::io::Result<SocketAddr> {
+pub fn serve(addr: SocketAddr, metrics: Arc<dyn Render>) -> std::io::Result<SocketAddr> {
     let listener = TcpListener::bind(addr)?;
     let bound = listener.local_addr()?;
     std::thread::Builder::new().name("diskferry-metrics".into()).spawn(move || {

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use crate::pageblob::store::StoreCounters;
+use crate::sink::WireCounters;
 
 /// What a sync is doing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -39,7 +39,7 @@ pub struct Progress {
     pub bytes_cleared: AtomicU64,
     pub generation: AtomicU64,
     /// Request counters of a remote destination, once it is open.
-    pub store: Mutex<Option<Arc<StoreCounters>>>,
+    pub store: Mutex<Option<Arc<WireCounters>>>,
     pub finished_secs: Mutex<Option<f64>>,
 }
 

@@ -16,6 +16,9 @@ use crate::pageblob::auth::{redact, BlobAddress};
 use crate::pageblob::sink::{PageBlobOptions, PageBlobSink};
 use crate::pageblob::store::AzureStore;
 use crate::progress::{Phase, Progress};
+use crate::relay::client::RelayOptions;
+use crate::relay::sender::RelaySink;
+use crate::relay::RelayAddress;
 use crate::scan::{scan, ScanStats};
 use crate::sink::file::FileSink;
 use crate::sink::{Prior, Sink, WireStats};
@@ -28,6 +31,8 @@ pub enum Target {
     File(PathBuf),
     /// `pageblob:URL`: a page blob (the URL may carry a SAS; never printed).
     PageBlob(BlobAddress),
+    /// `relay:https://HOST:PORT/DISK`: a receiver in the destination region.
+    Relay(RelayAddress),
 }
 
 impl std::str::FromStr for Target {
@@ -38,8 +43,8 @@ impl std::str::FromStr for Target {
             Some(("file", path)) if !path.is_empty() => Ok(Target::File(PathBuf::from(path))),
             Some(("file", _)) => Err("file: needs a path, as in file:/data/disk0.vhd".into()),
             Some(("pageblob", url)) => BlobAddress::parse(url).map(Target::PageBlob).map_err(|e| format!("{e:#}")),
-            Some(("relay", _)) => Err("relay: destinations are not supported by this build yet".into()),
-            _ => Err(format!("{:?} is not a destination: use file:PATH or pageblob:URL", redact(s))),
+            Some(("relay", url)) => RelayAddress::parse(url).map(Target::Relay).map_err(|e| format!("{e:#}")),
+            _ => Err(format!("{:?} is not a destination: use file:PATH, pageblob:URL or relay:URL", redact(s))),
         }
     }
 }
@@ -50,6 +55,7 @@ impl std::fmt::Display for Target {
         match self {
             Target::File(p) => write!(f, "file:{}", p.display()),
             Target::PageBlob(addr) => write!(f, "pageblob:{addr}"),
+            Target::Relay(addr) => write!(f, "relay:{addr}"),
         }
     }
 }
@@ -74,6 +80,8 @@ pub struct SyncOptions {
     pub api_version: Option<String>,
     /// Give up retrying one storage request after this long.
     pub retry_for: Option<std::time::Duration>,
+    /// Relay destinations: token, TLS trust, zstd level.
+    pub relay: RelayOptions,
 }
 
 /// What a sync did. Serialized as the `--json` output.
@@ -358,6 +366,13 @@ pub fn open_sink(target: &Target, opts: &SyncOptions) -> Result<Box<dyn Sink>, F
             }
             Box::new(sink)
         }
+        Target::Relay(addr) => Box::new(RelaySink::new(
+            addr,
+            &opts.relay,
+            opts.retry_for.unwrap_or(Duration::from_secs(120)),
+            opts.threads,
+            opts.force,
+        )?),
     })
 }
 

@@ -1,10 +1,10 @@
 //! The properties the fuzz targets check (`fuzz/fuzz_targets/`), shared with
 //! the regression test that replays the committed corpus on every `cargo test`.
 
+use crate::geometry::{ChunkSize, Geometry};
 use crate::job::JobSpec;
 use crate::journal;
 use crate::manifest::Manifest;
-use crate::geometry::{ChunkSize, Geometry};
 use crate::relay::{self, Kind};
 use crate::vhd::Footer;
 

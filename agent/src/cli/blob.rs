@@ -77,6 +77,10 @@ fn open_blob(t: &Target, api_version: Option<String>) -> Result<PageBlobSink<Azu
             ExitCode::Usage,
             anyhow::anyhow!("this command reads page blobs (pageblob:URL); a file: VHD is read with qemu-img"),
         )),
+        Target::Relay(_) => Err(Failure::new(
+            ExitCode::Usage,
+            anyhow::anyhow!("this command reads page blobs (pageblob:URL): read the receiver's destination directly"),
+        )),
     }
 }
 

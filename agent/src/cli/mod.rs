@@ -3,6 +3,7 @@
 //! `sync` live here, the page blob read-back commands in [`blob`].
 
 mod blob;
+mod receive;
 mod run;
 
 use std::io::Write;
@@ -59,6 +60,9 @@ pub enum Command {
     Verify(blob::VerifyArgs),
     /// Run a job spec from the coordinator: sync each of its disks, reporting to a status file.
     Run(run::RunArgs),
+    /// Serve as a relay's far end: take zstd-compressed deltas from senders
+    /// (`sync --to relay:...`) and write them to page blobs or files here.
+    Receive(receive::ReceiveArgs),
 }
 
 #[derive(Debug, Args)]
@@ -98,9 +102,11 @@ pub struct ScanArgs {
 pub struct SyncArgs {
     /// The disk: an image file or a block device (e.g. /dev/loop0).
     pub source: PathBuf,
-    /// Destination: file:PATH.vhd (a sparse fixed VHD; its manifest is kept at PATH.vhd.manifest)
-    /// or pageblob:URL (a page blob; credentials from a SAS in the URL, else
-    /// AZURE_STORAGE_CONNECTION_STRING / AZURE_STORAGE_KEY, else managed identity).
+    /// Destination: file:PATH.vhd (a sparse fixed VHD; its manifest is kept at PATH.vhd.manifest),
+    /// pageblob:URL (a page blob; credentials from a SAS in the URL, else
+    /// AZURE_STORAGE_CONNECTION_STRING / AZURE_STORAGE_KEY, else managed identity),
+    /// or relay:https://HOST:PORT/DISK (a `diskferry-agent receive` in the destination
+    /// region; deltas go zstd-compressed; http:// only to loopback).
     /// Repeat --to to fan out: the source is read and hashed once, each destination
     /// keeps its own generation, and one that fails does not stop the others.
     #[arg(long, value_name = "DEST", required = true)]
@@ -122,7 +128,52 @@ pub struct SyncArgs {
     #[command(flatten)]
     pub blob: BlobArgs,
     #[command(flatten)]
+    pub relay: RelayArgs,
+    #[command(flatten)]
     pub report: ReportArgs,
+}
+
+/// Options of relay destinations.
+#[derive(Debug, Args)]
+pub struct RelayArgs {
+    /// File holding the relay's bearer token (else $DISKFERRY_RELAY_TOKEN).
+    #[arg(long, value_name = "FILE")]
+    pub relay_token_file: Option<PathBuf>,
+    /// Pin the receiver's certificate by its SHA-256 fingerprint (hex, ':' allowed),
+    /// as `receive` prints it: for self-signed certificates.
+    #[arg(long, value_name = "SHA256")]
+    pub tls_fingerprint: Option<String>,
+    /// Trust this CA certificate (PEM) for the receiver, besides the system's roots.
+    #[arg(long, value_name = "FILE")]
+    pub tls_ca: Option<PathBuf>,
+    /// zstd level of relay frames: 1 (fast) to 19 (small).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(i32).range(1..=19))]
+    pub zstd_level: i32,
+}
+
+impl RelayArgs {
+    /// The relay options, if any destination is a relay (the token is then required).
+    pub fn options(&self, targets: &[Target]) -> Result<crate::relay::client::RelayOptions, Failure> {
+        let mut o = crate::relay::client::RelayOptions { zstd_level: Some(self.zstd_level), ..Default::default() };
+        if !targets.iter().any(|t| matches!(t, Target::Relay(_))) {
+            return Ok(o);
+        }
+        o.token = crate::relay::Token::load(self.relay_token_file.as_deref()).code(ExitCode::Usage)?;
+        if o.token.is_none() {
+            return Err(Failure::new(
+                ExitCode::Usage,
+                anyhow::anyhow!("a relay destination needs a token: --relay-token-file FILE or $DISKFERRY_RELAY_TOKEN"),
+            ));
+        }
+        o.fingerprint = self
+            .tls_fingerprint
+            .as_deref()
+            .map(crate::relay::tls::Fingerprint::parse)
+            .transpose()
+            .code(ExitCode::Usage)?;
+        o.ca_file = self.tls_ca.clone();
+        Ok(o)
+    }
 }
 
 /// How a sync reports while it runs.
@@ -191,6 +242,7 @@ pub fn main() -> std::process::ExitCode {
         Command::Download(a) => blob::run_download(a),
         Command::Verify(a) => blob::run_verify(a),
         Command::Run(a) => run::run_job(a),
+        Command::Receive(a) => receive::run_receive(a),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -299,6 +351,7 @@ fn run_sync(a: SyncArgs) -> Result<(), Failure> {
         pageblob: a.blob.options(),
         api_version: a.blob.api_version.clone(),
         retry_for: Some(std::time::Duration::from_secs(a.blob.retry_for)),
+        relay: a.relay.options(&a.to)?,
     };
     let progress = Progress::new(&a.source.display().to_string());
     if let Some(p) = &a.report.status_file {
@@ -465,7 +518,8 @@ mod tests {
         assert_eq!("file:/a/b.vhd".parse::<Target>(), Ok(Target::File("/a/b.vhd".into())));
         assert!("file:".parse::<Target>().is_err());
         assert!("/a/b.vhd".parse::<Target>().is_err());
-        assert!("relay:https://x/d".parse::<Target>().unwrap_err().contains("not supported"));
+        assert!(matches!("relay:https://x:7443/d".parse::<Target>(), Ok(Target::Relay(_))));
+        assert!("relay:http://x:80/d".parse::<Target>().unwrap_err().contains("loopback"));
         assert!(matches!("pageblob:http://127.0.0.1:1/acct/c/d.vhd".parse::<Target>(), Ok(Target::PageBlob(_))));
         assert!("pageblob:https://x/onlycontainer?sig=SECRET".parse::<Target>().is_err_and(|e| !e.contains("SECRET")));
     }

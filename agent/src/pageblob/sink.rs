@@ -338,20 +338,12 @@ impl<S: PageStore> Sink for PageBlobSink<S> {
         self.describe.clone()
     }
 
-    fn live_counters(&self) -> Option<Arc<super::store::StoreCounters>> {
+    fn live_counters(&self) -> Option<Arc<crate::sink::WireCounters>> {
         Some(self.store.counters().clone())
     }
 
     fn wire(&self) -> Option<WireStats> {
-        use std::sync::atomic::Ordering::Relaxed;
-        let c = self.store.counters();
-        Some(WireStats {
-            bytes_sent: c.bytes_put.load(Relaxed),
-            requests_ok: c.requests_ok.load(Relaxed),
-            requests_failed: c.requests_failed.load(Relaxed),
-            retries: c.retries.load(Relaxed),
-            clear_requests: c.clears.load(Relaxed),
-        })
+        Some(self.store.counters().stats())
     }
 
     fn prior(&mut self, source_id: &str, cur: Geometry) -> Result<Prior, Failure> {

@@ -9,7 +9,9 @@
 //! names the operation and the blob (its URL without credentials).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
+
+use crate::sink::WireCounters;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -76,7 +78,7 @@ pub struct BlobProps {
 /// The storage a page blob sink needs, by name within one container.
 pub trait PageStore: Send + Sync + 'static {
     /// Request and byte counters.
-    fn counters(&self) -> &Arc<StoreCounters>;
+    fn counters(&self) -> &Arc<WireCounters>;
     fn create_container(&self) -> impl std::future::Future<Output = StoreResult<()>> + Send;
     fn properties(&self, name: &str) -> impl std::future::Future<Output = StoreResult<Option<BlobProps>>> + Send;
     fn create_page_blob(
@@ -171,18 +173,6 @@ impl Default for RetryPolicy {
     }
 }
 
-/// Counters every request updates (read by metrics and the status file).
-#[derive(Debug, Default)]
-pub struct StoreCounters {
-    pub requests_ok: AtomicU64,
-    pub requests_failed: AtomicU64,
-    pub retries: AtomicU64,
-    pub bytes_put: AtomicU64,
-    pub clears: AtomicU64,
-    /// Bytes of Put Page bodies being sent right now.
-    pub inflight_bytes: AtomicU64,
-}
-
 /// A `PageStore` on Azure Blob Storage (or Azurite) through the official SDK.
 #[derive(Debug, Clone)]
 pub struct AzureStore {
@@ -192,7 +182,7 @@ pub struct AzureStore {
     account_sas: Option<String>,
     version: Option<String>,
     pub policy: RetryPolicy,
-    pub counters: Arc<StoreCounters>,
+    pub counters: Arc<WireCounters>,
 }
 
 impl AzureStore {
@@ -368,7 +358,7 @@ fn not_found(e: &StoreError) -> bool {
 }
 
 impl PageStore for AzureStore {
-    fn counters(&self) -> &Arc<StoreCounters> {
+    fn counters(&self) -> &Arc<WireCounters> {
         &self.counters
     }
 
@@ -425,6 +415,7 @@ impl PageStore for AzureStore {
         self.retry("put pages", name, || c.upload_pages(bytes.clone().into(), len, HttpRange::new(offset, len), None))
             .await?;
         self.counters.bytes_put.fetch_add(len, Ordering::Relaxed);
+        self.counters.bytes_raw.fetch_add(len, Ordering::Relaxed);
         Ok(())
     }
 

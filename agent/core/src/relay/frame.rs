@@ -147,7 +147,8 @@ impl FrameHeader {
             _ => {
                 // The output is exactly the declared length: zstd stops (an
                 // error) rather than write past it, whatever the payload claims.
-                let n = zstd::bulk::decompress_to_buffer(payload, out).map_err(|_| FrameError::Decompress(self.raw_len))?;
+                let n =
+                    zstd::bulk::decompress_to_buffer(payload, out).map_err(|_| FrameError::Decompress(self.raw_len))?;
                 if n != out.len() {
                     return Err(FrameError::Decompress(self.raw_len));
                 }

@@ -71,7 +71,8 @@ pub fn encode(prior: &Prior) -> Result<Vec<u8>, ManifestError> {
     let runs = overrides.map(Overrides::suspect_runs).unwrap_or_default();
     let acked = overrides.map(Overrides::acked_chunks).unwrap_or_default();
     let manifest = manifest.unwrap_or_default();
-    let mut out = Vec::with_capacity(HEADER_LEN + reason.len() + runs.len() * 16 + acked.len() * 41 + manifest.len() + 8);
+    let mut out =
+        Vec::with_capacity(HEADER_LEN + reason.len() + runs.len() * 16 + acked.len() * 41 + manifest.len() + 8);
     out.extend_from_slice(&MAGIC);
     out.extend_from_slice(&[VERSION, kind, 0, 0]);
     out.extend_from_slice(&generation.to_le_bytes());
@@ -145,7 +146,10 @@ pub fn decode(buf: &[u8], max_chunks: u64) -> Result<Prior, PriorError> {
     let mut overrides = Overrides::default();
     for _ in 0..n_runs {
         let r = take(RUN_LEN);
-        let (a, b) = (u64::from_le_bytes(r[..8].try_into().unwrap_or([0; 8])), u64::from_le_bytes(r[8..].try_into().unwrap_or([0; 8])));
+        let (a, b) = (
+            u64::from_le_bytes(r[..8].try_into().unwrap_or([0; 8])),
+            u64::from_le_bytes(r[8..].try_into().unwrap_or([0; 8])),
+        );
         if a >= b || b > max_chunks {
             return bad("suspect run", a, "empty or past the last chunk");
         }
@@ -166,7 +170,8 @@ pub fn decode(buf: &[u8], max_chunks: u64) -> Result<Prior, PriorError> {
         overrides.mark_acked(i, i + 1, state);
     }
     let manifest = take(manifest_len as usize);
-    let none_but = |ok: bool| if ok { Ok(()) } else { bad("kind", u64::from(kind), "carries fields its kind does not have") };
+    let none_but =
+        |ok: bool| if ok { Ok(()) } else { bad("kind", u64::from(kind), "carries fields its kind does not have") };
     match kind {
         1 | 2 => {
             none_but(n_runs == 0 && n_acked == 0 && manifest_len == 0 && (kind == 2 || generation == 0))?;

@@ -148,7 +148,10 @@ pub fn decode(buf: &[u8], geo: Geometry) -> Result<Window<'_>, WindowError> {
         let fh = FrameHeader::parse(rest).map_err(|source| WindowError::Frame { index, source })?;
         let payload = rest.get(FRAME_HEADER_LEN..fh.frame_len()).ok_or(WindowError::Frame {
             index,
-            source: FrameError::PayloadLength { got: rest.len().saturating_sub(FRAME_HEADER_LEN), want: fh.payload_len },
+            source: FrameError::PayloadLength {
+                got: rest.len().saturating_sub(FRAME_HEADER_LEN),
+                want: fh.payload_len,
+            },
         })?;
         let place = |why| Err(WindowError::Placement { index, offset: fh.offset, why });
         let fend = fh.offset + u64::from(fh.raw_len);

@@ -1,0 +1,331 @@
+//! `diskferry-agent receive`: the HTTP(S) server of the relay. It checks the
+//! token of every request before anything else, bounds every body, routes
+//! calls to the disk's [`Session`], and writes under its root: a `file:`
+//! folder (`DISK.vhd`) or a `pageblob:` container (`DISK.vhd`).
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use bytes::Bytes;
+use diskferry_core::geometry::{ChunkSize, Geometry};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::header::{AUTHORIZATION, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, WWW_AUTHENTICATE};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use super::metrics::ReceiverMetrics;
+use super::session::{Reject, Session};
+use super::{check_disk_name, BeginRequest, ErrorBody, OpenRequest, Token, MAX_BODY, MAX_CONTROL_BODY, SESSION_HEADER};
+use crate::pageblob::auth::{redact, BlobAddress};
+use crate::sync::{open_sink, SyncOptions, Target};
+
+/// Where a receiver writes its disks.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Root {
+    /// `file:DIR`: `DIR/DISK.vhd`, manifests beside them.
+    Folder(PathBuf),
+    /// `pageblob:URL` of a container: blob `DISK.vhd` in it.
+    Container(String),
+}
+
+impl std::fmt::Debug for Root {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Root::Folder(p) => write!(f, "file:{}", p.display()),
+            Root::Container(u) => write!(f, "pageblob:{}", redact(u)),
+        }
+    }
+}
+
+impl std::str::FromStr for Root {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.split_once(':') {
+            Some(("file", dir)) if !dir.is_empty() => Ok(Root::Folder(PathBuf::from(dir))),
+            Some(("pageblob", url)) => {
+                // The container must parse as one once a blob name is added.
+                let root = Root::Container(url.trim_end_matches('/').to_owned());
+                root.target("probe").map_err(|e| format!("{e:#}"))?;
+                Ok(root)
+            }
+            _ => Err(format!("{:?} is not a receiver root: use file:DIR or pageblob:CONTAINER-URL", redact(s))),
+        }
+    }
+}
+
+impl Root {
+    /// The destination of disk `disk`.
+    pub fn target(&self, disk: &str) -> anyhow::Result<Target> {
+        check_disk_name(disk)?;
+        Ok(match self {
+            Root::Folder(dir) => Target::File(dir.join(format!("{disk}.vhd"))),
+            Root::Container(url) => {
+                let (base, query) = match url.split_once('?') {
+                    Some((b, q)) => (b, Some(q)),
+                    None => (url.as_str(), None),
+                };
+                let full = match query {
+                    Some(q) => format!("{base}/{disk}.vhd?{q}"),
+                    None => format!("{base}/{disk}.vhd"),
+                };
+                Target::PageBlob(BlobAddress::parse(&full).context("the receiver's root is not a container URL")?)
+            }
+        })
+    }
+}
+
+/// How a receiver runs.
+#[derive(Debug)]
+pub struct ReceiverConfig {
+    pub listen: SocketAddr,
+    pub root: Root,
+    pub token: Token,
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Options of the sinks (page blob concurrency, keep, api version...).
+    pub sink: SyncOptions,
+    /// A session untouched this long is closed.
+    pub idle: Duration,
+    pub max_sessions: usize,
+}
+
+struct State {
+    cfg: ReceiverConfig,
+    sessions: Mutex<HashMap<String, Arc<Session>>>,
+    /// One open at a time: an open replaces the disk's older session.
+    opening: tokio::sync::Mutex<()>,
+    metrics: Arc<ReceiverMetrics>,
+    next_id: AtomicU64,
+}
+
+trait Io: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Io for T {}
+
+/// Bind and serve until the process ends. Returns the bound address once
+/// listening; the server runs on `rt`.
+pub fn start(
+    rt: &tokio::runtime::Runtime,
+    cfg: ReceiverConfig,
+    metrics: Arc<ReceiverMetrics>,
+) -> anyhow::Result<SocketAddr> {
+    if cfg.tls.is_none() && !cfg.listen.ip().is_loopback() {
+        bail!(
+            "refusing to listen on {} without TLS: give --tls-cert and --tls-key (plain http only on loopback)",
+            cfg.listen
+        );
+    }
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind(cfg.listen))
+        .with_context(|| format!("cannot listen on {}", cfg.listen))?;
+    let bound = listener.local_addr()?;
+    let acceptor = cfg.tls.clone().map(tokio_rustls::TlsAcceptor::from);
+    let state = Arc::new(State {
+        cfg,
+        sessions: Mutex::default(),
+        opening: tokio::sync::Mutex::new(()),
+        metrics,
+        next_id: AtomicU64::new(1),
+    });
+    rt.spawn(reap_idle(state.clone()));
+    rt.spawn(async move {
+        loop {
+            let Ok((tcp, _peer)) = listener.accept().await else { continue };
+            tcp.set_nodelay(true).ok();
+            let (state, acceptor) = (state.clone(), acceptor.clone());
+            tokio::spawn(async move {
+                let io: Box<dyn Io> = match acceptor {
+                    Some(a) => match tokio::time::timeout(Duration::from_secs(10), a.accept(tcp)).await {
+                        Ok(Ok(s)) => Box::new(s),
+                        _ => return,
+                    },
+                    None => Box::new(tcp),
+                };
+                let svc = hyper::service::service_fn(move |req| {
+                    let state = state.clone();
+                    async move { Ok::<_, Infallible>(handle(&state, req).await) }
+                });
+                let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(io), svc).await;
+            });
+        }
+    });
+    Ok(bound)
+}
+
+async fn reap_idle(state: Arc<State>) {
+    loop {
+        tokio::time::sleep(Duration::from_secs(5).min(state.cfg.idle)).await;
+        let idle: Vec<Arc<Session>> = match state.sessions.lock() {
+            Ok(mut m) => {
+                let ids: Vec<String> =
+                    m.iter().filter(|(_, s)| s.idle_for() >= state.cfg.idle).map(|(k, _)| k.clone()).collect();
+                ids.iter().filter_map(|k| m.remove(k)).collect()
+            }
+            Err(_) => Vec::new(),
+        };
+        for s in idle {
+            s.close().await;
+            state.metrics.sessions.dec();
+        }
+    }
+}
+
+fn reply(status: u16, body: Bytes, ctype: &str) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(body));
+    *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    if let Ok(v) = ctype.parse() {
+        r.headers_mut().insert(CONTENT_TYPE, v);
+    }
+    r
+}
+
+fn refuse(state: &State, e: &Reject) -> Response<Full<Bytes>> {
+    state.metrics.reject(e.reason);
+    let body = ErrorBody { error: e.message.clone(), reason: e.reason.to_owned() };
+    let mut r = reply(e.status, Bytes::from(serde_json::to_vec(&body).unwrap_or_default()), "application/json");
+    if matches!(e.status, 401 | 413) {
+        // The body was not read: the connection cannot carry another request.
+        r.headers_mut().insert(CONNECTION, hyper::header::HeaderValue::from_static("close"));
+    }
+    if e.status == 401 {
+        r.headers_mut().insert(WWW_AUTHENTICATE, hyper::header::HeaderValue::from_static("Bearer"));
+    }
+    r
+}
+
+async fn body(req: Request<Incoming>, limit: u64) -> Result<Bytes, Reject> {
+    let declared = req.headers().get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(Reject::new(413, "too_large", format!("the body is larger than the limit of {limit} bytes")));
+    }
+    match Limited::new(req.into_body(), limit as usize).collect().await {
+        Ok(b) => Ok(b.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            Err(Reject::new(413, "too_large", format!("the body is larger than the limit of {limit} bytes")))
+        }
+        Err(e) => Err(Reject::new(400, "request", format!("reading the body failed: {e}"))),
+    }
+}
+
+async fn handle(state: &Arc<State>, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    if !state.cfg.token.admits(req.headers().get(AUTHORIZATION).map(|v| v.as_bytes())) {
+        return refuse(state, &Reject::new(401, "token", "a valid bearer token is required"));
+    }
+    match route(state, req).await {
+        Ok(r) => r,
+        Err(e) => refuse(state, &e),
+    }
+}
+
+fn session(state: &State, id: &str) -> Result<Arc<Session>, Reject> {
+    state.sessions.lock().ok().and_then(|m| m.get(id).cloned()).ok_or_else(|| {
+        Reject::new(
+            404,
+            "session",
+            format!("no session {id} here (the receiver restarted, or it expired): sync again to resume"),
+        )
+    })
+}
+
+async fn route(state: &Arc<State>, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Reject> {
+    let path: Vec<String> = req.uri().path().trim_matches('/').split('/').map(str::to_owned).collect();
+    let parts: Vec<&str> = path.iter().map(String::as_str).collect();
+    let method = req.method().clone();
+    let no_content = || reply(204, Bytes::new(), "text/plain");
+    match (&method, parts.as_slice()) {
+        (&Method::POST, ["v1", "disks", disk, "sessions"]) => {
+            let disk = disk.to_string();
+            let b = body(req, MAX_CONTROL_BODY.min(64 << 10)).await?;
+            let (id, prior) = open(state, disk, &b).await?;
+            let mut r = reply(200, Bytes::from(prior), "application/octet-stream");
+            if let Ok(v) = id.parse() {
+                r.headers_mut().insert(SESSION_HEADER, v);
+            }
+            Ok(r)
+        }
+        (&Method::POST, ["v1", "sessions", id, "begin"]) => {
+            let s = session(state, id)?;
+            let b = body(req, 64 << 10).await?;
+            let begin: BeginRequest = serde_json::from_slice(&b)
+                .map_err(|e| Reject::new(400, "request", format!("bad begin request: {e}")))?;
+            s.begin(begin.generation).await?;
+            Ok(no_content())
+        }
+        (&Method::PUT, ["v1", "sessions", id, "windows", seq]) => {
+            let seq: u64 = seq.parse().map_err(|_| Reject::new(400, "request", "the window number is not a number"))?;
+            let s = session(state, id)?;
+            let b = body(req, MAX_BODY).await?;
+            s.window(seq, b).await?;
+            Ok(no_content())
+        }
+        (&Method::GET, ["v1", "sessions", id]) => {
+            let s = session(state, id)?;
+            let st = s.state().await;
+            Ok(reply(200, Bytes::from(serde_json::to_vec(&st).unwrap_or_default()), "application/json"))
+        }
+        (&Method::POST, ["v1", "sessions", id, "commit"]) => {
+            let s = session(state, id)?;
+            let b = body(req, MAX_CONTROL_BODY).await?;
+            s.commit(b).await?;
+            Ok(no_content())
+        }
+        (&Method::DELETE, ["v1", "sessions", id]) => {
+            let removed = state.sessions.lock().ok().and_then(|mut m| m.remove(*id));
+            if let Some(s) = removed {
+                s.close().await;
+                state.metrics.sessions.dec();
+            }
+            Ok(no_content())
+        }
+        _ => Err(Reject::new(404, "request", format!("no such request: {method} {}", req.uri().path()))),
+    }
+}
+
+async fn open(state: &Arc<State>, disk: String, b: &[u8]) -> Result<(String, Vec<u8>), Reject> {
+    let target = state.cfg.root.target(&disk).map_err(|e| Reject::new(400, "request", format!("{e:#}")))?;
+    let req: OpenRequest =
+        serde_json::from_slice(b).map_err(|e| Reject::new(400, "request", format!("bad open request: {e}")))?;
+    let geometry = ChunkSize::new(req.chunk_size)
+        .and_then(|c| Geometry::new(req.disk_size, c))
+        .map_err(|e| Reject::new(400, "request", format!("bad disk geometry: {e}")))?;
+    let _one = state.opening.lock().await;
+    // A newer sync of the disk replaces the older session (its sender died
+    // or gave up): the old thread lets go of the destination first.
+    let (old, open_count) = match state.sessions.lock() {
+        Ok(mut m) => {
+            let old: Vec<String> = m.iter().filter(|(_, s)| s.disk == disk).map(|(k, _)| k.clone()).collect();
+            let old: Vec<Arc<Session>> = old.iter().filter_map(|k| m.remove(k)).collect();
+            (old, m.len())
+        }
+        Err(_) => (Vec::new(), 0),
+    };
+    for s in old {
+        s.close().await;
+        state.metrics.sessions.dec();
+    }
+    if open_count >= state.cfg.max_sessions {
+        return Err(Reject::new(503, "state", format!("the receiver has {open_count} sessions open, its limit")));
+    }
+    let n = state.next_id.fetch_add(1, Relaxed);
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+    let seed = format!("{n}/{nanos}/{}/{disk}", std::process::id());
+    let id = blake3::hash(seed.as_bytes()).to_hex()[..32].to_owned();
+    let mut opts = state.cfg.sink.clone();
+    opts.chunk_size = geometry.chunk_size();
+    opts.force |= req.force;
+    let open_sink_fn = move || open_sink(&target, &opts);
+    let (s, prior) =
+        Session::open(id.clone(), disk, open_sink_fn, req.source_id, geometry, state.metrics.clone()).await?;
+    if let Ok(mut m) = state.sessions.lock() {
+        m.insert(id.clone(), s);
+    }
+    state.metrics.sessions.inc();
+    Ok((id, prior))
+}

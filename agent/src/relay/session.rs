@@ -1,0 +1,346 @@
+//! One relay session on the receiver: a thread that owns the disk's sink for
+//! one sync and carries out the sender's calls in order. Every window is
+//! decoded, checked against the session's geometry, decompressed (bounded)
+//! and verified frame by frame before a byte of it reaches the sink: a bad
+//! window changes nothing.
+
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use diskferry_core::geometry::Geometry;
+use diskferry_core::manifest::Manifest;
+use diskferry_core::relay::window::{self, WindowError};
+use diskferry_core::relay::{prior, FrameError, FrameHeader, Kind};
+use rayon::prelude::*;
+use tokio::sync::oneshot;
+
+use super::metrics::ReceiverMetrics;
+use super::SessionState;
+use crate::exit::Failure;
+use crate::scan::{ScanStats, WindowView};
+use crate::sink::{Prior, Sink};
+
+/// A refused request: HTTP status, a short reason (metrics label, error
+/// body), and a message for the sender.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reject {
+    pub status: u16,
+    pub reason: &'static str,
+    pub message: String,
+}
+
+impl Reject {
+    pub fn new(status: u16, reason: &'static str, message: impl Into<String>) -> Self {
+        Self { status, reason, message: message.into() }
+    }
+
+    fn destination(f: &Failure) -> Self {
+        Self::new(424, "destination", format!("the receiver's destination failed: {f}"))
+    }
+}
+
+fn window_reject(e: WindowError) -> Reject {
+    let reason = match &e {
+        WindowError::Frame { source: FrameError::Digest, .. } => "digest",
+        WindowError::Frame { source: FrameError::Decompress(_), .. } => "bomb",
+        WindowError::Frame { .. } => "frame",
+        _ => "window",
+    };
+    Reject::new(400, reason, e.to_string())
+}
+
+enum Cmd {
+    Begin(u64, oneshot::Sender<Result<(), Reject>>),
+    Window(u64, Bytes, oneshot::Sender<Result<(), Reject>>),
+    Commit(Bytes, oneshot::Sender<Result<(), Reject>>),
+    /// Answered once every earlier command is done.
+    Barrier(oneshot::Sender<()>),
+}
+
+#[derive(Debug)]
+struct Info {
+    state: &'static str,
+    generation: Option<u64>,
+    applied: Option<u64>,
+    error: Option<Reject>,
+    last_used: Instant,
+}
+
+/// A session as the server sees it; the sink lives on the session's thread.
+#[derive(Debug)]
+pub struct Session {
+    pub id: String,
+    pub disk: String,
+    tx: Mutex<Option<mpsc::Sender<Cmd>>>,
+    info: Arc<Mutex<Info>>,
+    done: Mutex<Option<oneshot::Receiver<()>>>,
+}
+
+fn gone() -> Reject {
+    Reject::new(409, "state", "the session is closed (replaced by a newer sync of this disk, or expired)")
+}
+
+impl Session {
+    /// Open `sink`, read its prior state for a sync of `source_id` at
+    /// `geometry`, and start the session's thread. Returns the prior
+    /// message for the sender.
+    pub async fn open(
+        id: String,
+        disk: String,
+        open: impl FnOnce() -> Result<Box<dyn Sink>, Failure> + Send + 'static,
+        source_id: String,
+        geometry: Geometry,
+        metrics: Arc<ReceiverMetrics>,
+    ) -> Result<(Arc<Session>, Vec<u8>), Reject> {
+        let (tx, rx) = mpsc::channel::<Cmd>();
+        let (opened_tx, opened_rx) = oneshot::channel::<Result<Vec<u8>, Reject>>();
+        let (done_tx, done_rx) = oneshot::channel::<()>();
+        let info = Arc::new(Mutex::new(Info {
+            state: "open",
+            generation: None,
+            applied: None,
+            error: None,
+            last_used: Instant::now(),
+        }));
+        let thread_info = info.clone();
+        std::thread::Builder::new()
+            .name(format!("diskferry-rx-{disk}"))
+            .spawn(move || {
+                let opened = open().and_then(|mut sink| {
+                    let prior = sink.prior(&source_id, geometry)?;
+                    Ok((sink, prior))
+                });
+                match opened {
+                    Err(f) => {
+                        let _ = opened_tx.send(Err(Reject::destination(&f)));
+                    }
+                    Ok((sink, prior_state)) => match prior::encode(&prior_state) {
+                        Err(e) => {
+                            let _ = opened_tx.send(Err(Reject::new(500, "internal", e.to_string())));
+                        }
+                        Ok(msg) => {
+                            let _ = opened_tx.send(Ok(msg));
+                            let mut worker = Worker { sink, prior: prior_state, geometry, info: thread_info, metrics };
+                            worker.serve(rx);
+                        }
+                    },
+                }
+                let _ = done_tx.send(());
+            })
+            .map_err(|e| Reject::new(503, "internal", format!("cannot start a session thread: {e}")))?;
+        let msg = opened_rx.await.map_err(|_| Reject::new(500, "internal", "the session thread died"))??;
+        let session = Session { id, disk, tx: Mutex::new(Some(tx)), info, done: Mutex::new(Some(done_rx)) };
+        Ok((Arc::new(session), msg))
+    }
+
+    async fn send<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Cmd) -> Result<T, Reject> {
+        if let Ok(mut i) = self.info.lock() {
+            i.last_used = Instant::now();
+        }
+        let (reply, answer) = oneshot::channel();
+        let sent = self.tx.lock().ok().and_then(|t| t.as_ref().map(|t| t.send(make(reply)).is_ok()));
+        if sent != Some(true) {
+            return Err(gone());
+        }
+        answer.await.map_err(|_| gone())
+    }
+
+    pub async fn begin(&self, generation: u64) -> Result<(), Reject> {
+        self.send(|r| Cmd::Begin(generation, r)).await?
+    }
+
+    pub async fn window(&self, seq: u64, body: Bytes) -> Result<(), Reject> {
+        self.send(|r| Cmd::Window(seq, body, r)).await?
+    }
+
+    pub async fn commit(&self, manifest: Bytes) -> Result<(), Reject> {
+        self.send(|r| Cmd::Commit(manifest, r)).await?
+    }
+
+    /// Where the session stands once everything sent before is done.
+    pub async fn state(&self) -> SessionState {
+        let _ = self.send(Cmd::Barrier).await;
+        match self.info.lock() {
+            Ok(i) => SessionState { state: i.state.to_owned(), generation: i.generation, applied: i.applied },
+            Err(_) => SessionState { state: "failed".into(), generation: None, applied: None },
+        }
+    }
+
+    pub fn idle_for(&self) -> Duration {
+        self.info.lock().map_or(Duration::MAX, |i| i.last_used.elapsed())
+    }
+
+    /// Stop taking commands and wait until the thread has let go of the sink.
+    pub async fn close(&self) {
+        if let Ok(mut t) = self.tx.lock() {
+            t.take();
+        }
+        let done = self.done.lock().ok().and_then(|mut d| d.take());
+        if let Some(d) = done {
+            let _ = d.await;
+        }
+    }
+}
+
+/// The session's thread.
+struct Worker {
+    sink: Box<dyn Sink>,
+    prior: Prior,
+    geometry: Geometry,
+    info: Arc<Mutex<Info>>,
+    metrics: Arc<ReceiverMetrics>,
+}
+
+impl Worker {
+    fn serve(&mut self, rx: mpsc::Receiver<Cmd>) {
+        for cmd in rx {
+            match cmd {
+                Cmd::Begin(g, reply) => {
+                    let r = self.guarded(|w| w.begin(g));
+                    let _ = reply.send(r);
+                }
+                Cmd::Window(seq, body, reply) => {
+                    let r = self.guarded(|w| w.window(seq, &body));
+                    if let Err(e) = &r {
+                        self.metrics.reject(e.reason);
+                    }
+                    let _ = reply.send(r);
+                }
+                Cmd::Commit(body, reply) => {
+                    let r = self.guarded(|w| w.commit(&body));
+                    let _ = reply.send(r);
+                }
+                Cmd::Barrier(reply) => {
+                    let _ = reply.send(());
+                }
+            }
+        }
+    }
+
+    fn info<T>(&self, f: impl FnOnce(&mut Info) -> T) -> Option<T> {
+        self.info.lock().ok().map(|mut i| f(&mut i))
+    }
+
+    /// Run a step unless an earlier one failed the destination; a failure of
+    /// the destination fails the session for good.
+    fn guarded(&mut self, step: impl FnOnce(&mut Self) -> Result<(), Reject>) -> Result<(), Reject> {
+        if let Some(Some(e)) = self.info(|i| i.error.clone()) {
+            return Err(Reject::new(409, e.reason, format!("the session failed earlier: {}", e.message)));
+        }
+        let r = step(self);
+        if let Err(e) = &r {
+            if e.reason == "destination" {
+                self.info(|i| {
+                    i.state = "failed";
+                    i.error = Some(e.clone());
+                });
+            }
+        }
+        r
+    }
+
+    fn begin(&mut self, generation: u64) -> Result<(), Reject> {
+        let (state, current) = self.info(|i| (i.state, i.generation)).unwrap_or(("failed", None));
+        if state == "begun" && current == Some(generation) {
+            return Ok(());
+        }
+        if state != "open" {
+            return Err(Reject::new(409, "state", format!("cannot begin a generation in a session that is {state}")));
+        }
+        if generation != self.prior.next_generation() {
+            return Err(Reject::new(
+                409,
+                "state",
+                format!(
+                    "generation {generation} does not follow the destination (next is {})",
+                    self.prior.next_generation()
+                ),
+            ));
+        }
+        self.sink.begin(generation, self.geometry, &self.prior).map_err(|f| Reject::destination(&f))?;
+        self.info(|i| {
+            i.state = "begun";
+            i.generation = Some(generation);
+        });
+        Ok(())
+    }
+
+    fn window(&mut self, seq: u64, body: &[u8]) -> Result<(), Reject> {
+        let (state, applied) = self.info(|i| (i.state, i.applied)).unwrap_or(("failed", None));
+        if state != "begun" {
+            return Err(Reject::new(409, "state", format!("a window cannot be applied in a session that is {state}")));
+        }
+        if applied.is_some_and(|a| seq <= a) {
+            self.metrics.windows.with_label_values(&["duplicate"]).inc();
+            return Ok(());
+        }
+        let expected = applied.map_or(0, |a| a + 1);
+        if seq != expected {
+            return Err(Reject::new(409, "order", format!("window {seq} arrived before window {expected}")));
+        }
+        let w = window::decode(body, self.geometry).map_err(window_reject)?;
+        if w.header.seq != seq {
+            return Err(Reject::new(400, "window", format!("window message {} sent as window {seq}", w.header.seq)));
+        }
+        // Open every data frame into its place in the window, in parallel;
+        // the sink sees nothing unless all of them check out.
+        let mut buf = vec![0u8; w.header.len as usize];
+        let mut parts: Vec<(&FrameHeader, &[u8], &mut [u8])> = Vec::with_capacity(w.frames.len());
+        let (mut rest, mut base) = (&mut buf[..], w.header.offset);
+        for (fh, payload) in &w.frames {
+            if fh.kind == Kind::Clear {
+                continue;
+            }
+            let tail = std::mem::take(&mut rest).split_at_mut((fh.offset - base) as usize).1;
+            let (mine, after) = tail.split_at_mut(fh.raw_len as usize);
+            parts.push((fh, payload, mine));
+            rest = after;
+            base = fh.offset + u64::from(fh.raw_len);
+        }
+        parts
+            .into_par_iter()
+            .enumerate()
+            .try_for_each(|(index, (fh, payload, out))| {
+                fh.open_into(payload, out).map_err(|source| WindowError::Frame { index: index as u32, source })
+            })
+            .map_err(window_reject)?;
+        let plan = w.plan(self.geometry.chunk_size().get());
+        let holes = vec![false; w.states.len()];
+        let view = WindowView {
+            first_chunk: w.header.first_chunk,
+            offset: w.header.offset,
+            states: &w.states,
+            holes: &holes,
+            stats: ScanStats::default(),
+            bytes: &buf,
+        };
+        self.sink.apply(&plan, &view).map_err(|f| Reject::destination(&f))?;
+        self.metrics.count_window(&w);
+        self.info(|i| i.applied = Some(seq));
+        Ok(())
+    }
+
+    fn commit(&mut self, body: &[u8]) -> Result<(), Reject> {
+        let (state, generation) = self.info(|i| (i.state, i.generation)).unwrap_or(("failed", None));
+        let m = Manifest::decode(body).map_err(|e| Reject::new(400, "manifest", e.to_string()))?;
+        if state == "committed" && generation == Some(m.generation) {
+            return Ok(());
+        }
+        if state != "begun" {
+            return Err(Reject::new(409, "state", format!("cannot commit a session that is {state}")));
+        }
+        if Some(m.generation) != generation || m.geometry != self.geometry {
+            return Err(Reject::new(
+                400,
+                "manifest",
+                "the manifest is not of the generation and geometry this session began with",
+            ));
+        }
+        self.sink.commit(&m).map_err(|f| Reject::destination(&f))?;
+        self.metrics.commits.inc();
+        self.info(|i| i.state = "committed");
+        Ok(())
+    }
+}
