@@ -6,7 +6,7 @@
 //! an intent costs one round trip, as before. Acks alone are appended every
 //! [`ACK_INTERVAL`].
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -32,7 +32,9 @@ struct Intents {
 #[derive(Debug)]
 pub struct JournalWriter {
     tx: Option<mpsc::UnboundedSender<Intents>>,
-    stop: Arc<AtomicBool>,
+    /// 0 running; 1 stop, acks no longer needed (a commit follows); 2 stop
+    /// after appending the acks (the generation stays open).
+    stop: Arc<AtomicU8>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -46,7 +48,7 @@ impl JournalWriter {
         flight: Arc<Mutex<Flight>>,
     ) -> Self {
         let (tx, mut rx) = mpsc::unbounded_channel::<Intents>();
-        let stop = Arc::new(AtomicBool::new(false));
+        let stop = Arc::new(AtomicU8::new(0));
         let stopping = stop.clone();
         let task = rt.spawn(async move {
             loop {
@@ -58,10 +60,13 @@ impl JournalWriter {
                 while let Ok(m) = rx.try_recv() {
                     waiting.push(m);
                 }
-                let done = stopping.load(Ordering::Acquire);
-                // Once every write has finished, acks no longer matter: the
-                // manifest about to be published supersedes the journal.
-                let acks = if done { Vec::new() } else { flight.lock().map(|mut f| f.take_acks()).unwrap_or_default() };
+                let mode = stopping.load(Ordering::Acquire);
+                let done = mode != 0;
+                // Once every write has finished before a commit, acks no
+                // longer matter: the manifest about to be published
+                // supersedes the journal.
+                let acks =
+                    if mode == 1 { Vec::new() } else { flight.lock().map(|mut f| f.take_acks()).unwrap_or_default() };
                 let mut payload = header.records(&acks);
                 for w in &waiting {
                     payload.extend_from_slice(&w.bytes);
@@ -95,10 +100,11 @@ impl JournalWriter {
         async move { sent && rx.await.unwrap_or(false) }
     }
 
-    /// Stop after appending what is pending (acks excepted); call once every
-    /// write has finished.
-    pub fn stop(mut self, rt: &tokio::runtime::Runtime) {
-        self.stop.store(true, Ordering::Release);
+    /// Stop after appending what is pending (the acks too if `keep_acks`:
+    /// the generation stays open for a later run to resume); call once
+    /// every write has finished.
+    pub fn stop(mut self, rt: &tokio::runtime::Runtime, keep_acks: bool) {
+        self.stop.store(if keep_acks { 2 } else { 1 }, Ordering::Release);
         self.tx = None;
         let _ = rt.block_on(&mut self.task);
     }

@@ -151,6 +151,16 @@ pub struct PageBlobSink<S: PageStore> {
 }
 
 impl<S: PageStore> PageBlobSink<S> {
+    /// Wait for every write handed over, then stop the journal writer
+    /// (appending the last acks if `keep_acks`).
+    fn drain(&mut self, keep_acks: bool) {
+        let mut tasks = std::mem::take(&mut self.tasks);
+        self.rt.block_on(async { while tasks.join_next().await.is_some() {} });
+        if let Some(w) = self.journal_writer.take() {
+            w.stop(&self.rt, keep_acks);
+        }
+    }
+
     pub fn new(store: S, blob: &str, describe: String, opts: PageBlobOptions) -> Result<Self, Failure> {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -516,13 +526,13 @@ impl<S: PageStore> Sink for PageBlobSink<S> {
         self.check_flight()
     }
 
+    fn suspend(&mut self) {
+        self.drain(true);
+    }
+
     fn commit(&mut self, manifest: &Manifest) -> Result<(), Failure> {
         // Every write of G acknowledged first.
-        let mut tasks = std::mem::take(&mut self.tasks);
-        self.rt.block_on(async { while tasks.join_next().await.is_some() {} });
-        if let Some(w) = self.journal_writer.take() {
-            w.stop(&self.rt);
-        }
+        self.drain(false);
         self.check_flight()?;
         let g = manifest.generation;
         let encoded = Bytes::from(manifest.encode().code(ExitCode::Failure)?);

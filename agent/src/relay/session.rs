@@ -203,9 +203,6 @@ impl Worker {
                 }
                 Cmd::Window(seq, body, reply) => {
                     let r = self.guarded(|w| w.window(seq, &body));
-                    if let Err(e) = &r {
-                        self.metrics.reject(e.reason);
-                    }
                     let _ = reply.send(r);
                 }
                 Cmd::Commit(body, reply) => {
@@ -216,6 +213,11 @@ impl Worker {
                     let _ = reply.send(());
                 }
             }
+        }
+        // Closed without a commit (the sender went away): what was applied is
+        // made to count for the next sync.
+        if self.info(|i| i.state) == Some("begun") {
+            self.sink.suspend();
         }
     }
 

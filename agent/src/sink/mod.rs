@@ -74,6 +74,10 @@ pub trait Sink {
     fn apply(&mut self, plan: &Plan, window: &WindowView<'_>) -> Result<(), Failure>;
     /// Make every write durable, then publish `manifest`.
     fn commit(&mut self, manifest: &Manifest) -> Result<(), Failure>;
+    /// The sync stops here without a commit (its sender went away): let the
+    /// writes already handed over finish and record them, so the next sync
+    /// resumes after them. The generation stays uncommitted.
+    fn suspend(&mut self) {}
     /// Traffic so far, for remote destinations.
     fn wire(&self) -> Option<WireStats> {
         None
