@@ -34,7 +34,9 @@ start() {
   [ -n "$port" ] || port=$(free_port)
   # --loose: no strict-mode 500s on headers Azurite does not implement;
   # --skipApiVersionCheck: the Rust SDK's x-ms-version is newer than 3.35's.
-  nohup node "$MAIN" --blobHost 127.0.0.1 --blobPort "$port" --location "$dir" \
+  # AZURITE_HOST=0.0.0.0 serves other hosts too (a benchmark's network namespace).
+  local host=${AZURITE_HOST:-127.0.0.1}
+  nohup node "$MAIN" --blobHost "$host" --blobPort "$port" --location "$dir" \
     --loose --skipApiVersionCheck --disableTelemetry --silent >"$dir/azurite.log" 2>&1 &
   local pid=$!
   for _ in $(seq 1 100); do

@@ -313,6 +313,10 @@ fn tampered_oversized_and_unauthenticated_requests_are_refused_and_change_nothin
     }
     // The session still works: the right window is applied.
     assert_eq!(put(0, window(0, std::slice::from_ref(&f))), (204, String::new()));
+    // Acknowledged once verified and queued; the session's state waits for the sink.
+    let st = call(Method::GET, &format!("/v1/sessions/{id}"), Vec::new()).unwrap();
+    let st: serde_json::Value = serde_json::from_slice(&st.body).unwrap();
+    assert_eq!(st["applied"].as_u64(), Some(0), "{st}");
     assert_ne!(std::fs::read(&vhd).unwrap(), before);
 
     // The sender's side of a wrong token: exit 4, said plainly.

@@ -152,6 +152,13 @@ pub fn generate(path: &Path, size: u64, mix: Mix, seed: u64) -> io::Result<()> {
 /// Rewrite `percent` of the image's extents (chosen by `seed`) with new
 /// random data; returns how many extents changed.
 pub fn mutate(path: &Path, percent: f64, seed: u64) -> io::Result<u64> {
+    mutate_mixed(path, percent, 0, seed, None)
+}
+
+/// As [`mutate`], `text` percent of the rewritten extents with text-like
+/// bytes instead of random ones; the new bytes of every rewritten extent,
+/// in disk order, are also written to `dump` (what a sync must carry).
+pub fn mutate_mixed(path: &Path, percent: f64, text: u64, seed: u64, dump: Option<&Path>) -> io::Result<u64> {
     let f = OpenOptions::new().read(true).write(true).open(path)?;
     let size = f.metadata()?.len();
     let extents = size.div_ceil(EXTENT);
@@ -161,15 +168,45 @@ pub fn mutate(path: &Path, percent: f64, seed: u64) -> io::Result<u64> {
     while (chosen.len() as u64) < n.min(extents) {
         chosen.insert(rng.below(extents));
     }
+    let mut out = dump.map(File::create).transpose()?;
     let mut buf = vec![0u8; EXTENT as usize];
     for &i in &chosen {
         let off = i * EXTENT;
         let len = EXTENT.min(size - off) as usize;
-        rng.fill(&mut buf[..len]);
+        if rng.below(100) < text {
+            fill_text(&mut rng, &mut buf[..len]);
+        } else {
+            rng.fill(&mut buf[..len]);
+        }
         f.write_all_at(&buf[..len], off)?;
+        if let Some(o) = out.as_mut() {
+            io::Write::write_all(o, &buf[..len])?;
+        }
     }
     f.sync_all()?;
     Ok(chosen.len() as u64)
+}
+
+/// Write the image's non-zero 1 MiB extents, in disk order, to `out`: the
+/// data a first sync must carry. Returns the bytes written.
+pub fn data_extents(image: &Path, out: &Path) -> io::Result<u64> {
+    let f = File::open(image)?;
+    let size = f.metadata()?.len();
+    let mut o = io::BufWriter::new(File::create(out)?);
+    let mut buf = vec![0u8; EXTENT as usize];
+    let mut total = 0;
+    let mut off = 0;
+    while off < size {
+        let len = EXTENT.min(size - off) as usize;
+        f.read_exact_at(&mut buf[..len], off)?;
+        if buf[..len].iter().any(|&b| b != 0) {
+            io::Write::write_all(&mut o, &buf[..len])?;
+            total += len as u64;
+        }
+        off += len as u64;
+    }
+    io::Write::flush(&mut o)?;
+    Ok(total)
 }
 
 #[cfg(test)]

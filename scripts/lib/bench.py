@@ -33,8 +33,9 @@ def run(cmd):
     if code != 0:
         sys.exit(f"command failed ({code}): {cmd}\n{err}")
     # ru_maxrss is in KiB on Linux. With shell=True it is the largest
-    # process in the tree that exited, which is the tool itself.
-    return wall, usage.ru_maxrss * 1024
+    # process in the tree that exited, which is the tool itself. CPU time is
+    # the whole tree's (user + system).
+    return wall, usage.ru_maxrss * 1024, usage.ru_utime + usage.ru_stime
 
 
 def cpu_seconds(pid):
@@ -63,6 +64,7 @@ def main():
         sys.exit(f"baseline {a.baseline} is not a case")
     times = {n: [] for n in names}
     rss = {n: 0 for n in names}
+    cpu_own = {n: [] for n in names}
     server = {n: [] for n in names}
     for _ in range(a.rounds):
         for name, cmd in a.case:
@@ -70,20 +72,22 @@ def main():
                 subprocess.run(preps[name], shell=True, check=True, stdout=subprocess.DEVNULL)
             pid = int(open(a.watch_pid_file).read().strip()) if a.watch_pid_file else 0
             before = cpu_seconds(pid)
-            wall, peak = run(cmd)
+            wall, peak, used = run(cmd)
+            cpu_own[name].append(used)
             server[name].append(cpu_seconds(pid) - before)
             times[name].append(wall)
             rss[name] = max(rss[name], peak)
     base = statistics.median(times[a.baseline])
     print(f"\n## {a.title} ({a.rounds} rounds, median)")
     extra = f" {'server CPU':>11}" if a.watch_pid_file else ""
-    print(f"{'tool':<28} {'time':>9} {'min':>9} {'peak RSS':>10} {'throughput':>12} {'vs ' + a.baseline:>14}{extra}")
+    print(f"{'tool':<28} {'time':>9} {'min':>9} {'CPU':>8} {'peak RSS':>10} {'throughput':>12} {'vs ' + a.baseline:>14}{extra}")
     for name in names:
         med = statistics.median(times[name])
         tput = f"{a.bytes / med / 1e9:.2f} GB/s" if a.bytes else "-"
         speed = base / med
         cpu = f" {statistics.median(server[name]):>10.2f}s" if a.watch_pid_file else ""
-        print(f"{name:<28} {med:>8.3f}s {min(times[name]):>8.3f}s {rss[name] / 2**20:>7.0f} MiB {tput:>12} {speed:>12.2f}x{cpu}")
+        own = statistics.median(cpu_own[name])
+        print(f"{name:<28} {med:>8.3f}s {min(times[name]):>8.3f}s {own:>7.2f}s {rss[name] / 2**20:>7.0f} MiB {tput:>12} {speed:>12.2f}x{cpu}")
         if os.environ.get("BENCH_JSON"):
             with open(os.environ["BENCH_JSON"], "a") as f:
                 f.write(json.dumps({"title": a.title, "tool": name, "median_s": med, "min_s": min(times[name]),

@@ -2,8 +2,6 @@
 //! kind, raw and wire bytes (their ratio is what compression saved),
 //! windows applied or acknowledged again, rejects by reason, sessions.
 
-use diskferry_core::relay::window::Window;
-use diskferry_core::relay::{Kind, HEADER_LEN};
 use prometheus::{Encoder, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
 
 pub const FRAMES: &str = "diskferry_receiver_frames_total";
@@ -80,20 +78,14 @@ impl ReceiverMetrics {
         self.rejects.with_label_values(&[reason]).inc();
     }
 
-    pub fn count_window(&self, w: &Window<'_>) {
+    /// A window applied: frames by kind (zstd, raw, clear), wire and raw bytes.
+    pub fn count_window(&self, (kinds, wire, raw): ([u64; 3], u64, u64)) {
         self.windows.with_label_values(&["applied"]).inc();
-        for (h, payload) in &w.frames {
-            let kind = match h.kind {
-                Kind::Zstd => "zstd",
-                Kind::Raw => "raw",
-                Kind::Clear => "clear",
-            };
-            self.frames.with_label_values(&[kind]).inc();
-            self.wire_bytes.inc_by((HEADER_LEN + payload.len()) as u64);
-            if h.kind != Kind::Clear {
-                self.raw_bytes.inc_by(u64::from(h.raw_len));
-            }
+        for (k, n) in ["zstd", "raw", "clear"].iter().zip(kinds) {
+            self.frames.with_label_values(&[k]).inc_by(n);
         }
+        self.wire_bytes.inc_by(wire);
+        self.raw_bytes.inc_by(raw);
     }
 }
 

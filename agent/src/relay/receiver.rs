@@ -214,6 +214,28 @@ async fn body(req: Request<Incoming>, limit: u64) -> Result<Bytes, Reject> {
     }
 }
 
+/// Read a body into `buf` (reused: its pages are already there).
+async fn body_into(req: Request<Incoming>, limit: u64, mut buf: Vec<u8>) -> Result<Vec<u8>, Reject> {
+    let too_large = || Reject::new(413, "too_large", format!("the body is larger than the limit of {limit} bytes"));
+    let declared = req.headers().get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(too_large());
+    }
+    buf.clear();
+    buf.reserve(declared.unwrap_or(0) as usize);
+    let mut body = req.into_body();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| Reject::new(400, "request", format!("reading the body failed: {e}")))?;
+        if let Ok(data) = frame.into_data() {
+            if (buf.len() + data.len()) as u64 > limit {
+                return Err(too_large());
+            }
+            buf.extend_from_slice(&data);
+        }
+    }
+    Ok(buf)
+}
+
 async fn handle(state: &Arc<State>, req: Request<Incoming>) -> Response<Full<Bytes>> {
     if !state.cfg.token.admits(req.headers().get(AUTHORIZATION).map(|v| v.as_bytes())) {
         return refuse(state, &Reject::new(401, "token", "a valid bearer token is required"));
@@ -261,7 +283,7 @@ async fn route(state: &Arc<State>, req: Request<Incoming>) -> Result<Response<Fu
         (&Method::PUT, ["v1", "sessions", id, "windows", seq]) => {
             let seq: u64 = seq.parse().map_err(|_| Reject::new(400, "request", "the window number is not a number"))?;
             let s = session(state, id)?;
-            let b = body(req, MAX_BODY).await?;
+            let b = body_into(req, MAX_BODY, s.body_buffer()).await?;
             s.window(seq, b).await?;
             Ok(no_content())
         }

@@ -13,11 +13,13 @@ use std::time::Duration;
 
 use anyhow::anyhow;
 use bytes::Bytes;
+use diskferry_core::digest::Digest;
 use diskferry_core::geometry::Geometry;
+use diskferry_core::manifest::ChunkState;
 use diskferry_core::manifest::Manifest;
 use diskferry_core::plan::Plan;
 use diskferry_core::relay::window::{encode_head, WindowHeader};
-use diskferry_core::relay::{self, clear_frame, data_frame, MAX_RAW};
+use diskferry_core::relay::{self, clear_frame, data_frame_parts, HEADER_LEN, MAX_RAW};
 use hyper::Method;
 use rayon::prelude::*;
 
@@ -34,6 +36,9 @@ const COMMIT_TIMEOUT: Duration = Duration::from_secs(3600);
 /// Windows compressed and waiting to be sent.
 const QUEUE: usize = 2;
 pub const DEFAULT_ZSTD_LEVEL: i32 = 3;
+
+/// A frame's header and its compressed payload (`None`: stored raw).
+type FrameParts = ([u8; HEADER_LEN], Option<Vec<u8>>);
 
 /// One window ready to go.
 struct Outgoing {
@@ -221,17 +226,47 @@ impl Sink for RelaySink {
             return Ok(());
         }
         let level = self.level;
-        let bytes_of = |w: &diskferry_core::plan::ByteRange| {
-            &window.bytes[(w.start - window.offset) as usize..(w.end - window.offset) as usize]
-        };
-        let frames: Vec<std::io::Result<Vec<u8>>> =
-            self.pool.install(|| plan.writes.par_iter().map(|w| data_frame(w.start, bytes_of(w), level)).collect());
+        let chunk = self.geometry.map_or(1 << 20, |g| g.chunk_size().get());
+        let bytes_of =
+            |start: u64, end: u64| &window.bytes[(start - window.offset) as usize..(end - window.offset) as usize];
+        // One frame per chunk when chunks are 1 MiB or more: its digest is the
+        // chunk's, already computed by the scan. Smaller chunks go as whole
+        // writes (up to 4 MiB), hashed here, so zstd sees enough at once.
+        let mut pieces: Vec<(u64, u64, Option<Digest>)> = Vec::new();
+        for w in &plan.writes {
+            if chunk < 1 << 20 {
+                pieces.push((w.start, w.end, None));
+                continue;
+            }
+            let mut at = w.start;
+            while at < w.end {
+                let end = ((at / chunk + 1) * chunk).min(w.end);
+                // The chunk's digest covers the whole chunk: reuse it only then.
+                let whole = self.geometry.is_some_and(|g| g.chunk_range(at / chunk) == (at..end));
+                let digest = match window.states.get((at / chunk - window.first_chunk) as usize) {
+                    Some(ChunkState::Data(d)) if whole => Some(*d),
+                    _ => None,
+                };
+                pieces.push((at, end, digest));
+                at = end;
+            }
+        }
+        let frames: Vec<std::io::Result<FrameParts>> = self.pool.install(|| {
+            pieces
+                .par_iter()
+                .map(|&(start, end, digest)| {
+                    let raw = bytes_of(start, end);
+                    data_frame_parts(start, raw, digest.unwrap_or_else(|| Digest::of(raw)), level)
+                })
+                .collect()
+        });
+        let frames: Vec<FrameParts> = frames.into_iter().collect::<Result<_, _>>().map_err(|e| fail(&self.addr, e))?;
         let mut clears = Vec::new();
         for c in &plan.clears {
             let mut at = c.start;
             while at < c.end {
                 let n = (c.end - at).min(u64::from(MAX_RAW));
-                clears.push(clear_frame(at, n as u32));
+                clears.push((at, clear_frame(at, n as u32)));
                 at += n;
             }
         }
@@ -244,14 +279,16 @@ impl Sink for RelaySink {
         let mut body = encode_head(&head, window.states, (frames.len() + clears.len()) as u32);
         let head_len = body.len() as u64;
         // Frames in disk order: the receiver wants them ascending.
-        let mut all: Vec<(u64, &[u8])> = Vec::with_capacity(frames.len() + clears.len());
-        let frames: Vec<Vec<u8>> = frames.into_iter().collect::<Result<_, _>>().map_err(|e| fail(&self.addr, e))?;
-        all.extend(plan.writes.iter().map(|w| w.start).zip(frames.iter().map(Vec::as_slice)));
-        all.extend(clears.iter().map(|c| (u64::from_le_bytes(c[8..16].try_into().unwrap_or([0; 8])), &c[..])));
-        all.sort_unstable_by_key(|&(o, _)| o);
-        body.reserve(all.iter().map(|(_, f)| f.len()).sum());
-        for (_, f) in all {
-            body.extend_from_slice(f);
+        let mut all: Vec<(u64, &[u8], &[u8])> = Vec::with_capacity(frames.len() + clears.len());
+        for ((start, end, _), (header, payload)) in pieces.iter().zip(&frames) {
+            all.push((*start, header, payload.as_deref().unwrap_or_else(|| bytes_of(*start, *end))));
+        }
+        all.extend(clears.iter().map(|(at, c)| (*at, &c[..], &[][..])));
+        all.sort_unstable_by_key(|&(o, _, _)| o);
+        body.reserve(all.iter().map(|(_, h, p)| h.len() + p.len()).sum());
+        for (_, header, payload) in all {
+            body.extend_from_slice(header);
+            body.extend_from_slice(payload);
         }
         let out = Outgoing {
             seq: self.seq,

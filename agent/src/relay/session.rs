@@ -3,18 +3,26 @@
 //! decoded, checked against the session's geometry, decompressed (bounded)
 //! and verified frame by frame before a byte of it reaches the sink: a bad
 //! window changes nothing.
+//!
+//! Verification runs on the blocking pool as the window arrives; a verified
+//! window is queued (at most [`QUEUE`] deep) for the sink and acknowledged,
+//! so the next window travels while this one is written. A write that fails
+//! later fails the session: the next call, and the commit, say so. Nothing
+//! is durable before the commit, as for a direct sync; the journal of the
+//! receiver's sink is what a later run resumes from.
 
-use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use diskferry_core::geometry::Geometry;
+use diskferry_core::manifest::ChunkState;
 use diskferry_core::manifest::Manifest;
+use diskferry_core::plan::Plan;
 use diskferry_core::relay::window::{self, WindowError};
 use diskferry_core::relay::{prior, FrameError, FrameHeader, Kind};
 use rayon::prelude::*;
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 
 use super::metrics::ReceiverMetrics;
 use super::SessionState;
@@ -51,9 +59,25 @@ fn window_reject(e: WindowError) -> Reject {
     Reject::new(400, reason, e.to_string())
 }
 
+/// Verified windows waiting for the sink, per session.
+pub const QUEUE: usize = 2;
+
+/// A window decoded and verified, ready for the sink.
+struct Prepared {
+    seq: u64,
+    first_chunk: u64,
+    offset: u64,
+    states: Vec<ChunkState>,
+    plan: Plan,
+    /// The window's bytes (only its write ranges are meaningful).
+    buf: Vec<u8>,
+    /// Frames by kind (zstd, raw, clear), wire bytes, raw bytes: for metrics.
+    counts: ([u64; 3], u64, u64),
+}
+
 enum Cmd {
     Begin(u64, oneshot::Sender<Result<(), Reject>>),
-    Window(u64, Bytes, oneshot::Sender<Result<(), Reject>>),
+    Window(Box<Prepared>),
     Commit(Bytes, oneshot::Sender<Result<(), Reject>>),
     /// Answered once every earlier command is done.
     Barrier(oneshot::Sender<()>),
@@ -63,6 +87,9 @@ enum Cmd {
 struct Info {
     state: &'static str,
     generation: Option<u64>,
+    /// The last window verified and queued for the sink.
+    accepted: Option<u64>,
+    /// The last window the sink carried out.
     applied: Option<u64>,
     error: Option<Reject>,
     last_used: Instant,
@@ -73,8 +100,18 @@ struct Info {
 pub struct Session {
     pub id: String,
     pub disk: String,
+    geometry: Geometry,
     tx: Mutex<Option<mpsc::Sender<Cmd>>>,
+    /// Held from a window's last check to its place in the queue: windows
+    /// enter the queue in order.
+    order: tokio::sync::Mutex<()>,
     info: Arc<Mutex<Info>>,
+    /// Window buffers the sink is done with, for the next windows.
+    buffers: Arc<Mutex<Vec<Vec<u8>>>>,
+    /// Request bodies already checked, for the next windows (no fresh pages
+    /// to fault in for every 32 MiB).
+    bodies: Mutex<Vec<Vec<u8>>>,
+    metrics: Arc<ReceiverMetrics>,
     done: Mutex<Option<oneshot::Receiver<()>>>,
 }
 
@@ -94,17 +131,20 @@ impl Session {
         geometry: Geometry,
         metrics: Arc<ReceiverMetrics>,
     ) -> Result<(Arc<Session>, Vec<u8>), Reject> {
-        let (tx, rx) = mpsc::channel::<Cmd>();
+        let (tx, rx) = mpsc::channel::<Cmd>(QUEUE);
         let (opened_tx, opened_rx) = oneshot::channel::<Result<Vec<u8>, Reject>>();
         let (done_tx, done_rx) = oneshot::channel::<()>();
         let info = Arc::new(Mutex::new(Info {
             state: "open",
             generation: None,
+            accepted: None,
             applied: None,
             error: None,
             last_used: Instant::now(),
         }));
         let thread_info = info.clone();
+        let buffers: Arc<Mutex<Vec<Vec<u8>>>> = Arc::default();
+        let (thread_buffers, thread_metrics) = (buffers.clone(), metrics.clone());
         std::thread::Builder::new()
             .name(format!("diskferry-rx-{disk}"))
             .spawn(move || {
@@ -122,7 +162,14 @@ impl Session {
                         }
                         Ok(msg) => {
                             let _ = opened_tx.send(Ok(msg));
-                            let mut worker = Worker { sink, prior: prior_state, geometry, info: thread_info, metrics };
+                            let mut worker = Worker {
+                                sink,
+                                prior: prior_state,
+                                geometry,
+                                info: thread_info,
+                                buffers: thread_buffers,
+                                metrics: thread_metrics,
+                            };
                             worker.serve(rx);
                         }
                     },
@@ -131,19 +178,32 @@ impl Session {
             })
             .map_err(|e| Reject::new(503, "internal", format!("cannot start a session thread: {e}")))?;
         let msg = opened_rx.await.map_err(|_| Reject::new(500, "internal", "the session thread died"))??;
-        let session = Session { id, disk, tx: Mutex::new(Some(tx)), info, done: Mutex::new(Some(done_rx)) };
+        let session = Session {
+            id,
+            disk,
+            geometry,
+            tx: Mutex::new(Some(tx)),
+            order: tokio::sync::Mutex::new(()),
+            info,
+            buffers,
+            bodies: Mutex::default(),
+            metrics,
+            done: Mutex::new(Some(done_rx)),
+        };
         Ok((Arc::new(session), msg))
     }
 
-    async fn send<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Cmd) -> Result<T, Reject> {
+    fn sender(&self) -> Result<mpsc::Sender<Cmd>, Reject> {
         if let Ok(mut i) = self.info.lock() {
             i.last_used = Instant::now();
         }
+        self.tx.lock().ok().and_then(|t| t.clone()).ok_or_else(gone)
+    }
+
+    async fn send<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Cmd) -> Result<T, Reject> {
+        let tx = self.sender()?;
         let (reply, answer) = oneshot::channel();
-        let sent = self.tx.lock().ok().and_then(|t| t.as_ref().map(|t| t.send(make(reply)).is_ok()));
-        if sent != Some(true) {
-            return Err(gone());
-        }
+        tx.send(make(reply)).await.map_err(|_| gone())?;
         answer.await.map_err(|_| gone())
     }
 
@@ -151,8 +211,59 @@ impl Session {
         self.send(|r| Cmd::Begin(generation, r)).await?
     }
 
-    pub async fn window(&self, seq: u64, body: Bytes) -> Result<(), Reject> {
-        self.send(|r| Cmd::Window(seq, body, r)).await?
+    /// Where window `seq` stands against the queue: `Ok(true)` it is next,
+    /// `Ok(false)` it was accepted before (acknowledged again, not redone).
+    fn next_in_line(&self, seq: u64) -> Result<bool, Reject> {
+        let i = self.info.lock().map_err(|_| gone())?;
+        if let Some(e) = &i.error {
+            return Err(Reject::new(409, e.reason, format!("the session failed earlier: {}", e.message)));
+        }
+        if i.state != "begun" {
+            let state = i.state;
+            return Err(Reject::new(409, "state", format!("a window cannot be applied in a session that is {state}")));
+        }
+        if i.accepted.is_some_and(|a| seq <= a) {
+            return Ok(false);
+        }
+        let expected = i.accepted.map_or(0, |a| a + 1);
+        if seq != expected {
+            return Err(Reject::new(409, "order", format!("window {seq} arrived before window {expected}")));
+        }
+        Ok(true)
+    }
+
+    /// A buffer for a window's request body.
+    pub fn body_buffer(&self) -> Vec<u8> {
+        self.bodies.lock().ok().and_then(|mut b| b.pop()).unwrap_or_default()
+    }
+
+    /// Verify window `seq` and queue it for the sink.
+    pub async fn window(&self, seq: u64, body: Vec<u8>) -> Result<(), Reject> {
+        let tx = self.sender()?;
+        if !self.next_in_line(seq)? {
+            self.metrics.windows.with_label_values(&["duplicate"]).inc();
+            return Ok(());
+        }
+        let buf = self.buffers.lock().ok().and_then(|mut b| b.pop()).unwrap_or_default();
+        let geometry = self.geometry;
+        let (prepared, body) = tokio::task::spawn_blocking(move || (prepare(seq, &body, geometry, buf), body))
+            .await
+            .map_err(|e| Reject::new(500, "internal", format!("window check failed: {e}")))?;
+        if let Ok(mut b) = self.bodies.lock() {
+            if b.len() < 2 {
+                b.push(body);
+            }
+        }
+        let prepared = prepared?;
+        let _order = self.order.lock().await;
+        if !self.next_in_line(seq)? {
+            self.metrics.windows.with_label_values(&["duplicate"]).inc();
+            return Ok(());
+        }
+        if let Ok(mut i) = self.info.lock() {
+            i.accepted = Some(seq);
+        }
+        tx.send(Cmd::Window(Box::new(prepared))).await.map_err(|_| gone())
     }
 
     pub async fn commit(&self, manifest: Bytes) -> Result<(), Reject> {
@@ -190,20 +301,29 @@ struct Worker {
     prior: Prior,
     geometry: Geometry,
     info: Arc<Mutex<Info>>,
+    buffers: Arc<Mutex<Vec<Vec<u8>>>>,
     metrics: Arc<ReceiverMetrics>,
 }
 
 impl Worker {
-    fn serve(&mut self, rx: mpsc::Receiver<Cmd>) {
-        for cmd in rx {
+    fn serve(&mut self, mut rx: mpsc::Receiver<Cmd>) {
+        while let Some(cmd) = rx.blocking_recv() {
             match cmd {
                 Cmd::Begin(g, reply) => {
                     let r = self.guarded(|w| w.begin(g));
                     let _ = reply.send(r);
                 }
-                Cmd::Window(seq, body, reply) => {
-                    let r = self.guarded(|w| w.window(seq, &body));
-                    let _ = reply.send(r);
+                Cmd::Window(p) => {
+                    let r = self.guarded(|w| w.apply(&p));
+                    if let Err(e) = r {
+                        // Said at the next call: the session has failed.
+                        self.metrics.reject(e.reason);
+                    }
+                    if let Ok(mut b) = self.buffers.lock() {
+                        if b.len() < QUEUE + 2 {
+                            b.push(p.buf);
+                        }
+                    }
                 }
                 Cmd::Commit(body, reply) => {
                     let r = self.guarded(|w| w.commit(&body));
@@ -269,58 +389,19 @@ impl Worker {
         Ok(())
     }
 
-    fn window(&mut self, seq: u64, body: &[u8]) -> Result<(), Reject> {
-        let (state, applied) = self.info(|i| (i.state, i.applied)).unwrap_or(("failed", None));
-        if state != "begun" {
-            return Err(Reject::new(409, "state", format!("a window cannot be applied in a session that is {state}")));
-        }
-        if applied.is_some_and(|a| seq <= a) {
-            self.metrics.windows.with_label_values(&["duplicate"]).inc();
-            return Ok(());
-        }
-        let expected = applied.map_or(0, |a| a + 1);
-        if seq != expected {
-            return Err(Reject::new(409, "order", format!("window {seq} arrived before window {expected}")));
-        }
-        let w = window::decode(body, self.geometry).map_err(window_reject)?;
-        if w.header.seq != seq {
-            return Err(Reject::new(400, "window", format!("window message {} sent as window {seq}", w.header.seq)));
-        }
-        // Open every data frame into its place in the window, in parallel;
-        // the sink sees nothing unless all of them check out.
-        let mut buf = vec![0u8; w.header.len as usize];
-        let mut parts: Vec<(&FrameHeader, &[u8], &mut [u8])> = Vec::with_capacity(w.frames.len());
-        let (mut rest, mut base) = (&mut buf[..], w.header.offset);
-        for (fh, payload) in &w.frames {
-            if fh.kind == Kind::Clear {
-                continue;
-            }
-            let tail = std::mem::take(&mut rest).split_at_mut((fh.offset - base) as usize).1;
-            let (mine, after) = tail.split_at_mut(fh.raw_len as usize);
-            parts.push((fh, payload, mine));
-            rest = after;
-            base = fh.offset + u64::from(fh.raw_len);
-        }
-        parts
-            .into_par_iter()
-            .enumerate()
-            .try_for_each(|(index, (fh, payload, out))| {
-                fh.open_into(payload, out).map_err(|source| WindowError::Frame { index: index as u32, source })
-            })
-            .map_err(window_reject)?;
-        let plan = w.plan(self.geometry.chunk_size().get());
-        let holes = vec![false; w.states.len()];
+    fn apply(&mut self, p: &Prepared) -> Result<(), Reject> {
+        let holes = vec![false; p.states.len()];
         let view = WindowView {
-            first_chunk: w.header.first_chunk,
-            offset: w.header.offset,
-            states: &w.states,
+            first_chunk: p.first_chunk,
+            offset: p.offset,
+            states: &p.states,
             holes: &holes,
             stats: ScanStats::default(),
-            bytes: &buf,
+            bytes: &p.buf,
         };
-        self.sink.apply(&plan, &view).map_err(|f| Reject::destination(&f))?;
-        self.metrics.count_window(&w);
-        self.info(|i| i.applied = Some(seq));
+        self.sink.apply(&p.plan, &view).map_err(|f| Reject::destination(&f))?;
+        self.metrics.count_window(p.counts);
+        self.info(|i| i.applied = Some(p.seq));
         Ok(())
     }
 
@@ -345,4 +426,54 @@ impl Worker {
         self.info(|i| i.state = "committed");
         Ok(())
     }
+}
+
+/// Decode window `seq`, check it against `geometry`, and open every data
+/// frame into its place in `buf` (reused; resized to the window), in
+/// parallel. Nothing of it reaches a sink unless all of it checks out.
+fn prepare(seq: u64, body: &[u8], geometry: Geometry, mut buf: Vec<u8>) -> Result<Prepared, Reject> {
+    let w = window::decode(body, geometry).map_err(window_reject)?;
+    if w.header.seq != seq {
+        return Err(Reject::new(400, "window", format!("window message {} sent as window {seq}", w.header.seq)));
+    }
+    // Every byte the plan writes is covered by a data frame, so the buffer
+    // needs no zeroing between windows.
+    buf.resize(w.header.len as usize, 0);
+    let mut parts: Vec<(&FrameHeader, &[u8], &mut [u8])> = Vec::with_capacity(w.frames.len());
+    let (mut rest, mut base) = (&mut buf[..], w.header.offset);
+    let mut counts = ([0u64; 3], 0u64, 0u64);
+    for (fh, payload) in &w.frames {
+        counts.0[match fh.kind {
+            Kind::Zstd => 0,
+            Kind::Raw => 1,
+            Kind::Clear => 2,
+        }] += 1;
+        counts.1 += (diskferry_core::relay::HEADER_LEN + payload.len()) as u64;
+        if fh.kind == Kind::Clear {
+            continue;
+        }
+        counts.2 += u64::from(fh.raw_len);
+        let tail = std::mem::take(&mut rest).split_at_mut((fh.offset - base) as usize).1;
+        let (mine, after) = tail.split_at_mut(fh.raw_len as usize);
+        parts.push((fh, payload, mine));
+        rest = after;
+        base = fh.offset + u64::from(fh.raw_len);
+    }
+    parts
+        .into_par_iter()
+        .enumerate()
+        .try_for_each(|(index, (fh, payload, out))| {
+            fh.open_into(payload, out).map_err(|source| WindowError::Frame { index: index as u32, source })
+        })
+        .map_err(window_reject)?;
+    let plan = w.plan(geometry.chunk_size().get());
+    Ok(Prepared {
+        seq,
+        first_chunk: w.header.first_chunk,
+        offset: w.header.offset,
+        states: w.states,
+        plan,
+        buf,
+        counts,
+    })
 }

@@ -34,7 +34,15 @@ enum Cmd {
         percent: f64,
         #[arg(long, default_value_t = 2)]
         seed: u64,
+        /// Percent of the rewritten extents filled with text-like bytes instead.
+        #[arg(long, default_value_t = 0)]
+        text: u64,
+        /// Also write the new bytes of the rewritten extents, in disk order, to FILE.
+        #[arg(long, value_name = "FILE")]
+        dump: Option<PathBuf>,
     },
+    /// Write the image's non-zero 1 MiB extents, in disk order, to OUT.
+    Data { image: PathBuf, out: PathBuf },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -44,9 +52,14 @@ fn main() -> anyhow::Result<()> {
             diskferry_bench::generate(&out, size_mib << 20, diskferry_bench::Mix { random, text }, seed)?;
             println!("{}: {size_mib} MiB, {random}% random, {text}% text, rest holes", out.display());
         }
-        Cmd::Mutate { image, percent, seed } => {
-            let n = diskferry_bench::mutate(&image, percent, seed)?;
+        Cmd::Mutate { image, percent, seed, text, dump } => {
+            anyhow::ensure!(text <= 100, "--text is a percentage");
+            let n = diskferry_bench::mutate_mixed(&image, percent, text, seed, dump.as_deref())?;
             println!("{}: {n} extents of 1 MiB rewritten", image.display());
+        }
+        Cmd::Data { image, out } => {
+            let n = diskferry_bench::data_extents(&image, &out)?;
+            println!("{}: {n} bytes of data extents", out.display());
         }
     }
     Ok(())

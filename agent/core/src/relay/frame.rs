@@ -173,19 +173,32 @@ impl FrameHeader {
 /// A data frame for `raw` at `offset`, zstd at `level` unless that does
 /// not shrink it. `raw` must be 512-aligned and at most 4 MiB.
 pub fn data_frame(offset: u64, raw: &[u8], level: i32) -> std::io::Result<Vec<u8>> {
+    let (header, payload) = data_frame_parts(offset, raw, Digest::of(raw), level)?;
+    let mut out = Vec::with_capacity(HEADER_LEN + payload.as_ref().map_or(raw.len(), Vec::len));
+    out.extend_from_slice(&header);
+    out.extend_from_slice(payload.as_deref().unwrap_or(raw));
+    Ok(out)
+}
+
+/// A data frame's header and its compressed payload (`None`: the payload is
+/// `raw` itself, stored raw), for a caller that already knows the digest of
+/// `raw` (a chunk's, from the scan) and places the parts itself.
+pub fn data_frame_parts(
+    offset: u64,
+    raw: &[u8],
+    digest: Digest,
+    level: i32,
+) -> std::io::Result<([u8; HEADER_LEN], Option<Vec<u8>>)> {
     let compressed = zstd::bulk::compress(raw, level)?;
-    let (kind, payload) = if compressed.len() < raw.len() { (Kind::Zstd, &compressed[..]) } else { (Kind::Raw, raw) };
+    let (kind, payload) = if compressed.len() < raw.len() { (Kind::Zstd, Some(compressed)) } else { (Kind::Raw, None) };
     let h = FrameHeader {
         kind,
         offset,
         raw_len: u32::try_from(raw.len()).map_err(std::io::Error::other)?,
-        payload_len: u32::try_from(payload.len()).map_err(std::io::Error::other)?,
-        digest: Digest::of(raw),
+        payload_len: u32::try_from(payload.as_ref().map_or(raw.len(), Vec::len)).map_err(std::io::Error::other)?,
+        digest,
     };
-    let mut out = Vec::with_capacity(HEADER_LEN + payload.len());
-    out.extend_from_slice(&h.encode());
-    out.extend_from_slice(payload);
-    Ok(out)
+    Ok((h.encode(), payload))
 }
 
 /// A clear frame: `len` bytes at `offset` became zero.

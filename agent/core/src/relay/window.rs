@@ -178,9 +178,9 @@ pub fn decode(buf: &[u8], geo: Geometry) -> Result<Window<'_>, WindowError> {
 }
 
 impl Window<'_> {
-    /// The plan this window carries out: writes from the data frames,
-    /// clears from the clear frames (adjacent ones merged), counted per
-    /// chunk as the planner counts.
+    /// The plan this window carries out: writes from the data frames
+    /// (adjacent ones merged up to 4 MiB, a Put Page), clears from the clear
+    /// frames (adjacent ones merged), counted per chunk as the planner counts.
     pub fn plan(&self, chunk: u64) -> Plan {
         let mut plan = Plan::default();
         for (fh, _) in &self.frames {
@@ -196,7 +196,10 @@ impl Window<'_> {
             } else {
                 plan.stats.chunks_written += chunks;
                 plan.stats.bytes_written += r.len();
-                plan.writes.push(r);
+                match plan.writes.last_mut() {
+                    Some(last) if last.end == r.start && last.len() + r.len() <= crate::MAX_WRITE => last.end = r.end,
+                    _ => plan.writes.push(r),
+                }
             }
         }
         plan
