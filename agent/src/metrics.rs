@@ -26,6 +26,9 @@ pub const RETRIES: &str = "diskferry_agent_retries_total";
 pub const INFLIGHT_BYTES: &str = "diskferry_agent_inflight_bytes";
 pub const SYNC_DURATION: &str = "diskferry_agent_sync_duration_seconds";
 pub const GENERATION: &str = "diskferry_agent_generation";
+pub const WIRE_BYTES: &str = "diskferry_agent_wire_bytes_total";
+pub const WIRE_RAW_BYTES: &str = "diskferry_agent_wire_raw_bytes_total";
+pub const COMPRESSION: &str = "diskferry_agent_wire_compression_ratio";
 
 /// A byte counter and where its value comes from.
 type ByteCounter = (IntCounterVec, fn(&Progress) -> u64);
@@ -40,7 +43,10 @@ pub struct Metrics {
     inflight: IntGauge,
     duration: Gauge,
     generation: IntGauge,
-    last: Mutex<[u64; 3]>,
+    wire: IntCounterVec,
+    wire_raw: IntCounterVec,
+    compression: Gauge,
+    last: Mutex<[u64; 5]>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -89,6 +95,17 @@ impl Metrics {
         r.register(Box::new(duration.clone()))?;
         let generation = IntGauge::new(GENERATION, "Generation being written or last written.")?;
         r.register(Box::new(generation.clone()))?;
+        let wire = counter(
+            &r,
+            WIRE_BYTES,
+            "Bytes of page data on the wire to a remote destination (relay frames compressed).",
+            disk,
+        )?;
+        let wire_raw =
+            counter(&r, WIRE_RAW_BYTES, "Bytes of page data those wire bytes stand for, uncompressed.", disk)?;
+        let compression =
+            Gauge::new(COMPRESSION, "Raw bytes per wire byte so far (1 for page blobs; the relay's zstd gain).")?;
+        r.register(Box::new(compression.clone()))?;
         Ok(Self {
             registry: r,
             progress,
@@ -98,7 +115,10 @@ impl Metrics {
             inflight,
             duration,
             generation,
-            last: Mutex::new([0; 3]),
+            wire,
+            wire_raw,
+            compression,
+            last: Mutex::new([0; 5]),
         })
     }
 
@@ -124,12 +144,23 @@ impl Render for Metrics {
             m.inc_by(now.saturating_sub(m.get()));
         }
         if let Some(s) = p.store.lock().ok().and_then(|s| s.clone()) {
-            let vals = [s.requests_ok.load(Relaxed), s.requests_failed.load(Relaxed), s.retries.load(Relaxed)];
+            let vals = [
+                s.requests_ok.load(Relaxed),
+                s.requests_failed.load(Relaxed),
+                s.retries.load(Relaxed),
+                s.bytes_put.load(Relaxed),
+                s.bytes_raw.load(Relaxed),
+            ];
             if let Ok(mut last) = self.last.lock() {
                 self.requests.with_label_values(&[disk, "ok"]).inc_by(vals[0].saturating_sub(last[0]));
                 self.requests.with_label_values(&[disk, "failed"]).inc_by(vals[1].saturating_sub(last[1]));
                 self.retries.with_label_values(&[disk]).inc_by(vals[2].saturating_sub(last[2]));
+                self.wire.with_label_values(&[disk]).inc_by(vals[3].saturating_sub(last[3]));
+                self.wire_raw.with_label_values(&[disk]).inc_by(vals[4].saturating_sub(last[4]));
                 *last = vals;
+            }
+            if vals[3] > 0 {
+                self.compression.set(vals[4] as f64 / vals[3] as f64);
             }
             self.inflight.set(s.inflight_bytes.load(Relaxed) as i64);
         } else {
@@ -138,6 +169,8 @@ impl Render for Metrics {
                 self.requests.with_label_values(&[disk, o]);
             }
             self.retries.with_label_values(&[disk]);
+            self.wire.with_label_values(&[disk]);
+            self.wire_raw.with_label_values(&[disk]);
         }
         self.duration.set(p.seconds());
         self.generation.set(Progress::get(&p.generation) as i64);

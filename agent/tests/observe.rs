@@ -91,6 +91,9 @@ fn status_file_and_metrics_describe_the_sync() {
         "diskferry_agent_retries_total",
         "diskferry_agent_inflight_bytes",
         "diskferry_agent_sync_duration_seconds",
+        "diskferry_agent_wire_bytes_total",
+        "diskferry_agent_wire_raw_bytes_total",
+        "diskferry_agent_wire_compression_ratio",
     ] {
         assert!(metrics.contains(&format!("# TYPE {name} ")), "{name} missing:\n{metrics}");
     }

@@ -123,6 +123,17 @@ fn relay_into_a_file_and_azurite_first_and_incremental_with_tls() {
     assert_eq!(to_file.metric("diskferry_receiver_commits_total", ""), 2);
     assert_eq!(to_file.metric("diskferry_receiver_rejects_total", ""), 0);
     assert_eq!(to_file.metric("diskferry_receiver_frames_total", "kind=\"clear\""), 1);
+    // promtool judges the receiver's exposition.
+    let prom = d.path().join("rx-metrics.txt");
+    std::fs::write(&prom, to_file.metrics_text()).unwrap();
+    let o = Command::new("promtool").args(["check", "metrics"]).stdin(std::fs::File::open(&prom).unwrap()).output();
+    let o = o.expect("promtool is not installed (scripts/test.sh installs it)");
+    assert!(
+        o.status.success(),
+        "promtool: {}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
     // Each sync closes its session.
     assert!(wait_for(5, || to_file.metric("diskferry_receiver_sessions_active", "") == 0));
     // No token anywhere: sender output, receiver logs, metrics.
