@@ -118,7 +118,13 @@ pub fn sync_options(job: &JobSpec, disk_source_id: &str) -> Result<SyncOptions, 
         // (never from the job spec, which holds no secret).
         relay: crate::relay::client::RelayOptions {
             token: crate::relay::Token::load(None).map_err(|e| Failure::new(ExitCode::Usage, e))?,
-            ..Default::default()
+            fingerprint: std::env::var(crate::relay::FINGERPRINT_ENV)
+                .ok()
+                .map(|f| crate::relay::tls::Fingerprint::parse(&f))
+                .transpose()
+                .map_err(|e| Failure::new(ExitCode::Usage, e))?,
+            ca_file: std::env::var_os(crate::relay::CA_ENV).map(std::path::PathBuf::from),
+            zstd_level: None,
         },
     })
 }

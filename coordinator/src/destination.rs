@@ -3,7 +3,11 @@
 //!
 //! - `pageblob:CONTAINER-URL` -> blob `REPLICA/DISK.vhd` in that container
 //!   (credentials: a SAS in the URL, or the environment the agent inherits);
-//! - `file:FOLDER` -> `FOLDER/REPLICA/DISK.vhd`.
+//! - `file:FOLDER` -> `FOLDER/REPLICA/DISK.vhd`;
+//! - `relay:https://HOST:PORT` -> disk `REPLICA.DISK` of that
+//!   `diskferry-agent receive` (it writes `ROOT/REPLICA.DISK.vhd` in its own
+//!   region). The worker takes the token from `DISKFERRY_RELAY_TOKEN` and a
+//!   pinned certificate from `DISKFERRY_RELAY_FINGERPRINT` in its environment.
 
 use std::net::ToSocketAddrs;
 use std::path::PathBuf;
@@ -19,6 +23,10 @@ pub enum Destination {
         query: Option<String>,
     },
     File(PathBuf),
+    /// A relay receiver: `https://HOST:PORT` (or `http://` to loopback).
+    Relay {
+        base: String,
+    },
 }
 
 impl Destination {
@@ -57,7 +65,23 @@ impl Destination {
                 }
                 Ok(Destination::File(std::fs::canonicalize(&p)?))
             }
-            _ => bail!("destination must be pageblob:CONTAINER-URL or file:FOLDER"),
+            Some(("relay", url)) => {
+                let base = url.trim_end_matches('/');
+                let (scheme, rest) = base.split_once("://").unwrap_or(("", base));
+                let host = rest.rsplit_once(':').map_or(rest, |(h, _)| h).trim_matches(['[', ']']);
+                let loopback = host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
+                if !(scheme == "https" || (scheme == "http" && loopback)) {
+                    bail!("relay destination must be https://HOST:PORT (http:// only to a loopback address)");
+                }
+                if rest.is_empty() || rest.contains(['/', '?', '@', '#']) {
+                    bail!(
+                        "relay destination must be the receiver's address only (https://HOST:PORT): each disk \
+                         becomes REPLICA.DISK there, and the token comes from DISKFERRY_RELAY_TOKEN"
+                    );
+                }
+                Ok(Destination::Relay { base: base.to_owned() })
+            }
+            _ => bail!("destination must be pageblob:CONTAINER-URL, file:FOLDER or relay:https://HOST:PORT"),
         }
     }
 
@@ -69,6 +93,7 @@ impl Destination {
                 None => format!("pageblob:{base}/{replica}/{disk}.vhd"),
             },
             Destination::File(dir) => format!("file:{}", dir.join(replica).join(format!("{disk}.vhd")).display()),
+            Destination::Relay { base } => format!("relay:{base}/{replica}.{disk}"),
         }
     }
 
@@ -80,7 +105,7 @@ impl Destination {
                 let d = dir.join(replica);
                 std::fs::create_dir_all(&d).with_context(|| format!("destination folder {}", d.display()))
             }
-            Destination::PageBlob { base, .. } => {
+            Destination::PageBlob { base, .. } | Destination::Relay { base } => {
                 let rest = base.split_once("://").map_or(base.as_str(), |(_, r)| r);
                 let host = rest.split('/').next().unwrap_or_default();
                 let default_port = if base.starts_with("https") { 443 } else { 80 };
@@ -106,6 +131,7 @@ impl Destination {
                 format!("pageblob:{base}{}", if query.is_some() { "?<query hidden>" } else { "" })
             }
             Destination::File(d) => format!("file:{}", d.display()),
+            Destination::Relay { base } => format!("relay:{base}"),
         }
     }
 }
@@ -130,5 +156,11 @@ mod tests {
         assert!(Destination::parse("pageblob:ftp://x/c").is_err());
         assert!(Destination::parse("file:/definitely/not/here").is_err());
         assert!(Destination::parse("s3://x").is_err());
+        let d = Destination::parse("relay:https://rx.example:7443/").unwrap();
+        assert_eq!(d.disk_target("web", "os"), "relay:https://rx.example:7443/web.os");
+        for bad in ["relay:http://rx.example:80", "relay:https://rx:1/x", "relay:https://u@rx:1", "relay:rx:1"] {
+            assert!(Destination::parse(bad).is_err(), "{bad} accepted");
+        }
+        assert!(Destination::parse("relay:http://127.0.0.1:7000").is_ok());
     }
 }

@@ -198,3 +198,52 @@ fn one_replica_two_destinations() {
     let out = c.run(&["points", "img", "--dest", "3"]);
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[test]
+fn a_replica_through_a_relay_receiver() {
+    use std::io::BufRead;
+    let c = Coord::new(false);
+    let vm = make_vm(c.path(), "app", &[("os", 48 * MIB, &[(0, 2 * MIB), (30 * MIB, MIB)])]);
+    let root = c.path().join("region-b");
+    std::fs::create_dir(&root).unwrap();
+    let token = "relay-token-for-the-coordinator-test";
+    let tfile = c.path().join("relay.token");
+    std::fs::write(&tfile, token).unwrap();
+    let mut rx = std::process::Command::new(common::agent_bin())
+        .args(["receive", "--listen", "127.0.0.1:0", "--root"])
+        .arg(format!("file:{}", root.display()))
+        .arg("--token-file")
+        .arg(&tfile)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(rx.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let base = line.split_whitespace().nth(2).unwrap().to_owned();
+    let run = |args: &[&str]| c.cmd().env("DISKFERRY_RELAY_TOKEN", token).args(args).output().unwrap();
+    let ok = |args: &[&str]| {
+        let o = run(args);
+        assert!(o.status.success(), "{args:?}: {}", String::from_utf8_lossy(&o.stderr));
+        serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap()
+    };
+    ok(&["replica", "create", "app", "--vm", vm.to_str().unwrap(), "--to", &format!("relay:{base}"), "--json"]);
+    let first = ok(&["run", "app", "--json"]);
+    assert_eq!(first["run"]["status"], "succeeded", "{first}");
+    assert!(identical(&vm.join("os.img"), &root.join("app.os.vhd")));
+    poke(&vm.join("os.img"), 31 * MIB, 4096, 5);
+    let second = ok(&["run", "app", "--json"]);
+    let os = disk_of(&second, "os");
+    assert_eq!((os["generation"].as_u64(), os["full_sync"].as_bool()), (Some(2), Some(false)), "{second}");
+    assert!(identical(&vm.join("os.img"), &root.join("app.os.vhd")));
+    // Its recovery points live at the receiver: said plainly, nothing done.
+    let o = run(&["points", "app"]);
+    assert_eq!(o.status.code(), Some(2), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("is a relay"));
+    // Without the token in the worker's environment the run fails, and says why.
+    let o = c.cmd().env_remove("DISKFERRY_RELAY_TOKEN").args(["run", "app", "--json"]).output().unwrap();
+    assert!(!o.status.success());
+    assert!(!String::from_utf8_lossy(&o.stdout).contains(token));
+    let _ = rx.kill();
+    let _ = rx.wait();
+}

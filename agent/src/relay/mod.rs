@@ -84,8 +84,8 @@ pub struct ErrorBody {
 /// A disk name a receiver accepts: a file or blob name without a path.
 pub fn check_disk_name(name: &str) -> Result<()> {
     let ok_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
-    if name.is_empty() || name.len() > 63 || !name.chars().all(ok_char) || name.starts_with('.') {
-        bail!("disk name {name:?} is invalid: use 1 to 63 letters, digits, '-', '_' or '.', not starting with '.'");
+    if name.is_empty() || name.len() > 128 || !name.chars().all(ok_char) || name.starts_with('.') {
+        bail!("disk name {name:?} is invalid: use 1 to 128 letters, digits, '-', '_' or '.', not starting with '.'");
     }
     Ok(())
 }
@@ -157,6 +157,10 @@ impl fmt::Debug for Token {
 
 /// Environment variable a token may come from instead of a file.
 pub const TOKEN_ENV: &str = "DISKFERRY_RELAY_TOKEN";
+/// Environment variables a worker (`run --job`) takes the receiver's
+/// certificate pin and CA file from (a job spec holds neither).
+pub const FINGERPRINT_ENV: &str = "DISKFERRY_RELAY_FINGERPRINT";
+pub const CA_ENV: &str = "DISKFERRY_RELAY_CA";
 
 impl Token {
     /// A token of at least 16 visible ASCII characters.

@@ -127,7 +127,7 @@ pub fn define(env: &Env, a: CreateArgs) -> Result<(Replica, crate::cloud::Vm), F
     for to in &a.to {
         destinations.push(match usage(Destination::parse(to))? {
             Destination::File(d) => format!("file:{}", d.display()),
-            Destination::PageBlob { .. } => to.clone(),
+            Destination::PageBlob { .. } | Destination::Relay { .. } => to.clone(),
         });
     }
     let vm_dir = usage(std::fs::canonicalize(&a.vm).map_err(|e| anyhow!("VM {}: {e}", a.vm.display())))?;

@@ -115,13 +115,28 @@ fn disk_points(env: &Env, dest: &Destination, r: &Replica, d: &RunDisk) -> anyho
         }
         // A file destination holds its newest generation only.
         Destination::File(_) => Ok(vec![Point { generation: d.generation, created_unix_ms: 0, disk_size: 0 }]),
+        Destination::Relay { .. } => bail!("{}", relay_elsewhere(dest, r, &d.disk)),
     }
+}
+
+/// Why a relay destination cannot be read from here.
+fn relay_elsewhere(dest: &Destination, r: &Replica, disk: &str) -> String {
+    format!(
+        "{} is a relay: disk {}.{disk} lives under the receiver's root, in its region; read it there \
+         (diskferry-agent points/download on ROOT/{}.{disk}.vhd)",
+        dest.display(),
+        r.name,
+        r.name
+    )
 }
 
 pub fn points(env: &Env, a: PointsArgs) -> Result<(), Failure> {
     let store = env.store()?;
     let r = usage(store.replica(&a.replica))?;
     let dest = destination(&r, a.dest)?;
+    if let Destination::Relay { .. } = dest {
+        return usage(Err(anyhow!("{}", relay_elsewhere(&dest, &r, "DISK"))));
+    }
     let mut all = serde_json::Map::new();
     for d in newest_disks(&store, &r, a.dest - 1)? {
         all.insert(
@@ -196,6 +211,7 @@ fn import_replica(
                 crate::cloud::local::copy_disk(Path::new(src), &path).with_context(|| format!("disk {}", d.disk))?;
                 d.generation
             }
+            Destination::Relay { .. } => return usage(Err(anyhow!("{}", relay_elsewhere(&dest, r, &d.disk)))),
         };
         out.push(Imported { disk: d.disk, generation, path: path.display().to_string() });
     }
