@@ -16,6 +16,7 @@ use crate::sync::{open_pageblob, Target};
 #[derive(Debug, Args)]
 pub struct DestArgs {
     /// The destination: pageblob:URL.
+    #[arg(value_parser = super::TargetParser)]
     pub dest: Target,
     /// Storage service version to send (x-ms-version).
     #[arg(long, value_name = "VERSION")]
@@ -51,7 +52,7 @@ pub struct VerifyArgs {
     /// The disk to compare with: an image file or a block device.
     pub source: PathBuf,
     /// The destination: pageblob:URL.
-    #[arg(long, value_name = "DEST")]
+    #[arg(long, value_name = "DEST", value_parser = super::TargetParser)]
     pub against: Target,
     /// Generation to compare with [default: the newest].
     #[arg(long, value_name = "G")]

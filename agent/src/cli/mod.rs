@@ -109,7 +109,7 @@ pub struct SyncArgs {
     /// region; deltas go zstd-compressed; http:// only to loopback).
     /// Repeat --to to fan out: the source is read and hashed once, each destination
     /// keeps its own generation, and one that fails does not stop the others.
-    #[arg(long, value_name = "DEST", required = true)]
+    #[arg(long, value_name = "DEST", required = true, value_parser = TargetParser)]
     pub to: Vec<Target>,
     #[command(flatten)]
     pub read: ReadArgs,
@@ -221,6 +221,30 @@ impl BlobArgs {
             create_container: self.create_container,
             force: false,
         }
+    }
+}
+
+/// Parses a destination for clap without echoing it: clap's own "invalid
+/// value" error would print the argument, SAS signature and all.
+#[derive(Debug, Clone, Copy)]
+pub struct TargetParser;
+
+impl clap::builder::TypedValueParser for TargetParser {
+    type Value = Target;
+
+    fn parse_ref(
+        &self,
+        _cmd: &clap::Command,
+        arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<Target, clap::Error> {
+        let name = arg.map_or_else(
+            || "DEST".to_owned(),
+            |a| a.get_long().map_or_else(|| a.get_id().to_string().to_uppercase(), |l| format!("--{l}")),
+        );
+        let bad = |msg: String| clap::Error::raw(clap::error::ErrorKind::ValueValidation, format!("{name}: {msg}\n"));
+        let s = value.to_str().ok_or_else(|| bad("not valid UTF-8".into()))?;
+        s.parse().map_err(bad)
     }
 }
 

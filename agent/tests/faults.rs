@@ -1,0 +1,233 @@
+//! Storage faults between the agent and a real Azurite (503 with and
+//! without Retry-After, 500, delays, connections reset mid-request, truncated
+//! responses, writes whose answer is dropped), and SIGKILLs of the agent:
+//! every sync that ends ends bit-identical, recovery point G-1 stays as it
+//! was, and nothing is left behind (journal gone, old manifests trimmed).
+//!
+//! `soak` (ignored here; `scripts/soak.sh` runs it) repeats random changes,
+//! faults and kills for N syncs and prints a figures table.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+#[path = "common/faults.rs"]
+mod faults;
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::azurite;
+use common::*;
+use diskferry_agent::pageblob::auth::BlobAddress;
+use diskferry_agent::pageblob::store::{AzureStore, PageStore};
+use faults::{FaultProxy, ALL};
+
+fn agent_env() -> Command {
+    let mut c = agent();
+    c.env("AZURE_STORAGE_CONNECTION_STRING", azurite::connection_string());
+    c.env_remove("AZURE_STORAGE_KEY");
+    c
+}
+
+fn sync_cmd(src: &Path, dest: &str, keep: u32) -> Command {
+    let mut c = agent_env();
+    c.args(["sync", src.to_str().unwrap(), "--to", dest, "--json", "--create-container", "--source-id", "soak"])
+        .args(["--keep", &keep.to_string(), "--retry-for", "60", "--concurrency", "4"]);
+    c
+}
+
+fn ok_json(out: &Output) -> Option<serde_json::Value> {
+    out.status.success().then(|| serde_json::from_slice(&out.stdout).unwrap())
+}
+
+/// Download point `g` of `dest` (directly, no faults) and compare with `raw`.
+fn point_is(dest: &str, g: u64, raw: &Path, dir: &Path) -> bool {
+    let out = dir.join(format!("point-{g}.vhd"));
+    let o = agent_env()
+        .args(["download", dest, "--point", &g.to_string(), "--to", out.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "download {g}: {}", String::from_utf8_lossy(&o.stderr));
+    let same = identical(raw, &out);
+    std::fs::remove_file(&out).unwrap();
+    same
+}
+
+/// What is left beside the blob that should not be: a journal, manifests
+/// of generations the recovery points no longer name.
+fn leftovers(dest: &str, generation: u64, keep: u64) -> Vec<String> {
+    std::env::set_var("AZURE_STORAGE_CONNECTION_STRING", azurite::connection_string());
+    let addr = BlobAddress::parse(dest.trim_start_matches("pageblob:")).unwrap();
+    let blob = addr.blob.clone();
+    let store = AzureStore::connect(addr, None).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let mut names = vec![format!("{blob}.journal")];
+    names.extend((1..=generation.saturating_sub(keep)).map(|g| format!("{blob}.g{g}.manifest")));
+    names.into_iter().filter(|n| rt.block_on(store.get(n)).unwrap().is_some()).collect()
+}
+
+fn copy_sparse(from: &Path, to: &Path) {
+    let st = Command::new("cp").arg("--sparse=always").arg(from).arg(to).status().unwrap();
+    assert!(st.success());
+}
+
+#[test]
+fn storage_faults_of_every_kind_and_the_destination_ends_identical() {
+    let d = tempfile::tempdir().unwrap();
+    let port: u16 = azurite::endpoint().rsplit(':').next().unwrap().parse().unwrap();
+    let proxy = FaultProxy::start(port, 200, &ALL, 0xFA17);
+    let container = azurite::container("faults");
+    let direct = azurite::url(azurite::endpoint(), &container, "d.vhd");
+    let faulty = azurite::url(&format!("http://127.0.0.1:{}", proxy.port), &container, "d.vhd");
+    let src = d.path().join("disk.img");
+    make_image(&src, 40 * MIB, &[(0, 6 * MIB, 1), (20 * MIB, 5 * MIB, 2), (39 * MIB, MIB, 3)]);
+    let prev = d.path().join("prev.img");
+    let mut generation = 0;
+    let mut retries = 0;
+    for round in 0..3u64 {
+        if round > 0 {
+            copy_sparse(&src, &prev);
+            poke(&src, (round * 7) * MIB, 2 * MIB, 10 + round);
+            poke(&src, 21 * MIB, MIB, 0);
+        }
+        // Faults may outlast the retry budget of one run; the rerun resumes.
+        let mut report = None;
+        for _ in 0..6 {
+            let out = sync_cmd(&src, &faulty, 3).output().unwrap();
+            assert!(
+                matches!(out.status.code(), Some(0) | Some(4)),
+                "exit {:?}: {}",
+                out.status.code(),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            if let Some(r) = ok_json(&out) {
+                report = Some(r);
+                break;
+            }
+        }
+        let r = report.expect("no sync got through the faults in 6 tries");
+        generation = r["generation"].as_u64().unwrap();
+        retries += r["wire"]["retries"].as_u64().unwrap();
+        let v = agent_env().args(["verify", src.to_str().unwrap(), "--against", &direct]).output().unwrap();
+        assert!(v.status.success(), "round {round}: {}", String::from_utf8_lossy(&v.stdout));
+        if round > 0 {
+            assert!(point_is(&direct, generation - 1, &prev, d.path()), "recovery point {} changed", generation - 1);
+        }
+    }
+    assert!(generation >= 3);
+    assert!(retries > 0);
+    for f in ALL {
+        assert!(proxy.count(f) > 0, "{} was never injected: {:?}", f.name(), proxy.summary());
+    }
+    assert_eq!(leftovers(&direct, generation, 3), Vec::<String>::new());
+}
+
+/// N syncs of random changes through random storage faults, with random
+/// SIGKILLs of the agent; prints the figures. `scripts/soak.sh` runs it:
+/// SOAK_SYNCS (default 100), SOAK_SECONDS (default 900), SOAK_SEED.
+#[test]
+#[ignore]
+fn soak() {
+    let syncs: u64 = std::env::var("SOAK_SYNCS").ok().and_then(|s| s.parse().ok()).unwrap_or(100);
+    let budget = Duration::from_secs(std::env::var("SOAK_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(900));
+    let seed: u64 = std::env::var("SOAK_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(7);
+    let started = Instant::now();
+    let d = tempfile::tempdir().unwrap();
+    let port: u16 = azurite::endpoint().rsplit(':').next().unwrap().parse().unwrap();
+    let proxy = FaultProxy::start(port, 50, &ALL, seed);
+    let container = azurite::container("soak");
+    let direct = azurite::url(azurite::endpoint(), &container, "d.vhd");
+    let faulty = azurite::url(&format!("http://127.0.0.1:{}", proxy.port), &container, "d.vhd");
+    let src = d.path().join("disk.img");
+    make_image(&src, 48 * MIB, &[(0, 8 * MIB, seed), (30 * MIB, 4 * MIB, seed + 1)]);
+    let prev = d.path().join("prev.img");
+    let keep = 4u64;
+    let mut x = seed | 1;
+    let mut rnd = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let (mut done, mut attempts, mut kills, mut resumes, mut retries) = (0u64, 0u64, 0u64, 0u64, 0u64);
+    let (mut mismatches, mut point_mismatches, mut written, mut changed) = (0u64, 0u64, 0u64, 0u64);
+    let mut generation = 0u64;
+    while done < syncs && started.elapsed() < budget {
+        // A change: 1 to 4 extents of 1 MiB, noise or zeros.
+        if generation > 0 {
+            copy_sparse(&src, &prev);
+        }
+        let n = 1 + rnd() % 4;
+        for _ in 0..n {
+            let off = (rnd() % 48) * MIB;
+            poke(&src, off, MIB, if rnd() % 5 == 0 { 0 } else { rnd() | 1 });
+        }
+        changed += n * MIB;
+        proxy.per_mille.store((rnd() % 120) as u32, std::sync::atomic::Ordering::Relaxed);
+        loop {
+            attempts += 1;
+            let mut cmd = sync_cmd(&src, &faulty, keep as u32);
+            let kill_after = (rnd() % 4 == 0).then(|| Duration::from_millis(50 + rnd() % 600));
+            let child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+            let out = match kill_after {
+                Some(after) => {
+                    let pid = child.id() as i32;
+                    let t = std::thread::spawn(move || {
+                        std::thread::sleep(after);
+                        // SAFETY: kill(2) on our own child's pid; at worst it has exited already.
+                        unsafe { libc::kill(pid, libc::SIGKILL) };
+                    });
+                    let out = child.wait_with_output().unwrap();
+                    t.join().unwrap();
+                    out
+                }
+                None => child.wait_with_output().unwrap(),
+            };
+            if out.status.code().is_none() {
+                kills += 1;
+                continue;
+            }
+            let Some(r) = ok_json(&out) else { continue };
+            if r["chunks_suspect"].as_u64().unwrap_or(0) > 0
+                || r["full_sync_reason"] == "resuming an interrupted first sync"
+            {
+                resumes += 1;
+            }
+            retries += r["wire"]["retries"].as_u64().unwrap();
+            written += r["bytes_written"].as_u64().unwrap();
+            generation = r["generation"].as_u64().unwrap();
+            break;
+        }
+        done += 1;
+        let v = agent_env().args(["verify", src.to_str().unwrap(), "--against", &direct]).output().unwrap();
+        if !v.status.success() {
+            mismatches += 1;
+        }
+        if generation > 1 && !point_is(&direct, generation - 1, &prev, d.path()) {
+            point_mismatches += 1;
+        }
+    }
+    let left = leftovers(&direct, generation, keep);
+    let agents = Command::new("pgrep").args(["-f", "diskferry-agent sync"]).output().unwrap();
+    let stray = String::from_utf8_lossy(&agents.stdout).lines().count();
+    println!("\n## soak: {done} syncs in {:.0} s (seed {seed})", started.elapsed().as_secs_f64());
+    println!("| figure | value |\n|---|---|");
+    println!("| syncs completed | {done} |");
+    println!("| sync attempts (incl. killed and failed) | {attempts} |");
+    println!("| agent SIGKILLs | {kills} |");
+    println!("| requests through the fault proxy | {} |", proxy.requests.load(std::sync::atomic::Ordering::Relaxed));
+    for (name, n) in proxy.summary() {
+        println!("| faults injected: {name} | {n} |");
+    }
+    println!("| retries (agent-counted, completed syncs) | {retries} |");
+    println!("| resumes (a sync that found an interrupted one's journal) | {resumes} |");
+    println!(
+        "| bytes written / bytes changed | {:.1} / {:.1} MiB |",
+        written as f64 / MIB as f64,
+        changed as f64 / MIB as f64
+    );
+    println!("| final mismatches (verify) | {mismatches} |");
+    println!("| recovery point G-1 changed | {point_mismatches} |");
+    println!("| leftovers (journal, stale manifests, agent processes) | {} |", left.len() + stray);
+    assert_eq!((mismatches, point_mismatches, left.len(), stray), (0, 0, 0, 0), "{left:?}");
+}
