@@ -429,3 +429,61 @@ fn bad_relay_input_is_refused_in_one_line() {
     assert_eq!(out.status.code(), Some(2));
     assert!(!String::from_utf8_lossy(&out.stderr).contains("short"));
 }
+
+#[path = "common/faults.rs"]
+mod faults;
+
+#[test]
+fn http_faults_between_sender_and_receiver_are_ridden_out() {
+    let d = tempfile::tempdir().unwrap();
+    let root = d.path().join("root");
+    std::fs::create_dir(&root).unwrap();
+    let rx = Receiver::start(d.path(), &format!("file:{}", root.display()), 0, None, &[], &[]);
+    let proxy = faults::FaultProxy::start(rx.port, 400, &faults::ALL, 0x5E7D);
+    let src = d.path().join("disk.img");
+    mixed_image(&src);
+    let url = rx.url_via(proxy.port, "d0");
+    for round in 0..4u64 {
+        if round > 0 {
+            poke_text(&src, round * 11 * MIB, 3 * MIB, 30 + round);
+        }
+        let r = json(&sender(d.path(), &["sync", src.to_str().unwrap(), "--to", &url, "--json"]));
+        assert_eq!(r["generation"].as_u64(), Some(round + 1), "{r}");
+        assert!(identical(&src, &root.join("d0.vhd")), "round {round}");
+    }
+    for f in faults::ALL {
+        assert!(proxy.count(f) > 0, "{} never injected: {:?}", f.name(), proxy.summary());
+    }
+}
+
+#[test]
+fn a_receiver_killed_mid_sync_is_restarted_and_the_rerun_resumes() {
+    let d = tempfile::tempdir().unwrap();
+    let container = azurite::container("relay-rxkill");
+    let blob_root = format!("pageblob:{}/{}/{container}", azurite::endpoint(), azurite::ACCOUNT);
+    let env = [("AZURE_STORAGE_CONNECTION_STRING", azurite::connection_string())];
+    let mut rx = Receiver::start(d.path(), &blob_root, 0, None, &env, &["--create-container"]);
+    let port = rx.port;
+    let src = d.path().join("disk.img");
+    make_image(&src, 256 * MIB, &[(0, 256 * MIB, 8)]);
+    let mut c = agent();
+    c.args(["sync", src.to_str().unwrap(), "--to", &rx.url("d0"), "--zstd-level", "19", "--retry-for", "30"])
+        .arg("--relay-token-file")
+        .arg(token_file(d.path()))
+        .stderr(std::process::Stdio::piped());
+    let child = c.spawn().unwrap();
+    assert!(wait_for(60, || rx.metric("diskferry_receiver_windows_total", "outcome=\"applied\"") >= 2));
+    rx.stop();
+    let _rx = Receiver::start(d.path(), &blob_root, port, None, &env, &[]);
+    // The sender reconnects to a receiver that no longer knows its session:
+    // it stops and says how to go on.
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(4), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("sync again to resume"));
+    let r = json(&sender(d.path(), &["sync", src.to_str().unwrap(), "--to", &_rx.url("d0"), "--json"]));
+    assert_eq!(r["full_sync_reason"].as_str(), Some("resuming an interrupted first sync"), "{r}");
+    assert!(r["wire"]["bytes_raw"].as_u64().unwrap() < 256 * MIB, "{r}");
+    let got = d.path().join("got.vhd");
+    download(&format!("{blob_root}/d0.vhd"), &got);
+    assert!(identical(&src, &got));
+}

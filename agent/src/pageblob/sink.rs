@@ -90,6 +90,11 @@ fn manifest_name(blob: &str, g: u64) -> String {
     format!("{blob}.g{g}.manifest")
 }
 
+/// The generation of `name` if it is a manifest of `blob`.
+fn manifest_generation(blob: &str, name: &str) -> Option<u64> {
+    name.strip_prefix(blob)?.strip_prefix(".g")?.strip_suffix(".manifest")?.parse().ok()
+}
+
 fn dest_err(e: impl Into<anyhow::Error>) -> Failure {
     let e = e.into();
     Failure::new(ExitCode::Destination, e)
@@ -573,13 +578,28 @@ impl<S: PageStore> Sink for PageBlobSink<S> {
                 tokio::join!(store.put_block_blob(&pname, Bytes::from(index)), store.delete(&jname, None));
             put.and(gone)
         })?;
-        let names: Vec<String> = dropped.iter().map(|p| manifest_name(&blob, p.generation)).collect();
+        // Then what the index no longer names: the dropped points, and
+        // whatever an interrupted commit or a retried request left (a
+        // snapshot taken twice, a manifest whose point was never recorded),
+        // found by listing. Without list permission (a blob-scoped SAS), the
+        // dropped points only.
+        let kept_snaps: std::collections::HashSet<&str> = points.iter().map(|p| p.snapshot.as_str()).collect();
+        let kept_gens: std::collections::HashSet<u64> = points.iter().map(|p| p.generation).collect();
+        let doomed: Vec<(String, Option<String>)> = match self.block_on(store.list(&blob)) {
+            Ok(items) => items
+                .into_iter()
+                .filter(|(name, snap)| match snap {
+                    Some(s) => *name == blob && !kept_snaps.contains(s.as_str()),
+                    None => manifest_generation(&blob, name).is_some_and(|g| !kept_gens.contains(&g)),
+                })
+                .collect(),
+            Err(_) => dropped
+                .iter()
+                .flat_map(|p| [(blob.clone(), Some(p.snapshot.clone())), (manifest_name(&blob, p.generation), None)])
+                .collect(),
+        };
         self.block_on(async {
-            let mut gone = Vec::new();
-            for (p, name) in dropped.iter().zip(&names) {
-                gone.push(store.delete(&blob, Some(&p.snapshot)).boxed());
-                gone.push(store.delete(name, None).boxed());
-            }
+            let gone = doomed.iter().map(|(name, snap)| store.delete(name, snap.as_deref()).boxed());
             futures::future::try_join_all(gone).await.map(|_| ())
         })?;
         self.journal = None;

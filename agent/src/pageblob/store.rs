@@ -19,7 +19,8 @@ use azure_core::credentials::TokenCredential;
 use azure_core::http::{ClientOptions, RetryOptions, Url};
 use azure_storage_blob::models::{
     AppendBlobClientCreateOptions, BlobClientCreateSnapshotResultHeaders, BlobClientDownloadOptions,
-    BlobClientGetPropertiesResultHeaders, HttpRange, PageBlobClientCreateOptions,
+    BlobClientGetPropertiesResultHeaders, BlobContainerClientListBlobsOptions, HttpRange, ListBlobsIncludeItem,
+    PageBlobClientCreateOptions,
 };
 use azure_storage_blob::{
     AppendBlobClient, AppendBlobClientOptions, BlobClient, BlobClientOptions, BlobContainerClient,
@@ -123,6 +124,11 @@ pub trait PageStore: Send + Sync + 'static {
     ) -> impl std::future::Future<Output = StoreResult<Bytes>> + Send;
     /// A whole small blob, or `None` if it does not exist.
     fn get(&self, name: &str) -> impl std::future::Future<Output = StoreResult<Option<Bytes>>> + Send;
+    /// Blobs whose names start with `prefix`, and their snapshots: (name, snapshot id).
+    fn list(
+        &self,
+        prefix: &str,
+    ) -> impl std::future::Future<Output = StoreResult<Vec<(String, Option<String>)>>> + Send;
     fn put_block_blob(&self, name: &str, bytes: Bytes) -> impl std::future::Future<Output = StoreResult<()>> + Send;
     fn create_append_blob(&self, name: &str) -> impl std::future::Future<Output = StoreResult<()>> + Send;
     fn append(&self, name: &str, bytes: Bytes) -> impl std::future::Future<Output = StoreResult<()>> + Send;
@@ -241,6 +247,24 @@ impl AzureStore {
             url.set_query(Some(&q));
         }
         Ok(url)
+    }
+
+    /// A client of the container, under the account SAS, the container SAS
+    /// or the token.
+    fn container_client(&self, op: &'static str) -> StoreResult<BlobContainerClient> {
+        let name = self.addr.container.clone();
+        let mut url = self.addr.container_url().map_err(|e| StoreError::Transport {
+            op,
+            what: name.clone(),
+            message: e.to_string(),
+        })?;
+        match (&self.account_sas, &self.cred) {
+            (Some(sas), _) => url.set_query(Some(sas)),
+            (None, Credential::Sas { blob, .. }) => url.set_query(Some(blob)),
+            _ => {}
+        }
+        let o = BlobContainerClientOptions { client_options: self.options(), ..Default::default() };
+        BlobContainerClient::new(url, self.token(), Some(o)).map_err(|e| convert("client", &name, e))
     }
 
     fn token(&self) -> Option<Arc<dyn TokenCredential>> {
@@ -362,20 +386,30 @@ impl PageStore for AzureStore {
         &self.counters
     }
 
+    async fn list(&self, prefix: &str) -> StoreResult<Vec<(String, Option<String>)>> {
+        let c = self.container_client("list")?;
+        let name = self.addr.container.clone();
+        self.retry("list blobs of", &name, || async {
+            let o = BlobContainerClientListBlobsOptions {
+                prefix: Some(prefix.to_owned()),
+                include: Some(vec![ListBlobsIncludeItem::Snapshots]),
+                ..Default::default()
+            };
+            let mut pager = c.list_blobs(Some(o))?;
+            let mut out = Vec::new();
+            while let Some(item) = pager.try_next().await? {
+                if let Some(n) = item.name {
+                    out.push((n, item.snapshot));
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
     async fn create_container(&self) -> StoreResult<()> {
         let name = self.addr.container.clone();
-        let mut url = self.addr.container_url().map_err(|e| StoreError::Transport {
-            op: "create container",
-            what: name.clone(),
-            message: e.to_string(),
-        })?;
-        match (&self.account_sas, &self.cred) {
-            (Some(sas), _) => url.set_query(Some(sas)),
-            (None, Credential::Sas { blob, .. }) => url.set_query(Some(blob)),
-            _ => {}
-        }
-        let o = BlobContainerClientOptions { client_options: self.options(), ..Default::default() };
-        let c = BlobContainerClient::new(url, self.token(), Some(o)).map_err(|e| convert("client", &name, e))?;
+        let c = self.container_client("create container")?;
         match self.retry("create container", &name, || c.create(None)).await {
             Err(e) if e.status() == Some(409) => Ok(()),
             r => r.map(|_| ()),
