@@ -53,17 +53,31 @@ fn point_is(dest: &str, g: u64, raw: &Path, dir: &Path) -> bool {
     same
 }
 
-/// What is left beside the blob that should not be: a journal, manifests
-/// of generations the recovery points no longer name.
-fn leftovers(dest: &str, generation: u64, keep: u64) -> Vec<String> {
+/// What is left beside the blob that should not be: a journal, snapshots
+/// and manifests the recovery point index does not name.
+fn leftovers(dest: &str) -> Vec<String> {
     std::env::set_var("AZURE_STORAGE_CONNECTION_STRING", azurite::connection_string());
     let addr = BlobAddress::parse(dest.trim_start_matches("pageblob:")).unwrap();
     let blob = addr.blob.clone();
     let store = AzureStore::connect(addr, None).unwrap();
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    let mut names = vec![format!("{blob}.journal")];
-    names.extend((1..=generation.saturating_sub(keep)).map(|g| format!("{blob}.g{g}.manifest")));
-    names.into_iter().filter(|n| rt.block_on(store.get(n)).unwrap().is_some()).collect()
+    let index = rt.block_on(store.get(&format!("{blob}.points"))).unwrap().unwrap();
+    let points: Vec<serde_json::Value> = serde_json::from_slice(&index).unwrap();
+    let named = |key: &str| points.iter().map(|p| p[key].to_string().trim_matches('"').to_owned()).collect::<Vec<_>>();
+    let (snaps, gens) = (named("snapshot"), named("generation"));
+    rt.block_on(store.list(&blob))
+        .unwrap()
+        .into_iter()
+        .filter(|(name, snap)| match snap {
+            Some(s) => name == &blob && !snaps.contains(s),
+            None if name == &blob || *name == format!("{blob}.points") => false,
+            None => !name
+                .strip_prefix(&format!("{blob}.g"))
+                .and_then(|g| g.strip_suffix(".manifest"))
+                .is_some_and(|g| gens.iter().any(|k| k == g)),
+        })
+        .map(|(name, snap)| format!("{name}{}", snap.map(|s| format!("@{s}")).unwrap_or_default()))
+        .collect()
 }
 
 fn copy_sparse(from: &Path, to: &Path) {
@@ -119,7 +133,7 @@ fn storage_faults_of_every_kind_and_the_destination_ends_identical() {
     for f in ALL {
         assert!(proxy.count(f) > 0, "{} was never injected: {:?}", f.name(), proxy.summary());
     }
-    assert_eq!(leftovers(&direct, generation, 3), Vec::<String>::new());
+    assert_eq!(leftovers(&direct), Vec::<String>::new());
 }
 
 /// N syncs of random changes through random storage faults, with random
@@ -211,7 +225,7 @@ fn soak() {
             point_mismatches += 1;
         }
     }
-    let left = leftovers(&direct, generation, keep);
+    let left = leftovers(&direct);
     let agents = Command::new("pgrep").args(["-f", "diskferry-agent sync"]).output().unwrap();
     let stray = String::from_utf8_lossy(&agents.stdout).lines().count();
     println!("\n## soak: {done} syncs in {:.0} s (seed {seed})", started.elapsed().as_secs_f64());
@@ -232,7 +246,10 @@ fn soak() {
     );
     println!("| final mismatches (verify) | {mismatches} |");
     println!("| recovery point of the previous sync changed | {point_mismatches} |");
-    println!("| leftovers (journal, stale manifests, agent processes) | {} |", left.len() + stray);
+    println!(
+        "| leftovers (journal, snapshots and manifests no point names, agent processes) | {} |",
+        left.len() + stray
+    );
     assert_eq!((mismatches, point_mismatches, left.len(), stray), (0, 0, 0, 0), "{left:?}");
 }
 
