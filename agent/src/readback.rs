@@ -17,7 +17,8 @@ use diskferry_core::vhd::FOOTER_LEN;
 use futures::stream::{self, StreamExt, TryStreamExt};
 
 use crate::exit::{ExitCode, Failure, WithCode};
-use crate::pageblob::sink::{explain, PageBlobSink, RecoveryPoint};
+use crate::pageblob::points::RecoveryPoint;
+use crate::pageblob::sink::{explain, PageBlobSink};
 use crate::pageblob::store::{AzureStore, PageStore};
 use crate::scan::scan;
 use crate::source::ReadMode;

@@ -3,5 +3,6 @@
 
 pub mod auth;
 mod journal_writer;
+pub mod points;
 pub mod sink;
 pub mod store;

@@ -35,6 +35,7 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use super::journal_writer::JournalWriter;
+use super::points::{manifest_name, RecoveryPoint};
 use super::store::{PageStore, StoreError};
 use crate::exit::{ExitCode, Failure, WithCode};
 use crate::scan::WindowView;
@@ -66,17 +67,6 @@ impl Default for PageBlobOptions {
     }
 }
 
-/// One recovery point, as listed by `diskferry-agent points`.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct RecoveryPoint {
-    pub generation: u64,
-    pub snapshot: String,
-    pub created_unix_ms: i64,
-    pub disk_size: u64,
-    pub bytes_written: u64,
-    pub bytes_cleared: u64,
-}
-
 impl PageBlobSink<super::store::AzureStore> {
     /// Give up retrying one request after `d` (default two minutes).
     pub fn set_retry_for(&mut self, d: Duration) {
@@ -84,15 +74,6 @@ impl PageBlobSink<super::store::AzureStore> {
             s.policy.max_elapsed = d;
         }
     }
-}
-
-fn manifest_name(blob: &str, g: u64) -> String {
-    format!("{blob}.g{g}.manifest")
-}
-
-/// The generation of `name` if it is a manifest of `blob`.
-fn manifest_generation(blob: &str, name: &str) -> Option<u64> {
-    name.strip_prefix(blob)?.strip_prefix(".g")?.strip_suffix(".manifest")?.parse().ok()
 }
 
 fn dest_err(e: impl Into<anyhow::Error>) -> Failure {
@@ -583,21 +564,8 @@ impl<S: PageStore> Sink for PageBlobSink<S> {
         // snapshot taken twice, a manifest whose point was never recorded),
         // found by listing. Without list permission (a blob-scoped SAS), the
         // dropped points only.
-        let kept_snaps: std::collections::HashSet<&str> = points.iter().map(|p| p.snapshot.as_str()).collect();
-        let kept_gens: std::collections::HashSet<u64> = points.iter().map(|p| p.generation).collect();
-        let doomed: Vec<(String, Option<String>)> = match self.block_on(store.list(&blob)) {
-            Ok(items) => items
-                .into_iter()
-                .filter(|(name, snap)| match snap {
-                    Some(s) => *name == blob && !kept_snaps.contains(s.as_str()),
-                    None => manifest_generation(&blob, name).is_some_and(|g| !kept_gens.contains(&g)),
-                })
-                .collect(),
-            Err(_) => dropped
-                .iter()
-                .flat_map(|p| [(blob.clone(), Some(p.snapshot.clone())), (manifest_name(&blob, p.generation), None)])
-                .collect(),
-        };
+        let listed = self.block_on(store.list(&blob)).ok();
+        let doomed = super::points::unnamed(&blob, &points, &dropped, listed);
         self.block_on(async {
             let gone = doomed.iter().map(|(name, snap)| store.delete(name, snap.as_deref()).boxed());
             futures::future::try_join_all(gone).await.map(|_| ())
