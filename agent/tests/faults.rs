@@ -285,3 +285,32 @@ fn what_an_interrupted_commit_left_is_swept_by_the_next() {
     assert_eq!(left.iter().filter(|(n, s)| n == "d.vhd" && s.is_some()).count(), 2, "{left:?}");
     assert!(left.iter().any(|(n, _)| n == "d.vhd.g1.manifest") && left.iter().any(|(n, _)| n == "d.vhd.g2.manifest"));
 }
+
+#[test]
+fn storage_stopped_and_restarted_mid_sync_and_the_sync_goes_on() {
+    let d = tempfile::tempdir().unwrap();
+    let mut az = azurite::OwnAzurite::start(&d.path().join("azurite"));
+    let dest = azurite::url(&az.endpoint(), "restart", "d.vhd");
+    let src = d.path().join("disk.img");
+    make_image(&src, 64 * MIB, &[(0, 16 * MIB, 1)]);
+    let first = ok_json(&sync_cmd(&src, &dest, 3).output().unwrap()).unwrap();
+    assert_eq!(first["generation"].as_u64(), Some(1));
+    let g1 = d.path().join("g1.img");
+    copy_sparse(&src, &g1);
+    // Rewrite most of the disk, then take storage away in the middle of it.
+    make_image(&src, 64 * MIB, &[(0, 60 * MIB, 2)]);
+    let child = sync_cmd(&src, &dest, 3).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    std::thread::sleep(Duration::from_millis(700));
+    az.down();
+    std::thread::sleep(Duration::from_secs(2));
+    az.up();
+    let out = child.wait_with_output().unwrap();
+    let r = ok_json(&out)
+        .unwrap_or_else(|| panic!("the sync did not ride out the restart: {}", String::from_utf8_lossy(&out.stderr)));
+    assert_eq!(r["generation"].as_u64(), Some(2), "{r}");
+    assert!(r["wire"]["retries"].as_u64().unwrap() > 0, "storage was never missed: {r}");
+    let v = agent_env().args(["verify", src.to_str().unwrap(), "--against", &dest]).output().unwrap();
+    assert!(v.status.success(), "{}", String::from_utf8_lossy(&v.stdout));
+    assert!(point_is(&dest, 1, &g1, d.path()), "recovery point 1 changed");
+    assert_eq!(leftovers(&dest), Vec::<String>::new());
+}

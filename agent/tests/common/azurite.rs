@@ -168,3 +168,70 @@ impl BusyProxy {
         Self { port, refused }
     }
 }
+
+/// An Azurite of one test's own, keeping its data on disk in `dir`, that can
+/// be stopped and started again on the same port (storage going away and
+/// coming back mid-sync).
+pub struct OwnAzurite {
+    pub port: u16,
+    dir: PathBuf,
+    child: Option<std::process::Child>,
+}
+
+impl OwnAzurite {
+    pub fn start(dir: &std::path::Path) -> Self {
+        let _ = endpoint(); // installs Azurite once
+        let mut a = Self { port: free_port(), dir: dir.to_owned(), child: None };
+        a.up();
+        a
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn up(&mut self) {
+        let main = repo().join(".cache/azurite/node_modules/azurite/dist/src/blob/main.js");
+        let mut cmd = Command::new("node");
+        cmd.arg(&main)
+            .args(["--blobHost", "127.0.0.1", "--blobPort", &self.port.to_string(), "--location"])
+            .arg(&self.dir)
+            .args(["--loose", "--skipApiVersionCheck", "--disableTelemetry", "--silent"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        // SAFETY: prctl in the child before exec only sets a flag of the child.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        self.child = Some(cmd.spawn().expect("node not found"));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(Instant::now() < deadline, "azurite did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Stop it (SIGTERM, so it saves its metadata: Azurite's on-disk store
+    /// loses recent changes on SIGKILL, which Azure never does), keeping its data.
+    pub fn down(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            // SAFETY: kill(2) on our own child's pid.
+            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while c.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for OwnAzurite {
+    fn drop(&mut self) {
+        self.down();
+    }
+}
