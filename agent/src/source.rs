@@ -64,7 +64,15 @@ pub struct DeviceSource {
     size: u64,
     map: Option<Mmap>,
     sparse: bool,
+    /// Test hook: reads covering this offset fail with EIO (see [`FAIL_READ_ENV`]).
+    fail_at: Option<u64>,
 }
+
+/// Fault injection for tests and drills: `DISKFERRY_FAIL_READ_AT=OFFSET`
+/// makes every read of the source that covers byte OFFSET fail with EIO, as
+/// a failing disk would (the source is then read with pread). Unset, it
+/// costs one environment lookup per open.
+pub const FAIL_READ_ENV: &str = "DISKFERRY_FAIL_READ_AT";
 
 impl DeviceSource {
     pub fn open(path: &Path, mode: ReadMode) -> Result<Self, SourceError> {
@@ -80,11 +88,13 @@ impl DeviceSource {
         } else {
             return Err(SourceError::Kind(path.to_owned()));
         };
-        let mmap = match mode {
-            ReadMode::Auto => !block,
-            ReadMode::Mmap => true,
-            ReadMode::Pread => false,
-        };
+        let fail_at = std::env::var(FAIL_READ_ENV).ok().and_then(|v| v.trim().parse::<u64>().ok());
+        let mmap = fail_at.is_none()
+            && match mode {
+                ReadMode::Auto => !block,
+                ReadMode::Mmap => true,
+                ReadMode::Pread => false,
+            };
         // One mapping for the whole source, released window by window: no
         // map/unmap per window, and whole folios are mapped per fault.
         let map = if mmap && size > 0 {
@@ -99,7 +109,7 @@ impl DeviceSource {
         // A file without a single hole (a fully allocated image) needs no
         // hole queries per window.
         let sparse = !block && seek(file.as_raw_fd(), 0, libc::SEEK_HOLE).map_or(true, |hole| hole < size);
-        Ok(Self { file, size, map, sparse })
+        Ok(Self { file, size, map, sparse, fail_at })
     }
 
     pub fn uses_mmap(&self) -> bool {
@@ -138,6 +148,9 @@ impl BlockSource for DeviceSource {
     }
 
     fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        if self.fail_at.is_some_and(|f| (offset..offset + buf.len() as u64).contains(&f)) {
+            return Err(io::Error::from_raw_os_error(libc::EIO));
+        }
         self.file.read_exact_at(buf, offset)
     }
 

@@ -314,3 +314,33 @@ fn storage_stopped_and_restarted_mid_sync_and_the_sync_goes_on() {
     assert!(point_is(&dest, 1, &g1, d.path()), "recovery point 1 changed");
     assert_eq!(leftovers(&dest), Vec::<String>::new());
 }
+
+#[test]
+fn a_source_that_fails_reads_stops_the_sync_and_changes_nothing_published() {
+    let d = tempfile::tempdir().unwrap();
+    let container = azurite::container("eio");
+    let dest = azurite::url(azurite::endpoint(), &container, "d.vhd");
+    let src = d.path().join("disk.img");
+    make_image(&src, 32 * MIB, &[(0, 12 * MIB, 1)]);
+    ok_json(&sync_cmd(&src, &dest, 3).output().unwrap()).unwrap();
+    let g1 = d.path().join("g1.img");
+    copy_sparse(&src, &g1);
+    poke(&src, 2 * MIB, MIB, 2);
+    poke(&src, 20 * MIB, MIB, 3);
+    // The disk fails a read in the middle (EIO at 9 MiB + 100).
+    let out = sync_cmd(&src, &dest, 3)
+        .env(diskferry_agent::source::FAIL_READ_ENV, (9 * MIB + 100).to_string())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(err.contains(&format!("offset {}", 9 * MIB)) && err.contains("Input/output error"), "{err}");
+    assert!(point_is(&dest, 1, &g1, d.path()), "recovery point 1 changed");
+    // The disk reads again: the next sync ends identical.
+    let r = ok_json(&sync_cmd(&src, &dest, 3).output().unwrap()).unwrap();
+    assert_eq!(r["generation"].as_u64(), Some(2), "{r}");
+    let v = agent_env().args(["verify", src.to_str().unwrap(), "--against", &dest]).output().unwrap();
+    assert!(v.status.success(), "{}", String::from_utf8_lossy(&v.stdout));
+    assert!(point_is(&dest, 1, &g1, d.path()));
+    assert_eq!(leftovers(&dest), Vec::<String>::new());
+}
