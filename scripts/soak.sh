@@ -5,7 +5,9 @@
 # a random rate per sync up to 12%), with random SIGKILLs of the agent.
 # After every sync: verify against the source, recovery point G-1 unchanged.
 # Prints a figures table; fails on any mismatch or leftover.
-# Usage: scripts/soak.sh [SYNCS [SECONDS [SEED]]]   (defaults 100, 900, 7)
+# SOAK_RELAY=1: the same through a relay receiver (faults between sender and
+# receiver; the receiver also killed and restarted mid-sync).
+# Usage: [SOAK_RELAY=1] scripts/soak.sh [SYNCS [SECONDS [SEED]]]   (defaults 100, 900, 7)
 source "$(dirname "$0")/lib/common.sh"
 apt_need qemu-img qemu-utils
 "$ROOT/scripts/azurite.sh" install

@@ -11,6 +11,8 @@
 mod common;
 #[path = "common/faults.rs"]
 mod faults;
+#[path = "common/relay.rs"]
+mod relay_common;
 
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
@@ -139,6 +141,9 @@ fn storage_faults_of_every_kind_and_the_destination_ends_identical() {
 /// N syncs of random changes through random storage faults, with random
 /// SIGKILLs of the agent; prints the figures. `scripts/soak.sh` runs it:
 /// SOAK_SYNCS (default 100), SOAK_SECONDS (default 900), SOAK_SEED.
+/// With SOAK_RELAY=1 the syncs go through a relay receiver (writing to
+/// Azurite) and the faults sit between sender and receiver; the receiver is
+/// also killed and restarted, mid-sync, in one attempt of ten.
 #[test]
 #[ignore]
 fn soak() {
@@ -147,11 +152,25 @@ fn soak() {
     let seed: u64 = std::env::var("SOAK_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(7);
     let started = Instant::now();
     let d = tempfile::tempdir().unwrap();
-    let port: u16 = azurite::endpoint().rsplit(':').next().unwrap().parse().unwrap();
-    let proxy = FaultProxy::start(port, 50, &ALL, seed);
+    let relay = std::env::var_os("SOAK_RELAY").is_some_and(|v| !v.is_empty() && v != "0");
     let container = azurite::container("soak");
     let direct = azurite::url(azurite::endpoint(), &container, "d.vhd");
-    let faulty = azurite::url(&format!("http://127.0.0.1:{}", proxy.port), &container, "d.vhd");
+    let blob_root = format!("pageblob:{}/{}/{container}", azurite::endpoint(), azurite::ACCOUNT);
+    let rx_env = [("AZURE_STORAGE_CONNECTION_STRING", azurite::connection_string())];
+    let start_rx =
+        |port: u16| relay_common::Receiver::start(d.path(), &blob_root, port, None, &rx_env, &["--create-container"]);
+    let mut rx = relay.then(|| start_rx(0));
+    let port: u16 = match &rx {
+        Some(r) => r.port,
+        None => azurite::endpoint().rsplit(':').next().unwrap().parse().unwrap(),
+    };
+    let proxy = FaultProxy::start(port, 50, &ALL, seed);
+    let faulty = match &rx {
+        Some(_) => format!("relay:http://127.0.0.1:{}/d", proxy.port),
+        None => azurite::url(&format!("http://127.0.0.1:{}", proxy.port), &container, "d.vhd"),
+    };
+    let token = relay_common::token_file(d.path());
+    let mut rx_restarts = 0u64;
     let src = d.path().join("disk.img");
     make_image(&src, 48 * MIB, &[(0, 8 * MIB, seed), (30 * MIB, 4 * MIB, seed + 1)]);
     let prev = d.path().join("prev.img");
@@ -185,8 +204,16 @@ fn soak() {
         loop {
             attempts += 1;
             let mut cmd = sync_cmd(&src, &faulty, keep as u32);
+            cmd.arg("--relay-token-file").arg(&token);
             let kill_after = (rnd() % 4 == 0).then(|| Duration::from_millis(50 + rnd() % 600));
             let child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+            if let Some(r) = rx.as_mut().filter(|_| kill_after.is_none() && rnd() % 10 == 0) {
+                // The receiver dies mid-sync and comes back on its port.
+                std::thread::sleep(Duration::from_millis(50 + rnd() % 400));
+                r.stop();
+                rx = Some(start_rx(port));
+                rx_restarts += 1;
+            }
             let out = match kill_after {
                 Some(after) => {
                     let pid = child.id() as i32;
@@ -228,11 +255,13 @@ fn soak() {
     let left = leftovers(&direct);
     let agents = Command::new("pgrep").args(["-f", "diskferry-agent sync"]).output().unwrap();
     let stray = String::from_utf8_lossy(&agents.stdout).lines().count();
-    println!("\n## soak: {done} syncs in {:.0} s (seed {seed})", started.elapsed().as_secs_f64());
+    let through = if relay { "through a relay (faults between sender and receiver)" } else { "straight to storage" };
+    println!("\n## soak: {done} syncs {through} in {:.0} s (seed {seed})", started.elapsed().as_secs_f64());
     println!("| figure | value |\n|---|---|");
     println!("| syncs completed | {done} |");
     println!("| sync attempts (incl. killed and failed) | {attempts} |");
     println!("| agent SIGKILLs | {kills} |");
+    println!("| receiver SIGKILLs mid-sync (restarted) | {rx_restarts} |");
     println!("| requests through the fault proxy | {} |", proxy.requests.load(std::sync::atomic::Ordering::Relaxed));
     for (name, n) in proxy.summary() {
         println!("| faults injected: {name} | {n} |");
