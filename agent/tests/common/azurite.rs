@@ -27,36 +27,51 @@ pub fn endpoint() -> &'static str {
     EP.get_or_init(|| {
         let st = Command::new("bash").arg(repo().join("scripts/azurite.sh")).arg("install").status().unwrap();
         assert!(st.success(), "scripts/azurite.sh install failed");
-        let main = repo().join(".cache/azurite/node_modules/azurite/dist/src/blob/main.js");
         let port = free_port();
         let (tx, rx) = mpsc::channel();
+        // The child dies with the thread that started it (PR_SET_PDEATHSIG):
+        // this one lives as long as the process.
         std::thread::spawn(move || {
-            let mut cmd = Command::new("node");
-            cmd.arg(&main)
-                .args(["--blobHost", "127.0.0.1", "--blobPort", &port.to_string()])
-                .args(["--inMemoryPersistence", "--loose", "--skipApiVersionCheck", "--disableTelemetry", "--silent"])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null());
-            // SAFETY: prctl in the child before exec only sets a flag of the
-            // child itself; no memory of the parent is touched.
-            unsafe {
-                cmd.pre_exec(|| {
-                    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                    Ok(())
-                });
-            }
-            let mut child = cmd.spawn().expect("node not found");
+            let mut child = spawn_node(port, None);
             tx.send(()).unwrap();
             let _ = child.wait();
         });
         rx.recv().unwrap();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "azurite did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        wait_up(port);
         format!("http://127.0.0.1:{port}")
     })
+}
+
+/// Start Azurite's blob service on `port`: data in memory, or on disk in
+/// `location`. Killed if the thread that starts it ends.
+fn spawn_node(port: u16, location: Option<&std::path::Path>) -> std::process::Child {
+    let main = repo().join(".cache/azurite/node_modules/azurite/dist/src/blob/main.js");
+    let mut cmd = Command::new("node");
+    cmd.arg(&main).args(["--blobHost", "127.0.0.1", "--blobPort", &port.to_string()]);
+    match location {
+        Some(dir) => cmd.arg("--location").arg(dir),
+        None => cmd.arg("--inMemoryPersistence"),
+    };
+    cmd.args(["--loose", "--skipApiVersionCheck", "--disableTelemetry", "--silent"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    // SAFETY: prctl in the child before exec only sets a flag of the child
+    // itself; no memory of the parent is touched.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+    cmd.spawn().expect("node not found")
+}
+
+fn wait_up(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "azurite did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 pub fn free_port() -> u16 {
@@ -191,27 +206,8 @@ impl OwnAzurite {
     }
 
     pub fn up(&mut self) {
-        let main = repo().join(".cache/azurite/node_modules/azurite/dist/src/blob/main.js");
-        let mut cmd = Command::new("node");
-        cmd.arg(&main)
-            .args(["--blobHost", "127.0.0.1", "--blobPort", &self.port.to_string(), "--location"])
-            .arg(&self.dir)
-            .args(["--loose", "--skipApiVersionCheck", "--disableTelemetry", "--silent"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        // SAFETY: prctl in the child before exec only sets a flag of the child.
-        unsafe {
-            cmd.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                Ok(())
-            });
-        }
-        self.child = Some(cmd.spawn().expect("node not found"));
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(Instant::now() < deadline, "azurite did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        self.child = Some(spawn_node(self.port, Some(&self.dir)));
+        wait_up(self.port);
     }
 
     /// Stop it (SIGTERM, so it saves its metadata: Azurite's on-disk store
