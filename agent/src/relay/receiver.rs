@@ -14,7 +14,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use bytes::Bytes;
 use diskferry_core::geometry::{ChunkSize, Geometry};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::header::{AUTHORIZATION, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, WWW_AUTHENTICATE};
 use hyper::{Method, Request, Response, StatusCode};
@@ -200,18 +200,9 @@ fn refuse(state: &State, e: &Reject) -> Response<Full<Bytes>> {
     r
 }
 
+/// Read a whole body of at most `limit` bytes.
 async fn body(req: Request<Incoming>, limit: u64) -> Result<Bytes, Reject> {
-    let declared = req.headers().get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit) {
-        return Err(Reject::new(413, "too_large", format!("the body is larger than the limit of {limit} bytes")));
-    }
-    match Limited::new(req.into_body(), limit as usize).collect().await {
-        Ok(b) => Ok(b.to_bytes()),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
-            Err(Reject::new(413, "too_large", format!("the body is larger than the limit of {limit} bytes")))
-        }
-        Err(e) => Err(Reject::new(400, "request", format!("reading the body failed: {e}"))),
-    }
+    body_into(req, limit, Vec::new()).await.map(Bytes::from)
 }
 
 /// Read a body into `buf` (reused: its pages are already there).
@@ -264,7 +255,7 @@ async fn route(state: &Arc<State>, req: Request<Incoming>) -> Result<Response<Fu
     match (&method, parts.as_slice()) {
         (&Method::POST, ["v1", "disks", disk, "sessions"]) => {
             let disk = disk.to_string();
-            let b = body(req, MAX_CONTROL_BODY.min(64 << 10)).await?;
+            let b = body(req, 64 << 10).await?;
             let (id, prior) = open(state, disk, &b).await?;
             let mut r = reply(200, Bytes::from(prior), "application/octet-stream");
             if let Ok(v) = id.parse() {
