@@ -326,10 +326,14 @@ fn storage_stopped_and_restarted_mid_sync_and_the_sync_goes_on() {
     assert_eq!(first["generation"].as_u64(), Some(1));
     let g1 = d.path().join("g1.img");
     copy_sparse(&src, &g1);
-    // Rewrite most of the disk, then take storage away in the middle of it.
+    // Rewrite most of the disk, then take storage away in the middle of it:
+    // once 12 of the 60 MiB have gone through a counting proxy.
     make_image(&src, 64 * MIB, &[(0, 60 * MIB, 2)]);
-    let child = sync_cmd(&src, &dest, 3).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
-    std::thread::sleep(Duration::from_millis(700));
+    let proxy = azurite::CountingProxy::start(az.port);
+    let via = azurite::url(&format!("http://127.0.0.1:{}", proxy.port), "restart", "d.vhd");
+    let mut child = sync_cmd(&src, &via, 3).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    relay_common::wait_for(60, || proxy.bytes_up() >= 12 * MIB || child.try_wait().ok().flatten().is_some());
+    assert!(child.try_wait().unwrap().is_none(), "the sync ended before storage could be stopped");
     az.down();
     std::thread::sleep(Duration::from_secs(2));
     az.up();
