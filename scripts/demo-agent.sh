@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The agent alone, on one machine: make a 1 GiB sample
 # disk (25% random, 10% text-like, the rest never written), scan it, sync it
-# to a local VHD, change 2% of it, sync again, and check the VHD with qemu-img.
+# to a local VHD, change 2% of it, sync again, and check the VHD with qemu-img;
+# then send it through the zstd relay to a local receiver (TLS, pinned).
 # Usage: scripts/demo-agent.sh [--keep DIR]   (default: everything is removed at the end)
 source "$(dirname "$0")/lib/common.sh"
 KEEP=""
@@ -39,3 +40,21 @@ for r in rows:
     print(f"{r['generation']:>3} {kind:<12} {mib(r['bytes_read'])} {mib(r['bytes_written'])} "
           f"{mib(r['bytes_cleared'])} {r['chunks_unchanged']:>10} {r['seconds']:>7.2f}s")
 PY
+
+say "6. the same disk through the zstd relay: a receiver (TLS, self-signed, token), a sync pinned to its certificate"
+apt_need openssl openssl
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1 -subj /CN=demo \
+  -addext "subjectAltName=IP:127.0.0.1" -keyout "$W/key.pem" -out "$W/cert.pem" 2>/dev/null
+openssl rand -hex 32 >"$W/token"
+mkdir -p "$W/region-b"
+"$AGENT" receive --listen 127.0.0.1:0 --root "file:$W/region-b" --token-file "$W/token" \
+  --tls-cert "$W/cert.pem" --tls-key "$W/key.pem" >"$W/rx.out" 2>"$W/rx.err" &
+RX=$!
+# shellcheck disable=SC2064
+trap "kill $RX 2>/dev/null; [ -n '$KEEP' ] || rm -rf '$W'" EXIT
+for _ in $(seq 1 50); do grep -q '^listening on' "$W/rx.out" && break; sleep 0.1; done
+cat "$W/rx.out"
+URL=$(awk '{print $3}' "$W/rx.out")
+FP=$(awk '{print $NF}' "$W/rx.out")
+"$AGENT" sync "$W/disk.img" --to "relay:$URL/disk" --tls-fingerprint "$FP" --relay-token-file "$W/token"
+qemu-img compare -f raw -F vpc "$W/disk.img" "$W/region-b/disk.vhd"

@@ -501,9 +501,18 @@ fn print_sync(r: &SyncReport) {
         r.chunks
     );
     if let Some(w) = &r.wire {
+        let zstd = if w.bytes_raw > w.bytes_sent {
+            format!(
+                " for {} of data, {:.2}x smaller",
+                human(w.bytes_raw),
+                w.bytes_raw as f64 / w.bytes_sent.max(1) as f64
+            )
+        } else {
+            String::new()
+        };
         let _ = writeln!(
             o,
-            "  sent {} in {} requests ({} retries, {} clears)",
+            "  sent {}{zstd} in {} requests ({} retries, {} clears)",
             human(w.bytes_sent),
             w.requests_ok,
             w.retries,
