@@ -502,11 +502,7 @@ fn print_sync(r: &SyncReport) {
     );
     if let Some(w) = &r.wire {
         let zstd = if w.bytes_raw > w.bytes_sent {
-            format!(
-                " for {} of data, {:.2}x smaller",
-                human(w.bytes_raw),
-                w.bytes_raw as f64 / w.bytes_sent.max(1) as f64
-            )
+            format!(" ({} of data, zstd {:.2}x)", human(w.bytes_raw), w.bytes_raw as f64 / w.bytes_sent.max(1) as f64)
         } else {
             String::new()
         };
