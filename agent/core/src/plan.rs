@@ -220,7 +220,9 @@ pub struct Plan {
 }
 
 impl Plan {
-    fn push(&mut self, kind: Step, r: ByteRange) {
+    /// Add one chunk's write or clear, merged into the range before it as
+    /// the planner merges (writes up to 4 MiB, clears unbounded).
+    pub(crate) fn push(&mut self, kind: Step, r: ByteRange) {
         match kind {
             Step::Write => {
                 self.stats.chunks_written += 1;
@@ -250,7 +252,7 @@ impl Plan {
 }
 
 #[derive(Clone, Copy)]
-enum Step {
+pub(crate) enum Step {
     Write,
     Clear,
 }

@@ -52,7 +52,7 @@ pub enum CallError {
     Transport(anyhow::Error),
     /// The receiver answered with an error.
     #[error("receiver answered {status}: {message}")]
-    Status { status: u16, reason: String, message: String },
+    Status { status: u16, reason: String, message: String, retry_after: Option<Duration> },
 }
 
 impl CallError {
@@ -195,11 +195,7 @@ impl Client {
                     *guard = None;
                 }
                 let status = reply.status.as_u16();
-                if let Some(wait) = retry_after(&reply.headers) {
-                    drop(guard);
-                    tokio::time::sleep(wait.min(Duration::from_secs(30))).await;
-                }
-                Err(CallError::Status { status, reason, message })
+                Err(CallError::Status { status, reason, message, retry_after: retry_after(&reply.headers) })
             }
             Err(e) => {
                 self.counters.requests_failed.fetch_add(1, Relaxed);
@@ -234,7 +230,12 @@ impl Client {
                 Err(e) if e.retryable() && started.elapsed() + delay < self.retry_for => {
                     attempt += 1;
                     self.counters.retries.fetch_add(1, Relaxed);
-                    tokio::time::sleep(jitter(delay)).await;
+                    // At least as long as the receiver asks (capped), else the backoff.
+                    let asked = match &e {
+                        CallError::Status { retry_after: Some(d), .. } => (*d).min(Duration::from_secs(30)),
+                        _ => Duration::ZERO,
+                    };
+                    tokio::time::sleep(jitter(delay).max(asked)).await;
                     delay = (delay * 2).min(Duration::from_secs(5));
                 }
                 Err(e) => return Err(e),

@@ -106,6 +106,26 @@ struct State {
     next_id: AtomicU64,
 }
 
+impl State {
+    /// Remove the sessions `pick` selects and close them (each lets go of its
+    /// destination first); returns how many sessions remain open.
+    async fn close_where(&self, pick: impl Fn(&str, &Session) -> bool) -> usize {
+        let (gone, left) = match self.sessions.lock() {
+            Ok(mut m) => {
+                let ids: Vec<String> = m.iter().filter(|(k, s)| pick(k, s)).map(|(k, _)| k.clone()).collect();
+                let gone: Vec<Arc<Session>> = ids.iter().filter_map(|k| m.remove(k)).collect();
+                self.metrics.sessions.set(m.len() as i64);
+                (gone, m.len())
+            }
+            Err(_) => (Vec::new(), 0),
+        };
+        for s in gone {
+            s.close().await;
+        }
+        left
+    }
+}
+
 trait Io: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Io for T {}
 
@@ -162,18 +182,8 @@ pub fn start(
 async fn reap_idle(state: Arc<State>) {
     loop {
         tokio::time::sleep(Duration::from_secs(5).min(state.cfg.idle)).await;
-        let idle: Vec<Arc<Session>> = match state.sessions.lock() {
-            Ok(mut m) => {
-                let ids: Vec<String> =
-                    m.iter().filter(|(_, s)| s.idle_for() >= state.cfg.idle).map(|(k, _)| k.clone()).collect();
-                ids.iter().filter_map(|k| m.remove(k)).collect()
-            }
-            Err(_) => Vec::new(),
-        };
-        for s in idle {
-            s.close().await;
-            state.metrics.sessions.dec();
-        }
+        let idle = state.cfg.idle;
+        state.close_where(|_, s| s.idle_for() >= idle).await;
     }
 }
 
@@ -290,11 +300,7 @@ async fn route(state: &Arc<State>, req: Request<Incoming>) -> Result<Response<Fu
             Ok(no_content())
         }
         (&Method::DELETE, ["v1", "sessions", id]) => {
-            let removed = state.sessions.lock().ok().and_then(|mut m| m.remove(*id));
-            if let Some(s) = removed {
-                s.close().await;
-                state.metrics.sessions.dec();
-            }
+            state.close_where(|k, _| k == *id).await;
             Ok(no_content())
         }
         _ => Err(Reject::new(404, "request", format!("no such request: {method} {}", req.uri().path()))),
@@ -311,18 +317,7 @@ async fn open(state: &Arc<State>, disk: String, b: &[u8]) -> Result<(String, Vec
     let _one = state.opening.lock().await;
     // A newer sync of the disk replaces the older session (its sender died
     // or gave up): the old thread lets go of the destination first.
-    let (old, open_count) = match state.sessions.lock() {
-        Ok(mut m) => {
-            let old: Vec<String> = m.iter().filter(|(_, s)| s.disk == disk).map(|(k, _)| k.clone()).collect();
-            let old: Vec<Arc<Session>> = old.iter().filter_map(|k| m.remove(k)).collect();
-            (old, m.len())
-        }
-        Err(_) => (Vec::new(), 0),
-    };
-    for s in old {
-        s.close().await;
-        state.metrics.sessions.dec();
-    }
+    let open_count = state.close_where(|_, s| s.disk == disk).await;
     if open_count >= state.cfg.max_sessions {
         return Err(Reject::new(503, "state", format!("the receiver has {open_count} sessions open, its limit")));
     }
@@ -338,7 +333,7 @@ async fn open(state: &Arc<State>, disk: String, b: &[u8]) -> Result<(String, Vec
         Session::open(id.clone(), disk, open_sink_fn, req.source_id, geometry, state.metrics.clone()).await?;
     if let Ok(mut m) = state.sessions.lock() {
         m.insert(id.clone(), s);
+        state.metrics.sessions.set(m.len() as i64);
     }
-    state.metrics.sessions.inc();
     Ok((id, prior))
 }

@@ -66,7 +66,6 @@ pub struct RelaySink {
     geometry: Option<Geometry>,
     seq: u64,
     upload: Option<Uploader>,
-    committed: bool,
 }
 
 impl std::fmt::Debug for RelaySink {
@@ -111,7 +110,6 @@ impl RelaySink {
             geometry: None,
             seq: 0,
             upload: None,
-            committed: false,
         })
     }
 
@@ -328,7 +326,6 @@ impl Sink for RelaySink {
         };
         c.rt.block_on(c.call_with(Method::POST, &path, Bytes::from(bytes), COMMIT_TIMEOUT, settled))
             .map_err(|e| call_failure(&self.addr, "committing the generation", e))?;
-        self.committed = true;
         Ok(())
     }
 

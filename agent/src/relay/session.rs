@@ -115,6 +115,11 @@ pub struct Session {
     done: Mutex<Option<oneshot::Receiver<()>>>,
 }
 
+/// The answer to any call after the session's destination failed.
+fn failed_earlier(e: &Reject) -> Reject {
+    Reject::new(409, e.reason, format!("the session failed earlier: {}", e.message))
+}
+
 fn gone() -> Reject {
     Reject::new(409, "state", "the session is closed (replaced by a newer sync of this disk, or expired)")
 }
@@ -216,7 +221,7 @@ impl Session {
     fn next_in_line(&self, seq: u64) -> Result<bool, Reject> {
         let i = self.info.lock().map_err(|_| gone())?;
         if let Some(e) = &i.error {
-            return Err(Reject::new(409, e.reason, format!("the session failed earlier: {}", e.message)));
+            return Err(failed_earlier(e));
         }
         if i.state != "begun" {
             let state = i.state;
@@ -349,7 +354,7 @@ impl Worker {
     /// the destination fails the session for good.
     fn guarded(&mut self, step: impl FnOnce(&mut Self) -> Result<(), Reject>) -> Result<(), Reject> {
         if let Some(Some(e)) = self.info(|i| i.error.clone()) {
-            return Err(Reject::new(409, e.reason, format!("the session failed earlier: {}", e.message)));
+            return Err(failed_earlier(&e));
         }
         let r = step(self);
         if let Err(e) = &r {

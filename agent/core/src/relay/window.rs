@@ -6,7 +6,7 @@
 use crate::digest::Digest;
 use crate::geometry::Geometry;
 use crate::manifest::ChunkState;
-use crate::plan::{ByteRange, Plan};
+use crate::plan::{ByteRange, Plan, Step};
 use crate::relay::frame::{FrameError, FrameHeader, Kind, HEADER_LEN as FRAME_HEADER_LEN};
 
 pub const MAGIC: [u8; 4] = *b"DFRW";
@@ -184,22 +184,13 @@ impl Window<'_> {
     pub fn plan(&self, chunk: u64) -> Plan {
         let mut plan = Plan::default();
         for (fh, _) in &self.frames {
-            let r = ByteRange::new(fh.offset, fh.offset + u64::from(fh.raw_len));
-            let chunks = r.len().div_ceil(chunk);
-            if fh.kind == Kind::Clear {
-                plan.stats.chunks_cleared += chunks;
-                plan.stats.bytes_cleared += r.len();
-                match plan.clears.last_mut() {
-                    Some(last) if last.end == r.start => last.end = r.end,
-                    _ => plan.clears.push(r),
-                }
-            } else {
-                plan.stats.chunks_written += chunks;
-                plan.stats.bytes_written += r.len();
-                match plan.writes.last_mut() {
-                    Some(last) if last.end == r.start && last.len() + r.len() <= crate::MAX_WRITE => last.end = r.end,
-                    _ => plan.writes.push(r),
-                }
+            let kind = if fh.kind == Kind::Clear { Step::Clear } else { Step::Write };
+            let end = fh.offset + u64::from(fh.raw_len);
+            let mut at = fh.offset;
+            while at < end {
+                let next = (at + chunk).min(end);
+                plan.push(kind, ByteRange::new(at, next));
+                at = next;
             }
         }
         plan
