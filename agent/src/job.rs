@@ -126,6 +126,7 @@ pub fn sync_options(job: &JobSpec, disk_source_id: &str) -> Result<SyncOptions, 
             ca_file: std::env::var_os(crate::relay::CA_ENV).map(std::path::PathBuf::from),
             zstd_level: None,
         },
+        hint: None,
     })
 }
 
@@ -148,7 +149,8 @@ pub fn run(job: &JobSpec, progress: &Arc<JobProgress>) -> Result<Vec<SyncReport>
                 .map(|d| d.parse::<Target>())
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(|e| Failure::new(ExitCode::Usage, anyhow!("disk {}: {e}", disk.name)))?;
-            let opts = sync_options(job, &disk.source_id)?;
+            let mut opts = sync_options(job, &disk.source_id)?;
+            opts.hint = disk.hint.clone();
             sync_fanout(&PathBuf::from(&disk.source), &targets, &opts, &progress.disks[i].1)
         })();
         let recorded = match outcome {

@@ -28,6 +28,7 @@
 //!     api_version: None,
 //!     retry_for: None,
 //!     relay: Default::default(),
+//!     hint: None,
 //! };
 //! let report = sync("disk.img".as_ref(), &"file:/backup/disk.vhd".parse().unwrap(), &opts).unwrap();
 //! println!("generation {} wrote {} bytes", report.generation, report.bytes_written);

@@ -132,7 +132,7 @@ pub fn verify(
     let point = pick(&sink.points()?, g, &Sink::describe(sink))?;
     let (src, geometry) = open_source(source, ReadMode::Auto, chunk)?;
     let pool = thread_pool(threads)?;
-    let (states, _) = scan(&src, geometry, &pool, |_| Ok(()))?;
+    let (states, _) = scan(&src, geometry, &pool, None, |_| Ok(()))?;
     let dest_geo = Geometry::new(point.disk_size, chunk).code(ExitCode::Destination)?;
     let size_matches = dest_geo.disk_size() == geometry.disk_size();
     let store = sink.store();

@@ -11,6 +11,10 @@
 //!
 //! Chunks that lie wholly in a hole of a sparse file are zero without being
 //! read. With pread the kernel is asked to read ahead the next window.
+//!
+//! A [`Known`] baseline (a range hint: what changed since a state whose chunk
+//! states are known) skips every chunk the hint does not touch: its state is
+//! the baseline's, and it is neither read nor hashed.
 
 use std::collections::VecDeque;
 use std::ops::Range;
@@ -18,6 +22,7 @@ use std::sync::mpsc;
 
 use anyhow::anyhow;
 use diskferry_core::geometry::Geometry;
+use diskferry_core::job::RangeHint;
 use diskferry_core::manifest::ChunkState;
 use rayon::prelude::*;
 
@@ -42,6 +47,8 @@ pub struct WindowView<'a> {
     pub states: &'a [ChunkState],
     /// Per chunk: lies wholly in a hole (zero without a read).
     pub holes: &'a [bool],
+    /// Per chunk: known unchanged from the hint's baseline (not read).
+    pub known: &'a [bool],
     /// What this window read and found.
     pub stats: ScanStats,
     /// The window's bytes; only chunks that are not in a hole were read.
@@ -56,6 +63,10 @@ pub struct ScanStats {
     pub data_chunks: u64,
     /// Chunks skipped without a read because they lie in a hole.
     pub hole_chunks: u64,
+    /// Chunks skipped without a read because the range hint leaves them out.
+    pub hinted_chunks: u64,
+    /// Their bytes.
+    pub bytes_hinted: u64,
     pub bytes_read: u64,
     pub bytes_hashed: u64,
 }
@@ -66,9 +77,19 @@ impl ScanStats {
         self.zero_chunks += o.zero_chunks;
         self.data_chunks += o.data_chunks;
         self.hole_chunks += o.hole_chunks;
+        self.hinted_chunks += o.hinted_chunks;
+        self.bytes_hinted += o.bytes_hinted;
         self.bytes_read += o.bytes_read;
         self.bytes_hashed += o.bytes_hashed;
     }
+}
+
+/// Chunk states known without reading: everything a range hint leaves out
+/// is as it was in `baseline`.
+#[derive(Debug, Clone, Copy)]
+pub struct Known<'a> {
+    pub hint: &'a RangeHint,
+    pub baseline: &'a [ChunkState],
 }
 
 /// A window on its way through the pool.
@@ -76,6 +97,7 @@ struct Window<'a> {
     first: u64,
     offset: u64,
     holes: Vec<bool>,
+    known: Vec<bool>,
     states: Vec<ChunkState>,
     /// The window in the source's mapping, or `None` to read into `buf`.
     map: Option<&'a [u8]>,
@@ -94,6 +116,7 @@ pub fn scan(
     source: &dyn BlockSource,
     geometry: Geometry,
     pool: &rayon::ThreadPool,
+    known: Option<Known<'_>>,
     mut on_window: impl FnMut(WindowView<'_>) -> Result<(), Failure>,
 ) -> Result<(Vec<ChunkState>, ScanStats), Failure> {
     let mut states = Vec::with_capacity(geometry.chunk_count() as usize);
@@ -113,6 +136,7 @@ pub fn scan(
                 offset: w.offset,
                 states: &w.states,
                 holes: &w.holes,
+                known: &w.known,
                 stats: window_stats,
                 bytes: w.bytes(),
             })?;
@@ -128,7 +152,7 @@ pub fn scan(
             if end < disk {
                 source.prefetch(end..(end + WINDOW).min(disk));
             }
-            let window = prepare(source, geometry, offset..end, spare.pop().unwrap_or_default())?;
+            let window = prepare(source, geometry, offset..end, known, spare.pop().unwrap_or_default())?;
             let (tx, rx) = mpsc::sync_channel(1);
             scope.spawn(move |_| {
                 let _ = tx.send(hash_window(source, geometry, window));
@@ -154,6 +178,7 @@ fn prepare<'a>(
     source: &'a dyn BlockSource,
     geometry: Geometry,
     bytes: Range<u64>,
+    known: Option<Known<'_>>,
     mut buf: Vec<u8>,
 ) -> Result<Window<'a>, Failure> {
     let chunks = geometry.chunks_in(bytes.clone());
@@ -163,7 +188,18 @@ fn prepare<'a>(
         buf.resize((bytes.end - bytes.start) as usize, 0);
     }
     let n = (chunks.end - chunks.start) as usize;
-    Ok(Window { first: chunks.start, offset: bytes.start, holes, states: vec![ChunkState::Zero; n], map, buf })
+    let mut states = vec![ChunkState::Zero; n];
+    let mut flags = vec![false; n];
+    if let Some(k) = known {
+        for (j, i) in chunks.clone().enumerate() {
+            let base = k.baseline.get(i as usize);
+            if let Some(b) = base.filter(|_| !holes[j] && !k.hint.touches(geometry.chunk_range(i))) {
+                states[j] = *b;
+                flags[j] = true;
+            }
+        }
+    }
+    Ok(Window { first: chunks.start, offset: bytes.start, holes, known: flags, states, map, buf })
 }
 
 /// Read (if not mapped), zero-check and hash every chunk of a window.
@@ -171,35 +207,45 @@ fn hash_window<'a>(source: &dyn BlockSource, geometry: Geometry, mut w: Window<'
     let chunk = geometry.chunk_size().get() as usize;
     let (first, offset) = (w.first, w.offset);
     match &w.map {
-        Some(m) => w.states.par_iter_mut().zip(&w.holes).enumerate().for_each(|(k, (state, &hole))| {
-            if !hole {
-                let r = geometry.chunk_range(first + k as u64);
-                *state = ChunkState::of(&m[(r.start - offset) as usize..(r.end - offset) as usize]);
-            }
-        }),
-        None => w.buf.par_chunks_mut(chunk).zip(w.states.par_iter_mut()).zip(&w.holes).enumerate().try_for_each(
-            |(k, ((slice, state), &hole))| {
-                if hole {
+        Some(m) => {
+            w.states.par_iter_mut().zip(&w.holes).zip(&w.known).enumerate().for_each(|(k, ((state, &hole), &known))| {
+                if !hole && !known {
+                    let r = geometry.chunk_range(first + k as u64);
+                    *state = ChunkState::of(&m[(r.start - offset) as usize..(r.end - offset) as usize]);
+                }
+            })
+        }
+        None => w
+            .buf
+            .par_chunks_mut(chunk)
+            .zip(w.states.par_iter_mut())
+            .zip(&w.holes)
+            .zip(&w.known)
+            .enumerate()
+            .try_for_each(|(k, (((slice, state), &hole), &known))| {
+                if hole || known {
                     return Ok(());
                 }
                 let at = offset + (k * chunk) as u64;
                 source.read_exact_at(at, slice).map_err(|e| read_failure(e, at))?;
                 *state = ChunkState::of(slice);
                 Ok::<(), Failure>(())
-            },
-        )?,
+            })?,
     }
     Ok(w)
 }
 
 fn count(geometry: Geometry, w: &Window<'_>) -> ScanStats {
     let mut stats = ScanStats::default();
-    for (k, (state, &hole)) in w.states.iter().zip(&w.holes).enumerate() {
+    for (k, ((state, &hole), &known)) in w.states.iter().zip(&w.holes).zip(&w.known).enumerate() {
         let r = geometry.chunk_range(w.first + k as u64);
         let len = r.end - r.start;
         stats.chunks += 1;
         if hole {
             stats.hole_chunks += 1;
+        } else if known {
+            stats.hinted_chunks += 1;
+            stats.bytes_hinted += len;
         } else {
             stats.bytes_read += len;
         }
@@ -207,7 +253,9 @@ fn count(geometry: Geometry, w: &Window<'_>) -> ScanStats {
             stats.zero_chunks += 1;
         } else {
             stats.data_chunks += 1;
-            stats.bytes_hashed += len;
+            if !known {
+                stats.bytes_hashed += len;
+            }
         }
     }
     stats

@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::anyhow;
 use diskferry_core::geometry::{ChunkSize, Geometry};
-use diskferry_core::manifest::Manifest;
+use diskferry_core::job::RangeHint;
+use diskferry_core::manifest::{ChunkState, Manifest};
 use diskferry_core::plan::{PlanStats, Planner};
 
 use crate::exit::{ExitCode, Failure, WithCode};
@@ -19,7 +20,7 @@ use crate::progress::{Phase, Progress};
 use crate::relay::client::RelayOptions;
 use crate::relay::sender::RelaySink;
 use crate::relay::RelayAddress;
-use crate::scan::{scan, ScanStats};
+use crate::scan::{scan, Known, ScanStats};
 use crate::sink::file::FileSink;
 use crate::sink::{Prior, Sink, WireStats};
 use crate::source::{BlockSource, DeviceSource, ReadMode};
@@ -82,6 +83,9 @@ pub struct SyncOptions {
     pub retry_for: Option<std::time::Duration>,
     /// Relay destinations: token, TLS trust, zstd level.
     pub relay: RelayOptions,
+    /// What changed since a known earlier state (`hint.base_generations`
+    /// in the order of the targets).
+    pub hint: Option<RangeHint>,
 }
 
 /// What a sync did. Serialized as the `--json` output.
@@ -113,6 +117,11 @@ pub struct SyncReport {
     pub read_bytes_per_second: f64,
     /// Traffic to a remote destination (page blob).
     pub wire: Option<WireStats>,
+    /// What became of a range hint: `used: ...` or `ignored: why`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hint: Option<String>,
+    /// Chunks the hint let the scan skip without reading.
+    pub chunks_hinted: u64,
 }
 
 /// Open a source and check it can be cut into chunks.
@@ -222,6 +231,7 @@ fn run(
         return Ok(failed(lanes));
     }
     progress.set_phase(Phase::Syncing);
+    let (hint, hint_note) = judge_hint(opts.hint.as_ref(), &lanes, geometry);
 
     let scan_result = {
         // One pass splits each live lane into its planner (borrowing the
@@ -240,7 +250,8 @@ fn run(
             })
             .collect();
         let mut failures: Vec<Option<Failure>> = active.iter().map(|_| None).collect();
-        let r = scan(&source, geometry, &pool, |w| {
+        let known = hint.as_ref().map(|(h, baseline)| Known { hint: h, baseline });
+        let r = scan(&source, geometry, &pool, known, |w| {
             count_scan(progress, &w);
             for (slot, failure) in active.iter_mut().zip(failures.iter_mut()) {
                 let Some((planner, (sink, stats, writing))) = slot else { continue };
@@ -290,7 +301,9 @@ fn run(
             let t = Instant::now();
             lane.sink.commit(&manifest)?;
             let committing = t.elapsed();
-            Ok(report(&lane, geometry, &scan_stats, started, committing))
+            let mut r = report(&lane, geometry, &scan_stats, started, committing);
+            r.hint = hint_note.clone();
+            Ok(r)
         })
         .collect())
 }
@@ -336,6 +349,61 @@ fn report(
         seconds_committing: committing.as_secs_f64(),
         wire: lane.sink.wire(),
         read_bytes_per_second: geometry.disk_size() as f64 / seconds.max(1e-9),
+        hint: None,
+        chunks_hinted: scan_stats.hinted_chunks,
+    }
+}
+
+/// A range hint holds when every destination still holds, cleanly, the
+/// generation the hint was made against: then whatever the hint leaves out
+/// is as that generation's manifest says. Otherwise it is ignored (the scan
+/// reads everything) and the note says why.
+fn judge_hint(
+    hint: Option<&RangeHint>,
+    lanes: &[Result<Lane, Failure>],
+    geometry: Geometry,
+) -> (Option<(RangeHint, Vec<ChunkState>)>, Option<String>) {
+    let Some(h) = hint else { return (None, None) };
+    let ignored = |why: String| (None, Some(format!("ignored: {why}")));
+    if h.disk_size != geometry.disk_size() {
+        return ignored(format!("the disk is {} bytes now, {} at the hint's base", geometry.disk_size(), h.disk_size));
+    }
+    let mut baseline: Option<&Manifest> = None;
+    for (i, lane) in lanes.iter().enumerate() {
+        let Ok(lane) = lane else { continue };
+        let base = h.base_generations.get(i).copied().unwrap_or(0);
+        match &lane.prior {
+            Prior::Previous { manifest, overrides }
+                if manifest.generation == base
+                    && manifest.geometry == geometry
+                    && overrides.suspect_count() == 0
+                    && overrides.acked_count() == 0 =>
+            {
+                baseline.get_or_insert(manifest);
+            }
+            Prior::Previous { manifest, .. } if manifest.generation != base => {
+                return ignored(format!(
+                    "destination {} holds generation {}, the hint is against {base}",
+                    i + 1,
+                    manifest.generation
+                ))
+            }
+            Prior::Previous { .. } => {
+                return ignored(format!("destination {} has an interrupted generation or another geometry", i + 1))
+            }
+            p => {
+                let why = p.full_reason().unwrap_or("no previous generation");
+                return ignored(format!("destination {} cannot sync incrementally ({why})", i + 1));
+            }
+        }
+    }
+    match baseline {
+        Some(m) => {
+            let bytes: u64 = h.ranges.iter().map(|r| r[1]).sum();
+            let note = format!("used: {} ranges, {bytes} bytes may have changed", h.ranges.len());
+            (Some((h.clone(), m.chunks.clone())), Some(note))
+        }
+        None => ignored("no destination to compare with".into()),
     }
 }
 
@@ -345,7 +413,9 @@ fn count_scan(p: &Progress, w: &crate::scan::WindowView<'_>) {
     Progress::add(&p.bytes_scanned, len);
     Progress::add(&p.bytes_read, st.bytes_read);
     Progress::add(&p.bytes_hashed, st.bytes_hashed);
-    Progress::add(&p.bytes_skipped_zero, len - st.bytes_hashed);
+    // Chunks the range hint left out are unchanged, whatever they hold.
+    Progress::add(&p.bytes_skipped_unchanged, st.bytes_hinted);
+    Progress::add(&p.bytes_skipped_zero, len - st.bytes_hashed - st.bytes_hinted);
 }
 
 /// What one destination's plan for a window does (summed over destinations).

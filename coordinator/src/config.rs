@@ -4,7 +4,7 @@
 //! ```toml
 //! state_dir = "/var/lib/diskferry"     # state.db, snapshots, worker folders
 //! agent = "/usr/bin/diskferry-agent"   # default: beside diskferry, else PATH
-//! provider = "local"
+//! provider = "local"                   # or "azure", with an [azure] section
 //!
 //! [local]
 //! loop = false                         # temp disks as loop devices (root)
@@ -36,6 +36,8 @@ pub struct Config {
     pub run: RunConfig,
     #[serde(default)]
     pub storage: StorageConfig,
+    /// Required when `provider = "azure"` (see `cloud::azure::settings`).
+    pub azure: Option<crate::cloud::azure::settings::AzureSettings>,
 }
 
 #[derive(Debug, Clone, Default, serde::Deserialize)]
@@ -104,15 +106,21 @@ impl Config {
         let text = std::fs::read_to_string(path).with_context(|| format!("cannot read config {}", path.display()))?;
         let c: Config =
             toml::from_str(&text).map_err(|e| anyhow::anyhow!("config {}: {}", path.display(), e.message().trim()))?;
-        if let Some(p) = &c.provider {
-            if p != "local" {
-                bail!("config {}: provider {p:?} is not available in this build (use \"local\")", path.display());
-            }
+        match (c.provider(), &c.azure) {
+            ("local", _) => {}
+            ("azure", Some(a)) => a.validate().map_err(|e| anyhow::anyhow!("config {}: {e:#}", path.display()))?,
+            ("azure", None) => bail!("config {}: provider \"azure\" needs an [azure] section", path.display()),
+            (p, _) => bail!("config {}: unknown provider {p:?} (use \"local\" or \"azure\")", path.display()),
         }
         if c.run.deadline_secs == 0 || c.storage.concurrency == 0 {
             bail!("config {}: run.deadline_secs and storage.concurrency must be positive", path.display());
         }
         Ok(c)
+    }
+
+    /// `local` unless the config names another.
+    pub fn provider(&self) -> &str {
+        self.provider.as_deref().unwrap_or("local")
     }
 
     /// The state folder: the flag, else the config, else ~/.local/share/diskferry.

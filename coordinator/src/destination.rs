@@ -67,10 +67,8 @@ impl Destination {
             }
             Some(("relay", url)) => {
                 let base = url.trim_end_matches('/');
-                let (scheme, rest) = base.split_once("://").unwrap_or(("", base));
-                let host = rest.rsplit_once(':').map_or(rest, |(h, _)| h).trim_matches(['[', ']']);
-                let loopback = host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
-                if !(scheme == "https" || (scheme == "http" && loopback)) {
+                let rest = base.split_once("://").map_or(base, |(_, r)| r);
+                if !(base.starts_with("https://") || is_loopback_url(base)) {
                     bail!("relay destination must be https://HOST:PORT (http:// only to a loopback address)");
                 }
                 if rest.is_empty() || rest.contains(['/', '?', '@', '#']) {
@@ -134,6 +132,14 @@ impl Destination {
             Destination::Relay { base } => format!("relay:{base}"),
         }
     }
+}
+
+/// `http://` to a loopback address (a test endpoint on this machine).
+pub fn is_loopback_url(url: &str) -> bool {
+    let Some(rest) = url.strip_prefix("http://") else { return false };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let host = authority.rsplit_once(':').map_or(authority, |(h, _)| h).trim_matches(['[', ']']);
+    host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 #[cfg(test)]

@@ -8,15 +8,12 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context, Result};
 use diskferry_core::job::{JobDisk, JobSpec, JOB_VERSION};
 
-use crate::cloud::{Cloud, Kind, Vm, WorkerState};
+use crate::cloud::{Attach, Cloud, Kind, RunTags, Vm, WorkerSpec, WorkerState};
 use crate::config::Config;
 use crate::destination::Destination;
 use crate::lifecycle::{Action, Lifecycle, Outcome};
 use crate::owner;
 use crate::store::{rstate, status, Replica, Resource, Run, RunDisk, Store};
-
-/// How often the worker's status is read.
-const POLL: Duration = Duration::from_millis(250);
 
 /// A fresh run id: the time to the millisecond (so ids sort by start) plus
 /// some entropy (pid, nanoseconds) so two coordinators never collide.
@@ -142,7 +139,7 @@ impl Exec<'_> {
                 for (d, name) in vm.disks.iter().zip(&x.snapshots) {
                     self.plan(Kind::Snapshot, name, Some(&d.name))?;
                 }
-                self.cloud.snapshot(vm, &x.snapshots)?;
+                self.cloud.snapshot(vm, &x.snapshots, &self.tags())?;
                 for name in &x.snapshots {
                     self.store.set_resource_state(name, rstate::CREATED, now())?;
                 }
@@ -151,7 +148,7 @@ impl Exec<'_> {
             Action::CreateTempDisks => {
                 let vm = x.vm.as_ref().ok_or_else(|| anyhow!("no VM"))?;
                 for (lun, (d, snap)) in vm.disks.iter().zip(&x.snapshots).enumerate() {
-                    let name = self.cloud.temp_disk_name(snap, &self.run.id);
+                    let name = self.cloud.temp_disk_name(snap, &self.run.id, lun);
                     x.temp_names.push(name.clone());
                     if let Some(n) = &name {
                         self.plan(Kind::TempDisk, n, Some(&d.name))?;
@@ -169,7 +166,15 @@ impl Exec<'_> {
                 let name = self.cloud.worker_name(&self.run.id);
                 x.worker = Some(name.clone());
                 self.plan(Kind::Worker, &name, None)?;
-                self.cloud.start_worker(&name, &job)?;
+                let disks: Vec<Attach> = x
+                    .snapshots
+                    .iter()
+                    .zip(&x.temp_names)
+                    .enumerate()
+                    .map(|(lun, (s, t))| Attach { lun, snapshot: s.clone(), temp: t.clone() })
+                    .collect();
+                let tags = self.tags();
+                self.cloud.start_worker(&WorkerSpec { name: &name, vm, job: &job, disks: &disks, tags: &tags })?;
                 self.store.set_resource_state(&name, rstate::CREATED, now())
             }
             Action::Watch => self.watch(x, deadline, obs),
@@ -190,6 +195,10 @@ impl Exec<'_> {
             Action::Settle { succeeded } => self.settle(x, succeeded),
             Action::Finish { .. } => Ok(()),
         }
+    }
+
+    fn tags(&self) -> RunTags {
+        RunTags { run_id: self.run.id.clone(), replica: self.replica.name.clone(), expires_at: self.expires }
     }
 
     fn plan(&self, kind: Kind, name: &str, disk: Option<&str>) -> Result<()> {
@@ -234,6 +243,7 @@ impl Exec<'_> {
                     source: dev.clone(),
                     source_id: format!("{}/{}", vm.name, d.name),
                     destinations: dests.iter().map(|x| x.disk_target(&self.replica.name, &d.name)).collect(),
+                    hint: None,
                 })
                 .collect(),
         })
@@ -258,7 +268,7 @@ impl Exec<'_> {
             if started.elapsed() > deadline {
                 bail!("the worker did not finish within the run deadline ({} s)", deadline.as_secs());
             }
-            std::thread::sleep(POLL);
+            std::thread::sleep(self.cloud.poll_interval());
         }
     }
 
@@ -318,6 +328,7 @@ impl Exec<'_> {
             return first;
         }
         for s in &x.snapshots {
+            keep(self.cloud.retain(Kind::Snapshot, s));
             self.store.set_resource_state(s, rstate::RETAINED, now())?;
         }
         for old in self.store.retained(&self.replica.name, Kind::Snapshot.as_str())? {

@@ -4,9 +4,12 @@
 //! 2. every resource recorded in the store that is not retained is deleted
 //!    when its run is over, or when its expiry has passed;
 //! 3. whatever the provider can see that diskferry made (files, loop devices,
-//!    processes; tags on Azure) and that belongs to no live run and is not a
-//!    retained snapshot is deleted too: that catches a resource whose record
-//!    was lost.
+//!    processes; names and tags on Azure) and that belongs to no live run and
+//!    is not a retained snapshot is deleted too: that catches a resource whose
+//!    record was lost. A resource of a run the store does not know waits for
+//!    its tagged expiry (another coordinator may own it); one tagged retained
+//!    is kept, so `gc` on a coordinator that lost its database still keeps
+//!    each replica's newest snapshot.
 //!
 //! Resources of a run whose coordinator is alive are never touched.
 
@@ -66,13 +69,23 @@ pub fn gc(cloud: &dyn Cloud, store: &Store) -> Result<GcReport> {
     let mut found = cloud.list_created()?;
     found.sort_by_key(|f| f.kind.teardown_rank());
     for f in found {
-        if retained.contains(&f.name) {
+        if retained.contains(&f.name) || f.retained {
             continue;
         }
         if let Some(run) = &f.run_id {
             if live_runs.contains(run) {
                 continue;
             }
+        }
+        // A run this store does not know (another coordinator's, or this
+        // one's before its database was lost) keeps its resources until
+        // their tagged expiry.
+        let known = match &f.run_id {
+            Some(run) => store.run(run).is_ok(),
+            None => false,
+        };
+        if !known && f.expires_at.is_some_and(|e| e > t) {
+            continue;
         }
         match cloud.delete(f.kind, &f.name) {
             Ok(()) => {

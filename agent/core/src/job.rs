@@ -80,6 +80,60 @@ pub struct JobDisk {
     /// `pageblob:URL` or `file:PATH.vhd`, one or more: the disk is read
     /// once and each destination keeps its own generation.
     pub destinations: Vec<String>,
+    /// What changed since the source of the destinations' last generation
+    /// (Azure's incremental-snapshot diff). Used only when every
+    /// destination still holds exactly that generation; otherwise the agent
+    /// reads everything and says why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hint: Option<RangeHint>,
+}
+
+/// Byte ranges that may differ from a known earlier state of the disk.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RangeHint {
+    /// Per destination, in order: the generation the earlier state became.
+    pub base_generations: Vec<u64>,
+    /// The disk's size then; a resized disk voids the hint.
+    pub disk_size: u64,
+    /// `[offset, length]`, ascending, not overlapping, 512-byte aligned.
+    /// Everything outside them is the same as then.
+    pub ranges: Vec<[u64; 2]>,
+}
+
+impl RangeHint {
+    fn validate(&self, destinations: usize) -> Result<(), String> {
+        if self.base_generations.len() != destinations {
+            return Err(format!(
+                "names {} base generations for {destinations} destinations",
+                self.base_generations.len()
+            ));
+        }
+        self.check()
+    }
+
+    /// Ranges ascending, disjoint, aligned and inside the disk.
+    pub fn check(&self) -> Result<(), String> {
+        let mut end = 0u64;
+        for &[off, len] in &self.ranges {
+            if len == 0 || off % 512 != 0 || len % 512 != 0 {
+                return Err(format!("range [{off}, {len}] is empty or not 512-byte aligned"));
+            }
+            let stop = off.checked_add(len).filter(|&e| e <= self.disk_size);
+            let Some(stop) = stop.filter(|_| off >= end) else {
+                return Err(format!("range [{off}, {len}] overlaps, is out of order or past the disk's end"));
+            };
+            end = stop;
+        }
+        Ok(())
+    }
+
+    /// Does any range touch bytes `r`?
+    pub fn touches(&self, r: std::ops::Range<u64>) -> bool {
+        // Ranges are sorted: the first whose end is past r.start decides.
+        let i = self.ranges.partition_point(|&[off, len]| off + len <= r.start);
+        self.ranges.get(i).is_some_and(|&[off, _]| off < r.end)
+    }
 }
 
 fn default_chunk() -> u64 {
@@ -171,6 +225,9 @@ impl JobSpec {
             if !names.insert(d.name.as_str()) {
                 return Err(invalid("disks", format!("disk name {:?} appears twice", d.name)));
             }
+            if let Some(h) = &d.hint {
+                h.validate(d.destinations.len()).map_err(|e| invalid("hint", format!("disk {:?}: {e}", d.name)))?;
+            }
         }
         Ok(())
     }
@@ -207,14 +264,29 @@ mod tests {
                 source: "/dev/loop0".into(),
                 source_id: "vm/os".into(),
                 destinations: vec!["file:/x/os.vhd".into()],
+                hint: None,
             }],
         }
     }
 
     #[test]
     fn round_trip() {
-        let j = sample();
+        let mut j = sample();
+        assert_eq!(JobSpec::parse(&j.to_json()), Ok(j.clone()));
+        j.disks[0].hint =
+            Some(RangeHint { base_generations: vec![3], disk_size: 8 << 20, ranges: vec![[0, 512], [1 << 20, 4096]] });
         assert_eq!(JobSpec::parse(&j.to_json()), Ok(j));
+    }
+
+    #[test]
+    fn hints_answer_which_bytes_changed() {
+        let h = RangeHint { base_generations: vec![1], disk_size: 8 << 20, ranges: vec![[4096, 4096], [1 << 20, 512]] };
+        assert!(!h.touches(0..4096));
+        assert!(h.touches(0..4097));
+        assert!(h.touches(8000..9000));
+        assert!(!h.touches(8192..(1 << 20)));
+        assert!(h.touches((1 << 20)..(2 << 20)));
+        assert!(!h.touches((1 << 20) + 512..(2 << 20)));
     }
 
     #[test]
@@ -245,6 +317,14 @@ mod tests {
         let mut j = sample();
         j.status_blob = Some("https://a.blob.core.windows.net/c/s.json?sig=X".into());
         assert!(matches!(JobSpec::parse(&j.to_json()), Err(JobError::Invalid { field: "status_blob", .. })));
+        let mut j = sample();
+        j.disks[0].hint =
+            Some(RangeHint { base_generations: vec![3], disk_size: 1 << 20, ranges: vec![[512, 1024], [1024, 512]] });
+        assert!(matches!(JobSpec::parse(&j.to_json()), Err(JobError::Invalid { field: "hint", .. })), "overlap");
+        j.disks[0].hint = Some(RangeHint { base_generations: vec![3, 4], disk_size: 1 << 20, ranges: vec![] });
+        assert!(matches!(JobSpec::parse(&j.to_json()), Err(JobError::Invalid { field: "hint", .. })), "count");
+        j.disks[0].hint = Some(RangeHint { base_generations: vec![3], disk_size: 1 << 20, ranges: vec![[0, 100]] });
+        assert!(matches!(JobSpec::parse(&j.to_json()), Err(JobError::Invalid { field: "hint", .. })), "alignment");
         let unknown = sample().to_json().replacen("\"keep\"", "\"surprise\": 1, \"keep\"", 1);
         assert!(matches!(JobSpec::parse(&unknown), Err(JobError::Syntax(e)) if e.contains("surprise")));
     }

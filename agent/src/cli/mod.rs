@@ -7,7 +7,7 @@ mod receive;
 mod run;
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use clap::{Args, Parser, Subcommand};
@@ -125,12 +125,29 @@ pub struct SyncArgs {
     /// that holds a disk of another size.
     #[arg(long)]
     pub force: bool,
+    /// Read only what may have changed: a JSON file
+    /// {"base_generations": [G, ...], "disk_size": BYTES, "ranges": [[OFFSET, LENGTH], ...]}
+    /// saying which byte ranges differ from the state each destination's
+    /// generation G was made from (e.g. an Azure snapshot diff). Ignored,
+    /// with the reason in the report, unless every destination holds its G.
+    #[arg(long, value_name = "FILE")]
+    pub hint: Option<PathBuf>,
     #[command(flatten)]
     pub blob: BlobArgs,
     #[command(flatten)]
     pub relay: RelayArgs,
     #[command(flatten)]
     pub report: ReportArgs,
+}
+
+/// Read a range hint file (`sync --hint`).
+fn load_hint(p: &Path) -> Result<diskferry_core::job::RangeHint, Failure> {
+    let text = std::fs::read_to_string(p)
+        .map_err(|e| Failure::new(ExitCode::Usage, anyhow::anyhow!("cannot read hint {}: {e}", p.display())))?;
+    let h: diskferry_core::job::RangeHint = serde_json::from_str(&text)
+        .map_err(|e| Failure::new(ExitCode::Usage, anyhow::anyhow!("hint {}: {e}", p.display())))?;
+    h.check().map_err(|e| Failure::new(ExitCode::Usage, anyhow::anyhow!("hint {}: {e}", p.display())))?;
+    Ok(h)
 }
 
 /// Options of relay destinations.
@@ -303,7 +320,7 @@ fn run_scan(a: ScanArgs) -> Result<(), Failure> {
     }
     let threads = a.read.threads();
     let pool = thread_pool(threads)?;
-    let (chunks, stats) = scan(&source, geometry, &pool, |_| Ok(()))?;
+    let (chunks, stats) = scan(&source, geometry, &pool, None, |_| Ok(()))?;
     let seconds = started.elapsed().as_secs_f64();
     if let Some(out) = &a.manifest_out {
         let source_id = std::fs::canonicalize(&a.source).unwrap_or_else(|_| a.source.clone()).display().to_string();
@@ -376,6 +393,7 @@ fn run_sync(a: SyncArgs) -> Result<(), Failure> {
         api_version: a.blob.api_version.clone(),
         retry_for: Some(std::time::Duration::from_secs(a.blob.retry_for)),
         relay: a.relay.options(&a.to)?,
+        hint: a.hint.as_deref().map(load_hint).transpose()?,
     };
     let progress = Progress::new(&a.source.display().to_string());
     if let Some(p) = &a.report.status_file {

@@ -80,6 +80,7 @@ pub fn run_receive(a: ReceiveArgs) -> Result<(), Failure> {
         api_version: a.blob.api_version.clone(),
         retry_for: Some(Duration::from_secs(a.blob.retry_for)),
         relay: Default::default(),
+        hint: None,
     };
     let cfg = ReceiverConfig {
         listen: a.listen,

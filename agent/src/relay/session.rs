@@ -401,6 +401,7 @@ impl Worker {
             offset: p.offset,
             states: &p.states,
             holes: &holes,
+            known: &holes,
             stats: ScanStats::default(),
             bytes: &p.buf,
         };

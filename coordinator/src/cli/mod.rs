@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 
+use crate::cloud::azure::AzureCloud;
 use crate::cloud::local::LocalCloud;
 use crate::cloud::Cloud;
 use crate::config::Config;
@@ -136,7 +137,10 @@ impl Env {
     }
 
     pub fn cloud(&self) -> Result<Box<dyn Cloud>> {
-        Ok(Box::new(LocalCloud::new(&self.state, self.config.local.use_loop, self.config.agent())?))
+        match (self.config.provider(), &self.config.azure) {
+            ("azure", Some(a)) => Ok(Box::new(AzureCloud::new(a.clone())?)),
+            _ => Ok(Box::new(LocalCloud::new(&self.state, self.config.local.use_loop, self.config.agent())?)),
+        }
     }
 
     pub fn agent(&self) -> PathBuf {

@@ -30,8 +30,9 @@ pub enum ReplicaCmd {
 pub struct CreateArgs {
     /// Replica name (letters, digits, '-', '_').
     pub name: String,
-    /// The source VM: a folder holding vm.toml (local provider).
-    #[arg(long, value_name = "DIR")]
+    /// The source VM: a folder holding vm.toml (local provider), or
+    /// RESOURCE_GROUP/NAME or its resource id (azure provider).
+    #[arg(long, value_name = "VM")]
     pub vm: PathBuf,
     /// Where the disks go: pageblob:CONTAINER-URL (blob REPLICA/DISK.vhd) or file:FOLDER.
     /// Repeat --to to replicate to several places from one read of each disk.
@@ -130,11 +131,16 @@ pub fn define(env: &Env, a: CreateArgs) -> Result<(Replica, crate::cloud::Vm), F
             Destination::PageBlob { .. } | Destination::Relay { .. } => to.clone(),
         });
     }
-    let vm_dir = usage(std::fs::canonicalize(&a.vm).map_err(|e| anyhow!("VM {}: {e}", a.vm.display())))?;
-    let vm = usage(env.cloud()?.read_vm(&vm_dir.display().to_string()))?;
+    let vm_ref = if env.config.provider() == "local" {
+        let dir = usage(std::fs::canonicalize(&a.vm).map_err(|e| anyhow!("VM {}: {e}", a.vm.display())))?;
+        dir.display().to_string()
+    } else {
+        a.vm.display().to_string()
+    };
+    let vm = usage(env.cloud()?.read_vm(&vm_ref))?;
     let r = Replica {
         name: a.name.clone(),
-        vm: vm_dir.display().to_string(),
+        vm: vm_ref,
         destinations,
         schedule: a.schedule,
         keep_points: a.keep,

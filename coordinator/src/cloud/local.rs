@@ -23,9 +23,8 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
-use diskferry_core::job::JobSpec;
 
-use super::{Cloud, Found, Kind, Vm, VmDisk, WorkerState};
+use super::{Cloud, Found, Kind, RunTags, Vm, VmDisk, WorkerSpec, WorkerState};
 
 /// `vm.toml`: a source VM of the local provider.
 #[derive(Debug, serde::Deserialize)]
@@ -139,14 +138,14 @@ impl Cloud for LocalCloud {
             }
             disks.push(VmDisk { name: d.name.clone(), locator: path.display().to_string(), size });
         }
-        Ok(Vm { name: v.name, os_type: v.os_type, disks })
+        Ok(Vm { id: dir.display().to_string(), name: v.name, os_type: v.os_type, location: "local".into(), disks })
     }
 
     fn snapshot_name(&self, vm: &Vm, disk: &VmDisk, run_id: &str) -> String {
         self.snapshots().join(&vm.name).join(format!("{}@{run_id}.img", disk.name)).display().to_string()
     }
 
-    fn snapshot(&self, vm: &Vm, names: &[String]) -> Result<()> {
+    fn snapshot(&self, vm: &Vm, names: &[String], _tags: &RunTags) -> Result<()> {
         // The VM is not running on this provider, so copying the disks one
         // after the other is as consistent as a crash-consistent group snapshot.
         for (disk, name) in vm.disks.iter().zip(names) {
@@ -158,7 +157,7 @@ impl Cloud for LocalCloud {
         Ok(())
     }
 
-    fn temp_disk_name(&self, snapshot: &str, _run_id: &str) -> Option<String> {
+    fn temp_disk_name(&self, snapshot: &str, _run_id: &str, _lun: usize) -> Option<String> {
         self.use_loop.then(|| format!("loop:{snapshot}"))
     }
 
@@ -180,7 +179,8 @@ impl Cloud for LocalCloud {
         self.runs().join(run_id).display().to_string()
     }
 
-    fn start_worker(&self, name: &str, job: &JobSpec) -> Result<()> {
+    fn start_worker(&self, w: &WorkerSpec<'_>) -> Result<()> {
+        let (name, job) = (w.name, w.job);
         let dir = Path::new(name);
         std::fs::create_dir_all(dir)?;
         let job_path = dir.join("job.json");
@@ -259,18 +259,18 @@ impl Cloud for LocalCloud {
             for f in read_dir(&vm_dir)? {
                 let file = f.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
                 let run_id = file.strip_suffix(".img").and_then(|s| s.split_once('@')).map(|(_, r)| r.to_owned());
-                found.push(Found { kind: Kind::Snapshot, name: f.display().to_string(), run_id });
+                found.push(Found::untagged(Kind::Snapshot, f.display().to_string(), run_id));
             }
         }
         for dir in read_dir(&self.runs())? {
             let run_id = dir.file_name().map(|n| n.to_string_lossy().into_owned());
-            found.push(Found { kind: Kind::Worker, name: dir.display().to_string(), run_id });
+            found.push(Found::untagged(Kind::Worker, dir.display().to_string(), run_id));
         }
         for pid_job in all_job_processes(&self.runs()) {
             let name = parent(&pid_job.1).display().to_string();
             if !found.iter().any(|f| f.kind == Kind::Worker && f.name == name) {
                 let run_id = Path::new(&name).file_name().map(|n| n.to_string_lossy().into_owned());
-                found.push(Found { kind: Kind::Worker, name, run_id });
+                found.push(Found::untagged(Kind::Worker, name, run_id));
             }
         }
         if is_root() {
@@ -282,7 +282,7 @@ impl Cloud for LocalCloud {
                         .and_then(|s| s.strip_suffix(".img"))
                         .and_then(|s| s.split_once('@'))
                         .map(|(_, r)| r.to_owned());
-                    found.push(Found { kind: Kind::TempDisk, name: format!("loop:{}", back.display()), run_id });
+                    found.push(Found::untagged(Kind::TempDisk, format!("loop:{}", back.display()), run_id));
                 }
             }
         }

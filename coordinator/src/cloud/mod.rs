@@ -1,7 +1,7 @@
 //! The seam between the run lifecycle and a cloud: one trait, [`Cloud`],
 //! with a provider per cloud. `local` (this machine: folders, reflink copies,
-//! loop devices, agent processes) is the embedded default; `azure` (ARM REST)
-//! plugs in behind the same trait.
+//! loop devices, agent processes) is the embedded default; `azure` (ARM REST:
+//! snapshots, a worker VM, its status blob) is the other.
 //!
 //! Names come first: the executor asks the provider for the name a resource
 //! *will* have, records it in the state store, and only then creates it. So
@@ -11,14 +11,20 @@
 pub mod azure;
 pub mod local;
 
+use std::time::Duration;
+
 use anyhow::Result;
 use diskferry_core::job::JobSpec;
 
 /// A source VM as the lifecycle needs it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Vm {
+    /// Where the provider finds it (a folder, a resource id).
+    pub id: String,
     pub name: String,
     pub os_type: String,
+    /// Its region (`local` on this machine): snapshots and the worker go there.
+    pub location: String,
     pub disks: Vec<VmDisk>,
 }
 
@@ -86,6 +92,48 @@ pub struct Found {
     pub name: String,
     /// The run that created it, when the provider can tell (tags, names).
     pub run_id: Option<String>,
+    /// Until when its run may still be using it (tags); a resource of a run
+    /// this coordinator does not know is left alone until then.
+    pub expires_at: Option<i64>,
+    /// Marked as a replica's newest snapshot (tags): `gc` keeps it even
+    /// when the coordinator's database is gone.
+    pub retained: bool,
+}
+
+impl Found {
+    /// Found without tags: nothing says when it expires or that it is kept.
+    pub fn untagged(kind: Kind, name: String, run_id: Option<String>) -> Self {
+        Self { kind, name, run_id, expires_at: None, retained: false }
+    }
+}
+
+/// What a run tags its resources with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunTags {
+    pub run_id: String,
+    pub replica: String,
+    /// Unix seconds after which `gc` may delete what the run left.
+    pub expires_at: i64,
+}
+
+/// One disk the worker reads: the snapshot it comes from, the temporary
+/// disk made of it (if the provider makes one), and its slot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attach {
+    pub lun: usize,
+    pub snapshot: String,
+    pub temp: Option<String>,
+}
+
+/// Everything a provider needs to start a worker.
+#[derive(Debug, Clone, Copy)]
+pub struct WorkerSpec<'a> {
+    pub name: &'a str,
+    pub vm: &'a Vm,
+    /// The job; its disks are `disks`, in the same order.
+    pub job: &'a JobSpec,
+    pub disks: &'a [Attach],
+    pub tags: &'a RunTags,
 }
 
 /// A cloud the lifecycle runs on.
@@ -99,11 +147,11 @@ pub trait Cloud: Send + Sync + std::fmt::Debug {
     /// The name the snapshot of `disk` taken by `run_id` will have.
     fn snapshot_name(&self, vm: &Vm, disk: &VmDisk, run_id: &str) -> String;
     /// Snapshot the disks together; `names[i]` is the snapshot of `vm.disks[i]`.
-    fn snapshot(&self, vm: &Vm, names: &[String]) -> Result<()>;
+    fn snapshot(&self, vm: &Vm, names: &[String], tags: &RunTags) -> Result<()>;
 
-    /// The name the temporary disk made from `snapshot` will have, or `None`
-    /// when the worker reads the snapshot directly.
-    fn temp_disk_name(&self, snapshot: &str, run_id: &str) -> Option<String>;
+    /// The name the temporary disk made from `snapshot` for slot `lun` will
+    /// have, or `None` when the worker reads the snapshot directly.
+    fn temp_disk_name(&self, snapshot: &str, run_id: &str, lun: usize) -> Option<String>;
     /// Create the temporary disk (`lun` = its slot on the worker); returns
     /// the device path the worker will read.
     fn create_temp_disk(&self, name: Option<&str>, snapshot: &str, lun: usize) -> Result<String>;
@@ -111,12 +159,22 @@ pub trait Cloud: Send + Sync + std::fmt::Debug {
     /// The name the worker of `run_id` will have.
     fn worker_name(&self, run_id: &str) -> String;
     /// Start the worker with the job (its temporary disks are named in it).
-    fn start_worker(&self, name: &str, job: &JobSpec) -> Result<()>;
+    fn start_worker(&self, w: &WorkerSpec<'_>) -> Result<()>;
     /// Look at the worker.
     fn worker_state(&self, name: &str) -> Result<WorkerState>;
+    /// How often the lifecycle looks at a running worker.
+    fn poll_interval(&self) -> Duration {
+        Duration::from_millis(250)
+    }
 
     /// Delete a resource; deleting one that does not exist succeeds.
     fn delete(&self, kind: Kind, name: &str) -> Result<()>;
+
+    /// Mark a snapshot as its replica's newest, to be kept (the store
+    /// records it too; a provider with tags records it on the resource).
+    fn retain(&self, _kind: Kind, _name: &str) -> Result<()> {
+        Ok(())
+    }
 
     /// Every resource this provider can see that diskferry created.
     fn list_created(&self) -> Result<Vec<Found>>;

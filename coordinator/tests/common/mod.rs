@@ -2,6 +2,7 @@
 //! test, sample VMs, the two binaries, and the agent tests' Azurite.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod armsim;
 #[path = "../../../agent/tests/common/azurite.rs"]
 pub mod azurite;
 

@@ -279,6 +279,16 @@ impl Arm {
         }
     }
 
+    /// PATCH a resource (tags, say) and wait for it: the final body.
+    pub fn patch(&self, path: &str, body: &Value) -> Result<Value> {
+        let op = format!("PATCH {}", strip_query(path));
+        let r = self.send(Method::PATCH, path, Some(body))?;
+        match r.status {
+            200..=202 => self.follow(&op, &r),
+            s => Err(ArmError::from_body(&op, s, &r.body).into()),
+        }
+    }
+
     /// DELETE a resource and wait until it is gone; deleting what does not
     /// exist succeeds.
     pub fn delete(&self, path: &str) -> Result<()> {

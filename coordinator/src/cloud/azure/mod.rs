@@ -1,8 +1,20 @@
-//! The `azure` provider (in progress): ARM REST code for the same `Cloud`
-//! trait as `local`. So far:
-//! - [`arm`]: the ARM client (LRO, throttling, error bodies), tested against
-//!   an in-process ARM simulator (`coordinator/tests/arm.rs`);
+//! The `azure` provider: ARM REST code behind the same `Cloud` trait as
+//! `local`.
+//! - [`arm`]: the ARM client (LRO, throttling, error bodies);
+//! - [`names`]: resource paths, api-versions, run names and tags;
+//! - [`settings`]: the `[azure]` config section;
+//! - [`token`]: ARM tokens from `azure_identity` credentials;
+//! - [`provider`]: [`AzureCloud`], the lifecycle's steps as ARM calls;
 //! - [`userdata`]: the worker's cloud-init user data from `images/`.
+//!
+//! Tested against an in-process ARM simulator with the data plane on
+//! Azurite (`coordinator/tests/azure.rs`); the simulator is test code.
 
 pub mod arm;
+pub mod names;
+pub mod provider;
+pub mod settings;
+pub mod token;
 pub mod userdata;
+
+pub use provider::AzureCloud;

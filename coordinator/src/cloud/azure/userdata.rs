@@ -101,6 +101,7 @@ mod tests {
                     source: format!("/dev/disk/azure/scsi1/lun{i}"),
                     source_id: format!("web1/data{i}"),
                     destinations: vec![format!("pageblob:https://acct.blob.core.windows.net/dr/web1/data{i}.vhd")],
+                    hint: None,
                 })
                 .collect(),
         }

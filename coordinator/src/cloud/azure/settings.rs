@@ -1,0 +1,139 @@
+//! The `[azure]` section of the coordinator's config: where runs put their
+//! resources, what the worker VM looks like, how the coordinator gets ARM
+//! tokens. No secret lives here: credentials come from the environment or a
+//! managed identity.
+//!
+//! ```toml
+//! provider = "azure"
+//! [azure]
+//! subscription = "00000000-0000-0000-0000-000000000000"
+//! resource_group = "diskferry-work"      # snapshots and workers go here
+//! vm_size = "Standard_D4s_v5"
+//! subnet_id = "/subscriptions/.../virtualNetworks/vnet/subnets/workers"
+//! image = "Canonical:ubuntu-24_04-lts:server:latest"
+//! identity_id = "/subscriptions/.../userAssignedIdentities/diskferry-worker"
+//! identity_client_id = "6f1c2e3a-..."
+//! ssh_public_key = "ssh-ed25519 AAAA... ops@example"
+//! agent_url = "https://acct.blob.core.windows.net/diskferry/diskferry-agent"
+//! agent_sha256 = "..."                   # sha256sum of that binary
+//! status_container = "https://acct.blob.core.windows.net/diskferry-status"
+//! credential = "managed-identity"        # or workload-identity, azure-cli, client-secret
+//! ```
+
+use anyhow::{bail, Result};
+
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AzureSettings {
+    pub subscription: String,
+    /// The resource group a run's snapshots and worker go to (the source
+    /// VM's own group is only read).
+    pub resource_group: String,
+    /// ARM endpoint [default: https://management.azure.com].
+    #[serde(default = "default_endpoint")]
+    pub arm_endpoint: String,
+    /// How the coordinator gets ARM tokens.
+    #[serde(default)]
+    pub credential: CredentialKind,
+    #[serde(default = "default_vm_size")]
+    pub vm_size: String,
+    /// The subnet the worker's NIC joins (no public IP; it needs outbound
+    /// access to storage: NAT gateway or private endpoint).
+    pub subnet_id: String,
+    /// `publisher:offer:sku:version` of the worker's Linux image.
+    #[serde(default = "default_image")]
+    pub image: String,
+    /// The user-assigned identity the worker runs as: it may write the
+    /// destination storage and the status container, nothing else.
+    pub identity_id: String,
+    pub identity_client_id: String,
+    #[serde(default = "default_admin")]
+    pub admin_user: String,
+    /// The worker accepts SSH keys only (no password); it has no public IP.
+    pub ssh_public_key: String,
+    /// The agent binary the worker downloads (https, no SAS) and its SHA-256.
+    pub agent_url: String,
+    pub agent_sha256: String,
+    /// Block blob container the worker writes its status document to.
+    pub status_container: String,
+    /// Create the status container when it is missing (needs a role that
+    /// may create containers; otherwise create it once by hand).
+    #[serde(default)]
+    pub create_status_container: bool,
+    /// Storage service version for the status blob (Azurite wants an older one).
+    #[serde(default)]
+    pub storage_api_version: Option<String>,
+    /// Deallocate the source VM before its snapshots (crash consistency
+    /// across several disks) and start it again afterwards.
+    #[serde(default)]
+    pub stop_source: bool,
+    /// How often the worker's status blob is read while it runs.
+    #[serde(default = "default_watch_poll")]
+    pub watch_poll_ms: u64,
+    /// How often the worker VM itself is looked at (is it still there?).
+    /// Single-VM reads are throttled at 12 a minute per VM.
+    #[serde(default = "default_vm_check")]
+    pub vm_check_secs: u64,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CredentialKind {
+    /// The VM's (or Arc machine's) managed identity: IMDS.
+    #[default]
+    ManagedIdentity,
+    /// AKS workload identity (AZURE_FEDERATED_TOKEN_FILE, AZURE_CLIENT_ID, AZURE_TENANT_ID).
+    WorkloadIdentity,
+    /// `az login` on this machine.
+    AzureCli,
+    /// A service principal: AZURE_TENANT_ID, AZURE_CLIENT_ID, AZURE_CLIENT_SECRET.
+    ClientSecret,
+    /// A bearer token obtained out of band, in DISKFERRY_ARM_TOKEN (tests, break-glass).
+    EnvToken,
+}
+
+fn default_endpoint() -> String {
+    "https://management.azure.com".into()
+}
+fn default_vm_size() -> String {
+    "Standard_D4s_v5".into()
+}
+fn default_image() -> String {
+    "Canonical:ubuntu-24_04-lts:server:latest".into()
+}
+fn default_watch_poll() -> u64 {
+    2000
+}
+fn default_vm_check() -> u64 {
+    30
+}
+fn default_admin() -> String {
+    "diskferry".into()
+}
+
+impl AzureSettings {
+    /// Checks serde cannot make: shapes that would fail only at the first run.
+    pub fn validate(&self) -> Result<()> {
+        let plain = |v: &str| !v.is_empty() && v.chars().all(|c| c.is_ascii_alphanumeric() || "-_.()".contains(c));
+        if !plain(&self.subscription) || !plain(&self.resource_group) {
+            bail!("azure.subscription and azure.resource_group must be plain names");
+        }
+        if self.image.split(':').count() != 4 {
+            bail!("azure.image must be publisher:offer:sku:version (got {:?})", self.image);
+        }
+        for (k, v) in [("subnet_id", &self.subnet_id), ("identity_id", &self.identity_id)] {
+            if !v.starts_with("/subscriptions/") {
+                bail!("azure.{k} must be a resource id (/subscriptions/...)");
+            }
+        }
+        for (k, v) in [("agent_url", &self.agent_url), ("status_container", &self.status_container)] {
+            if v.contains('?') {
+                bail!("azure.{k} must not carry a query (no SAS: the worker uses its managed identity)");
+            }
+        }
+        if !self.arm_endpoint.starts_with("https://") && !crate::destination::is_loopback_url(&self.arm_endpoint) {
+            bail!("azure.arm_endpoint must be https:// (plain http only to a loopback test endpoint)");
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,319 @@
+//! The `azure` provider end to end: the coordinator binary drives an
+//! in-process ARM simulator (snapshots, a worker VM that boots a real agent,
+//! deletes, tags), the agent writes page blobs on Azurite, and the results
+//! are compared byte for byte with the source disks.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use common::armsim::{self, ArmSim, FailRule};
+use common::{agent_bin, azurite, identical, make_disk, poke, Coord};
+use serde_json::Value;
+
+const MIB: u64 = 1 << 20;
+const WORK: &str = "work";
+
+struct Fixture {
+    coord: Coord,
+    sim: Arc<ArmSim>,
+    os: PathBuf,
+    data: PathBuf,
+    dest: String,
+}
+
+impl Fixture {
+    fn new(test: &str) -> Self {
+        let coord = Coord::new(true);
+        let src = coord.path().join("src");
+        std::fs::create_dir_all(&src).unwrap();
+        let (os, data) = (src.join("os.img"), src.join("data0.img"));
+        make_disk(&os, 40 * MIB, &[(0, 3 * MIB), (17 * MIB, 5 * MIB)], 11);
+        make_disk(&data, 24 * MIB, &[(MIB, 2 * MIB), (20 * MIB, 4 * MIB)], 12);
+        let env = vec![("AZURE_STORAGE_CONNECTION_STRING".to_owned(), azurite::connection_string())];
+        let sim = ArmSim::start(&coord.path().join("sim"), &agent_bin(), env);
+        sim.add_vm("prod", "web1", "westeurope", &os, &[(0, &data)]);
+        let endpoint = coord.endpoint.clone().unwrap();
+        let status = azurite::container(&format!("{test}-status"));
+        std::fs::write(
+            &coord.config,
+            format!(
+                r#"provider = "azure"
+[storage]
+create_container = true
+retry_for_secs = 3
+concurrency = 8
+[run]
+deadline_secs = 120
+status_interval_ms = 100
+[azure]
+subscription = "{sub}"
+resource_group = "{WORK}"
+arm_endpoint = "{base}"
+credential = "env-token"
+subnet_id = "/subscriptions/{sub}/resourceGroups/net/providers/Microsoft.Network/virtualNetworks/v/subnets/workers"
+identity_id = "/subscriptions/{sub}/resourceGroups/id/providers/Microsoft.ManagedIdentity/userAssignedIdentities/df-worker"
+identity_client_id = "6f1c2e3a-0000-4c1d-9e8f-123456789abc"
+ssh_public_key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIExample ops@example"
+agent_url = "https://acct.blob.core.windows.net/diskferry/diskferry-agent"
+agent_sha256 = "{sha}"
+status_container = "{endpoint}/{account}/{status}"
+create_status_container = true
+watch_poll_ms = 100
+vm_check_secs = 1
+"#,
+                sub = armsim::SUB,
+                base = sim.base,
+                sha = "ab".repeat(32),
+                account = azurite::ACCOUNT,
+            ),
+        )
+        .unwrap();
+        let dest = coord.container(test);
+        Self { coord, sim, os, data, dest }
+    }
+
+    fn cmd(&self, args: &[&str]) -> std::process::Output {
+        self.coord.cmd().env("DISKFERRY_ARM_TOKEN", armsim::TOKEN).args(args).output().unwrap()
+    }
+
+    fn json(&self, args: &[&str]) -> Value {
+        let out = self.cmd(args);
+        assert!(
+            out.status.success(),
+            "diskferry {args:?} failed ({:?}): {}\n{}",
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr),
+            String::from_utf8_lossy(&out.stdout)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    fn create(&self, name: &str) {
+        let out = self.cmd(&["replica", "create", name, "--vm", "prod/web1", "--to", &self.dest]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    /// The run's leftovers in the work group: everything named df-.
+    fn leftovers(&self) -> Vec<String> {
+        self.sim.names(WORK, "df-")
+    }
+
+    fn snapshots(&self) -> Vec<Value> {
+        let ids: Vec<String> = self.leftovers();
+        ids.iter()
+            .filter_map(|n| n.strip_prefix("Microsoft.Compute/snapshots/"))
+            .map(|n| {
+                self.sim
+                    .resource(&format!("{}/providers/Microsoft.Compute/snapshots/{n}", armsim::rg_path(WORK)))
+                    .unwrap()
+            })
+            .collect()
+    }
+
+    fn import_and_compare(&self, replica: &str) {
+        let out = self.coord.path().join(format!("import-{}", rand_suffix()));
+        std::fs::create_dir_all(&out).unwrap();
+        let o = self.cmd(&["import", replica, "--to", out.to_str().unwrap()]);
+        assert!(o.status.success(), "import: {}", String::from_utf8_lossy(&o.stderr));
+        assert!(identical(&self.os, &out.join("os.vhd")), "the os disk differs after import");
+        assert!(identical(&self.data, &out.join("lun0.vhd")), "the data disk differs after import");
+        std::fs::remove_dir_all(&out).unwrap();
+    }
+}
+
+fn rand_suffix() -> u128 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()
+}
+
+fn only_retained_snapshots(f: &Fixture) {
+    for s in f.snapshots() {
+        assert_eq!(s["tags"]["diskferry-retained"], "true", "{s}");
+        assert!(s["tags"].get("diskferry-expires").is_none(), "a retained snapshot has no expiry: {s}");
+    }
+    let others: Vec<String> =
+        f.leftovers().into_iter().filter(|n| !n.starts_with("Microsoft.Compute/snapshots/")).collect();
+    assert!(others.is_empty(), "left behind: {others:?}");
+    assert_eq!(f.sim.running_workers(), 0, "an agent still runs");
+}
+
+#[test]
+fn azure_runs_sync_incrementally_through_arm_and_clean_up() {
+    let f = Fixture::new("az-e2e");
+    // Throttle a share of requests: every 9th is a 429 with Retry-After: 1.
+    f.sim.with(|s| {
+        s.throttle_every = 9;
+        s.retry_after = 1;
+    });
+    f.create("web");
+    let run = f.json(&["run", "web", "--json"]);
+    assert_eq!(run["run"]["status"], "succeeded", "{run}");
+    let (throttled, log, user_data) = f.sim.with(|s| (s.throttled, s.log.clone(), s.user_data.clone()));
+    assert!(throttled >= 2, "the simulator throttled {throttled} requests");
+    // Snapshots were incremental, taken before the worker, which had its
+    // disks created inline from them at LUN 0 and 1.
+    let snaps = f.snapshots();
+    assert_eq!(snaps.len(), 2, "{snaps:?}");
+    for s in &snaps {
+        assert_eq!(s["properties"]["incremental"], true);
+        assert_eq!(s["tags"]["diskferry-replica"], "web");
+    }
+    let first_put_vm = log.iter().position(|l| l.starts_with("PUT") && l.contains("/virtualMachines/df-")).unwrap();
+    assert!(log[..first_put_vm].iter().filter(|l| l.starts_with("PUT") && l.contains("/snapshots/")).count() >= 2);
+    assert!(
+        log.iter().any(|l| l.starts_with("DELETE") && l.contains("/virtualMachines/df-")),
+        "the worker was deleted"
+    );
+    only_retained_snapshots(&f);
+    // The worker's user data: cloud-config with the job, no secret.
+    let (_, ud) = user_data.iter().next().unwrap();
+    assert!(ud.starts_with("#cloud-config"));
+    for secret in [armsim::TOKEN, azurite::KEY, "sig=", "AccountKey"] {
+        assert!(!ud.contains(secret), "the user data carries {secret}");
+    }
+    f.import_and_compare("web");
+
+    // Change the source; the next run is incremental and keeps only its own snapshots.
+    let old: Vec<String> = snaps.iter().map(|s| s["name"].as_str().unwrap().to_owned()).collect();
+    poke(&f.os, 30 * MIB, MIB, 99);
+    poke(&f.data, 0, 64 * 1024, 98);
+    let run2 = f.json(&["run", "web", "--json"]);
+    assert_eq!(run2["run"]["status"], "succeeded", "{run2}");
+    let disks = run2["disks"].as_array().unwrap();
+    assert_eq!(disks.len(), 2, "{run2}");
+    for d in disks {
+        assert_eq!(d["full_sync"], false, "{d}");
+        assert!(d["bytes_sent"].as_u64().unwrap() <= 2 * MIB, "{d}");
+    }
+    let now: Vec<String> = f.snapshots().iter().map(|s| s["name"].as_str().unwrap().to_owned()).collect();
+    assert_eq!(now.len(), 2);
+    assert!(now.iter().all(|n| !old.contains(n)), "the older snapshots are deleted: {now:?} vs {old:?}");
+    only_retained_snapshots(&f);
+    f.import_and_compare("web");
+}
+
+#[test]
+fn a_failure_at_each_step_leaves_nothing_behind() {
+    let f = Fixture::new("az-fail");
+    f.create("web");
+    let rule = |method, path: &str, code, sync_status| FailRule { method, path: path.into(), code, sync_status };
+    let cases = [
+        ("a snapshot fails", rule("PUT", "/snapshots/df-", "SnapshotQuotaExceeded", None)),
+        ("the worker VM fails to provision", rule("PUT", "/virtualMachines/df-", "AllocationFailed", None)),
+        ("the worker VM is refused", rule("PUT", "/virtualMachines/df-", "OperationNotAllowed", Some(409))),
+        ("reading the VM fails", rule("GET", "/virtualMachines/web1", "InternalServerError", Some(400))),
+    ];
+    for (what, r) in cases {
+        let code = r.code;
+        f.sim.with(|s| s.fail = vec![r]);
+        let out = f.cmd(&["run", "web", "--json"]);
+        assert_eq!(out.status.code(), Some(1), "{what}: {}", String::from_utf8_lossy(&out.stderr));
+        let run: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(run["run"]["status"], "failed", "{what}: {run}");
+        assert!(run["run"]["error"].as_str().unwrap().contains(code), "{what}: {run}");
+        assert_eq!(f.leftovers(), Vec::<String>::new(), "{what}: left behind");
+        assert_eq!(f.sim.running_workers(), 0, "{what}");
+    }
+
+    // The worker VM disappears while the agent runs (deleted by someone
+    // else): the run says so and tears down the rest.
+    f.sim.with(|s| s.fail.clear());
+    let sim = f.sim.clone();
+    let killer = std::thread::spawn(move || {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while std::time::Instant::now() < deadline {
+            let vm = sim.names(WORK, "df-").into_iter().find(|n| n.starts_with("Microsoft.Compute/virtualMachines/"));
+            if let Some(vm) = vm {
+                let name = vm.rsplit('/').next().unwrap().to_owned();
+                let id = format!("{}/providers/Microsoft.Compute/virtualMachines/{name}", armsim::rg_path(WORK));
+                sim.with(|s| {
+                    s.resources.remove(&id.to_ascii_lowercase());
+                });
+                return true;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        false
+    });
+    let out = f.cmd(&["run", "web", "--json"]);
+    assert!(killer.join().unwrap(), "the worker VM never appeared");
+    let run: Value = serde_json::from_slice(&out.stdout).unwrap();
+    if run["run"]["status"] == "failed" {
+        assert!(run["run"]["error"].as_str().unwrap().contains("is gone"), "{run}");
+    }
+    // Either way (the agent may have finished first), nothing stays but
+    // retained snapshots; the orphaned inline disks are found by name.
+    let gc = f.json(&["gc", "--json"]);
+    assert!(gc["failed"].as_array().unwrap().is_empty(), "{gc}");
+    let left: Vec<String> =
+        f.leftovers().into_iter().filter(|n| !n.starts_with("Microsoft.Compute/snapshots/")).collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
+
+#[test]
+fn gc_without_the_database_goes_by_tags_and_names() {
+    let f = Fixture::new("az-gc");
+    f.create("web");
+    assert_eq!(f.json(&["run", "web", "--json"])["run"]["status"], "succeeded");
+    let retained = f.snapshots().len();
+    assert_eq!(retained, 2);
+    // Strays of runs this coordinator never knew: one expired, one not yet,
+    // an untagged inline disk created long ago, a NIC whose VM is gone.
+    let rg = armsim::rg_path(WORK);
+    let plant = |kind: &str, name: &str, v: Value| {
+        let id = format!("{rg}/providers/{kind}/{name}");
+        let mut v = v;
+        v["id"] = id.clone().into();
+        v["name"] = name.into();
+        v["type"] = kind.into();
+        f.sim.with(|s| s.resources.insert(id.to_ascii_lowercase(), v));
+    };
+    let past = chrono::Utc::now().timestamp() - 60;
+    let future = chrono::Utc::now().timestamp() + 3600;
+    let tags = |exp: i64| serde_json::json!({"diskferry-run": "20200101-000000.000-abcd", "diskferry-expires": exp.to_string()});
+    plant(
+        "Microsoft.Compute/snapshots",
+        "df-20200101-000000-000-abcd-os",
+        serde_json::json!({"tags": tags(past), "properties": {}}),
+    );
+    plant(
+        "Microsoft.Compute/snapshots",
+        "df-20300101-000000-000-beef-os",
+        serde_json::json!({"tags": tags(future), "properties": {}}),
+    );
+    plant(
+        "Microsoft.Compute/disks",
+        "df-20200101-000000-000-abcd-tmp-lun0",
+        serde_json::json!({"properties": {"timeCreated": "2020-01-01T00:00:00Z"}}),
+    );
+    plant(
+        "Microsoft.Network/networkInterfaces",
+        "df-20200101-000000-000-abcd-nic",
+        serde_json::json!({"properties": {}}),
+    );
+    plant(
+        "Microsoft.Compute/disks",
+        "not-ours",
+        serde_json::json!({"properties": {"timeCreated": "2020-01-01T00:00:00Z"}}),
+    );
+
+    // A coordinator with a fresh state folder: its database knows nothing.
+    let fresh = Path::new(&f.coord.state).with_file_name("state-fresh");
+    let out = f
+        .coord
+        .cmd()
+        .env("DISKFERRY_ARM_TOKEN", armsim::TOKEN)
+        .env("DISKFERRY_STATE_DIR", &fresh)
+        .args(["gc", "--json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let left = f.leftovers();
+    assert!(left.contains(&"Microsoft.Compute/snapshots/df-20300101-000000-000-beef-os".to_owned()), "{left:?}");
+    assert_eq!(left.len(), retained + 1, "expired strays go, retained and unexpired stay: {left:?}");
+    assert!(f.sim.resource(&format!("{rg}/providers/Microsoft.Compute/disks/not-ours")).is_some(), "not ours: kept");
+    let token_leak = String::from_utf8_lossy(&out.stdout).contains(armsim::TOKEN);
+    assert!(!token_leak);
+}

@@ -1,0 +1,622 @@
+//! An in-process ARM simulator (test code; the product never talks to it by
+//! default). It follows the documented protocol: PUT answered 201 with
+//! `Azure-AsyncOperation`, DELETE and POST actions answered 202 with
+//! `Location`, operations that take several polls, 429 with `Retry-After`
+//! on a share of requests, ARM error bodies, bearer auth, list pages with
+//! `nextLink`.
+//!
+//! It models what the `azure` provider uses of Compute: VMs, managed disks
+//! and incremental snapshots whose bytes are files here, NICs, tags. A
+//! worker VM "boots" the way cloud-init would: the sim decodes its
+//! `userData`, takes the job from `write_files`, maps
+//! `/dev/disk/azure/scsi1/lunN` to the disk created at LUN N, and starts a
+//! real `diskferry-agent run` with the storage credentials in its
+//! environment (what the managed identity gives a real worker).
+#![allow(dead_code)]
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+
+use serde_json::{json, Value};
+
+pub const TOKEN: &str = "sim-token-SECRET";
+pub const SUB: &str = "s1";
+
+/// What a pending operation ends as.
+#[derive(Clone, Debug)]
+enum Outcome {
+    /// The resource at this key becomes Succeeded (and a VM boots).
+    Provisioned(String),
+    /// The resource ends Failed with (code, message).
+    Failed(String, String, String),
+    Deleted(Vec<String>),
+    Output(Value),
+    Done,
+}
+
+/// A request to fail: the first request whose method and path match fails,
+/// its operation ending with `code` (or, for `sync`, answered at once).
+#[derive(Clone, Debug)]
+pub struct FailRule {
+    pub method: &'static str,
+    /// A substring of the path (case-insensitive).
+    pub path: String,
+    pub code: &'static str,
+    /// Answer the request itself with this HTTP status instead of failing
+    /// its operation later.
+    pub sync_status: Option<u16>,
+}
+
+#[derive(Default)]
+pub struct SimState {
+    /// Lower-cased resource id -> resource JSON.
+    pub resources: BTreeMap<String, Value>,
+    /// Lower-cased disk or snapshot id -> its bytes.
+    pub files: HashMap<String, PathBuf>,
+    ops: HashMap<u64, (u32, Outcome)>,
+    next_op: u64,
+    pub requests: u64,
+    pub throttled: u64,
+    /// Answer every n-th request 429 (0 = never).
+    pub throttle_every: u64,
+    pub polls: u32,
+    pub retry_after: u32,
+    pub fail: Vec<FailRule>,
+    /// "METHOD path" of every request.
+    pub log: Vec<String>,
+    /// Every worker's decoded user data, by VM name.
+    pub user_data: BTreeMap<String, String>,
+    workers: HashMap<String, Child>,
+    /// Page size of list answers.
+    pub page: usize,
+}
+
+pub struct ArmSim {
+    pub base: String,
+    pub state: Arc<Mutex<SimState>>,
+    dir: PathBuf,
+    agent: PathBuf,
+    /// Environment of worker agents (storage credentials).
+    worker_env: Vec<(String, String)>,
+}
+
+impl Drop for ArmSim {
+    fn drop(&mut self) {
+        if let Ok(mut s) = self.state.lock() {
+            for (_, mut c) in s.workers.drain() {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+    }
+}
+
+fn key(path: &str) -> String {
+    path.split('?').next().unwrap_or(path).trim_end_matches('/').to_ascii_lowercase()
+}
+
+fn err(code: &str, message: &str) -> Value {
+    json!({"error": {"code": code, "message": message}})
+}
+
+pub fn rg_path(rg: &str) -> String {
+    format!("/subscriptions/{SUB}/resourceGroups/{rg}")
+}
+
+pub fn disk_id(rg: &str, name: &str) -> String {
+    format!("{}/providers/Microsoft.Compute/disks/{name}", rg_path(rg))
+}
+
+pub fn vm_id(rg: &str, name: &str) -> String {
+    format!("{}/providers/Microsoft.Compute/virtualMachines/{name}", rg_path(rg))
+}
+
+type Reply = (u16, Vec<(String, String)>, Value);
+
+impl ArmSim {
+    /// A simulator whose files live in `dir` and whose workers run `agent`.
+    pub fn start(dir: &Path, agent: &Path, worker_env: Vec<(String, String)>) -> Arc<Self> {
+        std::fs::create_dir_all(dir).unwrap();
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let base = format!("http://{}", l.local_addr().unwrap());
+        let state = Arc::new(Mutex::new(SimState { polls: 2, page: 2, ..Default::default() }));
+        let sim = Arc::new(Self { base, state, dir: dir.to_owned(), agent: agent.to_owned(), worker_env });
+        let s = Arc::downgrade(&sim);
+        std::thread::spawn(move || {
+            for c in l.incoming().flatten() {
+                let Some(sim) = s.upgrade() else { return };
+                std::thread::spawn(move || sim.serve(c));
+            }
+        });
+        sim
+    }
+
+    pub fn with<T>(&self, f: impl FnOnce(&mut SimState) -> T) -> T {
+        f(&mut self.state.lock().unwrap())
+    }
+
+    /// A source VM `rg/name` whose OS disk and data disks (LUN, file) are files.
+    pub fn add_vm(&self, rg: &str, name: &str, location: &str, os: &Path, data: &[(u32, &Path)]) {
+        let mut s = self.state.lock().unwrap();
+        let vm = vm_id(rg, name);
+        let mut add_disk = |disk: &str, file: &Path| -> String {
+            let id = disk_id(rg, disk);
+            let size = std::fs::metadata(file).unwrap().len();
+            s.resources.insert(
+                key(&id),
+                json!({"id": id, "name": disk, "type": "Microsoft.Compute/disks", "location": location,
+                       "managedBy": vm, "properties": {"diskSizeBytes": size, "diskSizeGB": size >> 30,
+                       "provisioningState": "Succeeded", "diskState": "Attached", "uniqueId": format!("u-{disk}")}}),
+            );
+            s.files.insert(key(&id), file.to_owned());
+            id
+        };
+        let os_id = add_disk(&format!("{name}-os"), os);
+        let data: Vec<Value> = data
+            .iter()
+            .map(|(lun, f)| {
+                let id = add_disk(&format!("{name}-data{lun}"), f);
+                json!({"lun": lun, "createOption": "Attach", "managedDisk": {"id": id}})
+            })
+            .collect();
+        s.resources.insert(
+            key(&vm),
+            json!({"id": vm, "name": name, "type": "Microsoft.Compute/virtualMachines", "location": location,
+                   "properties": {"provisioningState": "Succeeded", "storageProfile": {
+                       "osDisk": {"osType": "Linux", "createOption": "FromImage", "managedDisk": {"id": os_id}},
+                       "dataDisks": data}}}),
+        );
+    }
+
+    /// Resources whose id lives in `rg` and whose name starts with `prefix`.
+    pub fn names(&self, rg: &str, prefix: &str) -> Vec<String> {
+        let rg = rg_path(rg).to_ascii_lowercase();
+        self.with(|s| {
+            s.resources
+                .iter()
+                .filter(|(k, v)| k.starts_with(&rg) && v["name"].as_str().is_some_and(|n| n.starts_with(prefix)))
+                .map(|(_, v)| format!("{}/{}", v["type"].as_str().unwrap_or("?"), v["name"].as_str().unwrap_or("?")))
+                .collect()
+        })
+    }
+
+    pub fn resource(&self, id: &str) -> Option<Value> {
+        self.with(|s| s.resources.get(&key(id)).cloned())
+    }
+
+    pub fn running_workers(&self) -> usize {
+        self.with(|s| {
+            s.workers.values_mut().map(|c| c.try_wait().ok().flatten().is_none()).filter(|&alive| alive).count()
+        })
+    }
+
+    fn serve(&self, c: TcpStream) {
+        let mut r = BufReader::new(&c);
+        loop {
+            let mut line = String::new();
+            if r.read_line(&mut line).unwrap_or(0) == 0 {
+                return;
+            }
+            let mut parts = line.split_whitespace();
+            let (method, target) = (parts.next().unwrap_or("").to_owned(), parts.next().unwrap_or("").to_owned());
+            let (mut len, mut auth) = (0usize, String::new());
+            loop {
+                let mut h = String::new();
+                if r.read_line(&mut h).unwrap_or(0) == 0 {
+                    return;
+                }
+                if h.trim().is_empty() {
+                    break;
+                }
+                let Some((k, v)) = h.split_once(':') else { continue };
+                match k.to_ascii_lowercase().as_str() {
+                    "content-length" => len = v.trim().parse().unwrap_or(0),
+                    "authorization" => auth = v.trim().to_owned(),
+                    _ => {}
+                }
+            }
+            let mut body = vec![0u8; len];
+            if r.read_exact(&mut body).is_err() {
+                return;
+            }
+            let (status, headers, reply) = self.handle(&method, &target, &auth, &body);
+            let text = if reply.is_null() { String::new() } else { reply.to_string() };
+            let mut head =
+                format!("HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\n", text.len());
+            for (k, v) in headers {
+                head.push_str(&format!("{k}: {v}\r\n"));
+            }
+            head.push_str("\r\n");
+            let mut w = &c;
+            if w.write_all(head.as_bytes()).and_then(|_| w.write_all(text.as_bytes())).is_err() {
+                return;
+            }
+        }
+    }
+
+    fn handle(&self, method: &str, target: &str, auth: &str, body: &[u8]) -> Reply {
+        let mut s = self.state.lock().unwrap();
+        s.requests += 1;
+        s.log.push(format!("{method} {target}"));
+        if auth != format!("Bearer {TOKEN}") {
+            return (401, vec![], err("AuthenticationFailed", "The access token is invalid."));
+        }
+        if s.throttle_every > 0 && s.requests.is_multiple_of(s.throttle_every) {
+            s.throttled += 1;
+            let ra = s.retry_after.to_string();
+            return (429, vec![("Retry-After".into(), ra)], err("TooManyRequests", "Rate limit exceeded."));
+        }
+        let path = target.split('?').next().unwrap_or("").to_owned();
+        if let Some(id) = path.strip_prefix("/ops/").and_then(|i| i.parse::<u64>().ok()) {
+            return self.poll(&mut s, id, true);
+        }
+        if let Some(id) = path.strip_prefix("/locs/").and_then(|i| i.parse::<u64>().ok()) {
+            return self.poll(&mut s, id, false);
+        }
+        if !target.contains("api-version=") {
+            return (400, vec![], err("MissingApiVersionParameter", "The api-version query parameter is required."));
+        }
+        let fail = s
+            .fail
+            .iter()
+            .position(|f| f.method == method && path.to_ascii_lowercase().contains(&f.path.to_ascii_lowercase()));
+        let fail = fail.map(|i| s.fail.remove(i));
+        if let Some(FailRule { code, sync_status: Some(st), .. }) = &fail {
+            return (*st, vec![], err(code, "injected by the simulator"));
+        }
+        let body: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+        match method {
+            "GET" => self.get(&s, &path, target),
+            "PUT" => self.put(&mut s, &path, body, fail),
+            "PATCH" => match s.resources.get_mut(&key(&path)) {
+                Some(r) => {
+                    if let Some(t) = body["tags"].as_object() {
+                        r["tags"] = Value::Object(t.clone());
+                    }
+                    (200, vec![], r.clone())
+                }
+                None => (404, vec![], err("ResourceNotFound", "not found")),
+            },
+            "DELETE" => self.delete(&mut s, &path),
+            "POST" => {
+                let (parent, action) = path.rsplit_once('/').unwrap_or(("", ""));
+                if !s.resources.contains_key(&key(parent)) {
+                    return (404, vec![], err("ResourceNotFound", "not found"));
+                }
+                let outcome = match fail {
+                    Some(f) => Outcome::Failed(key(parent), f.code.into(), "injected by the simulator".into()),
+                    None => match action {
+                        "deallocate" | "start" | "powerOff" => {
+                            let state = if action == "start" { "running" } else { "deallocated" };
+                            s.resources.get_mut(&key(parent)).unwrap()["powerState"] = state.into();
+                            Outcome::Done
+                        }
+                        _ => return (400, vec![], err("InvalidRequest", "unsupported by the simulator")),
+                    },
+                };
+                let id = self.new_op(&mut s, outcome);
+                (
+                    202,
+                    vec![self.ra(&s), ("Location".into(), format!("{}/locs/{id}?monitor=true", self.base))],
+                    Value::Null,
+                )
+            }
+            _ => (405, vec![], err("MethodNotAllowed", "unsupported")),
+        }
+    }
+
+    fn ra(&self, s: &SimState) -> (String, String) {
+        ("Retry-After".to_owned(), s.retry_after.to_string())
+    }
+
+    fn new_op(&self, s: &mut SimState, outcome: Outcome) -> u64 {
+        s.next_op += 1;
+        let id = s.next_op;
+        let polls = s.polls;
+        s.ops.insert(id, (polls, outcome));
+        id
+    }
+
+    fn get(&self, s: &SimState, path: &str, target: &str) -> Reply {
+        if let Some(r) = s.resources.get(&key(path)) {
+            return (200, vec![], r.clone());
+        }
+        // A list: /subscriptions/S/resourceGroups/RG/providers/NS/TYPE
+        let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
+        if parts.len() == 7 && parts[4].eq_ignore_ascii_case("providers") {
+            let prefix = format!("{}/", key(path));
+            let all: Vec<Value> = s
+                .resources
+                .iter()
+                .filter(|(k, _)| k.starts_with(&prefix) && !k[prefix.len()..].contains('/'))
+                .map(|(_, v)| v.clone())
+                .collect();
+            let skip: usize = target
+                .split(['?', '&'])
+                .find_map(|q| q.strip_prefix("$skiptoken="))
+                .and_then(|t| t.parse().ok())
+                .unwrap_or(0);
+            let page: Vec<Value> = all.iter().skip(skip).take(s.page.max(1)).cloned().collect();
+            let mut out = json!({ "value": page });
+            if skip + s.page.max(1) < all.len() {
+                let api = target.split(['?', '&']).find(|q| q.starts_with("api-version=")).unwrap_or("");
+                out["nextLink"] = format!("{}{path}?{api}&$skiptoken={}", self.base, skip + s.page.max(1)).into();
+            }
+            return (200, vec![], out);
+        }
+        (404, vec![], err("ResourceNotFound", &format!("The Resource '{path}' was not found.")))
+    }
+
+    fn put(&self, s: &mut SimState, path: &str, mut v: Value, fail: Option<FailRule>) -> Reply {
+        let name = path.rsplit('/').next().unwrap_or("").to_owned();
+        let lower = path.to_ascii_lowercase();
+        let rtype = if lower.contains("/microsoft.compute/snapshots/") {
+            "Microsoft.Compute/snapshots"
+        } else if lower.contains("/microsoft.compute/virtualmachines/") {
+            "Microsoft.Compute/virtualMachines"
+        } else if lower.contains("/microsoft.compute/disks/") {
+            "Microsoft.Compute/disks"
+        } else {
+            return (400, vec![], err("InvalidResourceType", "unsupported by the simulator"));
+        };
+        if v["location"].as_str().is_none() {
+            return (400, vec![], err("LocationRequired", "The location property is required for this definition."));
+        }
+        v["id"] = path.into();
+        v["name"] = name.clone().into();
+        v["type"] = rtype.into();
+        v["properties"]["provisioningState"] = "Creating".into();
+        v["properties"]["timeCreated"] = chrono::Utc::now().to_rfc3339().into();
+        let created = match rtype {
+            "Microsoft.Compute/snapshots" => self.put_snapshot(s, path, &mut v),
+            "Microsoft.Compute/virtualMachines" => self.put_vm(s, path, &v, fail.is_none()),
+            _ => Err((400, err("InvalidRequest", "the simulator does not create standalone disks"))),
+        };
+        if let Err((st, e)) = created {
+            return (st, vec![], e);
+        }
+        s.resources.insert(key(path), v.clone());
+        let outcome = match fail {
+            Some(f) => Outcome::Failed(key(path), f.code.into(), "injected by the simulator".into()),
+            None => Outcome::Provisioned(key(path)),
+        };
+        let id = self.new_op(s, outcome);
+        let op = format!("{}/ops/{id}?api-version=2025-01-02", self.base);
+        (201, vec![self.ra(s), ("Azure-AsyncOperation".into(), op)], v)
+    }
+
+    fn put_snapshot(&self, s: &mut SimState, path: &str, v: &mut Value) -> Result<(), (u16, Value)> {
+        let cd = &v["properties"]["creationData"];
+        if cd["createOption"] != "Copy" {
+            return Err((400, err("InvalidParameter", "createOption must be Copy")));
+        }
+        let src = cd["sourceResourceId"].as_str().unwrap_or_default().to_owned();
+        let Some(file) = s.files.get(&key(&src)).cloned() else {
+            return Err((404, err("NotFound", &format!("Resource {src} is not found."))));
+        };
+        // The snapshot is taken when the request arrives: copy the bytes now.
+        let copy = self.dir.join(format!("snap-{}.img", s.next_op + 1 + s.files.len() as u64));
+        std::fs::copy(&file, &copy).map_err(|e| (500, err("InternalError", &e.to_string())))?;
+        let size = std::fs::metadata(&copy).map(|m| m.len()).unwrap_or(0);
+        v["properties"]["diskSizeBytes"] = size.into();
+        v["properties"]["incrementalSnapshotFamilyId"] = format!("family-{}", key(&src)).into();
+        s.files.insert(key(path), copy);
+        Ok(())
+    }
+
+    /// Validate a worker VM against what ARM would refuse or what the
+    /// provider promises (no public IP, disks and NIC deleted with it), and
+    /// create its inline disks and NIC.
+    fn put_vm(&self, s: &mut SimState, path: &str, v: &Value, boots: bool) -> Result<(), (u16, Value)> {
+        let bad = |m: &str| Err((400, err("InvalidParameter", m)));
+        let p = &v["properties"];
+        let nic = &p["networkProfile"]["networkInterfaceConfigurations"][0];
+        if nic["properties"]["deleteOption"] != "Delete" {
+            return bad("the worker's NIC must be deleted with it");
+        }
+        if !nic["properties"]["ipConfigurations"][0]["properties"]["publicIPAddressConfiguration"].is_null() {
+            return bad("the worker must have no public IP");
+        }
+        if v["identity"]["type"] != "UserAssigned" {
+            return bad("the worker must run as a user-assigned identity");
+        }
+        if p["storageProfile"]["osDisk"]["deleteOption"] != "Delete" {
+            return bad("the worker's OS disk must be deleted with it");
+        }
+        let ud = p["userData"].as_str().unwrap_or_default();
+        let Some(text) = unb64(ud).and_then(|b| String::from_utf8(b).ok()) else {
+            return bad("userData must be base64");
+        };
+        if text.len() > 64 * 1024 || !text.starts_with("#cloud-config") {
+            return bad("userData is not cloud-config within 64 KiB");
+        }
+        let rg = path.split("/providers/").next().unwrap_or_default().to_owned();
+        let location = v["location"].clone();
+        let mut made = Vec::new();
+        let mut luns = BTreeMap::new();
+        for d in p["storageProfile"]["dataDisks"].as_array().cloned().unwrap_or_default() {
+            let src = d["sourceResource"]["id"].as_str().unwrap_or_default();
+            let Some(file) = s.files.get(&key(src)).cloned() else {
+                return Err((404, err("NotFound", &format!("sourceResource {src} is not found."))));
+            };
+            if d["createOption"] != "Copy" || d["deleteOption"] != "Delete" {
+                return bad("data disks must be createOption Copy, deleteOption Delete");
+            }
+            let name = d["name"].as_str().unwrap_or_default().to_owned();
+            let id = format!("{rg}/providers/Microsoft.Compute/disks/{name}");
+            let copy = self.dir.join(format!("{name}.img"));
+            std::fs::copy(&file, &copy).map_err(|e| (500, err("InternalError", &e.to_string())))?;
+            luns.insert(d["lun"].as_u64().unwrap_or(0), copy.clone());
+            s.files.insert(key(&id), copy);
+            made.push((id, name, "Microsoft.Compute/disks"));
+        }
+        let os = p["storageProfile"]["osDisk"]["name"].as_str().unwrap_or_default().to_owned();
+        made.push((format!("{rg}/providers/Microsoft.Compute/disks/{os}"), os, "Microsoft.Compute/disks"));
+        let nic_name = nic["name"].as_str().unwrap_or_default().to_owned();
+        made.push((
+            format!("{rg}/providers/Microsoft.Network/networkInterfaces/{nic_name}"),
+            nic_name,
+            "Microsoft.Network/networkInterfaces",
+        ));
+        for (id, name, t) in made {
+            let mut r = json!({"id": id, "name": name, "type": t, "location": location,
+                   "properties": {"provisioningState": "Succeeded", "timeCreated": chrono::Utc::now().to_rfc3339()}});
+            if t == "Microsoft.Compute/disks" {
+                r["managedBy"] = path.into();
+            } else {
+                r["properties"]["virtualMachine"] = json!({ "id": path });
+            }
+            s.resources.insert(key(&id), r);
+        }
+        let vm_name = v["name"].as_str().unwrap_or_default().to_owned();
+        s.user_data.insert(vm_name.clone(), text.clone());
+        if !boots {
+            return Ok(()); // its creation will fail: it never runs
+        }
+        self.boot(s, &vm_name, &text, &luns)
+    }
+
+    /// What cloud-init and systemd would do: write the job, start the agent.
+    fn boot(
+        &self,
+        s: &mut SimState,
+        vm: &str,
+        cloud_config: &str,
+        luns: &BTreeMap<u64, PathBuf>,
+    ) -> Result<(), (u16, Value)> {
+        let docs = yaml_rust2::YamlLoader::load_from_str(cloud_config)
+            .map_err(|e| (400, err("InvalidUserData", &e.to_string())))?;
+        let files = docs[0]["write_files"].as_vec().cloned().unwrap_or_default();
+        let job = files
+            .iter()
+            .find(|f| f["path"].as_str() == Some("/etc/diskferry/job.json"))
+            .and_then(|f| unb64(f["content"].as_str().unwrap_or_default()))
+            .ok_or((400, err("InvalidUserData", "no job in the user data")))?;
+        let mut job = String::from_utf8(job).unwrap_or_default();
+        for (lun, file) in luns.iter().rev() {
+            job = job.replace(&format!("/dev/disk/azure/scsi1/lun{lun}\""), &format!("{}\"", file.display()));
+        }
+        let dir = self.dir.join(vm);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("job.json"), job).unwrap();
+        let log = std::fs::File::create(dir.join("agent.log")).unwrap();
+        let mut cmd = Command::new(&self.agent);
+        cmd.arg("run").arg("--job").arg(dir.join("job.json")).arg("--status-file").arg(dir.join("status.json"));
+        cmd.stdin(Stdio::null()).stdout(log.try_clone().unwrap()).stderr(log);
+        for (k, v) in &self.worker_env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().map_err(|e| (500, err("InternalError", &e.to_string())))?;
+        s.workers.insert(vm.to_owned(), child);
+        Ok(())
+    }
+
+    fn delete(&self, s: &mut SimState, path: &str) -> Reply {
+        let k = key(path);
+        let Some(r) = s.resources.get(&k).cloned() else { return (204, vec![], Value::Null) };
+        if r["type"] == "Microsoft.Compute/disks"
+            && r["managedBy"].as_str().is_some_and(|m| s.resources.contains_key(&key(m)))
+        {
+            return (409, vec![], err("OperationNotAllowed", "Disk is attached to a VM."));
+        }
+        let mut gone = vec![k.clone()];
+        if r["type"] == "Microsoft.Compute/virtualMachines" {
+            if let Some(mut c) = s.workers.remove(r["name"].as_str().unwrap_or_default()) {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+            // deleteOption: Delete takes the inline disks and NIC along.
+            for (rk, rv) in &s.resources {
+                let owner = rv["managedBy"].as_str().or(rv["properties"]["virtualMachine"]["id"].as_str());
+                if owner.is_some_and(|m| key(m) == k) {
+                    gone.push(rk.clone());
+                }
+            }
+        }
+        let id = self.new_op(s, Outcome::Deleted(gone));
+        (202, vec![self.ra(s), ("Location".into(), format!("{}/locs/{id}?monitor=true", self.base))], Value::Null)
+    }
+
+    fn poll(&self, s: &mut SimState, id: u64, async_op: bool) -> Reply {
+        let Some((left, outcome)) = s.ops.get(&id).cloned() else {
+            return (404, vec![], err("NotFound", "no such operation"));
+        };
+        if left > 0 {
+            s.ops.insert(id, (left - 1, outcome));
+            let ra = self.ra(s);
+            return if async_op {
+                (200, vec![ra], json!({"status": "InProgress"}))
+            } else {
+                (202, vec![ra, ("Location".into(), format!("{}/locs/{id}", self.base))], Value::Null)
+            };
+        }
+        let failed = match &outcome {
+            Outcome::Provisioned(k) => {
+                if let Some(r) = s.resources.get_mut(k) {
+                    r["properties"]["provisioningState"] = "Succeeded".into();
+                }
+                None
+            }
+            Outcome::Failed(k, code, message) => {
+                if let Some(r) = s.resources.get_mut(k) {
+                    r["properties"]["provisioningState"] = "Failed".into();
+                }
+                Some((code.clone(), message.clone()))
+            }
+            Outcome::Deleted(keys) => {
+                for k in keys {
+                    s.resources.remove(k);
+                    s.files.remove(k);
+                }
+                None
+            }
+            Outcome::Output(_) | Outcome::Done => None,
+        };
+        match (async_op, failed) {
+            (true, Some((code, message))) => {
+                (200, vec![], json!({"status": "Failed", "error": {"code": code, "message": message}}))
+            }
+            (true, None) => {
+                let out = if let Outcome::Output(v) = outcome { json!({"output": v}) } else { json!({}) };
+                (200, vec![], json!({"status": "Succeeded", "properties": out}))
+            }
+            (false, Some((code, message))) => (500, vec![], err(&code, &message)),
+            (false, None) => match outcome {
+                Outcome::Output(v) => (200, vec![], v),
+                _ => (200, vec![], Value::Null),
+            },
+        }
+    }
+}
+
+/// Standard base64 decoding (None on bad input).
+pub fn unb64(s: &str) -> Option<Vec<u8>> {
+    let val = |c: u8| -> Option<u32> {
+        Some(match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            _ => return None,
+        } as u32)
+    };
+    let s = s.trim().as_bytes();
+    if !s.len().is_multiple_of(4) {
+        return None;
+    }
+    let mut out = Vec::with_capacity(s.len() / 4 * 3);
+    for q in s.chunks(4) {
+        let pad = q.iter().rev().take_while(|&&c| c == b'=').count();
+        let mut n = 0u32;
+        for (i, &c) in q[..4 - pad].iter().enumerate() {
+            n |= val(c)? << (18 - 6 * i);
+        }
+        out.extend((0..3 - pad).map(|i| (n >> (16 - 8 * i)) as u8));
+    }
+    Some(out)
+}
