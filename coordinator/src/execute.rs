@@ -6,9 +6,15 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
-use diskferry_core::job::{JobDisk, JobSpec, JOB_VERSION};
+use diskferry_core::job::{JobDisk, JobSpec, RangeHint, JOB_VERSION};
 
-use crate::cloud::{Attach, Cloud, Kind, RunTags, Vm, WorkerSpec, WorkerState};
+use crate::cloud::{Attach, Cloud, Kind, RunTags, Vm, VmDisk, WorkerSpec, WorkerState};
+
+/// Hinted ranges are rounded out to this (the agent reads whole chunks anyway).
+const HINT_ALIGN: u64 = 64 * 1024;
+/// At most this many ranges per disk: a job travels in a VM's 64 KiB user
+/// data (a provider drops hints that do not fit, and says so).
+const MAX_HINT_RANGES: usize = 400;
 use crate::config::Config;
 use crate::destination::Destination;
 use crate::lifecycle::{Action, Lifecycle, Outcome};
@@ -162,7 +168,10 @@ impl Exec<'_> {
             }
             Action::StartWorker => {
                 let vm = x.vm.as_ref().ok_or_else(|| anyhow!("no VM"))?;
-                let job = self.job(vm, &x.devices)?;
+                let mut job = self.job(vm, &x.devices)?;
+                for (i, d) in vm.disks.iter().enumerate() {
+                    job.disks[i].hint = self.hint(d, &x.snapshots[i]);
+                }
                 let name = self.cloud.worker_name(&self.run.id);
                 x.worker = Some(name.clone());
                 self.plan(Kind::Worker, &name, None)?;
@@ -199,6 +208,51 @@ impl Exec<'_> {
 
     fn tags(&self) -> RunTags {
         RunTags { run_id: self.run.id.clone(), replica: self.replica.name.clone(), expires_at: self.expires }
+    }
+
+    /// The range hint for `disk`: what changed since the snapshot this
+    /// replica kept at its last successful run, if the provider can tell
+    /// and that run's generations are known for every destination. Without
+    /// one the agent reads the whole disk; the reason goes to stderr.
+    fn hint(&self, disk: &VmDisk, snapshot: &str) -> Option<RangeHint> {
+        let attempt = || -> Result<Option<RangeHint>> {
+            let retained = self.store.retained(&self.replica.name, Kind::Snapshot.as_str())?;
+            let Some(prev) = retained.iter().find(|r| r.disk.as_deref() == Some(&disk.name) && r.run_id != self.run.id)
+            else {
+                return Ok(None);
+            };
+            let mut gens: Vec<(u32, u64)> = self
+                .store
+                .run_disks(&prev.run_id)?
+                .into_iter()
+                .filter(|d| d.disk == disk.name)
+                .map(|d| (d.destination, d.generation))
+                .collect();
+            gens.sort_unstable();
+            let expected: Vec<u32> = (0..self.replica.destinations.len() as u32).collect();
+            if gens.iter().map(|g| g.0).collect::<Vec<_>>() != expected {
+                bail!("the destinations changed since run {}", prev.run_id);
+            }
+            let Some(raw) = self.cloud.changed_ranges(&prev.name, snapshot)? else { return Ok(None) };
+            let chunk = self.replica.chunk_size.max(HINT_ALIGN);
+            let ranges = RangeHint::coalesce(&raw, disk.size, HINT_ALIGN, chunk, MAX_HINT_RANGES)
+                .ok_or_else(|| anyhow!("{} changed ranges are too many to carry", raw.len()))?;
+            Ok(Some(RangeHint {
+                base_generations: gens.into_iter().map(|g| g.1).collect(),
+                disk_size: disk.size,
+                ranges,
+            }))
+        };
+        match attempt() {
+            Ok(h) => h,
+            Err(e) => {
+                eprintln!(
+                    "note: run {}: disk {}: no range hint, the worker reads it all: {e:#}",
+                    self.run.id, disk.name
+                );
+                None
+            }
+        }
     }
 
     fn plan(&self, kind: Kind, name: &str, disk: Option<&str>) -> Result<()> {

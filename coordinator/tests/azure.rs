@@ -187,11 +187,50 @@ fn azure_runs_sync_incrementally_through_arm_and_clean_up() {
         assert_eq!(d["full_sync"], false, "{d}");
         assert!(d["bytes_sent"].as_u64().unwrap() <= 2 * MIB, "{d}");
     }
+    // The snapshot diff was the worker's range hint: it read one chunk a disk.
+    for d in disks {
+        assert_eq!(d["bytes_read"], MIB, "only the hinted chunk is read: {d}");
+    }
+    let (diffs, grants, user_data) = f.sim.with(|s| (s.diffs, s.grants.len(), s.user_data.clone()));
+    assert!(diffs >= 2, "one page range diff per disk");
+    assert_eq!(grants, 0, "snapshot access is revoked after the diff");
+    let job = job_of(user_data.values().last().unwrap());
+    assert_eq!(job["disks"][0]["hint"]["base_generations"], serde_json::json!([1]), "{job}");
+    assert_eq!(job["disks"][0]["hint"]["ranges"], serde_json::json!([[30 * MIB, MIB]]), "{job}");
     let now: Vec<String> = f.snapshots().iter().map(|s| s["name"].as_str().unwrap().to_owned()).collect();
     assert_eq!(now.len(), 2);
     assert!(now.iter().all(|n| !old.contains(n)), "the older snapshots are deleted: {now:?} vs {old:?}");
     only_retained_snapshots(&f);
     f.import_and_compare("web");
+
+    // No diff this time (access is refused): the worker reads everything
+    // and the copy is still exact.
+    poke(&f.os, 2 * MIB, 4096, 97);
+    f.sim.with(|s| {
+        s.fail = vec![FailRule {
+            method: "POST",
+            path: "/beginGetAccess".into(),
+            code: "AuthorizationFailed",
+            sync_status: Some(403),
+        }];
+    });
+    let out = f.cmd(&["run", "web", "--json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no range hint"), "the coordinator says why");
+    let run3: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let os = run3["disks"].as_array().unwrap().iter().find(|d| d["disk"] == "os").unwrap().clone();
+    assert!(os["bytes_read"].as_u64().unwrap() > 4 * MIB, "a full read: {os}");
+    assert_eq!(f.sim.with(|s| s.grants.len()), 0);
+    only_retained_snapshots(&f);
+    f.import_and_compare("web");
+}
+
+/// The job inside a worker's cloud-config.
+fn job_of(cloud_config: &str) -> Value {
+    let docs = yaml_rust2::YamlLoader::load_from_str(cloud_config).unwrap();
+    let files = docs[0]["write_files"].as_vec().unwrap();
+    let f = files.iter().find(|f| f["path"].as_str() == Some("/etc/diskferry/job.json")).unwrap();
+    serde_json::from_slice(&armsim::unb64(f["content"].as_str().unwrap()).unwrap()).unwrap()
 }
 
 #[test]

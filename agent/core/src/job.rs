@@ -128,6 +128,37 @@ impl RangeHint {
         Ok(())
     }
 
+    /// Ranges as a hint wants them from a raw list (a snapshot diff's page
+    /// and clear ranges, inclusive or not, in any order): rounded out to
+    /// `align` (a power of two, at least 512), clipped to the disk, sorted,
+    /// merged. `None` when more than `max` ranges remain even at `coarse`
+    /// alignment (the hint would be too big to carry).
+    pub fn coalesce(raw: &[[u64; 2]], disk_size: u64, align: u64, coarse: u64, max: usize) -> Option<Vec<[u64; 2]>> {
+        for a in [align, coarse] {
+            let mut spans: Vec<(u64, u64)> = raw
+                .iter()
+                .filter(|r| r[1] > 0 && r[0] < disk_size)
+                .map(|&[off, len]| {
+                    let start = off / a * a;
+                    let end = off.saturating_add(len).div_ceil(a).saturating_mul(a).min(disk_size);
+                    (start, end)
+                })
+                .collect();
+            spans.sort_unstable();
+            let mut out: Vec<[u64; 2]> = Vec::new();
+            for (start, end) in spans {
+                match out.last_mut() {
+                    Some(last) if start <= last[0] + last[1] => last[1] = last[1].max(end - last[0]),
+                    _ => out.push([start, end - start]),
+                }
+            }
+            if out.len() <= max {
+                return Some(out);
+            }
+        }
+        None
+    }
+
     /// Does any range touch bytes `r`?
     pub fn touches(&self, r: std::ops::Range<u64>) -> bool {
         // Ranges are sorted: the first whose end is past r.start decides.
@@ -276,6 +307,20 @@ mod tests {
         j.disks[0].hint =
             Some(RangeHint { base_generations: vec![3], disk_size: 8 << 20, ranges: vec![[0, 512], [1 << 20, 4096]] });
         assert_eq!(JobSpec::parse(&j.to_json()), Ok(j));
+    }
+
+    #[test]
+    fn raw_ranges_coalesce_to_aligned_disjoint_ones() {
+        let mib = 1 << 20;
+        let raw = [[5 * mib + 10, 100], [0, 512], [511, 2], [5 * mib, 4096], [9 * mib - 512, 4096]];
+        let r = RangeHint::coalesce(&raw, 9 * mib, 4096, mib, 10).unwrap();
+        assert_eq!(r, vec![[0, 4096], [5 * mib, 4096], [9 * mib - 4096, 4096]]);
+        // Too many at 4 KiB: whole chunks instead.
+        let near = [[0, 512], [8192, 512]];
+        assert_eq!(RangeHint::coalesce(&near, 9 * mib, 4096, mib, 1), Some(vec![[0, mib]]));
+        assert_eq!(RangeHint::coalesce(&raw, 9 * mib, 4096, mib, 2), None, "3 chunks apart: cannot fit in 2");
+        let h = RangeHint { base_generations: vec![1], disk_size: 9 * mib, ranges: r };
+        assert_eq!(h.check(), Ok(()));
     }
 
     #[test]

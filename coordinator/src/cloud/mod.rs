@@ -170,6 +170,13 @@ pub trait Cloud: Send + Sync + std::fmt::Debug {
     /// Delete a resource; deleting one that does not exist succeeds.
     fn delete(&self, kind: Kind, name: &str) -> Result<()>;
 
+    /// Byte ranges `[offset, length]` that differ between two snapshots of
+    /// one disk, or `None` when this provider cannot tell without reading
+    /// them (then the agent reads everything).
+    fn changed_ranges(&self, _previous: &str, _current: &str) -> Result<Option<Vec<[u64; 2]>>> {
+        Ok(None)
+    }
+
     /// Mark a snapshot as its replica's newest, to be kept (the store
     /// records it too; a provider with tags records it on the resource).
     fn retain(&self, _kind: Kind, _name: &str) -> Result<()> {

@@ -64,15 +64,23 @@ pub struct SimState {
     /// Answer every n-th request 429 (0 = never).
     pub throttle_every: u64,
     pub polls: u32,
+    /// Retry-After on 429s.
     pub retry_after: u32,
+    /// Retry-After on 201/202 replies and polls of running operations.
+    pub poll_after: u32,
     pub fail: Vec<FailRule>,
     /// "METHOD path" of every request.
     pub log: Vec<String>,
     /// Every worker's decoded user data, by VM name.
     pub user_data: BTreeMap<String, String>,
     workers: HashMap<String, Child>,
-    /// Page size of list answers.
+    /// Page size of list answers (and of page range diffs).
     pub page: usize,
+    /// Read access granted: SAS token -> snapshot key.
+    pub grants: HashMap<String, String>,
+    next_grant: u64,
+    /// Page range diffs served.
+    pub diffs: u64,
 }
 
 pub struct ArmSim {
@@ -203,7 +211,7 @@ impl ArmSim {
             }
             let mut parts = line.split_whitespace();
             let (method, target) = (parts.next().unwrap_or("").to_owned(), parts.next().unwrap_or("").to_owned());
-            let (mut len, mut auth) = (0usize, String::new());
+            let (mut len, mut auth, mut prev) = (0usize, String::new(), String::new());
             loop {
                 let mut h = String::new();
                 if r.read_line(&mut h).unwrap_or(0) == 0 {
@@ -216,6 +224,7 @@ impl ArmSim {
                 match k.to_ascii_lowercase().as_str() {
                     "content-length" => len = v.trim().parse().unwrap_or(0),
                     "authorization" => auth = v.trim().to_owned(),
+                    "x-ms-previous-snapshot-url" => prev = v.trim().to_owned(),
                     _ => {}
                 }
             }
@@ -223,8 +232,16 @@ impl ArmSim {
             if r.read_exact(&mut body).is_err() {
                 return;
             }
-            let (status, headers, reply) = self.handle(&method, &target, &auth, &body);
-            let text = if reply.is_null() { String::new() } else { reply.to_string() };
+            let (status, headers, reply) = if target.starts_with("/sas/") {
+                self.page_diff(&target, &prev)
+            } else {
+                self.handle(&method, &target, &auth, &body)
+            };
+            let text = match reply {
+                Value::Null => String::new(),
+                Value::String(xml) => xml,
+                v => v.to_string(),
+            };
             let mut head =
                 format!("HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\n", text.len());
             for (k, v) in headers {
@@ -290,6 +307,18 @@ impl ArmSim {
                 let outcome = match fail {
                     Some(f) => Outcome::Failed(key(parent), f.code.into(), "injected by the simulator".into()),
                     None => match action {
+                        "beginGetAccess" => {
+                            s.next_grant += 1;
+                            let token = format!("g{}", s.next_grant);
+                            s.grants.insert(token.clone(), key(parent));
+                            let sas = format!("{}/sas/{token}?sv=2018-03-28&sr=b&sig=SIMSAS-SECRET", self.base);
+                            Outcome::Output(json!({ "accessSAS": sas }))
+                        }
+                        "endGetAccess" => {
+                            let k = key(parent);
+                            s.grants.retain(|_, v| *v != k);
+                            Outcome::Done
+                        }
                         "deallocate" | "start" | "powerOff" => {
                             let state = if action == "start" { "running" } else { "deallocated" };
                             s.resources.get_mut(&key(parent)).unwrap()["powerState"] = state.into();
@@ -310,7 +339,7 @@ impl ArmSim {
     }
 
     fn ra(&self, s: &SimState) -> (String, String) {
-        ("Retry-After".to_owned(), s.retry_after.to_string())
+        ("Retry-After".to_owned(), s.poll_after.to_string())
     }
 
     fn new_op(&self, s: &mut SimState, outcome: Outcome) -> u64 {
@@ -590,6 +619,68 @@ impl ArmSim {
                 _ => (200, vec![], Value::Null),
             },
         }
+    }
+}
+
+impl ArmSim {
+    /// The data plane of a snapshot SAS: Get Page Ranges with
+    /// `x-ms-previous-snapshot-url`, at 64 KiB granularity, a few ranges a
+    /// page with `NextMarker`.
+    fn page_diff(&self, target: &str, prev_url: &str) -> Reply {
+        let xml_err = |st: u16, code: &str| (st, vec![], Value::String(format!("<Error><Code>{code}</Code></Error>")));
+        let mut s = self.state.lock().unwrap();
+        s.log.push(format!("GET {}", target.split('?').next().unwrap_or("")));
+        let token_of = |url: &str| -> Option<String> {
+            let rest = url.split("/sas/").nth(1)?;
+            let (tok, q) = rest.split_once('?')?;
+            q.contains("sig=SIMSAS-SECRET").then(|| tok.to_owned())
+        };
+        let (Some(cur), Some(prev)) = (token_of(target), token_of(prev_url)) else {
+            return xml_err(403, "AuthenticationFailed");
+        };
+        let (Some(cur_k), Some(prev_k)) = (s.grants.get(&cur).cloned(), s.grants.get(&prev).cloned()) else {
+            return xml_err(403, "AuthenticationFailed");
+        };
+        if !target.contains("comp=pagelist") {
+            return xml_err(400, "InvalidQueryParameterValue");
+        }
+        let family = |k: &str| s.resources.get(k).map(|r| r["properties"]["incrementalSnapshotFamilyId"].clone());
+        if family(&cur_k) != family(&prev_k) || family(&cur_k).is_none() {
+            return xml_err(409, "PreviousSnapshotNotFound");
+        }
+        let (a, b) = match (s.files.get(&prev_k), s.files.get(&cur_k)) {
+            (Some(a), Some(b)) => (std::fs::read(a).unwrap(), std::fs::read(b).unwrap()),
+            _ => return xml_err(404, "BlobNotFound"),
+        };
+        const G: usize = 64 * 1024;
+        let mut ranges: Vec<(usize, usize, bool)> = Vec::new(); // (start, end exclusive, cleared)
+        for (i, cb) in b.chunks(G).enumerate() {
+            let ca = a.get(i * G..(i * G + cb.len()).min(a.len())).unwrap_or(&[]);
+            if ca == cb {
+                continue;
+            }
+            let cleared = cb.iter().all(|&x| x == 0);
+            match ranges.last_mut() {
+                Some(r) if r.1 == i * G && r.2 == cleared => r.1 += cb.len(),
+                _ => ranges.push((i * G, i * G + cb.len(), cleared)),
+            }
+        }
+        let skip: usize =
+            target.split(['?', '&']).find_map(|q| q.strip_prefix("marker=")).and_then(|m| m.parse().ok()).unwrap_or(0);
+        let page = s.page.max(1);
+        let mut xml = String::from("<?xml version=\"1.0\" encoding=\"utf-8\"?><PageList>");
+        for (start, end, cleared) in ranges.iter().skip(skip).take(page) {
+            let tag = if *cleared { "ClearRange" } else { "PageRange" };
+            xml.push_str(&format!("<{tag}><Start>{start}</Start><End>{}</End></{tag}>", end - 1));
+        }
+        if skip + page < ranges.len() {
+            xml.push_str(&format!("<NextMarker>{}</NextMarker>", skip + page));
+        } else {
+            xml.push_str("<NextMarker />");
+        }
+        xml.push_str("</PageList>");
+        s.diffs += 1;
+        (200, vec![], Value::String(xml))
     }
 }
 

@@ -1,6 +1,7 @@
 //! The `azure` provider: ARM REST code behind the same `Cloud` trait as
 //! `local`.
 //! - [`arm`]: the ARM client (LRO, throttling, error bodies);
+//! - [`diff`]: the changed ranges between two incremental snapshots;
 //! - [`names`]: resource paths, api-versions, run names and tags;
 //! - [`settings`]: the `[azure]` config section;
 //! - [`token`]: ARM tokens from `azure_identity` credentials;
@@ -11,6 +12,7 @@
 //! Azurite (`coordinator/tests/azure.rs`); the simulator is test code.
 
 pub mod arm;
+pub mod diff;
 pub mod names;
 pub mod provider;
 pub mod settings;

@@ -145,7 +145,14 @@ impl AzureCloud {
             sha256: self.s.agent_sha256.clone(),
             identity_client_id: self.s.identity_client_id.clone(),
         };
-        let user_data = userdata::render_base64(&job, &agent)?;
+        let user_data = match userdata::render_base64(&job, &agent) {
+            Err(e) if job.disks.iter().any(|d| d.hint.is_some()) => {
+                eprintln!("note: worker {}: {e:#}; sending the job without range hints", w.name);
+                job.disks.iter_mut().for_each(|d| d.hint = None);
+                userdata::render_base64(&job, &agent)?
+            }
+            r => r?,
+        };
         let img: Vec<&str> = self.s.image.split(':').collect();
         let data_disks: Vec<Value> = w
             .disks
@@ -354,6 +361,28 @@ impl Cloud for AzureCloud {
             Kind::TempDisk => self.arm.delete(&with_api(&self.work.disk(name), DISK_API)),
             Kind::Snapshot => self.arm.delete(&with_api(&self.work.snapshot(name), DISK_API)),
         }
+    }
+
+    fn changed_ranges(&self, previous: &str, current: &str) -> Result<Option<Vec<[u64; 2]>>> {
+        // Read access to both snapshots (at most five SAS per snapshot
+        // family at a time), the diff, then access revoked whatever happened.
+        let grant = |name: &str| -> Result<String> {
+            let path = with_api(&format!("{}/beginGetAccess", self.work.snapshot(name)), DISK_API);
+            let out = self.arm.post(&path, Some(&json!({ "access": "Read", "durationInSeconds": 3600 })))?;
+            out["accessSAS"].as_str().map(str::to_owned).ok_or_else(|| anyhow!("snapshot {name}: no accessSAS granted"))
+        };
+        let revoke = |name: &str| {
+            let path = with_api(&format!("{}/endGetAccess", self.work.snapshot(name)), DISK_API);
+            self.arm.post(&path, None).map(|_| ())
+        };
+        let diff = grant(previous).and_then(|prev| {
+            let cur = grant(current)?;
+            super::diff::changed_ranges(&cur, &prev)
+        });
+        let revoked = revoke(previous).and(revoke(current));
+        let ranges = diff?;
+        revoked.context("revoking access to the snapshots")?;
+        Ok(Some(ranges))
     }
 
     fn retain(&self, kind: Kind, name: &str) -> Result<()> {
