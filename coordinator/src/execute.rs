@@ -136,7 +136,9 @@ impl Exec<'_> {
                 for d in &self.replica.destinations {
                     Destination::parse(d)?.preflight(&self.replica.name)?;
                 }
-                x.vm = Some(self.cloud.read_vm(&self.replica.vm)?);
+                let vm = self.cloud.read_vm(&self.replica.vm)?;
+                self.store.set_vm_facts(&self.replica.name, &vm.facts(), now())?;
+                x.vm = Some(vm);
                 Ok(())
             }
             Action::Snapshot => {

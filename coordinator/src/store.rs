@@ -13,7 +13,8 @@ use anyhow::{bail, Context, Result};
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
 /// Schema migrations, applied in order; the index + 1 is the schema version.
-const MIGRATIONS: &[&str] = &["CREATE TABLE replicas (
+const MIGRATIONS: &[&str] = &[
+    "CREATE TABLE replicas (
         name TEXT PRIMARY KEY,
         vm TEXT NOT NULL,
         destinations TEXT NOT NULL,
@@ -62,7 +63,16 @@ const MIGRATIONS: &[&str] = &["CREATE TABLE replicas (
         expires_at BIGINT NOT NULL,
         deleted_at BIGINT
     );
-    CREATE INDEX resources_by_run ON resources (run_id);"];
+    CREATE INDEX resources_by_run ON resources (run_id);",
+    // What the source VM looked like at its latest run (osType, Hyper-V
+    // generation, security type, location, disks): an import must not need
+    // the source region, which may be the one that is down.
+    "CREATE TABLE vm_facts (
+        replica TEXT PRIMARY KEY,
+        facts TEXT NOT NULL,
+        updated_at BIGINT NOT NULL
+    );",
+];
 
 /// Run states as stored.
 pub mod status {
@@ -414,6 +424,25 @@ impl Store {
         ))?;
         let rows = st.query_map(params![replica, kind], resource_row)?;
         Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Record what the replica's source VM looks like now.
+    pub fn set_vm_facts(&self, replica: &str, facts: &serde_json::Value, now: i64) -> Result<()> {
+        self.conn.execute(
+            "INSERT INTO vm_facts (replica, facts, updated_at) VALUES (?1, ?2, ?3)
+             ON CONFLICT (replica) DO UPDATE SET facts = excluded.facts, updated_at = excluded.updated_at",
+            params![replica, facts.to_string(), now],
+        )?;
+        Ok(())
+    }
+
+    /// What the replica's source VM looked like at its latest run.
+    pub fn vm_facts(&self, replica: &str) -> Result<Option<serde_json::Value>> {
+        let text: Option<String> = self
+            .conn
+            .query_row("SELECT facts FROM vm_facts WHERE replica = ?1", params![replica], |r| r.get(0))
+            .optional()?;
+        Ok(text.and_then(|t| serde_json::from_str(&t).ok()))
     }
 
     pub fn resource(&self, name: &str) -> Result<Option<Resource>> {

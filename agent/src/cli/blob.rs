@@ -48,6 +48,21 @@ pub struct DownloadArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct PromoteArgs {
+    #[command(flatten)]
+    pub dest: DestArgs,
+    /// Generation to promote [default: the newest].
+    #[arg(long, value_name = "G")]
+    pub point: Option<u64>,
+    /// Name of the new blob in the same container (e.g. imports/web/os.g7.vhd).
+    #[arg(long = "as", value_name = "BLOB")]
+    pub name: String,
+    /// Give up waiting for the copy after this many seconds.
+    #[arg(long, default_value_t = 3600)]
+    pub timeout_secs: u64,
+}
+
+#[derive(Debug, Args)]
 pub struct VerifyArgs {
     /// The disk to compare with: an image file or a block device.
     pub source: PathBuf,
@@ -128,6 +143,54 @@ pub fn run_download(a: DownloadArgs) -> Result<(), Failure> {
         r.ranges,
         r.seconds
     );
+    Ok(())
+}
+
+/// Copy a recovery point to a standalone page blob, server side: what
+/// Azure's disk import (`createOption: Import`) reads.
+pub fn run_promote(a: PromoteArgs) -> Result<(), Failure> {
+    let Target::PageBlob(addr) = &a.dest.dest else {
+        return open_blob(&a.dest.dest, None).map(|_| ());
+    };
+    let own = &addr.blob;
+    let bad = a.name.is_empty()
+        || !a.name.ends_with(".vhd")
+        || a.name.starts_with('/')
+        || a.name.split('/').any(|p| p.is_empty() || p == "." || p == "..")
+        || a.name.starts_with(own.as_str());
+    if bad {
+        return Err(Failure::new(
+            ExitCode::Usage,
+            anyhow::anyhow!("--as {:?}: a blob name ending in .vhd that does not start with {own:?}", a.name),
+        ));
+    }
+    let sink = open_blob(&a.dest.dest, a.dest.api_version.clone())?;
+    let points = sink.points()?;
+    let point = match a.point {
+        Some(g) => points.iter().find(|p| p.generation == g),
+        None => points.last(),
+    }
+    .ok_or_else(|| {
+        let have: Vec<String> = points.iter().map(|p| p.generation.to_string()).collect();
+        Failure::new(ExitCode::Usage, anyhow::anyhow!("no such recovery point (have: {})", have.join(", ")))
+    })?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::new(ExitCode::Failure, e.into()))?;
+    let deadline = std::time::Duration::from_secs(a.timeout_secs);
+    rt.block_on(sink.store().copy_snapshot(&a.name, own, &point.snapshot, deadline))
+        .map_err(|e| Failure::new(ExitCode::Destination, anyhow::anyhow!("{e}")))?;
+    let url = addr.blob_url(&a.name).map_err(|e| Failure::new(ExitCode::Usage, e))?;
+    let out = serde_json::json!({
+        "generation": point.generation,
+        "disk_size": point.disk_size,
+        "blob": url.as_str(),
+    });
+    if a.dest.json {
+        return print_json(&out);
+    }
+    println!("generation {} -> {url}", point.generation);
     Ok(())
 }
 

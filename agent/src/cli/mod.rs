@@ -58,6 +58,9 @@ pub enum Command {
     Download(blob::DownloadArgs),
     /// Read a destination back and compare it with a source, chunk by chunk (exit 0 only if identical).
     Verify(blob::VerifyArgs),
+    /// Copy a recovery point to a standalone page blob in the same container, server side
+    /// (what Azure's disk import reads).
+    Promote(blob::PromoteArgs),
     /// Run a job spec from the coordinator: sync each of its disks, reporting to a status file.
     Run(run::RunArgs),
     /// Serve as a relay's far end: take zstd-compressed deltas from senders
@@ -280,6 +283,7 @@ pub fn main() -> std::process::ExitCode {
         Command::Scan(a) => run_scan(a),
         Command::Sync(a) => run_sync(a),
         Command::Points(a) => blob::run_points(a),
+        Command::Promote(a) => blob::run_promote(a),
         Command::Download(a) => blob::run_download(a),
         Command::Verify(a) => blob::run_verify(a),
         Command::Run(a) => run::run_job(a),

@@ -19,8 +19,8 @@ use azure_core::credentials::TokenCredential;
 use azure_core::http::{ClientOptions, RetryOptions, Url};
 use azure_storage_blob::models::{
     AppendBlobClientCreateOptions, BlobClientCreateSnapshotResultHeaders, BlobClientDownloadOptions,
-    BlobClientGetPropertiesResultHeaders, BlobContainerClientListBlobsOptions, HttpRange, ListBlobsIncludeItem,
-    PageBlobClientCreateOptions,
+    BlobClientGetPropertiesResultHeaders, BlobContainerClientListBlobsOptions, CopyStatus, HttpRange,
+    ListBlobsIncludeItem, PageBlobClientCreateOptions,
 };
 use azure_storage_blob::{
     AppendBlobClient, AppendBlobClientOptions, BlobClient, BlobClientOptions, BlobContainerClient,
@@ -296,6 +296,33 @@ impl AzureStore {
             o.version = v.clone();
         }
         AppendBlobClient::new(self.url(name, None)?, self.token(), Some(o)).map_err(|e| convert("client", name, e))
+    }
+
+    /// Copy snapshot `snapshot` of blob `src` to a new standalone blob
+    /// `dst` in the same container, server side (Copy Blob), and wait until
+    /// the copy is done. Bytes never pass through this machine.
+    pub async fn copy_snapshot(&self, dst: &str, src: &str, snapshot: &str, deadline: Duration) -> StoreResult<()> {
+        let source = self.url(src, Some(snapshot))?.to_string();
+        let c = self.blob(dst, None)?;
+        self.retry("copy to", dst, || c.start_copy_from_url(source.clone(), None)).await?;
+        let started = Instant::now();
+        loop {
+            let p = self.retry("get properties of", dst, || c.get_properties(None)).await?;
+            match p.copy_status().ok().flatten() {
+                None | Some(CopyStatus::Success) => return Ok(()),
+                Some(CopyStatus::Pending) if started.elapsed() < deadline => {
+                    tokio::time::sleep(Duration::from_secs(2)).await;
+                }
+                Some(other) => {
+                    let why = p.copy_status_description().ok().flatten().unwrap_or_default();
+                    return Err(StoreError::Transport {
+                        op: "copy to",
+                        what: dst.to_owned(),
+                        message: format!("the copy ended {other:?} {why}"),
+                    });
+                }
+            }
+        }
     }
 
     /// Run `f` until it succeeds, fails for good, or the policy runs out.

@@ -32,9 +32,18 @@ pub struct ImportArgs {
     /// Which destination to import from, by its position in `replica create --to ...` (1 = the first).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
     pub dest: u32,
-    /// Folder to write one DISK.vhd per disk into (local provider).
-    #[arg(long, value_name = "DIR")]
-    pub to: PathBuf,
+    /// Where to: a folder to write one DISK.vhd per disk into, or
+    /// azure:RESOURCE_GROUP to create managed disks there (azure provider;
+    /// the point is first copied server side to imports/REPLICA/DISK.gG.vhd
+    /// beside the destination blob, then imported from it).
+    #[arg(long, value_name = "DIR|azure:RG")]
+    pub to: String,
+    /// azure: the ARM id of the destination's storage account (the disks go to its region).
+    #[arg(long, value_name = "ID")]
+    pub storage_account: Option<String>,
+    /// azure: the managed disks' SKU.
+    #[arg(long, default_value = "StandardSSD_LRS")]
+    pub sku: String,
     #[arg(long)]
     pub json: bool,
 }
@@ -163,10 +172,16 @@ struct Imported {
 }
 
 pub fn import(env: &Env, a: ImportArgs) -> Result<(), Failure> {
-    exists_dir(&a.to)?;
     let store = env.store()?;
     let r = usage(store.replica(&a.replica))?;
-    let out = import_replica(env, &store, &r, a.dest, a.point, &a.to)?;
+    let out = match a.to.strip_prefix("azure:") {
+        Some(rg) => import_azure(env, &store, &r, &a, rg)?,
+        None => {
+            let to = PathBuf::from(&a.to);
+            exists_dir(&to)?;
+            import_replica(env, &store, &r, a.dest, a.point, &to)?
+        }
+    };
     if a.json {
         return print_json(&out);
     }
@@ -214,6 +229,64 @@ fn import_replica(
             Destination::Relay { .. } => return usage(Err(anyhow!("{}", relay_elsewhere(&dest, r, &d.disk)))),
         };
         out.push(Imported { disk: d.disk, generation, path: path.display().to_string() });
+    }
+    Ok(out)
+}
+
+/// Managed disks from a recovery point: each disk's point is promoted to a
+/// standalone blob (server side, by the agent), then imported by ARM.
+fn import_azure(env: &Env, store: &Store, r: &Replica, a: &ImportArgs, rg: &str) -> Result<Vec<Imported>, Failure> {
+    use crate::cloud::azure::names;
+    use crate::cloud::azure::provider::ImportSpec;
+    let settings = match (env.config.provider(), &env.config.azure) {
+        ("azure", Some(s)) => s.clone(),
+        _ => {
+            return usage(Err(anyhow!(
+                "--to azure:... needs provider = \"azure\" and an [azure] section in the config"
+            )))
+        }
+    };
+    let plain = |v: &str| !v.is_empty() && v.chars().all(|c| c.is_ascii_alphanumeric() || "-_.()".contains(c));
+    if !plain(rg) {
+        return usage(Err(anyhow!("--to azure:{rg}: name a resource group")));
+    }
+    let Some(account) = a.storage_account.as_deref().filter(|s| s.starts_with("/subscriptions/")) else {
+        return usage(Err(anyhow!(
+            "--to azure:... needs --storage-account with the destination account's resource id"
+        )));
+    };
+    let dest = destination(r, a.dest)?;
+    if !matches!(dest, Destination::PageBlob { .. }) {
+        return usage(Err(anyhow!("only a pageblob: destination can be imported as managed disks")));
+    }
+    let facts = store.vm_facts(&r.name)?;
+    let cloud = crate::cloud::azure::AzureCloud::new(settings)?;
+    let mut out = Vec::new();
+    for d in newest_disks(store, r, a.dest - 1)? {
+        let g = a.point.unwrap_or(d.generation);
+        let blob = format!("imports/{}/{}.g{g}.vhd", r.name, d.disk);
+        let mut args = vec!["promote".into(), dest.disk_target(&r.name, &d.disk), "--json".into(), "--as".into(), blob];
+        if let Some(p) = a.point {
+            args.extend(["--point".into(), p.to_string()]);
+        }
+        let v = agent_json(env, &args).with_context(|| format!("disk {}", d.disk))?;
+        let generation = v["generation"].as_u64().unwrap_or(g);
+        let source_uri = v["blob"].as_str().ok_or_else(|| anyhow!("disk {}: the agent named no blob", d.disk))?;
+        let name = names::imported_disk(&r.name, &d.disk, generation);
+        let spec = ImportSpec {
+            name: &name,
+            resource_group: rg,
+            source_uri,
+            storage_account_id: account,
+            sku: &a.sku,
+            os: facts.as_ref().filter(|_| d.disk == "os"),
+            tags: serde_json::json!({ names::TAG_REPLICA: r.name, "diskferry-generation": generation.to_string() }),
+        };
+        let (id, note) = cloud.import_disk(&spec).with_context(|| format!("disk {}", d.disk))?;
+        if let Some(n) = note {
+            eprintln!("note: disk {}: {n}", d.disk);
+        }
+        out.push(Imported { disk: d.disk, generation, path: id });
     }
     Ok(out)
 }

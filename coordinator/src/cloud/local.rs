@@ -138,7 +138,15 @@ impl Cloud for LocalCloud {
             }
             disks.push(VmDisk { name: d.name.clone(), locator: path.display().to_string(), size });
         }
-        Ok(Vm { id: dir.display().to_string(), name: v.name, os_type: v.os_type, location: "local".into(), disks })
+        Ok(Vm {
+            id: dir.display().to_string(),
+            name: v.name,
+            os_type: v.os_type,
+            location: "local".into(),
+            hyper_v_generation: None,
+            security_type: None,
+            disks,
+        })
     }
 
     fn snapshot_name(&self, vm: &Vm, disk: &VmDisk, run_id: &str) -> String {

@@ -25,7 +25,25 @@ pub struct Vm {
     pub os_type: String,
     /// Its region (`local` on this machine): snapshots and the worker go there.
     pub location: String,
+    /// `V1` or `V2` (Azure), carried to an imported OS disk.
+    pub hyper_v_generation: Option<String>,
+    /// `TrustedLaunch`, `ConfidentialVM...` (Azure), carried where allowed.
+    pub security_type: Option<String>,
     pub disks: Vec<VmDisk>,
+}
+
+impl Vm {
+    /// What an import needs to know of the VM, as recorded per replica.
+    pub fn facts(&self) -> serde_json::Value {
+        serde_json::json!({
+            "name": self.name,
+            "os_type": self.os_type,
+            "location": self.location,
+            "hyper_v_generation": self.hyper_v_generation,
+            "security_type": self.security_type,
+            "disks": self.disks.iter().map(|d| serde_json::json!({"name": d.name, "size": d.size})).collect::<Vec<_>>(),
+        })
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

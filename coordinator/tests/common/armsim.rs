@@ -403,7 +403,20 @@ impl ArmSim {
         let created = match rtype {
             "Microsoft.Compute/snapshots" => self.put_snapshot(s, path, &mut v),
             "Microsoft.Compute/virtualMachines" => self.put_vm(s, path, &v, fail.is_none()),
-            _ => Err((400, err("InvalidRequest", "the simulator does not create standalone disks"))),
+            _ => {
+                let cd = &v["properties"]["creationData"];
+                let account = cd["storageAccountId"].as_str().unwrap_or_default();
+                if cd["createOption"] != "Import" || cd["sourceUri"].as_str().is_none_or(|u| u.contains('?')) {
+                    Err((
+                        400,
+                        err("InvalidParameter", "standalone disks: createOption Import from a blob URL without SAS"),
+                    ))
+                } else if !s.resources.contains_key(&key(account)) {
+                    Err((404, err("StorageAccountNotFound", "Storage account not found.")))
+                } else {
+                    Ok(())
+                }
+            }
         };
         if let Err((st, e)) = created {
             return (st, vec![], e);

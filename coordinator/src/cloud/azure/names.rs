@@ -12,6 +12,9 @@ pub const DISK_API: &str = "2025-01-02";
 /// Network interfaces (the worker's inline NIC is created through the VM).
 pub const NETWORK_API: &str = "2025-03-01";
 
+/// Storage accounts (read for an import's region).
+pub const STORAGE_API: &str = "2023-05-01";
+
 /// Tag: the run that created the resource.
 pub const TAG_RUN: &str = "diskferry-run";
 /// Tag: when `gc` may delete the resource (Unix seconds). Absent on a
@@ -56,6 +59,11 @@ impl Scope {
     pub fn list(&self, provider_type: &str) -> String {
         format!("/subscriptions/{}/resourceGroups/{}/providers/{provider_type}", self.subscription, self.resource_group)
     }
+}
+
+/// A managed disk imported from generation `g` of a replica's disk.
+pub fn imported_disk(replica: &str, disk: &str, g: u64) -> String {
+    format!("{replica}-{disk}-g{g}")
 }
 
 /// `path?api-version=V`.

@@ -33,6 +33,21 @@ use super::settings::AzureSettings;
 use super::userdata::{self, AgentSource};
 use crate::cloud::{Cloud, Found, Kind, RunTags, Vm, VmDisk, WorkerSpec, WorkerState};
 
+/// One managed disk to create from a promoted recovery point.
+#[derive(Debug, Clone)]
+pub struct ImportSpec<'a> {
+    pub name: &'a str,
+    pub resource_group: &'a str,
+    /// The standalone page blob (no SAS).
+    pub source_uri: &'a str,
+    /// ARM id of the storage account holding it.
+    pub storage_account_id: &'a str,
+    pub sku: &'a str,
+    /// The source VM's recorded facts when this is its OS disk.
+    pub os: Option<&'a Value>,
+    pub tags: Value,
+}
+
 /// How long an untagged `df-` disk may live before `gc` takes it.
 const UNTAGGED_TTL_SECS: i64 = 7 * 3600;
 
@@ -68,6 +83,48 @@ impl AzureCloud {
 
     pub fn arm(&self) -> &Arm {
         &self.arm
+    }
+
+    /// Create a managed disk from a page blob (`createOption: Import`), in
+    /// the storage account's region (Import cannot cross regions). An OS
+    /// disk carries the source's osType and Hyper-V generation. Returns
+    /// the disk's resource id and a note, if something was not carried.
+    pub fn import_disk(&self, i: &ImportSpec<'_>) -> Result<(String, Option<String>)> {
+        let account = self
+            .arm
+            .get(&with_api(i.storage_account_id, names::STORAGE_API))?
+            .ok_or_else(|| anyhow!("storage account {} not found", i.storage_account_id))?;
+        let location = account["location"].as_str().ok_or_else(|| anyhow!("storage account without a location"))?;
+        let mut props = json!({
+            "creationData": {
+                "createOption": "Import",
+                "sourceUri": i.source_uri,
+                "storageAccountId": i.storage_account_id,
+            },
+        });
+        let mut note = None;
+        if let Some(os) = i.os {
+            props["osType"] = os["os_type"].clone();
+            if let Some(g) = os["hyper_v_generation"].as_str() {
+                props["hyperVGeneration"] = g.into();
+            }
+            match os["security_type"].as_str() {
+                Some(t) if t.starts_with("ConfidentialVM") => bail!(
+                    "the source is a confidential VM ({t}): its OS disk needs its VM guest state \
+                     (ImportSecure), which diskferry does not copy"
+                ),
+                Some(t) => {
+                    note =
+                        Some(format!("the source VM was {t}: create the new VM as {t}; its vTPM state is not carried"))
+                }
+                None => {}
+            }
+        }
+        let scope = Scope { subscription: self.s.subscription.clone(), resource_group: i.resource_group.to_owned() };
+        let body = json!({ "location": location, "sku": { "name": i.sku }, "tags": i.tags, "properties": props });
+        let path = scope.disk(i.name);
+        self.arm.put(&with_api(&path, DISK_API), &body)?;
+        Ok((path, note))
     }
 
     fn block_on<T>(&self, f: impl std::future::Future<Output = T>) -> Result<T> {
@@ -257,7 +314,7 @@ impl Cloud for AzureCloud {
             .ok_or_else(|| anyhow!("VM {vm}: not found in subscription {}", scope.subscription))?;
         let sp = &v["properties"]["storageProfile"];
         let mut disks = Vec::new();
-        let mut add = |disk_name: String, d: &Value| -> Result<()> {
+        let mut add = |disk_name: String, d: &Value| -> Result<Value> {
             let id = d["managedDisk"]["id"].as_str().ok_or_else(|| {
                 anyhow!("VM {vm}: disk {disk_name} is not a managed disk (unmanaged VHDs are not supported)")
             })?;
@@ -267,9 +324,10 @@ impl Cloud for AzureCloud {
                 .or_else(|| dv["properties"]["diskSizeGB"].as_u64().map(|g| g << 30))
                 .ok_or_else(|| anyhow!("disk {id}: no diskSizeBytes"))?;
             disks.push(VmDisk { name: disk_name, locator: id.to_owned(), size });
-            Ok(())
+            Ok(dv)
         };
-        add("os".into(), &sp["osDisk"])?;
+        let os = add("os".into(), &sp["osDisk"])?;
+        let hyper_v_generation = os["properties"]["hyperVGeneration"].as_str().map(str::to_owned);
         let mut data: Vec<&Value> = sp["dataDisks"].as_array().map(|a| a.iter().collect()).unwrap_or_default();
         data.sort_by_key(|d| d["lun"].as_u64());
         for d in data {
@@ -281,6 +339,8 @@ impl Cloud for AzureCloud {
             name,
             os_type: sp["osDisk"]["osType"].as_str().unwrap_or("Linux").to_owned(),
             location: v["location"].as_str().unwrap_or_default().to_owned(),
+            hyper_v_generation,
+            security_type: v["properties"]["securityProfile"]["securityType"].as_str().map(str::to_owned),
             disks,
         })
     }
