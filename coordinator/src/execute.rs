@@ -147,7 +147,7 @@ impl Exec<'_> {
                 for (d, name) in vm.disks.iter().zip(&x.snapshots) {
                     self.plan(Kind::Snapshot, name, Some(&d.name))?;
                 }
-                self.cloud.snapshot(vm, &x.snapshots, &self.tags())?;
+                self.cloud.snapshot(vm, &x.snapshots, &self.tags(), self.replica.stop_source)?;
                 for name in &x.snapshots {
                     self.store.set_resource_state(name, rstate::CREATED, now())?;
                 }

@@ -71,7 +71,8 @@ const MIGRATIONS: &[&str] = &[
         replica TEXT PRIMARY KEY,
         facts TEXT NOT NULL,
         updated_at BIGINT NOT NULL
-    );",
+    );
+    ALTER TABLE replicas ADD COLUMN stop_source INTEGER NOT NULL DEFAULT 0;",
 ];
 
 /// Run states as stored.
@@ -107,6 +108,8 @@ pub struct Replica {
     pub keep_points: u32,
     pub chunk_size: u64,
     pub created_at: i64,
+    /// Stop (deallocate) the source VM for its snapshots, start it after.
+    pub stop_source: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -198,8 +201,8 @@ impl Store {
 
     pub fn insert_replica(&self, r: &Replica) -> Result<()> {
         let n = self.conn.execute(
-            "INSERT INTO replicas (name, vm, destinations, schedule, keep_points, chunk_size, created_at)
-             SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7 WHERE NOT EXISTS (SELECT 1 FROM replicas WHERE name = ?1)",
+            "INSERT INTO replicas (name, vm, destinations, schedule, keep_points, chunk_size, created_at, stop_source)
+             SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8 WHERE NOT EXISTS (SELECT 1 FROM replicas WHERE name = ?1)",
             params![
                 r.name,
                 r.vm,
@@ -207,7 +210,8 @@ impl Store {
                 r.schedule,
                 r.keep_points,
                 r.chunk_size as i64,
-                r.created_at
+                r.created_at,
+                r.stop_source
             ],
         )?;
         if n == 0 {
@@ -219,7 +223,7 @@ impl Store {
     pub fn replica(&self, name: &str) -> Result<Replica> {
         self.conn
             .query_row(
-                "SELECT name, vm, destinations, schedule, keep_points, chunk_size, created_at FROM replicas WHERE name = ?1",
+                "SELECT name, vm, destinations, schedule, keep_points, chunk_size, created_at, stop_source FROM replicas WHERE name = ?1",
                 params![name],
                 replica_row,
             )
@@ -229,7 +233,7 @@ impl Store {
 
     pub fn replicas(&self) -> Result<Vec<Replica>> {
         let mut st = self.conn.prepare(
-            "SELECT name, vm, destinations, schedule, keep_points, chunk_size, created_at FROM replicas ORDER BY name",
+            "SELECT name, vm, destinations, schedule, keep_points, chunk_size, created_at, stop_source FROM replicas ORDER BY name",
         )?;
         let rows = st.query_map([], replica_row)?;
         Ok(rows.collect::<Result<_, _>>()?)
@@ -490,6 +494,7 @@ fn replica_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Replica> {
         keep_points: r.get(4)?,
         chunk_size: r.get::<_, i64>(5)? as u64,
         created_at: r.get(6)?,
+        stop_source: r.get(7)?,
     })
 }
 
@@ -552,6 +557,7 @@ mod tests {
             keep_points: 7,
             chunk_size: 1 << 20,
             created_at: 1,
+            stop_source: false,
         }
     }
 

@@ -91,8 +91,10 @@ vm_check_secs = 1
         serde_json::from_slice(&out.stdout).unwrap()
     }
 
-    fn create(&self, name: &str) {
-        let out = self.cmd(&["replica", "create", name, "--vm", "prod/web1", "--to", &self.dest]);
+    fn create(&self, name: &str, extra: &[&str]) {
+        let mut args = vec!["replica", "create", name, "--vm", "prod/web1", "--to", &self.dest];
+        args.extend_from_slice(extra);
+        let out = self.cmd(&args);
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     }
 
@@ -147,7 +149,7 @@ fn azure_runs_sync_incrementally_through_arm_and_clean_up() {
         s.throttle_every = 9;
         s.retry_after = 1;
     });
-    f.create("web");
+    f.create("web", &[]);
     let run = f.json(&["run", "web", "--json"]);
     assert_eq!(run["run"]["status"], "succeeded", "{run}");
     let (throttled, log, user_data) = f.sim.with(|s| (s.throttled, s.log.clone(), s.user_data.clone()));
@@ -271,7 +273,7 @@ fn job_of(cloud_config: &str) -> Value {
 #[test]
 fn a_failure_at_each_step_leaves_nothing_behind() {
     let f = Fixture::new("az-fail");
-    f.create("web");
+    f.create("web", &[]);
     let rule = |method, path: &str, code, sync_status| FailRule { method, path: path.into(), code, sync_status };
     let cases = [
         ("a snapshot fails", rule("PUT", "/snapshots/df-", "SnapshotQuotaExceeded", None)),
@@ -329,8 +331,14 @@ fn a_failure_at_each_step_leaves_nothing_behind() {
 #[test]
 fn gc_without_the_database_goes_by_tags_and_names() {
     let f = Fixture::new("az-gc");
-    f.create("web");
+    f.create("web", &["--stop-source"]);
     assert_eq!(f.json(&["run", "web", "--json"])["run"]["status"], "succeeded");
+    // --stop-source: deallocated before the snapshots, started after them.
+    let log = f.sim.with(|s| s.log.clone());
+    let at = |pat: &str| log.iter().position(|l| l.contains(pat)).unwrap_or_else(|| panic!("no {pat}: {log:?}"));
+    let snap = at("/snapshots/df-");
+    assert!(at("/web1/deallocate") < snap && snap < at("/web1/start"), "{log:?}");
+    assert_eq!(f.sim.resource(&armsim::vm_id("prod", "web1")).unwrap()["powerState"], "running");
     let retained = f.snapshots().len();
     assert_eq!(retained, 2);
     // Strays of runs this coordinator never knew: one expired, one not yet,

@@ -31,6 +31,18 @@ use futures::TryStreamExt;
 
 use super::auth::{AccountKey, BlobAddress};
 
+/// The machine's managed identity: the user-assigned one whose client id is
+/// in `AZURE_CLIENT_ID` when set (a worker VM's unit sets it), else the
+/// system-assigned one.
+pub fn managed_identity() -> azure_core::Result<Arc<azure_identity::ManagedIdentityCredential>> {
+    let user_assigned_id =
+        std::env::var("AZURE_CLIENT_ID").ok().filter(|c| !c.is_empty()).map(azure_identity::UserAssignedId::ClientId);
+    azure_identity::ManagedIdentityCredential::new(Some(azure_identity::ManagedIdentityCredentialOptions {
+        user_assigned_id,
+        ..Default::default()
+    }))
+}
+
 /// A storage failure, with whether trying again may help.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -206,7 +218,7 @@ impl AzureStore {
             } else if std::env::var_os("DISKFERRY_USE_AZURE_CLI").is_some() {
                 azure_identity::AzureCliCredential::new(None)?
             } else {
-                azure_identity::ManagedIdentityCredential::new(None)?
+                managed_identity()?
             };
             (Credential::Token(cred), None)
         } else {

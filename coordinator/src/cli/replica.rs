@@ -47,6 +47,11 @@ pub struct CreateArgs {
     /// Chunk size in bytes or with a suffix (64KiB..4MiB, a power of two).
     #[arg(long, default_value = "1MiB")]
     pub chunk_size: String,
+    /// Deallocate the source VM for its snapshots and start it again after
+    /// (azure): the disks are then consistent with each other, at the cost
+    /// of downtime. Without it, snapshots are crash-consistent per disk.
+    #[arg(long)]
+    pub stop_source: bool,
     #[arg(long)]
     pub json: bool,
 }
@@ -146,6 +151,7 @@ pub fn define(env: &Env, a: CreateArgs) -> Result<(Replica, crate::cloud::Vm), F
         keep_points: a.keep,
         chunk_size: chunk,
         created_at: now(),
+        stop_source: a.stop_source,
     };
     usage(env.store()?.insert_replica(&r))?;
     Ok((r, vm))

@@ -306,6 +306,7 @@ pub fn migrate(env: &Env, a: MigrateArgs) -> Result<(), Failure> {
                 schedule: None,
                 keep: 1,
                 chunk_size: "1MiB".into(),
+                stop_source: false,
                 json: a.json,
             },
         )?;

@@ -153,7 +153,7 @@ impl Cloud for LocalCloud {
         self.snapshots().join(&vm.name).join(format!("{}@{run_id}.img", disk.name)).display().to_string()
     }
 
-    fn snapshot(&self, vm: &Vm, names: &[String], _tags: &RunTags) -> Result<()> {
+    fn snapshot(&self, vm: &Vm, names: &[String], _tags: &RunTags, _stop_source: bool) -> Result<()> {
         // The VM is not running on this provider, so copying the disks one
         // after the other is as consistent as a crash-consistent group snapshot.
         for (disk, name) in vm.disks.iter().zip(names) {

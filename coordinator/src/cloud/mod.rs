@@ -165,7 +165,8 @@ pub trait Cloud: Send + Sync + std::fmt::Debug {
     /// The name the snapshot of `disk` taken by `run_id` will have.
     fn snapshot_name(&self, vm: &Vm, disk: &VmDisk, run_id: &str) -> String;
     /// Snapshot the disks together; `names[i]` is the snapshot of `vm.disks[i]`.
-    fn snapshot(&self, vm: &Vm, names: &[String], tags: &RunTags) -> Result<()>;
+    /// With `stop_source`, the VM is stopped for them and started after.
+    fn snapshot(&self, vm: &Vm, names: &[String], tags: &RunTags, stop_source: bool) -> Result<()>;
 
     /// The name the temporary disk made from `snapshot` for slot `lun` will
     /// have, or `None` when the worker reads the snapshot directly.

@@ -349,8 +349,8 @@ impl Cloud for AzureCloud {
         names::snapshot(run_id, &disk.name)
     }
 
-    fn snapshot(&self, vm: &Vm, names: &[String], tags: &RunTags) -> Result<()> {
-        if !self.s.stop_source {
+    fn snapshot(&self, vm: &Vm, names: &[String], tags: &RunTags, stop_source: bool) -> Result<()> {
+        if !stop_source {
             return self.take_snapshots(vm, names, tags);
         }
         self.vm_action(vm, "deallocate").context("deallocating the source VM")?;

@@ -63,10 +63,6 @@ pub struct AzureSettings {
     /// Storage service version for the status blob (Azurite wants an older one).
     #[serde(default)]
     pub storage_api_version: Option<String>,
-    /// Deallocate the source VM before its snapshots (crash consistency
-    /// across several disks) and start it again afterwards.
-    #[serde(default)]
-    pub stop_source: bool,
     /// How often the worker's status blob is read while it runs.
     #[serde(default = "default_watch_poll")]
     pub watch_poll_ms: u64,

@@ -43,7 +43,7 @@ pub fn source(kind: CredentialKind) -> Result<Box<dyn TokenSource>> {
             let t = env("DISKFERRY_ARM_TOKEN")?;
             return Ok(Box::new(StaticToken(t)));
         }
-        CredentialKind::ManagedIdentity => azure_identity::ManagedIdentityCredential::new(None)?,
+        CredentialKind::ManagedIdentity => diskferry_agent::pageblob::store::managed_identity()?,
         CredentialKind::WorkloadIdentity => azure_identity::WorkloadIdentityCredential::new(None)?,
         CredentialKind::AzureCli => azure_identity::AzureCliCredential::new(None)?,
         CredentialKind::ClientSecret => azure_identity::ClientSecretCredential::new(

@@ -40,7 +40,7 @@ pub fn render(job: &JobSpec, agent: &AgentSource) -> Result<String> {
         .replace("@IDENTITY_CLIENT_ID@", &agent.identity_client_id);
     let text = TEMPLATE
         .replace("@JOB_B64@", &b64(job.to_json().as_bytes()))
-        .replace("@UNIT_B64@", &b64(UNIT.as_bytes()))
+        .replace("@UNIT_B64@", &b64(UNIT.replace("@IDENTITY_CLIENT_ID@", &agent.identity_client_id).as_bytes()))
         .replace("@FETCH_B64@", &b64(fetch.as_bytes()));
     if text.len() > MAX_USER_DATA {
         bail!("worker user data is {} bytes, over Azure's {MAX_USER_DATA}: too many disks in one job", text.len());
@@ -158,8 +158,9 @@ mod tests {
             String::from_utf8(unb64(f["content"].as_str().unwrap())).unwrap()
         };
         assert_eq!(JobSpec::parse(&file("/etc/diskferry/job.json")).unwrap(), j);
-        assert!(file("/etc/systemd/system/diskferry-agent.service")
-            .contains("ExecStart=/usr/local/bin/diskferry-agent run"));
+        let unit = file("/etc/systemd/system/diskferry-agent.service");
+        assert!(unit.contains("ExecStart=/usr/local/bin/diskferry-agent run"));
+        assert!(unit.contains(&format!("Environment=AZURE_CLIENT_ID={}", agent().identity_client_id)), "{unit}");
         let fetch = file("/usr/local/lib/diskferry/fetch-agent.sh");
         assert!(fetch.contains(&agent().sha256) && fetch.contains(&agent().url) && !fetch.contains('@'));
         // The fetch script is valid shell.
