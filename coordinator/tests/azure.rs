@@ -26,7 +26,7 @@ struct Fixture {
 
 impl Fixture {
     fn new(test: &str) -> Self {
-        let coord = Coord::new(true);
+        let mut coord = Coord::new(true);
         let src = coord.path().join("src");
         std::fs::create_dir_all(&src).unwrap();
         let (os, data) = (src.join("os.img"), src.join("data0.img"));
@@ -72,23 +72,16 @@ vm_check_secs = 1
         )
         .unwrap();
         let dest = coord.container(test);
+        coord.env.push(("DISKFERRY_ARM_TOKEN".into(), armsim::TOKEN.into()));
         Self { coord, sim, os, data, dest }
     }
 
     fn cmd(&self, args: &[&str]) -> std::process::Output {
-        self.coord.cmd().env("DISKFERRY_ARM_TOKEN", armsim::TOKEN).args(args).output().unwrap()
+        self.coord.run(args)
     }
 
     fn json(&self, args: &[&str]) -> Value {
-        let out = self.cmd(args);
-        assert!(
-            out.status.success(),
-            "diskferry {args:?} failed ({:?}): {}\n{}",
-            out.status.code(),
-            String::from_utf8_lossy(&out.stderr),
-            String::from_utf8_lossy(&out.stdout)
-        );
-        serde_json::from_slice(&out.stdout).unwrap()
+        self.coord.json(args)
     }
 
     fn create(&self, name: &str, extra: &[&str]) {
@@ -383,14 +376,7 @@ fn gc_without_the_database_goes_by_tags_and_names() {
 
     // A coordinator with a fresh state folder: its database knows nothing.
     let fresh = Path::new(&f.coord.state).with_file_name("state-fresh");
-    let out = f
-        .coord
-        .cmd()
-        .env("DISKFERRY_ARM_TOKEN", armsim::TOKEN)
-        .env("DISKFERRY_STATE_DIR", &fresh)
-        .args(["gc", "--json"])
-        .output()
-        .unwrap();
+    let out = f.coord.cmd().env("DISKFERRY_STATE_DIR", &fresh).args(["gc", "--json"]).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let left = f.leftovers();
     assert!(left.contains(&"Microsoft.Compute/snapshots/df-20300101-000000-000-beef-os".to_owned()), "{left:?}");

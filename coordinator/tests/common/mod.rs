@@ -69,6 +69,8 @@ pub struct Coord {
     pub state: PathBuf,
     pub config: PathBuf,
     pub endpoint: Option<String>,
+    /// More environment for every command (an ARM token, say).
+    pub env: Vec<(String, String)>,
 }
 
 impl Coord {
@@ -82,7 +84,7 @@ impl Coord {
         )
         .unwrap();
         let endpoint = with_azurite.then(|| azurite::endpoint().to_owned());
-        Self { dir, state, config, endpoint }
+        Self { dir, state, config, endpoint, env: Vec::new() }
     }
 
     pub fn path(&self) -> &Path {
@@ -101,7 +103,8 @@ impl Coord {
             .env("DISKFERRY_CONFIG", &self.config)
             .env("DISKFERRY_AGENT", agent_bin())
             .env("AZURE_STORAGE_CONNECTION_STRING", azurite::connection_string())
-            .env_remove("DISKFERRY_FAILPOINTS");
+            .env_remove("DISKFERRY_FAILPOINTS")
+            .envs(self.env.iter().map(|(k, v)| (k, v)));
         c
     }
 
