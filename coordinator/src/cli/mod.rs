@@ -28,7 +28,8 @@ use crate::store::Store;
 hands them to a temporary worker running diskferry-agent, watches it, always cleans up, and keeps \
 the run history. The embedded `local` provider runs the whole lifecycle on this machine: a VM is a \
 folder with vm.toml and disk images, snapshots are reflink or sparse copies, the worker is an agent \
-process.",
+process. With provider = \"azure\" in the config ([azure] section, docs/azure.md), the same commands run \
+on Azure: incremental snapshots, a worker VM in the source region, its status blob, managed-disk import.",
     after_help = "Exit codes: 0 ok, 1 the run (or command) failed, 2 bad input (unknown replica, malformed \
 vm.toml or config, bad schedule or destination), 3 the replica is busy with another run (docs/exit-codes.md)."
 )]
