@@ -174,7 +174,10 @@ fn azure_runs_sync_incrementally_through_arm_and_clean_up() {
     let old: Vec<String> = snaps.iter().map(|s| s["name"].as_str().unwrap().to_owned()).collect();
     poke(&f.os, 30 * MIB, MIB, 99);
     poke(&f.data, 0, 64 * 1024, 98);
-    let run2 = f.json(&["run", "web", "--json"]);
+    let out = f.cmd(&["run", "web", "--json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    no_secret(&out);
+    let run2: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(run2["run"]["status"], "succeeded", "{run2}");
     let disks = run2["disks"].as_array().unwrap();
     assert_eq!(disks.len(), 2, "{run2}");
@@ -212,6 +215,7 @@ fn azure_runs_sync_incrementally_through_arm_and_clean_up() {
     let out = f.cmd(&["run", "web", "--json"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no range hint"), "the coordinator says why");
+    no_secret(&out);
     let run3: Value = serde_json::from_slice(&out.stdout).unwrap();
     let os = run3["disks"].as_array().unwrap().iter().find(|d| d["disk"] == "os").unwrap().clone();
     assert!(os["bytes_read"].as_u64().unwrap() > 4 * MIB, "a full read: {os}");
@@ -255,6 +259,13 @@ fn fetch(url: &str) -> Vec<u8> {
     r.bytes().unwrap().to_vec()
 }
 
+/// Neither the ARM token nor a SAS signature reaches the output.
+fn no_secret(out: &std::process::Output) {
+    for text in [String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)] {
+        assert!(!text.contains("SECRET") && !text.contains("sig="), "a secret leaked: {text}");
+    }
+}
+
 /// The job inside a worker's cloud-config.
 fn job_of(cloud_config: &str) -> Value {
     let docs = yaml_rust2::YamlLoader::load_from_str(cloud_config).unwrap();
@@ -285,6 +296,28 @@ fn a_failure_at_each_step_leaves_nothing_behind() {
         assert_eq!(f.leftovers(), Vec::<String>::new(), "{what}: left behind");
         assert_eq!(f.sim.running_workers(), 0, "{what}");
     }
+
+    // Teardown itself fails (the VM cannot be deleted): the run says so,
+    // and `gc` finishes the job later.
+    f.sim.with(|s| {
+        s.fail = vec![FailRule {
+            method: "DELETE",
+            path: "/virtualMachines/df-".into(),
+            code: "Conflict",
+            sync_status: Some(409),
+        }]
+    });
+    let out = f.cmd(&["run", "web", "--json"]);
+    assert_eq!(out.status.code(), Some(1));
+    let run: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(run["run"]["error"].as_str().unwrap().contains("Conflict"), "{run}");
+    assert!(f.leftovers().iter().any(|n| n.contains("virtualMachines/df-")), "the VM stayed: {:?}", f.leftovers());
+    let gc = f.json(&["gc", "--json"]);
+    assert!(gc["failed"].as_array().unwrap().is_empty(), "{gc}");
+    let left: Vec<String> =
+        f.leftovers().into_iter().filter(|n| !n.starts_with("Microsoft.Compute/snapshots/")).collect();
+    assert!(left.is_empty(), "gc left: {left:?}");
+    assert_eq!(f.sim.running_workers(), 0);
 
     // The worker VM disappears while the agent runs (deleted by someone
     // else): the run says so and tears down the rest.

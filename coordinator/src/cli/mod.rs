@@ -58,7 +58,7 @@ pub enum Command {
     Runs(replica::RunsArgs),
     /// A replica's recovery points, per disk, read from the destination.
     Points(results::PointsArgs),
-    /// Write a recovery point of every disk of a replica to local VHD files.
+    /// Write a recovery point of every disk of a replica to local VHD files, or make Azure managed disks of it.
     Import(results::ImportArgs),
     /// One-off migration: define a replica, sync it once, import the result.
     Migrate(results::MigrateArgs),
