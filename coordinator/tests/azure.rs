@@ -249,6 +249,51 @@ fn azure_runs_sync_incrementally_through_arm_and_clean_up() {
     }
 }
 
+#[test]
+fn migrate_to_managed_disks_and_a_vm() {
+    let f = Fixture::new("az-migrate");
+    let account = "/subscriptions/s1/resourceGroups/dr/providers/Microsoft.Storage/storageAccounts/devstoreaccount1";
+    f.sim.with(|s| {
+        s.resources.insert(
+            account.to_ascii_lowercase(),
+            serde_json::json!({"id": account, "name": "devstoreaccount1", "type": "Microsoft.Storage/storageAccounts", "location": "northeurope"}),
+        )
+    });
+    let subnet = "/subscriptions/s1/resourceGroups/dr/providers/Microsoft.Network/virtualNetworks/v/subnets/apps";
+    let out = f.json(&[
+        "migrate",
+        "--vm",
+        "prod/web1",
+        "--to",
+        &f.dest,
+        "--import-to",
+        "azure:dr",
+        "--storage-account",
+        account,
+        "--create-vm",
+        "web1-dr",
+        "--subnet",
+        subnet,
+        "--json",
+    ]);
+    assert_eq!(out["run"]["status"], "succeeded", "{out}");
+    let vm = f.sim.resource(out["vm"].as_str().unwrap()).unwrap();
+    assert_eq!(vm["location"], "northeurope");
+    let sp = &vm["properties"]["storageProfile"];
+    assert_eq!(sp["osDisk"]["createOption"], "Attach");
+    assert_eq!(sp["osDisk"]["osType"], "Linux");
+    assert_eq!(sp["dataDisks"][0]["lun"], 0);
+    let os = f.sim.resource(sp["osDisk"]["managedDisk"]["id"].as_str().unwrap()).unwrap();
+    assert_eq!(os["properties"]["creationData"]["createOption"], "Import");
+    let got = f.coord.path().join("migrated-os.vhd");
+    std::fs::write(&got, fetch(os["properties"]["creationData"]["sourceUri"].as_str().unwrap())).unwrap();
+    assert!(identical(&f.os, &got), "the migrated OS disk differs from the source");
+    only_retained_snapshots(&f);
+    // Without --subnet, --create-vm is refused before anything runs.
+    let bad = f.cmd(&["migrate", "--vm", "prod/web1", "--to", &f.dest, "--import-to", "azure:dr", "--create-vm", "x"]);
+    assert_eq!(bad.status.code(), Some(2), "{}", String::from_utf8_lossy(&bad.stderr));
+}
+
 /// GET a blob from Azurite under a SAS the test signs.
 fn fetch(url: &str) -> Vec<u8> {
     let container = url.split('/').nth(4).unwrap();

@@ -50,15 +50,28 @@ pub struct ImportArgs {
 
 #[derive(Debug, Args)]
 pub struct MigrateArgs {
-    /// The source VM: a folder holding vm.toml.
-    #[arg(long, value_name = "DIR")]
+    /// The source VM: a folder holding vm.toml (local), or RESOURCE_GROUP/NAME or its id (azure).
+    #[arg(long, value_name = "VM")]
     pub vm: PathBuf,
     /// Where the disks go: pageblob:CONTAINER-URL or file:FOLDER (repeat for several).
     #[arg(long, value_name = "DEST", required = true)]
     pub to: Vec<String>,
-    /// Folder for the imported VHDs.
-    #[arg(long, value_name = "DIR")]
-    pub import_to: PathBuf,
+    /// Where the result goes: a folder for the imported VHDs, or azure:RESOURCE_GROUP
+    /// for managed disks (with --storage-account).
+    #[arg(long, value_name = "DIR|azure:RG")]
+    pub import_to: String,
+    /// azure: the ARM id of the destination's storage account.
+    #[arg(long, value_name = "ID")]
+    pub storage_account: Option<String>,
+    /// azure: also create a VM of this name from the imported disks (with --subnet).
+    #[arg(long, value_name = "NAME")]
+    pub create_vm: Option<String>,
+    /// azure: the subnet (resource id) of the new VM's NIC, in the destination region.
+    #[arg(long, value_name = "ID")]
+    pub subnet: Option<String>,
+    /// azure: the new VM's size.
+    #[arg(long, default_value = "Standard_D2s_v5")]
+    pub vm_size: String,
     /// Replica name [default: migrate-VMNAME].
     #[arg(long)]
     pub name: Option<String>,
@@ -292,9 +305,19 @@ fn import_azure(env: &Env, store: &Store, r: &Replica, a: &ImportArgs, rg: &str)
 }
 
 pub fn migrate(env: &Env, a: MigrateArgs) -> Result<(), Failure> {
-    exists_dir(&a.import_to)?;
-    let (_, vm) = usage(crate::cloud::local::LocalCloud::load_vm_file(&a.vm.display().to_string()))?;
-    let name = a.name.clone().unwrap_or_else(|| format!("migrate-{}", vm.name));
+    let to_azure = a.import_to.strip_prefix("azure:").map(str::to_owned);
+    if to_azure.is_none() {
+        exists_dir(Path::new(&a.import_to))?;
+    }
+    if a.create_vm.is_some() && (to_azure.is_none() || a.subnet.is_none()) {
+        return usage(Err(anyhow!("--create-vm needs --import-to azure:RG and --subnet")));
+    }
+    let vm_name = if env.config.provider() == "local" {
+        usage(crate::cloud::local::LocalCloud::load_vm_file(&a.vm.display().to_string()))?.1.name
+    } else {
+        a.vm.display().to_string().rsplit('/').next().unwrap_or_default().to_owned()
+    };
+    let name = a.name.clone().unwrap_or_else(|| format!("migrate-{vm_name}"));
     let exists = env.store()?.replica(&name).is_ok();
     if !exists {
         super::replica::define(
@@ -318,12 +341,65 @@ pub fn migrate(env: &Env, a: MigrateArgs) -> Result<(), Failure> {
     super::replica::succeeded(&done)?;
     let store = env.store()?;
     let r = store.replica(&name)?;
-    let out = import_replica(env, &store, &r, 1, None, &a.import_to)?;
+    let (out, vm) = match &to_azure {
+        Some(rg) => {
+            let ia = ImportArgs {
+                replica: name.clone(),
+                point: None,
+                dest: 1,
+                to: a.import_to.clone(),
+                storage_account: a.storage_account.clone(),
+                sku: "StandardSSD_LRS".into(),
+                json: a.json,
+            };
+            let out = import_azure(env, &store, &r, &ia, rg)?;
+            let vm = match (&a.create_vm, &a.subnet) {
+                (Some(vm), Some(subnet)) => Some(create_vm(env, &store, &r, &out, rg, vm, subnet, &a.vm_size)?),
+                _ => None,
+            };
+            (out, vm)
+        }
+        None => (import_replica(env, &store, &r, 1, None, Path::new(&a.import_to))?, None),
+    };
     if a.json {
-        return print_json(&serde_json::json!({ "run": done, "disks": disks, "imported": out }));
+        return print_json(&serde_json::json!({ "run": done, "disks": disks, "imported": out, "vm": vm }));
     }
     for i in &out {
         println!("imported {}: generation {} -> {}", i.disk, i.generation, i.path);
     }
+    if let Some(v) = vm {
+        println!("created VM {v}");
+    }
     Ok(())
+}
+
+/// A VM from imported disks: the OS disk and the data disks at their LUNs.
+#[allow(clippy::too_many_arguments)]
+fn create_vm(
+    env: &Env,
+    store: &Store,
+    r: &Replica,
+    disks: &[Imported],
+    rg: &str,
+    name: &str,
+    subnet: &str,
+    size: &str,
+) -> Result<String, Failure> {
+    let settings = env.config.azure.clone().ok_or_else(|| anyhow!("no [azure] section"))?;
+    let facts = store.vm_facts(&r.name)?.unwrap_or_default();
+    let os = disks.iter().find(|d| d.disk == "os").ok_or_else(|| anyhow!("no OS disk was imported"))?;
+    let data: Vec<(u64, &str)> =
+        disks.iter().filter_map(|d| Some((d.disk.strip_prefix("lun")?.parse().ok()?, d.path.as_str()))).collect();
+    let cloud = crate::cloud::azure::AzureCloud::new(settings)?;
+    let spec = crate::cloud::azure::provider::NewVm {
+        name,
+        resource_group: rg,
+        size,
+        subnet,
+        os_disk: &os.path,
+        os_type: facts["os_type"].as_str().unwrap_or("Linux"),
+        data: &data,
+        replica: &r.name,
+    };
+    Ok(cloud.create_vm(&spec).with_context(|| format!("creating VM {name}"))?)
 }

@@ -456,6 +456,34 @@ impl ArmSim {
     fn put_vm(&self, s: &mut SimState, path: &str, v: &Value, boots: bool) -> Result<(), (u16, Value)> {
         let bad = |m: &str| Err((400, err("InvalidParameter", m)));
         let p = &v["properties"];
+        if p["storageProfile"]["osDisk"]["createOption"] == "Attach" {
+            // A VM made of existing disks (a migration's result): they must
+            // exist, be unattached and in the VM's region.
+            let mut ids = vec![p["storageProfile"]["osDisk"]["managedDisk"]["id"].clone()];
+            ids.extend(
+                p["storageProfile"]["dataDisks"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|d| d["managedDisk"]["id"].clone()),
+            );
+            for id in ids {
+                let k = key(id.as_str().unwrap_or_default());
+                match s.resources.get_mut(&k) {
+                    Some(d) if d["managedBy"].is_null() && d["location"] == v["location"] => {
+                        d["managedBy"] = path.into()
+                    }
+                    Some(_) => {
+                        return Err((409, err("OperationNotAllowed", "the disk is attached or in another region")))
+                    }
+                    None => return Err((404, err("NotFound", &format!("disk {id} not found")))),
+                }
+            }
+            if !p["osProfile"].is_null() {
+                return bad("osProfile is not allowed with an attached OS disk");
+            }
+            return Ok(());
+        }
         let nic = &p["networkProfile"]["networkInterfaceConfigurations"][0];
         if nic["properties"]["deleteOption"] != "Delete" {
             return bad("the worker's NIC must be deleted with it");

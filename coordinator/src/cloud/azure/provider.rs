@@ -48,6 +48,22 @@ pub struct ImportSpec<'a> {
     pub tags: Value,
 }
 
+/// A VM made of imported disks (`migrate --create-vm`).
+#[derive(Debug, Clone)]
+pub struct NewVm<'a> {
+    pub name: &'a str,
+    pub resource_group: &'a str,
+    pub size: &'a str,
+    /// Subnet id for its NIC (in the disks' region).
+    pub subnet: &'a str,
+    /// Resource ids.
+    pub os_disk: &'a str,
+    pub os_type: &'a str,
+    /// (LUN, disk id).
+    pub data: &'a [(u64, &'a str)],
+    pub replica: &'a str,
+}
+
 /// How long an untagged `df-` disk may live before `gc` takes it.
 const UNTAGGED_TTL_SECS: i64 = 7 * 3600;
 
@@ -125,6 +141,46 @@ impl AzureCloud {
         let path = scope.disk(i.name);
         self.arm.put(&with_api(&path, DISK_API), &body)?;
         Ok((path, note))
+    }
+
+    /// Create a VM from managed disks (the OS disk attached, so no image and
+    /// no OS profile), in the OS disk's region, with an inline NIC in
+    /// `subnet`. Returns its resource id.
+    pub fn create_vm(&self, v: &NewVm<'_>) -> Result<String> {
+        let os =
+            self.arm.get(&with_api(v.os_disk, DISK_API))?.ok_or_else(|| anyhow!("disk {} not found", v.os_disk))?;
+        let location = os["location"].as_str().ok_or_else(|| anyhow!("disk {} has no location", v.os_disk))?;
+        let data: Vec<Value> = v
+            .data
+            .iter()
+            .map(|(lun, id)| json!({ "lun": lun, "createOption": "Attach", "managedDisk": { "id": id } }))
+            .collect();
+        let body = json!({
+            "location": location,
+            "tags": { names::TAG_REPLICA: v.replica },
+            "properties": {
+                "hardwareProfile": { "vmSize": v.size },
+                "storageProfile": {
+                    "osDisk": { "osType": v.os_type, "createOption": "Attach", "managedDisk": { "id": v.os_disk } },
+                    "dataDisks": data,
+                },
+                "networkProfile": {
+                    "networkApiVersion": NETWORK_API,
+                    "networkInterfaceConfigurations": [{
+                        "name": format!("{}-nic", v.name),
+                        "properties": {
+                            "primary": true,
+                            "deleteOption": "Detach",
+                            "ipConfigurations": [{ "name": "ipconfig1", "properties": { "subnet": { "id": v.subnet } } }],
+                        },
+                    }],
+                },
+            },
+        });
+        let scope = Scope { subscription: self.s.subscription.clone(), resource_group: v.resource_group.to_owned() };
+        let path = scope.vm(v.name);
+        self.arm.put(&with_api(&path, VM_API), &body)?;
+        Ok(path)
     }
 
     fn block_on<T>(&self, f: impl std::future::Future<Output = T>) -> Result<T> {
