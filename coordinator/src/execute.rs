@@ -3,6 +3,8 @@
 //! and reports back. The coordinator never touches disk bytes here: the
 //! worker's agent does.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -20,6 +22,26 @@ use crate::destination::Destination;
 use crate::lifecycle::{Action, Lifecycle, Outcome};
 use crate::owner;
 use crate::store::{rstate, status, Replica, Resource, Run, RunDisk, Store};
+
+/// Set by SIGINT/SIGTERM once [`cancel_on_signals`] is called: the run in
+/// progress stops where it is and tears down what it made.
+fn cancel_flag() -> &'static Arc<AtomicBool> {
+    static FLAG: OnceLock<Arc<AtomicBool>> = OnceLock::new();
+    FLAG.get_or_init(|| Arc::new(AtomicBool::new(false)))
+}
+
+/// Make SIGINT and SIGTERM cancel this process's run (with its teardown)
+/// instead of killing the process and leaving resources for `gc`.
+pub fn cancel_on_signals() -> Result<()> {
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, cancel_flag().clone())?;
+    }
+    Ok(())
+}
+
+fn cancelled() -> bool {
+    cancel_flag().load(Ordering::Relaxed)
+}
 
 /// A fresh run id: the time to the millisecond (so ids sort by start) plus
 /// some entropy (pid, nanoseconds) so two coordinators never collide.
@@ -111,7 +133,13 @@ pub fn execute(
             store.finish_run(&run.id, st, now(), Some(started.elapsed().as_millis() as i64), error.as_deref())?;
             return store.run(&run.id);
         }
-        let result = exec.step(action, &mut x, deadline, obs);
+        let before_teardown =
+            matches!(action, Action::ReadVm | Action::Snapshot | Action::CreateTempDisks | Action::StartWorker);
+        let result = if before_teardown && cancelled() {
+            Err(anyhow!("cancelled by a signal"))
+        } else {
+            exec.step(action, &mut x, deadline, obs)
+        };
         crate::failpoint::hit(&format!("after-{}", action.phase()));
         life.report(match result {
             Ok(()) => Outcome::Done,
@@ -323,6 +351,9 @@ impl Exec<'_> {
             }
             if started.elapsed() > deadline {
                 bail!("the worker did not finish within the run deadline ({} s)", deadline.as_secs());
+            }
+            if cancelled() {
+                bail!("cancelled by a signal");
             }
             std::thread::sleep(self.cloud.poll_interval());
         }

@@ -111,3 +111,16 @@ fn failures_are_one_clear_line_without_the_token() {
         assert!(!text.contains("SECRET") && !text.contains("not-the-token"), "a token leaked: {text}");
     }
 }
+
+#[test]
+fn a_nearly_empty_rate_limit_bucket_slows_the_client() {
+    let sim = Sim::start(0, 0, 0);
+    let arm = sim.client(TOKEN);
+    arm.put(&format!("{SNAP}{API}"), &snapshot_body()).unwrap();
+    assert_eq!(arm.counters.paced.load(std::sync::atomic::Ordering::Relaxed), 0, "plenty left: no pause");
+    sim.sim.with(|s| s.writes_remaining = Some(3));
+    let t = Instant::now();
+    arm.get(&format!("{SNAP}{API}")).unwrap();
+    assert_eq!(arm.counters.paced.load(std::sync::atomic::Ordering::Relaxed), 1);
+    assert!(t.elapsed() >= Duration::from_secs(1), "{:?}", t.elapsed());
+}

@@ -102,3 +102,27 @@ fn sigkill_at_each_phase_then_gc_then_run_again() {
     let interrupted = history.as_array().unwrap().iter().filter(|r| r["run"]["status"] == "interrupted").count();
     assert_eq!(interrupted, 4);
 }
+
+/// SIGINT (Ctrl-C) during the sync: the run is cancelled with its teardown —
+/// no worker, no agent, no snapshot of its own left, no gc needed.
+#[test]
+fn sigint_cancels_a_run_and_tears_it_down() {
+    let c = Coord::new(true);
+    let vm = make_vm(c.path(), "app1", &[("os", 640 * MIB, &[(0, 512 * MIB)])]);
+    c.json(&["replica", "create", "app", "--vm", vm.to_str().unwrap(), "--to", &c.container("cancel"), "--json"]);
+    let child = c.cmd().args(["run", "app", "--json"]).stdout(std::process::Stdio::piped()).spawn().unwrap();
+    wait_for(60, "the agent to start syncing", || live_status(&c).is_some_and(|s| s["phase"] == "syncing"));
+    // SAFETY: kill(2) on our own child's pid.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGINT) }, 0);
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "a cancelled run exits 1");
+    let run: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(run["run"]["status"], "failed", "{run}");
+    assert!(run["run"]["error"].as_str().unwrap().contains("cancelled by a signal"), "{run}");
+    let (runs, snaps) = c.leftovers();
+    assert!(runs.is_empty(), "worker folders left: {runs:?}");
+    assert!(c.agents().is_empty(), "agent processes left");
+    assert!(snaps.iter().all(|p| !p.is_file()), "snapshots left: {snaps:?}");
+    let gc = c.json(&["gc", "--json"]);
+    assert!(gc["deleted"].as_array().unwrap().is_empty(), "nothing for gc: {gc}");
+}

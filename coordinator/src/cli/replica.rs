@@ -289,6 +289,8 @@ pub fn run_once(env: &Env, name: &str, quiet: bool) -> Result<(Run, Vec<RunDisk>
         eprint!("run {} of replica {}:", run.id, replica.name);
     }
     let mut obs = Progress { bar, quiet };
+    // Ctrl-C or a SIGTERM stops the run with its teardown, not without it.
+    execute::cancel_on_signals()?;
     let done = execute::execute(cloud.as_ref(), &store, &replica, &run, &env.config, &mut obs)?;
     if let Some(b) = &obs.bar {
         b.finish_and_clear();

@@ -145,6 +145,7 @@ impl Cloud for LocalCloud {
             location: "local".into(),
             hyper_v_generation: None,
             security_type: None,
+            zone: None,
             disks,
         })
     }

@@ -29,6 +29,8 @@ pub struct Vm {
     pub hyper_v_generation: Option<String>,
     /// `TrustedLaunch`, `ConfidentialVM...` (Azure), carried where allowed.
     pub security_type: Option<String>,
+    /// Its availability zone, if pinned to one (Azure).
+    pub zone: Option<String>,
     pub disks: Vec<VmDisk>,
 }
 
@@ -41,6 +43,7 @@ impl Vm {
             "location": self.location,
             "hyper_v_generation": self.hyper_v_generation,
             "security_type": self.security_type,
+            "zone": self.zone,
             "disks": self.disks.iter().map(|d| serde_json::json!({"name": d.name, "size": d.size})).collect::<Vec<_>>(),
         })
     }

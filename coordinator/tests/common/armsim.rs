@@ -81,6 +81,8 @@ pub struct SimState {
     next_grant: u64,
     /// Page range diffs served.
     pub diffs: u64,
+    /// Sent as `x-ms-ratelimit-remaining-subscription-writes` when set.
+    pub writes_remaining: Option<u64>,
 }
 
 pub struct ArmSim {
@@ -232,11 +234,14 @@ impl ArmSim {
             if r.read_exact(&mut body).is_err() {
                 return;
             }
-            let (status, headers, reply) = if target.starts_with("/sas/") {
+            let (status, mut headers, reply) = if target.starts_with("/sas/") {
                 self.page_diff(&target, &prev)
             } else {
                 self.handle(&method, &target, &auth, &body)
             };
+            if let Some(n) = self.with(|s| s.writes_remaining) {
+                headers.push(("x-ms-ratelimit-remaining-subscription-writes".into(), n.to_string()));
+            }
             let text = match reply {
                 Value::Null => String::new(),
                 Value::String(xml) => xml,

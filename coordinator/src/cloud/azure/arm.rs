@@ -7,7 +7,9 @@
 //!   else `Location` (202 while running, then the final body). `Retry-After`
 //!   sets the poll interval (bounded); the whole operation has a deadline.
 //! - **Throttling**: 429 and 5xx are retried after `Retry-After` (or a
-//!   backoff), within a time budget; every retry is counted.
+//!   backoff), within a time budget; every retry is counted. When an
+//!   `x-ms-ratelimit-remaining-*` header says a bucket is nearly empty, the
+//!   client pauses a second before going on.
 //! - **Errors**: `{"error": {"code", "message", "target"}}` becomes one line
 //!   naming the operation, the HTTP status and ARM's code. The bearer token
 //!   never appears in an error, a log line or a Debug print.
@@ -95,6 +97,23 @@ pub struct ArmCounters {
     pub throttled: AtomicU64,
     pub retries: AtomicU64,
     pub polls: AtomicU64,
+    /// Pauses taken because ARM said few requests remain in a bucket.
+    pub paced: AtomicU64,
+}
+
+/// Below this many requests left in any `x-ms-ratelimit-remaining-*`
+/// bucket, the client slows down before ARM starts answering 429.
+const LOW_REMAINING: u64 = 10;
+/// How long it pauses then (buckets refill every second or so).
+const PACE: Duration = Duration::from_secs(1);
+
+/// The smallest `x-ms-ratelimit-remaining-*` value among the headers.
+fn remaining(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .iter()
+        .filter(|(k, _)| k.as_str().starts_with("x-ms-ratelimit-remaining-"))
+        .filter_map(|(_, v)| v.to_str().ok()?.trim().parse::<u64>().ok())
+        .min()
 }
 
 /// How long to keep at it.
@@ -203,6 +222,10 @@ impl Arm {
                     let reply = read(resp)?;
                     let s = reply.status;
                     if s != 429 && !(500..600).contains(&s) {
+                        if remaining(&reply.headers).is_some_and(|r| r < LOW_REMAINING) {
+                            self.counters.paced.fetch_add(1, Ordering::Relaxed);
+                            std::thread::sleep(PACE);
+                        }
                         return Ok(reply);
                     }
                     if s == 429 {

@@ -397,6 +397,7 @@ impl Cloud for AzureCloud {
             location: v["location"].as_str().unwrap_or_default().to_owned(),
             hyper_v_generation,
             security_type: v["properties"]["securityProfile"]["securityType"].as_str().map(str::to_owned),
+            zone: v["zones"][0].as_str().map(str::to_owned),
             disks,
         })
     }
