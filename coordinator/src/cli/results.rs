@@ -249,8 +249,8 @@ fn import_replica(
 /// Managed disks from a recovery point: each disk's point is promoted to a
 /// standalone blob (server side, by the agent), then imported by ARM.
 fn import_azure(env: &Env, store: &Store, r: &Replica, a: &ImportArgs, rg: &str) -> Result<Vec<Imported>, Failure> {
+    use crate::cloud::azure::import::ImportSpec;
     use crate::cloud::azure::names;
-    use crate::cloud::azure::provider::ImportSpec;
     let settings = match (env.config.provider(), &env.config.azure) {
         ("azure", Some(s)) => s.clone(),
         _ => {
@@ -391,7 +391,7 @@ fn create_vm(
     let data: Vec<(u64, &str)> =
         disks.iter().filter_map(|d| Some((d.disk.strip_prefix("lun")?.parse().ok()?, d.path.as_str()))).collect();
     let cloud = crate::cloud::azure::AzureCloud::new(settings)?;
-    let spec = crate::cloud::azure::provider::NewVm {
+    let spec = crate::cloud::azure::import::NewVm {
         name,
         resource_group: rg,
         size,

@@ -6,6 +6,7 @@
 //! - [`settings`]: the `[azure]` config section;
 //! - [`token`]: ARM tokens from `azure_identity` credentials;
 //! - [`provider`]: [`AzureCloud`], the lifecycle's steps as ARM calls;
+//! - [`import`]: managed disks from recovery points, and a VM of them;
 //! - [`userdata`]: the worker's cloud-init user data from `images/`.
 //!
 //! Tested against an in-process ARM simulator with the data plane on
@@ -13,6 +14,7 @@
 
 pub mod arm;
 pub mod diff;
+pub mod import;
 pub mod names;
 pub mod provider;
 pub mod settings;

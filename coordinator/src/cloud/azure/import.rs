@@ -1,0 +1,123 @@
+//! Results into Azure: managed disks imported from promoted recovery points
+//! (`createOption: Import`) and a VM made of them (`migrate --create-vm`).
+
+use anyhow::{anyhow, bail, Result};
+use serde_json::{json, Value};
+
+use super::names::{self, with_api, Scope, DISK_API, NETWORK_API, VM_API};
+use super::AzureCloud;
+
+/// One managed disk to create from a promoted recovery point.
+#[derive(Debug, Clone)]
+pub struct ImportSpec<'a> {
+    pub name: &'a str,
+    pub resource_group: &'a str,
+    /// The standalone page blob (no SAS).
+    pub source_uri: &'a str,
+    /// ARM id of the storage account holding it.
+    pub storage_account_id: &'a str,
+    pub sku: &'a str,
+    /// The source VM's recorded facts when this is its OS disk.
+    pub os: Option<&'a Value>,
+    pub tags: Value,
+}
+
+/// A VM made of imported disks (`migrate --create-vm`).
+#[derive(Debug, Clone)]
+pub struct NewVm<'a> {
+    pub name: &'a str,
+    pub resource_group: &'a str,
+    pub size: &'a str,
+    /// Subnet id for its NIC (in the disks' region).
+    pub subnet: &'a str,
+    /// Resource ids.
+    pub os_disk: &'a str,
+    pub os_type: &'a str,
+    /// (LUN, disk id).
+    pub data: &'a [(u64, &'a str)],
+    pub replica: &'a str,
+}
+
+impl AzureCloud {
+    /// Create a managed disk from a page blob (`createOption: Import`), in
+    /// the storage account's region (Import cannot cross regions). An OS
+    /// disk carries the source's osType and Hyper-V generation. Returns
+    /// the disk's resource id and a note, if something was not carried.
+    pub fn import_disk(&self, i: &ImportSpec<'_>) -> Result<(String, Option<String>)> {
+        let account = self
+            .arm
+            .get(&with_api(i.storage_account_id, names::STORAGE_API))?
+            .ok_or_else(|| anyhow!("storage account {} not found", i.storage_account_id))?;
+        let location = account["location"].as_str().ok_or_else(|| anyhow!("storage account without a location"))?;
+        let mut props = json!({
+            "creationData": {
+                "createOption": "Import",
+                "sourceUri": i.source_uri,
+                "storageAccountId": i.storage_account_id,
+            },
+        });
+        let mut note = None;
+        if let Some(os) = i.os {
+            props["osType"] = os["os_type"].clone();
+            if let Some(g) = os["hyper_v_generation"].as_str() {
+                props["hyperVGeneration"] = g.into();
+            }
+            match os["security_type"].as_str() {
+                Some(t) if t.starts_with("ConfidentialVM") => bail!(
+                    "the source is a confidential VM ({t}): its OS disk needs its VM guest state \
+                     (ImportSecure), which diskferry does not copy"
+                ),
+                Some(t) => {
+                    note =
+                        Some(format!("the source VM was {t}: create the new VM as {t}; its vTPM state is not carried"))
+                }
+                None => {}
+            }
+        }
+        let scope = Scope { subscription: self.s.subscription.clone(), resource_group: i.resource_group.to_owned() };
+        let body = json!({ "location": location, "sku": { "name": i.sku }, "tags": i.tags, "properties": props });
+        let path = scope.disk(i.name);
+        self.arm.put(&with_api(&path, DISK_API), &body)?;
+        Ok((path, note))
+    }
+
+    /// Create a VM from managed disks (the OS disk attached, so no image and
+    /// no OS profile), in the OS disk's region, with an inline NIC in
+    /// `subnet`. Returns its resource id.
+    pub fn create_vm(&self, v: &NewVm<'_>) -> Result<String> {
+        let os =
+            self.arm.get(&with_api(v.os_disk, DISK_API))?.ok_or_else(|| anyhow!("disk {} not found", v.os_disk))?;
+        let location = os["location"].as_str().ok_or_else(|| anyhow!("disk {} has no location", v.os_disk))?;
+        let data: Vec<Value> = v
+            .data
+            .iter()
+            .map(|(lun, id)| json!({ "lun": lun, "createOption": "Attach", "managedDisk": { "id": id } }))
+            .collect();
+        let body = json!({
+            "location": location,
+            "tags": { names::TAG_REPLICA: v.replica },
+            "properties": {
+                "hardwareProfile": { "vmSize": v.size },
+                "storageProfile": {
+                    "osDisk": { "osType": v.os_type, "createOption": "Attach", "managedDisk": { "id": v.os_disk } },
+                    "dataDisks": data,
+                },
+                "networkProfile": {
+                    "networkApiVersion": NETWORK_API,
+                    "networkInterfaceConfigurations": [{
+                        "name": format!("{}-nic", v.name),
+                        "properties": {
+                            "primary": true,
+                            "deleteOption": "Detach",
+                            "ipConfigurations": [{ "name": "ipconfig1", "properties": { "subnet": { "id": v.subnet } } }],
+                        },
+                    }],
+                },
+            },
+        });
+        let scope = Scope { subscription: self.s.subscription.clone(), resource_group: v.resource_group.to_owned() };
+        let path = scope.vm(v.name);
+        self.arm.put(&with_api(&path, VM_API), &body)?;
+        Ok(path)
+    }
+}

@@ -1,0 +1,96 @@
+//! The simulator's data plane: a snapshot's SAS URL answering Get Page
+//! Ranges with `x-ms-previous-snapshot-url` from the snapshot files.
+
+use serde_json::Value;
+
+use super::{ArmSim, Reply};
+
+impl ArmSim {
+    /// The data plane of a snapshot SAS: Get Page Ranges with
+    /// `x-ms-previous-snapshot-url`, at 64 KiB granularity, a few ranges a
+    /// page with `NextMarker`.
+    pub(super) fn page_diff(&self, target: &str, prev_url: &str) -> Reply {
+        let xml_err = |st: u16, code: &str| (st, vec![], Value::String(format!("<Error><Code>{code}</Code></Error>")));
+        let mut s = self.state.lock().unwrap();
+        s.log.push(format!("GET {}", target.split('?').next().unwrap_or("")));
+        let token_of = |url: &str| -> Option<String> {
+            let rest = url.split("/sas/").nth(1)?;
+            let (tok, q) = rest.split_once('?')?;
+            q.contains("sig=SIMSAS-SECRET").then(|| tok.to_owned())
+        };
+        let (Some(cur), Some(prev)) = (token_of(target), token_of(prev_url)) else {
+            return xml_err(403, "AuthenticationFailed");
+        };
+        let (Some(cur_k), Some(prev_k)) = (s.grants.get(&cur).cloned(), s.grants.get(&prev).cloned()) else {
+            return xml_err(403, "AuthenticationFailed");
+        };
+        if !target.contains("comp=pagelist") {
+            return xml_err(400, "InvalidQueryParameterValue");
+        }
+        let family = |k: &str| s.resources.get(k).map(|r| r["properties"]["incrementalSnapshotFamilyId"].clone());
+        if family(&cur_k) != family(&prev_k) || family(&cur_k).is_none() {
+            return xml_err(409, "PreviousSnapshotNotFound");
+        }
+        let (a, b) = match (s.files.get(&prev_k), s.files.get(&cur_k)) {
+            (Some(a), Some(b)) => (std::fs::read(a).unwrap(), std::fs::read(b).unwrap()),
+            _ => return xml_err(404, "BlobNotFound"),
+        };
+        const G: usize = 64 * 1024;
+        let mut ranges: Vec<(usize, usize, bool)> = Vec::new(); // (start, end exclusive, cleared)
+        for (i, cb) in b.chunks(G).enumerate() {
+            let ca = a.get(i * G..(i * G + cb.len()).min(a.len())).unwrap_or(&[]);
+            if ca == cb {
+                continue;
+            }
+            let cleared = cb.iter().all(|&x| x == 0);
+            match ranges.last_mut() {
+                Some(r) if r.1 == i * G && r.2 == cleared => r.1 += cb.len(),
+                _ => ranges.push((i * G, i * G + cb.len(), cleared)),
+            }
+        }
+        let skip: usize =
+            target.split(['?', '&']).find_map(|q| q.strip_prefix("marker=")).and_then(|m| m.parse().ok()).unwrap_or(0);
+        let page = s.page.max(1);
+        let mut xml = String::from("<?xml version=\"1.0\" encoding=\"utf-8\"?><PageList>");
+        for (start, end, cleared) in ranges.iter().skip(skip).take(page) {
+            let tag = if *cleared { "ClearRange" } else { "PageRange" };
+            xml.push_str(&format!("<{tag}><Start>{start}</Start><End>{}</End></{tag}>", end - 1));
+        }
+        if skip + page < ranges.len() {
+            xml.push_str(&format!("<NextMarker>{}</NextMarker>", skip + page));
+        } else {
+            xml.push_str("<NextMarker />");
+        }
+        xml.push_str("</PageList>");
+        s.diffs += 1;
+        (200, vec![], Value::String(xml))
+    }
+}
+
+/// Standard base64 decoding (None on bad input).
+pub fn unb64(s: &str) -> Option<Vec<u8>> {
+    let val = |c: u8| -> Option<u32> {
+        Some(match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            _ => return None,
+        } as u32)
+    };
+    let s = s.trim().as_bytes();
+    if !s.len().is_multiple_of(4) {
+        return None;
+    }
+    let mut out = Vec::with_capacity(s.len() / 4 * 3);
+    for q in s.chunks(4) {
+        let pad = q.iter().rev().take_while(|&&c| c == b'=').count();
+        let mut n = 0u32;
+        for (i, &c) in q[..4 - pad].iter().enumerate() {
+            n |= val(c)? << (18 - 6 * i);
+        }
+        out.extend((0..3 - pad).map(|i| (n >> (16 - 8 * i)) as u8));
+    }
+    Some(out)
+}
