@@ -84,6 +84,11 @@ vm_check_secs = 1
         self.coord.json(args)
     }
 
+    /// The next request matching (method, path) fails with `code`.
+    fn fail_next(&self, method: &'static str, path: &str, code: &'static str, sync_status: Option<u16>) {
+        self.sim.with(|s| s.fail = vec![FailRule { method, path: path.into(), code, sync_status }]);
+    }
+
     fn create(&self, name: &str, extra: &[&str]) {
         let mut args = vec!["replica", "create", name, "--vm", "prod/web1", "--to", &self.dest];
         args.extend_from_slice(extra);
@@ -204,14 +209,7 @@ fn azure_runs_sync_incrementally_through_arm_and_clean_up() {
     // No diff this time (access is refused): the worker reads everything
     // and the copy is still exact.
     poke(&f.os, 2 * MIB, 4096, 97);
-    f.sim.with(|s| {
-        s.fail = vec![FailRule {
-            method: "POST",
-            path: "/beginGetAccess".into(),
-            code: "AuthorizationFailed",
-            sync_status: Some(403),
-        }];
-    });
+    f.fail_next("POST", "/beginGetAccess", "AuthorizationFailed", Some(403));
     let out = f.cmd(&["run", "web", "--json"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no range hint"), "the coordinator says why");
@@ -344,14 +342,7 @@ fn a_failure_at_each_step_leaves_nothing_behind() {
 
     // Teardown itself fails (the VM cannot be deleted): the run says so,
     // and `gc` finishes the job later.
-    f.sim.with(|s| {
-        s.fail = vec![FailRule {
-            method: "DELETE",
-            path: "/virtualMachines/df-".into(),
-            code: "Conflict",
-            sync_status: Some(409),
-        }]
-    });
+    f.fail_next("DELETE", "/virtualMachines/df-", "Conflict", Some(409));
     let out = f.cmd(&["run", "web", "--json"]);
     assert_eq!(out.status.code(), Some(1));
     let run: Value = serde_json::from_slice(&out.stdout).unwrap();
