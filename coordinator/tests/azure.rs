@@ -340,6 +340,19 @@ fn a_failure_at_each_step_leaves_nothing_behind() {
         assert_eq!(f.sim.running_workers(), 0, "{what}");
     }
 
+    // The worker's agent fails (it has no credentials for the destination's
+    // account): the run fails with the agent's error, the worker and its
+    // disks are gone.
+    let other = format!("pageblob:{}/otheraccount/nowhere", f.coord.endpoint.as_deref().unwrap());
+    let bad = f.cmd(&["replica", "create", "unreachable", "--vm", "prod/web1", "--to", &other]);
+    assert!(bad.status.success(), "{}", String::from_utf8_lossy(&bad.stderr));
+    let out = f.cmd(&["run", "unreachable", "--json"]);
+    assert_eq!(out.status.code(), Some(1));
+    let run: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(run["run"]["error"].as_str().unwrap().contains("to destination 1"), "{run}");
+    assert_eq!(f.leftovers(), Vec::<String>::new(), "the agent failed: left behind");
+    assert_eq!(f.sim.running_workers(), 0);
+
     // Teardown itself fails (the VM cannot be deleted): the run says so,
     // and `gc` finishes the job later.
     f.fail_next("DELETE", "/virtualMachines/df-", "Conflict", Some(409));
