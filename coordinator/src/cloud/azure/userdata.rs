@@ -39,7 +39,9 @@ pub fn render(job: &JobSpec, agent: &AgentSource) -> Result<String> {
         .replace("@AGENT_SHA256@", &agent.sha256.to_ascii_lowercase())
         .replace("@IDENTITY_CLIENT_ID@", &agent.identity_client_id);
     let text = TEMPLATE
-        .replace("@JOB_B64@", &b64(job.to_json().as_bytes()))
+        // Compact: a job with range hints is mostly numbers, and user data
+        // is capped at 64 KiB.
+        .replace("@JOB_B64@", &b64(serde_json::to_string(job)?.as_bytes()))
         .replace("@UNIT_B64@", &b64(UNIT.replace("@IDENTITY_CLIENT_ID@", &agent.identity_client_id).as_bytes()))
         .replace("@FETCH_B64@", &b64(fetch.as_bytes()));
     if text.len() > MAX_USER_DATA {
@@ -169,6 +171,20 @@ mod tests {
         assert!(std::process::Command::new("sh").arg("-n").arg(dir.path().join("f.sh")).status().unwrap().success());
         assert_eq!(doc["runcmd"].as_vec().unwrap().len(), 3);
         assert!(render_base64(&j, &agent()).unwrap().len() <= MAX_USER_DATA * 4 / 3 + 4);
+    }
+
+    #[test]
+    fn hints_travel_compactly() {
+        // Four disks with 400 hinted ranges each (the most a disk gets)
+        // still fit in user data; pretty-printed JSON would not.
+        let mut j = job(4);
+        for d in &mut j.disks {
+            let ranges = (0..400u64).map(|i| [i << 30, 65536]).collect();
+            d.hint = Some(diskferry_core::job::RangeHint { base_generations: vec![7], disk_size: 1 << 40, ranges });
+        }
+        let text = render(&j, &agent()).unwrap();
+        assert!(text.len() <= MAX_USER_DATA, "{}", text.len());
+        assert!(b64(j.to_json().as_bytes()).len() > MAX_USER_DATA, "the pretty form would not fit");
     }
 
     #[test]
