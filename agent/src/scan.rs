@@ -45,10 +45,6 @@ pub struct WindowView<'a> {
     /// Disk offset of `bytes[0]`.
     pub offset: u64,
     pub states: &'a [ChunkState],
-    /// Per chunk: lies wholly in a hole (zero without a read).
-    pub holes: &'a [bool],
-    /// Per chunk: known unchanged from the hint's baseline (not read).
-    pub known: &'a [bool],
     /// What this window read and found.
     pub stats: ScanStats,
     /// The window's bytes; only chunks that are not in a hole were read.
@@ -92,12 +88,23 @@ pub struct Known<'a> {
     pub baseline: &'a [ChunkState],
 }
 
+/// How a chunk's state is found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Source {
+    /// Read and hashed.
+    Read,
+    /// Wholly in a hole of the source: zero, not read.
+    Hole,
+    /// Left out by the range hint: the baseline's state, not read.
+    Known,
+}
+
 /// A window on its way through the pool.
 struct Window<'a> {
     first: u64,
     offset: u64,
-    holes: Vec<bool>,
-    known: Vec<bool>,
+    /// Per chunk.
+    how: Vec<Source>,
     states: Vec<ChunkState>,
     /// The window in the source's mapping, or `None` to read into `buf`.
     map: Option<&'a [u8]>,
@@ -135,8 +142,6 @@ pub fn scan(
                 first_chunk: w.first,
                 offset: w.offset,
                 states: &w.states,
-                holes: &w.holes,
-                known: &w.known,
                 stats: window_stats,
                 bytes: w.bytes(),
             })?;
@@ -187,19 +192,18 @@ fn prepare<'a>(
     if map.is_none() {
         buf.resize((bytes.end - bytes.start) as usize, 0);
     }
-    let n = (chunks.end - chunks.start) as usize;
-    let mut states = vec![ChunkState::Zero; n];
-    let mut flags = vec![false; n];
+    let mut states = vec![ChunkState::Zero; holes.len()];
+    let mut how: Vec<Source> = holes.iter().map(|&h| if h { Source::Hole } else { Source::Read }).collect();
     if let Some(k) = known {
         for (j, i) in chunks.clone().enumerate() {
             let base = k.baseline.get(i as usize);
-            if let Some(b) = base.filter(|_| !holes[j] && !k.hint.touches(geometry.chunk_range(i))) {
+            if let Some(b) = base.filter(|_| how[j] == Source::Read && !k.hint.touches(geometry.chunk_range(i))) {
                 states[j] = *b;
-                flags[j] = true;
+                how[j] = Source::Known;
             }
         }
     }
-    Ok(Window { first: chunks.start, offset: bytes.start, holes, known: flags, states, map, buf })
+    Ok(Window { first: chunks.start, offset: bytes.start, how, states, map, buf })
 }
 
 /// Read (if not mapped), zero-check and hash every chunk of a window.
@@ -207,53 +211,46 @@ fn hash_window<'a>(source: &dyn BlockSource, geometry: Geometry, mut w: Window<'
     let chunk = geometry.chunk_size().get() as usize;
     let (first, offset) = (w.first, w.offset);
     match &w.map {
-        Some(m) => {
-            w.states.par_iter_mut().zip(&w.holes).zip(&w.known).enumerate().for_each(|(k, ((state, &hole), &known))| {
-                if !hole && !known {
-                    let r = geometry.chunk_range(first + k as u64);
-                    *state = ChunkState::of(&m[(r.start - offset) as usize..(r.end - offset) as usize]);
-                }
-            })
-        }
-        None => w
-            .buf
-            .par_chunks_mut(chunk)
-            .zip(w.states.par_iter_mut())
-            .zip(&w.holes)
-            .zip(&w.known)
-            .enumerate()
-            .try_for_each(|(k, (((slice, state), &hole), &known))| {
-                if hole || known {
+        Some(m) => w.states.par_iter_mut().zip(&w.how).enumerate().for_each(|(k, (state, &how))| {
+            if how == Source::Read {
+                let r = geometry.chunk_range(first + k as u64);
+                *state = ChunkState::of(&m[(r.start - offset) as usize..(r.end - offset) as usize]);
+            }
+        }),
+        None => w.buf.par_chunks_mut(chunk).zip(w.states.par_iter_mut()).zip(&w.how).enumerate().try_for_each(
+            |(k, ((slice, state), &how))| {
+                if how != Source::Read {
                     return Ok(());
                 }
                 let at = offset + (k * chunk) as u64;
                 source.read_exact_at(at, slice).map_err(|e| read_failure(e, at))?;
                 *state = ChunkState::of(slice);
                 Ok::<(), Failure>(())
-            })?,
+            },
+        )?,
     }
     Ok(w)
 }
 
 fn count(geometry: Geometry, w: &Window<'_>) -> ScanStats {
     let mut stats = ScanStats::default();
-    for (k, ((state, &hole), &known)) in w.states.iter().zip(&w.holes).zip(&w.known).enumerate() {
+    for (k, (state, &how)) in w.states.iter().zip(&w.how).enumerate() {
         let r = geometry.chunk_range(w.first + k as u64);
         let len = r.end - r.start;
         stats.chunks += 1;
-        if hole {
-            stats.hole_chunks += 1;
-        } else if known {
-            stats.hinted_chunks += 1;
-            stats.bytes_hinted += len;
-        } else {
-            stats.bytes_read += len;
+        match how {
+            Source::Hole => stats.hole_chunks += 1,
+            Source::Known => {
+                stats.hinted_chunks += 1;
+                stats.bytes_hinted += len;
+            }
+            Source::Read => stats.bytes_read += len,
         }
         if state.is_zero() {
             stats.zero_chunks += 1;
         } else {
             stats.data_chunks += 1;
-            if !known {
+            if how != Source::Known {
                 stats.bytes_hashed += len;
             }
         }

@@ -231,16 +231,33 @@ fn run(
         return Ok(failed(lanes));
     }
     progress.set_phase(Phase::Syncing);
-    let (hint, hint_note) = judge_hint(opts.hint.as_ref(), &lanes, geometry);
+    // The lane whose manifest is the hint's baseline, or why there is none.
+    let judged = opts.hint.as_ref().map(|h| (h, judge_hint(h, &lanes, geometry)));
+    let hint_note = judged.as_ref().map(|(h, j)| match j {
+        Ok(_) => {
+            let bytes: u64 = h.ranges.iter().map(|r| r[1]).sum();
+            format!("used: {} ranges, {bytes} bytes may have changed", h.ranges.len())
+        }
+        Err(why) => format!("ignored: {why}"),
+    });
+    let baseline_lane = judged.and_then(|(_, j)| j.ok());
 
     let scan_result = {
         // One pass splits each live lane into its planner (borrowing the
         // prior) and its sink (borrowed mutably): disjoint fields.
+        // The hint's baseline is borrowed from its lane's prior, like the planners'.
+        let mut baseline: Option<&[ChunkState]> = None;
         let mut active: Vec<Option<(Planner<'_>, LaneMut<'_>)>> = lanes
             .iter_mut()
-            .map(|l| {
+            .enumerate()
+            .map(|(i, l)| {
                 let Lane { sink, prior, stats, writing, .. } = l.as_mut().ok()?;
                 let prior: &Prior = prior;
+                if let (Some(b), Prior::Previous { manifest, .. }) = (baseline_lane, prior) {
+                    if b == i {
+                        baseline = Some(&manifest.chunks);
+                    }
+                }
                 let p = Planner::new(prior.baseline(), geometry);
                 let planner = match prior.overrides() {
                     Some(o) => p.with_overrides(o),
@@ -250,7 +267,7 @@ fn run(
             })
             .collect();
         let mut failures: Vec<Option<Failure>> = active.iter().map(|_| None).collect();
-        let known = hint.as_ref().map(|(h, baseline)| Known { hint: h, baseline });
+        let known = opts.hint.as_ref().zip(baseline).map(|(hint, baseline)| Known { hint, baseline });
         let r = scan(&source, geometry, &pool, known, |w| {
             count_scan(progress, &w);
             for (slot, failure) in active.iter_mut().zip(failures.iter_mut()) {
@@ -356,19 +373,14 @@ fn report(
 
 /// A range hint holds when every destination still holds, cleanly, the
 /// generation the hint was made against: then whatever the hint leaves out
-/// is as that generation's manifest says. Otherwise it is ignored (the scan
-/// reads everything) and the note says why.
-fn judge_hint(
-    hint: Option<&RangeHint>,
-    lanes: &[Result<Lane, Failure>],
-    geometry: Geometry,
-) -> (Option<(RangeHint, Vec<ChunkState>)>, Option<String>) {
-    let Some(h) = hint else { return (None, None) };
-    let ignored = |why: String| (None, Some(format!("ignored: {why}")));
+/// is as that generation's manifest says (they are all the same state).
+/// `Ok(lane)` names the first such lane, whose manifest is the baseline;
+/// `Err(why)` ignores the hint (the scan reads everything).
+fn judge_hint(h: &RangeHint, lanes: &[Result<Lane, Failure>], geometry: Geometry) -> Result<usize, String> {
     if h.disk_size != geometry.disk_size() {
-        return ignored(format!("the disk is {} bytes now, {} at the hint's base", geometry.disk_size(), h.disk_size));
+        return Err(format!("the disk is {} bytes now, {} at the hint's base", geometry.disk_size(), h.disk_size));
     }
-    let mut baseline: Option<&Manifest> = None;
+    let mut baseline = None;
     for (i, lane) in lanes.iter().enumerate() {
         let Ok(lane) = lane else { continue };
         let base = h.base_generations.get(i).copied().unwrap_or(0);
@@ -379,32 +391,25 @@ fn judge_hint(
                     && overrides.suspect_count() == 0
                     && overrides.acked_count() == 0 =>
             {
-                baseline.get_or_insert(manifest);
+                baseline.get_or_insert(i);
             }
             Prior::Previous { manifest, .. } if manifest.generation != base => {
-                return ignored(format!(
+                return Err(format!(
                     "destination {} holds generation {}, the hint is against {base}",
                     i + 1,
                     manifest.generation
                 ))
             }
             Prior::Previous { .. } => {
-                return ignored(format!("destination {} has an interrupted generation or another geometry", i + 1))
+                return Err(format!("destination {} has an interrupted generation or another geometry", i + 1))
             }
             p => {
                 let why = p.full_reason().unwrap_or("no previous generation");
-                return ignored(format!("destination {} cannot sync incrementally ({why})", i + 1));
+                return Err(format!("destination {} cannot sync incrementally ({why})", i + 1));
             }
         }
     }
-    match baseline {
-        Some(m) => {
-            let bytes: u64 = h.ranges.iter().map(|r| r[1]).sum();
-            let note = format!("used: {} ranges, {bytes} bytes may have changed", h.ranges.len());
-            (Some((h.clone(), m.chunks.clone())), Some(note))
-        }
-        None => ignored("no destination to compare with".into()),
-    }
+    baseline.ok_or_else(|| "no destination to compare with".into())
 }
 
 /// What the scan itself did (counted once, however many destinations).

@@ -165,21 +165,10 @@ pub fn run_promote(a: PromoteArgs) -> Result<(), Failure> {
         ));
     }
     let sink = open_blob(&a.dest.dest, a.dest.api_version.clone())?;
-    let points = sink.points()?;
-    let point = match a.point {
-        Some(g) => points.iter().find(|p| p.generation == g),
-        None => points.last(),
-    }
-    .ok_or_else(|| {
-        let have: Vec<String> = points.iter().map(|p| p.generation.to_string()).collect();
-        Failure::new(ExitCode::Usage, anyhow::anyhow!("no such recovery point (have: {})", have.join(", ")))
-    })?;
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| Failure::new(ExitCode::Failure, e.into()))?;
+    let point = crate::readback::pick(&sink.points()?, a.point, &format!("pageblob:{addr}"))?;
     let deadline = std::time::Duration::from_secs(a.timeout_secs);
-    rt.block_on(sink.store().copy_snapshot(&a.name, own, &point.snapshot, deadline))
+    sink.runtime()
+        .block_on(sink.store().copy_snapshot(&a.name, own, &point.snapshot, deadline))
         .map_err(|e| Failure::new(ExitCode::Destination, anyhow::anyhow!("{e}")))?;
     let url = addr.blob_url(&a.name).map_err(|e| Failure::new(ExitCode::Usage, e))?;
     let out = serde_json::json!({

@@ -395,13 +395,10 @@ impl Worker {
     }
 
     fn apply(&mut self, p: &Prepared) -> Result<(), Reject> {
-        let holes = vec![false; p.states.len()];
         let view = WindowView {
             first_chunk: p.first_chunk,
             offset: p.offset,
             states: &p.states,
-            holes: &holes,
-            known: &holes,
             stats: ScanStats::default(),
             bytes: &p.buf,
         };

@@ -10,6 +10,7 @@ use anyhow::{anyhow, bail, Context};
 use clap::Args;
 
 use super::{exists_dir, print_json, usage, Env, Failure};
+use crate::cloud::azure::AzureCloud;
 use crate::destination::Destination;
 use crate::store::{Replica, RunDisk, Store};
 
@@ -188,7 +189,7 @@ pub fn import(env: &Env, a: ImportArgs) -> Result<(), Failure> {
     let store = env.store()?;
     let r = usage(store.replica(&a.replica))?;
     let out = match a.to.strip_prefix("azure:") {
-        Some(rg) => import_azure(env, &store, &r, &a, rg)?,
+        Some(rg) => import_azure(env, &azure_cloud(env)?, &store, &r, &a, rg)?,
         None => {
             let to = PathBuf::from(&a.to);
             exists_dir(&to)?;
@@ -246,21 +247,27 @@ fn import_replica(
     Ok(out)
 }
 
+/// The azure provider, for results that go to Azure (`azure:RG`).
+fn azure_cloud(env: &Env) -> Result<AzureCloud, Failure> {
+    match (env.config.provider(), &env.config.azure) {
+        ("azure", Some(s)) => Ok(AzureCloud::new(s.clone())?),
+        _ => usage(Err(anyhow!("azure:... needs provider = \"azure\" and an [azure] section in the config"))),
+    }
+}
+
 /// Managed disks from a recovery point: each disk's point is promoted to a
 /// standalone blob (server side, by the agent), then imported by ARM.
-fn import_azure(env: &Env, store: &Store, r: &Replica, a: &ImportArgs, rg: &str) -> Result<Vec<Imported>, Failure> {
+fn import_azure(
+    env: &Env,
+    cloud: &AzureCloud,
+    store: &Store,
+    r: &Replica,
+    a: &ImportArgs,
+    rg: &str,
+) -> Result<Vec<Imported>, Failure> {
     use crate::cloud::azure::import::ImportSpec;
     use crate::cloud::azure::names;
-    let settings = match (env.config.provider(), &env.config.azure) {
-        ("azure", Some(s)) => s.clone(),
-        _ => {
-            return usage(Err(anyhow!(
-                "--to azure:... needs provider = \"azure\" and an [azure] section in the config"
-            )))
-        }
-    };
-    let plain = |v: &str| !v.is_empty() && v.chars().all(|c| c.is_ascii_alphanumeric() || "-_.()".contains(c));
-    if !plain(rg) {
+    if !names::is_plain(rg) {
         return usage(Err(anyhow!("--to azure:{rg}: name a resource group")));
     }
     let Some(account) = a.storage_account.as_deref().filter(|s| s.starts_with("/subscriptions/")) else {
@@ -273,7 +280,6 @@ fn import_azure(env: &Env, store: &Store, r: &Replica, a: &ImportArgs, rg: &str)
         return usage(Err(anyhow!("only a pageblob: destination can be imported as managed disks")));
     }
     let facts = store.vm_facts(&r.name)?;
-    let cloud = crate::cloud::azure::AzureCloud::new(settings)?;
     let mut out = Vec::new();
     for d in newest_disks(store, r, a.dest - 1)? {
         let g = a.point.unwrap_or(d.generation);
@@ -312,6 +318,8 @@ pub fn migrate(env: &Env, a: MigrateArgs) -> Result<(), Failure> {
     if a.create_vm.is_some() && (to_azure.is_none() || a.subnet.is_none()) {
         return usage(Err(anyhow!("--create-vm needs --import-to azure:RG and --subnet")));
     }
+    // Before the run: a config that cannot reach Azure fails now, not after it.
+    let cloud = to_azure.as_ref().map(|_| azure_cloud(env)).transpose()?;
     let vm_name = if env.config.provider() == "local" {
         usage(crate::cloud::local::LocalCloud::load_vm_file(&a.vm.display().to_string()))?.1.name
     } else {
@@ -341,8 +349,8 @@ pub fn migrate(env: &Env, a: MigrateArgs) -> Result<(), Failure> {
     super::replica::succeeded(&done)?;
     let store = env.store()?;
     let r = store.replica(&name)?;
-    let (out, vm) = match &to_azure {
-        Some(rg) => {
+    let (out, vm) = match (&to_azure, &cloud) {
+        (Some(rg), Some(cloud)) => {
             let ia = ImportArgs {
                 replica: name.clone(),
                 point: None,
@@ -352,14 +360,14 @@ pub fn migrate(env: &Env, a: MigrateArgs) -> Result<(), Failure> {
                 sku: "StandardSSD_LRS".into(),
                 json: a.json,
             };
-            let out = import_azure(env, &store, &r, &ia, rg)?;
+            let out = import_azure(env, cloud, &store, &r, &ia, rg)?;
             let vm = match (&a.create_vm, &a.subnet) {
-                (Some(vm), Some(subnet)) => Some(create_vm(env, &store, &r, &out, rg, vm, subnet, &a.vm_size)?),
+                (Some(vm), Some(subnet)) => Some(create_vm(cloud, &store, &r, &out, rg, vm, subnet, &a.vm_size)?),
                 _ => None,
             };
             (out, vm)
         }
-        None => (import_replica(env, &store, &r, 1, None, Path::new(&a.import_to))?, None),
+        _ => (import_replica(env, &store, &r, 1, None, Path::new(&a.import_to))?, None),
     };
     if a.json {
         return print_json(&serde_json::json!({ "run": done, "disks": disks, "imported": out, "vm": vm }));
@@ -376,7 +384,7 @@ pub fn migrate(env: &Env, a: MigrateArgs) -> Result<(), Failure> {
 /// A VM from imported disks: the OS disk and the data disks at their LUNs.
 #[allow(clippy::too_many_arguments)]
 fn create_vm(
-    env: &Env,
+    cloud: &AzureCloud,
     store: &Store,
     r: &Replica,
     disks: &[Imported],
@@ -385,12 +393,10 @@ fn create_vm(
     subnet: &str,
     size: &str,
 ) -> Result<String, Failure> {
-    let settings = env.config.azure.clone().ok_or_else(|| anyhow!("no [azure] section"))?;
     let facts = store.vm_facts(&r.name)?.unwrap_or_default();
     let os = disks.iter().find(|d| d.disk == "os").ok_or_else(|| anyhow!("no OS disk was imported"))?;
     let data: Vec<(u64, &str)> =
         disks.iter().filter_map(|d| Some((d.disk.strip_prefix("lun")?.parse().ok()?, d.path.as_str()))).collect();
-    let cloud = crate::cloud::azure::AzureCloud::new(settings)?;
     let spec = crate::cloud::azure::import::NewVm {
         name,
         resource_group: rg,

@@ -66,6 +66,12 @@ pub fn imported_disk(replica: &str, disk: &str, g: u64) -> String {
     format!("{replica}-{disk}-g{g}")
 }
 
+/// A subscription, resource group or resource name diskferry accepts:
+/// letters, digits and `-_.()`.
+pub fn is_plain(name: &str) -> bool {
+    !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.()".contains(c))
+}
+
 /// `path?api-version=V`.
 pub fn with_api(path: &str, api: &str) -> String {
     format!("{path}?api-version={api}")
@@ -74,7 +80,7 @@ pub fn with_api(path: &str, api: &str) -> String {
 /// A VM named as `RESOURCE_GROUP/NAME` or by its full resource id.
 pub fn parse_vm(vm: &str, subscription: &str) -> Result<(Scope, String)> {
     let parts: Vec<&str> = vm.trim_matches('/').split('/').collect();
-    let ok = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_.()".contains(c));
+    let ok = is_plain;
     match parts.as_slice() {
         [rg, name] if ok(rg) && ok(name) => {
             Ok((Scope { subscription: subscription.to_owned(), resource_group: (*rg).to_owned() }, (*name).to_owned()))

@@ -47,6 +47,8 @@ pub struct AzureCloud {
     /// When each worker's VM was last looked at (single-VM GETs are
     /// throttled at 12 a minute per VM).
     vm_checked: Mutex<BTreeMap<String, Instant>>,
+    /// Drives the storage SDK's futures (status blob reads every poll).
+    rt: tokio::runtime::Runtime,
 }
 
 impl AzureCloud {
@@ -63,15 +65,8 @@ impl AzureCloud {
         let addr = BlobAddress::parse(&format!("{container}/status.json"))
             .with_context(|| format!("azure.status_container {container}"))?;
         let status = AzureStore::connect(addr, s.storage_api_version.clone())?;
-        Ok(Self { s, arm, work, status, vm_checked: Mutex::new(BTreeMap::new()) })
-    }
-
-    pub fn arm(&self) -> &Arm {
-        &self.arm
-    }
-
-    fn block_on<T>(&self, f: impl std::future::Future<Output = T>) -> Result<T> {
-        Ok(tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(f))
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        Ok(Self { s, arm, work, status, vm_checked: Mutex::new(BTreeMap::new()), rt })
     }
 
     fn status_blob(worker: &str) -> String {
@@ -79,7 +74,7 @@ impl AzureCloud {
     }
 
     fn read_status(&self, worker: &str) -> Result<Option<Value>> {
-        let got = self.block_on(self.status.get(&Self::status_blob(worker)))?;
+        let got = self.rt.block_on(self.status.get(&Self::status_blob(worker)));
         let bytes = got.map_err(|e| anyhow!("reading the worker's status: {e}"))?;
         Ok(bytes.and_then(|b| serde_json::from_slice(&b).ok()))
     }
@@ -230,7 +225,7 @@ impl AzureCloud {
         self.arm.delete(&with_api(&self.work.nic(&names::worker_nic(name)), NETWORK_API))?;
         self.arm.delete(&with_api(&self.work.disk(&names::worker_os_disk(name)), DISK_API))?;
         self.vm_checked.lock().map_err(|_| anyhow!("poisoned"))?.remove(name);
-        let gone = self.block_on(self.status.delete(&Self::status_blob(name), None))?;
+        let gone = self.rt.block_on(self.status.delete(&Self::status_blob(name), None));
         if let Err(e) = gone {
             // Not worth failing a teardown over: the coordinator has no
             // logger, so the note goes to stderr.
@@ -319,7 +314,8 @@ impl Cloud for AzureCloud {
 
     fn start_worker(&self, w: &WorkerSpec<'_>) -> Result<()> {
         if self.s.create_status_container {
-            self.block_on(self.status.create_container())?
+            self.rt
+                .block_on(self.status.create_container())
                 .map_err(|e| anyhow!("creating the status container: {e}"))?;
         }
         let body = self.worker_body(w)?;

@@ -110,8 +110,7 @@ fn default_admin() -> String {
 impl AzureSettings {
     /// Checks serde cannot make: shapes that would fail only at the first run.
     pub fn validate(&self) -> Result<()> {
-        let plain = |v: &str| !v.is_empty() && v.chars().all(|c| c.is_ascii_alphanumeric() || "-_.()".contains(c));
-        if !plain(&self.subscription) || !plain(&self.resource_group) {
+        if !super::names::is_plain(&self.subscription) || !super::names::is_plain(&self.resource_group) {
             bail!("azure.subscription and azure.resource_group must be plain names");
         }
         if self.image.split(':').count() != 4 {

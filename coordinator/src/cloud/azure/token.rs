@@ -17,6 +17,8 @@ const SCOPE: &str = "https://management.azure.com/.default";
 pub struct IdentityToken {
     credential: Arc<dyn TokenCredential>,
     kind: CredentialKind,
+    /// Every ARM request asks for a token: one runtime serves them all.
+    rt: tokio::runtime::Runtime,
 }
 
 impl std::fmt::Debug for IdentityToken {
@@ -27,8 +29,8 @@ impl std::fmt::Debug for IdentityToken {
 
 impl TokenSource for IdentityToken {
     fn token(&self) -> Result<String> {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-        let t = rt
+        let t = self
+            .rt
             .block_on(self.credential.get_token(&[SCOPE], None))
             .map_err(|e| anyhow!("{:?} credential: {e}", self.kind))?;
         Ok(t.token.secret().to_owned())
@@ -53,5 +55,6 @@ pub fn source(kind: CredentialKind) -> Result<Box<dyn TokenSource>> {
             None,
         )?,
     };
-    Ok(Box::new(IdentityToken { credential, kind }))
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    Ok(Box::new(IdentityToken { credential, kind, rt }))
 }
