@@ -5,6 +5,7 @@
 //! writes only what changed since the destination's last generation.
 //!
 //! - [`source`]: the disk being read (`BlockSource`).
+//! - [`buf`]: page-aligned buffers (direct writes need them).
 //! - [`scan`]: the parallel, windowed walk over a source.
 //! - [`sink`]: destinations (`Sink`) and their own state.
 //! - [`sync`]: one sync, source to destination (or several: fan-out).
@@ -34,6 +35,7 @@
 //! println!("generation {} wrote {} bytes", report.generation, report.bytes_written);
 //! ```
 
+pub mod buf;
 pub mod cli;
 pub mod exit;
 pub mod job;

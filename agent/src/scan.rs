@@ -26,6 +26,7 @@ use diskferry_core::job::RangeHint;
 use diskferry_core::manifest::ChunkState;
 use rayon::prelude::*;
 
+use crate::buf::AlignedBuf;
 use crate::exit::{ExitCode, Failure};
 use crate::source::BlockSource;
 
@@ -108,12 +109,13 @@ struct Window<'a> {
     states: Vec<ChunkState>,
     /// The window in the source's mapping, or `None` to read into `buf`.
     map: Option<&'a [u8]>,
-    buf: Vec<u8>,
+    /// Page-aligned, so a file destination can write from it directly.
+    buf: AlignedBuf,
 }
 
 impl Window<'_> {
     fn bytes(&self) -> &[u8] {
-        self.map.unwrap_or(&self.buf)
+        self.map.unwrap_or(&self.buf[..])
     }
 }
 
@@ -129,12 +131,12 @@ pub fn scan(
     let mut states = Vec::with_capacity(geometry.chunk_count() as usize);
     let mut stats = ScanStats::default();
     let disk = geometry.disk_size();
-    let mut spare: Vec<Vec<u8>> = Vec::new();
+    let mut spare: Vec<AlignedBuf> = Vec::new();
 
     pool.in_place_scope(|scope| {
         let mut pending: VecDeque<mpsc::Receiver<Result<Window<'_>, Failure>>> = VecDeque::new();
         let mut offset = 0;
-        let mut consume = |rx: mpsc::Receiver<Result<Window<'_>, Failure>>, spare: &mut Vec<Vec<u8>>| {
+        let mut consume = |rx: mpsc::Receiver<Result<Window<'_>, Failure>>, spare: &mut Vec<AlignedBuf>| {
             let w = rx.recv().map_err(|_| Failure::new(ExitCode::Failure, anyhow!("scan worker vanished")))??;
             let window_stats = count(geometry, &w);
             stats.add(&window_stats);
@@ -184,13 +186,13 @@ fn prepare<'a>(
     geometry: Geometry,
     bytes: Range<u64>,
     known: Option<Known<'_>>,
-    mut buf: Vec<u8>,
+    mut buf: AlignedBuf,
 ) -> Result<Window<'a>, Failure> {
     let chunks = geometry.chunks_in(bytes.clone());
     let holes = hole_flags(source, geometry, chunks.clone()).map_err(|e| read_failure(e, bytes.start))?;
     let map = source.mapped().map(|m| &m[bytes.start as usize..bytes.end as usize]);
     if map.is_none() {
-        buf.resize((bytes.end - bytes.start) as usize, 0);
+        buf.set_len((bytes.end - bytes.start) as usize);
     }
     let mut states = vec![ChunkState::Zero; holes.len()];
     let mut how: Vec<Source> = holes.iter().map(|&h| if h { Source::Hole } else { Source::Read }).collect();

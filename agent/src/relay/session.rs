@@ -26,6 +26,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::metrics::ReceiverMetrics;
 use super::SessionState;
+use crate::buf::AlignedBuf;
 use crate::exit::Failure;
 use crate::scan::{ScanStats, WindowView};
 use crate::sink::{Prior, Sink};
@@ -69,8 +70,9 @@ struct Prepared {
     offset: u64,
     states: Vec<ChunkState>,
     plan: Plan,
-    /// The window's bytes (only its write ranges are meaningful).
-    buf: Vec<u8>,
+    /// The window's bytes (only its write ranges are meaningful); aligned, so
+    /// a file destination writes them directly.
+    buf: AlignedBuf,
     /// Frames by kind (zstd, raw, clear), wire bytes, raw bytes: for metrics.
     counts: ([u64; 3], u64, u64),
 }
@@ -107,7 +109,7 @@ pub struct Session {
     order: tokio::sync::Mutex<()>,
     info: Arc<Mutex<Info>>,
     /// Window buffers the sink is done with, for the next windows.
-    buffers: Arc<Mutex<Vec<Vec<u8>>>>,
+    buffers: Arc<Mutex<Vec<AlignedBuf>>>,
     /// Request bodies already checked, for the next windows (no fresh pages
     /// to fault in for every 32 MiB).
     bodies: Mutex<Vec<Vec<u8>>>,
@@ -148,7 +150,7 @@ impl Session {
             last_used: Instant::now(),
         }));
         let thread_info = info.clone();
-        let buffers: Arc<Mutex<Vec<Vec<u8>>>> = Arc::default();
+        let buffers: Arc<Mutex<Vec<AlignedBuf>>> = Arc::default();
         let (thread_buffers, thread_metrics) = (buffers.clone(), metrics.clone());
         std::thread::Builder::new()
             .name(format!("diskferry-rx-{disk}"))
@@ -306,7 +308,7 @@ struct Worker {
     prior: Prior,
     geometry: Geometry,
     info: Arc<Mutex<Info>>,
-    buffers: Arc<Mutex<Vec<Vec<u8>>>>,
+    buffers: Arc<Mutex<Vec<AlignedBuf>>>,
     metrics: Arc<ReceiverMetrics>,
 }
 
@@ -434,14 +436,14 @@ impl Worker {
 /// Decode window `seq`, check it against `geometry`, and open every data
 /// frame into its place in `buf` (reused; resized to the window), in
 /// parallel. Nothing of it reaches a sink unless all of it checks out.
-fn prepare(seq: u64, body: &[u8], geometry: Geometry, mut buf: Vec<u8>) -> Result<Prepared, Reject> {
+fn prepare(seq: u64, body: &[u8], geometry: Geometry, mut buf: AlignedBuf) -> Result<Prepared, Reject> {
     let w = window::decode(body, geometry).map_err(window_reject)?;
     if w.header.seq != seq {
         return Err(Reject::new(400, "window", format!("window message {} sent as window {seq}", w.header.seq)));
     }
     // Every byte the plan writes is covered by a data frame, so the buffer
     // needs no zeroing between windows.
-    buf.resize(w.header.len as usize, 0);
+    buf.set_len(w.header.len as usize);
     let mut parts: Vec<(&FrameHeader, &[u8], &mut [u8])> = Vec::with_capacity(w.frames.len());
     let (mut rest, mut base) = (&mut buf[..], w.header.offset);
     let mut counts = ([0u64; 3], 0u64, 0u64);

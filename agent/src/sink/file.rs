@@ -2,12 +2,16 @@
 //!
 //! Beside `PATH.vhd` live `PATH.vhd.manifest` (the last published
 //! generation) and, while a generation is being written on top of it,
-//! `PATH.vhd.journal` (intents, see `diskferry_core::journal`). Data is
-//! written with `pwrite`; chunks that became zero are punched out
-//! (`FALLOC_FL_PUNCH_HOLE`, zeros written where the filesystem cannot punch);
-//! unchanged chunks are not touched. Writeback of each window starts as soon
-//! as it is written; the manifest is published by rename only after
-//! `fdatasync` of the VHD.
+//! `PATH.vhd.journal` (intents, see `diskferry_core::journal`). A window's
+//! writes go out on [`WRITERS`] threads at once, with `O_DIRECT` where the
+//! filesystem takes it and the write is page-aligned (memory, offset and
+//! length): the bytes go from the source's pages to the device without
+//! a copy into the page cache and without a flush to wait for at the end;
+//! other writes (a short last chunk, tmpfs) use `pwrite` through the page
+//! cache, their writeback started as soon as the window is written. Chunks
+//! that became zero are punched out (`FALLOC_FL_PUNCH_HOLE`, zeros written
+//! where the filesystem cannot punch); unchanged chunks are not touched. The
+//! manifest is published by rename only after `fdatasync` of the VHD.
 //!
 //! A full sync rebuilds the file from nothing: manifest and journal are
 //! removed first, so a crash in the middle leads to another full sync, never
@@ -15,9 +19,10 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 
 use anyhow::{anyhow, Context};
 use diskferry_core::digest::Digest;
@@ -28,6 +33,7 @@ use diskferry_core::plan::{ByteRange, Overrides, Plan};
 use diskferry_core::vhd::{Footer, FOOTER_LEN};
 
 use super::{Prior, Sink};
+use crate::buf;
 use crate::exit::{ExitCode, Failure, WithCode};
 use crate::scan::WindowView;
 use crate::sync::unix_secs;
@@ -39,6 +45,10 @@ pub struct FileSink {
     journal_path: PathBuf,
     /// The VHD, open and locked between `begin` and `commit`.
     file: Option<File>,
+    /// The same file opened with `O_DIRECT`, where the filesystem allows it.
+    direct: Option<File>,
+    /// Cleared when a direct write is refused: the rest go through `file`.
+    direct_works: AtomicBool,
     /// Open while an incremental generation is written.
     journal: Option<(File, JournalHeader)>,
     chunk: u64,
@@ -75,6 +85,8 @@ impl FileSink {
             journal_path: sibling(path, "journal"),
             manifest_path,
             file: None,
+            direct: None,
+            direct_works: AtomicBool::new(true),
             journal: None,
             chunk: 0,
             force,
@@ -287,6 +299,9 @@ impl Sink for FileSink {
         };
         file.write_all_at(&footer.encode(), rounded).map_err(|e| io(e, "cannot write footer of"))?;
         self.file = Some(file);
+        // Not every filesystem takes O_DIRECT (tmpfs does not): then every
+        // write goes through the page cache.
+        self.direct = OpenOptions::new().write(true).custom_flags(libc::O_DIRECT).open(&self.path).ok();
         Ok(())
     }
 
@@ -298,9 +313,40 @@ impl Sink for FileSink {
             .with_context(|| format!("cannot append to journal {}", self.journal_path.display()))
             .code(ExitCode::Destination)?;
         let file = self.file()?;
-        for w in &plan.writes {
-            let bytes = &window.bytes[(w.start - window.offset) as usize..(w.end - window.offset) as usize];
-            write_at(file, &self.path, w.start, bytes)?;
+        let writes: Vec<(u64, &[u8])> = plan
+            .writes
+            .iter()
+            .map(|w| (w.start, &window.bytes[(w.start - window.offset) as usize..(w.end - window.offset) as usize]))
+            .collect();
+        let out = Out { file, direct: self.direct.as_ref(), direct_works: &self.direct_works, path: &self.path };
+        if self.direct.is_some() {
+            // Allocate the holes about to be written in one go: a direct
+            // write into a hole allocates under the file's exclusive lock,
+            // so writes into holes would go one at a time; into allocated
+            // (unwritten) blocks they run side by side. Measured on the
+            // first sync of the 4 GiB benchmark image: 0.71 s -> 0.60 s.
+            // Merely an optimization: a filesystem that cannot is fine.
+            for &(at, bytes) in writes.iter().filter(|(at, bytes)| buf::direct_ok(*at, bytes)) {
+                let _ = allocate(file, at, bytes.len() as u64);
+            }
+        }
+        if writes.len() < 2 {
+            writes.iter().try_for_each(|&(at, bytes)| out.write(at, bytes))?;
+        } else {
+            std::thread::scope(|s| {
+                let threads: Vec<_> = (0..WRITERS.min(writes.len()))
+                    .map(|t| {
+                        let (out, writes) = (&out, &writes);
+                        s.spawn(move || {
+                            writes.iter().skip(t).step_by(WRITERS).try_for_each(|&(at, bytes)| out.write(at, bytes))
+                        })
+                    })
+                    .collect();
+                threads.into_iter().try_for_each(|t| {
+                    t.join()
+                        .unwrap_or_else(|_| Err(Failure::new(ExitCode::Failure, anyhow!("a writer thread panicked"))))
+                })
+            })?;
         }
         for ByteRange { start, end } in &plan.clears {
             punch(file, *start, end - start)
@@ -330,10 +376,40 @@ impl Sink for FileSink {
     }
 }
 
-fn write_at(file: &File, path: &Path, offset: u64, bytes: &[u8]) -> Result<(), Failure> {
-    file.write_all_at(bytes, offset)
-        .with_context(|| format!("write of {} bytes at offset {offset} to {} failed", bytes.len(), path.display()))
-        .code(ExitCode::Destination)
+/// Writes of one window in flight at once: enough to keep a device's queue
+/// busy with direct writes (measured on this machine's virtio disk, 1 GiB in
+/// 1 MiB direct writes: four at once 1.0 GB/s, eight 2.0 GB/s, sixteen no
+/// more).
+const WRITERS: usize = 8;
+
+/// Where a window's writes go.
+struct Out<'a> {
+    file: &'a File,
+    direct: Option<&'a File>,
+    direct_works: &'a AtomicBool,
+    path: &'a Path,
+}
+
+impl Out<'_> {
+    /// Write `bytes` at `offset`: directly if it can, else through the page
+    /// cache. A direct write the filesystem refuses (EINVAL: an alignment it
+    /// wants larger than a page) is redone buffered, and so is every later one.
+    fn write(&self, offset: u64, bytes: &[u8]) -> Result<(), Failure> {
+        let fail = |e: io::Error| {
+            Failure::new(
+                ExitCode::Destination,
+                anyhow!("write of {} bytes at offset {offset} to {} failed: {e}", bytes.len(), self.path.display()),
+            )
+        };
+        if let Some(d) = self.direct.filter(|_| self.direct_works.load(Relaxed) && buf::direct_ok(offset, bytes)) {
+            match d.write_all_at(bytes, offset) {
+                Ok(()) => return Ok(()),
+                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => self.direct_works.store(false, Relaxed),
+                Err(e) => return Err(fail(e)),
+            }
+        }
+        self.file.write_all_at(bytes, offset).map_err(fail)
+    }
 }
 
 /// `PATH.vhd` -> `PATH.vhd.<ext>`.
@@ -371,6 +447,20 @@ fn lock(file: &File) -> anyhow::Result<()> {
         return Err(e.into());
     }
     Ok(())
+}
+
+/// Allocate `len` bytes at `offset` where they are a hole (as unwritten
+/// blocks that read as zero); data already there stays.
+fn allocate(file: &File, offset: u64, len: u64) -> io::Result<()> {
+    // SAFETY: fallocate on a descriptor we own; no memory is passed.
+    let r = unsafe {
+        libc::fallocate(file.as_raw_fd(), libc::FALLOC_FL_KEEP_SIZE, offset as libc::off_t, len as libc::off_t)
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
 }
 
 /// Make `len` bytes at `offset` read as zero, freeing the space if possible.
