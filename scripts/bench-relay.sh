@@ -1,12 +1,17 @@
 #!/usr/bin/env bash
 # The zstd relay, measured side by side with zstd itself and with a direct
 # page blob sync, in one run:
-#   1. loopback, TLS, into a file on tmpfs (so the disk's speed stays out of a
-#      protocol measurement): the first sync of the mixed 4 GiB image of
-#      bench-pageblob.sh (25% random, 10% text, rest holes) against
+#   1. loopback, TLS, into a file on this machine's disk (written with
+#      O_DIRECT, so neither the page cache nor the device's speed is what is
+#      measured; tmpfs would charge the receiver for fresh memory pages, about
+#      2 s of its CPU per run on this VM): the first sync of the mixed 4 GiB
+#      image of bench-pageblob.sh (25% random, 10% text, rest holes) against
 #      `zstd -3 -T0` compressing the same data (its data extents): time ratio,
 #      CPU of the sender (CPU column) and of the receiver (server CPU); wire
-#      bytes against raw bytes and against `zstd -3`'s output;
+#      bytes against raw bytes and against `zstd -3`'s output. Sender and
+#      receiver share this machine's cores with each other, zstd has them to
+#      itself: compare the CPU columns for what a sender with its own machine
+#      would do;
 #   2. the same after 2% of the extents changed (half of them text);
 #   3. through a 100 Mbit/s link (a tbf qdisc on a veth pair into a network
 #      namespace, where Azurite and the receiver run, as in a distant region):
@@ -35,7 +40,7 @@ cleanup() {
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
   ip netns del "$NS" 2>/dev/null || true
   ip link del "${NS}a" 2>/dev/null || true
-  rm -rf "$W" "${RXDIR:-/nonexistent}"
+  rm -rf "$W"
 }
 trap cleanup EXIT
 
@@ -75,8 +80,8 @@ PY
 "$MKIMAGE" new "$W/disk.img" --size-mib 4096 --random 25 --text 10 --seed 31 >/dev/null
 "$MKIMAGE" data "$W/disk.img" "$W/first.bin" >/dev/null
 cat "$W/disk.img" "$W/first.bin" >/dev/null
-RXDIR=$(mktemp -d /dev/shm/diskferry-bench.XXXXXX)
-mkdir -p "$W/rx"
+RXDIR="$W/rx"
+mkdir -p "$RXDIR"
 start_receiver "" 127.0.0.1:0 "file:$RXDIR"
 echo "${PIDS[-1]}" >"$W/rx.pid"
 SYNC="$AGENT sync $W/disk.img --to relay:$RX_URL/d --tls-fingerprint $RX_FP --relay-token-file $W/token --source-id bench"
@@ -84,7 +89,7 @@ DATA=$(stat -c %s "$W/first.bin")
 python3 "$ROOT/scripts/lib/bench.py" --rounds "$ROUNDS" --bytes "$DATA" --baseline "zstd -3 -T0" \
   --watch-pid-file "$W/rx.pid" \
   --title "first sync of the 4 GiB mixed image through the relay (TLS, loopback) into a file, vs zstd -3 -T0 on its data" \
-  --prep relay "rm -f $RXDIR/*" \
+  --prep relay "rm -f $RXDIR/* && sync" \
   --case relay "$SYNC" \
   --case "zstd -3 -T0" "zstd -3 -T0 -q -c $W/first.bin >/dev/null"
 rm -f "$RXDIR"/*

@@ -19,7 +19,7 @@ use diskferry_core::manifest::ChunkState;
 use diskferry_core::manifest::Manifest;
 use diskferry_core::plan::Plan;
 use diskferry_core::relay::window::{encode_head, WindowHeader};
-use diskferry_core::relay::{self, clear_frame, data_frame_parts, HEADER_LEN, MAX_RAW};
+use diskferry_core::relay::{self, clear_frame, FrameEncoder, HEADER_LEN, MAX_RAW};
 use hyper::Method;
 use rayon::prelude::*;
 
@@ -252,10 +252,17 @@ impl Sink for RelaySink {
         let frames: Vec<std::io::Result<FrameParts>> = self.pool.install(|| {
             pieces
                 .par_iter()
-                .map(|&(start, end, digest)| {
-                    let raw = bytes_of(start, end);
-                    data_frame_parts(start, raw, digest.unwrap_or_else(|| Digest::of(raw)), level)
-                })
+                .map_init(
+                    || FrameEncoder::new(level),
+                    |enc, &(start, end, digest)| {
+                        let raw = bytes_of(start, end);
+                        enc.as_mut().map_err(|e| std::io::Error::new(e.kind(), e.to_string()))?.encode(
+                            start,
+                            raw,
+                            digest.unwrap_or_else(|| Digest::of(raw)),
+                        )
+                    },
+                )
                 .collect()
         });
         let frames: Vec<FrameParts> = frames.into_iter().collect::<Result<_, _>>().map_err(|e| fail(&self.addr, e))?;

@@ -7,7 +7,7 @@
 //! |--------|-------|
 //! | 0..4   | magic `DFRF` |
 //! | 4      | version, 1 |
-//! | 5      | kind: 1 data (zstd payload), 2 data stored raw (payload = the bytes; for incompressible data), 3 clear (no payload) |
+//! | 5      | kind: 1 data (zstd payload), 2 data stored raw (payload = the bytes; for data zstd would not shrink, or that a sampling probe finds incompressible: `FrameEncoder`), 3 clear (no payload) |
 //! | 6..8   | reserved, 0 |
 //! | 8..16  | offset in the disk, a multiple of 512 |
 //! | 16..20 | raw length: a multiple of 512, 512 ..= 4 MiB |
