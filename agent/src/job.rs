@@ -151,7 +151,8 @@ pub fn run(job: &JobSpec, progress: &Arc<JobProgress>) -> Result<Vec<SyncReport>
                 .map_err(|e| Failure::new(ExitCode::Usage, anyhow!("disk {}: {e}", disk.name)))?;
             let mut opts = sync_options(job, &disk.source_id)?;
             opts.hint = disk.hint.clone();
-            sync_fanout(&PathBuf::from(&disk.source), &targets, &opts, &progress.disks[i].1)
+            let source = crate::device::resolve(disk, crate::device::LUN_WAIT)?;
+            sync_fanout(&source, &targets, &opts, &progress.disks[i].1)
         })();
         let recorded = match outcome {
             Ok(lanes) => {

@@ -11,6 +11,7 @@
 //! - [`sync`]: one sync, source to destination (or several: fan-out).
 //! - [`relay`]: the zstd relay: a `relay:` sink and `receive`, its far end.
 //! - [`job`]: a coordinator's job spec: the syncs of every disk of a VM.
+//! - [`device`]: a job disk's source on the worker (`lun:N` on Azure).
 //! - [`cli`]: the `diskferry-agent` command line.
 //! - [`exit`]: the documented exit codes.
 //!
@@ -37,6 +38,7 @@
 
 pub mod buf;
 pub mod cli;
+pub mod device;
 pub mod exit;
 pub mod job;
 pub mod metrics;

@@ -250,6 +250,9 @@ fn azure_runs_sync_incrementally_through_arm_and_clean_up() {
 #[test]
 fn migrate_to_managed_disks_and_a_vm() {
     let f = Fixture::new("az-migrate");
+    // An NVMe worker size: its agent finds the disks under data/by-lun.
+    let config = std::fs::read_to_string(&f.coord.config).unwrap();
+    std::fs::write(&f.coord.config, format!("{config}vm_size = \"Standard_D4ds_v6\"\n")).unwrap();
     let account = "/subscriptions/s1/resourceGroups/dr/providers/Microsoft.Storage/storageAccounts/devstoreaccount1";
     f.sim.with(|s| {
         s.resources.insert(
@@ -275,6 +278,9 @@ fn migrate_to_managed_disks_and_a_vm() {
         "--json",
     ]);
     assert_eq!(out["run"]["status"], "succeeded", "{out}");
+    let workers = f.sim.with(|s| s.user_data.keys().cloned().collect::<Vec<_>>());
+    assert_eq!(workers.len(), 1);
+    assert!(f.sim.dir.join(&workers[0]).join("dev-disk-azure/data/by-lun/1").exists(), "{workers:?}");
     let vm = f.sim.resource(out["vm"].as_str().unwrap()).unwrap();
     assert_eq!(vm["location"], "northeurope");
     let sp = &vm["properties"]["storageProfile"];

@@ -72,7 +72,9 @@ pub struct JobSpec {
 pub struct JobDisk {
     /// The disk's name in the VM (unique within the job).
     pub name: String,
-    /// A block device or image file on the worker.
+    /// A block device or image file on the worker, or `lun:N`: the data disk
+    /// attached at LUN N of an Azure worker, which the agent finds itself
+    /// (the device links differ between SCSI and NVMe VM sizes).
     pub source: String,
     /// Recorded in the manifest; stable across runs although the device
     /// path changes (each run reads a new temporary disk).
@@ -250,6 +252,12 @@ impl JobSpec {
             if d.name.is_empty() || d.source.is_empty() || d.source_id.is_empty() {
                 return Err(invalid("disks", format!("disk {:?} has an empty name, source or source_id", d.name)));
             }
+            if d.source.starts_with(LUN_PREFIX) && d.lun().is_none() {
+                return Err(invalid(
+                    "disks",
+                    format!("disk {:?}: source {:?} is not lun:N with N from 0 to {MAX_LUN}", d.name, d.source),
+                ));
+            }
             if d.destinations.is_empty() || d.destinations.iter().any(String::is_empty) {
                 return Err(invalid("disks", format!("disk {:?} needs at least one destination", d.name)));
             }
@@ -267,6 +275,22 @@ impl JobSpec {
 /// Does this URL (or `pageblob:URL`) carry a SAS signature in its query?
 pub fn carries_sas(url: &str) -> bool {
     url.split_once('?').is_some_and(|(_, q)| q.split('&').any(|kv| kv.starts_with("sig=")))
+}
+
+/// A source `lun:N` names the worker's data disk at LUN N.
+pub const LUN_PREFIX: &str = "lun:";
+/// The highest LUN Azure attaches a data disk at.
+pub const MAX_LUN: u8 = 63;
+
+impl JobDisk {
+    /// The LUN, when the source is `lun:N` with a valid N.
+    pub fn lun(&self) -> Option<u8> {
+        let n = self.source.strip_prefix(LUN_PREFIX)?;
+        if n.is_empty() || !n.bytes().all(|b| b.is_ascii_digit()) || n.len() > 2 {
+            return None;
+        }
+        n.parse::<u8>().ok().filter(|&l| l <= MAX_LUN)
+    }
 }
 
 fn invalid(field: &'static str, problem: String) -> JobError {
@@ -297,6 +321,22 @@ mod tests {
                 destinations: vec!["file:/x/os.vhd".into()],
                 hint: None,
             }],
+        }
+    }
+
+    #[test]
+    fn a_lun_source_is_checked() {
+        let mut j = sample();
+        for (src, lun) in [("lun:0", Some(0)), ("lun:7", Some(7)), ("lun:63", Some(63)), ("/dev/sdc", None)] {
+            j.disks[0].source = src.into();
+            assert_eq!(j.disks[0].lun(), lun, "{src}");
+            assert_eq!(JobSpec::parse(&j.to_json()), Ok(j.clone()), "{src}");
+        }
+        for bad in ["lun:", "lun:64", "lun:-1", "lun:+1", "lun:007", "lun:1a", "lun: 1"] {
+            j.disks[0].source = bad.into();
+            assert_eq!(j.disks[0].lun(), None, "{bad}");
+            let e = JobSpec::parse(&j.to_json()).unwrap_err().to_string();
+            assert!(e.contains("is not lun:N"), "{bad}: {e}");
         }
     }
 

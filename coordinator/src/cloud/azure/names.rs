@@ -125,9 +125,10 @@ pub fn temp_disk(run_id: &str, lun: usize) -> String {
     format!("{PREFIX}{}-tmp-lun{lun}", compact(run_id))
 }
 
-/// The device a disk at `lun` appears as on the worker (Azure's udev rules).
+/// The job source of the disk at `lun` of the worker: the agent finds its
+/// device (SCSI and NVMe VM sizes link it under different names).
 pub fn device(lun: usize) -> String {
-    format!("/dev/disk/azure/scsi1/lun{lun}")
+    format!("lun:{lun}")
 }
 
 /// The run id back from a name made here (for resources without tags).

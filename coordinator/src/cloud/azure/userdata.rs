@@ -100,7 +100,7 @@ mod tests {
             disks: (0..disks)
                 .map(|i| JobDisk {
                     name: format!("data{i}"),
-                    source: format!("/dev/disk/azure/scsi1/lun{i}"),
+                    source: format!("lun:{i}"),
                     source_id: format!("web1/data{i}"),
                     destinations: vec![format!("pageblob:https://acct.blob.core.windows.net/dr/web1/data{i}.vhd")],
                     hint: None,

@@ -127,7 +127,10 @@ impl ArmSim {
         if !boots {
             return Ok(()); // its creation will fail: it never runs
         }
-        self.boot(s, &vm_name, &text, &luns)
+        // NVMe VM sizes (v6) show data disks under azure-vm-utils' links,
+        // SCSI ones under WALinuxAgent's.
+        let nvme = v["properties"]["hardwareProfile"]["vmSize"].as_str().is_some_and(|z| z.ends_with("_v6"));
+        self.boot(s, &vm_name, &text, &luns, nvme)
     }
 
     /// What cloud-init and systemd would do: write the job, start the agent.
@@ -137,6 +140,7 @@ impl ArmSim {
         vm: &str,
         cloud_config: &str,
         luns: &BTreeMap<u64, PathBuf>,
+        nvme: bool,
     ) -> Result<(), (u16, Value)> {
         let docs = yaml_rust2::YamlLoader::load_from_str(cloud_config)
             .map_err(|e| (400, err("InvalidUserData", &e.to_string())))?;
@@ -146,12 +150,16 @@ impl ArmSim {
             .find(|f| f["path"].as_str() == Some("/etc/diskferry/job.json"))
             .and_then(|f| unb64(f["content"].as_str().unwrap_or_default()))
             .ok_or((400, err("InvalidUserData", "no job in the user data")))?;
-        let mut job = String::from_utf8(job).unwrap_or_default();
-        for (lun, file) in luns.iter().rev() {
-            job = job.replace(&format!("/dev/disk/azure/scsi1/lun{lun}\""), &format!("{}\"", file.display()));
-        }
+        let job = String::from_utf8(job).unwrap_or_default();
         let dir = self.dir.join(vm);
-        std::fs::create_dir_all(&dir).unwrap();
+        // The worker's /dev/disk/azure: a link per attached disk.
+        let links = dir.join("dev-disk-azure");
+        for (lun, file) in luns {
+            let link =
+                if nvme { links.join(format!("data/by-lun/{lun}")) } else { links.join(format!("scsi1/lun{lun}")) };
+            std::fs::create_dir_all(link.parent().unwrap()).unwrap();
+            std::os::unix::fs::symlink(file, link).unwrap();
+        }
         std::fs::write(dir.join("job.json"), job).unwrap();
         let log = std::fs::File::create(dir.join("agent.log")).unwrap();
         let mut cmd = Command::new(&self.agent);
@@ -160,6 +168,7 @@ impl ArmSim {
         for (k, v) in &self.worker_env {
             cmd.env(k, v);
         }
+        cmd.env("DISKFERRY_AZURE_DISKS", &links);
         let child = cmd.spawn().map_err(|e| (500, err("InternalError", &e.to_string())))?;
         s.workers.insert(vm.to_owned(), child);
         Ok(())

@@ -8,10 +8,12 @@
 //! It models what the `azure` provider uses of Compute: VMs, managed disks
 //! and incremental snapshots whose bytes are files here, NICs, tags. A
 //! worker VM "boots" the way cloud-init would: the sim decodes its
-//! `userData`, takes the job from `write_files`, maps
-//! `/dev/disk/azure/scsi1/lunN` to the disk created at LUN N, and starts a
-//! real `diskferry-agent run` with the storage credentials in its
-//! environment (what the managed identity gives a real worker).
+//! `userData`, takes the job from `write_files`, links the disk created at
+//! LUN N where Azure's udev rules would (`scsi1/lunN`; `data/by-lun/N` on
+//! NVMe sizes, `*_v6`) under a folder it gives the agent as its
+//! `/dev/disk/azure`, and starts a real `diskferry-agent run` with the
+//! storage credentials in its environment (what the managed identity gives
+//! a real worker).
 #![allow(dead_code)]
 
 use std::collections::{BTreeMap, HashMap};
@@ -92,7 +94,7 @@ pub struct SimState {
 pub struct ArmSim {
     pub base: String,
     pub state: Arc<Mutex<SimState>>,
-    dir: PathBuf,
+    pub dir: PathBuf,
     agent: PathBuf,
     /// Environment of worker agents (storage credentials).
     worker_env: Vec<(String, String)>,
