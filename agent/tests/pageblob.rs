@@ -143,6 +143,9 @@ fn killed_syncs_resume_without_resending() {
     sync(&src, &cdest, &["--concurrency", "2"]);
     let clean_secs = t.elapsed().as_secs_f64();
     let clean_bytes = clean.bytes_up();
+    // Hundreds of requests over a few kept-alive connections, not one each
+    // (256 Put Pages, plus journal and control requests).
+    assert!(clean.connections() <= 8, "{} connections for one sync", clean.connections());
 
     let proxy = CountingProxy::start(port);
     let dest = azurite::url(&format!("http://127.0.0.1:{}", proxy.port), &azurite::container("killed"), "d.vhd");

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use azure_core::credentials::TokenCredential;
-use azure_core::http::{ClientOptions, RetryOptions, Url};
+use azure_core::http::{ClientOptions, RetryOptions, Transport, Url};
 use azure_storage_blob::models::{
     AppendBlobClientCreateOptions, BlobClientCreateSnapshotResultHeaders, BlobClientDownloadOptions,
     BlobClientGetPropertiesResultHeaders, BlobContainerClientListBlobsOptions, CopyStatus, HttpRange,
@@ -201,6 +201,12 @@ pub struct AzureStore {
     version: Option<String>,
     pub policy: RetryPolicy,
     pub counters: Arc<WireCounters>,
+    /// One HTTP client for every request: its connections are reused, and
+    /// the system's root certificates are read once. (A client per SDK
+    /// blob client, the SDK's default, read every certificate file and
+    /// opened a new connection for every Put Page: measured on the 4 GiB
+    /// benchmark, three quarters of the agent's CPU and a third of Azurite's.)
+    transport: Transport,
 }
 
 impl AzureStore {
@@ -227,7 +233,15 @@ impl AzureStore {
                  or AZURE_STORAGE_KEY (Entra credentials need https)"
             );
         };
-        Ok(Self { addr, cred, account_sas, version, policy: RetryPolicy::default(), counters: Default::default() })
+        Ok(Self {
+            addr,
+            cred,
+            account_sas,
+            version,
+            policy: RetryPolicy::default(),
+            counters: Default::default(),
+            transport: Transport::new(azure_core::http::new_http_client(None)),
+        })
     }
 
     pub fn address(&self) -> &BlobAddress {
@@ -235,7 +249,7 @@ impl AzureStore {
     }
 
     fn options(&self) -> ClientOptions {
-        ClientOptions { retry: RetryOptions::none(), ..Default::default() }
+        ClientOptions { retry: RetryOptions::none(), transport: Some(self.transport.clone()), ..Default::default() }
     }
 
     fn url(&self, name: &str, snapshot: Option<&str>) -> StoreResult<Url> {

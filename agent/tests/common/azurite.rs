@@ -96,10 +96,11 @@ pub fn connection_string() -> String {
 }
 
 /// A TCP proxy on loopback in front of `target` that counts the bytes sent
-/// from client to server (requests: headers and bodies).
+/// from client to server (requests: headers and bodies) and the connections.
 pub struct CountingProxy {
     pub port: u16,
     pub up: Arc<AtomicU64>,
+    pub connections: Arc<AtomicU64>,
 }
 
 impl CountingProxy {
@@ -107,9 +108,11 @@ impl CountingProxy {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let up = Arc::new(AtomicU64::new(0));
-        let counter = up.clone();
+        let connections = Arc::new(AtomicU64::new(0));
+        let (counter, conns) = (up.clone(), connections.clone());
         std::thread::spawn(move || {
             for client in listener.incoming().flatten() {
+                conns.fetch_add(1, Ordering::Relaxed);
                 let Ok(server) = TcpStream::connect(("127.0.0.1", target)) else { continue };
                 let (c2, s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
                 let n = counter.clone();
@@ -117,11 +120,15 @@ impl CountingProxy {
                 std::thread::spawn(move || pipe(s2, c2, None));
             }
         });
-        Self { port, up }
+        Self { port, up, connections }
     }
 
     pub fn bytes_up(&self) -> u64 {
         self.up.load(Ordering::Relaxed)
+    }
+
+    pub fn connections(&self) -> u64 {
+        self.connections.load(Ordering::Relaxed)
     }
 }
 
