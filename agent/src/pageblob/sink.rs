@@ -258,16 +258,28 @@ impl<S: PageStore> PageBlobSink<S> {
             return untrusted("destination was not written by diskferry (--force)".into());
         }
         let building = meta_u64(META_BUILDING);
-        // The journal and the published manifest, in one round trip's time.
+        // The journal (read only when a generation was left open: a clean
+        // destination's journal is not looked at) and the published
+        // manifest, in one round trip's time.
         let (store, jname, mname) = (self.store.clone(), self.journal_name(), manifest_name(&self.blob, published));
+        let open = building.is_some() || published == 0;
         let (journal, manifest_bytes) = self.block_on(async {
-            let (j, m) = tokio::join!(store.get(&jname), async {
-                if published == 0 {
-                    Ok(None)
-                } else {
-                    store.get(&mname).await
+            let (j, m) = tokio::join!(
+                async {
+                    if open {
+                        store.get(&jname).await
+                    } else {
+                        Ok(None)
+                    }
+                },
+                async {
+                    if published == 0 {
+                        Ok(None)
+                    } else {
+                        store.get(&mname).await
+                    }
                 }
-            });
+            );
             Ok((j?, m?))
         })?;
         let parsed = journal.as_deref().and_then(|j| journal::parse(j).ok());
@@ -553,18 +565,22 @@ impl<S: PageStore> Sink for PageBlobSink<S> {
         // The index (it no longer names the dropped points) with the journal
         // (the metadata no longer points at it), then the dropped points'
         // snapshots and manifests.
+        // The listing runs alongside: what it is used for below (snapshots of
+        // the blob, manifests) is settled already, and the new point is named.
         let jname = self.journal_name();
-        self.block_on(async {
-            let (put, gone) =
-                tokio::join!(store.put_block_blob(&pname, Bytes::from(index)), store.delete(&jname, None));
-            put.and(gone)
+        let listed = self.block_on(async {
+            let (put, gone, listed) = tokio::join!(
+                store.put_block_blob(&pname, Bytes::from(index)),
+                store.delete(&jname, None),
+                store.list(&blob)
+            );
+            put.and(gone).map(|()| listed.ok())
         })?;
         // Then what the index no longer names: the dropped points, and
         // whatever an interrupted commit or a retried request left (a
         // snapshot taken twice, a manifest whose point was never recorded),
-        // found by listing. Without list permission (a blob-scoped SAS), the
-        // dropped points only.
-        let listed = self.block_on(store.list(&blob)).ok();
+        // found by the listing. Without list permission (a blob-scoped SAS),
+        // the dropped points only.
         let doomed = super::points::unnamed(&blob, &points, &dropped, listed);
         self.block_on(async {
             let gone = doomed.iter().map(|(name, snap)| store.delete(name, snap.as_deref()).boxed());
