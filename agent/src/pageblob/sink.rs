@@ -262,24 +262,19 @@ impl<S: PageStore> PageBlobSink<S> {
         // destination's journal is not looked at) and the published
         // manifest, in one round trip's time.
         let (store, jname, mname) = (self.store.clone(), self.journal_name(), manifest_name(&self.blob, published));
-        let open = building.is_some() || published == 0;
-        let (journal, manifest_bytes) = self.block_on(async {
-            let (j, m) = tokio::join!(
-                async {
-                    if open {
-                        store.get(&jname).await
-                    } else {
-                        Ok(None)
-                    }
-                },
-                async {
-                    if published == 0 {
-                        Ok(None)
-                    } else {
-                        store.get(&mname).await
-                    }
+        let get_if = |wanted: bool, name: String| {
+            let store = store.clone();
+            async move {
+                if wanted {
+                    store.get(&name).await
+                } else {
+                    Ok(None)
                 }
-            );
+            }
+        };
+        let (journal, manifest_bytes) = self.block_on(async {
+            let (j, m) =
+                tokio::join!(get_if(building.is_some() || published == 0, jname), get_if(published > 0, mname));
             Ok((j?, m?))
         })?;
         let parsed = journal.as_deref().and_then(|j| journal::parse(j).ok());
