@@ -22,9 +22,9 @@ import sys
 import time
 
 
-def run(cmd):
+def run(cmd, stdout=subprocess.DEVNULL):
     start = time.perf_counter()
-    proc = subprocess.Popen(cmd, shell=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(cmd, shell=True, stdout=stdout, stderr=subprocess.PIPE)
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - start
     err = proc.stderr.read().decode(errors="replace")
@@ -45,6 +45,17 @@ def cpu_seconds(pid):
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cores():
+    """The cores this process may run on."""
+    return len(os.sched_getaffinity(0))
+
+
+def cpu_floor(*cpu):
+    """Processes sharing this machine's cores: the sum of their CPU seconds
+    over the cores is a wall time no schedule beats."""
+    return max(sum(cpu), 1e-3) / cores()
 
 
 def main():
@@ -89,10 +100,8 @@ def main():
         own = statistics.median(cpu_own[name])
         print(f"{name:<28} {med:>8.3f}s {min(times[name]):>8.3f}s {own:>7.2f}s {rss[name] / 2**20:>7.0f} MiB {tput:>12} {speed:>12.2f}x{cpu}")
         if a.watch_pid_file:
-            # Client and server share this machine's cores: the sum of their
-            # CPU seconds over the cores is a wall time no schedule beats.
-            floor = max(own + statistics.median(server[name]), 1e-3) / len(os.sched_getaffinity(0))
-            print(f"{'':<28} CPU floor on {len(os.sched_getaffinity(0))} cores {floor:.3f}s: at best {base / floor:.2f}x {a.baseline}")
+            floor = cpu_floor(own, statistics.median(server[name]))
+            print(f"{'':<28} CPU floor on {cores()} cores {floor:.3f}s: at best {base / floor:.2f}x {a.baseline}")
         if os.environ.get("BENCH_JSON"):
             with open(os.environ["BENCH_JSON"], "a") as f:
                 f.write(json.dumps({"title": a.title, "tool": name, "median_s": med, "min_s": min(times[name]),

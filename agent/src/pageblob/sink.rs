@@ -558,10 +558,9 @@ impl<S: PageStore> Sink for PageBlobSink<S> {
         let dropped: Vec<RecoveryPoint> = points.drain(..drop_n).collect();
         let index = serde_json::to_vec_pretty(&points).code(ExitCode::Failure)?;
         // The index (it no longer names the dropped points) with the journal
-        // (the metadata no longer points at it), then the dropped points'
-        // snapshots and manifests.
-        // The listing runs alongside: what it is used for below (snapshots of
-        // the blob, manifests) is settled already, and the new point is named.
+        // (the metadata no longer points at it), and alongside them the
+        // listing: what it is used for below (snapshots of the blob,
+        // manifests) is settled already, and the new point is named.
         let jname = self.journal_name();
         let listed = self.block_on(async {
             let (put, gone, listed) = tokio::join!(
