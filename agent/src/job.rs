@@ -9,13 +9,15 @@ use std::time::Duration;
 
 use anyhow::anyhow;
 use diskferry_core::job::JobSpec;
+use diskferry_core::report::{Status, STATUS_VERSION};
 
 use crate::exit::{ExitCode, Failure};
-use crate::pageblob::auth::redact;
+use crate::open::{sync_fanout, Target};
 use crate::pageblob::sink::PageBlobOptions;
 use crate::progress::{Phase, Progress, StatusSource};
 use crate::source::ReadMode;
-use crate::sync::{sync_fanout, SyncOptions, SyncReport, Target};
+use crate::sync::{SyncOptions, SyncReport};
+use diskferry_blob::address::redact;
 
 /// Read and validate a job file.
 pub fn load(path: &Path) -> Result<JobSpec, Failure> {
@@ -24,15 +26,7 @@ pub fn load(path: &Path) -> Result<JobSpec, Failure> {
     JobSpec::parse(&text).map_err(|e| Failure::new(ExitCode::Usage, anyhow!("job {}: {e}", path.display())))
 }
 
-/// One destination's outcome, as the status document shows it.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct DestinationResult {
-    pub destination: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub report: Option<SyncReport>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-}
+pub use diskferry_core::report::DestinationResult;
 
 /// A finished disk: one result per destination, or why none was tried.
 type DiskOutcome = Result<Vec<DestinationResult>, String>;
@@ -64,34 +58,36 @@ impl JobProgress {
 }
 
 impl StatusSource for JobProgress {
-    /// Status document version 1 with a `run_id` and, per disk, its name and
+    /// The status document with a `run_id` and, per disk, its name and
     /// (once finished) `results` (one per destination: report or error) or
     /// the `error` that stopped the disk (its source failed).
-    fn status_json(&self) -> serde_json::Value {
+    fn status(&self) -> Status {
         let outcomes = self.outcomes.lock().map(|o| o.clone()).unwrap_or_default();
-        let disks: Vec<_> = self
+        let disks = self
             .disks
             .iter()
             .zip(outcomes.iter().chain(std::iter::repeat(&None)))
             .map(|((name, p), outcome)| {
-                let mut d = p.disk_json();
-                d["name"] = name.clone().into();
+                let mut d = p.disk_status();
+                d.name = Some(name.clone());
                 match outcome {
-                    Some(Ok(r)) => d["results"] = serde_json::to_value(r).unwrap_or_default(),
-                    Some(Err(e)) => d["error"] = e.clone().into(),
+                    Some(Ok(r)) => d.results = Some(r.clone()),
+                    Some(Err(e)) => d.error = Some(e.clone()),
                     None => {}
                 }
                 d
             })
             .collect();
-        let phase = self.phase.lock().map_or(Phase::Failed, |g| *g);
-        serde_json::json!({
-            "version": 1,
-            "run_id": self.run_id,
-            "phase": phase,
-            "updated_unix_ms": crate::sync::unix_ms(),
-            "disks": disks,
-        })
+        Status {
+            version: STATUS_VERSION,
+            run_id: Some(self.run_id.clone()),
+            phase: self.phase.lock().map_or(Phase::Failed, |g| *g),
+            updated_unix_ms: crate::clock::unix_ms(),
+            seconds: None,
+            last_error: None,
+            disks,
+            requests: None,
+        }
     }
 }
 
@@ -222,10 +218,13 @@ mod tests {
         )
         .unwrap();
         let p = JobProgress::new(&job);
-        let s = p.status_json();
-        assert_eq!(s["run_id"], "r9");
-        assert_eq!(s["disks"][1]["name"], "data");
-        assert_eq!(s["disks"][0]["source"], "/a");
+        let s = p.status();
+        assert_eq!(s.run_id.as_deref(), Some("r9"));
+        assert_eq!(s.disks[1].name.as_deref(), Some("data"));
+        assert_eq!(s.disks[0].source, "/a");
+        // What the agent writes, the coordinator reads (unknown fields refused).
+        let bytes = serde_json::to_vec_pretty(&s).unwrap();
+        assert_eq!(Status::parse(&bytes).unwrap(), s);
     }
 
     #[test]

@@ -8,7 +8,12 @@
 //! - [`buf`]: page-aligned buffers (direct writes need them).
 //! - [`scan`]: the parallel, windowed walk over a source.
 //! - [`sink`]: destinations (`Sink`) and their own state.
-//! - [`sync`]: one sync, source to destination (or several: fan-out).
+//! - [`sync`]: the pipeline of one sync, given its parts (a source, its
+//!   sinks): source to destination, or several (fan-out).
+//! - [`open`]: the parts from what a user names (a path, `file:`,
+//!   `pageblob:`, `relay:`), and a sync of them.
+//! - [`pageblob`]: the page blob sink over `diskferry_blob::PageStore`.
+//! - [`clock`]: wall-clock time in the formats' units.
 //! - [`relay`]: the zstd relay: a `relay:` sink and `receive`, its far end.
 //! - [`job`]: a coordinator's job spec: the syncs of every disk of a VM.
 //! - [`device`]: a job disk's source on the worker (`lun:N` on Azure).
@@ -16,7 +21,8 @@
 //! - [`exit`]: the documented exit codes.
 //!
 //! ```no_run
-//! use diskferry_agent::sync::{sync, SyncOptions, Target};
+//! use diskferry_agent::open::{sync, Target};
+//! use diskferry_agent::sync::SyncOptions;
 //! use diskferry_agent::source::ReadMode;
 //!
 //! let opts = SyncOptions {
@@ -38,10 +44,12 @@
 
 pub mod buf;
 pub mod cli;
+pub mod clock;
 pub mod device;
 pub mod exit;
 pub mod job;
 pub mod metrics;
+pub mod open;
 pub mod pageblob;
 pub mod progress;
 pub mod readback;

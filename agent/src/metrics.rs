@@ -148,7 +148,7 @@ impl Render for Metrics {
                 s.requests_ok.load(Relaxed),
                 s.requests_failed.load(Relaxed),
                 s.retries.load(Relaxed),
-                s.bytes_put.load(Relaxed),
+                s.bytes_sent.load(Relaxed),
                 s.bytes_raw.load(Relaxed),
             ];
             if let Ok(mut last) = self.last.lock() {

@@ -9,16 +9,8 @@ use std::time::Instant;
 
 use crate::sink::WireCounters;
 
-/// What a sync is doing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Phase {
-    Starting,
-    Syncing,
-    Committing,
-    Done,
-    Failed,
-}
+pub use diskferry_core::report::Phase;
+use diskferry_core::report::{DiskStatus, Requests, Status, STATUS_VERSION};
 
 /// Counters of one sync of one disk.
 #[derive(Debug)]
@@ -69,7 +61,7 @@ impl Progress {
         if let Ok(mut g) = self.phase.lock() {
             *g = p;
         }
-        if matches!(p, Phase::Done | Phase::Failed) {
+        if p.finished() {
             if let Ok(mut f) = self.finished_secs.lock() {
                 *f = Some(self.started.elapsed().as_secs_f64());
             }
@@ -82,7 +74,7 @@ impl Progress {
 
     pub fn fail(&self, message: &str) {
         if let Ok(mut e) = self.last_error.lock() {
-            *e = Some(crate::pageblob::auth::redact(message));
+            *e = Some(diskferry_blob::address::redact(message));
         }
         self.set_phase(Phase::Failed);
     }
@@ -100,58 +92,62 @@ impl Progress {
         self.finished_secs.lock().ok().and_then(|f| *f).unwrap_or_else(|| self.started.elapsed().as_secs_f64())
     }
 
-    /// The status document (`--status-file`) of a single sync, version 1.
-    pub fn status_json(&self) -> serde_json::Value {
+    /// The status document (`--status-file`) of a single sync.
+    pub fn status(&self) -> Status {
         let store = self.store.lock().ok().and_then(|s| s.clone());
         let g = |c: &AtomicU64| c.load(Relaxed);
-        serde_json::json!({
-            "version": 1,
-            "phase": self.phase(),
-            "updated_unix_ms": crate::sync::unix_ms(),
-            "seconds": self.seconds(),
-            "last_error": self.last_error.lock().ok().and_then(|e| e.clone()),
-            "disks": [self.disk_json()],
-            "requests": store.as_ref().map(|s| serde_json::json!({
-                "ok": g(&s.requests_ok),
-                "failed": g(&s.requests_failed),
-                "retries": g(&s.retries),
-                "bytes_sent": g(&s.bytes_put),
-                "in_flight_bytes": g(&s.inflight_bytes),
-            })),
-        })
+        Status {
+            version: STATUS_VERSION,
+            run_id: None,
+            phase: self.phase(),
+            updated_unix_ms: crate::clock::unix_ms(),
+            seconds: Some(self.seconds()),
+            last_error: self.last_error.lock().ok().and_then(|e| e.clone()),
+            disks: vec![self.disk_status()],
+            requests: store.as_ref().map(|s| Requests {
+                ok: g(&s.requests_ok),
+                failed: g(&s.requests_failed),
+                retries: g(&s.retries),
+                bytes_sent: g(&s.bytes_sent),
+                in_flight_bytes: g(&s.inflight_bytes),
+            }),
+        }
     }
 
     /// This disk's entry in a status document.
-    pub fn disk_json(&self) -> serde_json::Value {
+    pub fn disk_status(&self) -> DiskStatus {
         let g = |c: &AtomicU64| c.load(Relaxed);
         let store = self.store.lock().ok().and_then(|s| s.clone());
-        serde_json::json!({
-            "source": self.source,
-            "destination": self.destination.lock().map(|d| d.clone()).unwrap_or_default(),
-            "phase": self.phase(),
-            "last_error": self.last_error.lock().ok().and_then(|e| e.clone()),
-            "generation": g(&self.generation),
-            "disk_size": g(&self.disk_size),
-            "bytes_scanned": g(&self.bytes_scanned),
-            "bytes_read": g(&self.bytes_read),
-            "bytes_hashed": g(&self.bytes_hashed),
-            "bytes_skipped_zero": g(&self.bytes_skipped_zero),
-            "bytes_skipped_unchanged": g(&self.bytes_skipped_unchanged),
-            "bytes_written": g(&self.bytes_written),
-            "bytes_cleared": g(&self.bytes_cleared),
-            // Bytes a remote destination has acknowledged (null for files).
-            "bytes_sent": store.as_ref().map(|s| g(&s.bytes_put)),
-        })
+        DiskStatus {
+            name: None,
+            source: self.source.clone(),
+            destination: self.destination.lock().map(|d| d.clone()).unwrap_or_default(),
+            phase: self.phase(),
+            last_error: self.last_error.lock().ok().and_then(|e| e.clone()),
+            generation: g(&self.generation),
+            disk_size: g(&self.disk_size),
+            bytes_scanned: g(&self.bytes_scanned),
+            bytes_read: g(&self.bytes_read),
+            bytes_hashed: g(&self.bytes_hashed),
+            bytes_skipped_zero: g(&self.bytes_skipped_zero),
+            bytes_skipped_unchanged: g(&self.bytes_skipped_unchanged),
+            bytes_written: g(&self.bytes_written),
+            bytes_cleared: g(&self.bytes_cleared),
+            // Bytes a remote destination has acknowledged (none for files).
+            bytes_sent: store.as_ref().map(|s| g(&s.bytes_sent)),
+            results: None,
+            error: None,
+        }
     }
 }
 
 /// Anything that can write a status document.
 pub trait StatusSource: Send + Sync + std::fmt::Debug {
-    fn status_json(&self) -> serde_json::Value;
+    fn status(&self) -> Status;
 }
 
 impl StatusSource for Progress {
-    fn status_json(&self) -> serde_json::Value {
-        Progress::status_json(self)
+    fn status(&self) -> Status {
+        Progress::status(self)
     }
 }

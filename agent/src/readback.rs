@@ -16,13 +16,15 @@ use diskferry_core::manifest::ChunkState;
 use diskferry_core::vhd::FOOTER_LEN;
 use futures::stream::{self, StreamExt, TryStreamExt};
 
+use diskferry_blob::PageStore;
+
 use crate::exit::{ExitCode, Failure, WithCode};
+use crate::open::open_source;
 use crate::pageblob::points::RecoveryPoint;
 use crate::pageblob::sink::{explain, PageBlobSink};
-use crate::pageblob::store::{AzureStore, PageStore};
 use crate::scan::scan;
 use crate::source::ReadMode;
-use crate::sync::{open_source, thread_pool};
+use crate::sync::thread_pool;
 
 /// Pick recovery point `g` (or the newest).
 pub fn pick(points: &[RecoveryPoint], g: Option<u64>, what: &str) -> Result<RecoveryPoint, Failure> {
@@ -42,19 +44,11 @@ pub fn pick(points: &[RecoveryPoint], g: Option<u64>, what: &str) -> Result<Reco
     })
 }
 
-/// What a download fetched.
-#[derive(Debug, serde::Serialize)]
-pub struct DownloadReport {
-    pub generation: u64,
-    pub bytes: u64,
-    pub bytes_fetched: u64,
-    pub ranges: usize,
-    pub seconds: f64,
-}
+pub use diskferry_core::report::DownloadReport;
 
 /// Write recovery point `g` of a page blob to `to` as a sparse fixed VHD.
-pub fn download(
-    sink: &PageBlobSink<AzureStore>,
+pub fn download<S: PageStore>(
+    sink: &PageBlobSink<S>,
     g: Option<u64>,
     to: &Path,
     concurrency: usize,
@@ -121,9 +115,9 @@ pub struct VerifyReport {
 }
 
 /// Compare `source` with recovery point `g` of a page blob, chunk by chunk.
-pub fn verify(
+pub fn verify<S: PageStore>(
     source: &Path,
-    sink: &PageBlobSink<AzureStore>,
+    sink: &PageBlobSink<S>,
     g: Option<u64>,
     chunk: ChunkSize,
     threads: usize,

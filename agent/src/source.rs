@@ -227,6 +227,37 @@ fn block_device_size(file: &File) -> io::Result<u64> {
     }
 }
 
+/// A disk held in memory: the fake the pipeline's tests read. It is read
+/// the way a block device is (`pread`, no mapping), and reports every byte
+/// as possibly holding data, so the scan reads and zero-checks it all.
+#[cfg(any(test, feature = "testing"))]
+#[derive(Debug, Clone)]
+pub struct MemSource {
+    pub bytes: Vec<u8>,
+}
+
+#[cfg(any(test, feature = "testing"))]
+impl BlockSource for MemSource {
+    fn size(&self) -> u64 {
+        self.bytes.len() as u64
+    }
+
+    fn data_extents(&self, range: Range<u64>) -> io::Result<Vec<Range<u64>>> {
+        Ok(vec![range])
+    }
+
+    fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        let at = usize::try_from(offset).map_err(|_| io::Error::from(io::ErrorKind::UnexpectedEof))?;
+        let src = self.bytes.get(at..at + buf.len()).ok_or_else(|| io::Error::from(io::ErrorKind::UnexpectedEof))?;
+        buf.copy_from_slice(src);
+        Ok(())
+    }
+
+    fn mapped(&self) -> Option<&[u8]> {
+        None
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -39,7 +39,7 @@ fn write_and_mirror(
 ) -> std::io::Result<()> {
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");
-    let body = serde_json::to_vec_pretty(&progress.status_json()).map_err(std::io::Error::other)?;
+    let body = serde_json::to_vec_pretty(&progress.status()).map_err(std::io::Error::other)?;
     std::fs::write(&tmp, &body)?;
     std::fs::rename(&tmp, path)?;
     if let Ok(mut m) = mirror.lock() {

@@ -1,7 +1,7 @@
 //! One sync: scan the source window by window, plan each window against the
 //! destination's prior state, apply the plan, publish the manifest.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -13,53 +13,15 @@ use diskferry_core::manifest::{ChunkState, Manifest};
 use diskferry_core::plan::{PlanStats, Planner};
 
 use crate::exit::{ExitCode, Failure, WithCode};
-use crate::pageblob::auth::{redact, BlobAddress};
-use crate::pageblob::sink::{PageBlobOptions, PageBlobSink};
-use crate::pageblob::store::AzureStore;
+
+use crate::pageblob::sink::PageBlobOptions;
 use crate::progress::{Phase, Progress};
 use crate::relay::client::RelayOptions;
-use crate::relay::sender::RelaySink;
-use crate::relay::RelayAddress;
 use crate::scan::{scan, Known, ScanStats};
-use crate::sink::file::FileSink;
-use crate::sink::{Prior, Sink, WireStats};
-use crate::source::{BlockSource, DeviceSource, ReadMode};
+pub use diskferry_core::report::SyncReport;
 
-/// Where a sync writes.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Target {
-    /// `file:PATH`: a sparse fixed-VHD file.
-    File(PathBuf),
-    /// `pageblob:URL`: a page blob (the URL may carry a SAS; never printed).
-    PageBlob(BlobAddress),
-    /// `relay:https://HOST:PORT/DISK`: a receiver in the destination region.
-    Relay(RelayAddress),
-}
-
-impl std::str::FromStr for Target {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s.split_once(':') {
-            Some(("file", path)) if !path.is_empty() => Ok(Target::File(PathBuf::from(path))),
-            Some(("file", _)) => Err("file: needs a path, as in file:/data/disk0.vhd".into()),
-            Some(("pageblob", url)) => BlobAddress::parse(url).map(Target::PageBlob).map_err(|e| format!("{e:#}")),
-            Some(("relay", url)) => RelayAddress::parse(url).map(Target::Relay).map_err(|e| format!("{e:#}")),
-            _ => Err(format!("{:?} is not a destination: use file:PATH, pageblob:URL or relay:URL", redact(s))),
-        }
-    }
-}
-
-impl std::fmt::Display for Target {
-    /// As shown to people: never with a SAS.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Target::File(p) => write!(f, "file:{}", p.display()),
-            Target::PageBlob(addr) => write!(f, "pageblob:{addr}"),
-            Target::Relay(addr) => write!(f, "relay:{addr}"),
-        }
-    }
-}
+use crate::sink::{Prior, Sink};
+use crate::source::{BlockSource, ReadMode};
 
 /// Everything a sync needs besides the source and target.
 #[derive(Debug, Clone)]
@@ -88,50 +50,6 @@ pub struct SyncOptions {
     pub hint: Option<RangeHint>,
 }
 
-/// What a sync did. Serialized as the `--json` output.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct SyncReport {
-    pub destination: String,
-    pub generation: u64,
-    pub full_sync: bool,
-    pub full_sync_reason: Option<String>,
-    pub disk_size: u64,
-    pub previous_disk_size: Option<u64>,
-    pub chunk_size: u64,
-    pub chunks: u64,
-    pub chunks_written: u64,
-    pub chunks_cleared: u64,
-    pub chunks_unchanged: u64,
-    /// Chunks an interrupted earlier run touched, rewritten whatever they hold.
-    pub chunks_suspect: u64,
-    pub bytes_written: u64,
-    pub bytes_cleared: u64,
-    pub zero_chunks: u64,
-    pub data_chunks: u64,
-    pub bytes_read: u64,
-    pub seconds: f64,
-    /// Of `seconds`: time spent handing writes and clears to the destination.
-    pub seconds_writing: f64,
-    /// Of `seconds`: time spent making the generation durable and publishing it.
-    pub seconds_committing: f64,
-    pub read_bytes_per_second: f64,
-    /// Traffic to a remote destination (page blob).
-    pub wire: Option<WireStats>,
-    /// What became of a range hint: `used: ...` or `ignored: why`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub hint: Option<String>,
-    /// Chunks the hint let the scan skip without reading.
-    pub chunks_hinted: u64,
-}
-
-/// Open a source and check it can be cut into chunks.
-pub fn open_source(path: &Path, mode: ReadMode, chunk: ChunkSize) -> Result<(DeviceSource, Geometry), Failure> {
-    let source = DeviceSource::open(path, mode).code(ExitCode::Source)?;
-    let geometry = Geometry::new(source.size(), chunk)
-        .map_err(|e| Failure::new(ExitCode::Source, anyhow!("source {}: {e}", path.display())))?;
-    Ok((source, geometry))
-}
-
 pub fn thread_pool(threads: usize) -> Result<rayon::ThreadPool, Failure> {
     rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
@@ -140,37 +58,35 @@ pub fn thread_pool(threads: usize) -> Result<rayon::ThreadPool, Failure> {
         .code(ExitCode::Failure)
 }
 
-/// Sync `source_path` to `target`.
-pub fn sync(source_path: &Path, target: &Target, opts: &SyncOptions) -> Result<SyncReport, Failure> {
-    sync_with_progress(source_path, target, opts, &Progress::new(&source_path.display().to_string()))
+/// A sync's parts, opened by the caller (`crate::open` opens them from
+/// what a user names; tests pass fakes).
+pub struct Parts<'a> {
+    pub source: &'a dyn BlockSource,
+    pub geometry: Geometry,
+    /// Names the source in the manifest.
+    pub source_id: String,
+    /// One per destination; one that could not be opened is its failure.
+    pub sinks: Vec<Result<Box<dyn Sink>, Failure>>,
 }
 
-/// Sync to one destination, counting into `progress` as it goes (for
-/// progress bars, the status file and metrics). The phase ends as `Done` or
-/// `Failed`.
-pub fn sync_with_progress(
-    source_path: &Path,
-    target: &Target,
-    opts: &SyncOptions,
-    progress: &Arc<Progress>,
-) -> Result<SyncReport, Failure> {
-    let mut r = sync_fanout(source_path, std::slice::from_ref(target), opts, progress)?;
-    r.pop().unwrap_or_else(|| Err(Failure::new(ExitCode::Failure, anyhow!("no destination"))))
+impl std::fmt::Debug for Parts<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Parts").field("geometry", &self.geometry).field("source_id", &self.source_id).finish()
+    }
 }
 
-/// Sync to several destinations from one read of the source: each
+/// Sync `parts.source` to every sink from one read of the source: each
 /// destination keeps its own generation and manifest and is planned against
 /// its own prior state, so one that missed a sync catches up at the next. A
 /// destination that fails is dropped and the others go on. `Err` only when
 /// the source fails (then every destination failed). The phase ends as
 /// `Done` when every destination synced, else `Failed`.
-pub fn sync_fanout(
-    source_path: &Path,
-    targets: &[Target],
+pub fn sync_parts(
+    parts: Parts<'_>,
     opts: &SyncOptions,
     progress: &Arc<Progress>,
 ) -> Result<Vec<Result<SyncReport, Failure>>, Failure> {
-    let r = run(source_path, targets, opts, progress);
+    let r = run(parts, opts, progress);
     match &r {
         Ok(lanes) => match lanes.iter().find_map(|l| l.as_ref().err()) {
             None => progress.set_phase(Phase::Done),
@@ -194,25 +110,20 @@ struct Lane {
 }
 
 fn run(
-    source_path: &Path,
-    targets: &[Target],
+    parts: Parts<'_>,
     opts: &SyncOptions,
     progress: &Arc<Progress>,
 ) -> Result<Vec<Result<SyncReport, Failure>>, Failure> {
     let started = Instant::now();
-    let (source, geometry) = open_source(source_path, opts.read_mode, opts.chunk_size)?;
+    let Parts { source, geometry, source_id, sinks } = parts;
     progress.disk_size.store(geometry.disk_size(), Relaxed);
-    let source_id = match &opts.source_id {
-        Some(id) => id.clone(),
-        None => std::fs::canonicalize(source_path).unwrap_or_else(|_| source_path.to_owned()).display().to_string(),
-    };
     let pool = thread_pool(opts.threads)?;
-    // Open each destination and read its prior state; a failure drops that
+    // Read each destination's prior state; a failure drops that
     // destination only.
-    let mut lanes: Vec<Result<Lane, Failure>> = targets
-        .iter()
-        .map(|t| {
-            let mut sink = open_sink(t, opts)?;
+    let mut lanes: Vec<Result<Lane, Failure>> = sinks
+        .into_iter()
+        .map(|sink| {
+            let mut sink = sink?;
             let prior = sink.prior(&source_id, geometry)?;
             let generation = prior.next_generation();
             sink.begin(generation, geometry, &prior)?;
@@ -268,7 +179,7 @@ fn run(
             .collect();
         let mut failures: Vec<Option<Failure>> = active.iter().map(|_| None).collect();
         let known = opts.hint.as_ref().zip(baseline).map(|(hint, baseline)| Known { hint, baseline });
-        let r = scan(&source, geometry, &pool, known, |w| {
+        let r = scan(source, geometry, &pool, known, |w| {
             count_scan(progress, &w);
             for (slot, failure) in active.iter_mut().zip(failures.iter_mut()) {
                 let Some((planner, (sink, stats, writing))) = slot else { continue };
@@ -303,7 +214,7 @@ fn run(
         Err(f) => return Err(f),
     };
     progress.set_phase(Phase::Committing);
-    let created_unix_ms = unix_ms();
+    let created_unix_ms = crate::clock::unix_ms();
     Ok(lanes
         .into_iter()
         .map(|lane| {
@@ -428,45 +339,4 @@ fn count_plan(p: &Progress, w: &crate::scan::WindowView<'_>, plan: &PlanStats) {
     Progress::add(&p.bytes_skipped_unchanged, w.stats.bytes_hashed.saturating_sub(plan.bytes_written));
     Progress::add(&p.bytes_written, plan.bytes_written);
     Progress::add(&p.bytes_cleared, plan.bytes_cleared);
-}
-
-/// The sink for `target`.
-pub fn open_sink(target: &Target, opts: &SyncOptions) -> Result<Box<dyn Sink>, Failure> {
-    Ok(match target {
-        Target::File(p) => Box::new(FileSink::open(p, opts.manifest.as_deref(), opts.force)?),
-        Target::PageBlob(addr) => {
-            let mut sink = open_pageblob(addr, opts.api_version.clone(), opts.pageblob.clone(), opts.force)?;
-            if let Some(d) = opts.retry_for {
-                sink.set_retry_for(d);
-            }
-            Box::new(sink)
-        }
-        Target::Relay(addr) => Box::new(RelaySink::new(
-            addr,
-            &opts.relay,
-            opts.retry_for.unwrap_or(Duration::from_secs(120)),
-            opts.threads,
-            opts.force,
-        )?),
-    })
-}
-
-/// A page blob sink on Azure Storage (or Azurite).
-pub fn open_pageblob(
-    addr: &BlobAddress,
-    api_version: Option<String>,
-    mut po: PageBlobOptions,
-    force: bool,
-) -> Result<PageBlobSink<AzureStore>, Failure> {
-    po.force |= force;
-    let store = AzureStore::connect(addr.clone(), api_version).code(ExitCode::Destination)?;
-    PageBlobSink::new(store, &addr.blob, format!("pageblob:{addr}"), po)
-}
-
-pub fn unix_secs() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
-}
-
-pub fn unix_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }

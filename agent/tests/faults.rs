@@ -20,8 +20,9 @@ use std::time::{Duration, Instant};
 
 use common::azurite;
 use common::*;
-use diskferry_agent::pageblob::auth::BlobAddress;
-use diskferry_agent::pageblob::store::{AzureStore, PageStore};
+use diskferry_blob::address::BlobAddress;
+use diskferry_blob::azure::AzureStore;
+use diskferry_blob::PageStore;
 use faults::{FaultProxy, ALL};
 
 fn agent_env() -> Command {
@@ -70,6 +71,7 @@ fn leftovers(dest: &str) -> Vec<String> {
     rt.block_on(store.list(&blob))
         .unwrap()
         .into_iter()
+        .map(|l| (l.name, l.snapshot))
         .filter(|(name, snap)| match snap {
             Some(s) => name == &blob && !snaps.contains(s),
             None if name == &blob || *name == format!("{blob}.points") => false,
@@ -306,7 +308,8 @@ fn what_an_interrupted_commit_left_is_swept_by_the_next() {
     rt.block_on(store.put_block_blob("d.vhd2.g1.manifest", bytes::Bytes::from_static(b"x"))).unwrap();
     poke(&src, 2 * MIB, 4096, 2);
     run(3);
-    let left = rt.block_on(store.list("d.vhd")).unwrap();
+    let left: Vec<(String, Option<String>)> =
+        rt.block_on(store.list("d.vhd")).unwrap().into_iter().map(|l| (l.name, l.snapshot)).collect();
     assert!(!left.iter().any(|(_, s)| s.as_deref() == Some(stray.as_str())), "{left:?}");
     assert!(!left.iter().any(|(n, _)| n == "d.vhd.g77.manifest"), "{left:?}");
     assert!(left.iter().any(|(n, _)| n == "d.vhd2.g1.manifest"), "{left:?}");

@@ -7,8 +7,10 @@ mod common;
 
 use common::azurite;
 use common::*;
-use diskferry_agent::pageblob::auth::{AccountKey, BlobAddress};
-use diskferry_agent::pageblob::store::{AzureStore, PageStore};
+use diskferry_blob::address::BlobAddress;
+use diskferry_blob::azure::AzureStore;
+use diskferry_blob::sas::AccountKey;
+use diskferry_blob::PageStore;
 
 fn read_blob(url_with_sas: &str) -> Option<Vec<u8>> {
     let addr = BlobAddress::parse(url_with_sas).unwrap();

@@ -28,7 +28,7 @@ fn status_file_and_metrics_describe_the_sync() {
     let status = d.path().join("status.json");
     let port = azurite::free_port();
     let c = azurite::container("observe");
-    let key = diskferry_agent::pageblob::auth::AccountKey::new(azurite::ACCOUNT, azurite::KEY);
+    let key = diskferry_blob::sas::AccountKey::new(azurite::ACCOUNT, azurite::KEY);
     let sas = key.container_sas(&c, time::OffsetDateTime::now_utc()).unwrap();
     let sig = sas.split("sig=").nth(1).unwrap().to_owned();
     // The container first (a SAS cannot create it).

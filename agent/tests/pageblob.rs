@@ -208,8 +208,9 @@ fn a_destination_that_is_not_ours_is_refused() {
 }
 
 fn strip_metadata(blob_url: &str) {
-    use diskferry_agent::pageblob::auth::BlobAddress;
-    use diskferry_agent::pageblob::store::{AzureStore, PageStore};
+    use diskferry_blob::address::BlobAddress;
+    use diskferry_blob::azure::AzureStore;
+    use diskferry_blob::PageStore;
     std::env::set_var("AZURE_STORAGE_CONNECTION_STRING", azurite::connection_string());
     let addr = BlobAddress::parse(blob_url).unwrap();
     let store = AzureStore::connect(addr.clone(), None).unwrap();
@@ -246,7 +247,7 @@ fn bad_credentials_and_missing_things_fail_clearly_without_leaking() {
     assert!(!err.contains(wrong) && !err.contains("sig="), "{err}");
 
     // A SAS with a bad signature, and an expired one: 403, signature redacted.
-    use diskferry_agent::pageblob::auth::AccountKey;
+    use diskferry_blob::sas::AccountKey;
     let key = AccountKey::new(azurite::ACCOUNT, azurite::KEY);
     let good = key.container_sas(&c, time::OffsetDateTime::now_utc()).unwrap();
     let sig = good.split("sig=").nth(1).unwrap().to_owned();

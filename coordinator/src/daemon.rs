@@ -17,7 +17,7 @@ use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
 use prometheus::{Encoder, GaugeVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
 
-use crate::cli::Env;
+use crate::env::Env;
 use crate::execute::{self, now, Quiet};
 use crate::schedule::Schedule;
 use crate::store::{status, Run, Store};

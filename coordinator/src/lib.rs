@@ -17,6 +17,8 @@ pub mod cloud;
 pub mod config;
 pub mod daemon;
 pub mod destination;
+pub mod env;
+pub mod error;
 pub mod execute;
 pub mod failpoint;
 pub mod gc;

@@ -6,6 +6,7 @@
 //! The SQL stays portable to PostgreSQL: TEXT ids generated here (no
 //! AUTOINCREMENT), BIGINT epoch seconds, no SQLite-only functions.
 
+use crate::error::CoordError;
 use std::path::Path;
 use std::time::Duration;
 
@@ -215,7 +216,7 @@ impl Store {
             ],
         )?;
         if n == 0 {
-            bail!("replica {:?} already exists", r.name);
+            return Err(CoordError::ReplicaExists(r.name.clone()).into());
         }
         Ok(())
     }
@@ -228,7 +229,7 @@ impl Store {
                 replica_row,
             )
             .optional()?
-            .ok_or_else(|| anyhow::anyhow!("no replica named {name:?} (see `diskferry replica list`)"))
+            .ok_or_else(|| CoordError::UnknownReplica(name.to_owned()).into())
     }
 
     pub fn replicas(&self) -> Result<Vec<Replica>> {

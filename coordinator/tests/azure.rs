@@ -301,7 +301,7 @@ fn migrate_to_managed_disks_and_a_vm() {
 /// GET a blob from Azurite under a SAS the test signs.
 fn fetch(url: &str) -> Vec<u8> {
     let container = url.split('/').nth(4).unwrap();
-    let key = diskferry_agent::pageblob::auth::AccountKey::new(azurite::ACCOUNT, azurite::KEY);
+    let key = diskferry_blob::sas::AccountKey::new(azurite::ACCOUNT, azurite::KEY);
     let sas = key.container_sas(container, time::OffsetDateTime::now_utc()).unwrap();
     let r = reqwest::blocking::get(format!("{url}?{sas}")).unwrap();
     assert!(r.status().is_success(), "GET {url}: {}", r.status());

@@ -14,6 +14,8 @@
 //! - [`journal`]: intent records that keep a crashed generation from being trusted.
 //! - [`vhd`]: the 512-byte fixed-VHD footer Azure needs to import a page blob.
 //! - [`job`]: the versioned job spec the coordinator hands an agent run.
+//! - [`report`]: what the agent hands back: status document, sync reports,
+//!   recovery points (versioned, unknown fields refused).
 //! - [`relay`]: relay frames (offset, length, blake3, zstd payload) and their checks.
 //! - [`units`]: byte counts parsed and printed.
 //!
@@ -40,6 +42,7 @@ pub mod manifest;
 pub mod plan;
 pub mod prior;
 pub mod relay;
+pub mod report;
 pub mod units;
 pub mod vhd;
 pub mod zero;

@@ -139,3 +139,94 @@ fn relay_window_and_prior_bytes_are_pinned() {
         assert_eq!(prior::decode(&bytes, m.geometry.chunk_count()).unwrap(), p);
     }
 }
+
+/// A job's final status: one disk synced to two destinations (one failed),
+/// one disk whose source failed.
+fn status() -> diskferry_core::report::Status {
+    use diskferry_core::report::*;
+    let report = SyncReport {
+        destination: "pageblob:https://acct.blob.core.windows.net/disks/vm1/os.vhd".into(),
+        generation: 4,
+        full_sync: false,
+        full_sync_reason: None,
+        disk_size: 8 << 30,
+        previous_disk_size: Some(8 << 30),
+        chunk_size: 1 << 20,
+        chunks: 8192,
+        chunks_written: 12,
+        chunks_cleared: 1,
+        chunks_unchanged: 8179,
+        chunks_suspect: 0,
+        bytes_written: 12 << 20,
+        bytes_cleared: 1 << 20,
+        zero_chunks: 6000,
+        data_chunks: 2192,
+        bytes_read: 2192 << 20,
+        seconds: 3.5,
+        seconds_writing: 0.25,
+        seconds_committing: 0.125,
+        read_bytes_per_second: 2.5e9,
+        wire: Some(WireStats {
+            bytes_sent: (12 << 20) + 512,
+            bytes_raw: (12 << 20) + 512,
+            requests_ok: 30,
+            requests_failed: 1,
+            retries: 1,
+            clear_requests: 1,
+        }),
+        hint: Some("used: 3 ranges, 12582912 bytes may have changed".into()),
+        chunks_hinted: 6000,
+    };
+    let disk = |name: &str| DiskStatus {
+        name: Some(name.into()),
+        source: format!("lun:{}", if name == "os" { 0 } else { 1 }),
+        destination: "pageblob:https://acct.blob.core.windows.net/disks/vm1/os.vhd?<sas>".into(),
+        phase: Phase::Done,
+        last_error: None,
+        generation: 4,
+        disk_size: 8 << 30,
+        bytes_scanned: 8 << 30,
+        bytes_read: 2192 << 20,
+        bytes_hashed: 2192 << 20,
+        bytes_skipped_zero: 6000 << 20,
+        bytes_skipped_unchanged: 2180 << 20,
+        bytes_written: 12 << 20,
+        bytes_cleared: 1 << 20,
+        bytes_sent: Some((12 << 20) + 512),
+        results: None,
+        error: None,
+    };
+    let mut os = disk("os");
+    os.results = Some(vec![
+        DestinationResult { destination: report.destination.clone(), report: Some(report), error: None },
+        DestinationResult {
+            destination: "file:/mnt/copy/os.vhd".into(),
+            report: None,
+            error: Some("destination file:/mnt/copy/os.vhd is in use by another sync".into()),
+        },
+    ]);
+    let mut data = disk("data");
+    data.phase = Phase::Failed;
+    data.last_error = Some("source lun:1: no disk at LUN 1 after 120 s".into());
+    data.error = Some("disk data: source lun:1: no disk at LUN 1 after 120 s".into());
+    Status {
+        version: STATUS_VERSION,
+        run_id: Some("r-20261201-0001".into()),
+        phase: Phase::Failed,
+        updated_unix_ms: 1_795_000_000_123,
+        seconds: None,
+        last_error: None,
+        disks: vec![os, data],
+        requests: None,
+    }
+}
+
+#[test]
+fn status_v1_documents_are_pinned_both_ways() {
+    let s = status();
+    let mut enc = serde_json::to_vec_pretty(&s).unwrap();
+    enc.push(b'\n');
+    let gold = golden("status-v1.json", &enc);
+    assert_eq!(String::from_utf8_lossy(&enc), String::from_utf8_lossy(&gold), "status v1 changed shape");
+    assert_eq!(diskferry_core::report::Status::parse(&gold).unwrap(), s);
+}

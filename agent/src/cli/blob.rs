@@ -8,9 +8,8 @@ use diskferry_core::geometry::ChunkSize;
 
 use super::{human, parse_chunk_size, print_json};
 use crate::exit::{ExitCode, Failure};
+use crate::open::{open_pageblob, Target};
 use crate::pageblob::sink::{PageBlobOptions, PageBlobSink};
-use crate::pageblob::store::AzureStore;
-use crate::sync::{open_pageblob, Target};
 
 /// A page blob destination to read.
 #[derive(Debug, Args)]
@@ -86,7 +85,7 @@ pub struct VerifyArgs {
     pub json: bool,
 }
 
-fn open_blob(t: &Target, api_version: Option<String>) -> Result<PageBlobSink<AzureStore>, Failure> {
+fn open_blob(t: &Target, api_version: Option<String>) -> Result<PageBlobSink<diskferry_blob::Azure>, Failure> {
     match t {
         Target::PageBlob(addr) => open_pageblob(addr, api_version, PageBlobOptions::default(), false),
         Target::File(_) => Err(Failure::new(
@@ -168,14 +167,21 @@ pub fn run_promote(a: PromoteArgs) -> Result<(), Failure> {
     let point = crate::readback::pick(&sink.points()?, a.point, &format!("pageblob:{addr}"))?;
     let deadline = std::time::Duration::from_secs(a.timeout_secs);
     sink.runtime()
-        .block_on(sink.store().copy_snapshot(&a.name, own, &point.snapshot, deadline))
+        .block_on(diskferry_blob::store::copy_snapshot(
+            sink.store(),
+            &a.name,
+            own,
+            &point.snapshot,
+            std::time::Duration::from_secs(2),
+            deadline,
+        ))
         .map_err(|e| Failure::new(ExitCode::Destination, anyhow::anyhow!("{e}")))?;
     let url = addr.blob_url(&a.name).map_err(|e| Failure::new(ExitCode::Usage, e))?;
-    let out = serde_json::json!({
-        "generation": point.generation,
-        "disk_size": point.disk_size,
-        "blob": url.as_str(),
-    });
+    let out = diskferry_core::report::PromoteReport {
+        generation: point.generation,
+        disk_size: point.disk_size,
+        blob: url.to_string(),
+    };
     if a.dest.json {
         return print_json(&out);
     }

@@ -19,14 +19,16 @@ use std::sync::Arc;
 
 use anyhow::Context;
 
+use crate::clock::unix_ms;
 use crate::exit::{ExitCode, Failure, WithCode};
 use crate::metrics::Metrics;
+use crate::open::{open_source, sync_fanout, Target};
 use crate::pageblob::sink::PageBlobOptions;
 use crate::progress::Progress;
 use crate::scan::scan;
 use crate::source::ReadMode;
 use crate::status::StatusWriter;
-use crate::sync::{open_source, sync_fanout, thread_pool, unix_ms, SyncOptions, SyncReport, Target};
+use crate::sync::{thread_pool, SyncOptions, SyncReport};
 
 #[derive(Debug, Parser)]
 #[command(

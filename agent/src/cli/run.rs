@@ -54,9 +54,9 @@ pub fn run_job(a: RunArgs) -> Result<(), Failure> {
 /// for page blob destinations; no SAS in a job). A failed upload is reported
 /// once and retried with the next document.
 fn blob_mirror(url: &str, api_version: Option<String>) -> Result<crate::status::Mirror, Failure> {
-    use crate::pageblob::store::PageStore;
-    let addr = crate::pageblob::auth::BlobAddress::parse(url).code(ExitCode::Usage)?;
-    let store = crate::pageblob::store::AzureStore::connect(addr.clone(), api_version).code(ExitCode::Destination)?;
+    use diskferry_blob::PageStore;
+    let addr = diskferry_blob::address::BlobAddress::parse(url).code(ExitCode::Usage)?;
+    let store = diskferry_blob::connect(addr.clone(), api_version).code(ExitCode::Destination)?;
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().code(ExitCode::Failure)?;
     let mut warned = false;
     Ok(Box::new(move |doc: &[u8]| {

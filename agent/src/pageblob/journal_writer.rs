@@ -15,7 +15,7 @@ use diskferry_core::journal::JournalHeader;
 use tokio::sync::{mpsc, oneshot};
 
 use super::sink::Flight;
-use super::store::PageStore;
+use diskferry_blob::PageStore;
 
 /// How often acks alone are appended: what a kill can make a rerun resend
 /// is the writes in flight plus what was acknowledged in this long.

@@ -1,8 +1,12 @@
 //! `pageblob:URL`: the product's main destination, a page blob that Azure can
 //! import as a managed disk. See `sink.rs` for the protocol.
 
-pub mod auth;
+//!
+//! Addresses, credentials and the `PageStore` seam live in the storage crate,
+//! `diskferry-blob`, which the coordinator shares.
+
+#[cfg(test)]
+mod crash_points;
 mod journal_writer;
 pub mod points;
 pub mod sink;
-pub mod store;

@@ -3,16 +3,9 @@
 //! `BLOB.points`; and what a commit sweeps away — everything beside the blob
 //! that the index does not name.
 
-/// One recovery point, as listed by `diskferry-agent points`.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct RecoveryPoint {
-    pub generation: u64,
-    pub snapshot: String,
-    pub created_unix_ms: i64,
-    pub disk_size: u64,
-    pub bytes_written: u64,
-    pub bytes_cleared: u64,
-}
+use diskferry_blob::Listed;
+
+pub use diskferry_core::report::RecoveryPoint;
 
 /// The manifest blob of generation `g` of `blob`.
 pub fn manifest_name(blob: &str, g: u64) -> String {
@@ -34,7 +27,7 @@ pub fn unnamed(
     blob: &str,
     kept: &[RecoveryPoint],
     dropped: &[RecoveryPoint],
-    listed: Option<Vec<(String, Option<String>)>>,
+    listed: Option<Vec<Listed>>,
 ) -> Vec<(String, Option<String>)> {
     let Some(items) = listed else {
         return dropped
@@ -44,6 +37,7 @@ pub fn unnamed(
     };
     items
         .into_iter()
+        .map(|l| (l.name, l.snapshot))
         .filter(|(name, snap)| match snap {
             Some(s) => name == blob && !kept.iter().any(|p| p.snapshot == *s),
             None => manifest_generation(blob, name).is_some_and(|g| !kept.iter().any(|p| p.generation == g)),
@@ -69,7 +63,7 @@ mod tests {
     #[test]
     fn only_what_the_index_does_not_name_goes() {
         let kept = [point(4, "s4"), point(5, "s5")];
-        let listed: Vec<(String, Option<String>)> = [
+        let listed: Vec<Listed> = [
             ("d.vhd", None),
             ("d.vhd", Some("s3")),
             ("d.vhd", Some("s4")),
@@ -86,7 +80,7 @@ mod tests {
             ("d.vhd.gX.manifest", None),
         ]
         .iter()
-        .map(|(n, s)| (n.to_string(), s.map(str::to_owned)))
+        .map(|(n, s)| Listed { name: n.to_string(), snapshot: s.map(str::to_owned) })
         .collect();
         let gone = unnamed("d.vhd", &kept, &[point(3, "s3")], Some(listed));
         let want: Vec<(String, Option<String>)> = [

@@ -36,10 +36,10 @@ use tokio::task::JoinSet;
 
 use super::journal_writer::JournalWriter;
 use super::points::{manifest_name, RecoveryPoint};
-use super::store::{PageStore, StoreError};
 use crate::exit::{ExitCode, Failure, WithCode};
 use crate::scan::WindowView;
 use crate::sink::{Prior, Sink, WireStats};
+use diskferry_blob::{ErrorKind, PageStore, StoreError};
 
 const META_GENERATION: &str = "diskferry_generation";
 const META_MANIFEST: &str = "diskferry_manifest";
@@ -67,7 +67,7 @@ impl Default for PageBlobOptions {
     }
 }
 
-impl PageBlobSink<super::store::AzureStore> {
+impl<S: PageStore> PageBlobSink<diskferry_blob::retry::Retrying<S>> {
     /// Give up retrying one request after `d` (default two minutes).
     pub fn set_retry_for(&mut self, d: Duration) {
         if let Some(s) = Arc::get_mut(&mut self.store) {
@@ -83,11 +83,10 @@ fn dest_err(e: impl Into<anyhow::Error>) -> Failure {
 
 /// Turn a storage error into a one-line failure that says what to do.
 pub fn explain(e: StoreError) -> Failure {
-    let container_missing = matches!(&e, StoreError::Http { code, .. } if code == "ContainerNotFound");
-    let hint = match e.status() {
-        Some(403) => ": access denied (wrong or expired SAS, wrong account key, or missing role)",
-        Some(404) if container_missing => ": the container does not exist (pass --create-container to create it)",
-        Some(404) => ": not found",
+    let hint = match e.last_kind() {
+        ErrorKind::Forbidden => ": access denied (wrong or expired SAS, wrong account key, or missing role)",
+        ErrorKind::ContainerNotFound => ": the container does not exist (pass --create-container to create it)",
+        ErrorKind::NotFound => ": not found",
         _ => "",
     };
     Failure::new(ExitCode::Destination, anyhow!("{e}{hint}"))
@@ -408,7 +407,7 @@ impl<S: PageStore> Sink for PageBlobSink<S> {
         let fence = matches!(prior, Prior::Partial { .. } | Prior::Previous { .. });
         let header = JournalHeader { generation, base, disk_size: cur.disk_size() };
         let jname = self.journal_name();
-        let footer = Footer::for_disk(cur.disk_size(), crate::sync::unix_secs(), self.blob.as_bytes()).encode();
+        let footer = Footer::for_disk(cur.disk_size(), crate::clock::unix_secs(), self.blob.as_bytes()).encode();
         self.block_on(async {
             let fence = async {
                 if fence {

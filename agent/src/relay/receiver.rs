@@ -24,8 +24,9 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use super::metrics::ReceiverMetrics;
 use super::session::{Reject, Session};
 use super::{check_disk_name, BeginRequest, ErrorBody, OpenRequest, Token, MAX_BODY, MAX_CONTROL_BODY, SESSION_HEADER};
-use crate::pageblob::auth::{redact, BlobAddress};
-use crate::sync::{open_sink, SyncOptions, Target};
+use crate::open::{open_sink, Target};
+use crate::sync::SyncOptions;
+use diskferry_blob::address::{redact, BlobAddress};
 
 /// Where a receiver writes its disks.
 #[derive(Clone, PartialEq, Eq)]

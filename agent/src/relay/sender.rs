@@ -176,9 +176,9 @@ impl RelaySink {
 
 fn count_window(c: &WireCounters, w: &Outgoing) {
     use std::sync::atomic::Ordering::Relaxed;
-    c.bytes_put.fetch_add(w.wire, Relaxed);
+    c.bytes_sent.fetch_add(w.wire, Relaxed);
     c.bytes_raw.fetch_add(w.raw, Relaxed);
-    c.clears.fetch_add(w.clears, Relaxed);
+    c.clear_requests.fetch_add(w.clears, Relaxed);
 }
 
 impl Sink for RelaySink {

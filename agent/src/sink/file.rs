@@ -34,9 +34,9 @@ use diskferry_core::vhd::{Footer, FOOTER_LEN};
 
 use super::{Prior, Sink};
 use crate::buf;
+use crate::clock::unix_secs;
 use crate::exit::{ExitCode, Failure, WithCode};
 use crate::scan::WindowView;
-use crate::sync::unix_secs;
 
 #[derive(Debug)]
 pub struct FileSink {

@@ -6,18 +6,12 @@
 mod replica;
 mod results;
 
-use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use anyhow::Result;
 use clap::{Parser, Subcommand};
 
-use crate::cloud::azure::AzureCloud;
-use crate::cloud::local::LocalCloud;
-use crate::cloud::Cloud;
 use crate::config::Config;
-use crate::store::Store;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -85,69 +79,8 @@ pub struct DaemonArgs {
     pub tick_ms: u64,
 }
 
-/// Exit codes of `diskferry`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Code {
-    Failure = 1,
-    Usage = 2,
-    Busy = 3,
-}
-
-/// An error and its exit code.
-#[derive(Debug)]
-pub struct Failure {
-    pub code: Code,
-    pub error: anyhow::Error,
-}
-
-impl fmt::Display for Failure {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:#}", self.error)
-    }
-}
-
-impl From<anyhow::Error> for Failure {
-    fn from(error: anyhow::Error) -> Self {
-        Self { code: Code::Failure, error }
-    }
-}
-
-/// Mark an error as bad input (exit 2).
-pub fn usage<T>(r: Result<T>) -> Result<T, Failure> {
-    r.map_err(|error| Failure { code: Code::Usage, error })
-}
-
-/// Where the coordinator keeps its state, and how it reaches its cloud.
-#[derive(Debug, Clone)]
-pub struct Env {
-    pub config: Config,
-    pub state: PathBuf,
-}
-
-impl Env {
-    pub fn new(config: Config, state: PathBuf) -> Self {
-        Self { config, state }
-    }
-
-    pub fn db_path(&self) -> PathBuf {
-        self.state.join("state.db")
-    }
-
-    pub fn store(&self) -> Result<Store> {
-        Store::open(&self.db_path())
-    }
-
-    pub fn cloud(&self) -> Result<Box<dyn Cloud>> {
-        match (self.config.provider(), &self.config.azure) {
-            ("azure", Some(a)) => Ok(Box::new(AzureCloud::new(a.clone())?)),
-            _ => Ok(Box::new(LocalCloud::new(&self.state, self.config.local.use_loop, self.config.agent())?)),
-        }
-    }
-
-    pub fn agent(&self) -> PathBuf {
-        self.config.agent()
-    }
-}
+pub use crate::env::Env;
+pub use crate::error::{usage, Code, Failure};
 
 fn env(cli: &Cli) -> Result<Env, Failure> {
     let mut config = match &cli.config {

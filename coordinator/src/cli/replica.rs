@@ -6,10 +6,11 @@ use std::path::PathBuf;
 use anyhow::anyhow;
 use clap::{Args, Subcommand};
 
-use super::{human, print_json, time, usage, Code, Env, Failure, JsonArg};
+use super::{human, print_json, time, usage, Env, Failure, JsonArg};
 use crate::cloud::local::check_name;
 use crate::cloud::Kind;
 use crate::destination::Destination;
+use crate::error::CoordError;
 use crate::execute::{self, now, Observer};
 use crate::schedule::Schedule;
 use crate::store::{status, Replica, Run, RunDisk};
@@ -153,7 +154,7 @@ pub fn define(env: &Env, a: CreateArgs) -> Result<(Replica, crate::cloud::Vm), F
         created_at: now(),
         stop_source: a.stop_source,
     };
-    usage(env.store()?.insert_replica(&r))?;
+    env.store()?.insert_replica(&r)?;
     Ok((r, vm))
 }
 
@@ -165,7 +166,7 @@ fn parse_chunk(s: &str) -> anyhow::Result<u64> {
 
 fn show(env: &Env, a: NameArgs) -> Result<(), Failure> {
     let store = env.store()?;
-    let r = usage(store.replica(&a.name))?;
+    let r = store.replica(&a.name)?;
     let runs = store.runs(&r.name, 5)?;
     let snaps = store.retained(&r.name, Kind::Snapshot.as_str())?;
     if a.json {
@@ -184,11 +185,11 @@ fn show(env: &Env, a: NameArgs) -> Result<(), Failure> {
 
 fn delete(env: &Env, a: NameArgs) -> Result<(), Failure> {
     let mut store = env.store()?;
-    let r = usage(store.replica(&a.name))?;
+    let r = store.replica(&a.name)?;
     if let Some(run) =
         store.runs(&r.name, 1)?.into_iter().find(|x| x.status == status::RUNNING && crate::owner::alive(x))
     {
-        return Err(Failure { code: Code::Busy, error: anyhow!("replica {} is running (run {})", r.name, run.id) });
+        return Err(CoordError::Busy { replica: r.name, what: "running".into(), run: run.id }.into());
     }
     let cloud = env.cloud()?;
     for s in store.retained(&r.name, Kind::Snapshot.as_str())? {
@@ -230,11 +231,10 @@ impl Observer for Progress {
         }
     }
 
-    fn status(&mut self, s: &serde_json::Value) {
+    fn status(&mut self, s: &diskferry_core::report::Status) {
         let Some(b) = &self.bar else { return };
-        let sum = |k: &str| s["disks"].as_array().map_or(0, |d| d.iter().map(|x| x[k].as_u64().unwrap_or(0)).sum());
-        b.set_length(sum("disk_size"));
-        b.set_position(sum("bytes_scanned"));
+        b.set_length(s.disks.iter().map(|d| d.disk_size).sum());
+        b.set_position(s.disks.iter().map(|d| d.bytes_scanned).sum());
     }
 }
 
@@ -260,19 +260,16 @@ pub fn succeeded(done: &Run) -> Result<(), Failure> {
 /// One run of a replica, with progress on stderr unless `quiet`.
 pub fn run_once(env: &Env, name: &str, quiet: bool) -> Result<(Run, Vec<RunDisk>), Failure> {
     let mut store = env.store()?;
-    let replica = usage(store.replica(name))?;
+    let replica = store.replica(name)?;
     let run = match execute::begin(&mut store, &replica.name, "manual")? {
         Ok(run) => run,
         Err(active) => {
-            return Err(Failure {
-                code: Code::Busy,
-                error: anyhow!(
-                    "replica {} is already running (run {} since {})",
-                    replica.name,
-                    active.id,
-                    time(active.started_at)
-                ),
-            })
+            return Err(CoordError::Busy {
+                replica: replica.name,
+                what: format!("already running since {}", time(active.started_at)),
+                run: active.id,
+            }
+            .into())
         }
     };
     let cloud = env.cloud()?;
@@ -318,7 +315,7 @@ fn print_run(r: &Run, disks: &[RunDisk]) {
 
 pub fn runs(env: &Env, a: RunsArgs) -> Result<(), Failure> {
     let store = env.store()?;
-    let r = usage(store.replica(&a.replica))?;
+    let r = store.replica(&a.replica)?;
     let runs = store.runs(&r.name, a.limit)?;
     if a.json {
         let with_disks: Vec<_> = runs

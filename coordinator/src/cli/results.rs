@@ -3,6 +3,7 @@
 //! the coordinator asks the agent to read it, so bytes still never pass
 //! through the coordinator's code.
 
+use diskferry_core::report::{DownloadReport, PromoteReport, RecoveryPoint};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -115,8 +116,8 @@ fn agent(env: &Env) -> Command {
     c
 }
 
-/// Run the agent and parse its `--json` output.
-fn agent_json(env: &Env, args: &[String]) -> anyhow::Result<serde_json::Value> {
+/// Run the agent and parse its `--json` output, a `what` document.
+fn agent_json<T: serde::de::DeserializeOwned>(env: &Env, what: &'static str, args: &[String]) -> anyhow::Result<T> {
     let mut cmd = agent(env);
     cmd.args(args);
     if let Some(v) = &env.config.storage.api_version {
@@ -127,14 +128,18 @@ fn agent_json(env: &Env, args: &[String]) -> anyhow::Result<serde_json::Value> {
         let err = String::from_utf8_lossy(&out.stderr);
         bail!("{}", err.trim().trim_start_matches("error: "));
     }
-    Ok(serde_json::from_slice(&out.stdout)?)
+    Ok(diskferry_core::report::parse_json(what, &out.stdout)?)
 }
 
 fn disk_points(env: &Env, dest: &Destination, r: &Replica, d: &RunDisk) -> anyhow::Result<Vec<Point>> {
     match dest {
         Destination::PageBlob { .. } => {
-            let v = agent_json(env, &["points".into(), dest.disk_target(&r.name, &d.disk), "--json".into()])?;
-            Ok(serde_json::from_value(v)?)
+            let args = ["points".into(), dest.disk_target(&r.name, &d.disk), "--json".into()];
+            let pts: Vec<RecoveryPoint> = agent_json(env, "points", &args)?;
+            Ok(pts
+                .into_iter()
+                .map(|p| Point { generation: p.generation, created_unix_ms: p.created_unix_ms, disk_size: p.disk_size })
+                .collect())
         }
         // A file destination holds its newest generation only.
         Destination::File(_) => Ok(vec![Point { generation: d.generation, created_unix_ms: 0, disk_size: 0 }]),
@@ -155,7 +160,7 @@ fn relay_elsewhere(dest: &Destination, r: &Replica, disk: &str) -> String {
 
 pub fn points(env: &Env, a: PointsArgs) -> Result<(), Failure> {
     let store = env.store()?;
-    let r = usage(store.replica(&a.replica))?;
+    let r = store.replica(&a.replica)?;
     let dest = destination(&r, a.dest)?;
     if let Destination::Relay { .. } = dest {
         return usage(Err(anyhow!("{}", relay_elsewhere(&dest, &r, "DISK"))));
@@ -187,7 +192,7 @@ struct Imported {
 
 pub fn import(env: &Env, a: ImportArgs) -> Result<(), Failure> {
     let store = env.store()?;
-    let r = usage(store.replica(&a.replica))?;
+    let r = store.replica(&a.replica)?;
     let out = match a.to.strip_prefix("azure:") {
         Some(rg) => import_azure(env, &azure_cloud(env)?, &store, &r, &a, rg)?,
         None => {
@@ -224,8 +229,9 @@ fn import_replica(
                 if let Some(g) = point {
                     args.extend(["--point".into(), g.to_string()]);
                 }
-                let v = agent_json(env, &args).with_context(|| format!("disk {}", d.disk))?;
-                v["generation"].as_u64().unwrap_or(d.generation)
+                let v: DownloadReport =
+                    agent_json(env, "download", &args).with_context(|| format!("disk {}", d.disk))?;
+                v.generation
             }
             Destination::File(_) => {
                 if let Some(g) = point.filter(|&g| g != d.generation) {
@@ -288,9 +294,9 @@ fn import_azure(
         if let Some(p) = a.point {
             args.extend(["--point".into(), p.to_string()]);
         }
-        let v = agent_json(env, &args).with_context(|| format!("disk {}", d.disk))?;
-        let generation = v["generation"].as_u64().unwrap_or(g);
-        let source_uri = v["blob"].as_str().ok_or_else(|| anyhow!("disk {}: the agent named no blob", d.disk))?;
+        let v: PromoteReport = agent_json(env, "promote", &args).with_context(|| format!("disk {}", d.disk))?;
+        let generation = v.generation;
+        let source_uri = v.blob.as_str();
         let name = names::imported_disk(&r.name, &d.disk, generation);
         let spec = ImportSpec {
             name: &name,

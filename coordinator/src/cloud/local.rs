@@ -11,6 +11,7 @@
 //!   process in its own process group: like a VM, it outlives a coordinator
 //!   that dies, and `gc` finds it by its job path.
 
+use diskferry_core::report::Status;
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
@@ -222,12 +223,17 @@ impl Cloud for LocalCloud {
         };
         // Read the status after looking at the process: if it has exited,
         // what we read is its last word.
-        let status = std::fs::read(dir.join("status.json")).ok().and_then(|b| serde_json::from_slice(&b).ok());
+        // It is written whole (temp file and rename): one that does not
+        // parse is from an agent this coordinator does not understand.
+        let status = match std::fs::read(dir.join("status.json")) {
+            Ok(b) => Some(Status::parse(&b).map_err(|e| anyhow!("the worker's status: {e}"))?),
+            Err(_) => None,
+        };
         if running {
             return Ok(WorkerState::Running(status));
         }
         match status {
-            Some(s) if matches!(s["phase"].as_str(), Some("done" | "failed")) => Ok(WorkerState::Finished(s)),
+            Some(s) if s.phase.finished() => Ok(WorkerState::Finished(s)),
             _ => Ok(WorkerState::Lost(format!(
                 "the worker exited without a final status; agent log: {}",
                 log_tail(&dir.join("agent.log"))

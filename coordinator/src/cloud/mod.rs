@@ -9,8 +9,11 @@
 //! every delete is idempotent (deleting what is not there succeeds).
 
 pub mod azure;
+#[cfg(test)]
+pub mod fake;
 pub mod local;
 
+use diskferry_core::report::Status;
 use std::time::Duration;
 
 use anyhow::Result;
@@ -99,9 +102,9 @@ impl Kind {
 #[derive(Debug, Clone, PartialEq)]
 pub enum WorkerState {
     /// Still running; the latest status document, if one was written yet.
-    Running(Option<serde_json::Value>),
+    Running(Option<Status>),
     /// Finished; its last status document (phase `done` or `failed`).
-    Finished(serde_json::Value),
+    Finished(Status),
     /// Gone without a final status (crashed, deleted, never started).
     Lost(String),
 }

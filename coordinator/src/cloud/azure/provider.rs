@@ -23,8 +23,10 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
-use diskferry_agent::pageblob::auth::BlobAddress;
-use diskferry_agent::pageblob::store::{AzureStore, PageStore};
+use diskferry_blob::address::BlobAddress;
+use diskferry_blob::azure::AzureStore;
+use diskferry_blob::PageStore;
+use diskferry_core::report::Status;
 use serde_json::{json, Value};
 
 use super::arm::Arm;
@@ -73,10 +75,12 @@ impl AzureCloud {
         format!("{worker}.json")
     }
 
-    fn read_status(&self, worker: &str) -> Result<Option<Value>> {
+    fn read_status(&self, worker: &str) -> Result<Option<Status>> {
         let got = self.rt.block_on(self.status.get(&Self::status_blob(worker)));
         let bytes = got.map_err(|e| anyhow!("reading the worker's status: {e}"))?;
-        Ok(bytes.and_then(|b| serde_json::from_slice(&b).ok()))
+        // A block blob is written whole: one that does not parse is from an
+        // agent this coordinator does not understand.
+        bytes.map(|b| Status::parse(&b).map_err(|e| anyhow!("the worker's status: {e}"))).transpose()
     }
 
     fn tags(t: &RunTags, extra: &[(&str, &str)]) -> Value {
@@ -330,7 +334,7 @@ impl Cloud for AzureCloud {
     fn worker_state(&self, name: &str) -> Result<WorkerState> {
         let status = self.read_status(name)?;
         if let Some(s) = &status {
-            if matches!(s["phase"].as_str(), Some("done" | "failed")) {
+            if s.phase.finished() {
                 return Ok(WorkerState::Finished(s.clone()));
             }
         }

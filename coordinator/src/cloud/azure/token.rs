@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use anyhow::{anyhow, Context, Result};
-use azure_core::credentials::{Secret, TokenCredential};
+use azure_core::credentials::TokenCredential;
 
 use super::arm::{StaticToken, TokenSource};
 use super::settings::CredentialKind;
@@ -39,21 +39,17 @@ impl TokenSource for IdentityToken {
 
 /// The token source `kind` names.
 pub fn source(kind: CredentialKind) -> Result<Box<dyn TokenSource>> {
-    let env = |k: &str| std::env::var(k).with_context(|| format!("{kind:?} credential: {k} is not set"));
+    use diskferry_blob::credential::{entra, EntraKind};
     let credential: Arc<dyn TokenCredential> = match kind {
         CredentialKind::EnvToken => {
-            let t = env("DISKFERRY_ARM_TOKEN")?;
+            let t = std::env::var("DISKFERRY_ARM_TOKEN")
+                .with_context(|| format!("{kind:?} credential: DISKFERRY_ARM_TOKEN is not set"))?;
             return Ok(Box::new(StaticToken(t)));
         }
-        CredentialKind::ManagedIdentity => diskferry_agent::pageblob::store::managed_identity()?,
-        CredentialKind::WorkloadIdentity => azure_identity::WorkloadIdentityCredential::new(None)?,
-        CredentialKind::AzureCli => azure_identity::AzureCliCredential::new(None)?,
-        CredentialKind::ClientSecret => azure_identity::ClientSecretCredential::new(
-            &env("AZURE_TENANT_ID")?,
-            env("AZURE_CLIENT_ID")?,
-            Secret::new(env("AZURE_CLIENT_SECRET")?),
-            None,
-        )?,
+        CredentialKind::ManagedIdentity => entra(EntraKind::ManagedIdentity)?,
+        CredentialKind::WorkloadIdentity => entra(EntraKind::WorkloadIdentity)?,
+        CredentialKind::AzureCli => entra(EntraKind::AzureCli)?,
+        CredentialKind::ClientSecret => entra(EntraKind::ClientSecret)?,
     };
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     Ok(Box::new(IdentityToken { credential, kind, rt }))

@@ -3,6 +3,7 @@
 //! and reports back. The coordinator never touches disk bytes here: the
 //! worker's agent does.
 
+use diskferry_core::report::{Phase, Status};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
@@ -88,7 +89,7 @@ pub trait Observer {
     /// The run entered a phase.
     fn phase(&mut self, _phase: &str) {}
     /// The worker's latest status document.
-    fn status(&mut self, _status: &serde_json::Value) {}
+    fn status(&mut self, _status: &Status) {}
 }
 
 /// Observes nothing.
@@ -361,39 +362,38 @@ impl Exec<'_> {
 
     /// Record each disk's result at each destination from the worker's
     /// final status.
-    fn record(&self, s: &serde_json::Value) -> Result<()> {
-        let disks = s["disks"].as_array().context("the worker's status lists no disks")?;
+    fn record(&self, s: &Status) -> Result<()> {
+        if s.disks.is_empty() {
+            bail!("the worker's status lists no disks");
+        }
         let mut errors = Vec::new();
-        for d in disks {
-            let name = d["name"].as_str().unwrap_or("?");
-            let Some(results) = d["results"].as_array() else {
-                errors.push(d["error"].as_str().map_or_else(|| format!("disk {name}: no result"), str::to_owned));
+        for d in &s.disks {
+            let name = d.name.as_deref().context("the worker's status names no disk")?;
+            let Some(results) = &d.results else {
+                errors.push(d.error.clone().unwrap_or_else(|| format!("disk {name}: no result")));
                 continue;
             };
             for (i, x) in results.iter().enumerate() {
-                let r = &x["report"];
-                if !r.is_object() {
-                    let e = x["error"].as_str().unwrap_or("failed");
+                let Some(r) = &x.report else {
+                    let e = x.error.as_deref().unwrap_or("failed");
                     errors.push(format!("disk {name} to destination {}: {e}", i + 1));
                     continue;
-                }
-                let u = |v: &serde_json::Value| v.as_u64().unwrap_or(0);
-                let sent = r["wire"]["bytes_sent"].as_u64().unwrap_or_else(|| u(&r["bytes_written"]));
+                };
                 self.store.record_disk(&RunDisk {
                     run_id: self.run.id.clone(),
                     disk: name.to_owned(),
                     destination: i as u32,
-                    generation: u(&r["generation"]),
-                    full_sync: r["full_sync"].as_bool().unwrap_or(false),
-                    full_sync_reason: r["full_sync_reason"].as_str().map(str::to_owned),
-                    bytes_read: u(&r["bytes_read"]),
-                    bytes_sent: sent,
+                    generation: r.generation,
+                    full_sync: r.full_sync,
+                    full_sync_reason: r.full_sync_reason.clone(),
+                    bytes_read: r.bytes_read,
+                    bytes_sent: r.bytes_sent(),
                     // Neither written nor cleared: zero or unchanged.
-                    bytes_skipped: u(&r["disk_size"]).saturating_sub(u(&r["bytes_written"])),
+                    bytes_skipped: r.disk_size.saturating_sub(r.bytes_written),
                 })?;
             }
         }
-        if s["phase"] != "done" || !errors.is_empty() {
+        if s.phase != Phase::Done || !errors.is_empty() {
             bail!("{}", if errors.is_empty() { "the worker failed".to_owned() } else { errors.join("; ") });
         }
         Ok(())
@@ -420,9 +420,15 @@ impl Exec<'_> {
         }
         for old in self.store.retained(&self.replica.name, Kind::Snapshot.as_str())? {
             if old.run_id != self.run.id {
+                // No longer kept: if its delete fails, gc finds it as a
+                // leftover of a finished run instead of keeping it forever.
+                self.store.set_resource_state(&old.name, rstate::CREATED, now())?;
                 keep(self.delete(Kind::Snapshot, &old.name));
             }
         }
         first
     }
 }
+
+#[cfg(test)]
+mod tests;

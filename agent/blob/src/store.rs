@@ -1,0 +1,213 @@
+//! `PageStore`: the one seam between diskferry and blob storage — every
+//! operation the page blob sink, the read-back commands and the coordinator
+//! use, by blob name within one container.
+//!
+//! Implementations: [`crate::azure::AzureStore`] (Azure Storage or Azurite,
+//! one attempt per call), [`crate::retry::Retrying`] (a decorator that
+//! retries what may succeed again), and behind the `testing` feature
+//! `MemStore` (an in-memory container) and `FaultyStore` (fails or stalls
+//! the Nth call of an operation).
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use crate::counters::WireCounters;
+use crate::error::{StoreError, StoreResult};
+
+/// Every operation of a [`PageStore`], for fault injection and counting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Op {
+    CreateContainer,
+    Properties,
+    CreatePageBlob,
+    Resize,
+    PutPages,
+    ClearPages,
+    SetMetadata,
+    Snapshot,
+    Delete,
+    PageRanges,
+    Read,
+    Get,
+    List,
+    PutBlockBlob,
+    CreateAppendBlob,
+    Append,
+    StartCopy,
+    CopyState,
+}
+
+impl Op {
+    pub const ALL: [Op; 18] = [
+        Op::CreateContainer,
+        Op::Properties,
+        Op::CreatePageBlob,
+        Op::Resize,
+        Op::PutPages,
+        Op::ClearPages,
+        Op::SetMetadata,
+        Op::Snapshot,
+        Op::Delete,
+        Op::PageRanges,
+        Op::Read,
+        Op::Get,
+        Op::List,
+        Op::PutBlockBlob,
+        Op::CreateAppendBlob,
+        Op::Append,
+        Op::StartCopy,
+        Op::CopyState,
+    ];
+
+    /// The words an error message uses for it ("put pages disk.vhd: ...").
+    pub fn verb(self) -> &'static str {
+        match self {
+            Op::CreateContainer => "create container",
+            Op::Properties => "get properties of",
+            Op::CreatePageBlob => "create page blob",
+            Op::Resize => "resize",
+            Op::PutPages => "put pages",
+            Op::ClearPages => "clear pages",
+            Op::SetMetadata => "set metadata of",
+            Op::Snapshot => "snapshot",
+            Op::Delete => "delete",
+            Op::PageRanges => "list page ranges of",
+            Op::Read => "read",
+            Op::Get => "read",
+            Op::List => "list blobs of",
+            Op::PutBlockBlob => "upload",
+            Op::CreateAppendBlob => "create append blob",
+            Op::Append => "append to",
+            Op::StartCopy => "copy to",
+            Op::CopyState => "get copy state of",
+        }
+    }
+}
+
+/// What a blob looks like.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BlobProps {
+    pub size: u64,
+    pub metadata: HashMap<String, String>,
+}
+
+/// One blob or snapshot of a listing.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Listed {
+    pub name: String,
+    /// `Some(id)` for a snapshot of `name`.
+    pub snapshot: Option<String>,
+}
+
+/// Where a server-side copy stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CopyState {
+    /// The blob names no copy (it was not made by one).
+    None,
+    Pending,
+    Success,
+    /// Failed or aborted, with the service's description.
+    Failed(String),
+}
+
+/// The storage diskferry needs, by name within one container. Every call is
+/// one request (or one paged listing); retrying is a decorator's job.
+pub trait PageStore: Send + Sync + 'static {
+    /// Request and byte counters.
+    fn counters(&self) -> &Arc<WireCounters>;
+    /// The container's name, for messages.
+    fn container(&self) -> &str;
+    fn create_container(&self) -> impl Future<Output = StoreResult<()>> + Send;
+    /// `None` if the blob does not exist.
+    fn properties(&self, name: &str) -> impl Future<Output = StoreResult<Option<BlobProps>>> + Send;
+    /// A new all-zero page blob (replacing any blob of that name; its
+    /// snapshots survive).
+    fn create_page_blob(
+        &self,
+        name: &str,
+        size: u64,
+        metadata: HashMap<String, String>,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
+    fn resize(&self, name: &str, size: u64) -> impl Future<Output = StoreResult<()>> + Send;
+    fn put_pages(&self, name: &str, offset: u64, bytes: Bytes) -> impl Future<Output = StoreResult<()>> + Send;
+    fn clear_pages(&self, name: &str, offset: u64, len: u64) -> impl Future<Output = StoreResult<()>> + Send;
+    /// Replace the blob's metadata.
+    fn set_metadata(
+        &self,
+        name: &str,
+        metadata: HashMap<String, String>,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
+    /// Take a snapshot; returns its id.
+    fn snapshot(&self, name: &str) -> impl Future<Output = StoreResult<String>> + Send;
+    /// Delete a blob (with `snapshot`: that snapshot only). A blob already
+    /// gone is no error.
+    fn delete(&self, name: &str, snapshot: Option<&str>) -> impl Future<Output = StoreResult<()>> + Send;
+    /// Allocated ranges `[start, end)` of a blob or one of its snapshots,
+    /// sorted, neighbours merged.
+    fn page_ranges(
+        &self,
+        name: &str,
+        snapshot: Option<&str>,
+    ) -> impl Future<Output = StoreResult<Vec<(u64, u64)>>> + Send;
+    fn read(
+        &self,
+        name: &str,
+        snapshot: Option<&str>,
+        offset: u64,
+        len: u64,
+    ) -> impl Future<Output = StoreResult<Bytes>> + Send;
+    /// A whole small blob, or `None` if it does not exist.
+    fn get(&self, name: &str) -> impl Future<Output = StoreResult<Option<Bytes>>> + Send;
+    /// Blobs whose names start with `prefix`, and their snapshots.
+    fn list(&self, prefix: &str) -> impl Future<Output = StoreResult<Vec<Listed>>> + Send;
+    fn put_block_blob(&self, name: &str, bytes: Bytes) -> impl Future<Output = StoreResult<()>> + Send;
+    fn create_append_blob(&self, name: &str) -> impl Future<Output = StoreResult<()>> + Send;
+    fn append(&self, name: &str, bytes: Bytes) -> impl Future<Output = StoreResult<()>> + Send;
+    /// Start a server-side copy of snapshot `snapshot` of `src` to a new
+    /// standalone blob `dst` in the same container.
+    fn start_copy(&self, dst: &str, src: &str, snapshot: &str) -> impl Future<Output = StoreResult<()>> + Send;
+    /// Where the copy to `dst` stands.
+    fn copy_state(&self, dst: &str) -> impl Future<Output = StoreResult<CopyState>> + Send;
+}
+
+/// Copy snapshot `snapshot` of `src` to a new standalone blob `dst`, server
+/// side (Copy Blob; bytes never pass through this machine), and wait until
+/// the copy is done, polling every `poll`, at most `deadline`.
+pub async fn copy_snapshot<S: PageStore>(
+    store: &S,
+    dst: &str,
+    src: &str,
+    snapshot: &str,
+    poll: Duration,
+    deadline: Duration,
+) -> StoreResult<()> {
+    store.start_copy(dst, src, snapshot).await?;
+    let started = Instant::now();
+    loop {
+        let failed =
+            |message: String| StoreError::Transport { op: Op::StartCopy.verb(), what: dst.to_owned(), message };
+        match store.copy_state(dst).await? {
+            // A copy the service already finished may no longer be named.
+            CopyState::None | CopyState::Success => return Ok(()),
+            CopyState::Pending if started.elapsed() < deadline => tokio::time::sleep(poll).await,
+            CopyState::Pending => return Err(failed(format!("the copy was still pending after {deadline:?}"))),
+            CopyState::Failed(why) => return Err(failed(format!("the copy ended: {why}"))),
+        }
+    }
+}
+
+/// Sorted ranges with overlapping or touching neighbours merged.
+pub fn merge_ranges(sorted: Vec<(u64, u64)>) -> Vec<(u64, u64)> {
+    let mut merged: Vec<(u64, u64)> = Vec::with_capacity(sorted.len());
+    for (s, e) in sorted {
+        match merged.last_mut() {
+            Some(last) if last.1 >= s => last.1 = last.1.max(e),
+            _ => merged.push((s, e)),
+        }
+    }
+    merged
+}

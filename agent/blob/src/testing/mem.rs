@@ -1,0 +1,450 @@
+//! An in-memory container. It keeps what a sync needs to be checked (page
+//! blobs with their allocated pages, snapshots, block and append blobs,
+//! metadata) and refuses what Azure Storage refuses and Azurite lets by:
+//! unaligned or oversized Put Page, writes past the end, a page blob over
+//! 8 TiB, an append blob past its block limit, deleting a blob that still
+//! has snapshots, a page operation on a blob of another type. Cloned
+//! handles share the container; each has its own counters, as two
+//! processes would.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use bytes::Bytes;
+
+use crate::counters::WireCounters;
+use crate::error::{StoreError, StoreResult};
+use crate::store::{merge_ranges, BlobProps, CopyState, Listed, Op, PageStore};
+
+/// Azure's limits as the store enforces them (scalable down for tests).
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Committed blocks an append blob holds (Azure: 50,000).
+    pub append_blocks: u32,
+    /// Largest Put Page and Append Block body (Azure: 4 MiB).
+    pub max_write: u64,
+    /// Largest page blob (Azure: 8 TiB).
+    pub max_page_blob: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        // Azure Storage's documented limits (docs/azure.md).
+        Self { append_blocks: 50_000, max_write: 4 << 20, max_page_blob: 8 << 40 }
+    }
+}
+
+const PAGE: u64 = 512;
+
+#[derive(Debug, Clone)]
+enum Body {
+    /// Bytes and, per 512-byte page, whether it is allocated.
+    Page {
+        data: Arc<Vec<u8>>,
+        allocated: Arc<Vec<bool>>,
+    },
+    Block(Bytes),
+    Append {
+        data: Vec<u8>,
+        blocks: u32,
+    },
+}
+
+#[derive(Debug, Clone)]
+struct Version {
+    body: Body,
+    metadata: HashMap<String, String>,
+}
+
+#[derive(Debug, Clone, Default)]
+struct Blob {
+    current: Option<Version>,
+    snapshots: BTreeMap<String, Version>,
+    copied: bool,
+}
+
+#[derive(Debug, Clone)]
+struct State {
+    exists: bool,
+    blobs: BTreeMap<String, Blob>,
+    snapshot_seq: u64,
+    limits: Limits,
+}
+
+/// An in-memory container (see the module's header).
+#[derive(Debug, Clone)]
+pub struct MemStore {
+    state: Arc<Mutex<State>>,
+    counters: Arc<WireCounters>,
+    container: Arc<str>,
+}
+
+impl MemStore {
+    /// An existing, empty container.
+    pub fn new(container: &str) -> Self {
+        Self::with_limits(container, Limits::default())
+    }
+
+    pub fn with_limits(container: &str, limits: Limits) -> Self {
+        let state = State { exists: true, blobs: BTreeMap::new(), snapshot_seq: 0, limits };
+        Self { state: Arc::new(Mutex::new(state)), counters: Default::default(), container: container.into() }
+    }
+
+    /// A container that does not exist yet.
+    pub fn missing(container: &str) -> Self {
+        let s = Self::new(container);
+        s.lock().exists = false;
+        s
+    }
+
+    /// Another handle on the same container with counters of its own (a
+    /// second process).
+    pub fn handle(&self) -> Self {
+        Self { state: self.state.clone(), counters: Default::default(), container: self.container.clone() }
+    }
+
+    /// A container of its own holding a copy of this one's blobs (cheap:
+    /// page data is shared until written).
+    pub fn fork(&self) -> Self {
+        let copy = self.lock().clone();
+        Self { state: Arc::new(Mutex::new(copy)), counters: Default::default(), container: self.container.clone() }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A test that panicked holding the lock poisons it; the state is
+        // still what it was, and the panic is what the test reports.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The bytes of a page blob (or of one of its snapshots).
+    pub fn page_bytes(&self, name: &str, snapshot: Option<&str>) -> Option<Vec<u8>> {
+        let s = self.lock();
+        let b = s.blobs.get(name)?;
+        let v = match snapshot {
+            Some(id) => b.snapshots.get(id)?,
+            None => b.current.as_ref()?,
+        };
+        match &v.body {
+            Body::Page { data, .. } => Some(data.as_ref().clone()),
+            _ => None,
+        }
+    }
+
+    /// Every blob and snapshot, sorted.
+    pub fn names(&self) -> Vec<Listed> {
+        let s = self.lock();
+        let mut out = Vec::new();
+        for (name, b) in &s.blobs {
+            for id in b.snapshots.keys() {
+                out.push(Listed { name: name.clone(), snapshot: Some(id.clone()) });
+            }
+            if b.current.is_some() {
+                out.push(Listed { name: name.clone(), snapshot: None });
+            }
+        }
+        out
+    }
+
+    /// A blob's metadata.
+    pub fn metadata(&self, name: &str) -> Option<HashMap<String, String>> {
+        self.lock().blobs.get(name)?.current.as_ref().map(|v| v.metadata.clone())
+    }
+
+    /// Committed blocks of an append blob.
+    pub fn append_blocks(&self, name: &str) -> Option<u32> {
+        match self.lock().blobs.get(name)?.current.as_ref()?.body {
+            Body::Append { blocks, .. } => Some(blocks),
+            _ => None,
+        }
+    }
+
+    fn ok(&self) {
+        WireCounters::add(&self.counters.requests_ok, 1);
+    }
+
+    /// Run `f` on the state as one request: counted, refused if the
+    /// container is missing.
+    fn request<T>(&self, op: Op, name: &str, f: impl FnOnce(&mut State) -> StoreResult<T>) -> StoreResult<T> {
+        let mut s = self.lock();
+        let r = if !s.exists && op != Op::CreateContainer {
+            Err(StoreError::http(op.verb(), name, 404, "ContainerNotFound"))
+        } else {
+            f(&mut s)
+        };
+        match &r {
+            Ok(_) => self.ok(),
+            Err(_) => WireCounters::add(&self.counters.requests_failed, 1),
+        }
+        r
+    }
+}
+
+fn not_found(op: Op, name: &str) -> StoreError {
+    StoreError::http(op.verb(), name, 404, "BlobNotFound")
+}
+
+fn current<'a>(s: &'a mut State, op: Op, name: &str) -> StoreResult<&'a mut Version> {
+    s.blobs.get_mut(name).and_then(|b| b.current.as_mut()).ok_or_else(|| not_found(op, name))
+}
+
+/// A page blob's bytes and allocation map, borrowed for a write.
+type Pages<'a> = (&'a mut Arc<Vec<u8>>, &'a mut Arc<Vec<bool>>);
+
+/// The page blob `name`, for a page operation on `[offset, offset+len)`.
+fn page_range<'a>(s: &'a mut State, op: Op, name: &str, offset: u64, len: u64) -> StoreResult<Pages<'a>> {
+    let max = s.limits.max_write;
+    if !offset.is_multiple_of(PAGE) || !len.is_multiple_of(PAGE) || len == 0 {
+        return Err(StoreError::http(op.verb(), name, 400, "InvalidPageRange"));
+    }
+    if op == Op::PutPages && len > max {
+        return Err(StoreError::http(op.verb(), name, 413, "RequestBodyTooLarge"));
+    }
+    match &mut current(s, op, name)?.body {
+        Body::Page { data, allocated } => {
+            if offset + len > data.len() as u64 {
+                return Err(StoreError::http(op.verb(), name, 416, "InvalidPageRange"));
+            }
+            Ok((data, allocated))
+        }
+        _ => Err(StoreError::http(op.verb(), name, 409, "InvalidBlobType")),
+    }
+}
+
+fn check_page_size(s: &State, op: Op, name: &str, size: u64) -> StoreResult<()> {
+    if !size.is_multiple_of(PAGE) || size > s.limits.max_page_blob {
+        return Err(StoreError::http(op.verb(), name, 400, "InvalidHeaderValue"));
+    }
+    Ok(())
+}
+
+impl PageStore for MemStore {
+    fn counters(&self) -> &Arc<WireCounters> {
+        &self.counters
+    }
+
+    fn container(&self) -> &str {
+        &self.container
+    }
+
+    async fn create_container(&self) -> StoreResult<()> {
+        let mut s = self.lock();
+        s.exists = true;
+        self.ok();
+        Ok(())
+    }
+
+    async fn properties(&self, name: &str) -> StoreResult<Option<BlobProps>> {
+        self.request(Op::Properties, name, |s| {
+            Ok(s.blobs.get(name).and_then(|b| b.current.as_ref()).map(|v| BlobProps {
+                size: match &v.body {
+                    Body::Page { data, .. } => data.len() as u64,
+                    Body::Block(b) => b.len() as u64,
+                    Body::Append { data, .. } => data.len() as u64,
+                },
+                metadata: v.metadata.clone(),
+            }))
+        })
+    }
+
+    async fn create_page_blob(&self, name: &str, size: u64, metadata: HashMap<String, String>) -> StoreResult<()> {
+        self.request(Op::CreatePageBlob, name, |s| {
+            check_page_size(s, Op::CreatePageBlob, name, size)?;
+            let pages = (size / PAGE) as usize;
+            let body = Body::Page { data: Arc::new(vec![0; size as usize]), allocated: Arc::new(vec![false; pages]) };
+            let b = s.blobs.entry(name.to_owned()).or_default();
+            b.current = Some(Version { body, metadata });
+            b.copied = false;
+            Ok(())
+        })
+    }
+
+    async fn resize(&self, name: &str, size: u64) -> StoreResult<()> {
+        self.request(Op::Resize, name, |s| {
+            check_page_size(s, Op::Resize, name, size)?;
+            match &mut current(s, Op::Resize, name)?.body {
+                Body::Page { data, allocated } => {
+                    Arc::make_mut(data).resize(size as usize, 0);
+                    Arc::make_mut(allocated).resize((size / PAGE) as usize, false);
+                    Ok(())
+                }
+                _ => Err(StoreError::http(Op::Resize.verb(), name, 409, "InvalidBlobType")),
+            }
+        })
+    }
+
+    async fn put_pages(&self, name: &str, offset: u64, bytes: Bytes) -> StoreResult<()> {
+        let len = bytes.len() as u64;
+        self.request(Op::PutPages, name, |s| {
+            let (data, allocated) = page_range(s, Op::PutPages, name, offset, len)?;
+            Arc::make_mut(data)[offset as usize..(offset + len) as usize].copy_from_slice(&bytes);
+            Arc::make_mut(allocated)[(offset / PAGE) as usize..((offset + len) / PAGE) as usize].fill(true);
+            Ok(())
+        })?;
+        WireCounters::add(&self.counters.bytes_sent, len);
+        WireCounters::add(&self.counters.bytes_raw, len);
+        Ok(())
+    }
+
+    async fn clear_pages(&self, name: &str, offset: u64, len: u64) -> StoreResult<()> {
+        self.request(Op::ClearPages, name, |s| {
+            let (data, allocated) = page_range(s, Op::ClearPages, name, offset, len)?;
+            Arc::make_mut(data)[offset as usize..(offset + len) as usize].fill(0);
+            Arc::make_mut(allocated)[(offset / PAGE) as usize..((offset + len) / PAGE) as usize].fill(false);
+            Ok(())
+        })?;
+        WireCounters::add(&self.counters.clear_requests, 1);
+        Ok(())
+    }
+
+    async fn set_metadata(&self, name: &str, metadata: HashMap<String, String>) -> StoreResult<()> {
+        self.request(Op::SetMetadata, name, |s| {
+            current(s, Op::SetMetadata, name)?.metadata = metadata;
+            Ok(())
+        })
+    }
+
+    async fn snapshot(&self, name: &str) -> StoreResult<String> {
+        self.request(Op::Snapshot, name, |s| {
+            s.snapshot_seq += 1;
+            // Shaped like Azure's (a UTC time with 7 decimals), ordered.
+            let id = format!("2026-01-01T00:00:00.{:07}Z", s.snapshot_seq);
+            let v = current(s, Op::Snapshot, name)?.clone();
+            s.blobs.get_mut(name).ok_or_else(|| not_found(Op::Snapshot, name))?.snapshots.insert(id.clone(), v);
+            Ok(id)
+        })
+    }
+
+    async fn delete(&self, name: &str, snapshot: Option<&str>) -> StoreResult<()> {
+        self.request(Op::Delete, name, |s| {
+            let Some(b) = s.blobs.get_mut(name) else { return Ok(()) };
+            match snapshot {
+                Some(id) => {
+                    b.snapshots.remove(id);
+                }
+                None if !b.snapshots.is_empty() && b.current.is_some() => {
+                    return Err(StoreError::http(Op::Delete.verb(), name, 409, "SnapshotsPresent"));
+                }
+                None => b.current = None,
+            }
+            if b.current.is_none() && b.snapshots.is_empty() {
+                s.blobs.remove(name);
+            }
+            Ok(())
+        })
+    }
+
+    async fn page_ranges(&self, name: &str, snapshot: Option<&str>) -> StoreResult<Vec<(u64, u64)>> {
+        self.request(Op::PageRanges, name, |s| {
+            let b = s.blobs.get(name).ok_or_else(|| not_found(Op::PageRanges, name))?;
+            let v = match snapshot {
+                Some(id) => b.snapshots.get(id),
+                None => b.current.as_ref(),
+            }
+            .ok_or_else(|| not_found(Op::PageRanges, name))?;
+            let Body::Page { allocated, .. } = &v.body else {
+                return Err(StoreError::http(Op::PageRanges.verb(), name, 409, "InvalidBlobType"));
+            };
+            let ranges = allocated
+                .iter()
+                .enumerate()
+                .filter(|(_, a)| **a)
+                .map(|(i, _)| (i as u64 * PAGE, (i as u64 + 1) * PAGE))
+                .collect();
+            Ok(merge_ranges(ranges))
+        })
+    }
+
+    async fn read(&self, name: &str, snapshot: Option<&str>, offset: u64, len: u64) -> StoreResult<Bytes> {
+        self.request(Op::Read, name, |s| {
+            let b = s.blobs.get(name).ok_or_else(|| not_found(Op::Read, name))?;
+            let v = match snapshot {
+                Some(id) => b.snapshots.get(id),
+                None => b.current.as_ref(),
+            }
+            .ok_or_else(|| not_found(Op::Read, name))?;
+            let data: &[u8] = match &v.body {
+                Body::Page { data, .. } => data,
+                Body::Block(b) => b,
+                Body::Append { data, .. } => data,
+            };
+            let end = offset.saturating_add(len);
+            if end > data.len() as u64 {
+                return Err(StoreError::http(Op::Read.verb(), name, 416, "InvalidRange"));
+            }
+            Ok(Bytes::copy_from_slice(&data[offset as usize..end as usize]))
+        })
+    }
+
+    async fn get(&self, name: &str) -> StoreResult<Option<Bytes>> {
+        self.request(Op::Get, name, |s| {
+            Ok(s.blobs.get(name).and_then(|b| b.current.as_ref()).map(|v| match &v.body {
+                Body::Page { data, .. } => Bytes::copy_from_slice(data),
+                Body::Block(b) => b.clone(),
+                Body::Append { data, .. } => Bytes::copy_from_slice(data),
+            }))
+        })
+    }
+
+    async fn list(&self, prefix: &str) -> StoreResult<Vec<Listed>> {
+        self.request(Op::List, &self.container, |_| Ok(()))?;
+        Ok(self.names().into_iter().filter(|l| l.name.starts_with(prefix)).collect())
+    }
+
+    async fn put_block_blob(&self, name: &str, bytes: Bytes) -> StoreResult<()> {
+        self.request(Op::PutBlockBlob, name, |s| {
+            let b = s.blobs.entry(name.to_owned()).or_default();
+            b.current = Some(Version { body: Body::Block(bytes), metadata: HashMap::new() });
+            Ok(())
+        })
+    }
+
+    async fn create_append_blob(&self, name: &str) -> StoreResult<()> {
+        self.request(Op::CreateAppendBlob, name, |s| {
+            let b = s.blobs.entry(name.to_owned()).or_default();
+            b.current = Some(Version { body: Body::Append { data: Vec::new(), blocks: 0 }, metadata: HashMap::new() });
+            Ok(())
+        })
+    }
+
+    async fn append(&self, name: &str, bytes: Bytes) -> StoreResult<()> {
+        self.request(Op::Append, name, |s| {
+            let limits = s.limits;
+            if bytes.len() as u64 > limits.max_write {
+                return Err(StoreError::http(Op::Append.verb(), name, 413, "RequestBodyTooLarge"));
+            }
+            match &mut current(s, Op::Append, name)?.body {
+                Body::Append { blocks, .. } if *blocks >= limits.append_blocks => {
+                    Err(StoreError::http(Op::Append.verb(), name, 409, "BlockCountExceedsLimit"))
+                }
+                Body::Append { data, blocks } => {
+                    data.extend_from_slice(&bytes);
+                    *blocks += 1;
+                    Ok(())
+                }
+                _ => Err(StoreError::http(Op::Append.verb(), name, 409, "InvalidBlobType")),
+            }
+        })
+    }
+
+    async fn start_copy(&self, dst: &str, src: &str, snapshot: &str) -> StoreResult<()> {
+        self.request(Op::StartCopy, dst, |s| {
+            let v = s
+                .blobs
+                .get(src)
+                .and_then(|b| b.snapshots.get(snapshot))
+                .cloned()
+                .ok_or_else(|| StoreError::http(Op::StartCopy.verb(), dst, 404, "CannotVerifyCopySource"))?;
+            let b = s.blobs.entry(dst.to_owned()).or_default();
+            b.current = Some(v);
+            b.copied = true;
+            Ok(())
+        })
+    }
+
+    async fn copy_state(&self, dst: &str) -> StoreResult<CopyState> {
+        self.request(Op::CopyState, dst, |s| match s.blobs.get(dst) {
+            Some(b) if b.current.is_some() => Ok(if b.copied { CopyState::Success } else { CopyState::None }),
+            _ => Err(not_found(Op::CopyState, dst)),
+        })
+    }
+}

@@ -1,0 +1,107 @@
+//! The fakes hold to what they promise: MemStore refuses what Azure
+//! refuses, FaultyStore faults exactly the call it was told to, and the
+//! retry decorator over it retries only what may succeed again.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use bytes::Bytes;
+use diskferry_blob::retry::{RetryPolicy, Retrying};
+use diskferry_blob::testing::{Fault, FaultyStore, Limits, MemStore};
+use diskferry_blob::{ErrorKind, Op, PageStore};
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime")
+}
+
+const QUICK: RetryPolicy = RetryPolicy {
+    initial: Duration::from_millis(1),
+    max_delay: Duration::from_millis(2),
+    max_attempts: 4,
+    max_elapsed: Duration::from_secs(5),
+};
+
+#[test]
+fn mem_store_refuses_what_azure_refuses() {
+    let rt = rt();
+    let limits = Limits { append_blocks: 3, ..Limits::default() };
+    let m = MemStore::with_limits("c", limits);
+    let kind = |r: Result<(), diskferry_blob::StoreError>| r.unwrap_err().kind();
+    rt.block_on(async {
+        m.create_page_blob("p", 8192, HashMap::new()).await.unwrap();
+        // Unaligned, past the end, over 4 MiB, on another blob type.
+        assert_eq!(kind(m.put_pages("p", 100, Bytes::from(vec![1; 512])).await), ErrorKind::Refused);
+        assert_eq!(kind(m.put_pages("p", 8192, Bytes::from(vec![1; 512])).await), ErrorKind::Refused);
+        assert_eq!(kind(m.put_pages("p", 0, Bytes::from(vec![1; 5 << 20])).await), ErrorKind::Refused);
+        assert_eq!(kind(m.create_page_blob("big", (8 << 40) + 512, HashMap::new()).await), ErrorKind::Refused);
+        m.put_block_blob("b", Bytes::from_static(b"x")).await.unwrap();
+        assert_eq!(kind(m.put_pages("b", 0, Bytes::from(vec![1; 512])).await), ErrorKind::Conflict);
+        // Pages written and cleared show in the ranges and the bytes.
+        m.put_pages("p", 512, Bytes::from(vec![7; 1024])).await.unwrap();
+        m.put_pages("p", 4096, Bytes::from(vec![9; 512])).await.unwrap();
+        m.clear_pages("p", 1024, 512).await.unwrap();
+        assert_eq!(m.page_ranges("p", None).await.unwrap(), vec![(512, 1024), (4096, 4608)]);
+        // A snapshot keeps its bytes while the blob changes; the blob cannot
+        // be deleted while it has snapshots.
+        let s = m.snapshot("p").await.unwrap();
+        m.put_pages("p", 512, Bytes::from(vec![0xEE; 512])).await.unwrap();
+        assert_eq!(m.read("p", Some(&s), 512, 512).await.unwrap(), Bytes::from(vec![7; 512]));
+        assert_eq!(kind(m.delete("p", None).await), ErrorKind::Conflict);
+        m.delete("p", Some(&s)).await.unwrap();
+        m.delete("p", None).await.unwrap();
+        assert!(m.properties("p").await.unwrap().is_none());
+        // An append blob takes its block limit and no more.
+        m.create_append_blob("j").await.unwrap();
+        for _ in 0..3 {
+            m.append("j", Bytes::from_static(b"r")).await.unwrap();
+        }
+        let e = m.append("j", Bytes::from_static(b"r")).await.unwrap_err();
+        assert!(
+            matches!(&e, diskferry_blob::StoreError::Http { status: 409, code, .. } if code == "BlockCountExceedsLimit")
+        );
+        assert_eq!(m.get("j").await.unwrap().unwrap(), Bytes::from_static(b"rrr"));
+    });
+    // A missing container answers ContainerNotFound until created.
+    let gone = MemStore::missing("c2");
+    rt.block_on(async {
+        assert_eq!(gone.properties("x").await.unwrap_err().kind(), ErrorKind::ContainerNotFound);
+        gone.create_container().await.unwrap();
+        assert!(gone.properties("x").await.unwrap().is_none());
+    });
+}
+
+#[test]
+fn faults_hit_the_nth_call_and_retries_take_only_what_may_succeed() {
+    let rt = rt();
+    let m = MemStore::new("c");
+    let f = FaultyStore::new(m.handle())
+        .on(Op::PutBlockBlob, 2, Fault::BUSY)
+        .on(Op::PutBlockBlob, 3, Fault::Fail { status: 403, code: "AuthorizationFailure" })
+        .on(Op::Get, 1, Fault::LoseReply);
+    let tally = f.tally();
+    let s = Retrying::new(f, QUICK);
+    rt.block_on(async {
+        s.put_block_blob("a", Bytes::from_static(b"1")).await.unwrap();
+        // Call 2 is throttled and retried (call 3 is refused for good).
+        let e = s.put_block_blob("a", Bytes::from_static(b"2")).await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Forbidden);
+        assert_eq!(m.get("a").await.unwrap().unwrap(), Bytes::from_static(b"1"));
+        // A lost reply is retried and the second answer counts.
+        assert_eq!(s.get("a").await.unwrap().unwrap(), Bytes::from_static(b"1"));
+    });
+    assert_eq!(tally.calls()[&Op::PutBlockBlob], 3);
+    assert_eq!(tally.calls()[&Op::Get], 2);
+    assert_eq!(tally.hits().len(), 3);
+    assert_eq!(s.counters().retries.load(std::sync::atomic::Ordering::Relaxed), 2);
+
+    // Death: this call and every later one fail; retries run out.
+    let f = FaultyStore::new(m.handle()).on(Op::Properties, 1, Fault::DieAfter);
+    let tally = f.tally();
+    let s = Retrying::new(f, QUICK);
+    rt.block_on(async {
+        let e = s.properties("a").await.unwrap_err();
+        assert_eq!((e.kind(), e.last_kind()), (ErrorKind::Exhausted, ErrorKind::Transport));
+        assert!(s.get("a").await.is_err());
+    });
+    assert!(tally.died());
+}

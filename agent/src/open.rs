@@ -1,0 +1,147 @@
+//! A sync's parts from what a user names: the source (a path: an image
+//! file or a block device) and the destinations (`file:`, `pageblob:`,
+//! `relay:`), each opened into its sink. The pipeline (`crate::sync`) takes
+//! its parts opened; the CLI, the job runner and the relay receiver open
+//! them here.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::anyhow;
+use diskferry_core::geometry::{ChunkSize, Geometry};
+
+use diskferry_blob::address::{redact, BlobAddress};
+
+use crate::exit::{ExitCode, Failure, WithCode};
+use crate::pageblob::sink::{PageBlobOptions, PageBlobSink};
+use crate::progress::Progress;
+use crate::relay::sender::RelaySink;
+use crate::relay::RelayAddress;
+use crate::sink::file::FileSink;
+use crate::sink::Sink;
+use crate::source::{BlockSource, DeviceSource, ReadMode};
+use crate::sync::{sync_parts, Parts, SyncOptions, SyncReport};
+
+/// Where a sync writes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// `file:PATH`: a sparse fixed-VHD file.
+    File(PathBuf),
+    /// `pageblob:URL`: a page blob (the URL may carry a SAS; never printed).
+    PageBlob(BlobAddress),
+    /// `relay:https://HOST:PORT/DISK`: a receiver in the destination region.
+    Relay(RelayAddress),
+}
+
+impl std::str::FromStr for Target {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.split_once(':') {
+            Some(("file", path)) if !path.is_empty() => Ok(Target::File(PathBuf::from(path))),
+            Some(("file", _)) => Err("file: needs a path, as in file:/data/disk0.vhd".into()),
+            Some(("pageblob", url)) => BlobAddress::parse(url).map(Target::PageBlob).map_err(|e| format!("{e:#}")),
+            Some(("relay", url)) => RelayAddress::parse(url).map(Target::Relay).map_err(|e| format!("{e:#}")),
+            _ => Err(format!("{:?} is not a destination: use file:PATH, pageblob:URL or relay:URL", redact(s))),
+        }
+    }
+}
+
+impl std::fmt::Display for Target {
+    /// As shown to people: never with a SAS.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Target::File(p) => write!(f, "file:{}", p.display()),
+            Target::PageBlob(addr) => write!(f, "pageblob:{addr}"),
+            Target::Relay(addr) => write!(f, "relay:{addr}"),
+        }
+    }
+}
+
+/// The sink for `target`.
+pub fn open_sink(target: &Target, opts: &SyncOptions) -> Result<Box<dyn Sink>, Failure> {
+    Ok(match target {
+        Target::File(p) => Box::new(FileSink::open(p, opts.manifest.as_deref(), opts.force)?),
+        Target::PageBlob(addr) => {
+            let mut sink = open_pageblob(addr, opts.api_version.clone(), opts.pageblob.clone(), opts.force)?;
+            if let Some(d) = opts.retry_for {
+                sink.set_retry_for(d);
+            }
+            Box::new(sink)
+        }
+        Target::Relay(addr) => Box::new(RelaySink::new(
+            addr,
+            &opts.relay,
+            opts.retry_for.unwrap_or(Duration::from_secs(120)),
+            opts.threads,
+            opts.force,
+        )?),
+    })
+}
+
+/// A page blob sink on Azure Storage (or Azurite).
+pub fn open_pageblob(
+    addr: &BlobAddress,
+    api_version: Option<String>,
+    mut po: PageBlobOptions,
+    force: bool,
+) -> Result<PageBlobSink<diskferry_blob::Azure>, Failure> {
+    po.force |= force;
+    let store = diskferry_blob::connect(addr.clone(), api_version).code(ExitCode::Destination)?;
+    PageBlobSink::new(store, &addr.blob, format!("pageblob:{addr}"), po)
+}
+
+/// Open a source and check it can be cut into chunks.
+pub fn open_source(path: &Path, mode: ReadMode, chunk: ChunkSize) -> Result<(DeviceSource, Geometry), Failure> {
+    let source = DeviceSource::open(path, mode).code(ExitCode::Source)?;
+    let geometry = Geometry::new(source.size(), chunk)
+        .map_err(|e| Failure::new(ExitCode::Source, anyhow!("source {}: {e}", path.display())))?;
+    Ok((source, geometry))
+}
+
+/// Sync `source_path` to `target`.
+pub fn sync(source_path: &Path, target: &Target, opts: &SyncOptions) -> Result<SyncReport, Failure> {
+    sync_with_progress(source_path, target, opts, &Progress::new(&source_path.display().to_string()))
+}
+
+/// Sync to one destination, counting into `progress` as it goes (for
+/// progress bars, the status file and metrics). The phase ends as `Done` or
+/// `Failed`.
+pub fn sync_with_progress(
+    source_path: &Path,
+    target: &Target,
+    opts: &SyncOptions,
+    progress: &Arc<Progress>,
+) -> Result<SyncReport, Failure> {
+    let mut r = sync_fanout(source_path, std::slice::from_ref(target), opts, progress)?;
+    r.pop().unwrap_or_else(|| Err(Failure::new(ExitCode::Failure, anyhow!("no destination"))))
+}
+
+/// Sync to several destinations from one read of the source: each
+/// destination keeps its own generation and manifest and is planned against
+/// its own prior state, so one that missed a sync catches up at the next. A
+/// destination that fails is dropped and the others go on. `Err` only when
+/// the source fails (then every destination failed). The phase ends as
+/// `Done` when every destination synced, else `Failed`.
+pub fn sync_fanout(
+    source_path: &Path,
+    targets: &[Target],
+    opts: &SyncOptions,
+    progress: &Arc<Progress>,
+) -> Result<Vec<Result<SyncReport, Failure>>, Failure> {
+    let opened = open_source(source_path, opts.read_mode, opts.chunk_size);
+    let (source, geometry) = match opened {
+        Ok(s) => s,
+        Err(f) => {
+            progress.fail(&f.to_string());
+            return Err(f);
+        }
+    };
+    let source_id = match &opts.source_id {
+        Some(id) => id.clone(),
+        None => std::fs::canonicalize(source_path).unwrap_or_else(|_| source_path.to_owned()).display().to_string(),
+    };
+    let sinks = targets.iter().map(|t| open_sink(t, opts)).collect();
+    sync_parts(Parts { source: &source, geometry, source_id, sinks }, opts, progress)
+}

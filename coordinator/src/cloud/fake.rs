@@ -1,0 +1,273 @@
+//! [`FakeCloud`]: a [`Cloud`] held in memory, for the executor's tests. It
+//! keeps the resources that exist (by name and kind), counts every call,
+//! fails the Nth call of a method on demand, and plays a worker that
+//! finishes with the status a test sets (by default: every disk of the job
+//! synced to every destination). What it refuses, the real providers
+//! refuse too: a resource created twice, a temporary disk of a snapshot
+//! that does not exist, a worker whose disks are missing.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Mutex, MutexGuard};
+
+use anyhow::{anyhow, bail, Result};
+use diskferry_core::job::JobSpec;
+use diskferry_core::report::{DestinationResult, DiskStatus, Phase, Status, SyncReport, STATUS_VERSION};
+
+use super::{Cloud, Found, Kind, RunTags, Vm, VmDisk, WorkerSpec, WorkerState};
+
+#[derive(Debug, Default)]
+struct State {
+    live: BTreeMap<String, Kind>,
+    retained: Vec<String>,
+    calls: HashMap<&'static str, u32>,
+    fail: HashMap<(&'static str, u32), String>,
+    jobs: Vec<JobSpec>,
+    /// What the worker reports, once started (`None`: the default).
+    outcome: Option<WorkerState>,
+}
+
+/// A cloud in memory (see the module's header).
+#[derive(Debug)]
+pub struct FakeCloud {
+    vm: Vm,
+    state: Mutex<State>,
+}
+
+impl FakeCloud {
+    /// A cloud holding one VM with disks of these names and sizes.
+    pub fn new(vm: &str, disks: &[(&str, u64)]) -> Self {
+        let vm = Vm {
+            id: vm.to_owned(),
+            name: vm.to_owned(),
+            os_type: "Linux".into(),
+            location: "local".into(),
+            hyper_v_generation: None,
+            security_type: None,
+            zone: None,
+            disks: disks
+                .iter()
+                .map(|(n, size)| VmDisk { name: (*n).to_owned(), locator: format!("{vm}/{n}"), size: *size })
+                .collect(),
+        };
+        Self { vm, state: Mutex::new(State::default()) }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Fail the `nth` call (from 1) of `method`.
+    pub fn fail(&self, method: &'static str, nth: u32) {
+        self.lock().fail.insert((method, nth), format!("injected failure of {method} #{nth}"));
+    }
+
+    /// The worker ends this way instead of succeeding.
+    pub fn worker_ends(&self, outcome: WorkerState) {
+        self.lock().outcome = Some(outcome);
+    }
+
+    /// Resources that exist now, by name.
+    pub fn live(&self) -> BTreeMap<String, Kind> {
+        self.lock().live.clone()
+    }
+
+    /// Snapshots marked as retained (and still there).
+    pub fn retained(&self) -> Vec<String> {
+        let s = self.lock();
+        s.retained.iter().filter(|n| s.live.contains_key(*n)).cloned().collect()
+    }
+
+    /// Calls of each method so far.
+    pub fn calls(&self) -> HashMap<&'static str, u32> {
+        self.lock().calls.clone()
+    }
+
+    /// The jobs the workers were started with.
+    pub fn jobs(&self) -> Vec<JobSpec> {
+        self.lock().jobs.clone()
+    }
+
+    /// Count a call; `Err` if it is to fail.
+    fn call(&self, method: &'static str) -> Result<MutexGuard<'_, State>> {
+        let mut s = self.lock();
+        let n = {
+            let n = s.calls.entry(method).or_insert(0);
+            *n += 1;
+            *n
+        };
+        match s.fail.get(&(method, n)) {
+            Some(why) => Err(anyhow!("{why}")),
+            None => Ok(s),
+        }
+    }
+
+    fn create(s: &mut State, kind: Kind, name: &str) -> Result<()> {
+        if s.live.insert(name.to_owned(), kind).is_some() {
+            bail!("{} {name} already exists", kind.as_str());
+        }
+        Ok(())
+    }
+}
+
+/// The report a worker gives for a disk it synced.
+fn synced(destination: &str, size: u64) -> SyncReport {
+    SyncReport {
+        destination: destination.to_owned(),
+        generation: 1,
+        full_sync: true,
+        full_sync_reason: Some("destination does not exist yet".into()),
+        disk_size: size,
+        previous_disk_size: None,
+        chunk_size: 1 << 20,
+        chunks: size.div_ceil(1 << 20),
+        chunks_written: 1,
+        chunks_cleared: 0,
+        chunks_unchanged: 0,
+        chunks_suspect: 0,
+        bytes_written: 1 << 20,
+        bytes_cleared: 0,
+        zero_chunks: size.div_ceil(1 << 20) - 1,
+        data_chunks: 1,
+        bytes_read: 1 << 20,
+        seconds: 0.5,
+        seconds_writing: 0.1,
+        seconds_committing: 0.1,
+        read_bytes_per_second: size as f64 * 2.0,
+        wire: None,
+        hint: None,
+        chunks_hinted: 0,
+    }
+}
+
+/// The final status of a worker that synced every disk of `job`.
+pub fn all_synced(job: &JobSpec, sizes: &[u64]) -> Status {
+    let disks = job
+        .disks
+        .iter()
+        .zip(sizes)
+        .map(|(d, &size)| DiskStatus {
+            name: Some(d.name.clone()),
+            source: d.source.clone(),
+            destination: d.destinations.join(", "),
+            phase: Phase::Done,
+            last_error: None,
+            generation: 1,
+            disk_size: size,
+            bytes_scanned: size,
+            bytes_read: 1 << 20,
+            bytes_hashed: 1 << 20,
+            bytes_skipped_zero: size - (1 << 20),
+            bytes_skipped_unchanged: 0,
+            bytes_written: 1 << 20,
+            bytes_cleared: 0,
+            bytes_sent: None,
+            results: Some(
+                d.destinations
+                    .iter()
+                    .map(|t| DestinationResult { destination: t.clone(), report: Some(synced(t, size)), error: None })
+                    .collect(),
+            ),
+            error: None,
+        })
+        .collect();
+    Status {
+        version: STATUS_VERSION,
+        run_id: Some(job.run_id.clone()),
+        phase: Phase::Done,
+        updated_unix_ms: 0,
+        seconds: None,
+        last_error: None,
+        disks,
+        requests: None,
+    }
+}
+
+impl Cloud for FakeCloud {
+    fn provider(&self) -> &'static str {
+        "fake"
+    }
+
+    fn read_vm(&self, vm: &str) -> Result<Vm> {
+        let _s = self.call("read_vm")?;
+        if vm != self.vm.id {
+            bail!("no VM {vm}");
+        }
+        Ok(self.vm.clone())
+    }
+
+    fn snapshot_name(&self, _vm: &Vm, disk: &VmDisk, run_id: &str) -> String {
+        format!("snap-{run_id}-{}", disk.name)
+    }
+
+    fn snapshot(&self, vm: &Vm, names: &[String], _tags: &RunTags, _stop_source: bool) -> Result<()> {
+        let mut s = self.call("snapshot")?;
+        if names.len() != vm.disks.len() {
+            bail!("{} snapshot names for {} disks", names.len(), vm.disks.len());
+        }
+        for n in names {
+            Self::create(&mut s, Kind::Snapshot, n)?;
+        }
+        Ok(())
+    }
+
+    fn temp_disk_name(&self, snapshot: &str, _run_id: &str, lun: usize) -> Option<String> {
+        Some(format!("temp-{lun}-{snapshot}"))
+    }
+
+    fn create_temp_disk(&self, name: Option<&str>, snapshot: &str, lun: usize) -> Result<String> {
+        let mut s = self.call("create_temp_disk")?;
+        if s.live.get(snapshot) != Some(&Kind::Snapshot) {
+            bail!("snapshot {snapshot} does not exist");
+        }
+        let name = name.ok_or_else(|| anyhow!("a temporary disk needs a name"))?;
+        Self::create(&mut s, Kind::TempDisk, name)?;
+        Ok(format!("lun:{lun}"))
+    }
+
+    fn worker_name(&self, run_id: &str) -> String {
+        format!("worker-{run_id}")
+    }
+
+    fn start_worker(&self, w: &WorkerSpec<'_>) -> Result<()> {
+        let mut s = self.call("start_worker")?;
+        for a in w.disks {
+            let t = a.temp.as_deref().unwrap_or(&a.snapshot);
+            if !s.live.contains_key(t) {
+                bail!("disk {t} of the worker does not exist");
+            }
+        }
+        Self::create(&mut s, Kind::Worker, w.name)?;
+        s.jobs.push(w.job.clone());
+        Ok(())
+    }
+
+    fn worker_state(&self, name: &str) -> Result<WorkerState> {
+        let s = self.call("worker_state")?;
+        if !s.live.contains_key(name) {
+            return Ok(WorkerState::Lost(format!("worker {name} is gone")));
+        }
+        if let Some(o) = &s.outcome {
+            return Ok(o.clone());
+        }
+        let job = s.jobs.last().ok_or_else(|| anyhow!("no job"))?;
+        let sizes: Vec<u64> = self.vm.disks.iter().map(|d| d.size).collect();
+        Ok(WorkerState::Finished(all_synced(job, &sizes)))
+    }
+
+    fn delete(&self, _kind: Kind, name: &str) -> Result<()> {
+        let mut s = self.call("delete")?;
+        s.live.remove(name);
+        Ok(())
+    }
+
+    fn retain(&self, _kind: Kind, name: &str) -> Result<()> {
+        let mut s = self.call("retain")?;
+        s.retained.push(name.to_owned());
+        Ok(())
+    }
+
+    fn list_created(&self) -> Result<Vec<Found>> {
+        let s = self.call("list_created")?;
+        Ok(s.live.iter().map(|(n, k)| Found::untagged(*k, n.clone(), None)).collect())
+    }
+}

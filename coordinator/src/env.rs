@@ -1,0 +1,44 @@
+//! Where the coordinator keeps its state and how it reaches its cloud: the
+//! parts every command and the daemon are built from.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+
+use crate::cloud::azure::AzureCloud;
+use crate::cloud::local::LocalCloud;
+use crate::cloud::Cloud;
+use crate::config::Config;
+use crate::store::Store;
+
+/// Where the coordinator keeps its state, and how it reaches its cloud.
+#[derive(Debug, Clone)]
+pub struct Env {
+    pub config: Config,
+    pub state: PathBuf,
+}
+
+impl Env {
+    pub fn new(config: Config, state: PathBuf) -> Self {
+        Self { config, state }
+    }
+
+    pub fn db_path(&self) -> PathBuf {
+        self.state.join("state.db")
+    }
+
+    pub fn store(&self) -> Result<Store> {
+        Store::open(&self.db_path())
+    }
+
+    pub fn cloud(&self) -> Result<Box<dyn Cloud>> {
+        match (self.config.provider(), &self.config.azure) {
+            ("azure", Some(a)) => Ok(Box::new(AzureCloud::new(a.clone())?)),
+            _ => Ok(Box::new(LocalCloud::new(&self.state, self.config.local.use_loop, self.config.agent())?)),
+        }
+    }
+
+    pub fn agent(&self) -> PathBuf {
+        self.config.agent()
+    }
+}

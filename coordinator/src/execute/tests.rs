@@ -1,0 +1,128 @@
+//! The executor against [`FakeCloud`]: what a worker reports is recorded,
+//! and a failure at any call of a run leaves nothing behind but each disk's
+//! retained snapshot, after teardown or, where teardown itself failed,
+//! after `gc`.
+
+use std::collections::BTreeSet;
+
+use super::*;
+use crate::cloud::fake::FakeCloud;
+use crate::store::{Replica, Store};
+
+const GIB: u64 = 1 << 30;
+
+struct Setup {
+    _dir: tempfile::TempDir,
+    store: Store,
+    replica: Replica,
+    config: Config,
+}
+
+fn setup() -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("state.db")).unwrap();
+    std::fs::create_dir(dir.path().join("dest")).unwrap();
+    let replica = Replica {
+        name: "web".into(),
+        vm: "vm1".into(),
+        destinations: vec![format!("file:{}", dir.path().join("dest").display())],
+        schedule: None,
+        keep_points: 3,
+        chunk_size: 1 << 20,
+        created_at: 0,
+        stop_source: false,
+    };
+    store.insert_replica(&replica).unwrap();
+    let mut config = Config::default();
+    config.run.deadline_secs = 60;
+    Setup { _dir: dir, store, replica, config }
+}
+
+fn cloud() -> FakeCloud {
+    FakeCloud::new("vm1", &[("os", 4 * GIB), ("data", 2 * GIB)])
+}
+
+fn run_once(s: &mut Setup, cloud: &FakeCloud) -> Run {
+    let run = begin(&mut s.store, "web", "manual").unwrap().unwrap();
+    execute(cloud, &s.store, &s.replica, &run, &s.config, &mut Quiet).unwrap()
+}
+
+/// What the store keeps as retained snapshots of the replica.
+fn retained(s: &Setup) -> BTreeSet<String> {
+    s.store.retained("web", Kind::Snapshot.as_str()).unwrap().into_iter().map(|r| r.name).collect()
+}
+
+#[test]
+fn a_run_records_what_the_worker_reports_and_keeps_one_snapshot_per_disk() {
+    let mut s = setup();
+    let c = cloud();
+    let r = run_once(&mut s, &c);
+    assert_eq!(r.status, status::SUCCEEDED, "{:?}", r.error);
+    let disks = s.store.run_disks(&r.id).unwrap();
+    let got: Vec<(&str, u64, u64)> = disks.iter().map(|d| (d.disk.as_str(), d.generation, d.bytes_sent)).collect();
+    assert_eq!(got, vec![("data", 1, 1 << 20), ("os", 1, 1 << 20)]);
+    // Only the snapshots are left, and they are the retained ones.
+    let live: BTreeSet<String> = c.live().into_keys().collect();
+    assert_eq!(live, retained(&s));
+    assert_eq!(live.len(), 2);
+    // The job named every disk, at its temporary disk, to the replica's destination.
+    let job = &c.jobs()[0];
+    assert_eq!(job.disks.iter().map(|d| d.source.as_str()).collect::<Vec<_>>(), ["lun:0", "lun:1"]);
+    // The next run's snapshots replace these.
+    let r2 = run_once(&mut s, &c);
+    assert_eq!(r2.status, status::SUCCEEDED);
+    let live2: BTreeSet<String> = c.live().into_keys().collect();
+    assert_eq!(live2, retained(&s));
+    assert!(live2.is_disjoint(&live), "the first run's snapshots are gone");
+}
+
+#[test]
+fn a_worker_that_fails_a_disk_fails_the_run_and_is_torn_down() {
+    let mut s = setup();
+    let c = cloud();
+    c.worker_ends(WorkerState::Lost("the worker VM is in state Failed".into()));
+    let r = run_once(&mut s, &c);
+    assert_eq!(r.status, status::FAILED);
+    assert!(r.error.as_deref().unwrap_or_default().contains("state Failed"), "{:?}", r.error);
+    // A failed first run keeps nothing: its snapshots go too.
+    assert!(c.live().is_empty(), "{:?}", c.live());
+    assert!(retained(&s).is_empty());
+}
+
+#[test]
+fn a_failure_at_every_cloud_call_leaves_only_retained_snapshots() {
+    // The calls of one clean run after a first one.
+    let counts = {
+        let mut s = setup();
+        let c = cloud();
+        run_once(&mut s, &c);
+        let before = c.calls();
+        run_once(&mut s, &c);
+        let mut d: Vec<(&'static str, u32, u32)> =
+            c.calls().into_iter().map(|(m, n)| (m, before.get(m).copied().unwrap_or(0), n)).collect();
+        d.sort_unstable();
+        d
+    };
+    let mut tried = 0;
+    for (method, before, after) in counts {
+        for nth in before + 1..=after {
+            let what = format!("{method} #{nth}");
+            let mut s = setup();
+            let c = cloud();
+            assert_eq!(run_once(&mut s, &c).status, status::SUCCEEDED);
+            c.fail(method, nth);
+            let r = run_once(&mut s, &c);
+            tried += 1;
+            assert_eq!(r.status, status::FAILED, "{what}: the run must fail");
+            assert!(r.error.as_deref().unwrap_or_default().contains("injected"), "{what}: {:?}", r.error);
+            // What teardown could not delete, gc does.
+            crate::gc::gc(&c, &s.store).unwrap();
+            let live: BTreeSet<String> = c.live().into_keys().collect();
+            assert_eq!(live, retained(&s), "{what}: left behind");
+            assert_eq!(live.len(), 2, "{what}: one snapshot per disk is kept");
+            // And the replica runs again.
+            assert_eq!(run_once(&mut s, &c).status, status::SUCCEEDED, "{what}: the next run");
+        }
+    }
+    assert!(tried >= 10, "only {tried} calls faulted");
+}
