@@ -9,10 +9,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
-#[path = "common/faults.rs"]
-mod faults;
-#[path = "common/relay.rs"]
-mod relay_common;
+use diskferry_testkit::relay as relay_common;
 
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
@@ -23,7 +20,7 @@ use common::*;
 use diskferry_blob::address::BlobAddress;
 use diskferry_blob::azure::AzureStore;
 use diskferry_blob::PageStore;
-use faults::{FaultProxy, ALL};
+use diskferry_testkit::proxy::{Proxy, ALL};
 
 fn agent_env() -> Command {
     let mut c = agent();
@@ -93,7 +90,7 @@ fn copy_sparse(from: &Path, to: &Path) {
 fn storage_faults_of_every_kind_and_the_destination_ends_identical() {
     let d = tempfile::tempdir().unwrap();
     let port: u16 = azurite::endpoint().rsplit(':').next().unwrap().parse().unwrap();
-    let proxy = FaultProxy::start(port, 200, &ALL, 0xFA17);
+    let proxy = Proxy::faulty(port, 200, &ALL, 0xFA17);
     let container = azurite::container("faults");
     let direct = azurite::url(azurite::endpoint(), &container, "d.vhd");
     let faulty = azurite::url(&format!("http://127.0.0.1:{}", proxy.port), &container, "d.vhd");
@@ -166,7 +163,7 @@ fn soak() {
         Some(r) => r.port,
         None => azurite::endpoint().rsplit(':').next().unwrap().parse().unwrap(),
     };
-    let proxy = FaultProxy::start(port, 50, &ALL, seed);
+    let proxy = Proxy::faulty(port, 50, &ALL, seed);
     let faulty = match &rx {
         Some(_) => format!("relay:http://127.0.0.1:{}/d", proxy.port),
         None => azurite::url(&format!("http://127.0.0.1:{}", proxy.port), &container, "d.vhd"),
@@ -202,7 +199,7 @@ fn soak() {
             poke(&src, off, MIB, if rnd() % 5 == 0 { 0 } else { rnd() | 1 });
         }
         changed += n * MIB;
-        proxy.per_mille.store((rnd() % 120) as u32, std::sync::atomic::Ordering::Relaxed);
+        proxy.set_per_mille((rnd() % 120) as u32);
         loop {
             attempts += 1;
             let mut cmd = sync_cmd(&src, &faulty, keep as u32);
@@ -264,7 +261,7 @@ fn soak() {
     println!("| sync attempts (incl. killed and failed) | {attempts} |");
     println!("| agent SIGKILLs | {kills} |");
     println!("| receiver SIGKILLs mid-sync (restarted) | {rx_restarts} |");
-    println!("| requests through the fault proxy | {} |", proxy.requests.load(std::sync::atomic::Ordering::Relaxed));
+    println!("| requests through the fault proxy | {} |", proxy.requests());
     for (name, n) in proxy.summary() {
         println!("| faults injected: {name} | {n} |");
     }
@@ -332,10 +329,10 @@ fn storage_stopped_and_restarted_mid_sync_and_the_sync_goes_on() {
     // Rewrite most of the disk, then take storage away in the middle of it:
     // once 12 of the 60 MiB have gone through a counting proxy.
     make_image(&src, 64 * MIB, &[(0, 60 * MIB, 2)]);
-    let proxy = azurite::CountingProxy::start(az.port);
+    let proxy = Proxy::counting(az.port);
     let via = azurite::url(&format!("http://127.0.0.1:{}", proxy.port), "restart", "d.vhd");
     let mut child = sync_cmd(&src, &via, 3).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
-    relay_common::wait_for(60, || proxy.bytes_up() >= 12 * MIB || child.try_wait().ok().flatten().is_some());
+    diskferry_testkit::process::poll(60, || proxy.bytes_up() >= 12 * MIB || child.try_wait().ok().flatten().is_some());
     assert!(child.try_wait().unwrap().is_none(), "the sync ended before storage could be stopped");
     az.down();
     std::thread::sleep(Duration::from_secs(2));

@@ -8,8 +8,9 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::azurite::{self, BusyProxy, CountingProxy};
+use common::azurite;
 use common::*;
+use diskferry_testkit::proxy::Proxy;
 
 fn agent_env() -> Command {
     let mut c = agent();
@@ -137,7 +138,7 @@ fn killed_syncs_resume_without_resending() {
     make_image(&src, 1024 * MIB, &extents);
 
     // A clean sync through a counting proxy: the reference.
-    let clean = CountingProxy::start(port);
+    let clean = Proxy::counting(port);
     let cdest = azurite::url(&format!("http://127.0.0.1:{}", clean.port), &azurite::container("clean"), "d.vhd");
     let t = Instant::now();
     sync(&src, &cdest, &["--concurrency", "2"]);
@@ -147,7 +148,7 @@ fn killed_syncs_resume_without_resending() {
     // (256 Put Pages, plus journal and control requests).
     assert!(clean.connections() <= 8, "{} connections for one sync", clean.connections());
 
-    let proxy = CountingProxy::start(port);
+    let proxy = Proxy::counting(port);
     let dest = azurite::url(&format!("http://127.0.0.1:{}", proxy.port), &azurite::container("killed"), "d.vhd");
     let mut killed = 0;
     for k in 0..10u64 {
@@ -312,11 +313,11 @@ fn busy_storage_is_retried_honouring_retry_after() {
     let src = d.path().join("disk.img");
     make_image(&src, 8 * MIB, &[(0, 2 * MIB, 1), (5 * MIB, MIB, 2)]);
     let port: u16 = azurite::endpoint().rsplit(':').next().unwrap().parse().unwrap();
-    let busy = BusyProxy::start(port, 3);
+    let busy = Proxy::refusing(port, 3);
     let dest = azurite::url(&format!("http://127.0.0.1:{}", busy.port), &azurite::container("busy"), "d.vhd");
     let t = Instant::now();
     let r = sync(&src, &dest, &[]);
-    assert!(busy.refused.load(std::sync::atomic::Ordering::Relaxed) == 3);
+    assert!(busy.refused() == 3);
     assert!(r["wire"]["retries"].as_u64().unwrap() >= 3, "{r}");
     assert!(t.elapsed() >= Duration::from_secs(3), "Retry-After: 1 was not honoured ({:?})", t.elapsed());
     assert!(point_equals(&dest, 1, &src, d.path()));

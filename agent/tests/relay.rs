@@ -5,8 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
-#[path = "common/relay.rs"]
-mod relay_common;
+use diskferry_testkit::relay as relay_common;
 
 use std::io::{Read, Write};
 use std::path::Path;
@@ -135,7 +134,7 @@ fn relay_into_a_file_and_azurite_first_and_incremental_with_tls() {
         String::from_utf8_lossy(&o.stderr)
     );
     // Each sync closes its session.
-    assert!(wait_for(5, || to_file.metric("diskferry_receiver_sessions_active", "") == 0));
+    assert!(diskferry_testkit::process::poll(5, || to_file.metric("diskferry_receiver_sessions_active", "") == 0));
     // No token anywhere: sender output, receiver logs, metrics.
     let logs = [
         String::from_utf8_lossy(&out.stderr).to_string(),
@@ -175,7 +174,7 @@ fn connections_cut_at_random_points_and_the_sync_still_ends_identical() {
     let src = d.path().join("disk.img");
     // 256 MiB of noise: 8 windows of 32 MiB, big bodies to tear.
     make_image(&src, 256 * MIB, &[(0, 256 * MIB, 3)]);
-    let proxy = CuttingProxy::start(rx.port, 8, 0xD15C);
+    let proxy = diskferry_testkit::proxy::Proxy::cutting(rx.port, 8, 0xD15C);
     let out = sender(d.path(), &["sync", src.to_str().unwrap(), "--to", &rx.url_via(proxy.port, "d0"), "--json"]);
     let r = json(&out);
     assert!(identical(&src, &root.join("d0.vhd")));
@@ -188,11 +187,11 @@ fn connections_cut_at_random_points_and_the_sync_still_ends_identical() {
     let dup = rx.metric("diskferry_receiver_windows_total", "outcome=\"duplicate\"");
     assert!(dup <= 1, "{dup} windows were sent again after being applied");
     let wire = r["wire"]["bytes_sent"].as_u64().unwrap();
-    assert!(proxy.up.load(std::sync::atomic::Ordering::Relaxed) < wire + 4 * (33 * MIB), "resent too much");
+    assert!(proxy.bytes_up() < wire + 4 * (33 * MIB), "resent too much");
 
     // Incremental through the same cuts.
     poke(&src, 100 * MIB, 3 * MIB, 4);
-    let proxy = CuttingProxy::start(rx.port, 6, 0xBEEF);
+    let proxy = diskferry_testkit::proxy::Proxy::cutting(rx.port, 6, 0xBEEF);
     let r = json(&sender(d.path(), &["sync", src.to_str().unwrap(), "--to", &rx.url_via(proxy.port, "d0"), "--json"]));
     assert_eq!((r["generation"].as_u64(), r["chunks_written"].as_u64()), (Some(2), Some(3)));
     assert!(identical(&src, &root.join("d0.vhd")));
@@ -212,7 +211,9 @@ fn a_killed_sender_resumes_from_the_receivers_journal() {
         .arg("--relay-token-file")
         .arg(token_file(d.path()));
     let mut child = c.spawn().unwrap();
-    assert!(wait_for(60, || rx.metric("diskferry_receiver_windows_total", "outcome=\"applied\"") >= 3));
+    assert!(diskferry_testkit::process::poll(60, || rx
+        .metric("diskferry_receiver_windows_total", "outcome=\"applied\"")
+        >= 3));
     child.kill().unwrap();
     child.wait().unwrap();
     let r = json(&sender(d.path(), &["sync", src.to_str().unwrap(), "--to", &rx.url("d0"), "--json"]));
@@ -430,8 +431,7 @@ fn bad_relay_input_is_refused_in_one_line() {
     assert!(!String::from_utf8_lossy(&out.stderr).contains("short"));
 }
 
-#[path = "common/faults.rs"]
-mod faults;
+use diskferry_testkit::proxy as faults;
 
 #[test]
 fn http_faults_between_sender_and_receiver_are_ridden_out() {
@@ -439,7 +439,7 @@ fn http_faults_between_sender_and_receiver_are_ridden_out() {
     let root = d.path().join("root");
     std::fs::create_dir(&root).unwrap();
     let rx = Receiver::start(d.path(), &format!("file:{}", root.display()), 0, None, &[], &[]);
-    let proxy = faults::FaultProxy::start(rx.port, 400, &faults::ALL, 0x5E7D);
+    let proxy = faults::Proxy::faulty(rx.port, 400, &faults::ALL, 0x5E7D);
     let src = d.path().join("disk.img");
     mixed_image(&src);
     let url = rx.url_via(proxy.port, "d0");
@@ -474,7 +474,9 @@ fn a_receiver_killed_mid_sync_is_restarted_and_the_rerun_resumes() {
         .arg(token_file(d.path()))
         .stderr(std::process::Stdio::piped());
     let child = c.spawn().unwrap();
-    assert!(wait_for(60, || rx.metric("diskferry_receiver_windows_total", "outcome=\"applied\"") >= 2));
+    assert!(diskferry_testkit::process::poll(60, || rx
+        .metric("diskferry_receiver_windows_total", "outcome=\"applied\"")
+        >= 2));
     rx.stop();
     let _rx = Receiver::start(d.path(), &blob_root, port, None, &env, &[]);
     // The sender reconnects to a receiver that no longer knows its session:

@@ -81,7 +81,7 @@ fn sigkill_at_each_phase_then_gc_then_run_again() {
 
     // 2. Other points: after the snapshots, after the temp disks, during teardown.
     for (i, point) in ["after-snapshot", "after-temp-disks", "after-delete-worker"].into_iter().enumerate() {
-        poke(&vm.join("os.img"), (400 + i as u64) * MIB, 4096, i as u64);
+        poke(&vm.join("os.img"), (400 + i as u64) * MIB, 4096, i as u64 + 1);
         let before = retained(&c, "app");
         let mut child = c.start_paused(&run(&[]), point);
         kill_and_gc(&c, &mut child, point);

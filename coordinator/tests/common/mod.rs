@@ -1,44 +1,16 @@
 //! Helpers for the coordinator's tests: a state folder and config per
-//! test, sample VMs, the two binaries, and the agent tests' Azurite.
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+//! test, sample VMs and the coordinator binary; images, oracles, Azurite
+//! and the ARM simulator come from the test kit (`diskferry-testkit`).
+#![allow(dead_code, unused_imports, clippy::unwrap_used, clippy::expect_used)]
 
-pub mod armsim;
-#[path = "../../../agent/tests/common/azurite.rs"]
-pub mod azurite;
+pub use diskferry_testkit::image::{make_disk, noise, poke};
+pub use diskferry_testkit::judge::{can_loop, identical, walk};
+pub use diskferry_testkit::process::{agent_bin, kill, wait_for};
+pub use diskferry_testkit::{armsim, azurite};
 
-use std::fs::File;
 use std::io::{BufRead, BufReader};
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
-
-/// Deterministic pseudo-random bytes.
-pub fn noise(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
-
-/// A sparse image of `size` with random data at each (offset, length).
-pub fn make_disk(path: &Path, size: u64, extents: &[(u64, u64)], seed: u64) {
-    let f = File::create(path).unwrap();
-    f.set_len(size).unwrap();
-    for (i, &(off, len)) in extents.iter().enumerate() {
-        f.write_all_at(&noise(seed + i as u64, len as usize), off).unwrap();
-    }
-}
-
-pub fn poke(path: &Path, off: u64, len: u64, seed: u64) {
-    let f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
-    f.write_all_at(&noise(seed, len as usize), off).unwrap();
-}
 
 /// A disk of a sample VM: name, size, data extents (offset, length).
 pub type DiskSpec<'a> = (&'a str, u64, &'a [(u64, u64)]);
@@ -54,13 +26,6 @@ pub fn make_vm(dir: &Path, name: &str, disks: &[DiskSpec<'_>]) -> PathBuf {
     }
     std::fs::write(vm.join("vm.toml"), toml).unwrap();
     vm
-}
-
-/// `qemu-img compare` of a raw image and a VHD.
-pub fn identical(raw: &Path, vhd: &Path) -> bool {
-    let out =
-        Command::new("qemu-img").args(["compare", "-q", "-f", "raw", "-F", "vpc"]).arg(raw).arg(vhd).output().unwrap();
-    out.status.success()
 }
 
 /// One test's coordinator: its own state folder and config.
@@ -179,48 +144,4 @@ impl Coord {
             .map(str::to_owned)
             .collect()
     }
-}
-
-/// The agent binary built beside `diskferry` (cargo test --workspace builds both).
-pub fn agent_bin() -> PathBuf {
-    let p = Path::new(env!("CARGO_BIN_EXE_diskferry")).with_file_name("diskferry-agent");
-    assert!(p.is_file(), "{} is missing: build the workspace (cargo test --workspace)", p.display());
-    p
-}
-
-pub fn walk(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let Ok(rd) = std::fs::read_dir(dir) else { return out };
-    for e in rd.flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            out.push(p.clone());
-            out.extend(walk(&p));
-        } else {
-            out.push(p);
-        }
-    }
-    out.sort();
-    out
-}
-
-pub fn kill(child: &mut Child) {
-    let _ = child.kill();
-    let _ = child.wait();
-}
-
-/// Wait until `f` holds (or panic after `secs`).
-pub fn wait_for(secs: u64, what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// Can this process attach loop devices?
-pub fn can_loop() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    let root = unsafe { libc::geteuid() } == 0;
-    root && Command::new("losetup").arg("--version").output().is_ok_and(|o| o.status.success())
 }

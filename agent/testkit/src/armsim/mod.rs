@@ -14,7 +14,6 @@
 //! `/dev/disk/azure`, and starts a real `diskferry-agent run` with the
 //! storage credentials in its environment (what the managed identity gives
 //! a real worker).
-#![allow(dead_code)]
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, BufReader, Read, Write};

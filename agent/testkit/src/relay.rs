@@ -1,16 +1,12 @@
 //! A real `diskferry-agent receive` for relay tests (its own process, killed
-//! with the test process), a self-signed certificate made with rcgen, a TCP
-//! proxy that cuts connections, and a metrics scrape.
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+//! with the test process), a self-signed certificate made with rcgen, and a
+//! metrics scrape.
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
 
 pub const TOKEN: &str = "test-token-0123456789abcdef-do-not-print";
 
@@ -54,7 +50,7 @@ impl Receiver {
     ) -> Self {
         let token = token_file(dir);
         let stderr = dir.join(format!("receiver-{}.err", std::time::UNIX_EPOCH.elapsed().unwrap().as_nanos()));
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_diskferry-agent"));
+        let mut cmd = Command::new(crate::process::agent_bin());
         cmd.args(["receive", "--listen", &format!("127.0.0.1:{port}"), "--root", root])
             .arg("--token-file")
             .arg(&token)
@@ -138,93 +134,4 @@ pub fn http_get(addr: &str, path: &str) -> String {
     let mut out = String::new();
     s.read_to_string(&mut out).unwrap();
     out.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default()
-}
-
-/// A TCP proxy in front of `target` whose first `cuts` connections are cut:
-/// odd ones after a pseudo-random number of request bytes (a request torn
-/// mid-body), even ones as soon as the answer starts (the request was
-/// carried out, its answer lost). Later connections pass untouched.
-pub struct CuttingProxy {
-    pub port: u16,
-    pub cut: Arc<AtomicU64>,
-    pub up: Arc<AtomicU64>,
-}
-
-impl CuttingProxy {
-    pub fn start(target: u16, cuts: u64, seed: u64) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let (cut, up) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
-        let (c, u) = (cut.clone(), up.clone());
-        std::thread::spawn(move || {
-            let mut x = seed | 1;
-            for client in listener.incoming().flatten() {
-                let Ok(server) = TcpStream::connect(("127.0.0.1", target)) else { continue };
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                let n = c.load(Ordering::Relaxed);
-                let (up_limit, drop_answer) = if n >= cuts {
-                    (u64::MAX, false)
-                } else {
-                    c.fetch_add(1, Ordering::Relaxed);
-                    if n % 2 == 0 {
-                        (64 * 1024 + x % (40 << 20), false)
-                    } else {
-                        (u64::MAX, true)
-                    }
-                };
-                let (c2, s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
-                let u = u.clone();
-                std::thread::spawn(move || pipe(client, server, up_limit, Some(u)));
-                std::thread::spawn(move || pipe(s2, c2, if drop_answer { 0 } else { u64::MAX }, None));
-            }
-        });
-        Self { port, cut, up }
-    }
-
-    pub fn cuts(&self) -> u64 {
-        self.cut.load(Ordering::Relaxed)
-    }
-}
-
-/// Copy `from` to `to` until EOF or `limit` bytes, then close both.
-fn pipe(mut from: TcpStream, mut to: TcpStream, limit: u64, count: Option<Arc<AtomicU64>>) {
-    let mut buf = vec![0u8; 64 << 10];
-    let mut sent = 0u64;
-    loop {
-        match from.read(&mut buf) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => {
-                let n = (n as u64).min(limit - sent) as usize;
-                if n == 0 {
-                    break;
-                }
-                if to.write_all(&buf[..n]).is_err() {
-                    break;
-                }
-                if let Some(c) = &count {
-                    c.fetch_add(n as u64, Ordering::Relaxed);
-                }
-                sent += n as u64;
-                if sent >= limit {
-                    break;
-                }
-            }
-        }
-    }
-    let _ = to.shutdown(std::net::Shutdown::Both);
-    let _ = from.shutdown(std::net::Shutdown::Both);
-}
-
-/// Wait until `f` holds (at most `secs`).
-pub fn wait_for(secs: u64, mut f: impl FnMut() -> bool) -> bool {
-    let end = std::time::Instant::now() + Duration::from_secs(secs);
-    while std::time::Instant::now() < end {
-        if f() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    false
 }

@@ -3,22 +3,22 @@
 //! loopback port with its data in memory, killed when the test process
 //! exits (PR_SET_PDEATHSIG on a thread that lives as long as the process).
 //! Each test uses its own container, so tests run in parallel.
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{mpsc, Arc, OnceLock};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{mpsc, OnceLock};
 use std::time::{Duration, Instant};
+
+pub use crate::process::free_port;
 
 pub const ACCOUNT: &str = "devstoreaccount1";
 pub const KEY: &str = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
 
 fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
 /// The endpoint (`http://127.0.0.1:PORT`) of this process's Azurite.
@@ -74,10 +74,6 @@ fn wait_up(port: u16) {
     }
 }
 
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 /// A fresh container name for one test.
 pub fn container(test: &str) -> String {
     static N: AtomicUsize = AtomicUsize::new(0);
@@ -93,102 +89,6 @@ pub fn url(endpoint: &str, container: &str, blob: &str) -> String {
 /// The connection string of the well-known account.
 pub fn connection_string() -> String {
     format!("DefaultEndpointsProtocol=http;AccountName={ACCOUNT};AccountKey={KEY};")
-}
-
-/// A TCP proxy on loopback in front of `target` that counts the bytes sent
-/// from client to server (requests: headers and bodies) and the connections.
-pub struct CountingProxy {
-    pub port: u16,
-    pub up: Arc<AtomicU64>,
-    pub connections: Arc<AtomicU64>,
-}
-
-impl CountingProxy {
-    pub fn start(target: u16) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let up = Arc::new(AtomicU64::new(0));
-        let connections = Arc::new(AtomicU64::new(0));
-        let (counter, conns) = (up.clone(), connections.clone());
-        std::thread::spawn(move || {
-            for client in listener.incoming().flatten() {
-                conns.fetch_add(1, Ordering::Relaxed);
-                let Ok(server) = TcpStream::connect(("127.0.0.1", target)) else { continue };
-                let (c2, s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
-                let n = counter.clone();
-                std::thread::spawn(move || pipe(client, server, Some(n)));
-                std::thread::spawn(move || pipe(s2, c2, None));
-            }
-        });
-        Self { port, up, connections }
-    }
-
-    pub fn bytes_up(&self) -> u64 {
-        self.up.load(Ordering::Relaxed)
-    }
-
-    pub fn connections(&self) -> u64 {
-        self.connections.load(Ordering::Relaxed)
-    }
-}
-
-fn pipe(mut from: TcpStream, mut to: TcpStream, count: Option<Arc<AtomicU64>>) {
-    let mut buf = vec![0u8; 256 << 10];
-    loop {
-        match from.read(&mut buf) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => {
-                if let Some(c) = &count {
-                    c.fetch_add(n as u64, Ordering::Relaxed);
-                }
-                if to.write_all(&buf[..n]).is_err() {
-                    break;
-                }
-            }
-        }
-    }
-    let _ = to.shutdown(std::net::Shutdown::Both);
-    let _ = from.shutdown(std::net::Shutdown::Both);
-}
-
-/// A TCP proxy in front of `target` whose first `fail_first` connections get
-/// `503 Server Busy` with `Retry-After: 1` to their first request, then are
-/// closed; later connections are forwarded untouched.
-pub struct BusyProxy {
-    pub port: u16,
-    pub refused: Arc<AtomicU64>,
-}
-
-impl BusyProxy {
-    pub fn start(target: u16, fail_first: u64) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let refused = Arc::new(AtomicU64::new(0));
-        let r = refused.clone();
-        std::thread::spawn(move || {
-            for mut client in listener.incoming().flatten() {
-                if r.load(Ordering::Relaxed) < fail_first {
-                    r.fetch_add(1, Ordering::Relaxed);
-                    // Read the request head, answer busy, close.
-                    let mut head = Vec::new();
-                    let mut b = [0u8; 1];
-                    while !head.ends_with(b"\r\n\r\n") && client.read(&mut b).is_ok_and(|n| n == 1) {
-                        head.push(b[0]);
-                    }
-                    let _ = client.write_all(
-                        b"HTTP/1.1 503 Server Busy\r\nRetry-After: 1\r\nx-ms-error-code: ServerBusy\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
-                    );
-                    let _ = client.shutdown(std::net::Shutdown::Both);
-                    continue;
-                }
-                let Ok(server) = TcpStream::connect(("127.0.0.1", target)) else { continue };
-                let (c2, s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
-                std::thread::spawn(move || pipe(client, server, None));
-                std::thread::spawn(move || pipe(s2, c2, None));
-            }
-        });
-        Self { port, refused }
-    }
 }
 
 /// An Azurite of one test's own, keeping its data on disk in `dir`, that can

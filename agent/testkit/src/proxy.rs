@@ -1,12 +1,21 @@
-//! An HTTP/1.1 fault proxy between the agent and storage (Azurite): at a
-//! set rate (per mille of requests) it answers 503 with or without
-//! Retry-After, 500, delays a request, resets the connection in the middle of
-//! a request (the server sees half a body), truncates a response, or carries
-//! a request out and drops its answer. Which requests fail is drawn from a
-//! seed; the kinds take turns. Counts what it injected, by kind.
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+//! One configurable proxy on loopback in front of a server (Azurite, a
+//! relay receiver), for the tests that need what only the wire shows. Every
+//! proxy counts connections and the bytes clients send; on top, per
+//! [`Plan`]:
+//!
+//! - **refuse** the first N connections: `503 Server Busy` with
+//!   `Retry-After: 1` to their first request, then close;
+//! - **cut** the first N connections (raw TCP, so TLS passes): odd ones
+//!   after a pseudo-random number of request bytes (a request torn
+//!   mid-body), even ones as soon as the answer starts (the request was
+//!   carried out, its answer lost);
+//! - **inject faults** into HTTP/1.1 requests at a rate (per mille, changeable
+//!   while it runs): 503 with or without Retry-After, 500, a delay, a reset
+//!   in the middle of a request, a truncated response, a request carried out
+//!   and its answer dropped. Which requests fail is drawn from the seed; the
+//!   kinds take turns.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
@@ -49,12 +58,39 @@ impl Fault {
     }
 }
 
-pub struct FaultProxy {
+/// What a proxy does besides forwarding.
+#[derive(Debug, Clone, Default)]
+pub struct Plan {
+    /// Refuse this many connections first (503, close).
+    pub refuse_first: u64,
+    /// Cut this many connections first (see the module's header).
+    pub cut_first: u64,
+    /// HTTP faults of these kinds, at `per_mille` of requests.
+    pub faults: Vec<Fault>,
+    pub per_mille: u32,
+    pub seed: u64,
+}
+
+/// What a proxy counted (and the one knob it takes while running).
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub connections: AtomicU64,
+    /// Bytes clients sent through (requests: heads and bodies).
+    pub bytes_up: AtomicU64,
+    /// HTTP requests seen (fault mode).
+    pub requests: AtomicU64,
+    pub refused: AtomicU64,
+    pub cut: AtomicU64,
+    /// Faults injected, by kind (in [`ALL`]'s order).
+    pub faults: [AtomicU64; 7],
+    /// Faults per 1000 requests.
+    pub per_mille: AtomicU32,
+}
+
+/// A running proxy; it serves until the test process ends.
+pub struct Proxy {
     pub port: u16,
-    /// Faults per 1000 requests (changeable while running).
-    pub per_mille: Arc<AtomicU32>,
-    pub counts: Arc<[AtomicU64; 7]>,
-    pub requests: Arc<AtomicU64>,
+    pub stats: Arc<Stats>,
 }
 
 struct Rng(Mutex<u64>);
@@ -69,39 +105,152 @@ impl Rng {
     }
 }
 
-impl FaultProxy {
-    /// Proxy to 127.0.0.1:`target`, injecting `kinds` at `per_mille`.
-    pub fn start(target: u16, per_mille: u32, kinds: &[Fault], seed: u64) -> Self {
+impl Proxy {
+    /// A proxy to 127.0.0.1:`target` following `plan`.
+    pub fn start(target: u16, plan: Plan) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
-        let rate = Arc::new(AtomicU32::new(per_mille));
-        let counts: Arc<[AtomicU64; 7]> = Arc::new(Default::default());
-        let requests = Arc::new(AtomicU64::new(0));
-        let rng = Arc::new(Rng(Mutex::new(seed | 1)));
-        let kinds: Arc<Vec<Fault>> = Arc::new(kinds.to_vec());
-        let (r, c, n) = (rate.clone(), counts.clone(), requests.clone());
+        let stats = Arc::new(Stats { per_mille: AtomicU32::new(plan.per_mille), ..Default::default() });
+        let st = stats.clone();
         std::thread::spawn(move || {
+            let rng = Arc::new(Rng(Mutex::new(plan.seed | 1)));
+            let kinds: Arc<Vec<Fault>> = Arc::new(plan.faults.clone());
             for client in listener.incoming().flatten() {
-                let (r, c, n, rng, kinds) = (r.clone(), c.clone(), n.clone(), rng.clone(), kinds.clone());
-                std::thread::spawn(move || {
-                    let _ = serve(client, target, &r, &c, &n, &rng, &kinds);
-                });
+                let n = st.connections.fetch_add(1, Relaxed);
+                if n < plan.refuse_first {
+                    st.refused.fetch_add(1, Relaxed);
+                    refuse(client);
+                    continue;
+                }
+                if !kinds.is_empty() {
+                    let (st, rng, kinds) = (st.clone(), rng.clone(), kinds.clone());
+                    std::thread::spawn(move || {
+                        let _ = serve_http(client, target, &st, &rng, &kinds);
+                    });
+                    continue;
+                }
+                let Ok(server) = TcpStream::connect(("127.0.0.1", target)) else { continue };
+                let x = rng.next();
+                let cut = st.cut.load(Relaxed);
+                let (up_limit, drop_answer) = if cut >= plan.cut_first {
+                    (u64::MAX, false)
+                } else {
+                    st.cut.fetch_add(1, Relaxed);
+                    if cut.is_multiple_of(2) {
+                        (64 * 1024 + x % (40 << 20), false)
+                    } else {
+                        (u64::MAX, true)
+                    }
+                };
+                let (c2, s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+                let up = st.clone();
+                std::thread::spawn(move || pipe(client, server, up_limit, Some(&up.bytes_up)));
+                std::thread::spawn(move || pipe(s2, c2, if drop_answer { 0 } else { u64::MAX }, None));
             }
         });
-        Self { port, per_mille: rate, counts, requests }
+        Self { port, stats }
+    }
+
+    /// Forward and count.
+    pub fn counting(target: u16) -> Self {
+        Self::start(target, Plan::default())
+    }
+
+    /// Refuse the first `n` connections with 503.
+    pub fn refusing(target: u16, n: u64) -> Self {
+        Self::start(target, Plan { refuse_first: n, ..Plan::default() })
+    }
+
+    /// Cut the first `n` connections.
+    pub fn cutting(target: u16, n: u64, seed: u64) -> Self {
+        Self::start(target, Plan { cut_first: n, seed, ..Plan::default() })
+    }
+
+    /// Inject HTTP faults of `kinds` at `per_mille`.
+    pub fn faulty(target: u16, per_mille: u32, kinds: &[Fault], seed: u64) -> Self {
+        Self::start(target, Plan { faults: kinds.to_vec(), per_mille, seed, ..Plan::default() })
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn connections(&self) -> u64 {
+        self.stats.connections.load(Relaxed)
+    }
+
+    pub fn bytes_up(&self) -> u64 {
+        self.stats.bytes_up.load(Relaxed)
+    }
+
+    pub fn requests(&self) -> u64 {
+        self.stats.requests.load(Relaxed)
+    }
+
+    pub fn refused(&self) -> u64 {
+        self.stats.refused.load(Relaxed)
+    }
+
+    pub fn cuts(&self) -> u64 {
+        self.stats.cut.load(Relaxed)
+    }
+
+    /// Change the fault rate.
+    pub fn set_per_mille(&self, p: u32) {
+        self.stats.per_mille.store(p, Relaxed);
     }
 
     pub fn count(&self, f: Fault) -> u64 {
-        self.counts[ALL.iter().position(|&k| k == f).unwrap()].load(Relaxed)
+        self.stats.faults[ALL.iter().position(|&k| k == f).unwrap()].load(Relaxed)
     }
 
     pub fn injected(&self) -> u64 {
-        self.counts.iter().map(|c| c.load(Relaxed)).sum()
+        self.stats.faults.iter().map(|c| c.load(Relaxed)).sum()
     }
 
     pub fn summary(&self) -> Vec<(&'static str, u64)> {
         ALL.iter().map(|&f| (f.name(), self.count(f))).collect()
     }
+}
+
+/// Read the request head, answer busy, close.
+fn refuse(mut client: TcpStream) {
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") && client.read(&mut b).is_ok_and(|n| n == 1) {
+        head.push(b[0]);
+    }
+    let _ = client.write_all(
+        b"HTTP/1.1 503 Server Busy\r\nRetry-After: 1\r\nx-ms-error-code: ServerBusy\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+    );
+    let _ = client.shutdown(Shutdown::Both);
+}
+
+/// Copy `from` to `to` until EOF or `limit` bytes, then close both.
+fn pipe(mut from: TcpStream, mut to: TcpStream, limit: u64, count: Option<&AtomicU64>) {
+    let mut buf = vec![0u8; 256 << 10];
+    let mut sent = 0u64;
+    loop {
+        match from.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                let n = (n as u64).min(limit - sent) as usize;
+                if n == 0 || to.write_all(&buf[..n]).is_err() {
+                    break;
+                }
+                if let Some(c) = count {
+                    c.fetch_add(n as u64, Relaxed);
+                }
+                sent += n as u64;
+                if sent >= limit {
+                    break;
+                }
+            }
+        }
+    }
+    let _ = to.shutdown(Shutdown::Both);
+    let _ = from.shutdown(Shutdown::Both);
 }
 
 /// A request or response: head (up to the blank line) and body.
@@ -175,15 +324,9 @@ fn canned(status: &str, retry_after: bool) -> Vec<u8> {
     format!("HTTP/1.1 {status}\r\n{ra}x-ms-error-code: {code}\r\nContent-Length: 0\r\n\r\n").into_bytes()
 }
 
-fn serve(
-    client: TcpStream,
-    target: u16,
-    rate: &AtomicU32,
-    counts: &[AtomicU64; 7],
-    requests: &AtomicU64,
-    rng: &Rng,
-    kinds: &[Fault],
-) -> std::io::Result<()> {
+/// Forward HTTP/1.1 requests one at a time, injecting faults.
+fn serve_http(client: TcpStream, target: u16, st: &Stats, rng: &Rng, kinds: &[Fault]) -> std::io::Result<()> {
+    let (rate, counts, requests) = (&st.per_mille, &st.faults, &st.requests);
     let mut from_client = BufReader::new(client.try_clone()?);
     let mut to_client = client;
     let mut upstream: Option<(TcpStream, BufReader<TcpStream>)> = None;
@@ -230,6 +373,7 @@ fn serve(
         }
         up.write_all(&req.head)?;
         up.write_all(&req.body)?;
+        st.bytes_up.fetch_add((req.head.len() + req.body.len()) as u64, Relaxed);
         let Some(resp) = read_message(up_reader, |h| {
             is_head || h.starts_with("HTTP/1.1 204") || h.starts_with("HTTP/1.1 304") || h.starts_with("HTTP/1.1 1")
         })?
