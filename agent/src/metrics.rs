@@ -6,8 +6,7 @@
 //! here are advanced to match (counters only go up), so the hot path never
 //! touches the registry.
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 
@@ -180,38 +179,10 @@ impl Render for Metrics {
     }
 }
 
-/// Serve `GET /metrics` on `addr` from a background thread. Returns the
-/// bound address (port 0 picks a free one).
+/// Serve `GET /metrics` on `addr` (diskferry-http: timeouts, bounded
+/// requests, a cap on connections). Returns the bound address (port 0
+/// picks a free one).
 pub fn serve(addr: SocketAddr, metrics: Arc<dyn Render>) -> std::io::Result<SocketAddr> {
-    let listener = TcpListener::bind(addr)?;
-    let bound = listener.local_addr()?;
-    std::thread::Builder::new().name("diskferry-metrics".into()).spawn(move || {
-        for stream in listener.incoming().flatten() {
-            let m = metrics.clone();
-            let _ = std::thread::Builder::new().name("diskferry-metrics-conn".into()).spawn(move || {
-                let mut reader = BufReader::new(&stream);
-                let mut line = String::new();
-                if reader.read_line(&mut line).is_err() {
-                    return;
-                }
-                // Drain the request headers.
-                let mut h = String::new();
-                while reader.read_line(&mut h).is_ok_and(|n| n > 2) {
-                    h.clear();
-                }
-                let (status, body, ctype) = if line.starts_with("GET /metrics") {
-                    ("200 OK", m.render(), "text/plain; version=0.0.4")
-                } else {
-                    ("404 Not Found", "only /metrics here\n".to_owned(), "text/plain")
-                };
-                let mut s = &stream;
-                let _ = write!(
-                    s,
-                    "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                    body.len()
-                );
-            });
-        }
-    })?;
-    Ok(bound)
+    let render = move || Ok::<_, String>(metrics.render());
+    diskferry_http::serve(addr, "diskferry-metrics", Arc::new(render), diskferry_http::Limits::default())
 }

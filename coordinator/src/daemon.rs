@@ -6,8 +6,7 @@
 //! as missed too. SIGTERM/SIGINT stop new triggers and wait for running runs.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader, Write};
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -190,36 +189,7 @@ fn render(db: &std::path::Path, shared: &Shared) -> Result<String> {
 }
 
 fn serve_metrics(addr: SocketAddr, db: PathBuf, shared: Arc<Shared>) -> Result<SocketAddr> {
-    let listener = TcpListener::bind(addr).with_context(|| format!("cannot serve metrics on {addr}"))?;
-    let bound = listener.local_addr()?;
-    std::thread::Builder::new().name("metrics".into()).spawn(move || {
-        for conn in listener.incoming().flatten() {
-            let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
-            let mut reader = BufReader::new(&conn);
-            let mut line = String::new();
-            if reader.read_line(&mut line).is_err() {
-                continue;
-            }
-            // Drain the headers.
-            let mut h = String::new();
-            while reader.read_line(&mut h).map(|n| n > 2).unwrap_or(false) {
-                h.clear();
-            }
-            let (code, body) = if line.starts_with("GET /metrics") {
-                match render(&db, &shared) {
-                    Ok(b) => ("200 OK", b),
-                    Err(e) => ("500 Internal Server Error", format!("{e:#}\n")),
-                }
-            } else {
-                ("404 Not Found", "try /metrics\n".to_owned())
-            };
-            let mut w = &conn;
-            let _ = write!(
-                w,
-                "HTTP/1.1 {code}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            );
-        }
-    })?;
-    Ok(bound)
+    let render = move || render(&db, &shared).map_err(|e| format!("{e:#}"));
+    diskferry_http::serve(addr, "metrics", Arc::new(render), diskferry_http::Limits::default())
+        .with_context(|| format!("cannot serve metrics on {addr}"))
 }

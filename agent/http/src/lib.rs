@@ -1,0 +1,202 @@
+//! The one HTTP endpoint diskferry's binaries serve: `GET /metrics` in the
+//! Prometheus text format, for the agent (`--metrics-addr`), the relay
+//! receiver and the coordinator's daemon. It is small on purpose and
+//! defensive, because a scraper's port is reachable by whoever shares the
+//! network:
+//!
+//! - a request line of at most [`Limits::line`] bytes and headers of at most
+//!   [`Limits::headers`] bytes (else `431` and close);
+//! - a read and write timeout per connection (a client that sends nothing is
+//!   dropped, it cannot hold a thread);
+//! - at most [`Limits::connections`] connections at once (beyond: closed at
+//!   once), one thread each;
+//! - a failed `accept` (out of file descriptors) pauses the loop instead of
+//!   spinning;
+//! - one request per connection (`Connection: close`).
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! let addr = diskferry_http::serve(
+//!     "127.0.0.1:0".parse().unwrap(),
+//!     "metrics",
+//!     Arc::new(|| Ok::<_, String>("up 1\n".to_owned())),
+//!     diskferry_http::Limits::default(),
+//! )
+//! .unwrap();
+//! println!("scrape http://{addr}/metrics");
+//! ```
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// What renders the exposition; an `Err` is answered 500 with its text.
+pub trait Render: Send + Sync {
+    fn render(&self) -> Result<String, String>;
+}
+
+impl<F: Fn() -> Result<String, String> + Send + Sync> Render for F {
+    fn render(&self) -> Result<String, String> {
+        self()
+    }
+}
+
+/// How much a client may ask of the server.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Bytes of the request line.
+    pub line: usize,
+    /// Bytes of all header lines together.
+    pub headers: usize,
+    /// Connections served at once.
+    pub connections: usize,
+    /// Per read or write.
+    pub timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        // A scrape's request is a few hundred bytes; Prometheus scrapes one
+        // target with one connection at a time and times out at 10 s.
+        Self { line: 4096, headers: 16 << 10, connections: 16, timeout: Duration::from_secs(5) }
+    }
+}
+
+/// Serve `GET /metrics` on `addr` from a thread named `name`. Returns the
+/// bound address (port 0 picks a free one).
+pub fn serve(addr: SocketAddr, name: &str, render: Arc<dyn Render>, limits: Limits) -> std::io::Result<SocketAddr> {
+    let listener = TcpListener::bind(addr)?;
+    let bound = listener.local_addr()?;
+    let active = Arc::new(AtomicUsize::new(0));
+    let conn_name = format!("{name}-conn");
+    std::thread::Builder::new().name(name.to_owned()).spawn(move || loop {
+        let stream = match listener.accept() {
+            Ok((s, _)) => s,
+            Err(_) => {
+                // Out of descriptors or a transient error: pause, don't spin.
+                std::thread::sleep(Duration::from_millis(100));
+                continue;
+            }
+        };
+        if active.fetch_add(1, Ordering::AcqRel) >= limits.connections {
+            active.fetch_sub(1, Ordering::AcqRel);
+            drop(stream);
+            continue;
+        }
+        let (render, active) = (render.clone(), active.clone());
+        let spawned = std::thread::Builder::new().name(conn_name.clone()).spawn(move || {
+            let _ = handle(&stream, render.as_ref(), limits);
+            active.fetch_sub(1, Ordering::AcqRel);
+        });
+        if spawned.is_err() {
+            // The closure (and its count) went with the failed spawn.
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    })?;
+    Ok(bound)
+}
+
+/// Read one line of at most `max` bytes; `None` if longer or cut.
+fn read_line(r: &mut impl BufRead, max: usize) -> std::io::Result<Option<String>> {
+    let mut line = Vec::new();
+    let n = r.take(max as u64 + 1).read_until(b'\n', &mut line)?;
+    if n == 0 || n > max || !line.ends_with(b"\n") {
+        return Ok(None);
+    }
+    Ok(Some(String::from_utf8_lossy(&line).into_owned()))
+}
+
+fn handle(stream: &TcpStream, render: &dyn Render, limits: Limits) -> std::io::Result<()> {
+    stream.set_read_timeout(Some(limits.timeout))?;
+    stream.set_write_timeout(Some(limits.timeout))?;
+    let mut reader = BufReader::new(stream);
+    let Some(line) = read_line(&mut reader, limits.line)? else {
+        return respond(stream, "431 Request Header Fields Too Large", "request line too long\n");
+    };
+    let mut left = limits.headers;
+    loop {
+        let Some(h) = read_line(&mut reader, left)? else {
+            return respond(stream, "431 Request Header Fields Too Large", "headers too large\n");
+        };
+        left -= h.len();
+        if h == "\r\n" || h == "\n" {
+            break;
+        }
+    }
+    let mut parts = line.split_whitespace();
+    let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    match (method, path) {
+        ("GET", "/metrics") => match render.render() {
+            Ok(body) => respond(stream, "200 OK", &body),
+            Err(e) => respond(stream, "500 Internal Server Error", &format!("{e}\n")),
+        },
+        ("GET", _) => respond(stream, "404 Not Found", "only /metrics here\n"),
+        _ => respond(stream, "405 Method Not Allowed", "GET /metrics\n"),
+    }
+}
+
+fn respond(mut stream: &TcpStream, status: &str, body: &str) -> std::io::Result<()> {
+    write!(
+        stream,
+        "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )?;
+    stream.flush()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use std::time::Instant;
+
+    fn start(limits: Limits) -> SocketAddr {
+        serve("127.0.0.1:0".parse().unwrap(), "test-metrics", Arc::new(|| Ok::<_, String>("up 1\n".into())), limits)
+            .unwrap()
+    }
+
+    fn ask(addr: SocketAddr, request: &[u8]) -> String {
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.write_all(request).unwrap();
+        let mut out = String::new();
+        let _ = s.read_to_string(&mut out);
+        out
+    }
+
+    #[test]
+    fn serves_metrics_and_refuses_the_rest() {
+        let a = start(Limits::default());
+        let ok = ask(a, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
+        assert!(ok.starts_with("HTTP/1.1 200 OK") && ok.ends_with("up 1\n"), "{ok}");
+        assert!(ask(a, b"GET / HTTP/1.1\r\n\r\n").starts_with("HTTP/1.1 404"));
+        assert!(ask(a, b"POST /metrics HTTP/1.1\r\n\r\n").starts_with("HTTP/1.1 405"));
+        let long = format!("GET /{} HTTP/1.1\r\n\r\n", "a".repeat(10_000));
+        assert!(ask(a, long.as_bytes()).starts_with("HTTP/1.1 431"));
+        let many = format!("GET /metrics HTTP/1.1\r\n{}\r\n", "X-Pad: 0123456789abcdef\r\n".repeat(2000));
+        assert!(ask(a, many.as_bytes()).starts_with("HTTP/1.1 431"));
+    }
+
+    #[test]
+    fn idle_clients_are_dropped_and_cannot_crowd_out_a_scrape() {
+        let limits = Limits { connections: 4, timeout: Duration::from_millis(300), ..Limits::default() };
+        let a = start(limits);
+        // Eight clients that say nothing: four are served (and time out),
+        // four are closed at once.
+        let idle: Vec<TcpStream> = (0..8).map(|_| TcpStream::connect(a).unwrap()).collect();
+        let t = Instant::now();
+        let mut served = false;
+        while t.elapsed() < Duration::from_secs(5) {
+            if ask(a, b"GET /metrics HTTP/1.1\r\n\r\n").starts_with("HTTP/1.1 200") {
+                served = true;
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert!(served, "a scrape never got through the idle connections");
+        assert!(t.elapsed() < Duration::from_secs(3), "took {:?}", t.elapsed());
+        drop(idle);
+    }
+}
