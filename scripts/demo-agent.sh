@@ -34,11 +34,11 @@ python3 - "$W/run1.json" "$W/run2.json" <<'PY'
 import json, sys
 rows = [json.load(open(p)) for p in sys.argv[1:]]
 mib = lambda b: f"{b / 2**20:8.1f} MiB"
-print(f"{'gen':>3} {'kind':<12} {'read':>12} {'written':>12} {'cleared':>12} {'unchanged':>10} {'time':>8}")
+print(f"{'gen':>3} {'kind':<12} {'read':>12} {'zero':>12} {'unchanged':>12} {'written':>12} {'cleared':>12} {'time':>8}")
 for r in rows:
     kind = "full" if r["full_sync"] else "incremental"
-    print(f"{r['generation']:>3} {kind:<12} {mib(r['bytes_read'])} {mib(r['bytes_written'])} "
-          f"{mib(r['bytes_cleared'])} {r['chunks_unchanged']:>10} {r['seconds']:>7.2f}s")
+    print(f"{r['generation']:>3} {kind:<12} {mib(r['bytes_read'])} {mib(r['bytes_zero'])} "
+          f"{mib(r['bytes_unchanged'])} {mib(r['bytes_written'])} {mib(r['bytes_cleared'])} {r['seconds']:>7.2f}s")
 PY
 
 say "6. the same disk through the zstd relay: a receiver (TLS, self-signed, token), a sync pinned to its certificate"

@@ -91,11 +91,11 @@ say "6. the runs"
 python3 - "$W/runs.json" <<'PY'
 import json, sys
 mib = lambda b: f"{b / 2**20:9.1f} MiB"
-print(f"{'run':<27} {'disks':<26} {'read':>13} {'sent':>13} {'skipped':>13} {'time':>8}")
+print(f"{'run':<27} {'disks':<26} {'read':>13} {'written':>13} {'unchanged':>13} {'zero':>13} {'time':>8}")
 for r in reversed(json.load(open(sys.argv[1]))):
     run, disks = r["run"], r["disks"]
     kinds = ", ".join(f"{d['disk']} g{d['generation']} {'full' if d['full_sync'] else 'incr'}" for d in disks)
-    print(f"{run['id']:<27} {kinds:<26} {mib(run['bytes_read'])} {mib(run['bytes_sent'])} "
-          f"{mib(run['bytes_skipped'])} {run['duration_ms'] / 1000:7.2f}s")
+    print(f"{run['id']:<27} {kinds:<26} {mib(run['bytes_read'])} {mib(run['bytes_written'])} "
+          f"{mib(run['bytes_unchanged'])} {mib(run['bytes_zero'])} {run['duration_ms'] / 1000:7.2f}s")
 PY
 "$DISKFERRY" gc >/dev/null

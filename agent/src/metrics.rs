@@ -16,8 +16,8 @@ use crate::progress::Progress;
 
 pub const BYTES_READ: &str = "diskferry_agent_bytes_read_total";
 pub const BYTES_HASHED: &str = "diskferry_agent_bytes_hashed_total";
-pub const BYTES_SKIPPED_ZERO: &str = "diskferry_agent_bytes_skipped_zero_total";
-pub const BYTES_SKIPPED_UNCHANGED: &str = "diskferry_agent_bytes_skipped_unchanged_total";
+pub const BYTES_ZERO: &str = "diskferry_agent_bytes_zero_total";
+pub const BYTES_UNCHANGED: &str = "diskferry_agent_bytes_unchanged_total";
 pub const BYTES_WRITTEN: &str = "diskferry_agent_bytes_written_total";
 pub const BYTES_CLEARED: &str = "diskferry_agent_bytes_cleared_total";
 pub const REQUESTS: &str = "diskferry_agent_requests_total";
@@ -67,18 +67,12 @@ impl Metrics {
         let bytes: Vec<ByteCounter> = vec![
             (counter(&r, BYTES_READ, "Bytes read from the source.", disk)?, |p| Progress::get(&p.bytes_read)),
             (counter(&r, BYTES_HASHED, "Bytes of data chunks hashed.", disk)?, |p| Progress::get(&p.bytes_hashed)),
-            (counter(&r, BYTES_SKIPPED_ZERO, "Bytes skipped as all-zero chunks.", disk)?, |p| {
-                Progress::get(&p.bytes_skipped_zero)
+            (counter(&r, BYTES_ZERO, "Bytes of chunks that are zero and were zero: nothing done.", disk)?, |p| {
+                Progress::get(&p.bytes_zero)
             }),
-            (
-                counter(
-                    &r,
-                    BYTES_SKIPPED_UNCHANGED,
-                    "Bytes of data chunks unchanged since the last generation.",
-                    disk,
-                )?,
-                |p| Progress::get(&p.bytes_skipped_unchanged),
-            ),
+            (counter(&r, BYTES_UNCHANGED, "Bytes of data chunks unchanged since the last generation.", disk)?, |p| {
+                Progress::get(&p.bytes_unchanged)
+            }),
             (counter(&r, BYTES_WRITTEN, "Bytes of chunks written to the destination.", disk)?, |p| {
                 Progress::get(&p.bytes_written)
             }),

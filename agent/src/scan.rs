@@ -56,8 +56,8 @@ pub struct WindowView<'a> {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct ScanStats {
     pub chunks: u64,
-    pub zero_chunks: u64,
-    pub data_chunks: u64,
+    pub chunks_zero: u64,
+    pub chunks_data: u64,
     /// Chunks skipped without a read because they lie in a hole.
     pub hole_chunks: u64,
     /// Chunks skipped without a read because the range hint leaves them out.
@@ -71,8 +71,8 @@ pub struct ScanStats {
 impl ScanStats {
     pub fn add(&mut self, o: &ScanStats) {
         self.chunks += o.chunks;
-        self.zero_chunks += o.zero_chunks;
-        self.data_chunks += o.data_chunks;
+        self.chunks_zero += o.chunks_zero;
+        self.chunks_data += o.chunks_data;
         self.hole_chunks += o.hole_chunks;
         self.hinted_chunks += o.hinted_chunks;
         self.bytes_hinted += o.bytes_hinted;
@@ -91,7 +91,7 @@ pub struct Known<'a> {
 
 /// How a chunk's state is found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Source {
+enum Origin {
     /// Read and hashed.
     Read,
     /// Wholly in a hole of the source: zero, not read.
@@ -105,7 +105,7 @@ struct Window<'a> {
     first: u64,
     offset: u64,
     /// Per chunk.
-    how: Vec<Source>,
+    how: Vec<Origin>,
     states: Vec<ChunkState>,
     /// The window in the source's mapping, or `None` to read into `buf`.
     map: Option<&'a [u8]>,
@@ -195,13 +195,13 @@ fn prepare<'a>(
         buf.set_len((bytes.end - bytes.start) as usize);
     }
     let mut states = vec![ChunkState::Zero; holes.len()];
-    let mut how: Vec<Source> = holes.iter().map(|&h| if h { Source::Hole } else { Source::Read }).collect();
+    let mut how: Vec<Origin> = holes.iter().map(|&h| if h { Origin::Hole } else { Origin::Read }).collect();
     if let Some(k) = known {
         for (j, i) in chunks.clone().enumerate() {
             let base = k.baseline.get(i as usize);
-            if let Some(b) = base.filter(|_| how[j] == Source::Read && !k.hint.touches(geometry.chunk_range(i))) {
+            if let Some(b) = base.filter(|_| how[j] == Origin::Read && !k.hint.touches(geometry.chunk_range(i))) {
                 states[j] = *b;
-                how[j] = Source::Known;
+                how[j] = Origin::Known;
             }
         }
     }
@@ -214,14 +214,14 @@ fn hash_window<'a>(source: &dyn BlockSource, geometry: Geometry, mut w: Window<'
     let (first, offset) = (w.first, w.offset);
     match &w.map {
         Some(m) => w.states.par_iter_mut().zip(&w.how).enumerate().for_each(|(k, (state, &how))| {
-            if how == Source::Read {
+            if how == Origin::Read {
                 let r = geometry.chunk_range(first + k as u64);
                 *state = ChunkState::of(&m[(r.start - offset) as usize..(r.end - offset) as usize]);
             }
         }),
         None => w.buf.par_chunks_mut(chunk).zip(w.states.par_iter_mut()).zip(&w.how).enumerate().try_for_each(
             |(k, ((slice, state), &how))| {
-                if how != Source::Read {
+                if how != Origin::Read {
                     return Ok(());
                 }
                 let at = offset + (k * chunk) as u64;
@@ -241,18 +241,18 @@ fn count(geometry: Geometry, w: &Window<'_>) -> ScanStats {
         let len = r.end - r.start;
         stats.chunks += 1;
         match how {
-            Source::Hole => stats.hole_chunks += 1,
-            Source::Known => {
+            Origin::Hole => stats.hole_chunks += 1,
+            Origin::Known => {
                 stats.hinted_chunks += 1;
                 stats.bytes_hinted += len;
             }
-            Source::Read => stats.bytes_read += len,
+            Origin::Read => stats.bytes_read += len,
         }
         if state.is_zero() {
-            stats.zero_chunks += 1;
+            stats.chunks_zero += 1;
         } else {
-            stats.data_chunks += 1;
-            if how != Source::Known {
+            stats.chunks_data += 1;
+            if how != Origin::Known {
                 stats.bytes_hashed += len;
             }
         }

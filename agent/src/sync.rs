@@ -97,8 +97,15 @@ pub fn sync_parts(
     r
 }
 
-/// The parts of a lane the scan loop changes: its sink, plan counts, time spent writing.
-type LaneMut<'a> = (&'a mut Box<dyn Sink>, &'a mut PlanStats, &'a mut Duration);
+/// A live lane as the scan loop drives it: its planner (borrowing the
+/// prior) and the parts it changes (borrowed mutably from the lane).
+struct Writer<'a> {
+    planner: Planner<'a>,
+    sink: &'a mut Box<dyn Sink>,
+    stats: &'a mut PlanStats,
+    /// Time spent handing writes to the sink.
+    writing: &'a mut Duration,
+}
 
 /// One destination of a (fan-out) sync.
 struct Lane {
@@ -158,7 +165,7 @@ fn run(
         // prior) and its sink (borrowed mutably): disjoint fields.
         // The hint's baseline is borrowed from its lane's prior, like the planners'.
         let mut baseline: Option<&[ChunkState]> = None;
-        let mut active: Vec<Option<(Planner<'_>, LaneMut<'_>)>> = lanes
+        let mut active: Vec<Option<Writer<'_>>> = lanes
             .iter_mut()
             .enumerate()
             .map(|(i, l)| {
@@ -174,7 +181,7 @@ fn run(
                     Some(o) => p.with_overrides(o),
                     None => p,
                 };
-                Some((planner, (sink, stats, writing)))
+                Some(Writer { planner, sink, stats, writing })
             })
             .collect();
         let mut failures: Vec<Option<Failure>> = active.iter().map(|_| None).collect();
@@ -182,13 +189,13 @@ fn run(
         let r = scan(source, geometry, &pool, known, |w| {
             count_scan(progress, &w);
             for (slot, failure) in active.iter_mut().zip(failures.iter_mut()) {
-                let Some((planner, (sink, stats, writing))) = slot else { continue };
-                let plan = planner.plan_window(w.first_chunk, w.states);
-                stats.add(&plan.stats);
-                count_plan(progress, &w, &plan.stats);
+                let Some(lane) = slot else { continue };
+                let plan = lane.planner.plan_window(w.first_chunk, w.states);
+                lane.stats.add(&plan.stats);
+                count_plan(progress, &plan.stats);
                 let t = Instant::now();
-                let r = sink.apply(&plan, &w);
-                **writing += t.elapsed();
+                let r = lane.sink.apply(&plan, &w);
+                *lane.writing += t.elapsed();
                 if let Err(f) = r {
                     *failure = Some(f);
                     *slot = None;
@@ -263,14 +270,15 @@ fn report(
         previous_disk_size,
         chunk_size: geometry.chunk_size().get(),
         chunks: geometry.chunk_count(),
+        chunks_zero: plan_stats.chunks_zero,
+        chunks_unchanged: plan_stats.chunks_unchanged,
         chunks_written: plan_stats.chunks_written,
         chunks_cleared: plan_stats.chunks_cleared,
-        chunks_unchanged: plan_stats.chunks_unchanged,
         chunks_suspect,
+        bytes_zero: plan_stats.bytes_zero,
+        bytes_unchanged: plan_stats.bytes_unchanged,
         bytes_written: plan_stats.bytes_written,
         bytes_cleared: plan_stats.bytes_cleared,
-        zero_chunks: scan_stats.zero_chunks,
-        data_chunks: scan_stats.data_chunks,
         bytes_read: scan_stats.bytes_read,
         seconds,
         seconds_writing: lane.writing.as_secs_f64(),
@@ -329,14 +337,12 @@ fn count_scan(p: &Progress, w: &crate::scan::WindowView<'_>) {
     Progress::add(&p.bytes_scanned, len);
     Progress::add(&p.bytes_read, st.bytes_read);
     Progress::add(&p.bytes_hashed, st.bytes_hashed);
-    // Chunks the range hint left out are unchanged, whatever they hold.
-    Progress::add(&p.bytes_skipped_unchanged, st.bytes_hinted);
-    Progress::add(&p.bytes_skipped_zero, len - st.bytes_hashed - st.bytes_hinted);
 }
 
 /// What one destination's plan for a window does (summed over destinations).
-fn count_plan(p: &Progress, w: &crate::scan::WindowView<'_>, plan: &PlanStats) {
-    Progress::add(&p.bytes_skipped_unchanged, w.stats.bytes_hashed.saturating_sub(plan.bytes_written));
+fn count_plan(p: &Progress, plan: &PlanStats) {
+    Progress::add(&p.bytes_zero, plan.bytes_zero);
+    Progress::add(&p.bytes_unchanged, plan.bytes_unchanged);
     Progress::add(&p.bytes_written, plan.bytes_written);
     Progress::add(&p.bytes_cleared, plan.bytes_cleared);
 }

@@ -77,14 +77,14 @@ fn status_file_and_metrics_describe_the_sync() {
     let disk = &final_status["disks"][0];
     assert_eq!(disk["disk_size"], 64 * MIB);
     assert_eq!(disk["bytes_written"], 12 * MIB);
-    assert_eq!(disk["bytes_skipped_zero"], 52 * MIB);
+    assert_eq!(disk["bytes_zero"], 52 * MIB);
     assert!(final_status["requests"]["ok"].as_u64().unwrap() > 3);
 
     for name in [
         "diskferry_agent_bytes_read_total",
         "diskferry_agent_bytes_hashed_total",
-        "diskferry_agent_bytes_skipped_zero_total",
-        "diskferry_agent_bytes_skipped_unchanged_total",
+        "diskferry_agent_bytes_zero_total",
+        "diskferry_agent_bytes_unchanged_total",
         "diskferry_agent_bytes_written_total",
         "diskferry_agent_bytes_cleared_total",
         "diskferry_agent_requests_total",

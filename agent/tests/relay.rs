@@ -20,7 +20,7 @@ use diskferry_agent::relay::{RelayAddress, Token};
 use diskferry_core::digest::Digest;
 use diskferry_core::manifest::ChunkState;
 use diskferry_core::relay::window::{encode_head, WindowHeader};
-use diskferry_core::relay::{clear_frame, data_frame, FrameHeader, Kind, HEADER_LEN};
+use diskferry_core::relay::{clear_frame, data_frame, FrameHeader, FrameKind, HEADER_LEN};
 use hyper::Method;
 use relay_common::*;
 
@@ -267,14 +267,14 @@ fn tampered_oversized_and_unauthenticated_requests_are_refused_and_change_nothin
     // A payload that does not match its digest (stored raw, one byte changed).
     let f = data_frame(0, &data, 3).unwrap();
     let h = FrameHeader::parse(&f).unwrap();
-    let mut raw = FrameHeader { kind: Kind::Raw, payload_len: MIB as u32, ..h }.encode().to_vec();
+    let mut raw = FrameHeader { kind: FrameKind::Raw, payload_len: MIB as u32, ..h }.encode().to_vec();
     raw.extend_from_slice(&data);
     raw[HEADER_LEN + 1000] ^= 1;
     assert_eq!(put(0, window(0, &[raw])), (400, "digest".to_owned()));
     // A bomb: 64 MiB of zeros declared as one 1 MiB chunk.
     let bomb = zstd::bulk::compress(&vec![0u8; 64 << 20], 3).unwrap();
     let mut b = FrameHeader {
-        kind: Kind::Zstd,
+        kind: FrameKind::Zstd,
         offset: 0,
         raw_len: MIB as u32,
         payload_len: bomb.len() as u32,
@@ -285,9 +285,10 @@ fn tampered_oversized_and_unauthenticated_requests_are_refused_and_change_nothin
     b.extend_from_slice(&bomb);
     assert_eq!(put(0, window(0, &[b])), (400, "bomb".to_owned()));
     // A frame over the 4 MiB limit (its header is refused before its payload).
-    let mut big = FrameHeader { kind: Kind::Raw, offset: 0, raw_len: 8 << 20, payload_len: 8 << 20, digest: h.digest }
-        .encode()
-        .to_vec();
+    let mut big =
+        FrameHeader { kind: FrameKind::Raw, offset: 0, raw_len: 8 << 20, payload_len: 8 << 20, digest: h.digest }
+            .encode()
+            .to_vec();
     big.extend_from_slice(&vec![1u8; 8 << 20]);
     assert_eq!(put(0, window(0, &[big])), (400, "frame".to_owned()));
     // A clear frame on the chunk that holds data.

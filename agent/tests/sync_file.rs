@@ -27,6 +27,8 @@ fn first_and_incremental_sync_are_identical() {
     assert_eq!(std::fs::metadata(&vhd).unwrap().len(), 49 * MIB + 512);
     // Only data chunks are written: 3 + 6 (5 MiB at +4 KiB spans 6) + 2.
     assert_eq!(r1["chunks_written"], 11);
+    // Zero chunks of a first sync are zero, not "unchanged": there was nothing before.
+    assert_eq!((r1["chunks_zero"].as_u64(), r1["chunks_unchanged"].as_u64()), (Some(38), Some(0)));
 
     // Change 3 chunks, zero 2 others.
     poke(&src, 20 * MIB, 4096, 7);
@@ -39,7 +41,9 @@ fn first_and_incremental_sync_are_identical() {
     assert_eq!(r2["chunks_written"], 3);
     assert_eq!(r2["chunks_cleared"], 2);
     assert!(r2["bytes_written"].as_u64().unwrap() <= 3 * MIB);
-    assert_eq!(r2["chunks_unchanged"].as_u64().unwrap(), 49 - 5);
+    // One vocabulary: the four counts partition the chunks. Of v1's 11 data
+    // chunks, one changed and two became zero; 36 are zero and were zero.
+    assert_eq!((r2["chunks_unchanged"].as_u64(), r2["chunks_zero"].as_u64()), (Some(8), Some(36)));
     assert!(identical(&src, &vhd));
 
     // Nothing changed: nothing written.
@@ -191,15 +195,15 @@ fn scan_reports_and_writes_a_manifest() {
     assert_eq!(r["disk_size"], 16 * MIB);
     assert_eq!(r["chunk_size"], MIB);
     assert_eq!(r["chunks"], 16);
-    assert_eq!(r["data_chunks"], 3);
-    assert_eq!(r["zero_chunks"], 13);
+    assert_eq!(r["chunks_data"], 3);
+    assert_eq!(r["chunks_zero"], 13);
     let m = diskferry_core::manifest::Manifest::decode(&std::fs::read(&man).unwrap()).unwrap();
     assert_eq!(m.chunks.iter().filter(|c| !c.is_zero()).count(), 3);
     // pread gives the same answer as mmap.
     let p = run_json(&["scan", src.to_str().unwrap(), "--json", "--io", "pread", "--threads", "1"]);
     assert_eq!(
-        (p["data_chunks"].clone(), p["zero_chunks"].clone()),
-        (r["data_chunks"].clone(), r["zero_chunks"].clone())
+        (p["chunks_data"].clone(), p["chunks_zero"].clone()),
+        (r["chunks_data"].clone(), r["chunks_zero"].clone())
     );
 }
 

@@ -100,24 +100,24 @@ pub struct Mix {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
+pub enum FrameKind {
     Hole,
     Random,
     Text,
 }
 
 /// The kind of every extent of an image of `extents` extents, scattered.
-pub fn layout(extents: u64, mix: Mix, seed: u64) -> Vec<Kind> {
+pub fn layout(extents: u64, mix: Mix, seed: u64) -> Vec<FrameKind> {
     let random = extents * mix.random / 100;
     let text = extents * mix.text / 100;
-    let mut kinds: Vec<Kind> = (0..extents)
+    let mut kinds: Vec<FrameKind> = (0..extents)
         .map(|i| {
             if i < random {
-                Kind::Random
+                FrameKind::Random
             } else if i < random + text {
-                Kind::Text
+                FrameKind::Text
             } else {
-                Kind::Hole
+                FrameKind::Hole
             }
         })
         .collect();
@@ -140,9 +140,9 @@ pub fn generate(path: &Path, size: u64, mix: Mix, seed: u64) -> io::Result<()> {
         let off = i as u64 * EXTENT;
         let len = EXTENT.min(size - off) as usize;
         match kind {
-            Kind::Hole => continue,
-            Kind::Random => rng.fill(&mut buf[..len]),
-            Kind::Text => fill_text(&mut rng, &mut buf[..len]),
+            FrameKind::Hole => continue,
+            FrameKind::Random => rng.fill(&mut buf[..len]),
+            FrameKind::Text => fill_text(&mut rng, &mut buf[..len]),
         }
         f.write_all_at(&buf[..len], off)?;
     }
@@ -216,10 +216,10 @@ mod tests {
     #[test]
     fn layout_is_scattered_and_proportional() {
         let k = layout(1000, Mix { random: 25, text: 10 }, 1);
-        assert_eq!(k.iter().filter(|&&x| x == Kind::Random).count(), 250);
-        assert_eq!(k.iter().filter(|&&x| x == Kind::Text).count(), 100);
+        assert_eq!(k.iter().filter(|&&x| x == FrameKind::Random).count(), 250);
+        assert_eq!(k.iter().filter(|&&x| x == FrameKind::Text).count(), 100);
         // Scattered: the first quarter is not all random.
-        assert!(k[..250].iter().filter(|&&x| x == Kind::Random).count() < 150);
+        assert!(k[..250].iter().filter(|&&x| x == FrameKind::Random).count() < 150);
         assert_eq!(k, layout(1000, Mix { random: 25, text: 10 }, 1));
     }
 }

@@ -17,10 +17,10 @@ use std::collections::BTreeSet;
 
 use anyhow::Result;
 
-use crate::cloud::{Cloud, Kind};
+use crate::cloud::{Cloud, ResourceKind};
 use crate::execute::now;
 use crate::owner;
-use crate::store::{rstate, status, Store};
+use crate::store::{resource_state, status, Store};
 
 #[derive(Debug, Default, serde::Serialize)]
 pub struct GcReport {
@@ -48,19 +48,19 @@ pub fn gc(cloud: &dyn Cloud, store: &Store) -> Result<GcReport> {
     let mut retained = BTreeSet::new();
     // In teardown order (workers, temporary disks, snapshots).
     let mut resources = store.live_resources()?;
-    resources.sort_by_key(|r| Kind::parse(&r.kind).map_or(u8::MAX, Kind::teardown_rank));
+    resources.sort_by_key(|r| ResourceKind::parse(&r.kind).map_or(u8::MAX, ResourceKind::teardown_rank));
     for r in resources {
-        if r.state == rstate::RETAINED {
+        if r.state == resource_state::RETAINED {
             retained.insert(r.name.clone());
             continue;
         }
         if live_runs.contains(&r.run_id) && r.expires_at > t {
             continue;
         }
-        let Some(kind) = Kind::parse(&r.kind) else { continue };
+        let Some(kind) = ResourceKind::parse(&r.kind) else { continue };
         match cloud.delete(kind, &r.name) {
             Ok(()) => {
-                store.set_resource_state(&r.name, rstate::DELETED, now())?;
+                store.set_resource_state(&r.name, resource_state::DELETED, now())?;
                 report.deleted.push((r.kind, r.name));
             }
             Err(e) => report.failed.push((r.kind, r.name, format!("{e:#}"))),
@@ -90,7 +90,7 @@ pub fn gc(cloud: &dyn Cloud, store: &Store) -> Result<GcReport> {
         match cloud.delete(f.kind, &f.name) {
             Ok(()) => {
                 if store.resource(&f.name)?.is_some() {
-                    store.set_resource_state(&f.name, rstate::DELETED, now())?;
+                    store.set_resource_state(&f.name, resource_state::DELETED, now())?;
                 }
                 report.deleted.push((f.kind.as_str().into(), f.name));
             }

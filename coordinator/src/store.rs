@@ -74,6 +74,19 @@ const MIGRATIONS: &[&str] = &[
         updated_at BIGINT NOT NULL
     );
     ALTER TABLE replicas ADD COLUMN stop_source INTEGER NOT NULL DEFAULT 0;",
+    // One vocabulary for what a sync did with the disk: zero, unchanged,
+    // written, cleared (bytes_skipped lumped zero and unchanged together).
+    // Rows from before keep zeros there: the split was not recorded.
+    "ALTER TABLE run_disks ADD COLUMN bytes_zero BIGINT NOT NULL DEFAULT 0;
+    ALTER TABLE run_disks ADD COLUMN bytes_unchanged BIGINT NOT NULL DEFAULT 0;
+    ALTER TABLE run_disks ADD COLUMN bytes_written BIGINT NOT NULL DEFAULT 0;
+    ALTER TABLE run_disks ADD COLUMN bytes_cleared BIGINT NOT NULL DEFAULT 0;
+    ALTER TABLE run_disks DROP COLUMN bytes_skipped;
+    ALTER TABLE runs ADD COLUMN bytes_zero BIGINT NOT NULL DEFAULT 0;
+    ALTER TABLE runs ADD COLUMN bytes_unchanged BIGINT NOT NULL DEFAULT 0;
+    ALTER TABLE runs ADD COLUMN bytes_written BIGINT NOT NULL DEFAULT 0;
+    ALTER TABLE runs ADD COLUMN bytes_cleared BIGINT NOT NULL DEFAULT 0;
+    ALTER TABLE runs DROP COLUMN bytes_skipped;",
 ];
 
 /// Run states as stored.
@@ -88,7 +101,7 @@ pub mod status {
 }
 
 /// Resource states as stored.
-pub mod rstate {
+pub mod resource_state {
     /// Recorded; creation may or may not have happened.
     pub const PLANNED: &str = "planned";
     pub const CREATED: &str = "created";
@@ -126,9 +139,14 @@ pub struct Run {
     pub duration_ms: Option<i64>,
     pub owner_pid: Option<i64>,
     pub owner_start: Option<i64>,
+    /// Summed over its disks (each disk's source is read once).
     pub bytes_read: u64,
+    /// Summed over disks and destinations, like the four below.
     pub bytes_sent: u64,
-    pub bytes_skipped: u64,
+    pub bytes_zero: u64,
+    pub bytes_unchanged: u64,
+    pub bytes_written: u64,
+    pub bytes_cleared: u64,
     pub error: Option<String>,
 }
 
@@ -142,9 +160,15 @@ pub struct RunDisk {
     pub full_sync: bool,
     /// Why the agent could not sync incrementally.
     pub full_sync_reason: Option<String>,
+    /// Read from the source (the same for every destination of the disk).
     pub bytes_read: u64,
+    /// Over the wire (or written, for a file destination).
     pub bytes_sent: u64,
-    pub bytes_skipped: u64,
+    /// What the sync did with the disk: the four add up to its size.
+    pub bytes_zero: u64,
+    pub bytes_unchanged: u64,
+    pub bytes_written: u64,
+    pub bytes_cleared: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -302,7 +326,8 @@ impl Store {
         let tx = self.conn.unchecked_transaction()?;
         tx.execute(
             "INSERT INTO run_disks (run_id, disk, destination, generation, full_sync, full_sync_reason, bytes_read,
-             bytes_sent, bytes_skipped) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+             bytes_sent, bytes_zero, bytes_unchanged, bytes_written, bytes_cleared)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
             params![
                 d.run_id,
                 d.disk,
@@ -312,17 +337,24 @@ impl Store {
                 d.full_sync_reason,
                 d.bytes_read as i64,
                 d.bytes_sent as i64,
-                d.bytes_skipped as i64
+                d.bytes_zero as i64,
+                d.bytes_unchanged as i64,
+                d.bytes_written as i64,
+                d.bytes_cleared as i64
             ],
         )?;
         tx.execute(
             "UPDATE runs SET bytes_read = bytes_read + ?2, bytes_sent = bytes_sent + ?3,
-             bytes_skipped = bytes_skipped + ?4 WHERE id = ?1",
+             bytes_zero = bytes_zero + ?4, bytes_unchanged = bytes_unchanged + ?5,
+             bytes_written = bytes_written + ?6, bytes_cleared = bytes_cleared + ?7 WHERE id = ?1",
             params![
                 d.run_id,
                 if d.destination == 0 { d.bytes_read as i64 } else { 0 },
                 d.bytes_sent as i64,
-                if d.destination == 0 { d.bytes_skipped as i64 } else { 0 }
+                d.bytes_zero as i64,
+                d.bytes_unchanged as i64,
+                d.bytes_written as i64,
+                d.bytes_cleared as i64
             ],
         )?;
         tx.commit()?;
@@ -395,13 +427,13 @@ impl Store {
         self.conn.execute(
             "INSERT INTO resources (name, run_id, replica, kind, disk, state, created_at, expires_at)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-            params![r.name, r.run_id, r.replica, r.kind, r.disk, rstate::PLANNED, r.created_at, r.expires_at],
+            params![r.name, r.run_id, r.replica, r.kind, r.disk, resource_state::PLANNED, r.created_at, r.expires_at],
         )?;
         Ok(())
     }
 
     pub fn set_resource_state(&self, name: &str, state: &str, now: i64) -> Result<()> {
-        let deleted_at = (state == rstate::DELETED).then_some(now);
+        let deleted_at = (state == resource_state::DELETED).then_some(now);
         self.conn.execute(
             "UPDATE resources SET state = ?2, deleted_at = ?3 WHERE name = ?1",
             params![name, state, deleted_at],
@@ -456,9 +488,10 @@ impl Store {
 }
 
 const RUN_SELECT: &str = "SELECT id, replica, trigger_kind, status, phase, started_at, finished_at, duration_ms, \
-owner_pid, owner_start, bytes_read, bytes_sent, bytes_skipped, error FROM runs";
+owner_pid, owner_start, bytes_read, bytes_sent, bytes_zero, bytes_unchanged, bytes_written, bytes_cleared, error \
+FROM runs";
 const DISK_SELECT: &str = "SELECT run_id, disk, destination, generation, full_sync, full_sync_reason, bytes_read, \
-bytes_sent, bytes_skipped FROM run_disks";
+bytes_sent, bytes_zero, bytes_unchanged, bytes_written, bytes_cleared FROM run_disks";
 const RES_SELECT: &str = "SELECT name, run_id, replica, kind, disk, state, created_at, expires_at FROM resources";
 
 fn insert_run(conn: &Connection, run: &Run) -> Result<()> {
@@ -513,8 +546,11 @@ fn run_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Run> {
         owner_start: r.get(9)?,
         bytes_read: r.get::<_, i64>(10)? as u64,
         bytes_sent: r.get::<_, i64>(11)? as u64,
-        bytes_skipped: r.get::<_, i64>(12)? as u64,
-        error: r.get(13)?,
+        bytes_zero: r.get::<_, i64>(12)? as u64,
+        bytes_unchanged: r.get::<_, i64>(13)? as u64,
+        bytes_written: r.get::<_, i64>(14)? as u64,
+        bytes_cleared: r.get::<_, i64>(15)? as u64,
+        error: r.get(16)?,
     })
 }
 
@@ -528,7 +564,10 @@ fn run_disk_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunDisk> {
         full_sync_reason: r.get(5)?,
         bytes_read: r.get::<_, i64>(6)? as u64,
         bytes_sent: r.get::<_, i64>(7)? as u64,
-        bytes_skipped: r.get::<_, i64>(8)? as u64,
+        bytes_zero: r.get::<_, i64>(8)? as u64,
+        bytes_unchanged: r.get::<_, i64>(9)? as u64,
+        bytes_written: r.get::<_, i64>(10)? as u64,
+        bytes_cleared: r.get::<_, i64>(11)? as u64,
     })
 }
 
@@ -576,7 +615,10 @@ mod tests {
             owner_start: Some(1),
             bytes_read: 0,
             bytes_sent: 0,
-            bytes_skipped: 0,
+            bytes_zero: 0,
+            bytes_unchanged: 0,
+            bytes_written: 0,
+            bytes_cleared: 0,
             error: None,
         }
     }
@@ -613,7 +655,10 @@ mod tests {
             full_sync_reason: Some("first".into()),
             bytes_read: 10,
             bytes_sent: 5,
-            bytes_skipped: 3,
+            bytes_zero: 3,
+            bytes_unchanged: 0,
+            bytes_written: 0,
+            bytes_cleared: 0,
         })
         .unwrap();
         s.finish_run("r1", status::SUCCEEDED, 20, Some(1500), None).unwrap();

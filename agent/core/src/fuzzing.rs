@@ -5,7 +5,7 @@ use crate::geometry::{ChunkSize, Geometry};
 use crate::job::JobSpec;
 use crate::journal;
 use crate::manifest::Manifest;
-use crate::relay::{self, Kind};
+use crate::relay::{self, FrameKind};
 use crate::vhd::Footer;
 
 /// The manifest decoder never panics, and what it accepts re-encodes to a
@@ -35,7 +35,7 @@ pub fn relay_frame(data: &[u8]) {
     if let Ok(frames) = relay::split(data) {
         for (h, payload) in frames {
             if let Ok(raw) = h.open(payload) {
-                let want = if h.kind == Kind::Clear { 0 } else { h.raw_len as usize };
+                let want = if h.kind == FrameKind::Clear { 0 } else { h.raw_len as usize };
                 assert_eq!(raw.len(), want);
             }
         }

@@ -188,22 +188,31 @@ pub enum Baseline<'a> {
 
 /// What one plan does, counted per chunk and per byte.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// What a plan does with each chunk, in the one vocabulary every report
+/// uses; the four chunk counts partition the chunks planned.
 pub struct PlanStats {
-    pub chunks_written: u64,
-    pub chunks_cleared: u64,
+    /// Zero now, and known zero at the destination: nothing to do.
+    pub chunks_zero: u64,
+    /// Data whose digest the destination already holds: nothing to do.
     pub chunks_unchanged: u64,
-    /// Current chunks that are zero (whether or not they needed a clear).
-    pub zero_chunks: u64,
+    /// Data the destination does not hold: written.
+    pub chunks_written: u64,
+    /// Zero now, maybe not at the destination: cleared.
+    pub chunks_cleared: u64,
+    pub bytes_zero: u64,
+    pub bytes_unchanged: u64,
     pub bytes_written: u64,
     pub bytes_cleared: u64,
 }
 
 impl PlanStats {
     pub fn add(&mut self, o: &PlanStats) {
+        self.chunks_zero += o.chunks_zero;
+        self.chunks_unchanged += o.chunks_unchanged;
         self.chunks_written += o.chunks_written;
         self.chunks_cleared += o.chunks_cleared;
-        self.chunks_unchanged += o.chunks_unchanged;
-        self.zero_chunks += o.zero_chunks;
+        self.bytes_zero += o.bytes_zero;
+        self.bytes_unchanged += o.bytes_unchanged;
         self.bytes_written += o.bytes_written;
         self.bytes_cleared += o.bytes_cleared;
     }
@@ -321,14 +330,14 @@ impl<'a> Planner<'a> {
             let prior = self.prior(i);
             match (state, prior) {
                 (ChunkState::Zero, Prior::Zero) => {
-                    plan.stats.zero_chunks += 1;
+                    plan.stats.chunks_zero += 1;
+                    plan.stats.bytes_zero += r.len();
+                }
+                (ChunkState::Zero, _) => plan.push(Step::Clear, r),
+                (ChunkState::Data(d), Prior::Data(p)) if *d == p => {
                     plan.stats.chunks_unchanged += 1;
+                    plan.stats.bytes_unchanged += r.len();
                 }
-                (ChunkState::Zero, _) => {
-                    plan.stats.zero_chunks += 1;
-                    plan.push(Step::Clear, r);
-                }
-                (ChunkState::Data(d), Prior::Data(p)) if *d == p => plan.stats.chunks_unchanged += 1,
                 (ChunkState::Data(_), _) => plan.push(Step::Write, r),
             }
         }
@@ -458,7 +467,8 @@ mod tests {
                 .sum();
             prop_assert_eq!(plan.stats.bytes_written, changed);
             let s = plan.stats;
-            prop_assert_eq!(s.chunks_written + s.chunks_cleared + s.chunks_unchanged, cg.chunk_count());
+            prop_assert_eq!(s.chunks_zero + s.chunks_unchanged + s.chunks_written + s.chunks_cleared, cg.chunk_count());
+            prop_assert_eq!(s.bytes_zero + s.bytes_unchanged + s.bytes_written + s.bytes_cleared, cg.disk_size());
 
             // Window by window gives the same writes and clears as one pass
             // (windows are a whole number of 4 MiB, as the agent uses them).
@@ -518,6 +528,7 @@ mod tests {
         let plan = diff(g, &[d, d, d, z], g, &[d, z, z, z]);
         assert!(plan.writes.is_empty());
         assert_eq!(plan.clears, vec![ByteRange::new(1 << 20, 3 << 20)]);
-        assert_eq!((plan.stats.chunks_cleared, plan.stats.chunks_unchanged, plan.stats.bytes_written), (2, 2, 0));
+        assert_eq!((plan.stats.chunks_cleared, plan.stats.chunks_unchanged, plan.stats.chunks_zero), (2, 1, 1));
+        assert_eq!(plan.stats.bytes_written, 0);
     }
 }

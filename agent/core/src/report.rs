@@ -58,15 +58,21 @@ pub struct SyncReport {
     pub previous_disk_size: Option<u64>,
     pub chunk_size: u64,
     pub chunks: u64,
-    pub chunks_written: u64,
-    pub chunks_cleared: u64,
+    /// Zero, and zero at the destination already: nothing done.
+    pub chunks_zero: u64,
+    /// Data the destination held already: nothing done.
     pub chunks_unchanged: u64,
-    /// Chunks an interrupted earlier run touched, rewritten whatever they hold.
+    pub chunks_written: u64,
+    /// Became zero: cleared.
+    pub chunks_cleared: u64,
+    /// Of written and cleared: chunks an interrupted earlier run touched,
+    /// rewritten whatever they hold.
     pub chunks_suspect: u64,
+    pub bytes_zero: u64,
+    pub bytes_unchanged: u64,
     pub bytes_written: u64,
     pub bytes_cleared: u64,
-    pub zero_chunks: u64,
-    pub data_chunks: u64,
+    /// Bytes read from the source (zero chunks in holes and hinted chunks are not).
     pub bytes_read: u64,
     pub seconds: f64,
     /// Of `seconds`: time spent handing writes and clears to the destination.
@@ -79,7 +85,7 @@ pub struct SyncReport {
     /// What became of a range hint: `used: ...` or `ignored: why`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hint: Option<String>,
-    /// Chunks the hint let the scan skip without reading.
+    /// Of unchanged and zero: chunks the hint let the scan skip without reading.
     pub chunks_hinted: u64,
 }
 
@@ -130,8 +136,9 @@ pub struct DiskStatus {
     pub bytes_scanned: u64,
     pub bytes_read: u64,
     pub bytes_hashed: u64,
-    pub bytes_skipped_zero: u64,
-    pub bytes_skipped_unchanged: u64,
+    /// Planned so far, summed over destinations: zero, unchanged, written, cleared.
+    pub bytes_zero: u64,
+    pub bytes_unchanged: u64,
     pub bytes_written: u64,
     pub bytes_cleared: u64,
     /// Bytes a remote destination has acknowledged (none for files).

@@ -88,11 +88,11 @@ fn journal_bytes_are_pinned() {
 /// format may not).
 #[test]
 fn relay_frame_bytes_are_pinned() {
-    use diskferry_core::relay::{clear_frame, data_frame, FrameHeader, Kind, HEADER_LEN};
+    use diskferry_core::relay::{clear_frame, data_frame, FrameHeader, FrameKind, HEADER_LEN};
     let mut raw = vec![0u8; 1024];
     blake3::Hasher::new().update(b"relay golden").finalize_xof().fill(&mut raw);
     let f = data_frame(3 << 20, &raw, 3).unwrap();
-    assert_eq!(FrameHeader::parse(&f).unwrap().kind, Kind::Raw);
+    assert_eq!(FrameHeader::parse(&f).unwrap().kind, FrameKind::Raw);
     assert_eq!(golden("relay-frame-v1-raw.bin", &f), f);
     let c = clear_frame(1 << 30, 4 << 20);
     assert_eq!(golden("relay-frame-v1-clear.bin", &c), c);
@@ -100,7 +100,7 @@ fn relay_frame_bytes_are_pinned() {
     let text: Vec<u8> = b"block by block, only what changed. ".iter().copied().cycle().take(8192).collect();
     let z = golden("relay-frame-v1-zstd.bin", &data_frame(1 << 20, &text, 3).unwrap());
     let h = FrameHeader::parse(&z).unwrap();
-    assert_eq!((h.kind, h.offset, h.raw_len), (Kind::Zstd, 1 << 20, 8192));
+    assert_eq!((h.kind, h.offset, h.raw_len), (FrameKind::Zstd, 1 << 20, 8192));
     assert_eq!(h.open(&z[HEADER_LEN..]).unwrap(), text);
 }
 
@@ -153,14 +153,15 @@ fn status() -> diskferry_core::report::Status {
         previous_disk_size: Some(8 << 30),
         chunk_size: 1 << 20,
         chunks: 8192,
+        chunks_zero: 5999,
+        chunks_unchanged: 2180,
         chunks_written: 12,
         chunks_cleared: 1,
-        chunks_unchanged: 8179,
         chunks_suspect: 0,
+        bytes_zero: 5999 << 20,
+        bytes_unchanged: 2180 << 20,
         bytes_written: 12 << 20,
         bytes_cleared: 1 << 20,
-        zero_chunks: 6000,
-        data_chunks: 2192,
         bytes_read: 2192 << 20,
         seconds: 3.5,
         seconds_writing: 0.25,
@@ -188,8 +189,8 @@ fn status() -> diskferry_core::report::Status {
         bytes_scanned: 8 << 30,
         bytes_read: 2192 << 20,
         bytes_hashed: 2192 << 20,
-        bytes_skipped_zero: 6000 << 20,
-        bytes_skipped_unchanged: 2180 << 20,
+        bytes_zero: 5999 << 20,
+        bytes_unchanged: 2180 << 20,
         bytes_written: 12 << 20,
         bytes_cleared: 1 << 20,
         bytes_sent: Some((12 << 20) + 512),

@@ -306,9 +306,10 @@ struct ScanReport {
     disk_size: u64,
     chunk_size: u64,
     chunks: u64,
-    zero_chunks: u64,
-    data_chunks: u64,
-    hole_chunks: u64,
+    chunks_zero: u64,
+    chunks_data: u64,
+    /// Of the zero chunks: those in holes of the source, not read.
+    chunks_hole: u64,
     bytes_read: u64,
     bytes_hashed: u64,
     threads: usize,
@@ -341,9 +342,9 @@ fn run_scan(a: ScanArgs) -> Result<(), Failure> {
         disk_size: geometry.disk_size(),
         chunk_size: geometry.chunk_size().get(),
         chunks: stats.chunks,
-        zero_chunks: stats.zero_chunks,
-        data_chunks: stats.data_chunks,
-        hole_chunks: stats.hole_chunks,
+        chunks_zero: stats.chunks_zero,
+        chunks_data: stats.chunks_data,
+        chunks_hole: stats.hole_chunks,
         bytes_read: stats.bytes_read,
         bytes_hashed: stats.bytes_hashed,
         threads,
@@ -360,10 +361,10 @@ fn run_scan(a: ScanArgs) -> Result<(), Failure> {
         let _ = writeln!(
             o,
             "  data chunks {:>10}  ({})\n  zero chunks {:>10}  ({} of them holes, not read)",
-            r.data_chunks,
+            r.chunks_data,
             human(r.bytes_hashed),
-            r.zero_chunks,
-            r.hole_chunks
+            r.chunks_zero,
+            r.chunks_hole
         );
         let _ = writeln!(
             o,
@@ -516,13 +517,15 @@ fn print_sync(r: &SyncReport) {
     }
     let _ = writeln!(
         o,
-        "  chunks: {} written ({}), {} cleared ({}), {} unchanged, of {}",
+        "  chunks: {} zero, {} unchanged, {} written ({}), {} cleared ({}), of {}; read {}",
+        r.chunks_zero,
+        r.chunks_unchanged,
         r.chunks_written,
         human(r.bytes_written),
         r.chunks_cleared,
         human(r.bytes_cleared),
-        r.chunks_unchanged,
-        r.chunks
+        r.chunks,
+        human(r.bytes_read)
     );
     if let Some(w) = &r.wire {
         let zstd = if w.bytes_raw > w.bytes_sent {

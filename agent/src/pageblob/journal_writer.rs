@@ -14,7 +14,7 @@ use bytes::Bytes;
 use diskferry_core::journal::JournalHeader;
 use tokio::sync::{mpsc, oneshot};
 
-use super::sink::Flight;
+use super::sink::UploadState;
 use diskferry_blob::PageStore;
 
 /// How often acks alone are appended: what a kill can make a rerun resend
@@ -28,12 +28,31 @@ struct Intents {
     durable: oneshot::Sender<bool>,
 }
 
+/// Whether the writer goes on, and how it stops (kept in an `AtomicU8`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+enum Stop {
+    Running = 0,
+    /// Acks are no longer needed: a commit follows.
+    DropAcks = 1,
+    /// Append the acks, then stop: the generation stays open.
+    KeepAcks = 2,
+}
+
+impl Stop {
+    fn load(a: &AtomicU8) -> Self {
+        match a.load(Ordering::Acquire) {
+            0 => Stop::Running,
+            1 => Stop::DropAcks,
+            _ => Stop::KeepAcks,
+        }
+    }
+}
+
 /// Handle to the running writer.
 #[derive(Debug)]
 pub struct JournalWriter {
     tx: Option<mpsc::UnboundedSender<Intents>>,
-    /// 0 running; 1 stop, acks no longer needed (a commit follows); 2 stop
-    /// after appending the acks (the generation stays open).
     stop: Arc<AtomicU8>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -45,10 +64,10 @@ impl JournalWriter {
         store: Arc<S>,
         name: String,
         header: JournalHeader,
-        flight: Arc<Mutex<Flight>>,
+        flight: Arc<Mutex<UploadState>>,
     ) -> Self {
         let (tx, mut rx) = mpsc::unbounded_channel::<Intents>();
-        let stop = Arc::new(AtomicU8::new(0));
+        let stop = Arc::new(AtomicU8::new(Stop::Running as u8));
         let stopping = stop.clone();
         let task = rt.spawn(async move {
             loop {
@@ -60,13 +79,16 @@ impl JournalWriter {
                 while let Ok(m) = rx.try_recv() {
                     waiting.push(m);
                 }
-                let mode = stopping.load(Ordering::Acquire);
-                let done = mode != 0;
+                let mode = Stop::load(&stopping);
+                let done = mode != Stop::Running;
                 // Once every write has finished before a commit, acks no
                 // longer matter: the manifest about to be published
                 // supersedes the journal.
-                let acks =
-                    if mode == 1 { Vec::new() } else { flight.lock().map(|mut f| f.take_acks()).unwrap_or_default() };
+                let acks = if mode == Stop::DropAcks {
+                    Vec::new()
+                } else {
+                    flight.lock().map(|mut f| f.take_acks()).unwrap_or_default()
+                };
                 let mut payload = header.records(&acks);
                 for w in &waiting {
                     payload.extend_from_slice(&w.bytes);
@@ -104,7 +126,8 @@ impl JournalWriter {
     /// the generation stays open for a later run to resume); call once
     /// every write has finished.
     pub fn stop(mut self, rt: &tokio::runtime::Runtime, keep_acks: bool) {
-        self.stop.store(if keep_acks { 2 } else { 1 }, Ordering::Release);
+        let mode = if keep_acks { Stop::KeepAcks } else { Stop::DropAcks };
+        self.stop.store(mode as u8, Ordering::Release);
         self.tx = None;
         let _ = rt.block_on(&mut self.task);
     }

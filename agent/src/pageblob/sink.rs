@@ -94,12 +94,12 @@ pub fn explain(e: StoreError) -> Failure {
 
 /// State shared with the upload tasks and the journal writer.
 #[derive(Debug, Default)]
-pub struct Flight {
+pub struct UploadState {
     acks: Vec<Record>,
     error: Option<StoreError>,
 }
 
-impl Flight {
+impl UploadState {
     /// The acks collected since the last call.
     pub fn take_acks(&mut self) -> Vec<Record> {
         std::mem::take(&mut self.acks)
@@ -127,12 +127,14 @@ pub struct PageBlobSink<S: PageStore> {
     /// Requests in flight (`--concurrency`).
     requests: Arc<Semaphore>,
     tasks: JoinSet<()>,
-    flight: Arc<Mutex<Flight>>,
+    flight: Arc<Mutex<UploadState>>,
     /// Appends intents and acks to the journal (group commit).
     journal_writer: Option<JournalWriter>,
     /// The blob's size as `prior` found it.
     prior_size: Option<u64>,
-    plan_bytes: (u64, u64),
+    /// What this generation's plans wrote and cleared (for its recovery point).
+    planned_written: u64,
+    planned_cleared: u64,
 }
 
 impl<S: PageStore> PageBlobSink<S> {
@@ -173,7 +175,8 @@ impl<S: PageStore> PageBlobSink<S> {
             flight: Default::default(),
             journal_writer: None,
             prior_size: None,
-            plan_bytes: (0, 0),
+            planned_written: 0,
+            planned_cleared: 0,
         })
     }
 
@@ -449,8 +452,8 @@ impl<S: PageStore> Sink for PageBlobSink<S> {
             .map(|r| Record::Intent { first: r.start / chunk, end: r.end.div_ceil(chunk) })
             .collect();
         let intents = header.records(&intents);
-        self.plan_bytes.0 += plan.stats.bytes_written;
-        self.plan_bytes.1 += plan.stats.bytes_cleared;
+        self.planned_written += plan.stats.bytes_written;
+        self.planned_cleared += plan.stats.bytes_cleared;
         // Copy the window's writes (waiting for room in the byte budget: this
         // is the backpressure that bounds memory), then hand them to one task
         // that makes the intents durable before it sends any of them. The scan
@@ -550,8 +553,8 @@ impl<S: PageStore> Sink for PageBlobSink<S> {
             snapshot,
             created_unix_ms: manifest.created_unix_ms,
             disk_size: manifest.geometry.disk_size(),
-            bytes_written: self.plan_bytes.0,
-            bytes_cleared: self.plan_bytes.1,
+            bytes_written: self.planned_written,
+            bytes_cleared: self.planned_cleared,
         });
         let drop_n = points.len().saturating_sub(self.opts.keep.max(1));
         let dropped: Vec<RecoveryPoint> = points.drain(..drop_n).collect();
@@ -585,7 +588,7 @@ impl<S: PageStore> Sink for PageBlobSink<S> {
 }
 
 /// Note a finished request: its acks, or its error (the first one wins).
-fn record(flight: &Mutex<Flight>, r: Result<(), StoreError>, acks: Vec<Record>) {
+fn record(flight: &Mutex<UploadState>, r: Result<(), StoreError>, acks: Vec<Record>) {
     if let Ok(mut f) = flight.lock() {
         match r {
             Ok(()) => f.acks.extend(acks),

@@ -79,14 +79,27 @@ impl ReceiverMetrics {
     }
 
     /// A window applied: frames by kind (zstd, raw, clear), wire and raw bytes.
-    pub fn count_window(&self, (kinds, wire, raw): ([u64; 3], u64, u64)) {
+    pub fn count_window(&self, c: &FrameCounts) {
         self.windows.with_label_values(&["applied"]).inc();
-        for (k, n) in ["zstd", "raw", "clear"].iter().zip(kinds) {
+        for (k, n) in [("zstd", c.zstd), ("raw", c.raw), ("clear", c.clear)] {
             self.frames.with_label_values(&[k]).inc_by(n);
         }
-        self.wire_bytes.inc_by(wire);
-        self.raw_bytes.inc_by(raw);
+        self.wire_bytes.inc_by(c.wire_bytes);
+        self.raw_bytes.inc_by(c.raw_bytes);
     }
+}
+
+/// What one applied window carried, for the metrics.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct FrameCounts {
+    /// Frames by kind.
+    pub zstd: u64,
+    pub raw: u64,
+    pub clear: u64,
+    /// Bytes on the wire (headers and payloads).
+    pub wire_bytes: u64,
+    /// The raw bytes the data frames stand for.
+    pub raw_bytes: u64,
 }
 
 impl crate::metrics::Render for ReceiverMetrics {

@@ -11,6 +11,7 @@
 //! is durable before the commit, as for a direct sync; the journal of the
 //! receiver's sink is what a later run resumes from.
 
+use super::metrics::FrameCounts;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -20,7 +21,7 @@ use diskferry_core::manifest::ChunkState;
 use diskferry_core::manifest::Manifest;
 use diskferry_core::plan::Plan;
 use diskferry_core::relay::window::{self, WindowError};
-use diskferry_core::relay::{prior, FrameError, FrameHeader, Kind};
+use diskferry_core::relay::{prior, FrameError, FrameHeader, FrameKind};
 use rayon::prelude::*;
 use tokio::sync::{mpsc, oneshot};
 
@@ -73,8 +74,8 @@ struct Prepared {
     /// The window's bytes (only its write ranges are meaningful); aligned, so
     /// a file destination writes them directly.
     buf: AlignedBuf,
-    /// Frames by kind (zstd, raw, clear), wire bytes, raw bytes: for metrics.
-    counts: ([u64; 3], u64, u64),
+    /// What its frames carried, for metrics.
+    counts: FrameCounts,
 }
 
 enum Cmd {
@@ -405,7 +406,7 @@ impl Worker {
             bytes: &p.buf,
         };
         self.sink.apply(&p.plan, &view).map_err(|f| Reject::destination(&f))?;
-        self.metrics.count_window(p.counts);
+        self.metrics.count_window(&p.counts);
         self.info(|i| i.applied = Some(p.seq));
         Ok(())
     }
@@ -446,18 +447,18 @@ fn prepare(seq: u64, body: &[u8], geometry: Geometry, mut buf: AlignedBuf) -> Re
     buf.set_len(w.header.len as usize);
     let mut parts: Vec<(&FrameHeader, &[u8], &mut [u8])> = Vec::with_capacity(w.frames.len());
     let (mut rest, mut base) = (&mut buf[..], w.header.offset);
-    let mut counts = ([0u64; 3], 0u64, 0u64);
+    let mut counts = FrameCounts::default();
     for (fh, payload) in &w.frames {
-        counts.0[match fh.kind {
-            Kind::Zstd => 0,
-            Kind::Raw => 1,
-            Kind::Clear => 2,
-        }] += 1;
-        counts.1 += (diskferry_core::relay::HEADER_LEN + payload.len()) as u64;
-        if fh.kind == Kind::Clear {
+        match fh.kind {
+            FrameKind::Zstd => counts.zstd += 1,
+            FrameKind::Raw => counts.raw += 1,
+            FrameKind::Clear => counts.clear += 1,
+        }
+        counts.wire_bytes += (diskferry_core::relay::HEADER_LEN + payload.len()) as u64;
+        if fh.kind == FrameKind::Clear {
             continue;
         }
-        counts.2 += u64::from(fh.raw_len);
+        counts.raw_bytes += u64::from(fh.raw_len);
         let tail = std::mem::take(&mut rest).split_at_mut((fh.offset - base) as usize).1;
         let (mine, after) = tail.split_at_mut(fh.raw_len as usize);
         parts.push((fh, payload, mine));

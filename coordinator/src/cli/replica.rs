@@ -8,7 +8,7 @@ use clap::{Args, Subcommand};
 
 use super::{human, print_json, time, usage, Env, Failure, JsonArg};
 use crate::cloud::local::check_name;
-use crate::cloud::Kind;
+use crate::cloud::ResourceKind;
 use crate::destination::Destination;
 use crate::error::CoordError;
 use crate::execute::{self, now, Observer};
@@ -168,7 +168,7 @@ fn show(env: &Env, a: NameArgs) -> Result<(), Failure> {
     let store = env.store()?;
     let r = store.replica(&a.name)?;
     let runs = store.runs(&r.name, 5)?;
-    let snaps = store.retained(&r.name, Kind::Snapshot.as_str())?;
+    let snaps = store.retained(&r.name, ResourceKind::Snapshot.as_str())?;
     if a.json {
         let snapshots: Vec<_> =
             snaps.iter().map(|s| serde_json::json!({"disk": s.disk, "name": s.name, "run_id": s.run_id})).collect();
@@ -192,8 +192,8 @@ fn delete(env: &Env, a: NameArgs) -> Result<(), Failure> {
         return Err(CoordError::Busy { replica: r.name, what: "running".into(), run: run.id }.into());
     }
     let cloud = env.cloud()?;
-    for s in store.retained(&r.name, Kind::Snapshot.as_str())? {
-        cloud.delete(Kind::Snapshot, &s.name)?;
+    for s in store.retained(&r.name, ResourceKind::Snapshot.as_str())? {
+        cloud.delete(ResourceKind::Snapshot, &s.name)?;
     }
     store.delete_replica(&r.name)?;
     if !a.json {
@@ -301,14 +301,18 @@ fn print_run(r: &Run, disks: &[RunDisk]) {
     println!("run {} {} in {secs:.2} s", r.id, r.status);
     for d in disks {
         println!(
-            "  {:<10} dest {} generation {:<4} {:<12} read {:>10}  sent {:>10}  skipped {:>10}",
+            "  {:<10} dest {} generation {:<4} {:<12} zero {:>10}  unchanged {:>10}  written {:>10}  cleared {:>10}  \
+             read {:>10}  sent {:>10}",
             d.disk,
             d.destination + 1,
             d.generation,
             if d.full_sync { "full" } else { "incremental" },
+            human(d.bytes_zero),
+            human(d.bytes_unchanged),
+            human(d.bytes_written),
+            human(d.bytes_cleared),
             human(d.bytes_read),
-            human(d.bytes_sent),
-            human(d.bytes_skipped)
+            human(d.bytes_sent)
         );
     }
 }
@@ -330,21 +334,22 @@ pub fn runs(env: &Env, a: RunsArgs) -> Result<(), Failure> {
 
 fn print_runs(runs: &[Run]) {
     println!(
-        "  {:<26} {:<9} {:<12} {:<20} {:>6} {:>10} {:>10} {:>10}",
-        "run", "trigger", "status", "started", "secs", "read", "sent", "skipped"
+        "  {:<26} {:<9} {:<12} {:<20} {:>6} {:>10} {:>10} {:>10} {:>10}",
+        "run", "trigger", "status", "started", "secs", "read", "written", "cleared", "sent"
     );
     for r in runs {
         let secs = r.duration_ms.map_or_else(|| "-".into(), |d| format!("{:.2}", d as f64 / 1000.0));
         println!(
-            "  {:<26} {:<9} {:<12} {:<20} {:>6} {:>10} {:>10} {:>10}",
+            "  {:<26} {:<9} {:<12} {:<20} {:>6} {:>10} {:>10} {:>10} {:>10}",
             r.id,
             r.trigger,
             r.status,
             time(r.started_at),
             secs,
             human(r.bytes_read),
-            human(r.bytes_sent),
-            human(r.bytes_skipped)
+            human(r.bytes_written),
+            human(r.bytes_cleared),
+            human(r.bytes_sent)
         );
         if let Some(e) = &r.error {
             println!("    {e}");

@@ -13,11 +13,11 @@ use anyhow::{anyhow, bail, Result};
 use diskferry_core::job::JobSpec;
 use diskferry_core::report::{DestinationResult, DiskStatus, Phase, Status, SyncReport, STATUS_VERSION};
 
-use super::{Cloud, Found, Kind, RunTags, Vm, VmDisk, WorkerSpec, WorkerState};
+use super::{Cloud, Found, ResourceKind, RunTags, Vm, VmDisk, WorkerSpec, WorkerState};
 
 #[derive(Debug, Default)]
 struct State {
-    live: BTreeMap<String, Kind>,
+    live: BTreeMap<String, ResourceKind>,
     retained: Vec<String>,
     calls: HashMap<&'static str, u32>,
     fail: HashMap<(&'static str, u32), String>,
@@ -67,7 +67,7 @@ impl FakeCloud {
     }
 
     /// Resources that exist now, by name.
-    pub fn live(&self) -> BTreeMap<String, Kind> {
+    pub fn live(&self) -> BTreeMap<String, ResourceKind> {
         self.lock().live.clone()
     }
 
@@ -101,7 +101,7 @@ impl FakeCloud {
         }
     }
 
-    fn create(s: &mut State, kind: Kind, name: &str) -> Result<()> {
+    fn create(s: &mut State, kind: ResourceKind, name: &str) -> Result<()> {
         if s.live.insert(name.to_owned(), kind).is_some() {
             bail!("{} {name} already exists", kind.as_str());
         }
@@ -120,14 +120,15 @@ fn synced(destination: &str, size: u64) -> SyncReport {
         previous_disk_size: None,
         chunk_size: 1 << 20,
         chunks: size.div_ceil(1 << 20),
+        chunks_zero: size.div_ceil(1 << 20) - 1,
+        chunks_unchanged: 0,
         chunks_written: 1,
         chunks_cleared: 0,
-        chunks_unchanged: 0,
         chunks_suspect: 0,
+        bytes_zero: size - (1 << 20),
+        bytes_unchanged: 0,
         bytes_written: 1 << 20,
         bytes_cleared: 0,
-        zero_chunks: size.div_ceil(1 << 20) - 1,
-        data_chunks: 1,
         bytes_read: 1 << 20,
         seconds: 0.5,
         seconds_writing: 0.1,
@@ -156,8 +157,8 @@ pub fn all_synced(job: &JobSpec, sizes: &[u64]) -> Status {
             bytes_scanned: size,
             bytes_read: 1 << 20,
             bytes_hashed: 1 << 20,
-            bytes_skipped_zero: size - (1 << 20),
-            bytes_skipped_unchanged: 0,
+            bytes_zero: size - (1 << 20),
+            bytes_unchanged: 0,
             bytes_written: 1 << 20,
             bytes_cleared: 0,
             bytes_sent: None,
@@ -205,7 +206,7 @@ impl Cloud for FakeCloud {
             bail!("{} snapshot names for {} disks", names.len(), vm.disks.len());
         }
         for n in names {
-            Self::create(&mut s, Kind::Snapshot, n)?;
+            Self::create(&mut s, ResourceKind::Snapshot, n)?;
         }
         Ok(())
     }
@@ -216,11 +217,11 @@ impl Cloud for FakeCloud {
 
     fn create_temp_disk(&self, name: Option<&str>, snapshot: &str, lun: usize) -> Result<String> {
         let mut s = self.call("create_temp_disk")?;
-        if s.live.get(snapshot) != Some(&Kind::Snapshot) {
+        if s.live.get(snapshot) != Some(&ResourceKind::Snapshot) {
             bail!("snapshot {snapshot} does not exist");
         }
         let name = name.ok_or_else(|| anyhow!("a temporary disk needs a name"))?;
-        Self::create(&mut s, Kind::TempDisk, name)?;
+        Self::create(&mut s, ResourceKind::TempDisk, name)?;
         Ok(format!("lun:{lun}"))
     }
 
@@ -236,7 +237,7 @@ impl Cloud for FakeCloud {
                 bail!("disk {t} of the worker does not exist");
             }
         }
-        Self::create(&mut s, Kind::Worker, w.name)?;
+        Self::create(&mut s, ResourceKind::Worker, w.name)?;
         s.jobs.push(w.job.clone());
         Ok(())
     }
@@ -254,13 +255,13 @@ impl Cloud for FakeCloud {
         Ok(WorkerState::Finished(all_synced(job, &sizes)))
     }
 
-    fn delete(&self, _kind: Kind, name: &str) -> Result<()> {
+    fn delete(&self, _kind: ResourceKind, name: &str) -> Result<()> {
         let mut s = self.call("delete")?;
         s.live.remove(name);
         Ok(())
     }
 
-    fn retain(&self, _kind: Kind, name: &str) -> Result<()> {
+    fn retain(&self, _kind: ResourceKind, name: &str) -> Result<()> {
         let mut s = self.call("retain")?;
         s.retained.push(name.to_owned());
         Ok(())

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 
-use super::{Cloud, Found, Kind, RunTags, Vm, VmDisk, WorkerSpec, WorkerState};
+use super::{Cloud, Found, ResourceKind, RunTags, Vm, VmDisk, WorkerSpec, WorkerState};
 
 /// `vm.toml`: a source VM of the local provider.
 #[derive(Debug, serde::Deserialize)]
@@ -241,10 +241,10 @@ impl Cloud for LocalCloud {
         }
     }
 
-    fn delete(&self, kind: Kind, name: &str) -> Result<()> {
+    fn delete(&self, kind: ResourceKind, name: &str) -> Result<()> {
         match kind {
-            Kind::Snapshot => remove_file(Path::new(name)),
-            Kind::TempDisk => {
+            ResourceKind::Snapshot => remove_file(Path::new(name)),
+            ResourceKind::TempDisk => {
                 let backing = name.strip_prefix("loop:").ok_or_else(|| anyhow!("{name:?} is not a loop disk"))?;
                 for dev in loops_backed_by(Some(Path::new(backing)))?.into_iter().map(|(d, _)| d) {
                     let out = Command::new("losetup").arg("-d").arg(&dev).output()?;
@@ -254,7 +254,7 @@ impl Cloud for LocalCloud {
                 }
                 Ok(())
             }
-            Kind::Worker => {
+            ResourceKind::Worker => {
                 let dir = Path::new(name);
                 let mut child = self.children.lock().map_err(|_| anyhow!("worker table poisoned"))?.remove(name);
                 stop_processes(&dir.join("job.json"), child.as_mut())?;
@@ -274,18 +274,18 @@ impl Cloud for LocalCloud {
             for f in read_dir(&vm_dir)? {
                 let file = f.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
                 let run_id = file.strip_suffix(".img").and_then(|s| s.split_once('@')).map(|(_, r)| r.to_owned());
-                found.push(Found::untagged(Kind::Snapshot, f.display().to_string(), run_id));
+                found.push(Found::untagged(ResourceKind::Snapshot, f.display().to_string(), run_id));
             }
         }
         for dir in read_dir(&self.runs())? {
             let run_id = dir.file_name().map(|n| n.to_string_lossy().into_owned());
-            found.push(Found::untagged(Kind::Worker, dir.display().to_string(), run_id));
+            found.push(Found::untagged(ResourceKind::Worker, dir.display().to_string(), run_id));
         }
         for pid_job in all_job_processes(&self.runs()) {
             let name = parent(&pid_job.1).display().to_string();
-            if !found.iter().any(|f| f.kind == Kind::Worker && f.name == name) {
+            if !found.iter().any(|f| f.kind == ResourceKind::Worker && f.name == name) {
                 let run_id = Path::new(&name).file_name().map(|n| n.to_string_lossy().into_owned());
-                found.push(Found::untagged(Kind::Worker, name, run_id));
+                found.push(Found::untagged(ResourceKind::Worker, name, run_id));
             }
         }
         if is_root() {
@@ -297,7 +297,7 @@ impl Cloud for LocalCloud {
                         .and_then(|s| s.strip_suffix(".img"))
                         .and_then(|s| s.split_once('@'))
                         .map(|(_, r)| r.to_owned());
-                    found.push(Found::untagged(Kind::TempDisk, format!("loop:{}", back.display()), run_id));
+                    found.push(Found::untagged(ResourceKind::TempDisk, format!("loop:{}", back.display()), run_id));
                 }
             }
         }

@@ -63,36 +63,36 @@ pub struct VmDisk {
 
 /// Kinds of temporary or retained resources a run creates.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Kind {
+pub enum ResourceKind {
     Snapshot,
     TempDisk,
     Worker,
 }
 
-impl Kind {
+impl ResourceKind {
     /// The order a teardown deletes in: workers, then the temporary disks
     /// they held open, then snapshots (a loop device holds its snapshot).
     pub fn teardown_rank(self) -> u8 {
         match self {
-            Kind::Worker => 0,
-            Kind::TempDisk => 1,
-            Kind::Snapshot => 2,
+            ResourceKind::Worker => 0,
+            ResourceKind::TempDisk => 1,
+            ResourceKind::Snapshot => 2,
         }
     }
 
     pub fn as_str(self) -> &'static str {
         match self {
-            Kind::Snapshot => "snapshot",
-            Kind::TempDisk => "temp-disk",
-            Kind::Worker => "worker",
+            ResourceKind::Snapshot => "snapshot",
+            ResourceKind::TempDisk => "temp-disk",
+            ResourceKind::Worker => "worker",
         }
     }
 
     pub fn parse(s: &str) -> Option<Self> {
         Some(match s {
-            "snapshot" => Kind::Snapshot,
-            "temp-disk" => Kind::TempDisk,
-            "worker" => Kind::Worker,
+            "snapshot" => ResourceKind::Snapshot,
+            "temp-disk" => ResourceKind::TempDisk,
+            "worker" => ResourceKind::Worker,
             _ => return None,
         })
     }
@@ -112,7 +112,7 @@ pub enum WorkerState {
 /// A resource the provider found that diskferry created (for `gc`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Found {
-    pub kind: Kind,
+    pub kind: ResourceKind,
     pub name: String,
     /// The run that created it, when the provider can tell (tags, names).
     pub run_id: Option<String>,
@@ -126,7 +126,7 @@ pub struct Found {
 
 impl Found {
     /// Found without tags: nothing says when it expires or that it is kept.
-    pub fn untagged(kind: Kind, name: String, run_id: Option<String>) -> Self {
+    pub fn untagged(kind: ResourceKind, name: String, run_id: Option<String>) -> Self {
         Self { kind, name, run_id, expires_at: None, retained: false }
     }
 }
@@ -193,7 +193,7 @@ pub trait Cloud: Send + Sync + std::fmt::Debug {
     }
 
     /// Delete a resource; deleting one that does not exist succeeds.
-    fn delete(&self, kind: Kind, name: &str) -> Result<()>;
+    fn delete(&self, kind: ResourceKind, name: &str) -> Result<()>;
 
     /// Byte ranges `[offset, length]` that differ between two snapshots of
     /// one disk, or `None` when this provider cannot tell without reading
@@ -204,7 +204,7 @@ pub trait Cloud: Send + Sync + std::fmt::Debug {
 
     /// Mark a snapshot as its replica's newest, to be kept (the store
     /// records it too; a provider with tags records it on the resource).
-    fn retain(&self, _kind: Kind, _name: &str) -> Result<()> {
+    fn retain(&self, _kind: ResourceKind, _name: &str) -> Result<()> {
         Ok(())
     }
 

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context, Result};
 use diskferry_core::job::{JobDisk, JobSpec, RangeHint, JOB_VERSION};
 
-use crate::cloud::{Attach, Cloud, Kind, RunTags, Vm, VmDisk, WorkerSpec, WorkerState};
+use crate::cloud::{Attach, Cloud, ResourceKind, RunTags, Vm, VmDisk, WorkerSpec, WorkerState};
 
 /// Hinted ranges are rounded out to this (the agent reads whole chunks anyway).
 const HINT_ALIGN: u64 = 64 * 1024;
@@ -22,7 +22,7 @@ use crate::config::Config;
 use crate::destination::Destination;
 use crate::lifecycle::{Action, Lifecycle, Outcome};
 use crate::owner;
-use crate::store::{rstate, status, Replica, Resource, Run, RunDisk, Store};
+use crate::store::{resource_state, status, Replica, Resource, Run, RunDisk, Store};
 
 /// Set by SIGINT/SIGTERM once [`cancel_on_signals`] is called: the run in
 /// progress stops where it is and tears down what it made.
@@ -68,7 +68,10 @@ pub fn new_run(replica: &str, trigger: &str) -> Run {
         owner_start: Some(start),
         bytes_read: 0,
         bytes_sent: 0,
-        bytes_skipped: 0,
+        bytes_zero: 0,
+        bytes_unchanged: 0,
+        bytes_written: 0,
+        bytes_cleared: 0,
         error: None,
     }
 }
@@ -99,7 +102,7 @@ impl Observer for Quiet {}
 
 /// Everything the steps learn along the way.
 #[derive(Debug, Default)]
-struct Scratch {
+struct Built {
     vm: Option<Vm>,
     snapshots: Vec<String>,
     /// Per disk: the temporary disk's resource name, if it is one.
@@ -120,7 +123,7 @@ pub fn execute(
 ) -> Result<Run> {
     let started = Instant::now();
     let mut life = Lifecycle::new();
-    let mut x = Scratch::default();
+    let mut built = Built::default();
     let deadline = Duration::from_secs(config.run.deadline_secs);
     let expires = now() + config.run.deadline_secs as i64 + 3600;
     let exec = Exec { cloud, store, replica, run, config, expires };
@@ -139,7 +142,7 @@ pub fn execute(
         let result = if before_teardown && cancelled() {
             Err(anyhow!("cancelled by a signal"))
         } else {
-            exec.step(action, &mut x, deadline, obs)
+            exec.step(action, &mut built, deadline, obs)
         };
         crate::failpoint::hit(&format!("after-{}", action.phase()));
         life.report(match result {
@@ -159,7 +162,7 @@ struct Exec<'a> {
 }
 
 impl Exec<'_> {
-    fn step(&self, action: Action, x: &mut Scratch, deadline: Duration, obs: &mut dyn Observer) -> Result<()> {
+    fn step(&self, action: Action, built: &mut Built, deadline: Duration, obs: &mut dyn Observer) -> Result<()> {
         match action {
             Action::ReadVm => {
                 for d in &self.replica.destinations {
@@ -167,72 +170,72 @@ impl Exec<'_> {
                 }
                 let vm = self.cloud.read_vm(&self.replica.vm)?;
                 self.store.set_vm_facts(&self.replica.name, &vm.facts(), now())?;
-                x.vm = Some(vm);
+                built.vm = Some(vm);
                 Ok(())
             }
             Action::Snapshot => {
-                let vm = x.vm.as_ref().ok_or_else(|| anyhow!("no VM"))?;
-                x.snapshots = vm.disks.iter().map(|d| self.cloud.snapshot_name(vm, d, &self.run.id)).collect();
-                for (d, name) in vm.disks.iter().zip(&x.snapshots) {
-                    self.plan(Kind::Snapshot, name, Some(&d.name))?;
+                let vm = built.vm.as_ref().ok_or_else(|| anyhow!("no VM"))?;
+                built.snapshots = vm.disks.iter().map(|d| self.cloud.snapshot_name(vm, d, &self.run.id)).collect();
+                for (d, name) in vm.disks.iter().zip(&built.snapshots) {
+                    self.plan(ResourceKind::Snapshot, name, Some(&d.name))?;
                 }
-                self.cloud.snapshot(vm, &x.snapshots, &self.tags(), self.replica.stop_source)?;
-                for name in &x.snapshots {
-                    self.store.set_resource_state(name, rstate::CREATED, now())?;
+                self.cloud.snapshot(vm, &built.snapshots, &self.tags(), self.replica.stop_source)?;
+                for name in &built.snapshots {
+                    self.store.set_resource_state(name, resource_state::CREATED, now())?;
                 }
                 Ok(())
             }
             Action::CreateTempDisks => {
-                let vm = x.vm.as_ref().ok_or_else(|| anyhow!("no VM"))?;
-                for (lun, (d, snap)) in vm.disks.iter().zip(&x.snapshots).enumerate() {
+                let vm = built.vm.as_ref().ok_or_else(|| anyhow!("no VM"))?;
+                for (lun, (d, snap)) in vm.disks.iter().zip(&built.snapshots).enumerate() {
                     let name = self.cloud.temp_disk_name(snap, &self.run.id, lun);
-                    x.temp_names.push(name.clone());
+                    built.temp_names.push(name.clone());
                     if let Some(n) = &name {
-                        self.plan(Kind::TempDisk, n, Some(&d.name))?;
+                        self.plan(ResourceKind::TempDisk, n, Some(&d.name))?;
                     }
-                    x.devices.push(self.cloud.create_temp_disk(name.as_deref(), snap, lun)?);
+                    built.devices.push(self.cloud.create_temp_disk(name.as_deref(), snap, lun)?);
                     if let Some(n) = &name {
-                        self.store.set_resource_state(n, rstate::CREATED, now())?;
+                        self.store.set_resource_state(n, resource_state::CREATED, now())?;
                     }
                 }
                 Ok(())
             }
             Action::StartWorker => {
-                let vm = x.vm.as_ref().ok_or_else(|| anyhow!("no VM"))?;
-                let mut job = self.job(vm, &x.devices)?;
+                let vm = built.vm.as_ref().ok_or_else(|| anyhow!("no VM"))?;
+                let mut job = self.job(vm, &built.devices)?;
                 for (i, d) in vm.disks.iter().enumerate() {
-                    job.disks[i].hint = self.hint(d, &x.snapshots[i]);
+                    job.disks[i].hint = self.hint(d, &built.snapshots[i]);
                 }
                 let name = self.cloud.worker_name(&self.run.id);
-                x.worker = Some(name.clone());
-                self.plan(Kind::Worker, &name, None)?;
-                let disks: Vec<Attach> = x
+                built.worker = Some(name.clone());
+                self.plan(ResourceKind::Worker, &name, None)?;
+                let disks: Vec<Attach> = built
                     .snapshots
                     .iter()
-                    .zip(&x.temp_names)
+                    .zip(&built.temp_names)
                     .enumerate()
                     .map(|(lun, (s, t))| Attach { lun, snapshot: s.clone(), temp: t.clone() })
                     .collect();
                 let tags = self.tags();
                 self.cloud.start_worker(&WorkerSpec { name: &name, vm, job: &job, disks: &disks, tags: &tags })?;
-                self.store.set_resource_state(&name, rstate::CREATED, now())
+                self.store.set_resource_state(&name, resource_state::CREATED, now())
             }
-            Action::Watch => self.watch(x, deadline, obs),
-            Action::DeleteWorker => match &x.worker {
-                Some(w) => self.delete(Kind::Worker, w),
+            Action::Watch => self.watch(built, deadline, obs),
+            Action::DeleteWorker => match &built.worker {
+                Some(w) => self.delete(ResourceKind::Worker, w),
                 None => Ok(()),
             },
             Action::DeleteTempDisks => {
                 let mut first = Ok(());
-                for n in x.temp_names.iter().flatten() {
-                    let r = self.delete(Kind::TempDisk, n);
+                for n in built.temp_names.iter().flatten() {
+                    let r = self.delete(ResourceKind::TempDisk, n);
                     if first.is_ok() {
                         first = r;
                     }
                 }
                 first
             }
-            Action::Settle { succeeded } => self.settle(x, succeeded),
+            Action::Settle { succeeded } => self.settle(built, succeeded),
             Action::Finish { .. } => Ok(()),
         }
     }
@@ -247,7 +250,7 @@ impl Exec<'_> {
     /// one the agent reads the whole disk; the reason goes to stderr.
     fn hint(&self, disk: &VmDisk, snapshot: &str) -> Option<RangeHint> {
         let attempt = || -> Result<Option<RangeHint>> {
-            let retained = self.store.retained(&self.replica.name, Kind::Snapshot.as_str())?;
+            let retained = self.store.retained(&self.replica.name, ResourceKind::Snapshot.as_str())?;
             let Some(prev) = retained.iter().find(|r| r.disk.as_deref() == Some(&disk.name) && r.run_id != self.run.id)
             else {
                 return Ok(None);
@@ -286,22 +289,22 @@ impl Exec<'_> {
         }
     }
 
-    fn plan(&self, kind: Kind, name: &str, disk: Option<&str>) -> Result<()> {
+    fn plan(&self, kind: ResourceKind, name: &str, disk: Option<&str>) -> Result<()> {
         self.store.plan_resource(&Resource {
             name: name.to_owned(),
             run_id: self.run.id.clone(),
             replica: self.replica.name.clone(),
             kind: kind.as_str().into(),
             disk: disk.map(str::to_owned),
-            state: rstate::PLANNED.into(),
+            state: resource_state::PLANNED.into(),
             created_at: now(),
             expires_at: self.expires,
         })
     }
 
-    fn delete(&self, kind: Kind, name: &str) -> Result<()> {
+    fn delete(&self, kind: ResourceKind, name: &str) -> Result<()> {
         self.cloud.delete(kind, name)?;
-        self.store.set_resource_state(name, rstate::DELETED, now())
+        self.store.set_resource_state(name, resource_state::DELETED, now())
     }
 
     fn job(&self, vm: &Vm, devices: &[String]) -> Result<JobSpec> {
@@ -334,8 +337,8 @@ impl Exec<'_> {
         })
     }
 
-    fn watch(&self, x: &Scratch, deadline: Duration, obs: &mut dyn Observer) -> Result<()> {
-        let worker = x.worker.as_deref().ok_or_else(|| anyhow!("no worker"))?;
+    fn watch(&self, built: &Built, deadline: Duration, obs: &mut dyn Observer) -> Result<()> {
+        let worker = built.worker.as_deref().ok_or_else(|| anyhow!("no worker"))?;
         let started = Instant::now();
         loop {
             match self.cloud.worker_state(worker)? {
@@ -388,8 +391,10 @@ impl Exec<'_> {
                     full_sync_reason: r.full_sync_reason.clone(),
                     bytes_read: r.bytes_read,
                     bytes_sent: r.bytes_sent(),
-                    // Neither written nor cleared: zero or unchanged.
-                    bytes_skipped: r.disk_size.saturating_sub(r.bytes_written),
+                    bytes_zero: r.bytes_zero,
+                    bytes_unchanged: r.bytes_unchanged,
+                    bytes_written: r.bytes_written,
+                    bytes_cleared: r.bytes_cleared,
                 })?;
             }
         }
@@ -401,7 +406,7 @@ impl Exec<'_> {
 
     /// Keep the latest snapshot per disk: this run's if its disks synced
     /// (older ones go), else the older ones (this run's go).
-    fn settle(&self, x: &Scratch, succeeded: bool) -> Result<()> {
+    fn settle(&self, built: &Built, succeeded: bool) -> Result<()> {
         let mut first: Result<()> = Ok(());
         let mut keep = |r: Result<()>| {
             if first.is_ok() {
@@ -409,21 +414,21 @@ impl Exec<'_> {
             }
         };
         if !succeeded {
-            for s in &x.snapshots {
-                keep(self.delete(Kind::Snapshot, s));
+            for s in &built.snapshots {
+                keep(self.delete(ResourceKind::Snapshot, s));
             }
             return first;
         }
-        for s in &x.snapshots {
-            keep(self.cloud.retain(Kind::Snapshot, s));
-            self.store.set_resource_state(s, rstate::RETAINED, now())?;
+        for s in &built.snapshots {
+            keep(self.cloud.retain(ResourceKind::Snapshot, s));
+            self.store.set_resource_state(s, resource_state::RETAINED, now())?;
         }
-        for old in self.store.retained(&self.replica.name, Kind::Snapshot.as_str())? {
+        for old in self.store.retained(&self.replica.name, ResourceKind::Snapshot.as_str())? {
             if old.run_id != self.run.id {
                 // No longer kept: if its delete fails, gc finds it as a
                 // leftover of a finished run instead of keeping it forever.
-                self.store.set_resource_state(&old.name, rstate::CREATED, now())?;
-                keep(self.delete(Kind::Snapshot, &old.name));
+                self.store.set_resource_state(&old.name, resource_state::CREATED, now())?;
+                keep(self.delete(ResourceKind::Snapshot, &old.name));
             }
         }
         first

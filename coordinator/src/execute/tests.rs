@@ -49,7 +49,7 @@ fn run_once(s: &mut Setup, cloud: &FakeCloud) -> Run {
 
 /// What the store keeps as retained snapshots of the replica.
 fn retained(s: &Setup) -> BTreeSet<String> {
-    s.store.retained("web", Kind::Snapshot.as_str()).unwrap().into_iter().map(|r| r.name).collect()
+    s.store.retained("web", ResourceKind::Snapshot.as_str()).unwrap().into_iter().map(|r| r.name).collect()
 }
 
 #[test]

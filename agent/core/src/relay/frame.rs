@@ -12,7 +12,7 @@ pub const MAX_RAW: u32 = MAX_WRITE as u32;
 
 /// What a frame carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
+pub enum FrameKind {
     /// zstd-compressed bytes.
     Zstd = 1,
     /// The bytes as they are (compression would not shrink them).
@@ -24,7 +24,7 @@ pub enum Kind {
 /// A parsed, checked frame header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FrameHeader {
-    pub kind: Kind,
+    pub kind: FrameKind,
     pub offset: u64,
     pub raw_len: u32,
     pub payload_len: u32,
@@ -43,7 +43,7 @@ pub enum FrameError {
     #[error("relay frame header checksum mismatch (torn or altered)")]
     HeaderChecksum,
     #[error("relay frame kind {0} is unknown")]
-    Kind(u8),
+    FrameKind(u8),
     #[error("relay frame field {field} = {value} is invalid: {why}")]
     Field { field: &'static str, value: u64, why: &'static str },
     #[error("relay frame payload is {got} bytes, the header says {want}")]
@@ -89,10 +89,10 @@ impl FrameHeader {
             return Err(FrameError::HeaderChecksum);
         }
         let kind = match h[5] {
-            1 => Kind::Zstd,
-            2 => Kind::Raw,
-            3 => Kind::Clear,
-            k => return Err(FrameError::Kind(k)),
+            1 => FrameKind::Zstd,
+            2 => FrameKind::Raw,
+            3 => FrameKind::Clear,
+            k => return Err(FrameError::FrameKind(k)),
         };
         let u64_at = |i: usize| u64::from_le_bytes(h[i..i + 8].try_into().unwrap_or([0; 8]));
         let u32_at = |i: usize| u32::from_le_bytes(h[i..i + 4].try_into().unwrap_or([0; 4]));
@@ -111,15 +111,15 @@ impl FrameHeader {
             return bad("offset", offset, "range overflows");
         }
         let payload_ok = match kind {
-            Kind::Zstd => payload_len > 0 && payload_len <= max_payload(raw_len),
-            Kind::Raw => payload_len == raw_len,
-            Kind::Clear => payload_len == 0,
+            FrameKind::Zstd => payload_len > 0 && payload_len <= max_payload(raw_len),
+            FrameKind::Raw => payload_len == raw_len,
+            FrameKind::Clear => payload_len == 0,
         };
         if !payload_ok {
             return bad("payload_len", u64::from(payload_len), "does not fit the kind and raw length");
         }
         let digest = Digest(h[24..56].try_into().unwrap_or([0; 32]));
-        if kind == Kind::Clear && digest != Digest([0; 32]) {
+        if kind == FrameKind::Clear && digest != Digest([0; 32]) {
             return Err(FrameError::Digest);
         }
         Ok(Self { kind, offset, raw_len, payload_len, digest })
@@ -136,14 +136,14 @@ impl FrameHeader {
         if payload.len() != self.payload_len as usize {
             return Err(FrameError::PayloadLength { got: payload.len(), want: self.payload_len });
         }
-        if self.kind == Kind::Clear {
+        if self.kind == FrameKind::Clear {
             return Ok(());
         }
         if out.len() != self.raw_len as usize {
             return Err(FrameError::Field { field: "raw_len", value: u64::from(self.raw_len), why: "does not fit" });
         }
         match self.kind {
-            Kind::Raw => out.copy_from_slice(payload),
+            FrameKind::Raw => out.copy_from_slice(payload),
             _ => {
                 // The output is exactly the declared length: zstd stops (an
                 // error) rather than write past it, whatever the payload claims.
@@ -163,7 +163,7 @@ impl FrameHeader {
     /// The raw bytes of a data frame, decompressed (bounded) and checked
     /// against the digest. A clear frame has none.
     pub fn open(&self, payload: &[u8]) -> Result<Vec<u8>, FrameError> {
-        let len = if self.kind == Kind::Clear { 0 } else { self.raw_len as usize };
+        let len = if self.kind == FrameKind::Clear { 0 } else { self.raw_len as usize };
         let mut out = vec![0u8; len];
         self.open_into(payload, &mut out)?;
         Ok(out)
@@ -239,7 +239,7 @@ impl FrameEncoder {
         } else {
             Some(self.zstd.compress(raw)?).filter(|c| c.len() < raw.len())
         };
-        let kind = if compressed.is_some() { Kind::Zstd } else { Kind::Raw };
+        let kind = if compressed.is_some() { FrameKind::Zstd } else { FrameKind::Raw };
         let h = FrameHeader {
             kind,
             offset,
@@ -254,7 +254,7 @@ impl FrameEncoder {
 
 /// A clear frame: `len` bytes at `offset` became zero.
 pub fn clear_frame(offset: u64, len: u32) -> [u8; HEADER_LEN] {
-    FrameHeader { kind: Kind::Clear, offset, raw_len: len, payload_len: 0, digest: Digest([0; 32]) }.encode()
+    FrameHeader { kind: FrameKind::Clear, offset, raw_len: len, payload_len: 0, digest: Digest([0; 32]) }.encode()
 }
 
 /// Split a buffer of concatenated frames into (header, payload) pairs,
@@ -285,7 +285,7 @@ mod tests {
         let t = text(64 << 10);
         let f = data_frame(1 << 20, &t, 3).unwrap();
         let h = FrameHeader::parse(&f).unwrap();
-        assert_eq!((h.kind, h.offset, h.raw_len), (Kind::Zstd, 1 << 20, 64 << 10));
+        assert_eq!((h.kind, h.offset, h.raw_len), (FrameKind::Zstd, 1 << 20, 64 << 10));
         assert!(f.len() < t.len() / 10, "text compresses");
         assert_eq!(h.open(&f[HEADER_LEN..]).unwrap(), t);
 
@@ -293,12 +293,12 @@ mod tests {
         blake3::Hasher::new().update(b"noise").finalize_xof().fill(&mut noise);
         let f = data_frame(0, &noise, 3).unwrap();
         let h = FrameHeader::parse(&f).unwrap();
-        assert_eq!(h.kind, Kind::Raw);
+        assert_eq!(h.kind, FrameKind::Raw);
         assert_eq!(h.open(&f[HEADER_LEN..]).unwrap(), noise);
 
         let c = clear_frame(4096, 8192);
         let h = FrameHeader::parse(&c).unwrap();
-        assert_eq!((h.kind, h.raw_len, h.open(&[]).unwrap().len()), (Kind::Clear, 8192, 0));
+        assert_eq!((h.kind, h.raw_len, h.open(&[]).unwrap().len()), (FrameKind::Clear, 8192, 0));
 
         let mut all = data_frame(0, &t[..4096], 1).unwrap();
         all.extend_from_slice(&c);
@@ -312,14 +312,14 @@ mod tests {
         let mut enc = FrameEncoder::new(3).unwrap();
         assert!(enc.incompressible(&noise).unwrap());
         let (h, payload) = enc.encode(0, &noise, Digest::of(&noise)).unwrap();
-        assert_eq!((FrameHeader::parse(&h).unwrap().kind, payload), (Kind::Raw, None));
+        assert_eq!((FrameHeader::parse(&h).unwrap().kind, payload), (FrameKind::Raw, None));
         // Text in one eighth of the write: a sample finds it, zstd runs.
         let mut mixed = noise.clone();
         mixed[5 << 17..6 << 17].copy_from_slice(&text(1 << 17));
         assert!(!enc.incompressible(&mixed).unwrap());
         let (h, payload) = enc.encode(0, &mixed, Digest::of(&mixed)).unwrap();
         let h = FrameHeader::parse(&h).unwrap();
-        assert_eq!(h.kind, Kind::Zstd);
+        assert_eq!(h.kind, FrameKind::Zstd);
         let payload = payload.unwrap();
         assert!(payload.len() < mixed.len() - (100 << 10), "{} bytes", payload.len());
         assert_eq!(h.open(&payload).unwrap(), mixed);
@@ -351,7 +351,7 @@ mod tests {
         // 64 MiB of zeros compresses to a few KiB; declared as 4 KiB it must not inflate.
         let bomb = zstd::bulk::compress(&vec![0u8; 64 << 20], 3).unwrap();
         let h = FrameHeader {
-            kind: Kind::Zstd,
+            kind: FrameKind::Zstd,
             offset: 0,
             raw_len: 4096,
             payload_len: bomb.len() as u32,
@@ -363,14 +363,15 @@ mod tests {
 
     #[test]
     fn hostile_headers_are_refused_before_any_payload() {
-        let ok = FrameHeader { kind: Kind::Raw, offset: 0, raw_len: 512, payload_len: 512, digest: Digest([1; 32]) };
+        let ok =
+            FrameHeader { kind: FrameKind::Raw, offset: 0, raw_len: 512, payload_len: 512, digest: Digest([1; 32]) };
         let cases = [
             FrameHeader { raw_len: MAX_RAW + 512, payload_len: MAX_RAW + 512, ..ok },
             FrameHeader { raw_len: 100, payload_len: 100, ..ok },
             FrameHeader { offset: 7, ..ok },
             FrameHeader { offset: u64::MAX - 511, ..ok },
-            FrameHeader { kind: Kind::Zstd, payload_len: u32::MAX, ..ok },
-            FrameHeader { kind: Kind::Clear, payload_len: 0, ..ok },
+            FrameHeader { kind: FrameKind::Zstd, payload_len: u32::MAX, ..ok },
+            FrameHeader { kind: FrameKind::Clear, payload_len: 0, ..ok },
         ];
         for c in cases {
             assert!(FrameHeader::parse(&c.encode()).is_err(), "{c:?} accepted");

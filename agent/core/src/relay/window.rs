@@ -7,7 +7,7 @@ use crate::digest::Digest;
 use crate::geometry::Geometry;
 use crate::manifest::ChunkState;
 use crate::plan::{ByteRange, Plan, Step};
-use crate::relay::frame::{FrameError, FrameHeader, Kind, HEADER_LEN as FRAME_HEADER_LEN};
+use crate::relay::frame::{FrameError, FrameHeader, FrameKind, HEADER_LEN as FRAME_HEADER_LEN};
 
 pub const MAGIC: [u8; 4] = *b"DFRW";
 pub const VERSION: u8 = 1;
@@ -161,7 +161,7 @@ pub fn decode(buf: &[u8], geo: Geometry) -> Result<Window<'_>, WindowError> {
         if fh.offset % chunk != 0 || (fend % chunk != 0 && fend != disk) {
             return place("not whole chunks");
         }
-        let want_data = fh.kind != Kind::Clear;
+        let want_data = fh.kind != FrameKind::Clear;
         let first = (fh.offset - header.offset) / chunk;
         let last = (fend - header.offset).div_ceil(chunk);
         if states[first as usize..last as usize].iter().any(|s| matches!(s, ChunkState::Data(_)) != want_data) {
@@ -184,7 +184,7 @@ impl Window<'_> {
     pub fn plan(&self, chunk: u64) -> Plan {
         let mut plan = Plan::default();
         for (fh, _) in &self.frames {
-            let kind = if fh.kind == Kind::Clear { Step::Clear } else { Step::Write };
+            let kind = if fh.kind == FrameKind::Clear { Step::Clear } else { Step::Write };
             let end = fh.offset + u64::from(fh.raw_len);
             let mut at = fh.offset;
             while at < end {

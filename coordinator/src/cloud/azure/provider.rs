@@ -33,7 +33,7 @@ use super::arm::Arm;
 use super::names::{self, with_api, Scope, DISK_API, NETWORK_API, VM_API};
 use super::settings::AzureSettings;
 use super::userdata::{self, AgentSource};
-use crate::cloud::{Cloud, Found, Kind, RunTags, Vm, VmDisk, WorkerSpec, WorkerState};
+use crate::cloud::{Cloud, Found, ResourceKind, RunTags, Vm, VmDisk, WorkerSpec, WorkerState};
 
 /// How long an untagged `df-` disk may live before `gc` takes it.
 const UNTAGGED_TTL_SECS: i64 = 7 * 3600;
@@ -359,11 +359,11 @@ impl Cloud for AzureCloud {
         Ok(WorkerState::Running(status))
     }
 
-    fn delete(&self, kind: Kind, name: &str) -> Result<()> {
+    fn delete(&self, kind: ResourceKind, name: &str) -> Result<()> {
         match kind {
-            Kind::Worker => self.delete_worker(name),
-            Kind::TempDisk => self.arm.delete(&with_api(&self.work.disk(name), DISK_API)),
-            Kind::Snapshot => self.arm.delete(&with_api(&self.work.snapshot(name), DISK_API)),
+            ResourceKind::Worker => self.delete_worker(name),
+            ResourceKind::TempDisk => self.arm.delete(&with_api(&self.work.disk(name), DISK_API)),
+            ResourceKind::Snapshot => self.arm.delete(&with_api(&self.work.snapshot(name), DISK_API)),
         }
     }
 
@@ -389,8 +389,8 @@ impl Cloud for AzureCloud {
         Ok(Some(ranges))
     }
 
-    fn retain(&self, kind: Kind, name: &str) -> Result<()> {
-        if kind != Kind::Snapshot {
+    fn retain(&self, kind: ResourceKind, name: &str) -> Result<()> {
+        if kind != ResourceKind::Snapshot {
             return Ok(());
         }
         let path = with_api(&self.work.snapshot(name), DISK_API);
@@ -417,8 +417,8 @@ impl Cloud for AzureCloud {
                 let mut expires_at = tag(&v, names::TAG_EXPIRES).and_then(|e| e.parse().ok());
                 let retained = tag(&v, names::TAG_RETAINED) == Some("true");
                 let (kind, name) = match t {
-                    "Microsoft.Compute/virtualMachines" => (Kind::Worker, name.to_owned()),
-                    "Microsoft.Compute/snapshots" => (Kind::Snapshot, name.to_owned()),
+                    "Microsoft.Compute/virtualMachines" => (ResourceKind::Worker, name.to_owned()),
+                    "Microsoft.Compute/snapshots" => (ResourceKind::Snapshot, name.to_owned()),
                     "Microsoft.Compute/disks" => {
                         if v["managedBy"].as_str().is_some_and(|m| !m.is_empty()) {
                             continue; // attached: it goes with its VM
@@ -429,12 +429,12 @@ impl Cloud for AzureCloud {
                                 .and_then(|c| chrono::DateTime::parse_from_rfc3339(c).ok())
                                 .map(|c| c.timestamp() + UNTAGGED_TTL_SECS);
                         }
-                        (Kind::TempDisk, name.to_owned())
+                        (ResourceKind::TempDisk, name.to_owned())
                     }
                     // A stray NIC (its VM gone): deleting its worker deletes it.
                     _ if v["properties"]["virtualMachine"]["id"].is_string() => continue,
                     _ => match name.strip_suffix("-nic") {
-                        Some(w) => (Kind::Worker, w.to_owned()),
+                        Some(w) => (ResourceKind::Worker, w.to_owned()),
                         None => continue,
                     },
                 };
