@@ -11,6 +11,7 @@ apt_need flock util-linux
 apt_need promtool prometheus      # judges the /metrics exposition
 apt_need node nodejs              # Azurite, the storage emulator the page blob tests run against
 apt_need npm npm
+apt_need python3 python3          # the module-cycle check and the bench scripts
 "$ROOT/scripts/azurite.sh" install
 cd "$ROOT"
 # A run from a clean clone gains nothing from incremental caches, and they
@@ -18,6 +19,8 @@ cd "$ROOT"
 export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 say "cargo fmt --check"
 cargo fmt --all -- --check
+say "no import cycle between the modules of a crate"
+python3 scripts/lib/module_cycles.py agent/core/src agent/blob/src agent/http/src agent/src coordinator/src agent/testkit/src
 say "cargo clippy"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 say "cargo test"

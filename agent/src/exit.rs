@@ -1,5 +1,8 @@
 //! Exit codes: the contract between the agent and whoever runs it (a shell
-//! script, the coordinator). Documented in `docs/exit-codes.md`.
+//! script, the coordinator). Documented in `docs/exit-codes.md`. The layers'
+//! typed errors map to their code here, once (`From<SourceError>`,
+//! `From<StoreError>`); argument checks and the sinks' own I/O errors still
+//! name theirs where they arise.
 
 use std::fmt;
 
@@ -42,6 +45,27 @@ impl fmt::Display for Failure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // One line: the error and its causes joined by ": ".
         write!(f, "{:#}", self.error)
+    }
+}
+
+/// A source that cannot be opened: exit 3.
+impl From<crate::source::SourceError> for Failure {
+    fn from(e: crate::source::SourceError) -> Self {
+        Failure::new(ExitCode::Source, e.into())
+    }
+}
+
+/// A storage failure: exit 4, in one line that says what to do.
+impl From<diskferry_blob::StoreError> for Failure {
+    fn from(e: diskferry_blob::StoreError) -> Self {
+        use diskferry_blob::ErrorKind;
+        let hint = match e.last_kind() {
+            ErrorKind::Forbidden => ": access denied (wrong or expired SAS, wrong account key, or missing role)",
+            ErrorKind::ContainerNotFound => ": the container does not exist (pass --create-container to create it)",
+            ErrorKind::NotFound => ": not found",
+            _ => "",
+        };
+        Failure::new(ExitCode::Destination, anyhow::anyhow!("{e}{hint}"))
     }
 }
 

@@ -12,11 +12,11 @@ use diskferry_core::job::JobSpec;
 use diskferry_core::report::{Status, STATUS_VERSION};
 
 use crate::exit::{ExitCode, Failure};
-use crate::open::{sync_fanout, Target};
+use crate::open::{sync_fanout, SyncOptions, Target};
 use crate::pageblob::sink::PageBlobOptions;
 use crate::progress::{Phase, Progress, StatusSource};
 use crate::source::ReadMode;
-use crate::sync::{SyncOptions, SyncReport};
+use crate::sync::SyncReport;
 use diskferry_blob::address::redact;
 
 /// Read and validate a job file.

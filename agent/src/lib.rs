@@ -14,15 +14,15 @@
 //!   `pageblob:`, `relay:`), and a sync of them.
 //! - [`pageblob`]: the page blob sink over `diskferry_blob::PageStore`.
 //! - [`clock`]: wall-clock time in the formats' units.
-//! - [`relay`]: the zstd relay: a `relay:` sink and `receive`, its far end.
+//! - [`relay`]: the zstd relay's protocol and its `relay:` sink.
+//! - [`receive`]: `diskferry-agent receive`, the relay's far end.
 //! - [`job`]: a coordinator's job spec: the syncs of every disk of a VM.
 //! - [`device`]: a job disk's source on the worker (`lun:N` on Azure).
 //! - [`cli`]: the `diskferry-agent` command line.
 //! - [`exit`]: the documented exit codes.
 //!
 //! ```no_run
-//! use diskferry_agent::open::{sync, Target};
-//! use diskferry_agent::sync::SyncOptions;
+//! use diskferry_agent::open::{sync, SyncOptions, Target};
 //! use diskferry_agent::source::ReadMode;
 //!
 //! let opts = SyncOptions {
@@ -53,6 +53,7 @@ pub mod open;
 pub mod pageblob;
 pub mod progress;
 pub mod readback;
+pub mod receive;
 pub mod relay;
 pub mod scan;
 pub mod sink;

@@ -21,7 +21,37 @@ use crate::relay::RelayAddress;
 use crate::sink::file::FileSink;
 use crate::sink::Sink;
 use crate::source::{BlockSource, DeviceSource, ReadMode};
-use crate::sync::{sync_parts, Parts, SyncOptions, SyncReport};
+use diskferry_core::job::RangeHint;
+
+use crate::relay::client::RelayOptions;
+use crate::sync::{sync_parts, Parts, PipelineOptions, SyncReport};
+
+/// Everything a sync needs besides the source and target.
+#[derive(Debug, Clone)]
+pub struct SyncOptions {
+    pub chunk_size: ChunkSize,
+    /// Names the source in the manifest; a manifest of another source is not
+    /// trusted. Default: the source's canonical path.
+    pub source_id: Option<String>,
+    pub threads: usize,
+    pub read_mode: ReadMode,
+    /// Keep the manifest here instead of beside the destination.
+    pub manifest: Option<PathBuf>,
+    /// Overwrite a destination that diskferry did not write (or resize a
+    /// page blob for a source of another size).
+    pub force: bool,
+    /// Page blob destinations.
+    pub pageblob: PageBlobOptions,
+    /// Pin the storage service version (`x-ms-version`).
+    pub api_version: Option<String>,
+    /// Give up retrying one storage request after this long.
+    pub retry_for: Option<std::time::Duration>,
+    /// Relay destinations: token, TLS trust, zstd level.
+    pub relay: RelayOptions,
+    /// What changed since a known earlier state (`hint.base_generations`
+    /// in the order of the targets).
+    pub hint: Option<RangeHint>,
+}
 
 /// Where a sync writes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -94,7 +124,7 @@ pub fn open_pageblob(
 
 /// Open a source and check it can be cut into chunks.
 pub fn open_source(path: &Path, mode: ReadMode, chunk: ChunkSize) -> Result<(DeviceSource, Geometry), Failure> {
-    let source = DeviceSource::open(path, mode).code(ExitCode::Source)?;
+    let source = DeviceSource::open(path, mode)?;
     let geometry = Geometry::new(source.size(), chunk)
         .map_err(|e| Failure::new(ExitCode::Source, anyhow!("source {}: {e}", path.display())))?;
     Ok((source, geometry))
@@ -143,5 +173,6 @@ pub fn sync_fanout(
         None => std::fs::canonicalize(source_path).unwrap_or_else(|_| source_path.to_owned()).display().to_string(),
     };
     let sinks = targets.iter().map(|t| open_sink(t, opts)).collect();
-    sync_parts(Parts { source: &source, geometry, source_id, sinks }, opts, progress)
+    let pipeline = PipelineOptions { threads: opts.threads, hint: opts.hint.clone() };
+    sync_parts(Parts { source: &source, geometry, source_id, sinks }, &pipeline, progress)
 }

@@ -21,7 +21,7 @@ use diskferry_blob::PageStore;
 use crate::exit::{ExitCode, Failure, WithCode};
 use crate::open::open_source;
 use crate::pageblob::points::RecoveryPoint;
-use crate::pageblob::sink::{explain, PageBlobSink};
+use crate::pageblob::sink::PageBlobSink;
 use crate::scan::scan;
 use crate::source::ReadMode;
 use crate::sync::thread_pool;
@@ -58,7 +58,7 @@ pub fn download<S: PageStore>(
     let total = round_up_mib(point.disk_size) + FOOTER_LEN as u64;
     let store = sink.store();
     let snap = Some(point.snapshot.as_str());
-    let ranges = sink.runtime().block_on(store.page_ranges(sink.blob(), snap)).map_err(explain)?;
+    let ranges = sink.runtime().block_on(store.page_ranges(sink.blob(), snap)).map_err(Failure::from)?;
     let file = OpenOptions::new()
         .write(true)
         .create(true)
@@ -78,7 +78,7 @@ pub fn download<S: PageStore>(
         stream::iter(pieces.iter().copied())
             .map(|(o, n)| async move { store.read(sink.blob(), snap, o, n).await.map(|b| (o, b)) })
             .buffer_unordered(concurrency.max(1))
-            .map_err(explain)
+            .map_err(Failure::from)
             .try_fold(0u64, |acc, (o, b)| {
                 let r = file
                     .write_all_at(&b, o)
@@ -131,7 +131,7 @@ pub fn verify<S: PageStore>(
     let size_matches = dest_geo.disk_size() == geometry.disk_size();
     let store = sink.store();
     let snap = Some(point.snapshot.as_str());
-    let ranges = sink.runtime().block_on(store.page_ranges(sink.blob(), snap)).map_err(explain)?;
+    let ranges = sink.runtime().block_on(store.page_ranges(sink.blob(), snap)).map_err(Failure::from)?;
     let allocated = |r: std::ops::Range<u64>| ranges.iter().any(|&(s, e)| s < r.end && e > r.start);
     let count = geometry.chunk_count().min(dest_geo.chunk_count());
     let results: Vec<(u64, ChunkState, u64)> = sink.runtime().block_on(async {
@@ -140,7 +140,7 @@ pub fn verify<S: PageStore>(
                 let r = dest_geo.chunk_range(i);
                 async move {
                     if !allocated(r.clone()) {
-                        return Ok((i, ChunkState::Zero, 0));
+                        return Ok::<_, diskferry_blob::StoreError>((i, ChunkState::Zero, 0));
                     }
                     let b = store.read(sink.blob(), snap, r.start, r.end - r.start).await?;
                     Ok((i, ChunkState::of(&b), b.len() as u64))
@@ -149,7 +149,7 @@ pub fn verify<S: PageStore>(
             .buffer_unordered(concurrency.max(1))
             .try_collect()
             .await
-            .map_err(explain)
+            .map_err(Failure::from)
     })?;
     let mut mismatches = Vec::new();
     let mut fetched = 0;

@@ -1,52 +1,33 @@
 //! One sync: scan the source window by window, plan each window against the
 //! destination's prior state, apply the plan, publish the manifest.
 
-use std::path::PathBuf;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::anyhow;
-use diskferry_core::geometry::{ChunkSize, Geometry};
+use diskferry_core::geometry::Geometry;
 use diskferry_core::job::RangeHint;
 use diskferry_core::manifest::{ChunkState, Manifest};
 use diskferry_core::plan::{PlanStats, Planner};
 
 use crate::exit::{ExitCode, Failure, WithCode};
 
-use crate::pageblob::sink::PageBlobOptions;
 use crate::progress::{Phase, Progress};
-use crate::relay::client::RelayOptions;
 use crate::scan::{scan, Known, ScanStats};
 pub use diskferry_core::report::SyncReport;
 
 use crate::sink::{Prior, Sink};
-use crate::source::{BlockSource, ReadMode};
+use crate::source::BlockSource;
 
-/// Everything a sync needs besides the source and target.
-#[derive(Debug, Clone)]
-pub struct SyncOptions {
-    pub chunk_size: ChunkSize,
-    /// Names the source in the manifest; a manifest of another source is not
-    /// trusted. Default: the source's canonical path.
-    pub source_id: Option<String>,
+/// What the pipeline itself needs; how destinations are opened is
+/// `crate::open::SyncOptions`.
+#[derive(Debug, Clone, Default)]
+pub struct PipelineOptions {
+    /// Hashing threads.
     pub threads: usize,
-    pub read_mode: ReadMode,
-    /// Keep the manifest here instead of beside the destination.
-    pub manifest: Option<PathBuf>,
-    /// Overwrite a destination that diskferry did not write (or resize a
-    /// page blob for a source of another size).
-    pub force: bool,
-    /// Page blob destinations.
-    pub pageblob: PageBlobOptions,
-    /// Pin the storage service version (`x-ms-version`).
-    pub api_version: Option<String>,
-    /// Give up retrying one storage request after this long.
-    pub retry_for: Option<std::time::Duration>,
-    /// Relay destinations: token, TLS trust, zstd level.
-    pub relay: RelayOptions,
     /// What changed since a known earlier state (`hint.base_generations`
-    /// in the order of the targets).
+    /// in the order of the sinks).
     pub hint: Option<RangeHint>,
 }
 
@@ -83,7 +64,7 @@ impl std::fmt::Debug for Parts<'_> {
 /// `Done` when every destination synced, else `Failed`.
 pub fn sync_parts(
     parts: Parts<'_>,
-    opts: &SyncOptions,
+    opts: &PipelineOptions,
     progress: &Arc<Progress>,
 ) -> Result<Vec<Result<SyncReport, Failure>>, Failure> {
     let r = run(parts, opts, progress);
@@ -118,7 +99,7 @@ struct Lane {
 
 fn run(
     parts: Parts<'_>,
-    opts: &SyncOptions,
+    opts: &PipelineOptions,
     progress: &Arc<Progress>,
 ) -> Result<Vec<Result<SyncReport, Failure>>, Failure> {
     let started = Instant::now();

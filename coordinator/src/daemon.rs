@@ -16,8 +16,9 @@ use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
 use prometheus::{Encoder, GaugeVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
 
+use crate::clock::now;
 use crate::env::Env;
-use crate::execute::{self, now, Quiet};
+use crate::execute::{self, Quiet};
 use crate::schedule::Schedule;
 use crate::store::{status, Run, Store};
 

@@ -17,8 +17,8 @@ use std::collections::BTreeSet;
 
 use anyhow::Result;
 
+use crate::clock::now;
 use crate::cloud::{Cloud, ResourceKind};
-use crate::execute::now;
 use crate::owner;
 use crate::store::{resource_state, status, Store};
 

@@ -13,6 +13,7 @@
 //! - [`cli`]: the `diskferry` command line.
 
 pub mod cli;
+pub mod clock;
 pub mod cloud;
 pub mod config;
 pub mod daemon;

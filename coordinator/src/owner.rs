@@ -25,21 +25,3 @@ pub fn alive(run: &Run) -> bool {
         _ => false,
     }
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn this_process_is_alive_and_a_stale_start_is_not() {
-        let mut run = crate::execute::new_run("a", "manual");
-        let start = run.owner_start.unwrap_or_default();
-        assert!(start > 0);
-        assert_eq!(run.owner_pid, Some(i64::from(std::process::id())));
-        assert!(alive(&run));
-        run.owner_start = Some(start + 1);
-        assert!(!alive(&run));
-        run.owner_pid = None;
-        assert!(!alive(&run));
-    }
-}

@@ -22,13 +22,13 @@ use anyhow::Context;
 use crate::clock::unix_ms;
 use crate::exit::{ExitCode, Failure, WithCode};
 use crate::metrics::Metrics;
-use crate::open::{open_source, sync_fanout, Target};
+use crate::open::{open_source, sync_fanout, SyncOptions, Target};
 use crate::pageblob::sink::PageBlobOptions;
 use crate::progress::Progress;
 use crate::scan::scan;
 use crate::source::ReadMode;
 use crate::status::StatusWriter;
-use crate::sync::{thread_pool, SyncOptions, SyncReport};
+use crate::sync::{thread_pool, SyncReport};
 
 #[derive(Debug, Parser)]
 #[command(

@@ -10,11 +10,11 @@ use clap::Args;
 
 use super::BlobArgs;
 use crate::exit::{ExitCode, Failure, WithCode};
-use crate::relay::metrics::ReceiverMetrics;
-use crate::relay::receiver::{self, ReceiverConfig, Root};
+use crate::open::SyncOptions;
+use crate::receive::metrics::ReceiverMetrics;
+use crate::receive::server::{self as receiver, ReceiverConfig, Root};
 use crate::relay::{tls, Token};
 use crate::source::ReadMode;
-use crate::sync::SyncOptions;
 
 #[derive(Debug, Args)]
 #[command(after_help = "Each disk a sender names (relay:https://HOST:PORT/DISK) is written to ROOT as DISK.vhd, \

@@ -5,8 +5,6 @@
 //! Addresses, credentials and the `PageStore` seam live in the storage crate,
 //! `diskferry-blob`, which the coordinator shares.
 
-#[cfg(test)]
-mod crash_points;
 mod journal_writer;
 pub mod points;
 pub mod sink;

@@ -39,7 +39,7 @@ use super::points::{manifest_name, RecoveryPoint};
 use crate::exit::{ExitCode, Failure, WithCode};
 use crate::scan::WindowView;
 use crate::sink::{Prior, Sink, WireStats};
-use diskferry_blob::{ErrorKind, PageStore, StoreError};
+use diskferry_blob::{PageStore, StoreError};
 
 const META_GENERATION: &str = "diskferry_generation";
 const META_MANIFEST: &str = "diskferry_manifest";
@@ -79,17 +79,6 @@ impl<S: PageStore> PageBlobSink<diskferry_blob::retry::Retrying<S>> {
 fn dest_err(e: impl Into<anyhow::Error>) -> Failure {
     let e = e.into();
     Failure::new(ExitCode::Destination, e)
-}
-
-/// Turn a storage error into a one-line failure that says what to do.
-pub fn explain(e: StoreError) -> Failure {
-    let hint = match e.last_kind() {
-        ErrorKind::Forbidden => ": access denied (wrong or expired SAS, wrong account key, or missing role)",
-        ErrorKind::ContainerNotFound => ": the container does not exist (pass --create-container to create it)",
-        ErrorKind::NotFound => ": not found",
-        _ => "",
-    };
-    Failure::new(ExitCode::Destination, anyhow!("{e}{hint}"))
 }
 
 /// State shared with the upload tasks and the journal writer.
@@ -189,7 +178,7 @@ impl<S: PageStore> PageBlobSink<S> {
     }
 
     fn block_on<T>(&self, f: impl std::future::Future<Output = Result<T, StoreError>>) -> Result<T, Failure> {
-        self.rt.block_on(f).map_err(explain)
+        self.rt.block_on(f).map_err(Failure::from)
     }
 
     /// The recovery points, oldest first.
@@ -223,7 +212,7 @@ impl<S: PageStore> PageBlobSink<S> {
     fn check_flight(&self) -> Result<(), Failure> {
         let mut f = self.flight.lock().map_err(|_| dest_err(anyhow!("upload state poisoned")))?;
         match f.error.take() {
-            Some(e) => Err(explain(e)),
+            Some(e) => Err(e.into()),
             None => Ok(()),
         }
     }

@@ -27,11 +27,12 @@
 //! opens a new session (replacing the old one) and the receiver's journal
 //! tells what is durable, exactly as for a direct sync.
 
+//!
+//! This module is the protocol and the sending side; the receiving side
+//! (server, sessions, its metrics) is `crate::receive`.
+
 pub mod client;
-pub mod metrics;
-pub mod receiver;
 pub mod sender;
-pub mod session;
 pub mod tls;
 
 use std::fmt;

@@ -7,11 +7,12 @@ use anyhow::anyhow;
 use clap::{Args, Subcommand};
 
 use super::{human, print_json, time, usage, Env, Failure, JsonArg};
+use crate::clock::now;
 use crate::cloud::local::check_name;
 use crate::cloud::ResourceKind;
 use crate::destination::Destination;
 use crate::error::CoordError;
-use crate::execute::{self, now, Observer};
+use crate::execute::{self, Observer};
 use crate::schedule::Schedule;
 use crate::store::{status, Replica, Run, RunDisk};
 

@@ -18,6 +18,7 @@ const HINT_ALIGN: u64 = 64 * 1024;
 /// At most this many ranges per disk: a job travels in a VM's 64 KiB user
 /// data (a provider drops hints that do not fit, and says so).
 const MAX_HINT_RANGES: usize = 400;
+use crate::clock::now;
 use crate::config::Config;
 use crate::destination::Destination;
 use crate::lifecycle::{Action, Lifecycle, Outcome};
@@ -81,10 +82,6 @@ pub fn new_run(replica: &str, trigger: &str) -> Run {
 pub fn begin(store: &mut Store, replica: &str, trigger: &str) -> Result<Result<Run, Run>> {
     let run = new_run(replica, trigger);
     Ok(store.begin_run(&run, owner::alive)?.map(|()| run))
-}
-
-pub fn now() -> i64 {
-    chrono::Utc::now().timestamp()
 }
 
 /// What a run's caller sees while it goes.

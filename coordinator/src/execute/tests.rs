@@ -126,3 +126,16 @@ fn a_failure_at_every_cloud_call_leaves_only_retained_snapshots() {
     }
     assert!(tried >= 10, "only {tried} calls faulted");
 }
+
+#[test]
+fn a_new_run_is_owned_by_this_process_and_a_stale_start_is_not_alive() {
+    let mut run = new_run("a", "manual");
+    let start = run.owner_start.unwrap_or_default();
+    assert!(start > 0);
+    assert_eq!(run.owner_pid, Some(i64::from(std::process::id())));
+    assert!(owner::alive(&run));
+    run.owner_start = Some(start + 1);
+    assert!(!owner::alive(&run));
+    run.owner_pid = None;
+    assert!(!owner::alive(&run));
+}

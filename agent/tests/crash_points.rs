@@ -1,4 +1,5 @@
-//! The page blob protocol at every store call, in-process: a sync (first,
+//! The page blob protocol at every store call, in-process (the pipeline
+//! and the page blob sink over the storage fakes): a sync (first,
 //! incremental, resumed after a killed one) runs over `MemStore` through
 //! `FaultyStore` and the same `Retrying` decorator the product uses; each
 //! call it makes is in turn failed for good, failed once (retried),
@@ -17,11 +18,11 @@ use diskferry_blob::testing::{Fault, FaultyStore, MemStore, Tally};
 use diskferry_blob::{Op, PageStore};
 use diskferry_core::geometry::{ChunkSize, Geometry};
 
-use super::points::{manifest_name, RecoveryPoint};
-use super::sink::{PageBlobOptions, PageBlobSink};
-use crate::progress::Progress;
-use crate::source::{MemSource, ReadMode};
-use crate::sync::{sync_parts, Parts, SyncOptions};
+use diskferry_agent::pageblob::points::{manifest_name, RecoveryPoint};
+use diskferry_agent::pageblob::sink::{PageBlobOptions, PageBlobSink};
+use diskferry_agent::progress::Progress;
+use diskferry_agent::source::MemSource;
+use diskferry_agent::sync::{sync_parts, Parts, PipelineOptions};
 
 const BLOB: &str = "d.vhd";
 const CHUNK: u64 = 64 << 10;
@@ -74,20 +75,12 @@ fn mutate(base: &[u8], seed: u64) -> Vec<u8> {
     img
 }
 
-fn opts() -> SyncOptions {
-    SyncOptions {
-        chunk_size: ChunkSize::new(CHUNK).expect("a valid chunk size"),
-        source_id: Some("disk-0".into()),
-        threads: 2,
-        read_mode: ReadMode::Pread,
-        manifest: None,
-        force: false,
-        pageblob: PageBlobOptions::default(),
-        api_version: None,
-        retry_for: None,
-        relay: Default::default(),
-        hint: None,
-    }
+fn opts() -> PipelineOptions {
+    PipelineOptions { threads: 2, hint: None }
+}
+
+fn chunk() -> ChunkSize {
+    ChunkSize::new(CHUNK).expect("a valid chunk size")
 }
 
 /// Retries that give up fast: a dead store fails in milliseconds.
@@ -118,7 +111,7 @@ fn sync(mem: &MemStore, data: &[u8], faults: &[(Op, u64, Fault)]) -> Run {
     let po = PageBlobOptions { concurrency: 4, keep: 4, create_container: false, force: false };
     let sink = PageBlobSink::new(store, BLOB, format!("mem:{BLOB}"), po).expect("a sink");
     let source = MemSource { bytes: data.to_vec() };
-    let geometry = Geometry::new(DISK as u64, opts().chunk_size).expect("a geometry");
+    let geometry = Geometry::new(DISK as u64, chunk()).expect("a geometry");
     let parts = Parts { source: &source, geometry, source_id: "disk-0".into(), sinks: vec![Ok(Box::new(sink))] };
     let ok = match sync_parts(parts, &opts(), &Progress::new("mem")) {
         Ok(lanes) => lanes.iter().all(Result::is_ok),

@@ -26,9 +26,9 @@ use rayon::prelude::*;
 use tokio::sync::{mpsc, oneshot};
 
 use super::metrics::ReceiverMetrics;
-use super::SessionState;
 use crate::buf::AlignedBuf;
 use crate::exit::Failure;
+use crate::relay::SessionState;
 use crate::scan::{ScanStats, WindowView};
 use crate::sink::{Prior, Sink};
 

@@ -23,9 +23,10 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::metrics::ReceiverMetrics;
 use super::session::{Reject, Session};
-use super::{check_disk_name, BeginRequest, ErrorBody, OpenRequest, Token, MAX_BODY, MAX_CONTROL_BODY, SESSION_HEADER};
-use crate::open::{open_sink, Target};
-use crate::sync::SyncOptions;
+use crate::open::{open_sink, SyncOptions, Target};
+use crate::relay::{
+    check_disk_name, BeginRequest, ErrorBody, OpenRequest, Token, MAX_BODY, MAX_CONTROL_BODY, SESSION_HEADER,
+};
 use diskferry_blob::address::{redact, BlobAddress};
 
 /// Where a receiver writes its disks.
