@@ -261,7 +261,7 @@ fn count(geometry: Geometry, w: &Window<'_>) -> ScanStats {
 }
 
 fn read_failure(e: std::io::Error, offset: u64) -> Failure {
-    Failure::new(ExitCode::Source, anyhow!("read error at offset {offset}: {e}"))
+    crate::source::SourceError::Read { offset, source: e }.into()
 }
 
 /// For each chunk, whether it lies wholly outside every data extent.

@@ -47,14 +47,19 @@ pub trait BlockSource: Send + Sync {
     fn prefetch(&self, _range: Range<u64>) {}
 }
 
+/// Why a source cannot be used. Messages leave the cause to `source()`:
+/// a failure prints the chain.
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
-    #[error("cannot open source {path}: {source}")]
+    #[error("cannot open source {path}")]
     Open { path: PathBuf, source: io::Error },
     #[error("source {0} is neither a regular file nor a block device")]
     Kind(PathBuf),
-    #[error("cannot read the size of block device {path}: {source}")]
+    #[error("cannot read the size of block device {path}")]
     Size { path: PathBuf, source: io::Error },
+    /// A read that failed mid-scan (an unreadable sector: EIO).
+    #[error("read error at offset {offset}")]
+    Read { offset: u64, source: io::Error },
 }
 
 /// A regular file or a block device.
