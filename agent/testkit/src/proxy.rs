@@ -9,6 +9,8 @@
 //!   after a pseudo-random number of request bytes (a request torn
 //!   mid-body), even ones as soon as the answer starts (the request was
 //!   carried out, its answer lost);
+//! - **throttle** what clients send to a rate (bytes per second, shared by
+//!   every connection, as a storage account caps one blob's ingress);
 //! - **inject faults** into HTTP/1.1 requests at a rate (per mille, changeable
 //!   while it runs): 503 with or without Retry-After, 500, a delay, a reset
 //!   in the middle of a request, a truncated response, a request carried out
@@ -69,6 +71,8 @@ pub struct Plan {
     pub faults: Vec<Fault>,
     pub per_mille: u32,
     pub seed: u64,
+    /// Client-to-server bytes per second, over all connections (0: no limit).
+    pub up_bytes_per_sec: u64,
 }
 
 /// What a proxy counted (and the one knob it takes while running).
@@ -85,6 +89,29 @@ pub struct Stats {
     pub faults: [AtomicU64; 7],
     /// Faults per 1000 requests.
     pub per_mille: AtomicU32,
+}
+
+/// A rate shared by every connection: each write waits until the bytes
+/// sent so far fit in the time since the first.
+struct Throttle {
+    rate: u64,
+    state: Mutex<Option<(std::time::Instant, u64)>>,
+}
+
+impl Throttle {
+    fn take(&self, n: u64) {
+        if self.rate == 0 {
+            return;
+        }
+        let wait = {
+            let mut s = self.state.lock().unwrap();
+            let (start, sent) = s.get_or_insert((std::time::Instant::now(), 0));
+            *sent += n;
+            let due = Duration::from_secs_f64(*sent as f64 / self.rate as f64);
+            due.saturating_sub(start.elapsed())
+        };
+        std::thread::sleep(wait);
+    }
 }
 
 /// A running proxy; it serves until the test process ends.
@@ -112,6 +139,7 @@ impl Proxy {
         let port = listener.local_addr().unwrap().port();
         let stats = Arc::new(Stats { per_mille: AtomicU32::new(plan.per_mille), ..Default::default() });
         let st = stats.clone();
+        let throttle = Arc::new(Throttle { rate: plan.up_bytes_per_sec, state: Mutex::new(None) });
         std::thread::spawn(move || {
             let rng = Arc::new(Rng(Mutex::new(plan.seed | 1)));
             let kinds: Arc<Vec<Fault>> = Arc::new(plan.faults.clone());
@@ -123,9 +151,9 @@ impl Proxy {
                     continue;
                 }
                 if !kinds.is_empty() {
-                    let (st, rng, kinds) = (st.clone(), rng.clone(), kinds.clone());
+                    let (st, rng, kinds, th) = (st.clone(), rng.clone(), kinds.clone(), throttle.clone());
                     std::thread::spawn(move || {
-                        let _ = serve_http(client, target, &st, &rng, &kinds);
+                        let _ = serve_http(client, target, &st, &rng, &kinds, &th);
                     });
                     continue;
                 }
@@ -143,8 +171,8 @@ impl Proxy {
                     }
                 };
                 let (c2, s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
-                let up = st.clone();
-                std::thread::spawn(move || pipe(client, server, up_limit, Some(&up.bytes_up)));
+                let (up, th) = (st.clone(), throttle.clone());
+                std::thread::spawn(move || pipe(client, server, up_limit, Some((&up.bytes_up, &th))));
                 std::thread::spawn(move || pipe(s2, c2, if drop_answer { 0 } else { u64::MAX }, None));
             }
         });
@@ -164,6 +192,11 @@ impl Proxy {
     /// Cut the first `n` connections.
     pub fn cutting(target: u16, n: u64, seed: u64) -> Self {
         Self::start(target, Plan { cut_first: n, seed, ..Plan::default() })
+    }
+
+    /// Pass at most `bytes_per_sec` from clients to the server.
+    pub fn throttled(target: u16, bytes_per_sec: u64) -> Self {
+        Self::start(target, Plan { up_bytes_per_sec: bytes_per_sec, ..Plan::default() })
     }
 
     /// Inject HTTP faults of `kinds` at `per_mille`.
@@ -227,8 +260,9 @@ fn refuse(mut client: TcpStream) {
     let _ = client.shutdown(Shutdown::Both);
 }
 
-/// Copy `from` to `to` until EOF or `limit` bytes, then close both.
-fn pipe(mut from: TcpStream, mut to: TcpStream, limit: u64, count: Option<&AtomicU64>) {
+/// Copy `from` to `to` until EOF or `limit` bytes, then close both;
+/// counting (and throttling) what passes when asked to.
+fn pipe(mut from: TcpStream, mut to: TcpStream, limit: u64, count: Option<(&AtomicU64, &Throttle)>) {
     let mut buf = vec![0u8; 256 << 10];
     let mut sent = 0u64;
     loop {
@@ -236,10 +270,16 @@ fn pipe(mut from: TcpStream, mut to: TcpStream, limit: u64, count: Option<&Atomi
             Ok(0) | Err(_) => break,
             Ok(n) => {
                 let n = (n as u64).min(limit - sent) as usize;
-                if n == 0 || to.write_all(&buf[..n]).is_err() {
+                if n == 0 {
                     break;
                 }
-                if let Some(c) = count {
+                if let Some((_, th)) = count {
+                    th.take(n as u64);
+                }
+                if to.write_all(&buf[..n]).is_err() {
+                    break;
+                }
+                if let Some((c, _)) = count {
                     c.fetch_add(n as u64, Relaxed);
                 }
                 sent += n as u64;
@@ -325,7 +365,14 @@ fn canned(status: &str, retry_after: bool) -> Vec<u8> {
 }
 
 /// Forward HTTP/1.1 requests one at a time, injecting faults.
-fn serve_http(client: TcpStream, target: u16, st: &Stats, rng: &Rng, kinds: &[Fault]) -> std::io::Result<()> {
+fn serve_http(
+    client: TcpStream,
+    target: u16,
+    st: &Stats,
+    rng: &Rng,
+    kinds: &[Fault],
+    throttle: &Throttle,
+) -> std::io::Result<()> {
     let (rate, counts, requests) = (&st.per_mille, &st.faults, &st.requests);
     let mut from_client = BufReader::new(client.try_clone()?);
     let mut to_client = client;
@@ -371,6 +418,7 @@ fn serve_http(client: TcpStream, target: u16, st: &Stats, rng: &Rng, kinds: &[Fa
             reset(&to_client);
             return Ok(());
         }
+        throttle.take((req.head.len() + req.body.len()) as u64);
         up.write_all(&req.head)?;
         up.write_all(&req.body)?;
         st.bytes_up.fetch_add((req.head.len() + req.body.len()) as u64, Relaxed);
@@ -414,5 +462,63 @@ fn reset(s: &TcpStream) {
             (&l as *const libc::linger).cast(),
             std::mem::size_of::<libc::linger>() as libc::socklen_t,
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Instant;
+
+    /// A server that reads everything and counts it.
+    fn sink() -> (u16, Arc<AtomicU64>) {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let got = Arc::new(AtomicU64::new(0));
+        let g = got.clone();
+        std::thread::spawn(move || {
+            for mut c in l.incoming().flatten() {
+                let g = g.clone();
+                std::thread::spawn(move || {
+                    let mut buf = [0u8; 65536];
+                    while let Ok(n) = c.read(&mut buf) {
+                        if n == 0 {
+                            break;
+                        }
+                        g.fetch_add(n as u64, Relaxed);
+                    }
+                });
+            }
+        });
+        (port, got)
+    }
+
+    #[test]
+    fn counts_refuses_cuts_and_throttles() {
+        let (port, got) = sink();
+        let p = Proxy::counting(port);
+        let mut c = TcpStream::connect(("127.0.0.1", p.port)).unwrap();
+        c.write_all(&[7u8; 100_000]).unwrap();
+        drop(c);
+        assert!(crate::process::poll(5, || got.load(Relaxed) == 100_000 && p.bytes_up() == 100_000));
+        assert_eq!(p.connections(), 1);
+
+        let r = Proxy::refusing(port, 1);
+        let mut c = TcpStream::connect(("127.0.0.1", r.port)).unwrap();
+        c.write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
+        let mut answer = String::new();
+        c.read_to_string(&mut answer).unwrap();
+        assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+        assert_eq!(r.refused(), 1);
+
+        // 256 KiB at 512 KiB/s: about half a second, not at once.
+        let t = Proxy::throttled(port, 512 << 10);
+        let before = got.load(Relaxed);
+        let started = Instant::now();
+        let mut c = TcpStream::connect(("127.0.0.1", t.port)).unwrap();
+        c.write_all(&[1u8; 256 << 10]).unwrap();
+        drop(c);
+        assert!(crate::process::poll(10, || got.load(Relaxed) == before + (256 << 10)));
+        assert!(started.elapsed() >= Duration::from_millis(350), "throttle let it through in {:?}", started.elapsed());
     }
 }
