@@ -72,7 +72,7 @@ fn status_file_and_metrics_describe_the_sync() {
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 
-    assert_eq!(final_status["version"], 1);
+    assert_eq!(final_status["version"], diskferry_core::report::STATUS_VERSION);
     assert_eq!(final_status["phase"], "done");
     let disk = &final_status["disks"][0];
     assert_eq!(disk["disk_size"], 64 * MIB);

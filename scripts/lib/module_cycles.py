@@ -4,8 +4,9 @@
 Usage: scripts/lib/module_cycles.py SRC_DIR [SRC_DIR...]
 For each crate source folder, every `crate::MODULE` path in a module's files
 is an edge MODULE_OF_FILE -> MODULE. Prints each cycle found; exits 1 if any.
-Test-only files (tests.rs, files under a tests/ folder, #[cfg(test)] blocks
-are not told apart: a cycle through test code is reported too).
+Paths count whether written `crate::a::b` or grouped `crate::{a, b}`, and
+`super::x` in a top-level file. Test code is not told apart: a cycle through
+a #[cfg(test)] module is reported too.
 """
 import os, re, sys
 
@@ -22,10 +23,16 @@ def modules(src):
                 continue
             # Code only: doc links and comments name modules without using them.
             text = "\n".join(l for l in open(path).read().splitlines() if not l.lstrip().startswith("//"))
-            for m in re.finditer(r"crate::([a-z_][a-z0-9_]*)", text):
-                if m.group(1) != top:
-                    edges.setdefault(top, set()).add(m.group(1))
-            # `use super::X` from a top-level file (src/x.rs) names a sibling.
+            names = [m.group(1) for m in re.finditer(r"crate::([a-z_][a-z0-9_]*)", text)]
+            # `use crate::{a::X, b}`: each item's first segment.
+            for g in re.finditer(r"crate::\{([^}]*)\}", text):
+                names += re.findall(r"(?:^|,)\s*([a-z_][a-z0-9_]*)", g.group(1))
+            # `super::x` in a top-level file (src/x.rs) names a sibling module.
+            if os.sep not in rel:
+                names += [m.group(1) for m in re.finditer(r"\bsuper::([a-z_][a-z0-9_]*)", text)]
+            for n in names:
+                if n != top and n not in ("self", "super"):
+                    edges.setdefault(top, set()).add(n)
     return edges
 
 def cycles(edges):
@@ -46,9 +53,10 @@ def cycles(edges):
 
 bad = 0
 for src in sys.argv[1:]:
-    for c in cycles(modules(src)):
+    found = cycles(modules(src))
+    for c in found:
         print(f"{src}: cycle {' -> '.join(c)}")
-        bad += 1
-    if not bad:
+    if not found:
         print(f"{src}: no cycle between top-level modules")
+    bad += len(found)
 sys.exit(1 if bad else 0)

@@ -71,12 +71,13 @@ impl AzureStore {
         ClientOptions { retry: RetryOptions::none(), transport: Some(self.transport.clone()), ..Default::default() }
     }
 
-    fn bad_url(op: Op, what: &str, e: anyhow::Error) -> StoreError {
-        StoreError::Transport { op: op.verb(), what: what.to_owned(), message: e.to_string() }
+    /// A request that cannot be made: not retried.
+    fn invalid(op: Op, what: &str, message: impl std::fmt::Display) -> StoreError {
+        StoreError::Invalid { op: op.verb(), what: what.to_owned(), message: redact(&message.to_string()) }
     }
 
     fn url(&self, op: Op, name: &str, snapshot: Option<&str>) -> StoreResult<Url> {
-        let mut url = self.addr.blob_url(name).map_err(|e| Self::bad_url(op, name, e))?;
+        let mut url = self.addr.blob_url(name).map_err(|e| Self::invalid(op, name, e))?;
         let mut q = match (&self.cred, snapshot) {
             // Azurite refuses snapshot requests under a container SAS; an
             // account SAS (signed with the same key) is accepted.
@@ -98,7 +99,7 @@ impl AzureStore {
     /// or the token.
     fn container_client(&self, op: Op) -> StoreResult<BlobContainerClient> {
         let name = &self.addr.container;
-        let mut url = self.addr.container_url().map_err(|e| Self::bad_url(op, name, e))?;
+        let mut url = self.addr.container_url().map_err(|e| Self::invalid(op, name, e))?;
         if let Credential::Sas { blob, account } = &self.cred {
             url.set_query(Some(account.as_ref().unwrap_or(blob)));
         }
@@ -106,7 +107,7 @@ impl AzureStore {
         if let Some(v) = &self.version {
             o.version = v.clone();
         }
-        BlobContainerClient::new(url, self.token(), Some(o)).map_err(|e| convert(op, name, e))
+        BlobContainerClient::new(url, self.token(), Some(o)).map_err(|e| Self::invalid(op, name, e))
     }
 
     fn token(&self) -> Option<Arc<dyn TokenCredential>> {
@@ -121,7 +122,7 @@ impl AzureStore {
         if let Some(v) = &self.version {
             o.version = v.clone();
         }
-        BlobClient::new(self.url(op, name, snapshot)?, self.token(), Some(o)).map_err(|e| convert(op, name, e))
+        BlobClient::new(self.url(op, name, snapshot)?, self.token(), Some(o)).map_err(|e| Self::invalid(op, name, e))
     }
 
     fn page(&self, op: Op, name: &str) -> StoreResult<PageBlobClient> {
@@ -129,7 +130,7 @@ impl AzureStore {
         if let Some(v) = &self.version {
             o.version = v.clone();
         }
-        PageBlobClient::new(self.url(op, name, None)?, self.token(), Some(o)).map_err(|e| convert(op, name, e))
+        PageBlobClient::new(self.url(op, name, None)?, self.token(), Some(o)).map_err(|e| Self::invalid(op, name, e))
     }
 
     fn append_client(&self, op: Op, name: &str) -> StoreResult<AppendBlobClient> {
@@ -137,7 +138,7 @@ impl AzureStore {
         if let Some(v) = &self.version {
             o.version = v.clone();
         }
-        AppendBlobClient::new(self.url(op, name, None)?, self.token(), Some(o)).map_err(|e| convert(op, name, e))
+        AppendBlobClient::new(self.url(op, name, None)?, self.token(), Some(o)).map_err(|e| Self::invalid(op, name, e))
     }
 
     /// Send one request and count its outcome.
@@ -282,11 +283,8 @@ impl PageStore for AzureStore {
     async fn snapshot(&self, name: &str) -> StoreResult<String> {
         let c = self.blob(Op::Snapshot, name, None)?;
         let r = self.send(Op::Snapshot, name, c.create_snapshot(None)).await?;
-        r.snapshot().ok().flatten().ok_or_else(|| StoreError::Transport {
-            op: Op::Snapshot.verb(),
-            what: name.to_owned(),
-            message: "the response named no snapshot".into(),
-        })
+        // Not retried: each retry would take another snapshot.
+        r.snapshot().ok().flatten().ok_or_else(|| Self::invalid(Op::Snapshot, name, "the response named no snapshot"))
     }
 
     async fn delete(&self, name: &str, snapshot: Option<&str>) -> StoreResult<()> {

@@ -28,6 +28,9 @@ pub enum ErrorKind {
     Refused,
     /// No answer: connection refused or reset, timeout, a malformed reply.
     Transport,
+    /// The request could not be made, or its answer makes no sense: sending
+    /// it again changes nothing (a bad URL, a reply without what it must name).
+    Invalid,
     /// Retries ran out; [`StoreError::Exhausted`] holds the last failure.
     Exhausted,
 }
@@ -46,6 +49,8 @@ pub enum StoreError {
     Http { op: &'static str, what: String, status: u16, code: String, retry_after: Option<Duration> },
     #[error("{op} {what}: {message}")]
     Transport { op: &'static str, what: String, message: String },
+    #[error("{op} {what}: {message}")]
+    Invalid { op: &'static str, what: String, message: String },
     #[error("{op} {what}: gave up after {attempts} attempts in {secs:.0} s: {last}")]
     Exhausted { op: &'static str, what: String, attempts: u32, secs: f64, last: Box<StoreError> },
 }
@@ -69,6 +74,7 @@ impl StoreError {
                 _ => ErrorKind::Refused,
             },
             StoreError::Transport { .. } => ErrorKind::Transport,
+            StoreError::Invalid { .. } => ErrorKind::Invalid,
             StoreError::Exhausted { .. } => ErrorKind::Exhausted,
         }
     }
@@ -89,7 +95,7 @@ impl StoreError {
         match self {
             StoreError::Http { status, .. } => Some(*status),
             StoreError::Exhausted { last, .. } => last.status(),
-            StoreError::Transport { .. } => None,
+            StoreError::Transport { .. } | StoreError::Invalid { .. } => None,
         }
     }
 

@@ -9,8 +9,9 @@
 
 use serde::{Deserialize, Serialize};
 
-/// The status document's version.
-pub const STATUS_VERSION: u32 = 1;
+/// The status document's version. 2: the counts' one vocabulary (zero,
+/// unchanged, written, cleared) replaced v1's skipped/zero_chunks/data_chunks.
+pub const STATUS_VERSION: u32 = 2;
 
 /// What a sync (or a job) is doing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -184,12 +185,17 @@ pub enum ReportError {
 impl Status {
     /// Parse a status document, refusing other versions and unknown fields.
     pub fn parse(bytes: &[u8]) -> Result<Self, ReportError> {
-        let s: Status =
-            serde_json::from_slice(bytes).map_err(|source| ReportError::Malformed { what: "status", source })?;
-        if s.version != STATUS_VERSION {
-            return Err(ReportError::Version { what: "status", found: s.version });
+        // The version first: another version's fields are not ours to judge.
+        #[derive(Deserialize)]
+        struct Versioned {
+            version: u32,
         }
-        Ok(s)
+        let v: Versioned =
+            serde_json::from_slice(bytes).map_err(|source| ReportError::Malformed { what: "status", source })?;
+        if v.version != STATUS_VERSION {
+            return Err(ReportError::Version { what: "status", found: v.version });
+        }
+        serde_json::from_slice(bytes).map_err(|source| ReportError::Malformed { what: "status", source })
     }
 }
 
@@ -239,13 +245,16 @@ mod tests {
 
     #[test]
     fn unknown_fields_and_other_versions_are_refused() {
-        let ok = br#"{"version":1,"phase":"done","updated_unix_ms":1,"disks":[]}"#;
+        let ok = br#"{"version":2,"phase":"done","updated_unix_ms":1,"disks":[]}"#;
         assert_eq!(Status::parse(ok).unwrap().phase, Phase::Done);
-        let newer = br#"{"version":2,"phase":"done","updated_unix_ms":1,"disks":[]}"#;
-        assert!(matches!(Status::parse(newer), Err(ReportError::Version { found: 2, .. })));
-        let extra = br#"{"version":1,"phase":"done","updated_unix_ms":1,"disks":[],"surprise":1}"#;
+        // Another version is named as such, whatever fields it has.
+        let newer = br#"{"version":3,"phase":"done","updated_unix_ms":1,"disks":[],"shiny":true}"#;
+        assert!(matches!(Status::parse(newer), Err(ReportError::Version { found: 3, .. })));
+        let older = br#"{"version":1,"phase":"done","updated_unix_ms":1,"disks":[{"bytes_skipped_zero":1}]}"#;
+        assert!(matches!(Status::parse(older), Err(ReportError::Version { found: 1, .. })));
+        let extra = br#"{"version":2,"phase":"done","updated_unix_ms":1,"disks":[],"surprise":1}"#;
         let e = Status::parse(extra).unwrap_err().to_string();
         assert!(e.contains("surprise"), "{e}");
-        assert!(Status::parse(br#"{"version":1,"phase":"resting","updated_unix_ms":1,"disks":[]}"#).is_err());
+        assert!(Status::parse(br#"{"version":2,"phase":"resting","updated_unix_ms":1,"disks":[]}"#).is_err());
     }
 }

@@ -223,11 +223,11 @@ fn status() -> diskferry_core::report::Status {
 }
 
 #[test]
-fn status_v1_documents_are_pinned_both_ways() {
+fn status_v2_documents_are_pinned_both_ways() {
     let s = status();
     let mut enc = serde_json::to_vec_pretty(&s).unwrap();
     enc.push(b'\n');
-    let gold = golden("status-v1.json", &enc);
-    assert_eq!(String::from_utf8_lossy(&enc), String::from_utf8_lossy(&gold), "status v1 changed shape");
+    let gold = golden("status-v2.json", &enc);
+    assert_eq!(String::from_utf8_lossy(&enc), String::from_utf8_lossy(&gold), "status v2 changed shape");
     assert_eq!(diskferry_core::report::Status::parse(&gold).unwrap(), s);
 }

@@ -6,8 +6,8 @@
 //!
 //! - a request line of at most [`Limits::line`] bytes and headers of at most
 //!   [`Limits::headers`] bytes (else `431` and close);
-//! - a read and write timeout per connection (a client that sends nothing is
-//!   dropped, it cannot hold a thread);
+//! - one deadline for the whole request and a write timeout (a client that
+//!   sends nothing, or one byte at a time, is dropped: it cannot hold a thread);
 //! - at most [`Limits::connections`] connections at once (beyond: closed at
 //!   once), one thread each;
 //! - a failed `accept` (out of file descriptors) pauses the loop instead of
@@ -30,7 +30,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// What renders the exposition; an `Err` is answered 500 with its text.
 pub trait Render: Send + Sync {
@@ -52,7 +52,7 @@ pub struct Limits {
     pub headers: usize,
     /// Connections served at once.
     pub connections: usize,
-    /// Per read or write.
+    /// For the whole request to arrive, and for each write of the answer.
     pub timeout: Duration,
 }
 
@@ -80,47 +80,84 @@ pub fn serve(addr: SocketAddr, name: &str, render: Arc<dyn Render>, limits: Limi
                 continue;
             }
         };
-        if active.fetch_add(1, Ordering::AcqRel) >= limits.connections {
-            active.fetch_sub(1, Ordering::AcqRel);
+        let Some(slot) = Slot::take(&active, limits.connections) else {
             drop(stream);
             continue;
-        }
-        let (render, active) = (render.clone(), active.clone());
+        };
+        let render = render.clone();
         let spawned = std::thread::Builder::new().name(conn_name.clone()).spawn(move || {
+            let _slot = slot;
             let _ = handle(&stream, render.as_ref(), limits);
-            active.fetch_sub(1, Ordering::AcqRel);
         });
         if spawned.is_err() {
-            // The closure (and its count) went with the failed spawn.
+            // The closure went with the failed spawn, and its slot with it.
             std::thread::sleep(Duration::from_millis(100));
         }
     })?;
     Ok(bound)
 }
 
-/// Read one line of at most `max` bytes; `None` if longer or cut.
-fn read_line(r: &mut impl BufRead, max: usize) -> std::io::Result<Option<String>> {
+/// One of the connections served at once, given back when dropped
+/// (whether its thread ends, panics or never starts).
+struct Slot(Arc<AtomicUsize>);
+
+impl Slot {
+    fn take(active: &Arc<AtomicUsize>, max: usize) -> Option<Slot> {
+        if active.fetch_add(1, Ordering::AcqRel) >= max {
+            active.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        Some(Slot(active.clone()))
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Reads that all end by one deadline, however the client paces its bytes.
+struct Deadline<'a> {
+    stream: &'a TcpStream,
+    until: Instant,
+}
+
+impl Read for Deadline<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let left = self.until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(std::io::ErrorKind::TimedOut.into());
+        }
+        self.stream.set_read_timeout(Some(left))?;
+        let mut s = self.stream;
+        s.read(buf)
+    }
+}
+
+/// Read one line of at most `max` raw bytes: `(line, bytes)`, or `None` if
+/// longer or cut.
+fn read_line(r: &mut impl BufRead, max: usize) -> std::io::Result<Option<(String, usize)>> {
     let mut line = Vec::new();
     let n = r.take(max as u64 + 1).read_until(b'\n', &mut line)?;
     if n == 0 || n > max || !line.ends_with(b"\n") {
         return Ok(None);
     }
-    Ok(Some(String::from_utf8_lossy(&line).into_owned()))
+    Ok(Some((String::from_utf8_lossy(&line).into_owned(), n)))
 }
 
 fn handle(stream: &TcpStream, render: &dyn Render, limits: Limits) -> std::io::Result<()> {
-    stream.set_read_timeout(Some(limits.timeout))?;
     stream.set_write_timeout(Some(limits.timeout))?;
-    let mut reader = BufReader::new(stream);
-    let Some(line) = read_line(&mut reader, limits.line)? else {
+    let mut reader = BufReader::new(Deadline { stream, until: Instant::now() + limits.timeout });
+    let Some((line, _)) = read_line(&mut reader, limits.line)? else {
         return respond(stream, "431 Request Header Fields Too Large", "request line too long\n");
     };
     let mut left = limits.headers;
     loop {
-        let Some(h) = read_line(&mut reader, left)? else {
+        let Some((h, n)) = read_line(&mut reader, left)? else {
             return respond(stream, "431 Request Header Fields Too Large", "headers too large\n");
         };
-        left -= h.len();
+        left -= n;
         if h == "\r\n" || h == "\n" {
             break;
         }
@@ -177,6 +214,37 @@ mod tests {
         assert!(ask(a, long.as_bytes()).starts_with("HTTP/1.1 431"));
         let many = format!("GET /metrics HTTP/1.1\r\n{}\r\n", "X-Pad: 0123456789abcdef\r\n".repeat(2000));
         assert!(ask(a, many.as_bytes()).starts_with("HTTP/1.1 431"));
+        // Bytes that are not UTF-8 count as what they are, not as what they print as.
+        let mut odd = b"GET /metrics HTTP/1.1\r\n".to_vec();
+        for _ in 0..400 {
+            odd.extend_from_slice(b"X: ");
+            odd.extend_from_slice(&[0x80; 60]);
+            odd.extend_from_slice(b"\r\n");
+        }
+        odd.extend_from_slice(b"\r\n");
+        assert!(ask(a, &odd).starts_with("HTTP/1.1 431"));
+    }
+
+    #[test]
+    fn a_client_that_drips_bytes_is_cut_at_the_deadline() {
+        let a = start(Limits { timeout: Duration::from_millis(500), ..Limits::default() });
+        let mut s = TcpStream::connect(a).unwrap();
+        let t = Instant::now();
+        // One byte every 100 ms: no single read waits long, the request never ends.
+        for b in b"GET /metrics HTTP/1.1\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa" {
+            if s.write_all(&[*b]).is_err() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+            let mut probe = [0u8; 1];
+            s.set_nonblocking(true).unwrap();
+            let gone = matches!(s.read(&mut probe), Ok(0));
+            s.set_nonblocking(false).unwrap();
+            if gone {
+                break;
+            }
+        }
+        assert!(t.elapsed() < Duration::from_secs(3), "the connection lived {:?}", t.elapsed());
     }
 
     #[test]

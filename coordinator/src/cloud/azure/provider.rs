@@ -24,7 +24,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use diskferry_blob::address::BlobAddress;
-use diskferry_blob::azure::AzureStore;
 use diskferry_blob::PageStore;
 use diskferry_core::report::Status;
 use serde_json::{json, Value};
@@ -45,7 +44,7 @@ pub struct AzureCloud {
     /// The run's resource group.
     work: Scope,
     /// Where the worker writes status documents.
-    status: AzureStore,
+    status: diskferry_blob::Azure,
     /// When each worker's VM was last looked at (single-VM GETs are
     /// throttled at 12 a minute per VM).
     vm_checked: Mutex<BTreeMap<String, Instant>>,
@@ -66,7 +65,7 @@ impl AzureCloud {
         let container = s.status_container.trim_end_matches('/');
         let addr = BlobAddress::parse(&format!("{container}/status.json"))
             .with_context(|| format!("azure.status_container {container}"))?;
-        let status = AzureStore::connect(addr, s.storage_api_version.clone())?;
+        let status = diskferry_blob::connect(addr, s.storage_api_version.clone())?;
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
         Ok(Self { s, arm, work, status, vm_checked: Mutex::new(BTreeMap::new()), rt })
     }
