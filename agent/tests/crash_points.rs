@@ -262,3 +262,20 @@ fn a_resumed_sync_from_a_newer_snapshot_survives_a_failure_at_every_store_call()
     let v3 = mutate(&v2, 6);
     every_call("resumed", &mem, &v3, &v1, BTreeMap::from([(1, v1.clone())]), 2);
 }
+
+#[test]
+fn a_disk_larger_than_a_page_blob_is_refused_before_any_request() {
+    use diskferry_agent::sink::Sink;
+    let mem = MemStore::new("disks");
+    let faulty = FaultyStore::new(mem.handle());
+    let tally = faulty.tally();
+    let po = PageBlobOptions { concurrency: 4, keep: 4, create_container: true, force: false };
+    let mut sink = PageBlobSink::new(Retrying::new(faulty, QUICK), BLOB, format!("mem:{BLOB}"), po).unwrap();
+    // 8 TiB itself does not fit either: the blob is the disk rounded up plus a 512-byte footer.
+    let geometry = Geometry::new(8 << 40, chunk()).unwrap();
+    let e = sink.prior("disk-0", geometry).unwrap_err();
+    assert_eq!(e.code, diskferry_agent::exit::ExitCode::Destination);
+    assert!(e.to_string().contains("8 TiB"), "{e}");
+    assert!(tally.calls().is_empty(), "requests were sent: {:?}", tally.calls());
+    assert!(mem.names().is_empty());
+}

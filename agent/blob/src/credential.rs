@@ -71,6 +71,20 @@ pub fn entra(kind: EntraKind) -> Result<Arc<dyn TokenCredential>> {
     })
 }
 
+/// A SAS for one blob (`sr=b`) authorises that blob only, and a
+/// destination writes sidecar blobs beside it (journal, manifests, the
+/// recovery point index): refuse it before the first write fails with 403.
+fn check_sas_scope(addr: &BlobAddress, sas: &str) -> Result<()> {
+    let scope = url::form_urlencoded::parse(sas.as_bytes()).find(|(k, _)| k == "sr").map(|(_, v)| v.into_owned());
+    if let Some(sr) = scope.filter(|s| s == "b" || s == "bs" || s == "bv") {
+        bail!(
+            "the SAS in {addr} is for one blob (sr={sr}); diskferry also writes BLOB.journal, BLOB.points and \
+             BLOB.gN.manifest beside it: use a container SAS (sr=c) with permissions racwdl"
+        );
+    }
+    Ok(())
+}
+
 /// How storage requests authenticate.
 #[derive(Clone)]
 pub enum Credential {
@@ -96,6 +110,7 @@ impl Credential {
     pub fn for_address(addr: &BlobAddress) -> Result<Self> {
         let now = time::OffsetDateTime::now_utc();
         if let Some(sas) = &addr.sas {
+            check_sas_scope(addr, sas)?;
             Ok(Credential::Sas { blob: sas.clone(), account: None })
         } else if let Some(key) = AccountKey::from_env(&addr.account)? {
             Ok(Credential::Sas { blob: key.container_sas(&addr.container, now)?, account: Some(key.account_sas(now)?) })
@@ -107,5 +122,24 @@ impl Credential {
                  or AZURE_STORAGE_KEY (Entra credentials need https)"
             )
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_blob_scoped_sas_is_refused_with_the_reason_and_no_secret() {
+        let blob =
+            BlobAddress::parse("https://acct.blob.core.windows.net/c/d.vhd?sv=2022-11-02&sr=b&sp=racwd&sig=SECRET")
+                .unwrap();
+        let e = format!("{:#}", Credential::for_address(&blob).unwrap_err());
+        assert!(e.contains("sr=b") && e.contains("sr=c") && e.contains("racwdl"), "{e}");
+        assert!(!e.contains("SECRET"), "{e}");
+        let container =
+            BlobAddress::parse("https://acct.blob.core.windows.net/c/d.vhd?sv=2022-11-02&sr=c&sp=racwdl&sig=S")
+                .unwrap();
+        assert!(matches!(Credential::for_address(&container), Ok(Credential::Sas { .. })));
     }
 }

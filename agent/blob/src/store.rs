@@ -18,6 +18,11 @@ use bytes::Bytes;
 use crate::counters::WireCounters;
 use crate::error::{StoreError, StoreResult};
 
+/// The largest page blob Azure Storage holds: 8 TiB ("Scalability and
+/// performance targets for Blob storage"; Put Blob for a page blob refuses a
+/// larger `x-ms-blob-content-length`).
+pub const MAX_PAGE_BLOB: u64 = 8 << 40;
+
 /// Every operation of a [`PageStore`], for fault injection and counting.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Op {

@@ -218,6 +218,15 @@ impl<S: PageStore> PageBlobSink<S> {
     }
 
     fn read_prior(&mut self, source_id: &str, cur: Geometry) -> Result<Prior, Failure> {
+        let need = round_up_mib(cur.disk_size()) + FOOTER_LEN as u64;
+        if need > diskferry_blob::store::MAX_PAGE_BLOB {
+            return Err(dest_err(anyhow!(
+                "{}: a {}-byte disk needs a {need}-byte page blob; Azure's page blobs hold at most 8 TiB ({} bytes)",
+                self.describe,
+                cur.disk_size(),
+                diskferry_blob::store::MAX_PAGE_BLOB
+            )));
+        }
         if self.opts.create_container {
             self.block_on(self.store.create_container())?;
         }

@@ -30,7 +30,7 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Self {
         // Azure Storage's documented limits (docs/azure.md).
-        Self { append_blocks: 50_000, max_write: 4 << 20, max_page_blob: 8 << 40 }
+        Self { append_blocks: 50_000, max_write: 4 << 20, max_page_blob: crate::store::MAX_PAGE_BLOB }
     }
 }
 
