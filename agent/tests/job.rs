@@ -59,7 +59,7 @@ fn a_job_syncs_each_disk_and_reports_to_a_status_blob() {
     for s in [&file, &blob] {
         assert_eq!(
             (s["version"].as_u64(), s["run_id"].as_str(), s["phase"].as_str()),
-            (Some(1), Some("r-test"), Some("failed"))
+            (Some(u64::from(diskferry_core::report::STATUS_VERSION)), Some("r-test"), Some("failed"))
         );
         let disks = s["disks"].as_array().unwrap();
         assert_eq!(disks[0]["results"].as_array().unwrap().len(), 2, "{s}");
