@@ -183,6 +183,16 @@ fn not_found(op: Op, name: &str) -> StoreError {
     StoreError::http(op.verb(), name, 404, "BlobNotFound")
 }
 
+/// The blob `name` as it is now, or its snapshot `snapshot`.
+fn version<'a>(s: &'a State, op: Op, name: &str, snapshot: Option<&str>) -> StoreResult<&'a Version> {
+    let b = s.blobs.get(name).ok_or_else(|| not_found(op, name))?;
+    match snapshot {
+        Some(id) => b.snapshots.get(id),
+        None => b.current.as_ref(),
+    }
+    .ok_or_else(|| not_found(op, name))
+}
+
 fn current<'a>(s: &'a mut State, op: Op, name: &str) -> StoreResult<&'a mut Version> {
     s.blobs.get_mut(name).and_then(|b| b.current.as_mut()).ok_or_else(|| not_found(op, name))
 }
@@ -335,12 +345,7 @@ impl PageStore for MemStore {
 
     async fn page_ranges(&self, name: &str, snapshot: Option<&str>) -> StoreResult<Vec<(u64, u64)>> {
         self.request(Op::PageRanges, name, |s| {
-            let b = s.blobs.get(name).ok_or_else(|| not_found(Op::PageRanges, name))?;
-            let v = match snapshot {
-                Some(id) => b.snapshots.get(id),
-                None => b.current.as_ref(),
-            }
-            .ok_or_else(|| not_found(Op::PageRanges, name))?;
+            let v = version(s, Op::PageRanges, name, snapshot)?;
             let Body::Page { allocated, .. } = &v.body else {
                 return Err(StoreError::http(Op::PageRanges.verb(), name, 409, "InvalidBlobType"));
             };
@@ -356,12 +361,7 @@ impl PageStore for MemStore {
 
     async fn read(&self, name: &str, snapshot: Option<&str>, offset: u64, len: u64) -> StoreResult<Bytes> {
         self.request(Op::Read, name, |s| {
-            let b = s.blobs.get(name).ok_or_else(|| not_found(Op::Read, name))?;
-            let v = match snapshot {
-                Some(id) => b.snapshots.get(id),
-                None => b.current.as_ref(),
-            }
-            .ok_or_else(|| not_found(Op::Read, name))?;
+            let v = version(s, Op::Read, name, snapshot)?;
             let data: &[u8] = match &v.body {
                 Body::Page { data, .. } => data,
                 Body::Block(b) => b,
