@@ -190,14 +190,20 @@ pub async fn copy_snapshot<S: PageStore>(
     poll: Duration,
     deadline: Duration,
 ) -> StoreResult<()> {
-    store.start_copy(dst, src, snapshot).await?;
+    match store.start_copy(dst, src, snapshot).await {
+        // A start sent again after a lost reply meets the copy the first
+        // one began: wait for that one.
+        Err(StoreError::Http { status: 409, code, .. }) if code == "PendingCopyOperation" => {}
+        r => r?,
+    }
     let started = Instant::now();
     loop {
-        let failed =
-            |message: String| StoreError::Transport { op: Op::StartCopy.verb(), what: dst.to_owned(), message };
+        let failed = |message: String| StoreError::Invalid { op: Op::StartCopy.verb(), what: dst.to_owned(), message };
         match store.copy_state(dst).await? {
-            // A copy the service already finished may no longer be named.
-            CopyState::None | CopyState::Success => return Ok(()),
+            CopyState::Success => return Ok(()),
+            // The destination of a copy names it (x-ms-copy-status) until it
+            // is written again: one that names none was replaced meanwhile.
+            CopyState::None => return Err(failed("the blob names no copy: it was replaced while copying".into())),
             CopyState::Pending if started.elapsed() < deadline => tokio::time::sleep(poll).await,
             CopyState::Pending => return Err(failed(format!("the copy was still pending after {deadline:?}"))),
             CopyState::Failed(why) => return Err(failed(format!("the copy ended: {why}"))),

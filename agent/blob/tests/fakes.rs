@@ -105,3 +105,37 @@ fn faults_hit_the_nth_call_and_retries_take_only_what_may_succeed() {
     });
     assert!(tally.died());
 }
+
+#[test]
+fn a_copy_restarted_after_a_lost_reply_waits_for_the_first_and_a_replaced_copy_fails() {
+    use diskferry_blob::store::copy_snapshot;
+    let rt = rt();
+    let m = MemStore::new("c");
+    rt.block_on(async {
+        m.create_page_blob("d.vhd", 4096, HashMap::new()).await.unwrap();
+        m.put_pages("d.vhd", 0, Bytes::from(vec![5; 512])).await.unwrap();
+        let snap = m.snapshot("d.vhd").await.unwrap();
+        // The first start is carried out and its reply lost; the retry meets
+        // the copy it began (409 PendingCopyOperation): wait for that one.
+        let f = FaultyStore::new(m.handle()).on(Op::StartCopy, 1, Fault::LoseReply).on(
+            Op::StartCopy,
+            2,
+            Fault::Fail { status: 409, code: "PendingCopyOperation" },
+        );
+        let s = Retrying::new(f, QUICK);
+        let tick = Duration::from_millis(1);
+        copy_snapshot(&s, "copy.vhd", "d.vhd", &snap, tick, Duration::from_secs(1)).await.unwrap();
+        assert_eq!(m.read("copy.vhd", None, 0, 512).await.unwrap(), Bytes::from(vec![5; 512]));
+        // A destination that names no copy was replaced by someone else: an error, not success.
+        m.put_block_blob("other.vhd", Bytes::from_static(b"not a copy")).await.unwrap();
+        let f = FaultyStore::new(m.handle()).on(
+            Op::StartCopy,
+            1,
+            Fault::Fail { status: 409, code: "PendingCopyOperation" },
+        );
+        let e = copy_snapshot(&Retrying::new(f, QUICK), "other.vhd", "d.vhd", &snap, tick, Duration::from_secs(1))
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Invalid, "{e}");
+    });
+}
