@@ -10,6 +10,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 
+pub use diskferry_http::Render;
 use prometheus::{Encoder, Gauge, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
 
 use crate::progress::Progress;
@@ -114,21 +115,11 @@ impl Metrics {
             last: Mutex::new([0; 5]),
         })
     }
-
-    /// The exposition text, brought up to date.
-    pub fn render(&self) -> String {
-        Render::render(self)
-    }
 }
 
-/// Something `/metrics` can show.
-pub trait Render: Send + Sync + 'static {
-    /// The exposition text, brought up to date.
-    fn render(&self) -> String;
-}
-
+/// The exposition text, brought up to date at each scrape.
 impl Render for Metrics {
-    fn render(&self) -> String {
+    fn render(&self) -> Result<String, String> {
         let p = &self.progress;
         let disk = p.source.as_str();
         for (c, get) in &self.bytes {
@@ -167,16 +158,20 @@ impl Render for Metrics {
         }
         self.duration.set(p.seconds());
         self.generation.set(Progress::get(&p.generation) as i64);
-        let mut out = Vec::new();
-        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
-        String::from_utf8(out).unwrap_or_default()
+        exposition(&self.registry)
     }
+}
+
+/// A registry in the Prometheus text format.
+pub fn exposition(registry: &Registry) -> Result<String, String> {
+    let mut out = Vec::new();
+    TextEncoder::new().encode(&registry.gather(), &mut out).map_err(|e| e.to_string())?;
+    String::from_utf8(out).map_err(|e| e.to_string())
 }
 
 /// Serve `GET /metrics` on `addr` (diskferry-http: timeouts, bounded
 /// requests, a cap on connections). Returns the bound address (port 0
 /// picks a free one).
 pub fn serve(addr: SocketAddr, metrics: Arc<dyn Render>) -> std::io::Result<SocketAddr> {
-    let render = move || Ok::<_, String>(metrics.render());
-    diskferry_http::serve(addr, "diskferry-metrics", Arc::new(render), diskferry_http::Limits::default())
+    diskferry_http::serve(addr, "diskferry-metrics", metrics, diskferry_http::Limits::default())
 }

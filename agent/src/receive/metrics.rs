@@ -2,7 +2,7 @@
 //! kind, raw and wire bytes (their ratio is what compression saved),
 //! windows applied or acknowledged again, rejects by reason, sessions.
 
-use prometheus::{Encoder, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
+use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 
 pub const FRAMES: &str = "diskferry_receiver_frames_total";
 pub const RAW_BYTES: &str = "diskferry_receiver_raw_bytes_total";
@@ -103,9 +103,7 @@ pub struct FrameCounts {
 }
 
 impl crate::metrics::Render for ReceiverMetrics {
-    fn render(&self) -> String {
-        let mut out = Vec::new();
-        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
-        String::from_utf8(out).unwrap_or_default()
+    fn render(&self) -> Result<String, String> {
+        crate::metrics::exposition(&self.registry)
     }
 }

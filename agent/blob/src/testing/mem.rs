@@ -119,12 +119,7 @@ impl MemStore {
     /// The bytes of a page blob (or of one of its snapshots).
     pub fn page_bytes(&self, name: &str, snapshot: Option<&str>) -> Option<Vec<u8>> {
         let s = self.lock();
-        let b = s.blobs.get(name)?;
-        let v = match snapshot {
-            Some(id) => b.snapshots.get(id)?,
-            None => b.current.as_ref()?,
-        };
-        match &v.body {
+        match &version(&s, Op::Read, name, snapshot).ok()?.body {
             Body::Page { data, .. } => Some(data.as_ref().clone()),
             _ => None,
         }
