@@ -6,10 +6,21 @@
 #   - the Python SDK, upload_blob(blob_type="PageBlob", max_concurrency=16)
 # Both skip all-zero 4 MiB pages; neither can sync incrementally. Also prints
 # Azurite's own CPU time per run: it is single-threaded Node.
-# Usage: scripts/bench-pageblob.sh [--rounds N]
+# Then one disk through the strict proxy capped at C MiB/s per blob (Azure's
+# 60 MiB/s standard page blob target, scaled to what Azurite sustains here):
+# goodput against C, and the share of requests answered 503 ServerBusy,
+# diskferry's adaptive pacer side by side with AzCopy through the same cap.
+# Usage: scripts/bench-pageblob.sh [--rounds N] [--throttled-only]
 source "$(dirname "$0")/lib/common.sh"
 ROUNDS=3
-[ "${1:-}" = "--rounds" ] && ROUNDS=$2
+THROTTLED_ONLY=0
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --rounds) ROUNDS=$2; shift 2 ;;
+    --throttled-only) THROTTLED_ONLY=1; shift ;;
+    *) echo "unknown option $1" >&2; exit 2 ;;
+  esac
+done
 ldconfig -p | grep -q libsecret-1.so.0 || apt_need libsecret-1.so.0 libsecret-1-0   # azcopy links it
 apt_need node nodejs
 apt_need npm npm
@@ -54,6 +65,56 @@ export AZCOPY_LOG_LOCATION="$W/azcopy-logs" AZCOPY_JOB_PLAN_LOCATION="$W/azcopy-
 cat "$W/disk.img" >/dev/null
 SIZE=$(stat -c %s "$W/disk.img")
 B="python3 $ROOT/scripts/lib/bench.py --rounds $ROUNDS --watch-pid-file $W/azurite.pid --bytes $SIZE"
+
+# One disk through a per-blob cap of C MiB/s (the strict proxy answers 503
+# ServerBusy beyond it, as Azure does past a blob's target).
+throttled() {
+  local C=32
+  "$MKIMAGE" new "$W/t.img" --size-mib 2048 --random 60 --seed 41 >/dev/null
+  cat "$W/t.img" >/dev/null
+  echo
+  echo "## one disk through a per-blob ingress cap of $C MiB/s (strict proxy, 503 beyond it)"
+  for who in diskferry azcopy; do
+    "$W/fresh.sh"
+    coproc PX { exec "$STRICT_PROXY" "$PORT" "$W/px-$who.json" "$C"; }
+    read -r PXPORT <&"${PX[0]}"
+    local start end
+    start=$(date +%s.%N)
+    if [ $who = diskferry ]; then
+      "$AGENT" sync "$W/t.img" --to "pageblob:http://127.0.0.1:$PXPORT/devstoreaccount1/bench/t.vhd" --json >"$W/t.json"
+      "$AGENT" verify "$W/t.img" --against "pageblob:$EP/devstoreaccount1/bench/t.vhd" >/dev/null
+    else
+      "$AZC" copy "$W/t.img" "http://127.0.0.1:$PXPORT/devstoreaccount1/bench/a.vhd?$SAS" --blob-type PageBlob \
+        --from-to LocalBlob --log-level ERROR --output-level quiet || echo "azcopy failed (exit $?)"
+    fi
+    end=$(date +%s.%N)
+    sleep 0.6
+    kill "$PX_PID" 2>/dev/null; wait "$PX_PID" 2>/dev/null || true
+    python3 - "$W" "$who" "$start" "$end" "$C" <<'PY'
+import json, os, sys
+w, who, start, end, cap = sys.argv[1], sys.argv[2], float(sys.argv[3]), float(sys.argv[4]), float(sys.argv[5])
+px = json.load(open(f"{w}/px-{who}.json"))
+secs = end - start
+if who == "diskferry":
+    r = json.load(open(f"{w}/t.json"))
+    data = r["wire"]["bytes_sent"]
+    extra = f", pacer at the end: {r['wire']['concurrency']} in flight"
+else:
+    # AzCopy skips all-zero 4 MiB pages: the data it sends is the image's
+    # allocated data, as for diskferry (both read the same sparse image).
+    data = json.load(open(f"{w}/t.json"))["wire"]["bytes_sent"] if os.path.exists(f"{w}/t.json") else 0
+    extra = ""
+mib = data / 2**20
+good = mib / secs
+print(f"{who:10s} {secs:6.1f} s  goodput {good:5.1f} MiB/s = {good / cap:.2f} C  "
+      f"503s {px['busy']} of {px['requests']} requests ({100 * px['busy'] / max(px['requests'], 1):.1f}%){extra}")
+PY
+  done
+}
+if [ "$THROTTLED_ONLY" = 1 ]; then
+  throttled
+  exit 0
+fi
 
 $B --title "first sync of the 4 GiB image to a page blob on Azurite" --baseline azcopy \
   --prep diskferry "$W/fresh.sh" \
@@ -100,3 +161,5 @@ print(f"  CPU: agent {incr_cpu:.2f} s + Azurite {azurite_cpu:.2f} s on {cores()}
 print(f"target: incremental <= scan + 5% of first = {budget:.2f} s -> {'met' if incr['seconds'] <= budget else 'NOT met'}")
 PY
 "$AGENT" verify "$W/disk.img" --against "pageblob:$EP/devstoreaccount1/bench/i.vhd" >&2
+
+throttled

@@ -29,6 +29,9 @@ pub const GENERATION: &str = "diskferry_agent_generation";
 pub const WIRE_BYTES: &str = "diskferry_agent_wire_bytes_total";
 pub const WIRE_RAW_BYTES: &str = "diskferry_agent_wire_raw_bytes_total";
 pub const COMPRESSION: &str = "diskferry_agent_wire_compression_ratio";
+pub const THROTTLED: &str = "diskferry_agent_throttled_requests_total";
+pub const CONCURRENCY: &str = "diskferry_agent_concurrency";
+pub const PACE: &str = "diskferry_agent_pace_bytes_per_second";
 
 /// A byte counter and where its value comes from.
 type ByteCounter = (IntCounterVec, fn(&Progress) -> u64);
@@ -46,7 +49,10 @@ pub struct Metrics {
     wire: IntCounterVec,
     wire_raw: IntCounterVec,
     compression: Gauge,
-    last: Mutex<[u64; 5]>,
+    throttled: IntCounterVec,
+    concurrency: IntGauge,
+    pace: IntGauge,
+    last: Mutex<[u64; 6]>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -100,6 +106,17 @@ impl Metrics {
         let compression =
             Gauge::new(COMPRESSION, "Raw bytes per wire byte so far (1 for page blobs; the relay's zstd gain).")?;
         r.register(Box::new(compression.clone()))?;
+        let throttled = counter(
+            &r,
+            THROTTLED,
+            "Storage attempts the service pushed back on (429, 503) or failed from overload (500, timeouts).",
+            disk,
+        )?;
+        let concurrency =
+            IntGauge::new(CONCURRENCY, "Page writes the adaptive pacer allows in flight now (0: not paced).")?;
+        r.register(Box::new(concurrency.clone()))?;
+        let pace = IntGauge::new(PACE, "Bytes per second the adaptive pacer lets through (0: not paced).")?;
+        r.register(Box::new(pace.clone()))?;
         Ok(Self {
             registry: r,
             progress,
@@ -112,7 +129,10 @@ impl Metrics {
             wire,
             wire_raw,
             compression,
-            last: Mutex::new([0; 5]),
+            throttled,
+            concurrency,
+            pace,
+            last: Mutex::new([0; 6]),
         })
     }
 }
@@ -134,6 +154,7 @@ impl Render for Metrics {
                 s.retries.load(Relaxed),
                 s.bytes_sent.load(Relaxed),
                 s.bytes_raw.load(Relaxed),
+                s.throttled.load(Relaxed),
             ];
             if let Ok(mut last) = self.last.lock() {
                 self.requests.with_label_values(&[disk, "ok"]).inc_by(vals[0].saturating_sub(last[0]));
@@ -141,12 +162,15 @@ impl Render for Metrics {
                 self.retries.with_label_values(&[disk]).inc_by(vals[2].saturating_sub(last[2]));
                 self.wire.with_label_values(&[disk]).inc_by(vals[3].saturating_sub(last[3]));
                 self.wire_raw.with_label_values(&[disk]).inc_by(vals[4].saturating_sub(last[4]));
+                self.throttled.with_label_values(&[disk]).inc_by(vals[5].saturating_sub(last[5]));
                 *last = vals;
             }
             if vals[3] > 0 {
                 self.compression.set(vals[4] as f64 / vals[3] as f64);
             }
             self.inflight.set(s.inflight_bytes.load(Relaxed) as i64);
+            self.concurrency.set(s.concurrency.load(Relaxed) as i64);
+            self.pace.set(s.pace_bytes_per_sec.load(Relaxed) as i64);
         } else {
             // Declared metrics are always exposed, with zeros for local destinations.
             for o in ["ok", "failed"] {
@@ -155,6 +179,7 @@ impl Render for Metrics {
             self.retries.with_label_values(&[disk]);
             self.wire.with_label_values(&[disk]);
             self.wire_raw.with_label_values(&[disk]);
+            self.throttled.with_label_values(&[disk]);
         }
         self.duration.set(p.seconds());
         self.generation.set(Progress::get(&p.generation) as i64);

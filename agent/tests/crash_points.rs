@@ -18,6 +18,7 @@ use diskferry_blob::testing::{Fault, FaultyStore, MemStore, Tally};
 use diskferry_blob::{Op, PageStore};
 use diskferry_core::geometry::{ChunkSize, Geometry};
 
+use diskferry_agent::pageblob::lease::LeaseOptions;
 use diskferry_agent::pageblob::points::{manifest_name, RecoveryPoint};
 use diskferry_agent::pageblob::sink::{PageBlobOptions, PageBlobSink};
 use diskferry_agent::progress::Progress;
@@ -108,7 +109,9 @@ fn sync(mem: &MemStore, data: &[u8], faults: &[(Op, u64, Fault)]) -> Run {
     }
     let tally = faulty.tally();
     let store = Retrying::new(faulty, QUICK);
-    let po = PageBlobOptions { concurrency: 4, keep: 4, create_container: false, force: false };
+    // No waiting for a lease: one left behind where none should be fails the rerun.
+    let lease = LeaseOptions { secs: 15, wait: Duration::ZERO, take_over: false };
+    let po = PageBlobOptions { concurrency: 4, keep: 4, create_container: false, force: false, lease };
     let sink = PageBlobSink::new(store, BLOB, format!("mem:{BLOB}"), po).expect("a sink");
     let source = MemSource { bytes: data.to_vec() };
     let geometry = Geometry::new(DISK as u64, chunk()).expect("a geometry");
@@ -217,6 +220,11 @@ fn every_call(name: &str, base: &MemStore, cur: &[u8], prev: &[u8], mut images: 
                 points_hold(&mem, &images, &what);
                 let newest = points(&mem).last().map_or(0, |p| p.generation);
                 assert!(newest == next_g - 1 || newest == next_g, "{what}: newest point {newest}");
+                // A writer that died, or whose release was refused, leaves
+                // its lease to lapse; any other failure released it.
+                if run.tally.died() || (op == Op::ReleaseLease && !matches!(fault, Fault::LoseReply)) {
+                    mem.expire_leases();
+                }
                 assert!(sync(&mem, &newer, &[]).ok, "{what}: the rerun fails");
                 // The rerun made the newest point (one more if the faulted
                 // sync had published its own).
@@ -257,10 +265,26 @@ fn a_resumed_sync_from_a_newer_snapshot_survives_a_failure_at_every_store_call()
     let v2 = mutate(&v1, 5);
     let killed = sync(&mem, &v2, &[(Op::PutPages, 3, Fault::Die)]);
     assert!(!killed.ok && killed.tally.died());
+    assert!(mem.lease(BLOB).is_some(), "the killed sync's lease outlives it");
+    mem.expire_leases();
     assert!(mem.names().iter().any(|l| l.name == format!("{BLOB}.journal")), "the killed sync left its journal");
     // The rerun comes from a newer snapshot than the one interrupted.
     let v3 = mutate(&v2, 6);
     every_call("resumed", &mem, &v3, &v1, BTreeMap::from([(1, v1.clone())]), 2);
+}
+
+#[test]
+fn a_writer_told_its_lease_is_gone_takes_it_back_when_no_one_else_began() {
+    let mem = MemStore::new("disks");
+    let v1 = image(7);
+    // Storage answers that the lease lapsed (as after a minute out of reach):
+    // the writer's mark is still its own, so it takes the lease back and goes on.
+    let lost = Fault::Fail { status: 412, code: "LeaseLost" };
+    let run = sync(&mem, &v1, &[(Op::PutPages, 2, lost.clone()), (Op::Append, 2, lost)]);
+    assert!(run.ok, "the sync did not take its lease back");
+    assert!(run.tally.calls()[&Op::AcquireLease] >= 3, "{:?}", run.tally.calls());
+    clean_and_identical(&mem, &v1, "after taking the lease back");
+    assert!(mem.lease(BLOB).is_none(), "the lease was not released at the end");
 }
 
 #[test]
@@ -269,7 +293,7 @@ fn a_disk_larger_than_a_page_blob_is_refused_before_any_request() {
     let mem = MemStore::new("disks");
     let faulty = FaultyStore::new(mem.handle());
     let tally = faulty.tally();
-    let po = PageBlobOptions { concurrency: 4, keep: 4, create_container: true, force: false };
+    let po = PageBlobOptions { concurrency: 4, keep: 4, create_container: true, force: false, ..Default::default() };
     let mut sink = PageBlobSink::new(Retrying::new(faulty, QUICK), BLOB, format!("mem:{BLOB}"), po).unwrap();
     // 8 TiB itself does not fit either: the blob is the disk rounded up plus a 512-byte footer.
     let geometry = Geometry::new(8 << 40, chunk()).unwrap();

@@ -300,7 +300,7 @@ fn what_an_interrupted_commit_left_is_swept_by_the_next() {
     let addr = BlobAddress::parse(direct.trim_start_matches("pageblob:")).unwrap();
     let store = AzureStore::connect(addr, None).unwrap();
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    let stray = rt.block_on(store.snapshot("d.vhd")).unwrap();
+    let stray = rt.block_on(store.snapshot("d.vhd", None)).unwrap();
     rt.block_on(store.put_block_blob("d.vhd.g77.manifest", bytes::Bytes::from_static(b"x"))).unwrap();
     rt.block_on(store.put_block_blob("d.vhd2.g1.manifest", bytes::Bytes::from_static(b"x"))).unwrap();
     poke(&src, 2 * MIB, 4096, 2);

@@ -153,7 +153,18 @@ fn killed_syncs_resume_without_resending() {
     let mut killed = 0;
     for k in 0..10u64 {
         let mut child = agent_env()
-            .args(["sync", src.to_str().unwrap(), "--to", &dest, "--create-container", "--concurrency", "2"])
+            // Each run knows the one before was killed: it breaks the
+            // lease that one left instead of waiting for it to lapse.
+            .args([
+                "sync",
+                src.to_str().unwrap(),
+                "--to",
+                &dest,
+                "--create-container",
+                "--concurrency",
+                "2",
+                "--break-lease",
+            ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -168,7 +179,7 @@ fn killed_syncs_resume_without_resending() {
         }
         child.wait().unwrap();
     }
-    let r = sync(&src, &dest, &["--concurrency", "2"]);
+    let r = sync(&src, &dest, &["--concurrency", "2", "--break-lease"]);
     assert!(killed >= 8, "only {killed} runs were killed mid-sync (clean sync took {clean_secs:.2} s)");
     let v = json_env(&["verify", src.to_str().unwrap(), "--against", &dest, "--json"]);
     assert_eq!(v["identical"], true, "{v}");
@@ -216,7 +227,7 @@ fn strip_metadata(blob_url: &str) {
     let addr = BlobAddress::parse(blob_url).unwrap();
     let store = AzureStore::connect(addr.clone(), None).unwrap();
     let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(store.set_metadata(&addr.blob, Default::default())).unwrap();
+    rt.block_on(store.set_metadata(&addr.blob, Default::default(), None)).unwrap();
 }
 
 #[test]

@@ -26,10 +26,12 @@ apt_need() {
 # Build the release binaries once.
 build_release() {
   say "building release binaries"
-  (cd "$ROOT" && cargo build --release --quiet -p diskferry-agent -p diskferry -p diskferry-bench)
+  (cd "$ROOT" && cargo build --release --quiet -p diskferry-agent -p diskferry -p diskferry-bench \
+    && cargo build --release --quiet -p diskferry-testkit --bin strict-proxy)
   AGENT="$ROOT/target/release/diskferry-agent"
   DISKFERRY="$ROOT/target/release/diskferry"
   MKIMAGE="$ROOT/target/release/mkimage"
+  STRICT_PROXY="$ROOT/target/release/strict-proxy"
 }
 
 # make_workdir: set W to a fresh work folder on the same filesystem as the

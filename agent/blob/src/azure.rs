@@ -12,9 +12,12 @@ use std::time::Duration;
 use azure_core::credentials::TokenCredential;
 use azure_core::http::{ClientOptions, RetryOptions, Transport, Url};
 use azure_storage_blob::models::{
-    AppendBlobClientCreateOptions, BlobClientCreateSnapshotResultHeaders, BlobClientDownloadOptions,
-    BlobClientGetPropertiesResultHeaders, BlobContainerClientListBlobsOptions, CopyStatus, HttpRange,
-    ListBlobsIncludeItem, PageBlobClientCreateOptions,
+    AppendBlobClientAppendBlockOptions, AppendBlobClientAppendBlockResultHeaders, AppendBlobClientCreateOptions,
+    BlobClientAcquireLeaseOptions, BlobClientBreakLeaseOptions, BlobClientCreateSnapshotOptions,
+    BlobClientCreateSnapshotResultHeaders, BlobClientDeleteOptions, BlobClientDownloadOptions,
+    BlobClientGetPropertiesResultHeaders, BlobClientSetMetadataOptions, BlobContainerClientListBlobsOptions,
+    CopyStatus, HttpRange, LeaseState, ListBlobsIncludeItem, PageBlobClientClearPagesOptions,
+    PageBlobClientCreateOptions, PageBlobClientResizeOptions, PageBlobClientUploadPagesOptions,
 };
 use azure_storage_blob::{
     AppendBlobClient, AppendBlobClientOptions, BlobClient, BlobClientOptions, BlobContainerClient,
@@ -27,7 +30,7 @@ use crate::address::{redact, BlobAddress};
 use crate::counters::WireCounters;
 use crate::credential::Credential;
 use crate::error::{ErrorKind, StoreError, StoreResult};
-use crate::store::{BlobProps, CopyState, Listed, Op, PageStore};
+use crate::store::{BlobProps, CopyState, LeaseId, Listed, Op, PageStore};
 
 /// A `PageStore` on Azure Blob Storage (or Azurite).
 #[derive(Debug, Clone)]
@@ -78,12 +81,12 @@ impl AzureStore {
 
     fn url(&self, op: Op, name: &str, snapshot: Option<&str>) -> StoreResult<Url> {
         let mut url = self.addr.blob_url(name).map_err(|e| Self::invalid(op, name, e))?;
-        let mut q = match (&self.cred, snapshot) {
+        let mut q = match (self.sas(op, name)?, snapshot) {
             // Azurite refuses snapshot requests under a container SAS; an
             // account SAS (signed with the same key) is accepted.
-            (Credential::Sas { account: Some(account), .. }, Some(_)) => account.clone(),
-            (Credential::Sas { blob, .. }, _) => blob.clone(),
-            (Credential::Token(_), _) => String::new(),
+            (Some((_, Some(account))), Some(_)) => account,
+            (Some((blob, _)), _) => blob,
+            (None, _) => String::new(),
         };
         if let Some(s) = snapshot {
             let enc: String = url::form_urlencoded::byte_serialize(s.as_bytes()).collect();
@@ -100,8 +103,8 @@ impl AzureStore {
     fn container_client(&self, op: Op) -> StoreResult<BlobContainerClient> {
         let name = &self.addr.container;
         let mut url = self.addr.container_url().map_err(|e| Self::invalid(op, name, e))?;
-        if let Credential::Sas { blob, account } = &self.cred {
-            url.set_query(Some(account.as_ref().unwrap_or(blob)));
+        if let Some((blob, account)) = self.sas(op, name)? {
+            url.set_query(Some(account.as_ref().unwrap_or(&blob)));
         }
         let mut o = BlobContainerClientOptions { client_options: self.options(), ..Default::default() };
         if let Some(v) = &self.version {
@@ -113,7 +116,20 @@ impl AzureStore {
     fn token(&self) -> Option<Arc<dyn TokenCredential>> {
         match &self.cred {
             Credential::Token(t) => Some(t.clone()),
-            Credential::Sas { .. } => None,
+            Credential::Sas { .. } | Credential::Key(_) => None,
+        }
+    }
+
+    /// The SAS to send now (container or blob SAS, and an account SAS when
+    /// signed here): a self-signed one is renewed before it expires.
+    fn sas(&self, op: Op, what: &str) -> StoreResult<Option<(String, Option<String>)>> {
+        match &self.cred {
+            Credential::Sas { blob, account } => Ok(Some((blob.clone(), account.clone()))),
+            Credential::Key(signer) => {
+                let (blob, account) = signer.tokens().map_err(|e| Self::invalid(op, what, e))?;
+                Ok(Some((blob, Some(account))))
+            }
+            Credential::Token(_) => Ok(None),
         }
     }
 
@@ -194,6 +210,10 @@ fn convert(op: Op, what: &str, e: azure_core::Error) -> StoreError {
     }
 }
 
+fn lease_of(lease: Option<&LeaseId>) -> Option<String> {
+    lease.map(|l| l.as_str().to_owned())
+}
+
 fn missing_is_none<T>(r: StoreResult<T>) -> StoreResult<Option<T>> {
     match r {
         Ok(v) => Ok(Some(v)),
@@ -245,51 +265,90 @@ impl PageStore for AzureStore {
         Ok(r.map(|r| BlobProps {
             size: r.content_length().ok().flatten().unwrap_or(0),
             metadata: r.metadata().unwrap_or_default(),
+            leased: matches!(r.lease_state().ok().flatten(), Some(LeaseState::Leased | LeaseState::Breaking)),
         }))
     }
 
-    async fn create_page_blob(&self, name: &str, size: u64, metadata: HashMap<String, String>) -> StoreResult<()> {
+    async fn create_page_blob(
+        &self,
+        name: &str,
+        size: u64,
+        metadata: HashMap<String, String>,
+        lease: Option<&LeaseId>,
+    ) -> StoreResult<()> {
         let c = self.page(Op::CreatePageBlob, name)?;
-        let o = PageBlobClientCreateOptions { metadata: Some(metadata), ..Default::default() };
+        let o =
+            PageBlobClientCreateOptions { metadata: Some(metadata), lease_id: lease_of(lease), ..Default::default() };
         self.send(Op::CreatePageBlob, name, c.create(size, Some(o))).await.map(|_| ())
     }
 
-    async fn resize(&self, name: &str, size: u64) -> StoreResult<()> {
-        let c = self.page(Op::Resize, name)?;
-        self.send(Op::Resize, name, c.resize(size, None)).await.map(|_| ())
+    async fn create_page_blob_if_absent(
+        &self,
+        name: &str,
+        size: u64,
+        metadata: HashMap<String, String>,
+    ) -> StoreResult<bool> {
+        let c = self.page(Op::CreatePageBlobIfAbsent, name)?;
+        let o = PageBlobClientCreateOptions {
+            metadata: Some(metadata),
+            if_none_match: Some(azure_core::http::Etag::from("*")),
+            ..Default::default()
+        };
+        match self.send(Op::CreatePageBlobIfAbsent, name, c.create(size, Some(o))).await {
+            Ok(_) => Ok(true),
+            // 409 BlobAlreadyExists; 412 LeaseIdMissing when it is leased too.
+            Err(e) if matches!(e.kind(), ErrorKind::Conflict | ErrorKind::Leased) => Ok(false),
+            Err(e) => Err(e),
+        }
     }
 
-    async fn put_pages(&self, name: &str, offset: u64, bytes: Bytes) -> StoreResult<()> {
+    async fn resize(&self, name: &str, size: u64, lease: Option<&LeaseId>) -> StoreResult<()> {
+        let c = self.page(Op::Resize, name)?;
+        let o = PageBlobClientResizeOptions { lease_id: lease_of(lease), ..Default::default() };
+        self.send(Op::Resize, name, c.resize(size, Some(o))).await.map(|_| ())
+    }
+
+    async fn put_pages(&self, name: &str, offset: u64, bytes: Bytes, lease: Option<&LeaseId>) -> StoreResult<()> {
         let c = self.page(Op::PutPages, name)?;
         let len = bytes.len() as u64;
-        self.send(Op::PutPages, name, c.upload_pages(bytes.into(), len, HttpRange::new(offset, len), None)).await?;
+        let o = PageBlobClientUploadPagesOptions { lease_id: lease_of(lease), ..Default::default() };
+        self.send(Op::PutPages, name, c.upload_pages(bytes.into(), len, HttpRange::new(offset, len), Some(o))).await?;
         WireCounters::add(&self.counters.bytes_sent, len);
         WireCounters::add(&self.counters.bytes_raw, len);
         Ok(())
     }
 
-    async fn clear_pages(&self, name: &str, offset: u64, len: u64) -> StoreResult<()> {
+    async fn clear_pages(&self, name: &str, offset: u64, len: u64, lease: Option<&LeaseId>) -> StoreResult<()> {
         let c = self.page(Op::ClearPages, name)?;
-        self.send(Op::ClearPages, name, c.clear_pages(HttpRange::new(offset, len), None)).await?;
+        let o = PageBlobClientClearPagesOptions { lease_id: lease_of(lease), ..Default::default() };
+        self.send(Op::ClearPages, name, c.clear_pages(HttpRange::new(offset, len), Some(o))).await?;
         WireCounters::add(&self.counters.clear_requests, 1);
         Ok(())
     }
 
-    async fn set_metadata(&self, name: &str, metadata: HashMap<String, String>) -> StoreResult<()> {
+    async fn set_metadata(
+        &self,
+        name: &str,
+        metadata: HashMap<String, String>,
+        lease: Option<&LeaseId>,
+    ) -> StoreResult<()> {
         let c = self.blob(Op::SetMetadata, name, None)?;
-        self.send(Op::SetMetadata, name, c.set_metadata(&metadata, None)).await.map(|_| ())
+        let o = BlobClientSetMetadataOptions { lease_id: lease_of(lease), ..Default::default() };
+        self.send(Op::SetMetadata, name, c.set_metadata(&metadata, Some(o))).await.map(|_| ())
     }
 
-    async fn snapshot(&self, name: &str) -> StoreResult<String> {
+    async fn snapshot(&self, name: &str, lease: Option<&LeaseId>) -> StoreResult<String> {
         let c = self.blob(Op::Snapshot, name, None)?;
-        let r = self.send(Op::Snapshot, name, c.create_snapshot(None)).await?;
+        let o = BlobClientCreateSnapshotOptions { lease_id: lease_of(lease), ..Default::default() };
+        let r = self.send(Op::Snapshot, name, c.create_snapshot(Some(o))).await?;
         // Not retried: each retry would take another snapshot.
         r.snapshot().ok().flatten().ok_or_else(|| Self::invalid(Op::Snapshot, name, "the response named no snapshot"))
     }
 
-    async fn delete(&self, name: &str, snapshot: Option<&str>) -> StoreResult<()> {
+    async fn delete(&self, name: &str, snapshot: Option<&str>, lease: Option<&LeaseId>) -> StoreResult<()> {
         let c = self.blob(Op::Delete, name, snapshot)?;
-        missing_is_none(self.send(Op::Delete, name, c.delete(None)).await).map(|_| ())
+        let o = BlobClientDeleteOptions { lease_id: lease_of(lease), ..Default::default() };
+        missing_is_none(self.send(Op::Delete, name, c.delete(Some(o))).await).map(|_| ())
     }
 
     async fn page_ranges(&self, name: &str, snapshot: Option<&str>) -> StoreResult<Vec<(u64, u64)>> {
@@ -338,15 +397,19 @@ impl PageStore for AzureStore {
         self.send(Op::PutBlockBlob, name, c.upload(bytes.into(), None)).await.map(|_| ())
     }
 
-    async fn create_append_blob(&self, name: &str) -> StoreResult<()> {
+    async fn create_append_blob(&self, name: &str, lease: Option<&LeaseId>) -> StoreResult<()> {
         let c = self.append_client(Op::CreateAppendBlob, name)?;
-        self.send(Op::CreateAppendBlob, name, c.create(None::<AppendBlobClientCreateOptions<'_>>)).await.map(|_| ())
+        let o = AppendBlobClientCreateOptions { lease_id: lease_of(lease), ..Default::default() };
+        self.send(Op::CreateAppendBlob, name, c.create(Some(o))).await.map(|_| ())
     }
 
-    async fn append(&self, name: &str, bytes: Bytes) -> StoreResult<()> {
+    async fn append(&self, name: &str, bytes: Bytes, lease: Option<&LeaseId>) -> StoreResult<u32> {
         let c = self.append_client(Op::Append, name)?;
         let len = bytes.len() as u64;
-        self.send(Op::Append, name, c.append_block(bytes.into(), len, None)).await.map(|_| ())
+        let o = AppendBlobClientAppendBlockOptions { lease_id: lease_of(lease), ..Default::default() };
+        let r = self.send(Op::Append, name, c.append_block(bytes.into(), len, Some(o))).await?;
+        let blocks = r.blob_committed_block_count().ok().flatten().and_then(|n| u32::try_from(n).ok());
+        blocks.ok_or_else(|| Self::invalid(Op::Append, name, "the response named no committed block count"))
     }
 
     async fn start_copy(&self, dst: &str, src: &str, snapshot: &str) -> StoreResult<()> {
@@ -367,5 +430,34 @@ impl PageStore for AzureStore {
                 CopyState::Failed(format!("{other:?} {why}"))
             }
         })
+    }
+
+    async fn acquire_lease(&self, name: &str, id: &LeaseId, secs: u32) -> StoreResult<()> {
+        let c = self.blob(Op::AcquireLease, name, None)?;
+        let secs = i32::try_from(secs).map_err(|e| Self::invalid(Op::AcquireLease, name, e))?;
+        let o = BlobClientAcquireLeaseOptions { proposed_lease_id: Some(id.as_str().to_owned()), ..Default::default() };
+        self.send(Op::AcquireLease, name, c.acquire_lease(secs, Some(o))).await.map(|_| ())
+    }
+
+    async fn renew_lease(&self, name: &str, id: &LeaseId) -> StoreResult<()> {
+        let c = self.blob(Op::RenewLease, name, None)?;
+        self.send(Op::RenewLease, name, c.renew_lease(id.as_str().to_owned(), None)).await.map(|_| ())
+    }
+
+    async fn release_lease(&self, name: &str, id: &LeaseId) -> StoreResult<()> {
+        let c = self.blob(Op::ReleaseLease, name, None)?;
+        self.send(Op::ReleaseLease, name, c.release_lease(id.as_str().to_owned(), None)).await.map(|_| ())
+    }
+
+    async fn break_lease(&self, name: &str) -> StoreResult<()> {
+        let c = self.blob(Op::BreakLease, name, None)?;
+        let o = BlobClientBreakLeaseOptions { break_period: Some(0), ..Default::default() };
+        match self.send(Op::BreakLease, name, c.break_lease(Some(o))).await {
+            Ok(_) => Ok(()),
+            // No lease to break, or no blob.
+            Err(StoreError::Http { code, .. }) if code == "LeaseNotPresentWithLeaseOperation" => Ok(()),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e),
+        }
     }
 }

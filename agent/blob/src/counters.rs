@@ -19,6 +19,13 @@ pub struct WireCounters {
     pub clear_requests: AtomicU64,
     /// Bytes of write bodies being sent right now.
     pub inflight_bytes: AtomicU64,
+    /// Attempts the service answered "slow down" or failed in a way that
+    /// means it is overloaded (429, 503, 500, timeouts): the pacer's signal.
+    pub throttled: AtomicU64,
+    /// Requests the pacer lets in flight now (0: no pacer).
+    pub concurrency: AtomicU64,
+    /// Bytes per second the pacer lets through now (0: not paced).
+    pub pace_bytes_per_sec: AtomicU64,
 }
 
 impl WireCounters {
@@ -30,6 +37,8 @@ impl WireCounters {
             requests_failed: self.requests_failed.load(Relaxed),
             retries: self.retries.load(Relaxed),
             clear_requests: self.clear_requests.load(Relaxed),
+            throttled: self.throttled.load(Relaxed),
+            concurrency: self.concurrency.load(Relaxed),
         }
     }
 

@@ -92,6 +92,8 @@ pub enum Credential {
     /// SAS, only when signed with the account key) for the container's
     /// creation and for snapshot reads on Azurite.
     Sas { blob: String, account: Option<String> },
+    /// An account key: SAS tokens signed here and renewed before they expire.
+    Key(Arc<crate::sas::Signer>),
     /// An Entra token credential (https only).
     Token(Arc<dyn TokenCredential>),
 }
@@ -100,6 +102,7 @@ impl fmt::Debug for Credential {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             Credential::Sas { .. } => "Credential::Sas(<redacted>)",
+            Credential::Key(_) => "Credential::Key(<redacted>)",
             Credential::Token(_) => "Credential::Token",
         })
     }
@@ -108,12 +111,11 @@ impl fmt::Debug for Credential {
 impl Credential {
     /// The credential for `addr`, from the URL and the environment.
     pub fn for_address(addr: &BlobAddress) -> Result<Self> {
-        let now = time::OffsetDateTime::now_utc();
         if let Some(sas) = &addr.sas {
             check_sas_scope(addr, sas)?;
             Ok(Credential::Sas { blob: sas.clone(), account: None })
         } else if let Some(key) = AccountKey::from_env(&addr.account)? {
-            Ok(Credential::Sas { blob: key.container_sas(&addr.container, now)?, account: Some(key.account_sas(now)?) })
+            Ok(Credential::Key(Arc::new(crate::sas::Signer::new(key, &addr.container)?)))
         } else if addr.service.scheme() == "https" {
             Ok(Credential::Token(entra(EntraKind::from_env())?))
         } else {

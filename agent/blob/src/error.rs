@@ -18,8 +18,11 @@ pub enum ErrorKind {
     Forbidden,
     /// 409: the blob exists, is of another type, a lease or a pending copy is in the way.
     Conflict,
-    /// 412: a condition (If-Match, lease, sequence number) did not hold.
+    /// 412: a condition (If-Match, sequence number) did not hold.
     PreconditionFailed,
+    /// 409/412 with a `Lease*` code: another writer holds the blob's lease,
+    /// or the lease this writer named is no longer its.
+    Leased,
     /// 429 or 503: the service asks us to slow down.
     Throttled,
     /// 408, 500, 502, 504: the service failed this once.
@@ -64,6 +67,7 @@ impl StoreError {
     pub fn kind(&self) -> ErrorKind {
         match self {
             StoreError::Http { status: 404, code, .. } if code == "ContainerNotFound" => ErrorKind::ContainerNotFound,
+            StoreError::Http { status: 409 | 412, code, .. } if code.starts_with("Lease") => ErrorKind::Leased,
             StoreError::Http { status, .. } => match status {
                 404 => ErrorKind::NotFound,
                 401 | 403 => ErrorKind::Forbidden,
@@ -122,6 +126,9 @@ mod tests {
         assert_eq!(k(403, "AuthenticationFailed"), ErrorKind::Forbidden);
         assert_eq!(k(409, "BlobAlreadyExists"), ErrorKind::Conflict);
         assert_eq!(k(412, "ConditionNotMet"), ErrorKind::PreconditionFailed);
+        assert_eq!(k(409, "LeaseAlreadyPresent"), ErrorKind::Leased);
+        assert_eq!(k(412, "LeaseIdMismatchWithBlobOperation"), ErrorKind::Leased);
+        assert_eq!(k(412, "LeaseLost"), ErrorKind::Leased);
         assert_eq!(k(503, "ServerBusy"), ErrorKind::Throttled);
         assert_eq!(k(500, "InternalError"), ErrorKind::Server);
         assert_eq!(k(400, "InvalidHeaderValue"), ErrorKind::Refused);

@@ -27,7 +27,7 @@ pub mod store;
 pub mod testing;
 
 pub use error::{ErrorKind, StoreError, StoreResult};
-pub use store::{BlobProps, CopyState, Listed, Op, PageStore};
+pub use store::{BlobProps, CopyState, LeaseId, Listed, Op, PageStore};
 
 /// What the product writes through: Azure Storage, every call retried.
 pub type Azure = retry::Retrying<azure::AzureStore>;

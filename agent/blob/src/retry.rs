@@ -18,7 +18,7 @@ use bytes::Bytes;
 
 use crate::counters::WireCounters;
 use crate::error::{StoreError, StoreResult};
-use crate::store::{BlobProps, CopyState, Listed, Op, PageStore};
+use crate::store::{BlobProps, CopyState, LeaseId, Listed, Op, PageStore};
 
 /// Retry policy: every default says why.
 #[derive(Debug, Clone, Copy)]
@@ -35,13 +35,15 @@ pub struct RetryPolicy {
 
 impl Default for RetryPolicy {
     fn default() -> Self {
-        // Azure asks clients to back off exponentially on 503/500; ten tries
-        // over up to two minutes ride out a throttled partition or a restart
-        // of the storage front end without hanging a sync forever.
+        // Azure asks clients to back off exponentially on 503/500. The
+        // budget is time, not attempts: two minutes ride out a throttled
+        // partition or a restart of the storage front end without hanging a
+        // sync forever, however often a busy account answers 503 meanwhile
+        // (the pacer above slows the sync down in that time).
         Self {
             initial: Duration::from_millis(200),
             max_delay: Duration::from_secs(15),
-            max_attempts: 10,
+            max_attempts: u32::MAX,
             max_elapsed: Duration::from_secs(120),
         }
     }
@@ -52,11 +54,21 @@ impl Default for RetryPolicy {
 pub struct Retrying<S> {
     inner: S,
     pub policy: RetryPolicy,
+    /// Holds back attempts sent again after a throttle (a pacer above).
+    gate: Arc<std::sync::OnceLock<Arc<dyn RetryGate>>>,
+}
+
+/// What a pacer above the store lends it: a retry of a throttled write
+/// waits for its turn like any new write, instead of adding to the load
+/// the service just pushed back on.
+pub trait RetryGate: Send + Sync + std::fmt::Debug + 'static {
+    /// Resolves when an attempt of `bytes` may be sent again.
+    fn before_retry(&self, bytes: u64) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send + '_>>;
 }
 
 impl<S: PageStore> Retrying<S> {
     pub fn new(inner: S, policy: RetryPolicy) -> Self {
-        Self { inner, policy }
+        Self { inner, policy, gate: Default::default() }
     }
 
     pub fn inner(&self) -> &S {
@@ -64,7 +76,16 @@ impl<S: PageStore> Retrying<S> {
     }
 
     /// Run `f` until it succeeds, fails for good, or the policy runs out.
-    async fn retry<T, F, Fut>(&self, op: Op, what: &str, mut f: F) -> StoreResult<T>
+    async fn retry<T, F, Fut>(&self, op: Op, what: &str, f: F) -> StoreResult<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = StoreResult<T>>,
+    {
+        self.retry_sized(op, what, 0, f).await
+    }
+
+    /// [`Self::retry`] for a write of `bytes` (what a gate paces).
+    async fn retry_sized<T, F, Fut>(&self, op: Op, what: &str, bytes: u64, mut f: F) -> StoreResult<T>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = StoreResult<T>>,
@@ -80,6 +101,11 @@ impl<S: PageStore> Retrying<S> {
             if !err.retryable() {
                 return Err(err);
             }
+            if matches!(err.kind(), crate::ErrorKind::Throttled | crate::ErrorKind::Server)
+                || matches!(err, StoreError::Transport { ref message, .. } if message.contains("timed out"))
+            {
+                WireCounters::add(&self.inner.counters().throttled, 1);
+            }
             let backoff = self.policy.initial.saturating_mul(1 << (attempt - 1).min(16)).min(self.policy.max_delay);
             // Full jitter, and never less than the server asked for.
             let wait = jitter(backoff).max(err.retry_after().unwrap_or_default());
@@ -94,6 +120,9 @@ impl<S: PageStore> Retrying<S> {
             }
             WireCounters::add(&self.inner.counters().retries, 1);
             tokio::time::sleep(wait).await;
+            if let Some(g) = self.gate.get() {
+                g.before_retry(bytes).await;
+            }
         }
     }
 }
@@ -114,6 +143,10 @@ impl<S: PageStore> PageStore for Retrying<S> {
         self.inner.container()
     }
 
+    fn set_retry_gate(&self, gate: Arc<dyn RetryGate>) {
+        let _ = self.gate.set(gate);
+    }
+
     async fn create_container(&self) -> StoreResult<()> {
         self.retry(Op::CreateContainer, self.inner.container(), || self.inner.create_container()).await
     }
@@ -122,32 +155,57 @@ impl<S: PageStore> PageStore for Retrying<S> {
         self.retry(Op::Properties, name, || self.inner.properties(name)).await
     }
 
-    async fn create_page_blob(&self, name: &str, size: u64, metadata: HashMap<String, String>) -> StoreResult<()> {
-        self.retry(Op::CreatePageBlob, name, || self.inner.create_page_blob(name, size, metadata.clone())).await
+    async fn create_page_blob(
+        &self,
+        name: &str,
+        size: u64,
+        metadata: HashMap<String, String>,
+        lease: Option<&LeaseId>,
+    ) -> StoreResult<()> {
+        self.retry(Op::CreatePageBlob, name, || self.inner.create_page_blob(name, size, metadata.clone(), lease)).await
     }
 
-    async fn resize(&self, name: &str, size: u64) -> StoreResult<()> {
-        self.retry(Op::Resize, name, || self.inner.resize(name, size)).await
+    async fn create_page_blob_if_absent(
+        &self,
+        name: &str,
+        size: u64,
+        metadata: HashMap<String, String>,
+    ) -> StoreResult<bool> {
+        // Sent again after a lost reply, it finds the blob it created: false.
+        self.retry(Op::CreatePageBlobIfAbsent, name, || {
+            self.inner.create_page_blob_if_absent(name, size, metadata.clone())
+        })
+        .await
     }
 
-    async fn put_pages(&self, name: &str, offset: u64, bytes: Bytes) -> StoreResult<()> {
-        self.retry(Op::PutPages, name, || self.inner.put_pages(name, offset, bytes.clone())).await
+    async fn resize(&self, name: &str, size: u64, lease: Option<&LeaseId>) -> StoreResult<()> {
+        self.retry(Op::Resize, name, || self.inner.resize(name, size, lease)).await
     }
 
-    async fn clear_pages(&self, name: &str, offset: u64, len: u64) -> StoreResult<()> {
-        self.retry(Op::ClearPages, name, || self.inner.clear_pages(name, offset, len)).await
+    async fn put_pages(&self, name: &str, offset: u64, bytes: Bytes, lease: Option<&LeaseId>) -> StoreResult<()> {
+        let len = bytes.len() as u64;
+        self.retry_sized(Op::PutPages, name, len, || self.inner.put_pages(name, offset, bytes.clone(), lease)).await
     }
 
-    async fn set_metadata(&self, name: &str, metadata: HashMap<String, String>) -> StoreResult<()> {
-        self.retry(Op::SetMetadata, name, || self.inner.set_metadata(name, metadata.clone())).await
+    async fn clear_pages(&self, name: &str, offset: u64, len: u64, lease: Option<&LeaseId>) -> StoreResult<()> {
+        self.retry(Op::ClearPages, name, || self.inner.clear_pages(name, offset, len, lease)).await
     }
 
-    async fn snapshot(&self, name: &str) -> StoreResult<String> {
-        self.retry(Op::Snapshot, name, || self.inner.snapshot(name)).await
+    async fn set_metadata(
+        &self,
+        name: &str,
+        metadata: HashMap<String, String>,
+        lease: Option<&LeaseId>,
+    ) -> StoreResult<()> {
+        self.retry(Op::SetMetadata, name, || self.inner.set_metadata(name, metadata.clone(), lease)).await
     }
 
-    async fn delete(&self, name: &str, snapshot: Option<&str>) -> StoreResult<()> {
-        self.retry(Op::Delete, name, || self.inner.delete(name, snapshot)).await
+    async fn snapshot(&self, name: &str, lease: Option<&LeaseId>) -> StoreResult<String> {
+        self.retry(Op::Snapshot, name, || self.inner.snapshot(name, lease)).await
+    }
+
+    async fn delete(&self, name: &str, snapshot: Option<&str>, lease: Option<&LeaseId>) -> StoreResult<()> {
+        self.retry(Op::Delete, name, || self.inner.delete(name, snapshot, lease)).await
     }
 
     async fn page_ranges(&self, name: &str, snapshot: Option<&str>) -> StoreResult<Vec<(u64, u64)>> {
@@ -170,12 +228,12 @@ impl<S: PageStore> PageStore for Retrying<S> {
         self.retry(Op::PutBlockBlob, name, || self.inner.put_block_blob(name, bytes.clone())).await
     }
 
-    async fn create_append_blob(&self, name: &str) -> StoreResult<()> {
-        self.retry(Op::CreateAppendBlob, name, || self.inner.create_append_blob(name)).await
+    async fn create_append_blob(&self, name: &str, lease: Option<&LeaseId>) -> StoreResult<()> {
+        self.retry(Op::CreateAppendBlob, name, || self.inner.create_append_blob(name, lease)).await
     }
 
-    async fn append(&self, name: &str, bytes: Bytes) -> StoreResult<()> {
-        self.retry(Op::Append, name, || self.inner.append(name, bytes.clone())).await
+    async fn append(&self, name: &str, bytes: Bytes, lease: Option<&LeaseId>) -> StoreResult<u32> {
+        self.retry(Op::Append, name, || self.inner.append(name, bytes.clone(), lease)).await
     }
 
     async fn start_copy(&self, dst: &str, src: &str, snapshot: &str) -> StoreResult<()> {
@@ -184,5 +242,22 @@ impl<S: PageStore> PageStore for Retrying<S> {
 
     async fn copy_state(&self, dst: &str) -> StoreResult<CopyState> {
         self.retry(Op::CopyState, dst, || self.inner.copy_state(dst)).await
+    }
+
+    async fn acquire_lease(&self, name: &str, id: &LeaseId, secs: u32) -> StoreResult<()> {
+        // Sent again after a lost reply, it names the id now active: a renewal.
+        self.retry(Op::AcquireLease, name, || self.inner.acquire_lease(name, id, secs)).await
+    }
+
+    async fn renew_lease(&self, name: &str, id: &LeaseId) -> StoreResult<()> {
+        self.retry(Op::RenewLease, name, || self.inner.renew_lease(name, id)).await
+    }
+
+    async fn release_lease(&self, name: &str, id: &LeaseId) -> StoreResult<()> {
+        self.retry(Op::ReleaseLease, name, || self.inner.release_lease(name, id)).await
+    }
+
+    async fn break_lease(&self, name: &str) -> StoreResult<()> {
+        self.retry(Op::BreakLease, name, || self.inner.break_lease(name)).await
     }
 }

@@ -14,9 +14,63 @@ use time::OffsetDateTime;
 
 /// Signed version of the SAS tokens the agent makes.
 const SAS_VERSION: &str = "2020-12-06";
-/// Lifetime of a self-signed SAS: long enough for a large sync, short enough
-/// that a leaked token soon stops working.
+/// Lifetime of a self-signed SAS: short enough that a leaked token soon
+/// stops working; a sync that runs longer gets new ones ([`Signer`]).
 const SAS_LIFETIME: time::Duration = time::Duration::hours(12);
+
+/// Overrides [`SAS_LIFETIME`] (seconds, at least 10): for tests of renewal,
+/// or a policy that wants shorter-lived tokens.
+pub const SAS_LIFETIME_ENV: &str = "DISKFERRY_SAS_LIFETIME_SECS";
+
+/// The SAS tokens of one container, signed with the account key and signed
+/// again once half their lifetime has passed: a sync of any length never
+/// sends an expired one.
+pub struct Signer {
+    key: AccountKey,
+    container: String,
+    lifetime: time::Duration,
+    /// (container SAS, account SAS, when to sign again)
+    current: std::sync::Mutex<(String, String, OffsetDateTime)>,
+}
+
+impl fmt::Debug for Signer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Signer({}/{}, <redacted>)", self.key.account, self.container)
+    }
+}
+
+impl Signer {
+    pub fn new(key: AccountKey, container: &str) -> Result<Self> {
+        let lifetime = match std::env::var(SAS_LIFETIME_ENV) {
+            Ok(v) => {
+                let secs: i64 = v.parse().map_err(|_| anyhow!("{SAS_LIFETIME_ENV}={v} is not a number of seconds"))?;
+                if secs < 10 {
+                    bail!("{SAS_LIFETIME_ENV}={v}: at least 10 seconds");
+                }
+                time::Duration::seconds(secs)
+            }
+            Err(_) => SAS_LIFETIME,
+        };
+        let now = OffsetDateTime::now_utc();
+        let first =
+            (key.container_sas_for(container, now, lifetime)?, key.account_sas_for(now, lifetime)?, now + lifetime / 2);
+        Ok(Self { key, container: container.to_owned(), lifetime, current: std::sync::Mutex::new(first) })
+    }
+
+    /// The container SAS and the account SAS to send now.
+    pub fn tokens(&self) -> Result<(String, String)> {
+        let mut c = self.current.lock().map_err(|_| anyhow!("SAS state poisoned"))?;
+        let now = OffsetDateTime::now_utc();
+        if now >= c.2 {
+            *c = (
+                self.key.container_sas_for(&self.container, now, self.lifetime)?,
+                self.key.account_sas_for(now, self.lifetime)?,
+                now + self.lifetime / 2,
+            );
+        }
+        Ok((c.0.clone(), c.1.clone()))
+    }
+}
 
 /// An account key, held as a secret.
 #[derive(Clone)]
@@ -65,7 +119,11 @@ impl AccountKey {
 
     /// A container SAS (read, add, create, write, delete, list).
     pub fn container_sas(&self, container: &str, now: OffsetDateTime) -> Result<String> {
-        let (st, se) = window(now)?;
+        self.container_sas_for(container, now, SAS_LIFETIME)
+    }
+
+    fn container_sas_for(&self, container: &str, now: OffsetDateTime, lifetime: time::Duration) -> Result<String> {
+        let (st, se) = window(now, lifetime)?;
         let sp = "racwdl";
         let resource = format!("/blob/{}/{container}", self.account);
         let to_sign = [sp, &st, &se, &resource, "", "", "", SAS_VERSION, "c", "", "", "", "", "", "", ""].join("\n");
@@ -75,7 +133,11 @@ impl AccountKey {
 
     /// An account SAS for the blob service (enough to create a container).
     pub fn account_sas(&self, now: OffsetDateTime) -> Result<String> {
-        let (st, se) = window(now)?;
+        self.account_sas_for(now, SAS_LIFETIME)
+    }
+
+    fn account_sas_for(&self, now: OffsetDateTime, lifetime: time::Duration) -> Result<String> {
+        let (st, se) = window(now, lifetime)?;
         let (sp, ss, srt) = ("rwdlac", "b", "sco");
         let to_sign = format!("{}\n{sp}\n{ss}\n{srt}\n{st}\n{se}\n\n\n{SAS_VERSION}\n\n", self.account);
         let sig = self.sign(&to_sign)?;
@@ -83,12 +145,12 @@ impl AccountKey {
     }
 }
 
-/// Valid from five minutes ago (clock skew) for [`SAS_LIFETIME`].
-fn window(now: OffsetDateTime) -> Result<(String, String)> {
+/// Valid from five minutes ago (clock skew) for `lifetime`.
+fn window(now: OffsetDateTime, lifetime: time::Duration) -> Result<(String, String)> {
     let fmt = |t: OffsetDateTime| {
         t.replace_nanosecond(0).map_err(|e| anyhow!("{e}")).and_then(|t| t.format(&Rfc3339).map_err(|e| anyhow!("{e}")))
     };
-    Ok((fmt(now - time::Duration::minutes(5))?, fmt(now + SAS_LIFETIME)?))
+    Ok((fmt(now - time::Duration::minutes(5))?, fmt(now + lifetime)?))
 }
 
 fn query(pairs: &[(&str, &str)]) -> String {

@@ -29,6 +29,7 @@ pub enum Op {
     CreateContainer,
     Properties,
     CreatePageBlob,
+    CreatePageBlobIfAbsent,
     Resize,
     PutPages,
     ClearPages,
@@ -44,13 +45,18 @@ pub enum Op {
     Append,
     StartCopy,
     CopyState,
+    AcquireLease,
+    RenewLease,
+    ReleaseLease,
+    BreakLease,
 }
 
 impl Op {
-    pub const ALL: [Op; 18] = [
+    pub const ALL: [Op; 23] = [
         Op::CreateContainer,
         Op::Properties,
         Op::CreatePageBlob,
+        Op::CreatePageBlobIfAbsent,
         Op::Resize,
         Op::PutPages,
         Op::ClearPages,
@@ -66,6 +72,10 @@ impl Op {
         Op::Append,
         Op::StartCopy,
         Op::CopyState,
+        Op::AcquireLease,
+        Op::RenewLease,
+        Op::ReleaseLease,
+        Op::BreakLease,
     ];
 
     /// The words an error message uses for it ("put pages disk.vhd: ...").
@@ -73,7 +83,7 @@ impl Op {
         match self {
             Op::CreateContainer => "create container",
             Op::Properties => "get properties of",
-            Op::CreatePageBlob => "create page blob",
+            Op::CreatePageBlob | Op::CreatePageBlobIfAbsent => "create page blob",
             Op::Resize => "resize",
             Op::PutPages => "put pages",
             Op::ClearPages => "clear pages",
@@ -89,15 +99,49 @@ impl Op {
             Op::Append => "append to",
             Op::StartCopy => "copy to",
             Op::CopyState => "get copy state of",
+            Op::AcquireLease => "acquire a lease on",
+            Op::RenewLease => "renew the lease on",
+            Op::ReleaseLease => "release the lease on",
+            Op::BreakLease => "break the lease on",
         }
     }
 }
+
+/// The id of a blob lease: while it is active, storage refuses every write
+/// to the blob that does not name it (Lease Blob, `x-ms-lease-id`). Azure
+/// takes the id the client proposes; it must be a GUID.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct LeaseId(String);
+
+impl LeaseId {
+    /// A new random id (UUID v4).
+    pub fn random() -> Self {
+        Self(uuid::Uuid::new_v4().to_string())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for LeaseId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Not a secret (storage shows it to no one), but a prefix says enough.
+        write!(f, "LeaseId({}…)", &self.0[..8.min(self.0.len())])
+    }
+}
+
+/// Azure's lease durations: 15 to 60 seconds (or infinite, which diskferry
+/// never takes: a writer that dies must not hold a destination forever).
+pub const LEASE_SECS: std::ops::RangeInclusive<u32> = 15..=60;
 
 /// What a blob looks like.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct BlobProps {
     pub size: u64,
     pub metadata: HashMap<String, String>,
+    /// Whether a lease is active on it (held by some writer).
+    pub leased: bool,
 }
 
 /// One blob or snapshot of a listing.
@@ -126,31 +170,65 @@ pub trait PageStore: Send + Sync + 'static {
     fn counters(&self) -> &Arc<WireCounters>;
     /// The container's name, for messages.
     fn container(&self) -> &str;
+    /// Let `gate` hold back what is sent again after a throttle (a store
+    /// that does not retry ignores it).
+    fn set_retry_gate(&self, _gate: Arc<dyn crate::retry::RetryGate>) {}
     fn create_container(&self) -> impl Future<Output = StoreResult<()>> + Send;
     /// `None` if the blob does not exist.
     fn properties(&self, name: &str) -> impl Future<Output = StoreResult<Option<BlobProps>>> + Send;
+    // Every write below takes `lease`: with `Some`, storage refuses it unless
+    // that lease is active on the blob; with `None`, unless no lease is.
+
     /// A new all-zero page blob (replacing any blob of that name; its
-    /// snapshots survive).
+    /// snapshots survive, and so does its lease).
     fn create_page_blob(
         &self,
         name: &str,
         size: u64,
         metadata: HashMap<String, String>,
+        lease: Option<&LeaseId>,
     ) -> impl Future<Output = StoreResult<()>> + Send;
-    fn resize(&self, name: &str, size: u64) -> impl Future<Output = StoreResult<()>> + Send;
-    fn put_pages(&self, name: &str, offset: u64, bytes: Bytes) -> impl Future<Output = StoreResult<()>> + Send;
-    fn clear_pages(&self, name: &str, offset: u64, len: u64) -> impl Future<Output = StoreResult<()>> + Send;
+    /// A new all-zero page blob, only if no blob of that name exists
+    /// (`If-None-Match: *`); `false` if one does.
+    fn create_page_blob_if_absent(
+        &self,
+        name: &str,
+        size: u64,
+        metadata: HashMap<String, String>,
+    ) -> impl Future<Output = StoreResult<bool>> + Send;
+    fn resize(&self, name: &str, size: u64, lease: Option<&LeaseId>) -> impl Future<Output = StoreResult<()>> + Send;
+    fn put_pages(
+        &self,
+        name: &str,
+        offset: u64,
+        bytes: Bytes,
+        lease: Option<&LeaseId>,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
+    fn clear_pages(
+        &self,
+        name: &str,
+        offset: u64,
+        len: u64,
+        lease: Option<&LeaseId>,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
     /// Replace the blob's metadata.
     fn set_metadata(
         &self,
         name: &str,
         metadata: HashMap<String, String>,
+        lease: Option<&LeaseId>,
     ) -> impl Future<Output = StoreResult<()>> + Send;
-    /// Take a snapshot; returns its id.
-    fn snapshot(&self, name: &str) -> impl Future<Output = StoreResult<String>> + Send;
+    /// Take a snapshot; returns its id. With a lease, only while it is the
+    /// blob's active one.
+    fn snapshot(&self, name: &str, lease: Option<&LeaseId>) -> impl Future<Output = StoreResult<String>> + Send;
     /// Delete a blob (with `snapshot`: that snapshot only). A blob already
     /// gone is no error.
-    fn delete(&self, name: &str, snapshot: Option<&str>) -> impl Future<Output = StoreResult<()>> + Send;
+    fn delete(
+        &self,
+        name: &str,
+        snapshot: Option<&str>,
+        lease: Option<&LeaseId>,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
     /// Allocated ranges `[start, end)` of a blob or one of its snapshots,
     /// sorted, neighbours merged.
     fn page_ranges(
@@ -170,13 +248,30 @@ pub trait PageStore: Send + Sync + 'static {
     /// Blobs whose names start with `prefix`, and their snapshots.
     fn list(&self, prefix: &str) -> impl Future<Output = StoreResult<Vec<Listed>>> + Send;
     fn put_block_blob(&self, name: &str, bytes: Bytes) -> impl Future<Output = StoreResult<()>> + Send;
-    fn create_append_blob(&self, name: &str) -> impl Future<Output = StoreResult<()>> + Send;
-    fn append(&self, name: &str, bytes: Bytes) -> impl Future<Output = StoreResult<()>> + Send;
+    /// A new, empty append blob (replacing any blob of that name).
+    fn create_append_blob(&self, name: &str, lease: Option<&LeaseId>) -> impl Future<Output = StoreResult<()>> + Send;
+    /// Append one block; returns the blob's committed block count after it
+    /// (`x-ms-blob-committed-block-count`).
+    fn append(
+        &self,
+        name: &str,
+        bytes: Bytes,
+        lease: Option<&LeaseId>,
+    ) -> impl Future<Output = StoreResult<u32>> + Send;
     /// Start a server-side copy of snapshot `snapshot` of `src` to a new
     /// standalone blob `dst` in the same container.
     fn start_copy(&self, dst: &str, src: &str, snapshot: &str) -> impl Future<Output = StoreResult<()>> + Send;
     /// Where the copy to `dst` stands.
     fn copy_state(&self, dst: &str) -> impl Future<Output = StoreResult<CopyState>> + Send;
+    /// Take a lease of `secs` seconds (in [`LEASE_SECS`]) on an existing
+    /// blob, with id `id`; asking again with the id already active renews
+    /// it. 409 `LeaseAlreadyPresent` while another id holds it.
+    fn acquire_lease(&self, name: &str, id: &LeaseId, secs: u32) -> impl Future<Output = StoreResult<()>> + Send;
+    fn renew_lease(&self, name: &str, id: &LeaseId) -> impl Future<Output = StoreResult<()>> + Send;
+    fn release_lease(&self, name: &str, id: &LeaseId) -> impl Future<Output = StoreResult<()>> + Send;
+    /// End whatever lease is on the blob now (break period 0). A blob
+    /// without one, or missing, is no error.
+    fn break_lease(&self, name: &str) -> impl Future<Output = StoreResult<()>> + Send;
 }
 
 /// Copy snapshot `snapshot` of `src` to a new standalone blob `dst`, server

@@ -8,7 +8,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use diskferry_blob::retry::{RetryPolicy, Retrying};
 use diskferry_blob::testing::{Fault, FaultyStore, Limits, MemStore};
-use diskferry_blob::{ErrorKind, Op, PageStore};
+use diskferry_blob::{ErrorKind, LeaseId, Op, PageStore};
 
 fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime")
@@ -28,34 +28,34 @@ fn mem_store_refuses_what_azure_refuses() {
     let m = MemStore::with_limits("c", limits);
     let kind = |r: Result<(), diskferry_blob::StoreError>| r.unwrap_err().kind();
     rt.block_on(async {
-        m.create_page_blob("p", 8192, HashMap::new()).await.unwrap();
+        m.create_page_blob("p", 8192, HashMap::new(), None).await.unwrap();
         // Unaligned, past the end, over 4 MiB, on another blob type.
-        assert_eq!(kind(m.put_pages("p", 100, Bytes::from(vec![1; 512])).await), ErrorKind::Refused);
-        assert_eq!(kind(m.put_pages("p", 8192, Bytes::from(vec![1; 512])).await), ErrorKind::Refused);
-        assert_eq!(kind(m.put_pages("p", 0, Bytes::from(vec![1; 5 << 20])).await), ErrorKind::Refused);
-        assert_eq!(kind(m.create_page_blob("big", (8 << 40) + 512, HashMap::new()).await), ErrorKind::Refused);
+        assert_eq!(kind(m.put_pages("p", 100, Bytes::from(vec![1; 512]), None).await), ErrorKind::Refused);
+        assert_eq!(kind(m.put_pages("p", 8192, Bytes::from(vec![1; 512]), None).await), ErrorKind::Refused);
+        assert_eq!(kind(m.put_pages("p", 0, Bytes::from(vec![1; 5 << 20]), None).await), ErrorKind::Refused);
+        assert_eq!(kind(m.create_page_blob("big", (8 << 40) + 512, HashMap::new(), None).await), ErrorKind::Refused);
         m.put_block_blob("b", Bytes::from_static(b"x")).await.unwrap();
-        assert_eq!(kind(m.put_pages("b", 0, Bytes::from(vec![1; 512])).await), ErrorKind::Conflict);
+        assert_eq!(kind(m.put_pages("b", 0, Bytes::from(vec![1; 512]), None).await), ErrorKind::Conflict);
         // Pages written and cleared show in the ranges and the bytes.
-        m.put_pages("p", 512, Bytes::from(vec![7; 1024])).await.unwrap();
-        m.put_pages("p", 4096, Bytes::from(vec![9; 512])).await.unwrap();
-        m.clear_pages("p", 1024, 512).await.unwrap();
+        m.put_pages("p", 512, Bytes::from(vec![7; 1024]), None).await.unwrap();
+        m.put_pages("p", 4096, Bytes::from(vec![9; 512]), None).await.unwrap();
+        m.clear_pages("p", 1024, 512, None).await.unwrap();
         assert_eq!(m.page_ranges("p", None).await.unwrap(), vec![(512, 1024), (4096, 4608)]);
         // A snapshot keeps its bytes while the blob changes; the blob cannot
         // be deleted while it has snapshots.
-        let s = m.snapshot("p").await.unwrap();
-        m.put_pages("p", 512, Bytes::from(vec![0xEE; 512])).await.unwrap();
+        let s = m.snapshot("p", None).await.unwrap();
+        m.put_pages("p", 512, Bytes::from(vec![0xEE; 512]), None).await.unwrap();
         assert_eq!(m.read("p", Some(&s), 512, 512).await.unwrap(), Bytes::from(vec![7; 512]));
-        assert_eq!(kind(m.delete("p", None).await), ErrorKind::Conflict);
-        m.delete("p", Some(&s)).await.unwrap();
-        m.delete("p", None).await.unwrap();
+        assert_eq!(kind(m.delete("p", None, None).await), ErrorKind::Conflict);
+        m.delete("p", Some(&s), None).await.unwrap();
+        m.delete("p", None, None).await.unwrap();
         assert!(m.properties("p").await.unwrap().is_none());
         // An append blob takes its block limit and no more.
-        m.create_append_blob("j").await.unwrap();
+        m.create_append_blob("j", None).await.unwrap();
         for _ in 0..3 {
-            m.append("j", Bytes::from_static(b"r")).await.unwrap();
+            m.append("j", Bytes::from_static(b"r"), None).await.unwrap();
         }
-        let e = m.append("j", Bytes::from_static(b"r")).await.unwrap_err();
+        let e = m.append("j", Bytes::from_static(b"r"), None).await.unwrap_err();
         assert!(
             matches!(&e, diskferry_blob::StoreError::Http { status: 409, code, .. } if code == "BlockCountExceedsLimit")
         );
@@ -67,6 +67,57 @@ fn mem_store_refuses_what_azure_refuses() {
         assert_eq!(gone.properties("x").await.unwrap_err().kind(), ErrorKind::ContainerNotFound);
         gone.create_container().await.unwrap();
         assert!(gone.properties("x").await.unwrap().is_none());
+    });
+}
+
+#[test]
+fn mem_store_keeps_the_lease_rules() {
+    let rt = rt();
+    let m = MemStore::new("c");
+    let (a, b) = (LeaseId::random(), LeaseId::random());
+    let code = |e: diskferry_blob::StoreError| match e {
+        diskferry_blob::StoreError::Http { status, code, .. } => (status, code),
+        other => panic!("{other}"),
+    };
+    rt.block_on(async {
+        assert!(m.create_page_blob_if_absent("p", 4096, HashMap::new()).await.unwrap());
+        assert!(!m.create_page_blob_if_absent("p", 4096, HashMap::new()).await.unwrap());
+        assert_eq!(code(m.acquire_lease("p", &a, 10).await.unwrap_err()).0, 400, "10 s is not a lease Azure gives");
+        m.acquire_lease("p", &a, 15).await.unwrap();
+        // Asking again with the active id renews; another id is refused.
+        m.acquire_lease("p", &a, 15).await.unwrap();
+        assert_eq!(code(m.acquire_lease("p", &b, 15).await.unwrap_err()), (409, "LeaseAlreadyPresent".into()));
+        // Writes name the lease, or are refused.
+        let page = || Bytes::from(vec![1; 512]);
+        assert_eq!(code(m.put_pages("p", 0, page(), None).await.unwrap_err()), (412, "LeaseIdMissing".into()));
+        let e = m.put_pages("p", 0, page(), Some(&b)).await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Leased);
+        m.put_pages("p", 0, page(), Some(&a)).await.unwrap();
+        m.set_metadata("p", HashMap::new(), Some(&a)).await.unwrap();
+        assert!(m.properties("p").await.unwrap().unwrap().leased);
+        // Snapshot Blob needs no lease, but one it names must be active.
+        m.snapshot("p", None).await.unwrap();
+        assert_eq!(m.snapshot("p", Some(&b)).await.unwrap_err().kind(), ErrorKind::Leased);
+        // An overwrite under the lease keeps it.
+        m.create_page_blob("p", 4096, HashMap::new(), Some(&a)).await.unwrap();
+        assert_eq!(m.lease("p"), Some(a.clone()));
+        // Time passes: the holder's writes are refused, another takes it.
+        m.expire_leases();
+        assert_eq!(code(m.put_pages("p", 0, page(), Some(&a)).await.unwrap_err()), (412, "LeaseLost".into()));
+        m.acquire_lease("p", &b, 60).await.unwrap();
+        let e = m.clear_pages("p", 0, 512, Some(&a)).await.unwrap_err();
+        assert_eq!(code(e), (412, "LeaseIdMismatchWithBlobOperation".into()));
+        // Broken, it takes writes without a lease again.
+        m.break_lease("p").await.unwrap();
+        m.put_pages("p", 0, page(), None).await.unwrap();
+        assert_eq!(code(m.release_lease("p", &b).await.unwrap_err()).1, "LeaseNotPresentWithLeaseOperation");
+        // Append blobs too.
+        m.create_append_blob("j", None).await.unwrap();
+        m.acquire_lease("j", &a, 15).await.unwrap();
+        assert_eq!(m.append("j", Bytes::from_static(b"r"), Some(&a)).await.unwrap(), 1);
+        assert_eq!(m.append("j", Bytes::from_static(b"r"), None).await.unwrap_err().kind(), ErrorKind::Leased);
+        m.release_lease("j", &a).await.unwrap();
+        assert_eq!(m.append("j", Bytes::from_static(b"r"), None).await.unwrap(), 2);
     });
 }
 
@@ -112,9 +163,9 @@ fn a_copy_restarted_after_a_lost_reply_waits_for_the_first_and_a_replaced_copy_f
     let rt = rt();
     let m = MemStore::new("c");
     rt.block_on(async {
-        m.create_page_blob("d.vhd", 4096, HashMap::new()).await.unwrap();
-        m.put_pages("d.vhd", 0, Bytes::from(vec![5; 512])).await.unwrap();
-        let snap = m.snapshot("d.vhd").await.unwrap();
+        m.create_page_blob("d.vhd", 4096, HashMap::new(), None).await.unwrap();
+        m.put_pages("d.vhd", 0, Bytes::from(vec![5; 512]), None).await.unwrap();
+        let snap = m.snapshot("d.vhd", None).await.unwrap();
         // The first start is carried out and its reply lost; the retry meets
         // the copy it began (409 PendingCopyOperation): wait for that one.
         let f = FaultyStore::new(m.handle()).on(Op::StartCopy, 1, Fault::LoseReply).on(

@@ -44,6 +44,10 @@ pub struct WireStats {
     pub requests_failed: u64,
     pub retries: u64,
     pub clear_requests: u64,
+    /// Attempts the service throttled or failed from overload (429, 503, 500, timeouts).
+    pub throttled: u64,
+    /// Requests the adaptive pacer allowed in flight at the end (0: none paced).
+    pub concurrency: u64,
 }
 
 /// What one sync did at one destination (`sync --json`, and per destination

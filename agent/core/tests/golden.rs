@@ -174,6 +174,8 @@ fn status() -> diskferry_core::report::Status {
             requests_failed: 1,
             retries: 1,
             clear_requests: 1,
+            throttled: 1,
+            concurrency: 8,
         }),
         hint: Some("used: 3 ranges, 12582912 bytes may have changed".into()),
         chunks_hinted: 6000,

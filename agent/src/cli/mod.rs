@@ -23,6 +23,7 @@ use crate::clock::unix_ms;
 use crate::exit::{ExitCode, Failure, WithCode};
 use crate::metrics::Metrics;
 use crate::open::{open_source, sync_fanout, SyncOptions, Target};
+use crate::pageblob::lease::LeaseOptions;
 use crate::pageblob::sink::PageBlobOptions;
 use crate::progress::Progress;
 use crate::scan::scan;
@@ -233,15 +234,33 @@ pub struct BlobArgs {
     /// Give up retrying one storage request (503, 500, timeouts, resets) after this many seconds.
     #[arg(long, value_name = "SECONDS", default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..=86400))]
     pub retry_for: u64,
+    /// The writer's lease on the destination lasts this long and is renewed while the sync runs: a sync
+    /// that dies lets it lapse within this time (Azure allows 15 to 60).
+    #[arg(long, value_name = "SECONDS", default_value_t = 60, value_parser = clap::value_parser!(u32).range(15..=60))]
+    pub lease_secs: u32,
+    /// When another sync holds the destination's lease, wait this long for it to end or lapse, then exit 4
+    /// ("in use by another sync"). Default: one lease period and 5 s.
+    #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(0..=86400))]
+    pub lease_wait: Option<u64>,
+    /// Break the lease another sync holds instead of waiting: only when that sync is known to be gone
+    /// (its process killed, its VM deleted). Should it still run, its next write is refused.
+    #[arg(long)]
+    pub break_lease: bool,
 }
 
 impl BlobArgs {
     pub fn options(&self) -> PageBlobOptions {
+        let wait = self.lease_wait.unwrap_or(u64::from(self.lease_secs) + 5);
         PageBlobOptions {
             concurrency: usize::from(self.concurrency),
             keep: usize::from(self.keep),
             create_container: self.create_container,
             force: false,
+            lease: LeaseOptions {
+                secs: self.lease_secs,
+                wait: std::time::Duration::from_secs(wait),
+                take_over: self.break_lease,
+            },
         }
     }
 }

@@ -5,17 +5,122 @@
 //! the windows' writes go. Under load, many windows share one append; idle,
 //! an intent costs one round trip, as before. Acks alone are appended every
 //! [`ACK_INTERVAL`].
+//!
+//! Each append names the writer's lease, and each block holds whole records
+//! (a block is atomic; a record split across two could be torn). When the
+//! segment it appends to is full (the committed block count storage returns
+//! reaches [`SEGMENT_BLOCKS`], or storage answers 409
+//! `BlockCountExceedsLimit`), it starts the next segment
+//! (`core::journal`'s chain) and goes on there.
 
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use diskferry_core::journal::JournalHeader;
+use diskferry_core::journal::{JournalHeader, Record};
 use tokio::sync::{mpsc, oneshot};
 
+use super::lease::WriterLease;
 use super::sink::UploadState;
-use diskferry_blob::PageStore;
+use diskferry_blob::{PageStore, StoreError, StoreResult};
+
+/// Blocks an append blob holds (Azure: 50,000 committed blocks; "Append
+/// Block", docs/azure.md).
+pub const SEGMENT_BLOCKS: u32 = 50_000;
+
+/// Largest Append Block body (4 MiB; 100 MiB only from version 2022-11-02).
+const MAX_BLOCK: usize = 4 << 20;
+
+/// The name of segment `k` of journal `journal`.
+pub fn segment_name(journal: &str, k: u64) -> String {
+    if k == 0 {
+        journal.to_owned()
+    } else {
+        format!("{journal}.{k}")
+    }
+}
+
+/// Where the writer appends: the chain, its current segment and how full it is.
+#[derive(Debug, Clone)]
+pub struct Segments {
+    /// The page blob whose journal it is (its lease is the writer's).
+    pub blob: String,
+    pub journal: String,
+    pub chain: u64,
+    pub index: u64,
+    pub blocks: u32,
+}
+
+impl Segments {
+    pub fn current(&self) -> String {
+        segment_name(&self.journal, self.index)
+    }
+}
+
+/// Start segment `index` of the chain: a new append blob (whatever an
+/// earlier attempt left under that name is replaced), leased, holding the
+/// header and its segment record.
+pub async fn start_segment<S: PageStore>(
+    store: &S,
+    lease: &WriterLease,
+    header: &JournalHeader,
+    seg: &mut Segments,
+    index: u64,
+) -> StoreResult<()> {
+    let name = segment_name(&seg.journal, index);
+    store.break_lease(&name).await?;
+    store.create_append_blob(&name, None).await?;
+    lease.take(store, &name).await?;
+    let blocks = store.append(&name, Bytes::from(header.segment_start(seg.chain, index)), Some(lease.id())).await?;
+    let old = seg.current();
+    (seg.index, seg.blocks) = (index, blocks);
+    if old != name {
+        lease.release(store, &old).await?;
+    }
+    Ok(())
+}
+
+/// Append whole records (`pieces`, each at most one block) to the chain,
+/// packed into as few blocks as fit, starting a new segment when one is full.
+async fn append_pieces<S: PageStore>(
+    store: &S,
+    lease: &WriterLease,
+    header: &JournalHeader,
+    seg: &mut Segments,
+    pieces: Vec<Vec<u8>>,
+) -> StoreResult<()> {
+    let mut blocks: Vec<Vec<u8>> = Vec::new();
+    for p in pieces {
+        match blocks.last_mut() {
+            Some(b) if b.len() + p.len() <= MAX_BLOCK => b.extend_from_slice(&p),
+            _ => blocks.push(p),
+        }
+    }
+    for b in blocks {
+        if seg.blocks >= SEGMENT_BLOCKS {
+            start_segment(store, lease, header, seg, seg.index + 1).await?;
+        }
+        let bytes = Bytes::from(b);
+        let name = seg.current();
+        match lease.guarded(store, &seg.blob, || store.append(&name, bytes.clone(), Some(lease.id()))).await {
+            Ok(n) => seg.blocks = n,
+            Err(StoreError::Http { status: 409, code, .. }) if code == "BlockCountExceedsLimit" => {
+                // A smaller limit than ours (or blocks we did not count).
+                start_segment(store, lease, header, seg, seg.index + 1).await?;
+                seg.blocks = store.append(&seg.current(), bytes, Some(lease.id())).await?;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Encode acks in pieces of at most one block each.
+fn ack_pieces(header: &JournalHeader, acks: &[Record]) -> Vec<Vec<u8>> {
+    // 57 bytes a record at most: 50,000 records stay under 4 MiB.
+    acks.chunks(50_000).map(|a| header.records(a)).collect()
+}
 
 /// How often acks alone are appended: what a kill can make a rerun resend
 /// is the writes in flight plus what was acknowledged in this long.
@@ -54,15 +159,17 @@ impl Stop {
 pub struct JournalWriter {
     tx: Option<mpsc::UnboundedSender<Intents>>,
     stop: Arc<AtomicU8>,
-    task: tokio::task::JoinHandle<()>,
+    /// Ends with the index of the segment it appended to last.
+    task: tokio::task::JoinHandle<u64>,
 }
 
 impl JournalWriter {
-    /// Start appending to the journal `name` (whose header is `header`).
+    /// Start appending to the chain `seg` (whose header is `header`).
     pub fn start<S: PageStore>(
         rt: &tokio::runtime::Runtime,
         store: Arc<S>,
-        name: String,
+        lease: Arc<WriterLease>,
+        mut seg: Segments,
         header: JournalHeader,
         flight: Arc<Mutex<UploadState>>,
     ) -> Self {
@@ -89,25 +196,21 @@ impl JournalWriter {
                 } else {
                     flight.lock().map(|mut f| f.take_acks()).unwrap_or_default()
                 };
-                let mut payload = header.records(&acks);
-                for w in &waiting {
-                    payload.extend_from_slice(&w.bytes);
-                }
+                let mut pieces = ack_pieces(&header, &acks);
+                pieces.extend(waiting.iter().map(|w| w.bytes.clone()));
+                pieces.retain(|p| !p.is_empty());
                 let mut ok = true;
-                for part in payload.chunks(4 << 20) {
-                    if let Err(e) = store.append(&name, Bytes::copy_from_slice(part)).await {
-                        if let Ok(mut f) = flight.lock() {
-                            f.fail(e);
-                        }
-                        ok = false;
-                        break;
+                if let Err(e) = append_pieces(store.as_ref(), &lease, &header, &mut seg, pieces).await {
+                    if let Ok(mut f) = flight.lock() {
+                        f.fail(e);
                     }
+                    ok = false;
                 }
                 for w in waiting {
                     let _ = w.durable.send(ok);
                 }
                 if !ok || (done && rx.is_empty()) {
-                    return;
+                    return seg.index;
                 }
             }
         });
@@ -125,10 +228,10 @@ impl JournalWriter {
     /// Stop after appending what is pending (the acks too if `keep_acks`:
     /// the generation stays open for a later run to resume); call once
     /// every write has finished.
-    pub fn stop(mut self, rt: &tokio::runtime::Runtime, keep_acks: bool) {
+    pub fn stop(mut self, rt: &tokio::runtime::Runtime, keep_acks: bool) -> Option<u64> {
         let mode = if keep_acks { Stop::KeepAcks } else { Stop::DropAcks };
         self.stop.store(mode as u8, Ordering::Release);
         self.tx = None;
-        let _ = rt.block_on(&mut self.task);
+        rt.block_on(&mut self.task).ok()
     }
 }

@@ -6,5 +6,7 @@
 //! `diskferry-blob`, which the coordinator shares.
 
 mod journal_writer;
+pub mod lease;
+pub mod pacer;
 pub mod points;
 pub mod sink;

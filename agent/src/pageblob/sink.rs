@@ -5,16 +5,18 @@
 //! B                  the page blob; metadata diskferry_generation (last published G),
 //!                    diskferry_manifest (blake3 of manifest G), diskferry_building (G in progress)
 //! B.g<G>.manifest    manifest of generation G (block blob)
-//! B.journal          journal of the generation in progress (append blob, see core::journal)
+//! B.journal[.k]      journal of the generation in progress: a chain of append blob
+//!                    segments (see core::journal)
 //! B.points           recovery points: generation, snapshot id, time, sizes (block blob, JSON)
 //! ```
 //!
-//! A generation: check the fence (metadata says G-1 and names the manifest we
-//! read), mark `building = G`, append intents before each window's writes,
+//! A generation: take the writer's lease on B (`lease.rs`: storage refuses
+//! every write of another writer from then on), read the destination's
+//! state under it, mark `building = G`, append intents before each window's writes,
 //! put pages (at most 4 MiB, bounded bytes in flight) and clear pages, append
 //! acks as storage confirms them, and when every write is acknowledged:
 //! publish manifest G, set metadata to G, snapshot (recovery point G), trim
-//! old points, drop the journal. Snapshots are immutable, so recovery point
+//! old points, drop the journal, release the lease. Snapshots are immutable, so recovery point
 //! G-1 survives anything that happens to a failed G; a rerun reads the journal
 //! and resumes: acked chunks are not resent, touched ones are rewritten.
 
@@ -34,12 +36,13 @@ use futures::FutureExt;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
-use super::journal_writer::JournalWriter;
+use super::journal_writer::{self, JournalWriter, Segments};
+use super::lease::{LeaseOptions, WriterLease, META_WRITER};
 use super::points::{manifest_name, RecoveryPoint};
 use crate::exit::{ExitCode, Failure, WithCode};
 use crate::scan::WindowView;
 use crate::sink::{Prior, Sink, WireStats};
-use diskferry_blob::{PageStore, StoreError};
+use diskferry_blob::{ErrorKind, PageStore, StoreError};
 
 const META_GENERATION: &str = "diskferry_generation";
 const META_MANIFEST: &str = "diskferry_manifest";
@@ -57,13 +60,15 @@ pub struct PageBlobOptions {
     /// Overwrite a blob diskferry did not write, or resize one for a source
     /// of another size.
     pub force: bool,
+    /// The writer's lease on the destination.
+    pub lease: LeaseOptions,
 }
 
 impl Default for PageBlobOptions {
     fn default() -> Self {
         // 16 requests of up to 4 MiB keep a storage account busy without
         // holding more than 64 MiB of copies; a week of daily points.
-        Self { concurrency: 16, keep: 7, create_container: false, force: false }
+        Self { concurrency: 16, keep: 7, create_container: false, force: false, lease: LeaseOptions::default() }
     }
 }
 
@@ -113,12 +118,23 @@ pub struct PageBlobSink<S: PageStore> {
     journal: Option<JournalHeader>,
     chunk: u64,
     bytes_budget: Arc<Semaphore>,
-    /// Requests in flight (`--concurrency`).
-    requests: Arc<Semaphore>,
+    /// Writes in flight: at most `--concurrency`, fewer while the service
+    /// pushes back (`pacer.rs`).
+    requests: Arc<super::pacer::Pacer>,
     tasks: JoinSet<()>,
     flight: Arc<Mutex<UploadState>>,
     /// Appends intents and acks to the journal (group commit).
     journal_writer: Option<JournalWriter>,
+    /// The chain the journal writer appends to: read by `prior`, or new.
+    segments: Option<Segments>,
+    /// Journal segments `prior` found (all of them are deleted at commit).
+    segments_found: u64,
+    /// The segment the journal writer appended to last.
+    last_segment: u64,
+    /// The one-writer lease (held from `prior` on).
+    lease: Arc<WriterLease>,
+    /// `prior` created the (missing) blob: all zero, of the right size.
+    created: bool,
     /// The blob's size as `prior` found it.
     prior_size: Option<u64>,
     /// What this generation's plans wrote and cleared (for its recovery point).
@@ -133,7 +149,9 @@ impl<S: PageStore> PageBlobSink<S> {
         let mut tasks = std::mem::take(&mut self.tasks);
         self.rt.block_on(async { while tasks.join_next().await.is_some() {} });
         if let Some(w) = self.journal_writer.take() {
-            w.stop(&self.rt, keep_acks);
+            if let Some(k) = w.stop(&self.rt, keep_acks) {
+                self.last_segment = k;
+            }
         }
     }
 
@@ -149,6 +167,9 @@ impl<S: PageStore> PageBlobSink<S> {
         // window's writes always fit while the previous ones drain.
         let budget =
             (opts.concurrency.max(1) * diskferry_core::MAX_WRITE as usize).max(2 * crate::scan::WINDOW as usize);
+        let lease_opts = opts.lease;
+        let pacer = super::pacer::Pacer::new(concurrency, store.counters().clone());
+        store.set_retry_gate(pacer.clone());
         Ok(Self {
             store: Arc::new(store),
             rt,
@@ -159,10 +180,15 @@ impl<S: PageStore> PageBlobSink<S> {
             journal: None,
             chunk: 0,
             bytes_budget: Arc::new(Semaphore::new(budget)),
-            requests: Arc::new(Semaphore::new(concurrency)),
+            requests: pacer,
             tasks: JoinSet::new(),
             flight: Default::default(),
             journal_writer: None,
+            segments: None,
+            segments_found: 0,
+            last_segment: 0,
+            lease: Arc::new(WriterLease::new(lease_opts)),
+            created: false,
             prior_size: None,
             planned_written: 0,
             planned_cleared: 0,
@@ -217,6 +243,41 @@ impl<S: PageStore> PageBlobSink<S> {
         }
     }
 
+    /// Take the writer's lease on the page blob (see `lease.rs`) and keep it
+    /// renewed; the one-line "in use" error if another writer keeps it.
+    fn take_lease(&mut self) -> Result<(), Failure> {
+        match self.rt.block_on(self.lease.acquire(self.store.as_ref(), &self.blob)) {
+            Ok(()) => {}
+            Err(e) if e.last_kind() == ErrorKind::Leased => {
+                return Err(dest_err(super::lease::in_use(&self.describe, &e)));
+            }
+            Err(e) => return Err(e.into()),
+        }
+        self.lease.start_renewing(&self.rt, self.store.clone(), self.blob.clone(), self.flight.clone());
+        Ok(())
+    }
+
+    /// A destination that does not exist yet: create it (all zero, of the
+    /// size the disk needs, marked as generation 1 in progress) and take
+    /// its lease before anything else is written. A writer that created
+    /// it at the same time, and took the lease first, wins.
+    fn create_fresh(&mut self, cur: Geometry) -> Result<Option<Prior>, Failure> {
+        let total = round_up_mib(cur.disk_size()) + FOOTER_LEN as u64;
+        let mut meta = HashMap::new();
+        meta.insert(META_BUILDING.to_owned(), "1".to_owned());
+        meta.insert(META_DISK_SIZE.to_owned(), cur.disk_size().to_string());
+        meta.insert(META_WRITER.to_owned(), self.lease.id().as_str().to_owned());
+        if !self.block_on(self.store.create_page_blob_if_absent(&self.blob, total, meta.clone()))? {
+            // Another writer created it meanwhile: read it as it is.
+            return Ok(None);
+        }
+        self.take_lease()?;
+        self.created = true;
+        self.prior_size = Some(total);
+        self.metadata = meta;
+        Ok(Some(Prior::Fresh { reason: "destination does not exist yet".into() }))
+    }
+
     fn read_prior(&mut self, source_id: &str, cur: Geometry) -> Result<Prior, Failure> {
         let need = round_up_mib(cur.disk_size()) + FOOTER_LEN as u64;
         if need > diskferry_blob::store::MAX_PAGE_BLOB {
@@ -230,21 +291,39 @@ impl<S: PageStore> PageBlobSink<S> {
         if self.opts.create_container {
             self.block_on(self.store.create_container())?;
         }
-        let props = self.block_on(self.store.properties(&self.blob))?;
-        let Some(props) = props else {
-            return Ok(Prior::Fresh { reason: "destination does not exist yet".into() });
+        let want = need;
+        let foreign = |p: &diskferry_blob::BlobProps| {
+            !(p.metadata.contains_key(META_GENERATION) || p.metadata.contains_key(META_BUILDING))
+        };
+        let describe = self.describe.clone();
+        let refuse_foreign =
+            || dest_err(anyhow!("{describe} exists and was not written by diskferry; pass --force to overwrite it"));
+        // Refuse a foreign blob before taking its lease; then take it, and
+        // read the state again under it: what was read before may be
+        // another writer's half-done work.
+        let first = match self.block_on(self.store.properties(&self.blob))? {
+            Some(p) => p,
+            None => match self.create_fresh(cur)? {
+                Some(fresh) => return Ok(fresh),
+                None => self.block_on(self.store.properties(&self.blob))?.ok_or_else(|| {
+                    dest_err(anyhow!("{} appeared and vanished while this sync began", self.describe))
+                })?,
+            },
+        };
+        if foreign(&first) && !self.opts.force {
+            return Err(refuse_foreign());
+        }
+        self.take_lease()?;
+        let Some(props) = self.block_on(self.store.properties(&self.blob))? else {
+            return Err(dest_err(anyhow!("{} was deleted while this sync took its lease", self.describe)));
         };
         self.prior_size = Some(props.size);
         self.metadata = props.metadata.clone();
         let meta_u64 = |k: &str| props.metadata.get(k).and_then(|v| v.parse::<u64>().ok());
-        let ours = props.metadata.contains_key(META_GENERATION) || props.metadata.contains_key(META_BUILDING);
+        let ours = !foreign(&props);
         if !ours && !self.opts.force {
-            return Err(dest_err(anyhow!(
-                "{} exists and was not written by diskferry; pass --force to overwrite it",
-                self.describe
-            )));
+            return Err(refuse_foreign());
         }
-        let want = round_up_mib(cur.disk_size()) + FOOTER_LEN as u64;
         if ours && props.size != want && !self.opts.force {
             return Err(dest_err(anyhow!(
                 "{} holds a {}-byte disk, the source needs {want} bytes; pass --force to resize it",
@@ -272,12 +351,35 @@ impl<S: PageStore> PageBlobSink<S> {
                 }
             }
         };
+        let read_chain = |wanted: bool| {
+            let (store, jname) = (store.clone(), jname.clone());
+            async move {
+                if wanted {
+                    read_segments(store.as_ref(), &jname).await
+                } else {
+                    Ok(Vec::new())
+                }
+            }
+        };
         let (journal, manifest_bytes) = self.block_on(async {
-            let (j, m) =
-                tokio::join!(get_if(building.is_some() || published == 0, jname), get_if(published > 0, mname));
+            let (j, m) = tokio::join!(read_chain(building.is_some() || published == 0), get_if(published > 0, mname));
             Ok((j?, m?))
         })?;
-        let parsed = journal.as_deref().and_then(|j| journal::parse(j).ok());
+        self.segments_found = journal.len() as u64;
+        let chain = journal::parse_segments(&journal).ok();
+        if let Some(c) = &chain {
+            // A resumed generation goes on in a new segment after the last
+            // one read (a chain from before segments cannot be continued:
+            // the generation starts over then).
+            self.segments = c.id.map(|id| Segments {
+                blob: self.blob.clone(),
+                journal: self.journal_name(),
+                chain: id,
+                index: c.segments - 1,
+                blocks: 0,
+            });
+        }
+        let parsed = chain.filter(|c| c.id.is_some()).map(|c| (c.header, c.overrides));
 
         if published == 0 {
             // An interrupted first sync: resume from its journal.
@@ -363,6 +465,7 @@ impl<S: PageStore> Sink for PageBlobSink<S> {
         let mut meta = HashMap::new();
         meta.insert(META_BUILDING.to_owned(), generation.to_string());
         meta.insert(META_DISK_SIZE.to_owned(), cur.disk_size().to_string());
+        meta.insert(META_WRITER.to_owned(), self.lease.id().as_str().to_owned());
         let base = match prior {
             Prior::Previous { .. } => {
                 for k in [META_GENERATION, META_MANIFEST] {
@@ -375,65 +478,83 @@ impl<S: PageStore> Sink for PageBlobSink<S> {
             }
             _ => JournalHeader::EMPTY_BASE,
         };
+        let lease = self.lease.clone();
+        let l = Some(lease.id());
+        // The fence first (from here the blob says "G in progress, by this
+        // writer"), before anything else of the blob changes: a writer that
+        // must take its lease back checks that mark (`lease.rs`).
+        let fence = matches!(prior, Prior::Partial { .. } | Prior::Previous { .. }) || self.created;
         match prior {
-            Prior::Fresh { .. } | Prior::Untrusted { .. } => {
-                // A new, all-zero blob (snapshots of an old one survive).
-                self.block_on(store.create_page_blob(&blob, total, meta.clone()))?;
+            Prior::Fresh { .. } | Prior::Untrusted { .. } if !self.created => {
+                // A new, all-zero blob (snapshots of an old one survive, and
+                // so does the lease), marked in the same request.
+                self.block_on(
+                    lease.guarded(store.as_ref(), &blob, || store.create_page_blob(&blob, total, meta.clone(), l)),
+                )?;
             }
-            Prior::Partial { .. } | Prior::Previous { .. } => {
-                let old = match self.prior_size {
-                    Some(size) => size,
-                    None => self.block_on(store.properties(&blob))?.map_or(0, |p| p.size),
-                };
-                if old != total {
-                    // Grow: the old footer lies inside the disk now. Shrink: old data lies in the padding.
-                    self.block_on(store.resize(&blob, total))?;
-                    let old_footer = old.saturating_sub(FOOTER_LEN as u64);
-                    if old_footer < total && old_footer >= cur.disk_size() {
-                        // inside the new padding: cleared below
-                    } else if old_footer < total {
-                        self.block_on(store.clear_pages(&blob, old_footer, FOOTER_LEN as u64))?;
-                    }
-                    if rounded > cur.disk_size() {
-                        self.block_on(store.clear_pages(&blob, cur.disk_size(), rounded - cur.disk_size()))?;
-                    }
+            _ => {
+                debug_assert!(fence);
+                self.block_on(lease.guarded(store.as_ref(), &blob, || store.set_metadata(&blob, meta.clone(), l)))?;
+            }
+        }
+        if let Prior::Partial { .. } | Prior::Previous { .. } = prior {
+            let old = match self.prior_size {
+                Some(size) => size,
+                None => self.block_on(store.properties(&blob))?.map_or(0, |p| p.size),
+            };
+            if old != total {
+                // Grow: the old footer lies inside the disk now. Shrink: old data lies in the padding.
+                self.block_on(lease.guarded(store.as_ref(), &blob, || store.resize(&blob, total, l)))?;
+                let old_footer = old.saturating_sub(FOOTER_LEN as u64);
+                let mut clear = Vec::new();
+                if old_footer < total && old_footer < cur.disk_size() {
+                    clear.push((old_footer, FOOTER_LEN as u64));
+                }
+                if rounded > cur.disk_size() {
+                    // (an old footer inside the new padding is cleared here)
+                    clear.push((cur.disk_size(), rounded - cur.disk_size()));
+                }
+                for (at, len) in clear {
+                    self.block_on(lease.guarded(store.as_ref(), &blob, || store.clear_pages(&blob, at, len, l)))?;
                 }
             }
         }
-        // The fence (from here the blob says "G in progress"), a new journal
-        // and the footer, at once: none of them depends on another. A crash
-        // between them leaves either "G-1 complete" (the new journal is
-        // ignored without the fence) or "G in progress" with no usable
-        // journal (a full sync next time); recovery point G-1 is untouched.
-        let fence = matches!(prior, Prior::Partial { .. } | Prior::Previous { .. });
-        let header = JournalHeader { generation, base, disk_size: cur.disk_size() };
-        let jname = self.journal_name();
-        let footer = Footer::for_disk(cur.disk_size(), crate::clock::unix_secs(), self.blob.as_bytes()).encode();
+        // The journal's next segment and the footer, at once: neither
+        // depends on the other. A crash between them leaves "G in progress"
+        // with no usable journal (a full sync next time); recovery point
+        // G-1 is untouched. A resumed generation goes on in a segment of its own.
+        let header = match (resuming, self.journal) {
+            (true, Some(h)) => h,
+            _ => JournalHeader { generation, base, disk_size: cur.disk_size() },
+        };
+        let mut segments = match (resuming, self.segments.take()) {
+            (true, Some(seg)) => seg,
+            _ => Segments {
+                blob: self.blob.clone(),
+                journal: self.journal_name(),
+                chain: rand_chain(),
+                index: 0,
+                blocks: 0,
+            },
+        };
+        let next = if resuming { segments.index + 1 } else { 0 };
+        let footer = Bytes::copy_from_slice(
+            &Footer::for_disk(cur.disk_size(), crate::clock::unix_secs(), self.blob.as_bytes()).encode(),
+        );
         self.block_on(async {
-            let fence = async {
-                if fence {
-                    store.set_metadata(&blob, meta.clone()).await
-                } else {
-                    Ok(())
-                }
-            };
-            let journal = async {
-                if resuming {
-                    return Ok(());
-                }
-                store.create_append_blob(&jname).await?;
-                store.append(&jname, Bytes::copy_from_slice(&header.encode())).await
-            };
-            let footer = store.put_pages(&blob, rounded, Bytes::copy_from_slice(&footer));
-            futures::future::try_join3(fence, journal, footer).await.map(|_| ())
+            let journal = journal_writer::start_segment(store.as_ref(), &lease, &header, &mut segments, next);
+            let footer = lease.guarded(store.as_ref(), &blob, || store.put_pages(&blob, rounded, footer.clone(), l));
+            futures::future::try_join(journal, footer).await.map(|_| ())
         })?;
-        if !resuming {
-            self.journal = Some(header);
-        }
-        if let Some(h) = self.journal {
-            self.journal_writer =
-                Some(JournalWriter::start(&self.rt, self.store.clone(), self.journal_name(), h, self.flight.clone()));
-        }
+        self.journal = Some(header);
+        self.journal_writer = Some(JournalWriter::start(
+            &self.rt,
+            self.store.clone(),
+            self.lease.clone(),
+            segments,
+            header,
+            self.flight.clone(),
+        ));
         Ok(())
     }
 
@@ -485,6 +606,7 @@ impl<S: PageStore> Sink for PageBlobSink<S> {
             .ok_or_else(|| dest_err(anyhow!("page blob sink used before begin")))?
             .intents(intents);
         let requests = self.requests.clone();
+        let lease = self.lease.clone();
         self.tasks.spawn_on(
             async move {
                 // The writes go only once their intents are in the journal.
@@ -492,21 +614,27 @@ impl<S: PageStore> Sink for PageBlobSink<S> {
                     return;
                 }
                 let puts = writes.into_iter().map(|(offset, bytes, permit, acks)| {
-                    let (store, blob, flight, requests) =
-                        (store.clone(), blob.clone(), flight.clone(), requests.clone());
+                    let (store, blob, flight, requests, lease) =
+                        (store.clone(), blob.clone(), flight.clone(), requests.clone(), lease.clone());
                     async move {
-                        let _slot = requests.acquire().await;
-                        let r = store.put_pages(&blob, offset, bytes).await;
+                        let _slot = requests.slot(bytes.len() as u64).await;
+                        let r = lease
+                            .guarded(store.as_ref(), &blob, || {
+                                store.put_pages(&blob, offset, bytes.clone(), Some(lease.id()))
+                            })
+                            .await;
                         drop(permit);
                         record(&flight, r, acks);
                     }
                 });
                 let clears = clears.into_iter().map(|(start, len, ack)| {
-                    let (store, blob, flight, requests) =
-                        (store.clone(), blob.clone(), flight.clone(), requests.clone());
+                    let (store, blob, flight, requests, lease) =
+                        (store.clone(), blob.clone(), flight.clone(), requests.clone(), lease.clone());
                     async move {
-                        let _slot = requests.acquire().await;
-                        let r = store.clear_pages(&blob, start, len).await;
+                        let _slot = requests.slot(0).await;
+                        let r = lease
+                            .guarded(store.as_ref(), &blob, || store.clear_pages(&blob, start, len, Some(lease.id())))
+                            .await;
                         record(&flight, r, vec![ack]);
                     }
                 });
@@ -521,6 +649,7 @@ impl<S: PageStore> Sink for PageBlobSink<S> {
 
     fn suspend(&mut self) {
         self.drain(true);
+        self.release();
     }
 
     fn commit(&mut self, manifest: &Manifest) -> Result<(), Failure> {
@@ -543,8 +672,10 @@ impl<S: PageStore> Sink for PageBlobSink<S> {
         meta.insert(META_GENERATION.to_owned(), g.to_string());
         meta.insert(META_MANIFEST.to_owned(), digest.to_hex());
         meta.insert(META_DISK_SIZE.to_owned(), manifest.geometry.disk_size().to_string());
-        self.block_on(store.set_metadata(&blob, meta))?;
-        let snapshot = self.block_on(store.snapshot(&blob))?;
+        let lease = self.lease.clone();
+        let l = Some(lease.id());
+        self.block_on(lease.guarded(store.as_ref(), &blob, || store.set_metadata(&blob, meta.clone(), l)))?;
+        let snapshot = self.block_on(lease.guarded(store.as_ref(), &blob, || store.snapshot(&blob, l)))?;
         points.retain(|p| p.generation < g);
         points.push(RecoveryPoint {
             generation: g,
@@ -562,12 +693,17 @@ impl<S: PageStore> Sink for PageBlobSink<S> {
         // listing: what it is used for below (snapshots of the blob,
         // manifests) is settled already, and the new point is named.
         let jname = self.journal_name();
+        let last_segment = self.segments_found.max(1) - 1;
+        let segments_now = self.last_segment;
         let listed = self.block_on(async {
-            let (put, gone, listed) = tokio::join!(
-                store.put_block_blob(&pname, Bytes::from(index)),
-                store.delete(&jname, None),
-                store.list(&blob)
-            );
+            let drop_chain = async {
+                for k in 0..=last_segment.max(segments_now) {
+                    drop_segment(store.as_ref(), &lease, &journal_writer::segment_name(&jname, k)).await?;
+                }
+                Ok(())
+            };
+            let (put, gone, listed) =
+                tokio::join!(store.put_block_blob(&pname, Bytes::from(index)), drop_chain, store.list(&blob));
             put.and(gone).map(|()| listed.ok())
         })?;
         // Then what the index no longer names: the dropped points, and
@@ -575,14 +711,74 @@ impl<S: PageStore> Sink for PageBlobSink<S> {
         // snapshot taken twice, a manifest whose point was never recorded),
         // found by the listing. Without list permission (a blob-scoped SAS),
         // the dropped points only.
+        let stale: Vec<String> = listed
+            .iter()
+            .flatten()
+            .filter(|l| l.snapshot.is_none() && is_segment_of(&jname, &l.name))
+            .map(|l| l.name.clone())
+            .collect();
         let doomed = super::points::unnamed(&blob, &points, &dropped, listed);
         self.block_on(async {
-            let gone = doomed.iter().map(|(name, snap)| store.delete(name, snap.as_deref()).boxed());
-            futures::future::try_join_all(gone).await.map(|_| ())
+            let gone = doomed.iter().map(|(name, snap)| {
+                // A snapshot takes no lease (Azure and Azurite refuse one
+                // named: 412 LeaseNotPresentWithBlobOperation).
+                store.delete(name, snap.as_deref(), None).boxed()
+            });
+            let segs = stale.iter().map(|name| drop_segment(store.as_ref(), &lease, name).boxed());
+            futures::future::try_join_all(gone.chain(segs)).await.map(|_| ())
         })?;
         self.journal = None;
+        self.release();
         Ok(())
     }
+}
+
+impl<S: PageStore> PageBlobSink<S> {
+    /// Give up the writer's leases (a crash leaves them to lapse).
+    fn release(&mut self) {
+        let (lease, store) = (self.lease.clone(), self.store.clone());
+        let release = async move { lease.release_all(store.as_ref()).await };
+        // Bounded: storage that does not answer lets the lease lapse instead.
+        let _ = self.rt.block_on(async move { tokio::time::timeout(Duration::from_secs(10), release).await });
+    }
+}
+
+impl<S: PageStore> Drop for PageBlobSink<S> {
+    fn drop(&mut self) {
+        // A sync that failed (not one that was killed) lets the next one in at once.
+        self.release();
+    }
+}
+
+/// Whether `name` is a later segment of journal `journal` (`J.<k>`).
+fn is_segment_of(journal: &str, name: &str) -> bool {
+    name.strip_prefix(journal)
+        .and_then(|rest| rest.strip_prefix('.'))
+        .is_some_and(|k| !k.is_empty() && k.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// Delete a journal segment, whatever lease is on it (this writer holds the
+/// page blob's: no other may use the journal).
+async fn drop_segment<S: PageStore>(store: &S, lease: &WriterLease, name: &str) -> Result<(), StoreError> {
+    lease.forget(name);
+    store.break_lease(name).await?;
+    store.delete(name, None, None).await
+}
+
+/// A chain id for a new journal: random, so segments an earlier attempt
+/// left can never be read as part of this one.
+fn rand_chain() -> u64 {
+    let u = uuid::Uuid::new_v4();
+    u.as_u64_pair().0
+}
+
+/// The segments of a journal, in order, as far as they exist.
+async fn read_segments<S: PageStore>(store: &S, journal: &str) -> Result<Vec<Bytes>, StoreError> {
+    let mut out = Vec::new();
+    while let Some(b) = store.get(&journal_writer::segment_name(journal, out.len() as u64)).await? {
+        out.push(b);
+    }
+    Ok(out)
 }
 
 /// Note a finished request: its acks, or its error (the first one wins).

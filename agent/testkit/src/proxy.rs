@@ -15,14 +15,21 @@
 //!   while it runs): 503 with or without Retry-After, 500, a delay, a reset
 //!   in the middle of a request, a truncated response, a request carried out
 //!   and its answer dropped. Which requests fail is drawn from the seed; the
-//!   kinds take turns.
+//!   kinds take turns;
+//! - be **strict** ([`Strict`]): enforce what Azure Storage enforces and
+//!   Azurite does not — 50,000 committed blocks per append blob (scalable
+//!   down), page blobs of at most 8 TiB, a SAS past its `se` refused, and
+//!   per-blob ingress targets (60 MiB/s and 500 requests/s by default,
+//!   scalable down) answered with 503 ServerBusy beyond them. The rules and
+//!   their sources are in `docs/azure.md` ("Limits").
 
+use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// What can go wrong with one request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,6 +80,189 @@ pub struct Plan {
     pub seed: u64,
     /// Client-to-server bytes per second, over all connections (0: no limit).
     pub up_bytes_per_sec: u64,
+    /// Azure's rules that Azurite does not keep.
+    pub strict: Option<Strict>,
+}
+
+/// Azure Storage's limits, as a strict proxy enforces them.
+#[derive(Debug, Clone, Copy)]
+pub struct Strict {
+    /// Committed blocks an append blob takes (Azure: 50,000), then 409 BlockCountExceedsLimit.
+    pub append_blocks: u32,
+    /// Largest page blob (Azure: 8 TiB), else 400 InvalidHeaderValue.
+    pub max_page_blob: u64,
+    /// Bytes per second one blob takes in (standard page blob target: 60 MiB/s), else 503 ServerBusy.
+    pub blob_bytes_per_sec: u64,
+    /// Requests per second one blob takes (Azure: 500), else 503 ServerBusy.
+    pub blob_requests_per_sec: u64,
+    /// Refuse a SAS whose `se` has passed: 403 AuthenticationFailed.
+    pub sas_expiry: bool,
+}
+
+impl Default for Strict {
+    fn default() -> Self {
+        Self {
+            append_blocks: 50_000,
+            max_page_blob: 8 << 40,
+            blob_bytes_per_sec: 60 << 20,
+            blob_requests_per_sec: 500,
+            sas_expiry: true,
+        }
+    }
+}
+
+/// What a strict proxy knows of one blob.
+#[derive(Debug)]
+struct BlobBook {
+    blocks: u32,
+    /// Token buckets (one second of burst) and when they were last filled.
+    bytes: f64,
+    requests: f64,
+    filled: Instant,
+}
+
+/// The strict proxy's rules and its book of blobs.
+struct Rules {
+    strict: Strict,
+    blobs: Mutex<HashMap<String, BlobBook>>,
+}
+
+impl Rules {
+    /// The answer that refuses `head` (with `body_len` bytes), if a rule does.
+    fn check(&self, head: &str, body_len: usize, st: &Stats) -> Option<Vec<u8>> {
+        let first = head.lines().next()?;
+        let mut parts = first.split_whitespace();
+        let (method, target) = (parts.next()?, parts.next()?);
+        let (path, query) = target.split_once('?').unwrap_or((target, ""));
+        let q = |k: &str| {
+            query.split('&').find_map(|kv| {
+                let (a, b) = kv.split_once('=')?;
+                (a == k).then(|| percent_decode(b))
+            })
+        };
+        let s = &self.strict;
+        let refuse = |status: &str, code: &str, counter: &AtomicU64| {
+            counter.fetch_add(1, Relaxed);
+            Some(answer(status, code))
+        };
+        if s.sas_expiry {
+            if let Some(se) = q("se") {
+                let expired = chrono::DateTime::parse_from_rfc3339(&se).is_ok_and(|t| t < chrono::Utc::now());
+                if expired {
+                    return refuse(
+                        "403 Server failed to authenticate the request",
+                        "AuthenticationFailed",
+                        &st.strict_refused,
+                    );
+                }
+            }
+        }
+        let size = |h: &str| header(head, h).and_then(|v| v.parse::<u64>().ok());
+        let page_blob = header(head, "x-ms-blob-type").is_some_and(|t| t.eq_ignore_ascii_case("PageBlob"));
+        let comp = q("comp");
+        let resize = comp.as_deref() == Some("properties");
+        if method == "PUT"
+            && (page_blob || resize)
+            && size("x-ms-blob-content-length").is_some_and(|n| n > s.max_page_blob)
+        {
+            return refuse(
+                "400 The value for one of the HTTP headers is not in the correct format",
+                "InvalidHeaderValue",
+                &st.strict_refused,
+            );
+        }
+        let mut blobs = self.blobs.lock().unwrap();
+        let b = blobs.entry(path.to_owned()).or_insert_with(|| BlobBook {
+            blocks: 0,
+            bytes: (s.blob_bytes_per_sec as f64).max(4.0 * 1024.0 * 1024.0),
+            requests: s.blob_requests_per_sec as f64,
+            filled: Instant::now(),
+        });
+        if method == "PUT" && comp.as_deref() == Some("appendblock") && b.blocks >= s.append_blocks {
+            return refuse(
+                "409 The committed block count cannot exceed the maximum limit of 50,000 blocks",
+                "BlockCountExceedsLimit",
+                &st.strict_refused,
+            );
+        }
+        let dt = b.filled.elapsed().as_secs_f64();
+        b.filled = Instant::now();
+        // A second's worth of burst, and never less than one 4 MiB write:
+        // a target is an average, not a cap on one request.
+        let burst = (s.blob_bytes_per_sec as f64).max(4.0 * 1024.0 * 1024.0);
+        b.bytes = (b.bytes + dt * s.blob_bytes_per_sec as f64).min(burst);
+        b.requests = (b.requests + dt * s.blob_requests_per_sec as f64).min(s.blob_requests_per_sec as f64);
+        let ingress = if method == "PUT" { body_len as f64 } else { 0.0 };
+        if b.requests < 1.0 || b.bytes < ingress {
+            return refuse("503 The server is busy", "ServerBusy", &st.busy);
+        }
+        b.requests -= 1.0;
+        b.bytes -= ingress;
+        None
+    }
+
+    /// Note what the server did with a request the rules let through.
+    fn done(&self, head: &str, status_line: &str) {
+        if !status_line.split_whitespace().nth(1).is_some_and(|c| c.starts_with('2')) {
+            return;
+        }
+        let Some(first) = head.lines().next() else { return };
+        let mut parts = first.split_whitespace();
+        let (Some(method), Some(target)) = (parts.next(), parts.next()) else { return };
+        let (path, query) = target.split_once('?').unwrap_or((target, ""));
+        let mut blobs = self.blobs.lock().unwrap();
+        let Some(b) = blobs.get_mut(path) else { return };
+        let comp = query.split('&').find_map(|kv| kv.strip_prefix("comp="));
+        match (method, comp) {
+            ("PUT", Some("appendblock")) => b.blocks += 1,
+            // A new blob of that name (Put Blob), or none.
+            ("PUT", None) if header(head, "x-ms-blob-type").is_some() && !query.contains("snapshot=") => b.blocks = 0,
+            ("DELETE", None) if !query.contains("snapshot=") => b.blocks = 0,
+            _ => {}
+        }
+    }
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'%' if i + 2 < b.len() => {
+                let hex = std::str::from_utf8(&b[i + 1..i + 3]).ok().and_then(|h| u8::from_str_radix(h, 16).ok());
+                match hex {
+                    Some(v) => {
+                        out.push(v);
+                        i += 3;
+                    }
+                    None => {
+                        out.push(b'%');
+                        i += 1;
+                    }
+                }
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            c => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// An error answer as the Blob service shapes it (code in the header and the body).
+fn answer(status: &str, code: &str) -> Vec<u8> {
+    let body = format!("<?xml version=\"1.0\" encoding=\"utf-8\"?><Error><Code>{code}</Code><Message>{code} (strict proxy)</Message></Error>");
+    format!(
+        "HTTP/1.1 {status}\r\nx-ms-error-code: {code}\r\nContent-Type: application/xml\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
 }
 
 /// What a proxy counted (and the one knob it takes while running).
@@ -89,6 +279,10 @@ pub struct Stats {
     pub faults: [AtomicU64; 7],
     /// Faults per 1000 requests.
     pub per_mille: AtomicU32,
+    /// Requests a strict proxy answered 503 ServerBusy (over a blob's target).
+    pub busy: AtomicU64,
+    /// Requests a strict proxy refused by another rule (block count, size, SAS expiry).
+    pub strict_refused: AtomicU64,
 }
 
 /// A rate shared by every connection: each write waits until the bytes
@@ -143,6 +337,8 @@ impl Proxy {
         std::thread::spawn(move || {
             let rng = Arc::new(Rng(Mutex::new(plan.seed | 1)));
             let kinds: Arc<Vec<Fault>> = Arc::new(plan.faults.clone());
+            let rules: Option<Arc<Rules>> =
+                plan.strict.map(|strict| Arc::new(Rules { strict, blobs: Mutex::new(HashMap::new()) }));
             for client in listener.incoming().flatten() {
                 let n = st.connections.fetch_add(1, Relaxed);
                 if n < plan.refuse_first {
@@ -150,10 +346,11 @@ impl Proxy {
                     refuse(client);
                     continue;
                 }
-                if !kinds.is_empty() {
-                    let (st, rng, kinds, th) = (st.clone(), rng.clone(), kinds.clone(), throttle.clone());
+                if !kinds.is_empty() || rules.is_some() {
+                    let (st, rng, kinds, th, rules) =
+                        (st.clone(), rng.clone(), kinds.clone(), throttle.clone(), rules.clone());
                     std::thread::spawn(move || {
-                        let _ = serve_http(client, target, &st, &rng, &kinds, &th);
+                        let _ = serve_http(client, target, &st, &rng, &kinds, &th, rules.as_deref());
                     });
                     continue;
                 }
@@ -197,6 +394,21 @@ impl Proxy {
     /// Pass at most `bytes_per_sec` from clients to the server.
     pub fn throttled(target: u16, bytes_per_sec: u64) -> Self {
         Self::start(target, Plan { up_bytes_per_sec: bytes_per_sec, ..Plan::default() })
+    }
+
+    /// Enforce Azure's limits that Azurite does not (see [`Strict`]).
+    pub fn strict(target: u16, strict: Strict) -> Self {
+        Self::start(target, Plan { strict: Some(strict), ..Plan::default() })
+    }
+
+    /// Requests answered 503 ServerBusy for going over a blob's target.
+    pub fn busy(&self) -> u64 {
+        self.stats.busy.load(Relaxed)
+    }
+
+    /// Requests refused by the other strict rules.
+    pub fn strict_refused(&self) -> u64 {
+        self.stats.strict_refused.load(Relaxed)
     }
 
     /// Inject HTTP faults of `kinds` at `per_mille`.
@@ -372,6 +584,7 @@ fn serve_http(
     rng: &Rng,
     kinds: &[Fault],
     throttle: &Throttle,
+    rules: Option<&Rules>,
 ) -> std::io::Result<()> {
     let (rate, counts, requests) = (&st.per_mille, &st.faults, &st.requests);
     let mut from_client = BufReader::new(client.try_clone()?);
@@ -381,6 +594,11 @@ fn serve_http(
         let Some(req) = read_message(&mut from_client, |_| false)? else { return Ok(()) };
         requests.fetch_add(1, Relaxed);
         let is_head = req.head.starts_with(b"HEAD ");
+        let head_text = String::from_utf8_lossy(&req.head).into_owned();
+        if let Some(refusal) = rules.and_then(|r| r.check(&head_text, req.body.len(), st)) {
+            to_client.write_all(&refusal)?;
+            continue;
+        }
         // Which requests fail is random; the kinds take turns, so a few
         // dozen faults cover them all.
         let injected: u64 = counts.iter().map(|c| c.load(Relaxed)).sum();
@@ -428,6 +646,10 @@ fn serve_http(
         else {
             return Ok(());
         };
+        if let Some(r) = rules {
+            let status = String::from_utf8_lossy(&resp.head);
+            r.done(&head_text, status.lines().next().unwrap_or(""));
+        }
         match fault {
             Some(Fault::DropReply) => {
                 let _ = to_client.shutdown(Shutdown::Both);

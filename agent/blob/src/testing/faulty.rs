@@ -15,7 +15,7 @@ use bytes::Bytes;
 
 use crate::counters::WireCounters;
 use crate::error::{StoreError, StoreResult};
-use crate::store::{BlobProps, CopyState, Listed, Op, PageStore};
+use crate::store::{BlobProps, CopyState, LeaseId, Listed, Op, PageStore};
 
 /// What to do at a faulted call.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -170,32 +170,53 @@ impl<S: PageStore> PageStore for FaultyStore<S> {
         self.call(Op::Properties, name, || self.inner.properties(name)).await
     }
 
-    async fn create_page_blob(&self, name: &str, size: u64, metadata: HashMap<String, String>) -> StoreResult<()> {
-        self.call(Op::CreatePageBlob, name, || self.inner.create_page_blob(name, size, metadata)).await
+    async fn create_page_blob(
+        &self,
+        name: &str,
+        size: u64,
+        metadata: HashMap<String, String>,
+        lease: Option<&LeaseId>,
+    ) -> StoreResult<()> {
+        self.call(Op::CreatePageBlob, name, || self.inner.create_page_blob(name, size, metadata, lease)).await
     }
 
-    async fn resize(&self, name: &str, size: u64) -> StoreResult<()> {
-        self.call(Op::Resize, name, || self.inner.resize(name, size)).await
+    async fn create_page_blob_if_absent(
+        &self,
+        name: &str,
+        size: u64,
+        metadata: HashMap<String, String>,
+    ) -> StoreResult<bool> {
+        self.call(Op::CreatePageBlobIfAbsent, name, || self.inner.create_page_blob_if_absent(name, size, metadata))
+            .await
     }
 
-    async fn put_pages(&self, name: &str, offset: u64, bytes: Bytes) -> StoreResult<()> {
-        self.call(Op::PutPages, name, || self.inner.put_pages(name, offset, bytes)).await
+    async fn resize(&self, name: &str, size: u64, lease: Option<&LeaseId>) -> StoreResult<()> {
+        self.call(Op::Resize, name, || self.inner.resize(name, size, lease)).await
     }
 
-    async fn clear_pages(&self, name: &str, offset: u64, len: u64) -> StoreResult<()> {
-        self.call(Op::ClearPages, name, || self.inner.clear_pages(name, offset, len)).await
+    async fn put_pages(&self, name: &str, offset: u64, bytes: Bytes, lease: Option<&LeaseId>) -> StoreResult<()> {
+        self.call(Op::PutPages, name, || self.inner.put_pages(name, offset, bytes, lease)).await
     }
 
-    async fn set_metadata(&self, name: &str, metadata: HashMap<String, String>) -> StoreResult<()> {
-        self.call(Op::SetMetadata, name, || self.inner.set_metadata(name, metadata)).await
+    async fn clear_pages(&self, name: &str, offset: u64, len: u64, lease: Option<&LeaseId>) -> StoreResult<()> {
+        self.call(Op::ClearPages, name, || self.inner.clear_pages(name, offset, len, lease)).await
     }
 
-    async fn snapshot(&self, name: &str) -> StoreResult<String> {
-        self.call(Op::Snapshot, name, || self.inner.snapshot(name)).await
+    async fn set_metadata(
+        &self,
+        name: &str,
+        metadata: HashMap<String, String>,
+        lease: Option<&LeaseId>,
+    ) -> StoreResult<()> {
+        self.call(Op::SetMetadata, name, || self.inner.set_metadata(name, metadata, lease)).await
     }
 
-    async fn delete(&self, name: &str, snapshot: Option<&str>) -> StoreResult<()> {
-        self.call(Op::Delete, name, || self.inner.delete(name, snapshot)).await
+    async fn snapshot(&self, name: &str, lease: Option<&LeaseId>) -> StoreResult<String> {
+        self.call(Op::Snapshot, name, || self.inner.snapshot(name, lease)).await
+    }
+
+    async fn delete(&self, name: &str, snapshot: Option<&str>, lease: Option<&LeaseId>) -> StoreResult<()> {
+        self.call(Op::Delete, name, || self.inner.delete(name, snapshot, lease)).await
     }
 
     async fn page_ranges(&self, name: &str, snapshot: Option<&str>) -> StoreResult<Vec<(u64, u64)>> {
@@ -218,12 +239,12 @@ impl<S: PageStore> PageStore for FaultyStore<S> {
         self.call(Op::PutBlockBlob, name, || self.inner.put_block_blob(name, bytes)).await
     }
 
-    async fn create_append_blob(&self, name: &str) -> StoreResult<()> {
-        self.call(Op::CreateAppendBlob, name, || self.inner.create_append_blob(name)).await
+    async fn create_append_blob(&self, name: &str, lease: Option<&LeaseId>) -> StoreResult<()> {
+        self.call(Op::CreateAppendBlob, name, || self.inner.create_append_blob(name, lease)).await
     }
 
-    async fn append(&self, name: &str, bytes: Bytes) -> StoreResult<()> {
-        self.call(Op::Append, name, || self.inner.append(name, bytes)).await
+    async fn append(&self, name: &str, bytes: Bytes, lease: Option<&LeaseId>) -> StoreResult<u32> {
+        self.call(Op::Append, name, || self.inner.append(name, bytes, lease)).await
     }
 
     async fn start_copy(&self, dst: &str, src: &str, snapshot: &str) -> StoreResult<()> {
@@ -232,5 +253,21 @@ impl<S: PageStore> PageStore for FaultyStore<S> {
 
     async fn copy_state(&self, dst: &str) -> StoreResult<CopyState> {
         self.call(Op::CopyState, dst, || self.inner.copy_state(dst)).await
+    }
+
+    async fn acquire_lease(&self, name: &str, id: &LeaseId, secs: u32) -> StoreResult<()> {
+        self.call(Op::AcquireLease, name, || self.inner.acquire_lease(name, id, secs)).await
+    }
+
+    async fn renew_lease(&self, name: &str, id: &LeaseId) -> StoreResult<()> {
+        self.call(Op::RenewLease, name, || self.inner.renew_lease(name, id)).await
+    }
+
+    async fn release_lease(&self, name: &str, id: &LeaseId) -> StoreResult<()> {
+        self.call(Op::ReleaseLease, name, || self.inner.release_lease(name, id)).await
+    }
+
+    async fn break_lease(&self, name: &str) -> StoreResult<()> {
+        self.call(Op::BreakLease, name, || self.inner.break_lease(name)).await
     }
 }

@@ -3,18 +3,21 @@
 //! metadata) and refuses what Azure Storage refuses and Azurite lets by:
 //! unaligned or oversized Put Page, writes past the end, a page blob over
 //! 8 TiB, an append blob past its block limit, deleting a blob that still
-//! has snapshots, a page operation on a blob of another type. Cloned
+//! has snapshots, a page operation on a blob of another type, and any write
+//! to a leased blob that does not name its lease (leases expire on the real
+//! clock, or at once by [`MemStore::expire_leases`]: time passing). Cloned
 //! handles share the container; each has its own counters, as two
 //! processes would.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
 use crate::counters::WireCounters;
 use crate::error::{StoreError, StoreResult};
-use crate::store::{merge_ranges, BlobProps, CopyState, Listed, Op, PageStore};
+use crate::store::{merge_ranges, BlobProps, CopyState, LeaseId, Listed, Op, PageStore, LEASE_SECS};
 
 /// Azure's limits as the store enforces them (scalable down for tests).
 #[derive(Debug, Clone, Copy)]
@@ -61,6 +64,32 @@ struct Blob {
     current: Option<Version>,
     snapshots: BTreeMap<String, Version>,
     copied: bool,
+    /// The last lease taken, until when it holds, and its duration.
+    lease: Option<(LeaseId, Instant, u32)>,
+}
+
+impl Blob {
+    fn active_lease(&self) -> Option<&LeaseId> {
+        self.lease.as_ref().filter(|(_, until, _)| Instant::now() < *until).map(|(id, _, _)| id)
+    }
+}
+
+/// Whether a write naming `given` may touch `name` (the lease rules of the
+/// Blob service: a leased blob takes writes naming its lease only; a write
+/// naming a lease needs that lease active).
+fn lease_allows(s: &State, op: Op, name: &str, given: Option<&LeaseId>) -> StoreResult<()> {
+    let active = s.blobs.get(name).and_then(Blob::active_lease);
+    let refuse = |code: &str| Err(StoreError::http(op.verb(), name, 412, code));
+    match (active, given) {
+        (None, None) => Ok(()),
+        (Some(a), Some(g)) if a == g => Ok(()),
+        (Some(_), None) => refuse("LeaseIdMissing"),
+        (Some(_), Some(_)) => refuse("LeaseIdMismatchWithBlobOperation"),
+        (None, Some(g)) => {
+            let expired = s.blobs.get(name).and_then(|b| b.lease.as_ref()).is_some_and(|(id, _, _)| id == g);
+            refuse(if expired { "LeaseLost" } else { "LeaseNotPresentWithBlobOperation" })
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -143,6 +172,22 @@ impl MemStore {
     /// A blob's metadata.
     pub fn metadata(&self, name: &str) -> Option<HashMap<String, String>> {
         self.lock().blobs.get(name)?.current.as_ref().map(|v| v.metadata.clone())
+    }
+
+    /// Let every lease run out, as if its holder had stopped renewing it a
+    /// minute ago (a test's way of letting time pass after a crash).
+    pub fn expire_leases(&self) {
+        let past = Instant::now() - Duration::from_millis(1);
+        for b in self.lock().blobs.values_mut() {
+            if let Some((_, until, _)) = &mut b.lease {
+                *until = (*until).min(past);
+            }
+        }
+    }
+
+    /// The lease active on a blob now.
+    pub fn lease(&self, name: &str) -> Option<LeaseId> {
+        self.lock().blobs.get(name)?.active_lease().cloned()
     }
 
     /// Committed blocks of an append blob.
@@ -240,20 +285,29 @@ impl PageStore for MemStore {
 
     async fn properties(&self, name: &str) -> StoreResult<Option<BlobProps>> {
         self.request(Op::Properties, name, |s| {
-            Ok(s.blobs.get(name).and_then(|b| b.current.as_ref()).map(|v| BlobProps {
+            let Some(b) = s.blobs.get(name) else { return Ok(None) };
+            Ok(b.current.as_ref().map(|v| BlobProps {
                 size: match &v.body {
                     Body::Page { data, .. } => data.len() as u64,
                     Body::Block(b) => b.len() as u64,
                     Body::Append { data, .. } => data.len() as u64,
                 },
                 metadata: v.metadata.clone(),
+                leased: b.active_lease().is_some(),
             }))
         })
     }
 
-    async fn create_page_blob(&self, name: &str, size: u64, metadata: HashMap<String, String>) -> StoreResult<()> {
+    async fn create_page_blob(
+        &self,
+        name: &str,
+        size: u64,
+        metadata: HashMap<String, String>,
+        lease: Option<&LeaseId>,
+    ) -> StoreResult<()> {
         self.request(Op::CreatePageBlob, name, |s| {
             check_page_size(s, Op::CreatePageBlob, name, size)?;
+            lease_allows(s, Op::CreatePageBlob, name, lease)?;
             let pages = (size / PAGE) as usize;
             let body = Body::Page { data: Arc::new(vec![0; size as usize]), allocated: Arc::new(vec![false; pages]) };
             let b = s.blobs.entry(name.to_owned()).or_default();
@@ -263,9 +317,24 @@ impl PageStore for MemStore {
         })
     }
 
-    async fn resize(&self, name: &str, size: u64) -> StoreResult<()> {
+    async fn create_page_blob_if_absent(
+        &self,
+        name: &str,
+        size: u64,
+        metadata: HashMap<String, String>,
+    ) -> StoreResult<bool> {
+        let exists = self.lock().blobs.get(name).is_some_and(|b| b.current.is_some());
+        if exists {
+            self.request(Op::CreatePageBlobIfAbsent, name, |_| Ok(()))?;
+            return Ok(false);
+        }
+        self.create_page_blob(name, size, metadata, None).await.map(|()| true)
+    }
+
+    async fn resize(&self, name: &str, size: u64, lease: Option<&LeaseId>) -> StoreResult<()> {
         self.request(Op::Resize, name, |s| {
             check_page_size(s, Op::Resize, name, size)?;
+            lease_allows(s, Op::Resize, name, lease)?;
             match &mut current(s, Op::Resize, name)?.body {
                 Body::Page { data, allocated } => {
                     Arc::make_mut(data).resize(size as usize, 0);
@@ -277,9 +346,10 @@ impl PageStore for MemStore {
         })
     }
 
-    async fn put_pages(&self, name: &str, offset: u64, bytes: Bytes) -> StoreResult<()> {
+    async fn put_pages(&self, name: &str, offset: u64, bytes: Bytes, lease: Option<&LeaseId>) -> StoreResult<()> {
         let len = bytes.len() as u64;
         self.request(Op::PutPages, name, |s| {
+            lease_allows(s, Op::PutPages, name, lease)?;
             let (data, allocated) = page_range(s, Op::PutPages, name, offset, len)?;
             Arc::make_mut(data)[offset as usize..(offset + len) as usize].copy_from_slice(&bytes);
             Arc::make_mut(allocated)[(offset / PAGE) as usize..((offset + len) / PAGE) as usize].fill(true);
@@ -290,8 +360,9 @@ impl PageStore for MemStore {
         Ok(())
     }
 
-    async fn clear_pages(&self, name: &str, offset: u64, len: u64) -> StoreResult<()> {
+    async fn clear_pages(&self, name: &str, offset: u64, len: u64, lease: Option<&LeaseId>) -> StoreResult<()> {
         self.request(Op::ClearPages, name, |s| {
+            lease_allows(s, Op::ClearPages, name, lease)?;
             let (data, allocated) = page_range(s, Op::ClearPages, name, offset, len)?;
             Arc::make_mut(data)[offset as usize..(offset + len) as usize].fill(0);
             Arc::make_mut(allocated)[(offset / PAGE) as usize..((offset + len) / PAGE) as usize].fill(false);
@@ -301,15 +372,25 @@ impl PageStore for MemStore {
         Ok(())
     }
 
-    async fn set_metadata(&self, name: &str, metadata: HashMap<String, String>) -> StoreResult<()> {
+    async fn set_metadata(
+        &self,
+        name: &str,
+        metadata: HashMap<String, String>,
+        lease: Option<&LeaseId>,
+    ) -> StoreResult<()> {
         self.request(Op::SetMetadata, name, |s| {
+            lease_allows(s, Op::SetMetadata, name, lease)?;
             current(s, Op::SetMetadata, name)?.metadata = metadata;
             Ok(())
         })
     }
 
-    async fn snapshot(&self, name: &str) -> StoreResult<String> {
+    async fn snapshot(&self, name: &str, lease: Option<&LeaseId>) -> StoreResult<String> {
         self.request(Op::Snapshot, name, |s| {
+            // Snapshot Blob needs no lease; one it names must be active.
+            if lease.is_some() {
+                lease_allows(s, Op::Snapshot, name, lease)?;
+            }
             s.snapshot_seq += 1;
             // Shaped like Azure's (a UTC time with 7 decimals), ordered.
             let id = format!("2026-01-01T00:00:00.{:07}Z", s.snapshot_seq);
@@ -319,8 +400,16 @@ impl PageStore for MemStore {
         })
     }
 
-    async fn delete(&self, name: &str, snapshot: Option<&str>) -> StoreResult<()> {
+    async fn delete(&self, name: &str, snapshot: Option<&str>, lease: Option<&LeaseId>) -> StoreResult<()> {
         self.request(Op::Delete, name, |s| {
+            match (snapshot, lease) {
+                (None, _) => lease_allows(s, Op::Delete, name, lease)?,
+                // Snapshots are never leased, whatever lease the blob has.
+                (Some(_), Some(_)) => {
+                    return Err(StoreError::http(Op::Delete.verb(), name, 412, "LeaseNotPresentWithBlobOperation"))
+                }
+                (Some(_), None) => {}
+            }
             let Some(b) = s.blobs.get_mut(name) else { return Ok(()) };
             match snapshot {
                 Some(id) => {
@@ -329,7 +418,10 @@ impl PageStore for MemStore {
                 None if !b.snapshots.is_empty() && b.current.is_some() => {
                     return Err(StoreError::http(Op::Delete.verb(), name, 409, "SnapshotsPresent"));
                 }
-                None => b.current = None,
+                None => {
+                    b.current = None;
+                    b.lease = None;
+                }
             }
             if b.current.is_none() && b.snapshots.is_empty() {
                 s.blobs.remove(name);
@@ -387,22 +479,25 @@ impl PageStore for MemStore {
 
     async fn put_block_blob(&self, name: &str, bytes: Bytes) -> StoreResult<()> {
         self.request(Op::PutBlockBlob, name, |s| {
+            lease_allows(s, Op::PutBlockBlob, name, None)?;
             let b = s.blobs.entry(name.to_owned()).or_default();
             b.current = Some(Version { body: Body::Block(bytes), metadata: HashMap::new() });
             Ok(())
         })
     }
 
-    async fn create_append_blob(&self, name: &str) -> StoreResult<()> {
+    async fn create_append_blob(&self, name: &str, lease: Option<&LeaseId>) -> StoreResult<()> {
         self.request(Op::CreateAppendBlob, name, |s| {
+            lease_allows(s, Op::CreateAppendBlob, name, lease)?;
             let b = s.blobs.entry(name.to_owned()).or_default();
             b.current = Some(Version { body: Body::Append { data: Vec::new(), blocks: 0 }, metadata: HashMap::new() });
             Ok(())
         })
     }
 
-    async fn append(&self, name: &str, bytes: Bytes) -> StoreResult<()> {
+    async fn append(&self, name: &str, bytes: Bytes, lease: Option<&LeaseId>) -> StoreResult<u32> {
         self.request(Op::Append, name, |s| {
+            lease_allows(s, Op::Append, name, lease)?;
             let limits = s.limits;
             if bytes.len() as u64 > limits.max_write {
                 return Err(StoreError::http(Op::Append.verb(), name, 413, "RequestBodyTooLarge"));
@@ -414,7 +509,7 @@ impl PageStore for MemStore {
                 Body::Append { data, blocks } => {
                     data.extend_from_slice(&bytes);
                     *blocks += 1;
-                    Ok(())
+                    Ok(*blocks)
                 }
                 _ => Err(StoreError::http(Op::Append.verb(), name, 409, "InvalidBlobType")),
             }
@@ -429,6 +524,7 @@ impl PageStore for MemStore {
                 .and_then(|b| b.snapshots.get(snapshot))
                 .cloned()
                 .ok_or_else(|| StoreError::http(Op::StartCopy.verb(), dst, 404, "CannotVerifyCopySource"))?;
+            lease_allows(s, Op::StartCopy, dst, None)?;
             let b = s.blobs.entry(dst.to_owned()).or_default();
             b.current = Some(v);
             b.copied = true;
@@ -440,6 +536,68 @@ impl PageStore for MemStore {
         self.request(Op::CopyState, dst, |s| match s.blobs.get(dst) {
             Some(b) if b.current.is_some() => Ok(if b.copied { CopyState::Success } else { CopyState::None }),
             _ => Err(not_found(Op::CopyState, dst)),
+        })
+    }
+
+    async fn acquire_lease(&self, name: &str, id: &LeaseId, secs: u32) -> StoreResult<()> {
+        self.request(Op::AcquireLease, name, |s| {
+            if !LEASE_SECS.contains(&secs) {
+                return Err(StoreError::http(Op::AcquireLease.verb(), name, 400, "InvalidHeaderValue"));
+            }
+            let b = s
+                .blobs
+                .get_mut(name)
+                .filter(|b| b.current.is_some())
+                .ok_or_else(|| not_found(Op::AcquireLease, name))?;
+            match b.active_lease() {
+                Some(held) if held != id => {
+                    Err(StoreError::http(Op::AcquireLease.verb(), name, 409, "LeaseAlreadyPresent"))
+                }
+                _ => {
+                    b.lease = Some((id.clone(), Instant::now() + Duration::from_secs(secs.into()), secs));
+                    Ok(())
+                }
+            }
+        })
+    }
+
+    async fn renew_lease(&self, name: &str, id: &LeaseId) -> StoreResult<()> {
+        self.request(Op::RenewLease, name, |s| {
+            let b = s.blobs.get_mut(name).ok_or_else(|| not_found(Op::RenewLease, name))?;
+            // An expired lease is renewed too, unless another took the blob since.
+            match &mut b.lease {
+                Some((held, until, secs)) if held == id => {
+                    *until = Instant::now() + Duration::from_secs((*secs).into());
+                    Ok(())
+                }
+                Some(_) => Err(StoreError::http(Op::RenewLease.verb(), name, 409, "LeaseIdMismatchWithLeaseOperation")),
+                None => Err(StoreError::http(Op::RenewLease.verb(), name, 409, "LeaseNotPresentWithLeaseOperation")),
+            }
+        })
+    }
+
+    async fn release_lease(&self, name: &str, id: &LeaseId) -> StoreResult<()> {
+        self.request(Op::ReleaseLease, name, |s| {
+            let b = s.blobs.get_mut(name).ok_or_else(|| not_found(Op::ReleaseLease, name))?;
+            match &b.lease {
+                Some((held, _, _)) if held == id => {
+                    b.lease = None;
+                    Ok(())
+                }
+                Some(_) => {
+                    Err(StoreError::http(Op::ReleaseLease.verb(), name, 409, "LeaseIdMismatchWithLeaseOperation"))
+                }
+                None => Err(StoreError::http(Op::ReleaseLease.verb(), name, 409, "LeaseNotPresentWithLeaseOperation")),
+            }
+        })
+    }
+
+    async fn break_lease(&self, name: &str) -> StoreResult<()> {
+        self.request(Op::BreakLease, name, |s| {
+            if let Some(b) = s.blobs.get_mut(name) {
+                b.lease = None;
+            }
+            Ok(())
         })
     }
 }

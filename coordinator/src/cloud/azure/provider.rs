@@ -228,7 +228,7 @@ impl AzureCloud {
         self.arm.delete(&with_api(&self.work.nic(&names::worker_nic(name)), NETWORK_API))?;
         self.arm.delete(&with_api(&self.work.disk(&names::worker_os_disk(name)), DISK_API))?;
         self.vm_checked.lock().map_err(|_| anyhow!("poisoned"))?.remove(name);
-        let gone = self.rt.block_on(self.status.delete(&Self::status_blob(name), None));
+        let gone = self.rt.block_on(self.status.delete(&Self::status_blob(name), None, None));
         if let Err(e) = gone {
             // Not worth failing a teardown over: the coordinator has no
             // logger, so the note goes to stderr.

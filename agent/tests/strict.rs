@@ -1,0 +1,152 @@
+//! Through the strict proxy (`diskferry_testkit::proxy::Strict`) in front
+//! of Azurite: the limits Azure enforces and Azurite does not — the journal
+//! past an append blob's block limit, a sync that outlives its SAS, a blob's
+//! ingress target answered with 503 ServerBusy, a disk over 8 TiB.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::azurite;
+use common::*;
+use diskferry_testkit::proxy::{Proxy, Strict};
+
+fn agent_env() -> Command {
+    let mut c = agent();
+    c.env("AZURE_STORAGE_CONNECTION_STRING", azurite::connection_string());
+    c.env_remove("AZURE_STORAGE_KEY");
+    c
+}
+
+fn azurite_port() -> u16 {
+    azurite::endpoint().rsplit(':').next().unwrap().parse().unwrap()
+}
+
+fn dest(proxy: &Proxy, test: &str) -> String {
+    azurite::url(&proxy.endpoint(), &azurite::container(test), "d.vhd")
+}
+
+fn sync(src: &Path, dest: &str, extra: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut c = agent_env();
+    c.args(["sync", src.to_str().unwrap(), "--to", dest, "--json", "--create-container"]).args(extra);
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c.output().unwrap()
+}
+
+fn ok(out: &Output) -> serde_json::Value {
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn identical(src: &Path, dest: &str) {
+    let v = agent_env().args(["verify", src.to_str().unwrap(), "--against", dest, "--json"]).output().unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&v.stdout).unwrap();
+    assert_eq!(v["identical"], true, "{v}");
+}
+
+#[test]
+fn the_journal_goes_on_past_an_append_blobs_block_limit() {
+    let d = tempfile::tempdir().unwrap();
+    let src = d.path().join("disk.img");
+    let extents: Vec<(u64, u64, u64)> = (0..96).map(|i| (i * MIB, MIB / 2, 10 + i)).collect();
+    make_image(&src, 128 * MIB, &extents);
+    // Three blocks an append blob: the journal of any sync needs more.
+    let proxy = Proxy::strict(azurite_port(), Strict { append_blocks: 3, ..Strict::default() });
+    let to = dest(&proxy, "blocklimit");
+    let r = ok(&sync(&src, &to, &["--concurrency", "2"], &[]));
+    assert_eq!(r["generation"], 1, "{r}");
+    assert!(proxy.strict_refused() >= 1, "the journal never met the limit");
+    identical(&src, &to);
+    // A sync killed mid-way leaves a journal of segments; the rerun reads
+    // them all and goes on in a segment of its own.
+    for i in 0..96u64 {
+        poke(&src, i * MIB + 4096, 8192, 500 + i);
+    }
+    let mut child = agent_env()
+        .args(["sync", src.to_str().unwrap(), "--to", &to, "--concurrency", "1"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(400));
+    let killed = child.try_wait().unwrap().is_none();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let r = ok(&sync(&src, &to, &["--break-lease"], &[]));
+    assert_eq!(r["generation"], 2, "{r}");
+    if killed {
+        assert!(r["chunks_suspect"].as_u64().unwrap() + r["chunks_unchanged"].as_u64().unwrap() > 0, "{r}");
+    }
+    identical(&src, &to);
+    // Nothing of the journal is left.
+    let ls = agent_env().args(["points", &to, "--json"]).output().unwrap();
+    assert!(ls.status.success());
+}
+
+#[test]
+fn a_sync_longer_than_its_sas_renews_it() {
+    let d = tempfile::tempdir().unwrap();
+    let src = d.path().join("disk.img");
+    make_image(&src, 64 * MIB, &[(0, 40 * MIB, 3)]);
+    // 40 MiB at 2.5 MiB/s per blob: about 16 s, past a 12-second SAS.
+    let strict = Strict { blob_bytes_per_sec: 5 << 19, ..Strict::default() };
+    let proxy = Proxy::strict(azurite_port(), strict);
+    let to = dest(&proxy, "sasrenew");
+    let t = Instant::now();
+    let out = sync(&src, &to, &[], &[("DISKFERRY_SAS_LIFETIME_SECS", "12")]);
+    let r = ok(&out);
+    assert!(t.elapsed() > Duration::from_secs(13), "the sync ended before its first SAS expired: {:?}", t.elapsed());
+    assert_eq!(proxy.strict_refused(), 0, "an expired SAS was sent");
+    assert_eq!(r["generation"], 1);
+    identical(&src, &to);
+}
+
+#[test]
+fn a_blob_over_its_ingress_target_slows_the_sync_down_and_it_finishes() {
+    let d = tempfile::tempdir().unwrap();
+    let src = d.path().join("disk.img");
+    make_image(&src, 64 * MIB, &[(0, 48 * MIB, 5)]);
+    // 8 MiB/s for the blob, 16 writes of 4 MiB at once: far over it.
+    let strict = Strict { blob_bytes_per_sec: 8 << 20, ..Strict::default() };
+    let proxy = Proxy::strict(azurite_port(), strict);
+    let to = dest(&proxy, "ingress");
+    let status = d.path().join("status.json");
+    let out = sync(&src, &to, &["--concurrency", "16", "--status-file", status.to_str().unwrap()], &[]);
+    let r = ok(&out);
+    let wire = &r["wire"];
+    assert!(proxy.busy() > 0, "the proxy never pushed back");
+    assert!(wire["throttled"].as_u64().unwrap() > 0, "{r}");
+    assert!(wire["concurrency"].as_u64().unwrap() < 16, "the pacer never slowed down: {r}");
+    identical(&src, &to);
+    let rejected = proxy.busy() as f64 / proxy.requests() as f64;
+    eprintln!(
+        "ingress 8 MiB/s: {} of {} requests answered 503 ({:.1}%), concurrency at the end {}",
+        proxy.busy(),
+        proxy.requests(),
+        100.0 * rejected,
+        wire["concurrency"]
+    );
+}
+
+#[test]
+fn a_disk_over_8_tib_is_refused_before_any_request() {
+    let d = tempfile::tempdir().unwrap();
+    let src = d.path().join("huge.img");
+    let f = std::fs::File::create(&src).unwrap();
+    if f.set_len(8 << 40).is_err() {
+        eprintln!("skipped: this filesystem cannot hold an 8 TiB sparse file");
+        return;
+    }
+    let proxy = Proxy::strict(azurite_port(), Strict::default());
+    let to = dest(&proxy, "huge");
+    let out = sync(&src, &to, &[], &[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(4), "{err}");
+    assert!(err.contains("8 TiB"), "{err}");
+    assert_eq!(proxy.requests(), 0, "requests were sent");
+}
