@@ -288,6 +288,23 @@ fn a_writer_told_its_lease_is_gone_takes_it_back_when_no_one_else_began() {
 }
 
 #[test]
+fn a_premium_page_blob_account_is_refused_before_any_write() {
+    use diskferry_agent::sink::Sink;
+    use diskferry_blob::testing::Limits;
+    let mem = MemStore::with_limits("disks", Limits { page_blobs_only: true, ..Limits::default() });
+    let faulty = FaultyStore::new(mem.handle());
+    let tally = faulty.tally();
+    let mut sink =
+        PageBlobSink::new(Retrying::new(faulty, QUICK), BLOB, format!("mem:{BLOB}"), PageBlobOptions::default())
+            .unwrap();
+    let e = sink.prior("disk-0", Geometry::new(DISK as u64, chunk()).unwrap()).unwrap_err();
+    assert_eq!(e.code, diskferry_agent::exit::ExitCode::Destination);
+    assert!(e.to_string().contains("premium page blob account"), "{e}");
+    assert_eq!(tally.calls().keys().copied().collect::<Vec<_>>(), vec![Op::AccountInfo]);
+    assert!(mem.names().is_empty());
+}
+
+#[test]
 fn a_disk_larger_than_a_page_blob_is_refused_before_any_request() {
     use diskferry_agent::sink::Sink;
     let mem = MemStore::new("disks");

@@ -463,7 +463,9 @@ fn a_receiver_killed_mid_sync_is_restarted_and_the_rerun_resumes() {
     let container = azurite::container("relay-rxkill");
     let blob_root = format!("pageblob:{}/{}/{container}", azurite::endpoint(), azurite::ACCOUNT);
     let env = [("AZURE_STORAGE_CONNECTION_STRING", azurite::connection_string())];
-    let mut rx = Receiver::start(d.path(), &blob_root, 0, None, &env, &["--create-container"]);
+    // Its lease on the destination lapses 15 s after it is killed: then the
+    // restarted receiver takes the destination over.
+    let mut rx = Receiver::start(d.path(), &blob_root, 0, None, &env, &["--create-container", "--lease-secs", "15"]);
     let port = rx.port;
     let src = d.path().join("disk.img");
     // Text at zstd level 9: the sender is slow enough to be caught mid-sync
@@ -491,4 +493,69 @@ fn a_receiver_killed_mid_sync_is_restarted_and_the_rerun_resumes() {
     let got = d.path().join("got.vhd");
     download(&format!("{blob_root}/d0.vhd"), &got);
     assert!(identical(&src, &got));
+}
+
+/// Two senders of different sources for one disk of one receiver, again
+/// and again at nearby moments: the newer session replaces the older (whose
+/// sender is told so), the destination's lease keeps their writes apart,
+/// and every recovery point ever published equals one of the sources.
+#[test]
+fn two_senders_for_one_disk_never_publish_a_mix() {
+    let d = tempfile::tempdir().unwrap();
+    let container = azurite::container("relay-two");
+    let blob_root = format!("pageblob:{}/{}/{container}", azurite::endpoint(), azurite::ACCOUNT);
+    let env = [("AZURE_STORAGE_CONNECTION_STRING", azurite::connection_string())];
+    let rx = Receiver::start(d.path(), &blob_root, 0, None, &env, &["--create-container"]);
+    let (a, b) = (d.path().join("a.img"), d.path().join("b.img"));
+    make_image(&a, 24 * MIB, &(0..24).map(|i| (i * MIB, MIB, 100 + i)).collect::<Vec<_>>());
+    make_image(&b, 24 * MIB, &(0..24).map(|i| (i * MIB, MIB, 200 + i)).collect::<Vec<_>>());
+    let sources = [std::fs::read(&a).unwrap(), std::fs::read(&b).unwrap()];
+    let blob = format!("{blob_root}/d0.vhd");
+    let spawn = |src: &Path, id: &str| {
+        agent()
+            .args(["sync", src.to_str().unwrap(), "--to", &rx.url("d0"), "--source-id", id, "--retry-for", "20"])
+            .arg("--relay-token-file")
+            .arg(token_file(d.path()))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let mut seen = std::collections::BTreeSet::new();
+    let mut replaced = 0;
+    for round in 0..6u64 {
+        let first = spawn(&a, "a");
+        std::thread::sleep(Duration::from_millis(20 + (round * 37) % 150));
+        let second = spawn(&b, "b");
+        for out in [first.wait_with_output().unwrap(), second.wait_with_output().unwrap()] {
+            if !out.status.success() {
+                assert_eq!(out.status.code(), Some(4), "{}", String::from_utf8_lossy(&out.stderr));
+                replaced += 1;
+            }
+        }
+        let pts = agent()
+            .args(["points", &blob, "--json"])
+            .env("AZURE_STORAGE_CONNECTION_STRING", azurite::connection_string())
+            .output()
+            .unwrap();
+        let pts: serde_json::Value = serde_json::from_slice(&pts.stdout).unwrap();
+        for p in pts.as_array().unwrap() {
+            if !seen.insert(p["snapshot"].as_str().unwrap().to_owned()) {
+                continue;
+            }
+            let g = p["generation"].as_u64().unwrap().to_string();
+            let got = d.path().join("got.vhd");
+            let out = agent()
+                .args(["download", &blob, "--point", &g, "--to", got.to_str().unwrap()])
+                .env("AZURE_STORAGE_CONNECTION_STRING", azurite::connection_string())
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            let mut bytes = std::fs::read(&got).unwrap();
+            bytes.truncate(24 * MIB as usize);
+            assert!(sources.contains(&bytes), "round {round}: recovery point {g} is neither source");
+        }
+    }
+    eprintln!("6 rounds: {replaced} senders replaced by a newer one, {} points checked", seen.len());
+    assert!(!seen.is_empty());
 }

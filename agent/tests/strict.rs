@@ -150,3 +150,19 @@ fn a_disk_over_8_tib_is_refused_before_any_request() {
     assert!(err.contains("8 TiB"), "{err}");
     assert_eq!(proxy.requests(), 0, "requests were sent");
 }
+
+#[test]
+fn a_premium_page_blob_account_is_refused_before_any_write() {
+    let d = tempfile::tempdir().unwrap();
+    let src = d.path().join("disk.img");
+    make_image(&src, 16 * MIB, &[(0, MIB, 9)]);
+    let proxy = Proxy::strict(azurite_port(), Strict { premium: true, ..Strict::default() });
+    let to = dest(&proxy, "premium");
+    let out = sync(&src, &to, &[], &[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(4), "{err}");
+    assert!(err.contains("premium page blob account") && err.contains("standard"), "{err}");
+    // Only the question was asked: no container, no blob, no journal.
+    assert_eq!(proxy.requests(), 1, "requests were sent after the answer");
+    assert_eq!(proxy.strict_refused(), 0);
+}

@@ -449,6 +449,15 @@ impl PageStore for AzureStore {
         self.send(Op::ReleaseLease, name, c.release_lease(id.as_str().to_owned(), None)).await.map(|_| ())
     }
 
+    async fn page_blobs_only(&self) -> StoreResult<bool> {
+        use azure_storage_blob::models::{AccountKind, BlobContainerClientGetAccountInfoResultHeaders, SkuName};
+        let c = self.container_client(Op::AccountInfo)?;
+        let r = self.send(Op::AccountInfo, &self.addr.container, c.get_account_info(None)).await?;
+        let premium = matches!(r.sku_name().ok().flatten(), Some(SkuName::PremiumLrs | SkuName::PremiumZrs));
+        let general = matches!(r.account_kind().ok().flatten(), Some(AccountKind::Storage | AccountKind::StorageV2));
+        Ok(premium && general)
+    }
+
     async fn break_lease(&self, name: &str) -> StoreResult<()> {
         let c = self.blob(Op::BreakLease, name, None)?;
         let o = BlobClientBreakLeaseOptions { break_period: Some(0), ..Default::default() };

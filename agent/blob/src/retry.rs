@@ -257,6 +257,10 @@ impl<S: PageStore> PageStore for Retrying<S> {
         self.retry(Op::ReleaseLease, name, || self.inner.release_lease(name, id)).await
     }
 
+    async fn page_blobs_only(&self) -> StoreResult<bool> {
+        self.retry(Op::AccountInfo, self.inner.container(), || self.inner.page_blobs_only()).await
+    }
+
     async fn break_lease(&self, name: &str) -> StoreResult<()> {
         self.retry(Op::BreakLease, name, || self.inner.break_lease(name)).await
     }

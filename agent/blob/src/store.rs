@@ -49,10 +49,11 @@ pub enum Op {
     RenewLease,
     ReleaseLease,
     BreakLease,
+    AccountInfo,
 }
 
 impl Op {
-    pub const ALL: [Op; 23] = [
+    pub const ALL: [Op; 24] = [
         Op::CreateContainer,
         Op::Properties,
         Op::CreatePageBlob,
@@ -76,6 +77,7 @@ impl Op {
         Op::RenewLease,
         Op::ReleaseLease,
         Op::BreakLease,
+        Op::AccountInfo,
     ];
 
     /// The words an error message uses for it ("put pages disk.vhd: ...").
@@ -103,6 +105,7 @@ impl Op {
             Op::RenewLease => "renew the lease on",
             Op::ReleaseLease => "release the lease on",
             Op::BreakLease => "break the lease on",
+            Op::AccountInfo => "get the account information of",
         }
     }
 }
@@ -272,6 +275,10 @@ pub trait PageStore: Send + Sync + 'static {
     /// End whatever lease is on the blob now (break period 0). A blob
     /// without one, or missing, is no error.
     fn break_lease(&self, name: &str) -> impl Future<Output = StoreResult<()>> + Send;
+    /// Whether the account holds page blobs only (a premium page blob
+    /// account: Get Account Information answers `x-ms-sku-name: Premium_*`
+    /// with `x-ms-account-kind: Storage` or `StorageV2`).
+    fn page_blobs_only(&self) -> impl Future<Output = StoreResult<bool>> + Send;
 }
 
 /// Copy snapshot `snapshot` of `src` to a new standalone blob `dst`, server

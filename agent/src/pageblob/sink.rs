@@ -288,6 +288,20 @@ impl<S: PageStore> PageBlobSink<S> {
                 diskferry_blob::store::MAX_PAGE_BLOB
             )));
         }
+        // A premium page blob account holds page blobs only: the journal,
+        // the manifests and the index (block and append blobs) cannot live
+        // there. Refused before any write. (An account that does not answer
+        // Get Account Information, e.g. under a token credential, is taken
+        // for a standard one.)
+        let premium = self.rt.block_on(self.store.page_blobs_only());
+        if matches!(premium, Ok(true)) {
+            return Err(dest_err(anyhow!(
+                "{} is in a premium page blob account, which holds page blobs only: diskferry keeps the \
+                 journal, manifests and recovery point index beside the disk as block and append blobs; use \
+                 a standard (StorageV2) account",
+                self.describe
+            )));
+        }
         if self.opts.create_container {
             self.block_on(self.store.create_container())?;
         }

@@ -97,6 +97,9 @@ pub struct Strict {
     pub blob_requests_per_sec: u64,
     /// Refuse a SAS whose `se` has passed: 403 AuthenticationFailed.
     pub sas_expiry: bool,
+    /// A premium page blob account: Get Account Information says
+    /// Premium_LRS/StorageV2, and block and append blobs are refused.
+    pub premium: bool,
 }
 
 impl Default for Strict {
@@ -107,6 +110,7 @@ impl Default for Strict {
             blob_bytes_per_sec: 60 << 20,
             blob_requests_per_sec: 500,
             sas_expiry: true,
+            premium: false,
         }
     }
 }
@@ -155,6 +159,22 @@ impl Rules {
                         &st.strict_refused,
                     );
                 }
+            }
+        }
+        if s.premium {
+            if method == "GET" && q("restype").as_deref() == Some("account") {
+                return Some(
+                    b"HTTP/1.1 200 OK\r\nx-ms-sku-name: Premium_LRS\r\nx-ms-account-kind: StorageV2\r\nContent-Length: 0\r\n\r\n"
+                        .to_vec(),
+                );
+            }
+            let kind = header(head, "x-ms-blob-type").unwrap_or("");
+            if method == "PUT" && (kind.eq_ignore_ascii_case("BlockBlob") || kind.eq_ignore_ascii_case("AppendBlob")) {
+                return refuse(
+                    "400 The blob type is invalid for this operation",
+                    "InvalidBlobType",
+                    &st.strict_refused,
+                );
             }
         }
         let size = |h: &str| header(head, h).and_then(|v| v.parse::<u64>().ok());

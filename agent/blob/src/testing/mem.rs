@@ -28,12 +28,19 @@ pub struct Limits {
     pub max_write: u64,
     /// Largest page blob (Azure: 8 TiB).
     pub max_page_blob: u64,
+    /// A premium page blob account: page blobs only, no block or append blobs.
+    pub page_blobs_only: bool,
 }
 
 impl Default for Limits {
     fn default() -> Self {
         // Azure Storage's documented limits (docs/azure.md).
-        Self { append_blocks: 50_000, max_write: 4 << 20, max_page_blob: crate::store::MAX_PAGE_BLOB }
+        Self {
+            append_blocks: 50_000,
+            max_write: 4 << 20,
+            max_page_blob: crate::store::MAX_PAGE_BLOB,
+            page_blobs_only: false,
+        }
     }
 }
 
@@ -480,6 +487,9 @@ impl PageStore for MemStore {
     async fn put_block_blob(&self, name: &str, bytes: Bytes) -> StoreResult<()> {
         self.request(Op::PutBlockBlob, name, |s| {
             lease_allows(s, Op::PutBlockBlob, name, None)?;
+            if s.limits.page_blobs_only {
+                return Err(StoreError::http(Op::PutBlockBlob.verb(), name, 400, "InvalidBlobType"));
+            }
             let b = s.blobs.entry(name.to_owned()).or_default();
             b.current = Some(Version { body: Body::Block(bytes), metadata: HashMap::new() });
             Ok(())
@@ -489,6 +499,9 @@ impl PageStore for MemStore {
     async fn create_append_blob(&self, name: &str, lease: Option<&LeaseId>) -> StoreResult<()> {
         self.request(Op::CreateAppendBlob, name, |s| {
             lease_allows(s, Op::CreateAppendBlob, name, lease)?;
+            if s.limits.page_blobs_only {
+                return Err(StoreError::http(Op::CreateAppendBlob.verb(), name, 400, "InvalidBlobType"));
+            }
             let b = s.blobs.entry(name.to_owned()).or_default();
             b.current = Some(Version { body: Body::Append { data: Vec::new(), blocks: 0 }, metadata: HashMap::new() });
             Ok(())
@@ -590,6 +603,10 @@ impl PageStore for MemStore {
                 None => Err(StoreError::http(Op::ReleaseLease.verb(), name, 409, "LeaseNotPresentWithLeaseOperation")),
             }
         })
+    }
+
+    async fn page_blobs_only(&self) -> StoreResult<bool> {
+        self.request(Op::AccountInfo, &self.container, |s| Ok(s.limits.page_blobs_only))
     }
 
     async fn break_lease(&self, name: &str) -> StoreResult<()> {
