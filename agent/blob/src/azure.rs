@@ -423,13 +423,18 @@ impl PageStore for AzureStore {
         let p = self.send(Op::CopyState, dst, c.get_properties(None)).await?;
         Ok(match p.copy_status().ok().flatten() {
             None => CopyState::None,
-            Some(CopyStatus::Pending) => CopyState::Pending,
+            Some(CopyStatus::Pending) => CopyState::Pending { id: p.copy_id().ok().flatten() },
             Some(CopyStatus::Success) => CopyState::Success,
             Some(other) => {
                 let why = p.copy_status_description().ok().flatten().unwrap_or_default();
                 CopyState::Failed(format!("{other:?} {why}"))
             }
         })
+    }
+
+    async fn abort_copy(&self, dst: &str, id: &str) -> StoreResult<()> {
+        let c = self.blob(Op::AbortCopy, dst, None)?;
+        self.send(Op::AbortCopy, dst, c.abort_copy(id, None)).await.map(|_| ())
     }
 
     async fn acquire_lease(&self, name: &str, id: &LeaseId, secs: u32) -> StoreResult<()> {

@@ -244,6 +244,10 @@ impl<S: PageStore> PageStore for Retrying<S> {
         self.retry(Op::CopyState, dst, || self.inner.copy_state(dst)).await
     }
 
+    async fn abort_copy(&self, dst: &str, id: &str) -> StoreResult<()> {
+        self.retry(Op::AbortCopy, dst, || self.inner.abort_copy(dst, id)).await
+    }
+
     async fn acquire_lease(&self, name: &str, id: &LeaseId, secs: u32) -> StoreResult<()> {
         // Sent again after a lost reply, it names the id now active: a renewal.
         self.retry(Op::AcquireLease, name, || self.inner.acquire_lease(name, id, secs)).await

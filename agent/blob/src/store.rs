@@ -45,6 +45,7 @@ pub enum Op {
     Append,
     StartCopy,
     CopyState,
+    AbortCopy,
     AcquireLease,
     RenewLease,
     ReleaseLease,
@@ -53,7 +54,7 @@ pub enum Op {
 }
 
 impl Op {
-    pub const ALL: [Op; 24] = [
+    pub const ALL: [Op; 25] = [
         Op::CreateContainer,
         Op::Properties,
         Op::CreatePageBlob,
@@ -73,6 +74,7 @@ impl Op {
         Op::Append,
         Op::StartCopy,
         Op::CopyState,
+        Op::AbortCopy,
         Op::AcquireLease,
         Op::RenewLease,
         Op::ReleaseLease,
@@ -101,6 +103,7 @@ impl Op {
             Op::Append => "append to",
             Op::StartCopy => "copy to",
             Op::CopyState => "get copy state of",
+            Op::AbortCopy => "abort the copy to",
             Op::AcquireLease => "acquire a lease on",
             Op::RenewLease => "renew the lease on",
             Op::ReleaseLease => "release the lease on",
@@ -160,7 +163,10 @@ pub struct Listed {
 pub enum CopyState {
     /// The blob names no copy (it was not made by one).
     None,
-    Pending,
+    /// Still copying; `id` is what Abort Copy Blob takes (`x-ms-copy-id`).
+    Pending {
+        id: Option<String>,
+    },
     Success,
     /// Failed or aborted, with the service's description.
     Failed(String),
@@ -266,6 +272,9 @@ pub trait PageStore: Send + Sync + 'static {
     fn start_copy(&self, dst: &str, src: &str, snapshot: &str) -> impl Future<Output = StoreResult<()>> + Send;
     /// Where the copy to `dst` stands.
     fn copy_state(&self, dst: &str) -> impl Future<Output = StoreResult<CopyState>> + Send;
+    /// Abort the pending copy `id` to `dst` (Abort Copy Blob): the
+    /// destination is left empty, with its metadata.
+    fn abort_copy(&self, dst: &str, id: &str) -> impl Future<Output = StoreResult<()>> + Send;
     /// Take a lease of `secs` seconds (in [`LEASE_SECS`]) on an existing
     /// blob, with id `id`; asking again with the id already active renews
     /// it. 409 `LeaseAlreadyPresent` while another id holds it.
@@ -283,7 +292,9 @@ pub trait PageStore: Send + Sync + 'static {
 
 /// Copy snapshot `snapshot` of `src` to a new standalone blob `dst`, server
 /// side (Copy Blob; bytes never pass through this machine), and wait until
-/// the copy is done, polling every `poll`, at most `deadline`.
+/// the copy is done, polling every `poll`, at most `deadline`: a copy still
+/// pending then is aborted (Abort Copy Blob), so no copy goes on writing
+/// into a blob its caller gave up on.
 pub async fn copy_snapshot<S: PageStore>(
     store: &S,
     dst: &str,
@@ -306,8 +317,17 @@ pub async fn copy_snapshot<S: PageStore>(
             // The destination of a copy names it (x-ms-copy-status) until it
             // is written again: one that names none was replaced meanwhile.
             CopyState::None => return Err(failed("the blob names no copy: it was replaced while copying".into())),
-            CopyState::Pending if started.elapsed() < deadline => tokio::time::sleep(poll).await,
-            CopyState::Pending => return Err(failed(format!("the copy was still pending after {deadline:?}"))),
+            CopyState::Pending { .. } if started.elapsed() < deadline => tokio::time::sleep(poll).await,
+            CopyState::Pending { id } => {
+                let aborted = match &id {
+                    Some(id) => match store.abort_copy(dst, id).await {
+                        Ok(()) => "aborted".to_owned(),
+                        Err(e) => format!("the abort failed too: {e}"),
+                    },
+                    None => "it names no copy id to abort".to_owned(),
+                };
+                return Err(failed(format!("the copy was still pending after {deadline:?} ({aborted})")));
+            }
             CopyState::Failed(why) => return Err(failed(format!("the copy ended: {why}"))),
         }
     }

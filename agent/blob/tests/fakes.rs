@@ -189,4 +189,18 @@ fn a_copy_restarted_after_a_lost_reply_waits_for_the_first_and_a_replaced_copy_f
             .unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Invalid, "{e}");
     });
+    // A copy still pending at its deadline is aborted, not left running.
+    let slow = MemStore::with_limits("c", Limits { copy_polls: 1000, ..Limits::default() });
+    rt.block_on(async {
+        slow.create_page_blob("d.vhd", 4096, HashMap::new(), None).await.unwrap();
+        let snap = slow.snapshot("d.vhd", None).await.unwrap();
+        let f = FaultyStore::new(slow.handle());
+        let tally = f.tally();
+        let tick = Duration::from_millis(1);
+        let e = copy_snapshot(&f, "late.vhd", "d.vhd", &snap, tick, Duration::from_millis(20)).await.unwrap_err();
+        assert!(e.to_string().contains("still pending") && e.to_string().contains("aborted"), "{e}");
+        assert_eq!(tally.calls()[&Op::AbortCopy], 1);
+        assert!(matches!(slow.copy_state("late.vhd").await.unwrap(), diskferry_blob::CopyState::Failed(_)));
+        assert_eq!(slow.properties("late.vhd").await.unwrap().unwrap().size, 0);
+    });
 }

@@ -255,6 +255,10 @@ impl<S: PageStore> PageStore for FaultyStore<S> {
         self.call(Op::CopyState, dst, || self.inner.copy_state(dst)).await
     }
 
+    async fn abort_copy(&self, dst: &str, id: &str) -> StoreResult<()> {
+        self.call(Op::AbortCopy, dst, || self.inner.abort_copy(dst, id)).await
+    }
+
     async fn acquire_lease(&self, name: &str, id: &LeaseId, secs: u32) -> StoreResult<()> {
         self.call(Op::AcquireLease, name, || self.inner.acquire_lease(name, id, secs)).await
     }

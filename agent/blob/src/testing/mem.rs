@@ -30,6 +30,8 @@ pub struct Limits {
     pub max_page_blob: u64,
     /// A premium page blob account: page blobs only, no block or append blobs.
     pub page_blobs_only: bool,
+    /// Polls a server-side copy stays pending for (0: copies complete at once).
+    pub copy_polls: u32,
 }
 
 impl Default for Limits {
@@ -40,6 +42,7 @@ impl Default for Limits {
             max_write: 4 << 20,
             max_page_blob: crate::store::MAX_PAGE_BLOB,
             page_blobs_only: false,
+            copy_polls: 0,
         }
     }
 }
@@ -71,6 +74,9 @@ struct Blob {
     current: Option<Version>,
     snapshots: BTreeMap<String, Version>,
     copied: bool,
+    /// Polls a copy to it stays pending for; whether it was aborted.
+    copy_pending: u32,
+    copy_aborted: bool,
     /// The last lease taken, until when it holds, and its duration.
     lease: Option<(LeaseId, Instant, u32)>,
 }
@@ -538,17 +544,48 @@ impl PageStore for MemStore {
                 .cloned()
                 .ok_or_else(|| StoreError::http(Op::StartCopy.verb(), dst, 404, "CannotVerifyCopySource"))?;
             lease_allows(s, Op::StartCopy, dst, None)?;
+            let polls = s.limits.copy_polls;
             let b = s.blobs.entry(dst.to_owned()).or_default();
+            if b.copied && b.copy_pending > 0 && !b.copy_aborted {
+                return Err(StoreError::http(Op::StartCopy.verb(), dst, 409, "PendingCopyOperation"));
+            }
             b.current = Some(v);
-            b.copied = true;
+            (b.copied, b.copy_pending, b.copy_aborted) = (true, polls, false);
             Ok(())
         })
     }
 
     async fn copy_state(&self, dst: &str) -> StoreResult<CopyState> {
-        self.request(Op::CopyState, dst, |s| match s.blobs.get(dst) {
-            Some(b) if b.current.is_some() => Ok(if b.copied { CopyState::Success } else { CopyState::None }),
+        self.request(Op::CopyState, dst, |s| match s.blobs.get_mut(dst) {
+            Some(b) if b.current.is_some() => Ok(match (b.copied, b.copy_aborted, b.copy_pending) {
+                (false, _, _) => CopyState::None,
+                (true, true, _) => CopyState::Failed("Aborted".into()),
+                (true, false, 0) => CopyState::Success,
+                (true, false, _) => {
+                    b.copy_pending -= 1;
+                    CopyState::Pending { id: Some(format!("copy-of-{dst}")) }
+                }
+            }),
             _ => Err(not_found(Op::CopyState, dst)),
+        })
+    }
+
+    async fn abort_copy(&self, dst: &str, id: &str) -> StoreResult<()> {
+        self.request(Op::AbortCopy, dst, |s| {
+            let b =
+                s.blobs.get_mut(dst).filter(|b| b.current.is_some()).ok_or_else(|| not_found(Op::AbortCopy, dst))?;
+            if !b.copied || b.copy_aborted || b.copy_pending == 0 {
+                return Err(StoreError::http(Op::AbortCopy.verb(), dst, 409, "NoPendingCopyOperation"));
+            }
+            if id != format!("copy-of-{dst}") {
+                return Err(StoreError::http(Op::AbortCopy.verb(), dst, 409, "CopyIdMismatch"));
+            }
+            // "The destination blob is left with zero length and full metadata."
+            if let Some(v) = b.current.as_mut() {
+                v.body = Body::Block(Bytes::new());
+            }
+            b.copy_aborted = true;
+            Ok(())
         })
     }
 
