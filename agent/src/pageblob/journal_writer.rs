@@ -235,3 +235,41 @@ impl JournalWriter {
         rt.block_on(&mut self.task).ok()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pageblob::lease::{LeaseOptions, WriterLease};
+    use diskferry_blob::testing::MemStore;
+    use diskferry_core::digest::Digest;
+    use diskferry_core::journal::{self, JournalHeader};
+
+    #[tokio::test]
+    async fn a_full_segment_rolls_over_at_the_count_storage_returns() {
+        // Azure's own limit: the writer rolls before storage has to refuse.
+        let mem = MemStore::new("c");
+        mem.create_page_blob("d.vhd", 4096, Default::default(), None).await.unwrap();
+        let lease = WriterLease::new(LeaseOptions::default());
+        lease.acquire(&mem, "d.vhd").await.unwrap();
+        let header = JournalHeader { generation: 3, base: Digest([2; 32]), disk_size: 1 << 30 };
+        let mut seg = Segments { blob: "d.vhd".into(), journal: "d.vhd.journal".into(), chain: 9, index: 0, blocks: 0 };
+        start_segment(&mem, &lease, &header, &mut seg, 0).await.unwrap();
+        let n = u64::from(SEGMENT_BLOCKS) + 10;
+        for i in 0..n {
+            let piece = header.records(&[Record::Intent { first: i, end: i + 1 }]);
+            append_pieces(&mem, &lease, &header, &mut seg, vec![piece]).await.unwrap();
+        }
+        assert_eq!(mem.counters().requests_failed.load(std::sync::atomic::Ordering::Relaxed), 0, "storage refused");
+        assert_eq!(mem.append_blocks("d.vhd.journal"), Some(SEGMENT_BLOCKS));
+        assert_eq!(seg.index, 1);
+        // The chain reads back whole: every intent of both segments.
+        let segs =
+            [mem.get("d.vhd.journal").await.unwrap().unwrap(), mem.get("d.vhd.journal.1").await.unwrap().unwrap()];
+        let chain = journal::parse_segments(&segs).unwrap();
+        assert_eq!((chain.segments, chain.id), (2, Some(9)));
+        assert!((0..n).all(|i| chain.overrides.is_suspect(i)));
+        // The lease went along: the old segment's was released, the new one's is held.
+        assert_eq!(mem.lease("d.vhd.journal"), None);
+        assert_eq!(mem.lease("d.vhd.journal.1").as_ref(), Some(lease.id()));
+    }
+}

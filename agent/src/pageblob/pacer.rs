@@ -10,9 +10,9 @@
 //!   the limit, that began after the last cut);
 //! - **rate**: bytes per second. Unpaced until the first pushback; then the
 //!   rate the service accepted over the last second or two (when it pushes
-//!   back, that is its target), times [`CUT`]; each further pushback cuts it again,
+//!   back, that is its target), times [`CUT`]; each further pushback cuts the rate again,
 //!   and each second without one adds to it, the more the longer the calm
-//!   ([`STEP`]): the rate saws between 85% and 100% of the target, a
+//!   ([`STEP`]): the rate saws between 90% and 100% of the target, a
 //!   pushback every few seconds. A throttled write sent again by the retry
 //!   decorator waits for its turn under the rate too ([`RetryGate`]).
 //!   A per-blob target (60 MiB/s on a standard account) is a rate: with a
@@ -32,7 +32,7 @@ use tokio::sync::Notify;
 /// The shortest time between two decreases.
 pub const COOLDOWN: Duration = Duration::from_millis(1000);
 /// A pushback cuts the rate to this much of what was just measured.
-pub const CUT: f64 = 0.85;
+pub const CUT: f64 = 0.9;
 /// Each second without pushback adds this much to the rate, times one
 /// plus the seconds since the last pushback.
 pub const STEP: f64 = 0.02;
@@ -55,8 +55,9 @@ struct State {
     grown: Instant,
     /// When the next write may start (the rate's virtual clock).
     next: Instant,
-    /// Bytes finished since `since`: the rate measured.
-    done_bytes: u64,
+    /// Writes finished in the last second (when, bytes): the rate the
+    /// service accepted; and when pacing began to be measured.
+    done: std::collections::VecDeque<(Instant, u64)>,
     since: Instant,
 }
 
@@ -95,7 +96,7 @@ impl Pacer {
                 rate: None,
                 grown: now,
                 next: now,
-                done_bytes: 0,
+                done: Default::default(),
                 since: now,
             }),
             freed: Notify::new(),
@@ -146,32 +147,15 @@ impl Pacer {
     fn finished(&self, epoch: u64, bytes: u64) {
         if let Ok(mut s) = self.state.lock() {
             s.in_flight -= 1;
-            s.done_bytes += bytes;
             let now = Instant::now();
+            s.done.push_back((now, bytes));
+            while s.done.front().is_some_and(|(t, _)| now.duration_since(*t) > Duration::from_secs(1)) {
+                s.done.pop_front();
+            }
             let throttled = self.counters.throttled.load(Relaxed);
             if throttled > s.seen_throttled {
                 s.seen_throttled = throttled;
-                if s.last_cut.is_none_or(|t| t.elapsed() >= COOLDOWN) {
-                    // What the service accepted lately: when it pushes back,
-                    // that is its target. Over a second at least, so the
-                    // burst it lets through at first does not count as rate.
-                    // Cut from what the service accepted (over a second at
-                    // least: what the first writes got through in less says
-                    // little about a rate), or from the rate if it is lower.
-                    let to = match (s.rate, measured(&s, now)) {
-                        (r, Some(m)) => Some(CUT * r.map_or(m, |r| r.min(m))),
-                        (Some(r), None) => Some(CUT * r),
-                        (None, None) => None,
-                    };
-                    if let Some(to) = to {
-                        s.rate = Some(to.max(256.0 * 1024.0));
-                    }
-                    s.grown = now;
-                    s.limit = (s.limit / 2).max(1);
-                    s.clean = 0;
-                    s.last_cut = Some(now);
-                    s.epoch += 1;
-                }
+                cut(&mut s, now, self.max);
             } else if epoch == s.epoch {
                 s.clean += 1;
                 if s.clean >= s.limit {
@@ -193,11 +177,6 @@ impl Pacer {
                 s.grown = now;
             }
             // The measuring window: the last second or so.
-            if now.duration_since(s.since) >= Duration::from_secs(2) {
-                s.done_bytes /= 2;
-                let half = now.duration_since(s.since) / 2;
-                s.since += half;
-            }
             self.counters.concurrency.store(s.limit as u64, Relaxed);
             self.counters.pace_bytes_per_sec.store(s.rate.map_or(0, |r| r as u64), Relaxed);
         }
@@ -209,6 +188,12 @@ impl Pacer {
 impl diskferry_blob::retry::RetryGate for Pacer {
     fn before_retry(&self, bytes: u64) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>> {
         Box::pin(async move {
+            // The service just pushed back: back off now, not when some
+            // write finishes.
+            if let Ok(mut st) = self.state.lock() {
+                st.seen_throttled = self.counters.throttled.load(Relaxed);
+                cut(&mut st, Instant::now(), self.max);
+            }
             if let Some(at) = self.turn(bytes) {
                 tokio::time::sleep_until(at.into()).await;
             }
@@ -216,10 +201,37 @@ impl diskferry_blob::retry::RetryGate for Pacer {
     }
 }
 
-/// The rate the service accepted lately, once there is a second of it.
+/// Back off (at most once a [`COOLDOWN`]): halve the concurrency, and cut
+/// the rate — the first time from what the service accepted lately (over a
+/// second at least: what the first writes got through in less says little
+/// about a rate).
+fn cut(s: &mut State, now: Instant, max: usize) {
+    if s.last_cut.is_some_and(|t| t.elapsed() < COOLDOWN) {
+        return;
+    }
+    // What it accepted in the last second, while it was being pushed past
+    // its target, is the target (if it accepted nothing, the rate stays).
+    let to = measured(s, now).filter(|m| *m > 0.0).or(s.rate).map(|r| CUT * r);
+    if let Some(to) = to {
+        s.rate = Some(to.max(256.0 * 1024.0));
+    }
+    s.grown = now;
+    // Once the rate is paced, it holds the load down; too few slots would
+    // let the writes waiting out a backoff stall the others.
+    let floor = if s.rate.is_some() { (max / 2).max(1) } else { 1 };
+    s.limit = (s.limit / 2).max(floor);
+    s.clean = 0;
+    s.last_cut = Some(now);
+    s.epoch += 1;
+}
+
+/// The bytes per second the service accepted in the last second, once a
+/// second has passed.
 fn measured(s: &State, now: Instant) -> Option<f64> {
-    let secs = now.duration_since(s.since).as_secs_f64();
-    (secs >= 1.0).then(|| s.done_bytes as f64 / secs)
+    (now.duration_since(s.since) >= Duration::from_secs(1)).then(|| {
+        s.done.iter().filter(|(t, _)| now.duration_since(*t) <= Duration::from_secs(1)).map(|(_, b)| *b).sum::<u64>()
+            as f64
+    })
 }
 
 impl Drop for Slot {
