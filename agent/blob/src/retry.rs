@@ -18,7 +18,7 @@ use bytes::Bytes;
 
 use crate::counters::WireCounters;
 use crate::error::{StoreError, StoreResult};
-use crate::store::{BlobProps, CopyState, LeaseId, Listed, Op, PageStore};
+use crate::store::{BlobProps, CopyState, LeaseId, Listed, Op, PageStore, RetryGate};
 
 /// Retry policy: every default says why.
 #[derive(Debug, Clone, Copy)]
@@ -56,14 +56,6 @@ pub struct Retrying<S> {
     pub policy: RetryPolicy,
     /// Holds back attempts sent again after a throttle (a pacer above).
     gate: Arc<std::sync::OnceLock<Arc<dyn RetryGate>>>,
-}
-
-/// What a pacer above the store lends it: a retry of a throttled write
-/// waits for its turn like any new write, instead of adding to the load
-/// the service just pushed back on.
-pub trait RetryGate: Send + Sync + std::fmt::Debug + 'static {
-    /// Resolves when an attempt of `bytes` may be sent again.
-    fn before_retry(&self, bytes: u64) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send + '_>>;
 }
 
 impl<S: PageStore> Retrying<S> {

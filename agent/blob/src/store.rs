@@ -23,6 +23,14 @@ use crate::error::{StoreError, StoreResult};
 /// larger `x-ms-blob-content-length`).
 pub const MAX_PAGE_BLOB: u64 = 8 << 40;
 
+/// What a pacer above the store lends it: a retry of a throttled write
+/// waits for its turn like any new write, instead of adding to the load
+/// the service just pushed back on.
+pub trait RetryGate: Send + Sync + std::fmt::Debug + 'static {
+    /// Resolves when an attempt of `bytes` may be sent again.
+    fn before_retry(&self, bytes: u64) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send + '_>>;
+}
+
 /// Every operation of a [`PageStore`], for fault injection and counting.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Op {
@@ -181,7 +189,7 @@ pub trait PageStore: Send + Sync + 'static {
     fn container(&self) -> &str;
     /// Let `gate` hold back what is sent again after a throttle (a store
     /// that does not retry ignores it).
-    fn set_retry_gate(&self, _gate: Arc<dyn crate::retry::RetryGate>) {}
+    fn set_retry_gate(&self, _gate: Arc<dyn RetryGate>) {}
     fn create_container(&self) -> impl Future<Output = StoreResult<()>> + Send;
     /// `None` if the blob does not exist.
     fn properties(&self, name: &str) -> impl Future<Output = StoreResult<Option<BlobProps>>> + Send;

@@ -14,7 +14,7 @@
 //!   and each second without one adds to it, the more the longer the calm
 //!   ([`STEP`]): the rate saws between 90% and 100% of the target, a
 //!   pushback every few seconds. A throttled write sent again by the retry
-//!   decorator waits for its turn under the rate too ([`RetryGate`]).
+//!   decorator waits for its turn under the rate too (`RetryGate`).
 //!   A per-blob target (60 MiB/s on a standard account) is a rate: with a
 //!   fast network even one write at a time exceeds it, so only pacing the
 //!   rate keeps the 503s rare.
@@ -185,7 +185,7 @@ impl Pacer {
 }
 
 /// A throttled write sent again waits for its turn under the rate too.
-impl diskferry_blob::retry::RetryGate for Pacer {
+impl diskferry_blob::store::RetryGate for Pacer {
     fn before_retry(&self, bytes: u64) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>> {
         Box::pin(async move {
             // The service just pushed back: back off now, not when some
