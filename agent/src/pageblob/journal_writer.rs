@@ -41,6 +41,37 @@ pub fn segment_name(journal: &str, k: u64) -> String {
     }
 }
 
+/// Whether `name` is a later segment of journal `journal` (`J.<k>`).
+pub fn is_segment_of(journal: &str, name: &str) -> bool {
+    name.strip_prefix(journal)
+        .and_then(|rest| rest.strip_prefix('.'))
+        .is_some_and(|k| !k.is_empty() && k.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// Delete a journal segment, whatever lease is on it (this writer holds the
+/// page blob's: no other may use the journal).
+pub async fn drop_segment<S: PageStore>(store: &S, lease: &WriterLease, name: &str) -> Result<(), StoreError> {
+    lease.forget(name);
+    store.break_lease(name).await?;
+    store.delete(name, None, None).await
+}
+
+/// A chain id for a new journal: random, so segments an earlier attempt
+/// left can never be read as part of this one.
+pub fn rand_chain() -> u64 {
+    let u = uuid::Uuid::new_v4();
+    u.as_u64_pair().0
+}
+
+/// The segments of a journal, in order, as far as they exist.
+pub async fn read_segments<S: PageStore>(store: &S, journal: &str) -> Result<Vec<Bytes>, StoreError> {
+    let mut out = Vec::new();
+    while let Some(b) = store.get(&segment_name(journal, out.len() as u64)).await? {
+        out.push(b);
+    }
+    Ok(out)
+}
+
 /// Where the writer appends: the chain, its current segment and how full it is.
 #[derive(Debug, Clone)]
 pub struct Segments {

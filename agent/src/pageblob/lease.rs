@@ -89,10 +89,6 @@ impl WriterLease {
         &self.id
     }
 
-    pub fn options(&self) -> LeaseOptions {
-        self.opts
-    }
-
     fn note(&self, name: &str, holding: bool) {
         if let Ok(mut h) = self.held.lock() {
             if holding {

@@ -9,4 +9,5 @@ mod journal_writer;
 pub mod lease;
 pub mod pacer;
 pub mod points;
+mod prior;
 pub mod sink;

@@ -20,7 +20,8 @@
 //!   rate keeps the 503s rare.
 //!
 //! The current limits are published in [`WireCounters::concurrency`] and
-//! [`WireCounters::pace_bytes_per_sec`] (the status document and `/metrics`).
+//! [`WireCounters::pace_bytes_per_sec`] (the concurrency in the status
+//! document and `--json`; both in `/metrics`).
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};

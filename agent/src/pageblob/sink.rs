@@ -1,5 +1,6 @@
 //! `pageblob:URL`: a page blob (fixed VHD: disk, padding to 1 MiB, footer)
-//! that keeps its own state beside it, in the same container:
+//! that keeps its own state beside it, in the same container (what is read
+//! of it before a generation: `prior.rs`):
 //!
 //! ```text
 //! B                  the page blob; metadata diskferry_generation (last published G),
@@ -28,9 +29,9 @@ use anyhow::{anyhow, Context};
 use bytes::Bytes;
 use diskferry_core::digest::Digest;
 use diskferry_core::geometry::{round_up_mib, Geometry};
-use diskferry_core::journal::{self, JournalHeader, Record};
+use diskferry_core::journal::{JournalHeader, Record};
 use diskferry_core::manifest::{ChunkState, Manifest};
-use diskferry_core::plan::{Overrides, Plan};
+use diskferry_core::plan::Plan;
 use diskferry_core::vhd::{Footer, FOOTER_LEN};
 use futures::FutureExt;
 use tokio::sync::Semaphore;
@@ -42,12 +43,12 @@ use super::points::{manifest_name, RecoveryPoint};
 use crate::exit::{ExitCode, Failure, WithCode};
 use crate::scan::WindowView;
 use crate::sink::{Prior, Sink, WireStats};
-use diskferry_blob::{ErrorKind, PageStore, StoreError};
+use diskferry_blob::{PageStore, StoreError};
 
-const META_GENERATION: &str = "diskferry_generation";
-const META_MANIFEST: &str = "diskferry_manifest";
-const META_BUILDING: &str = "diskferry_building";
-const META_DISK_SIZE: &str = "diskferry_disk_size";
+pub(super) const META_GENERATION: &str = "diskferry_generation";
+pub(super) const META_MANIFEST: &str = "diskferry_manifest";
+pub(super) const META_BUILDING: &str = "diskferry_building";
+pub(super) const META_DISK_SIZE: &str = "diskferry_disk_size";
 
 /// Options of a page blob destination.
 #[derive(Debug, Clone)]
@@ -81,7 +82,7 @@ impl<S: PageStore> PageBlobSink<diskferry_blob::retry::Retrying<S>> {
     }
 }
 
-fn dest_err(e: impl Into<anyhow::Error>) -> Failure {
+pub(super) fn dest_err(e: impl Into<anyhow::Error>) -> Failure {
     let e = e.into();
     Failure::new(ExitCode::Destination, e)
 }
@@ -108,38 +109,38 @@ impl UploadState {
 /// The page blob sink.
 #[derive(Debug)]
 pub struct PageBlobSink<S: PageStore> {
-    store: Arc<S>,
-    rt: tokio::runtime::Runtime,
-    blob: String,
-    describe: String,
-    opts: PageBlobOptions,
+    pub(super) store: Arc<S>,
+    pub(super) rt: tokio::runtime::Runtime,
+    pub(super) blob: String,
+    pub(super) describe: String,
+    pub(super) opts: PageBlobOptions,
     // Filled by `prior` and `begin`.
-    metadata: HashMap<String, String>,
-    journal: Option<JournalHeader>,
-    chunk: u64,
-    bytes_budget: Arc<Semaphore>,
+    pub(super) metadata: HashMap<String, String>,
+    pub(super) journal: Option<JournalHeader>,
+    pub(super) chunk: u64,
+    pub(super) bytes_budget: Arc<Semaphore>,
     /// Writes in flight: at most `--concurrency`, fewer while the service
     /// pushes back (`pacer.rs`).
-    requests: Arc<super::pacer::Pacer>,
-    tasks: JoinSet<()>,
-    flight: Arc<Mutex<UploadState>>,
+    pub(super) requests: Arc<super::pacer::Pacer>,
+    pub(super) tasks: JoinSet<()>,
+    pub(super) flight: Arc<Mutex<UploadState>>,
     /// Appends intents and acks to the journal (group commit).
-    journal_writer: Option<JournalWriter>,
+    pub(super) journal_writer: Option<JournalWriter>,
     /// The chain the journal writer appends to: read by `prior`, or new.
-    segments: Option<Segments>,
+    pub(super) segments: Option<Segments>,
     /// Journal segments `prior` found (all of them are deleted at commit).
-    segments_found: u64,
+    pub(super) segments_found: u64,
     /// The segment the journal writer appended to last.
-    last_segment: u64,
+    pub(super) last_segment: u64,
     /// The one-writer lease (held from `prior` on).
-    lease: Arc<WriterLease>,
+    pub(super) lease: Arc<WriterLease>,
     /// `prior` created the (missing) blob: all zero, of the right size.
-    created: bool,
+    pub(super) created: bool,
     /// The blob's size as `prior` found it.
-    prior_size: Option<u64>,
+    pub(super) prior_size: Option<u64>,
     /// What this generation's plans wrote and cleared (for its recovery point).
-    planned_written: u64,
-    planned_cleared: u64,
+    pub(super) planned_written: u64,
+    pub(super) planned_cleared: u64,
 }
 
 impl<S: PageStore> PageBlobSink<S> {
@@ -195,7 +196,7 @@ impl<S: PageStore> PageBlobSink<S> {
         })
     }
 
-    fn journal_name(&self) -> String {
+    pub(super) fn journal_name(&self) -> String {
         format!("{}.journal", self.blob)
     }
 
@@ -203,7 +204,10 @@ impl<S: PageStore> PageBlobSink<S> {
         format!("{}.points", self.blob)
     }
 
-    fn block_on<T>(&self, f: impl std::future::Future<Output = Result<T, StoreError>>) -> Result<T, Failure> {
+    pub(super) fn block_on<T>(
+        &self,
+        f: impl std::future::Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, Failure> {
         self.rt.block_on(f).map_err(Failure::from)
     }
 
@@ -241,214 +245,6 @@ impl<S: PageStore> PageBlobSink<S> {
             Some(e) => Err(e.into()),
             None => Ok(()),
         }
-    }
-
-    /// Take the writer's lease on the page blob (see `lease.rs`) and keep it
-    /// renewed; the one-line "in use" error if another writer keeps it.
-    fn take_lease(&mut self) -> Result<(), Failure> {
-        match self.rt.block_on(self.lease.acquire(self.store.as_ref(), &self.blob)) {
-            Ok(()) => {}
-            Err(e) if e.last_kind() == ErrorKind::Leased => {
-                return Err(dest_err(super::lease::in_use(&self.describe, &e)));
-            }
-            Err(e) => return Err(e.into()),
-        }
-        self.lease.start_renewing(&self.rt, self.store.clone(), self.blob.clone(), self.flight.clone());
-        Ok(())
-    }
-
-    /// A destination that does not exist yet: create it (all zero, of the
-    /// size the disk needs, marked as generation 1 in progress) and take
-    /// its lease before anything else is written. A writer that created
-    /// it at the same time, and took the lease first, wins.
-    fn create_fresh(&mut self, cur: Geometry) -> Result<Option<Prior>, Failure> {
-        let total = round_up_mib(cur.disk_size()) + FOOTER_LEN as u64;
-        let mut meta = HashMap::new();
-        meta.insert(META_BUILDING.to_owned(), "1".to_owned());
-        meta.insert(META_DISK_SIZE.to_owned(), cur.disk_size().to_string());
-        meta.insert(META_WRITER.to_owned(), self.lease.id().as_str().to_owned());
-        if !self.block_on(self.store.create_page_blob_if_absent(&self.blob, total, meta.clone()))? {
-            // Another writer created it meanwhile: read it as it is.
-            return Ok(None);
-        }
-        self.take_lease()?;
-        self.created = true;
-        self.prior_size = Some(total);
-        self.metadata = meta;
-        Ok(Some(Prior::Fresh { reason: "destination does not exist yet".into() }))
-    }
-
-    fn read_prior(&mut self, source_id: &str, cur: Geometry) -> Result<Prior, Failure> {
-        let need = round_up_mib(cur.disk_size()) + FOOTER_LEN as u64;
-        if need > diskferry_blob::store::MAX_PAGE_BLOB {
-            return Err(dest_err(anyhow!(
-                "{}: a {}-byte disk needs a {need}-byte page blob; Azure's page blobs hold at most 8 TiB ({} bytes)",
-                self.describe,
-                cur.disk_size(),
-                diskferry_blob::store::MAX_PAGE_BLOB
-            )));
-        }
-        // A premium page blob account holds page blobs only: the journal,
-        // the manifests and the index (block and append blobs) cannot live
-        // there. Refused before any write. (An account that does not answer
-        // Get Account Information, e.g. under a token credential, is taken
-        // for a standard one.)
-        let premium = self.rt.block_on(self.store.page_blobs_only());
-        if matches!(premium, Ok(true)) {
-            return Err(dest_err(anyhow!(
-                "{} is in a premium page blob account, which holds page blobs only: diskferry keeps the \
-                 journal, manifests and recovery point index beside the disk as block and append blobs; use \
-                 a standard (StorageV2) account",
-                self.describe
-            )));
-        }
-        if self.opts.create_container {
-            self.block_on(self.store.create_container())?;
-        }
-        let want = need;
-        let foreign = |p: &diskferry_blob::BlobProps| {
-            !(p.metadata.contains_key(META_GENERATION) || p.metadata.contains_key(META_BUILDING))
-        };
-        let describe = self.describe.clone();
-        let refuse_foreign =
-            || dest_err(anyhow!("{describe} exists and was not written by diskferry; pass --force to overwrite it"));
-        // Refuse a foreign blob before taking its lease; then take it, and
-        // read the state again under it: what was read before may be
-        // another writer's half-done work.
-        let first = match self.block_on(self.store.properties(&self.blob))? {
-            Some(p) => p,
-            None => match self.create_fresh(cur)? {
-                Some(fresh) => return Ok(fresh),
-                None => self.block_on(self.store.properties(&self.blob))?.ok_or_else(|| {
-                    dest_err(anyhow!("{} appeared and vanished while this sync began", self.describe))
-                })?,
-            },
-        };
-        if foreign(&first) && !self.opts.force {
-            return Err(refuse_foreign());
-        }
-        self.take_lease()?;
-        let Some(props) = self.block_on(self.store.properties(&self.blob))? else {
-            return Err(dest_err(anyhow!("{} was deleted while this sync took its lease", self.describe)));
-        };
-        self.prior_size = Some(props.size);
-        self.metadata = props.metadata.clone();
-        let meta_u64 = |k: &str| props.metadata.get(k).and_then(|v| v.parse::<u64>().ok());
-        let ours = !foreign(&props);
-        if !ours && !self.opts.force {
-            return Err(refuse_foreign());
-        }
-        if ours && props.size != want && !self.opts.force {
-            return Err(dest_err(anyhow!(
-                "{} holds a {}-byte disk, the source needs {want} bytes; pass --force to resize it",
-                self.describe,
-                props.size
-            )));
-        }
-        let published = meta_u64(META_GENERATION).unwrap_or(0);
-        let untrusted = |reason: String| Ok(Prior::Untrusted { reason, last_generation: Some(published) });
-        if !ours {
-            return untrusted("destination was not written by diskferry (--force)".into());
-        }
-        let building = meta_u64(META_BUILDING);
-        // The journal (read only when a generation was left open: a clean
-        // destination's journal is not looked at) and the published
-        // manifest, in one round trip's time.
-        let (store, jname, mname) = (self.store.clone(), self.journal_name(), manifest_name(&self.blob, published));
-        let get_if = |wanted: bool, name: String| {
-            let store = store.clone();
-            async move {
-                if wanted {
-                    store.get(&name).await
-                } else {
-                    Ok(None)
-                }
-            }
-        };
-        let read_chain = |wanted: bool| {
-            let (store, jname) = (store.clone(), jname.clone());
-            async move {
-                if wanted {
-                    read_segments(store.as_ref(), &jname).await
-                } else {
-                    Ok(Vec::new())
-                }
-            }
-        };
-        let (journal, manifest_bytes) = self.block_on(async {
-            let (j, m) = tokio::join!(read_chain(building.is_some() || published == 0), get_if(published > 0, mname));
-            Ok((j?, m?))
-        })?;
-        self.segments_found = journal.len() as u64;
-        let chain = journal::parse_segments(&journal).ok();
-        if let Some(c) = &chain {
-            // A resumed generation goes on in a new segment after the last
-            // one read (a chain from before segments cannot be continued:
-            // the generation starts over then).
-            self.segments = c.id.map(|id| Segments {
-                blob: self.blob.clone(),
-                journal: self.journal_name(),
-                chain: id,
-                index: c.segments - 1,
-                blocks: 0,
-            });
-        }
-        let parsed = chain.filter(|c| c.id.is_some()).map(|c| (c.header, c.overrides));
-
-        if published == 0 {
-            // An interrupted first sync: resume from its journal.
-            return match (building, parsed) {
-                (Some(g), Some((h, mut o))) if h.generation == g && h.base == JournalHeader::EMPTY_BASE => {
-                    if !journal::acks_hold(&h, cur.disk_size()) || props.size != want {
-                        o.distrust_acks();
-                    }
-                    self.journal = Some(h);
-                    Ok(Prior::Partial { generation: g, overrides: o })
-                }
-                _ => untrusted("an earlier first sync did not finish and left no usable journal".into()),
-            };
-        }
-        let Some(mbytes) = manifest_bytes else {
-            return untrusted(format!("manifest of generation {published} is missing"));
-        };
-        let digest = Digest::of(&mbytes);
-        if props.metadata.get(META_MANIFEST) != Some(&digest.to_hex()) {
-            return untrusted(format!("manifest of generation {published} does not match the blob's metadata"));
-        }
-        let manifest = match Manifest::decode(&mbytes) {
-            Ok(m) => m,
-            Err(e) => return untrusted(format!("manifest of generation {published} is corrupt: {e}")),
-        };
-        if manifest.generation != published {
-            return untrusted(format!("manifest says generation {}, the blob {published}", manifest.generation));
-        }
-        if manifest.geometry.chunk_size() != cur.chunk_size() {
-            return untrusted(format!(
-                "manifest chunk size {} differs from {}",
-                manifest.geometry.chunk_size().get(),
-                cur.chunk_size().get()
-            ));
-        }
-        if manifest.source_id != source_id {
-            return untrusted(format!("manifest is of source {:?}, not {:?}", manifest.source_id, source_id));
-        }
-        if props.size != round_up_mib(manifest.geometry.disk_size()) + FOOTER_LEN as u64 && building.is_none() {
-            return untrusted(format!("blob is {} bytes, its manifest implies another size", props.size));
-        }
-        let mut overrides = Overrides::default();
-        if let Some(g) = building {
-            match parsed {
-                Some((h, mut o)) if h.generation == g && g == published + 1 && h.base == digest => {
-                    if !journal::acks_hold(&h, cur.disk_size()) || props.size != want {
-                        o.distrust_acks();
-                    }
-                    self.journal = Some(h);
-                    overrides = o;
-                }
-                _ => return untrusted(format!("generation {g} was interrupted and its journal is unusable")),
-            }
-        }
-        Ok(Prior::Previous { manifest, overrides })
     }
 }
 
@@ -546,7 +342,7 @@ impl<S: PageStore> Sink for PageBlobSink<S> {
             _ => Segments {
                 blob: self.blob.clone(),
                 journal: self.journal_name(),
-                chain: rand_chain(),
+                chain: journal_writer::rand_chain(),
                 index: 0,
                 blocks: 0,
             },
@@ -712,7 +508,8 @@ impl<S: PageStore> Sink for PageBlobSink<S> {
         let listed = self.block_on(async {
             let drop_chain = async {
                 for k in 0..=last_segment.max(segments_now) {
-                    drop_segment(store.as_ref(), &lease, &journal_writer::segment_name(&jname, k)).await?;
+                    journal_writer::drop_segment(store.as_ref(), &lease, &journal_writer::segment_name(&jname, k))
+                        .await?;
                 }
                 Ok(())
             };
@@ -728,7 +525,7 @@ impl<S: PageStore> Sink for PageBlobSink<S> {
         let stale: Vec<String> = listed
             .iter()
             .flatten()
-            .filter(|l| l.snapshot.is_none() && is_segment_of(&jname, &l.name))
+            .filter(|l| l.snapshot.is_none() && journal_writer::is_segment_of(&jname, &l.name))
             .map(|l| l.name.clone())
             .collect();
         let doomed = super::points::unnamed(&blob, &points, &dropped, listed);
@@ -738,7 +535,7 @@ impl<S: PageStore> Sink for PageBlobSink<S> {
                 // named: 412 LeaseNotPresentWithBlobOperation).
                 store.delete(name, snap.as_deref(), None).boxed()
             });
-            let segs = stale.iter().map(|name| drop_segment(store.as_ref(), &lease, name).boxed());
+            let segs = stale.iter().map(|name| journal_writer::drop_segment(store.as_ref(), &lease, name).boxed());
             futures::future::try_join_all(gone.chain(segs)).await.map(|_| ())
         })?;
         self.journal = None;
@@ -762,37 +559,6 @@ impl<S: PageStore> Drop for PageBlobSink<S> {
         // A sync that failed (not one that was killed) lets the next one in at once.
         self.release();
     }
-}
-
-/// Whether `name` is a later segment of journal `journal` (`J.<k>`).
-fn is_segment_of(journal: &str, name: &str) -> bool {
-    name.strip_prefix(journal)
-        .and_then(|rest| rest.strip_prefix('.'))
-        .is_some_and(|k| !k.is_empty() && k.bytes().all(|b| b.is_ascii_digit()))
-}
-
-/// Delete a journal segment, whatever lease is on it (this writer holds the
-/// page blob's: no other may use the journal).
-async fn drop_segment<S: PageStore>(store: &S, lease: &WriterLease, name: &str) -> Result<(), StoreError> {
-    lease.forget(name);
-    store.break_lease(name).await?;
-    store.delete(name, None, None).await
-}
-
-/// A chain id for a new journal: random, so segments an earlier attempt
-/// left can never be read as part of this one.
-fn rand_chain() -> u64 {
-    let u = uuid::Uuid::new_v4();
-    u.as_u64_pair().0
-}
-
-/// The segments of a journal, in order, as far as they exist.
-async fn read_segments<S: PageStore>(store: &S, journal: &str) -> Result<Vec<Bytes>, StoreError> {
-    let mut out = Vec::new();
-    while let Some(b) = store.get(&journal_writer::segment_name(journal, out.len() as u64)).await? {
-        out.push(b);
-    }
-    Ok(out)
 }
 
 /// Note a finished request: its acks, or its error (the first one wins).

@@ -273,6 +273,15 @@ fn page_range<'a>(s: &'a mut State, op: Op, name: &str, offset: u64, len: u64) -
     }
 }
 
+/// A new all-zero page blob `name` (its snapshots and lease stay).
+fn new_page_blob(s: &mut State, name: &str, size: u64, metadata: HashMap<String, String>) {
+    let pages = (size / PAGE) as usize;
+    let body = Body::Page { data: Arc::new(vec![0; size as usize]), allocated: Arc::new(vec![false; pages]) };
+    let b = s.blobs.entry(name.to_owned()).or_default();
+    b.current = Some(Version { body, metadata });
+    b.copied = false;
+}
+
 fn check_page_size(s: &State, op: Op, name: &str, size: u64) -> StoreResult<()> {
     if !size.is_multiple_of(PAGE) || size > s.limits.max_page_blob {
         return Err(StoreError::http(op.verb(), name, 400, "InvalidHeaderValue"));
@@ -321,11 +330,7 @@ impl PageStore for MemStore {
         self.request(Op::CreatePageBlob, name, |s| {
             check_page_size(s, Op::CreatePageBlob, name, size)?;
             lease_allows(s, Op::CreatePageBlob, name, lease)?;
-            let pages = (size / PAGE) as usize;
-            let body = Body::Page { data: Arc::new(vec![0; size as usize]), allocated: Arc::new(vec![false; pages]) };
-            let b = s.blobs.entry(name.to_owned()).or_default();
-            b.current = Some(Version { body, metadata });
-            b.copied = false;
+            new_page_blob(s, name, size, metadata);
             Ok(())
         })
     }
@@ -336,12 +341,15 @@ impl PageStore for MemStore {
         size: u64,
         metadata: HashMap<String, String>,
     ) -> StoreResult<bool> {
-        let exists = self.lock().blobs.get(name).is_some_and(|b| b.current.is_some());
-        if exists {
-            self.request(Op::CreatePageBlobIfAbsent, name, |_| Ok(()))?;
-            return Ok(false);
-        }
-        self.create_page_blob(name, size, metadata, None).await.map(|()| true)
+        // One request, as If-None-Match: * is: the check and the write together.
+        self.request(Op::CreatePageBlobIfAbsent, name, |s| {
+            check_page_size(s, Op::CreatePageBlobIfAbsent, name, size)?;
+            if s.blobs.get(name).is_some_and(|b| b.current.is_some()) {
+                return Ok(false);
+            }
+            new_page_blob(s, name, size, metadata);
+            Ok(true)
+        })
     }
 
     async fn resize(&self, name: &str, size: u64, lease: Option<&LeaseId>) -> StoreResult<()> {
