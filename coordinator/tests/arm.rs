@@ -124,3 +124,23 @@ fn a_nearly_empty_rate_limit_bucket_slows_the_client() {
     assert_eq!(arm.counters.paced.load(std::sync::atomic::Ordering::Relaxed), 1);
     assert!(t.elapsed() >= Duration::from_secs(1), "{:?}", t.elapsed());
 }
+
+#[test]
+fn a_vm_whose_inline_nic_names_a_network_version_the_spec_does_not_allow_is_refused() {
+    let sim = Sim::start(0, 0, 0);
+    let arm = sim.client(TOKEN);
+    let vm =
+        "/subscriptions/s1/resourceGroups/rg/providers/Microsoft.Compute/virtualMachines/w1?api-version=2025-04-01";
+    let body = |nv: &str| {
+        json!({"location": "westeurope", "properties": {"networkProfile": {"networkApiVersion": nv,
+            "networkInterfaceConfigurations": []}}})
+    };
+    // What the provider sent before (the Network RP's own version): ARM's
+    // error body, the enum's values named.
+    let e = format!("{:#}", arm.put(vm, &body("2025-03-01")).unwrap_err());
+    assert!(e.contains("HTTP 400 InvalidParameter") && e.contains("networkApiVersion"), "{e}");
+    assert!(e.contains("2020-11-01") && e.contains("2022-11-01"), "{e}");
+    // What it sends now passes that check (and fails later, on the empty NIC list).
+    let e = format!("{:#}", arm.put(vm, &body(diskferry::cloud::azure::names::INLINE_NIC_API)).unwrap_err());
+    assert!(!e.contains("networkApiVersion"), "{e}");
+}

@@ -36,6 +36,19 @@ impl ArmSim {
     pub(super) fn put_vm(&self, s: &mut SimState, path: &str, v: &Value, boots: bool) -> Result<(), (u16, Value)> {
         let bad = |m: &str| Err((400, err("InvalidParameter", m)));
         let p = &v["properties"];
+        // The spec's enum (Azure/azure-rest-api-specs
+        // specification/compute/resource-manager/Microsoft.Compute/ComputeRP/stable/2025-04-01/
+        // computeRPCommon.json, definitions.NetworkProfile.networkApiVersion, commit 802dc37d):
+        // the Microsoft.Network version the inline NIC is made with.
+        const NETWORK_API_VERSIONS: [&str; 2] = ["2020-11-01", "2022-11-01"];
+        if let Some(nv) = p["networkProfile"]["networkApiVersion"].as_str() {
+            if !NETWORK_API_VERSIONS.contains(&nv) {
+                return bad(&format!(
+                    "The value '{nv}' of parameter 'networkProfile.networkApiVersion' is not allowed. Allowed values \
+                     are '2020-11-01', '2022-11-01'."
+                ));
+            }
+        }
         if p["storageProfile"]["osDisk"]["createOption"] == "Attach" {
             // A VM made of existing disks (a migration's result): they must
             // exist, be unattached and in the VM's region.

@@ -4,7 +4,7 @@
 use anyhow::{anyhow, bail, Result};
 use serde_json::{json, Value};
 
-use super::names::{self, with_api, Scope, DISK_API, NETWORK_API, VM_API};
+use super::names::{self, with_api, Scope, DISK_API, VM_API};
 use super::AzureCloud;
 
 /// One managed disk to create from a promoted recovery point.
@@ -103,7 +103,7 @@ impl AzureCloud {
                     "dataDisks": data,
                 },
                 "networkProfile": {
-                    "networkApiVersion": NETWORK_API,
+                    "networkApiVersion": names::INLINE_NIC_API,
                     "networkInterfaceConfigurations": [{
                         "name": format!("{}-nic", v.name),
                         "properties": {

@@ -11,6 +11,12 @@ pub const VM_API: &str = "2025-04-01";
 pub const DISK_API: &str = "2025-01-02";
 /// Network interfaces (the worker's inline NIC is created through the VM).
 pub const NETWORK_API: &str = "2025-03-01";
+/// `networkProfile.networkApiVersion` of a VM with an inline NIC: the
+/// Microsoft.Network version Compute creates it with. Not NETWORK_API: the
+/// spec allows only "2020-11-01" and "2022-11-01" (ComputeRP/stable/2025-04-01/
+/// computeRPCommon.json, `NetworkProfile`; the example
+/// `VirtualMachine_Create_WithNetworkInterfaceConfiguration.json` sends 2020-11-01).
+pub const INLINE_NIC_API: &str = "2022-11-01";
 
 /// Storage accounts (read for an import's region).
 pub const STORAGE_API: &str = "2023-05-01";

@@ -194,7 +194,7 @@ impl AzureCloud {
                     },
                 },
                 "networkProfile": {
-                    "networkApiVersion": NETWORK_API,
+                    "networkApiVersion": names::INLINE_NIC_API,
                     "networkInterfaceConfigurations": [{
                         "name": names::worker_nic(w.name),
                         "properties": {
