@@ -10,14 +10,18 @@
 # 60 MiB/s standard page blob target, scaled to what Azurite sustains here):
 # goodput against C, and the share of requests answered 503 ServerBusy,
 # diskferry's adaptive pacer side by side with AzCopy through the same cap.
-# Usage: scripts/bench-pageblob.sh [--rounds N] [--throttled-only]
+# Usage: scripts/bench-pageblob.sh [--rounds N] [--throttled-only] [--without-peer]
+# (--without-peer: diskferry alone through the cap, for tuning; the ratio
+# needs both.)
 source "$(dirname "$0")/lib/common.sh"
 ROUNDS=3
 THROTTLED_ONLY=0
+THROTTLED_WHO="diskferry azcopy"
 while [ $# -gt 0 ]; do
   case "$1" in
     --rounds) ROUNDS=$2; shift 2 ;;
     --throttled-only) THROTTLED_ONLY=1; shift ;;
+    --without-peer) THROTTLED_WHO=diskferry; shift ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
 done
@@ -34,12 +38,7 @@ if [ ! -x "$AZC" ]; then
   (cd "$CACHE/azcopy" && npm install --no-audit --no-fund --loglevel=error @azure-tools/azcopy-linux >/dev/null)
   chmod +x "$AZC"
 fi
-PY="$CACHE/pyenv/bin/python"
-if ! "$PY" -c "import azure.storage.blob" 2>/dev/null; then
-  say "installing the Python azure-storage-blob SDK"
-  python3 -m venv "$CACHE/pyenv"
-  "$CACHE/pyenv/bin/pip" install -q azure-storage-blob
-fi
+PY=$("$ROOT/scripts/lib/pysdk.sh")
 
 # Every run gets a fresh Azurite (untimed): a long-lived instance slows down
 # as its metadata grows, which would favour whoever runs first.
@@ -74,7 +73,7 @@ throttled() {
   cat "$W/t.img" >/dev/null
   echo
   echo "## one disk through a per-blob ingress cap of $C MiB/s (strict proxy, 503 beyond it)"
-  for who in diskferry azcopy; do
+  for who in $THROTTLED_WHO; do
     "$W/fresh.sh"
     coproc PX { exec "$STRICT_PROXY" "$PORT" "$W/px-$who.json" "$C"; }
     read -r PXPORT <&"${PX[0]}"
@@ -82,12 +81,14 @@ throttled() {
     start=$(date +%s.%N)
     if [ $who = diskferry ]; then
       "$AGENT" sync "$W/t.img" --to "pageblob:http://127.0.0.1:$PXPORT/devstoreaccount1/bench/t.vhd" --json >"$W/t.json"
+      end=$(date +%s.%N)
+      # Checked after the clock stops: the verify reads the whole blob back.
       "$AGENT" verify "$W/t.img" --against "pageblob:$EP/devstoreaccount1/bench/t.vhd" >/dev/null
     else
       "$AZC" copy "$W/t.img" "http://127.0.0.1:$PXPORT/devstoreaccount1/bench/a.vhd?$SAS" --blob-type PageBlob \
         --from-to LocalBlob --log-level ERROR --output-level quiet || echo "azcopy failed (exit $?)"
+      end=$(date +%s.%N)
     fi
-    end=$(date +%s.%N)
     sleep 0.6
     kill "$PX_PID" 2>/dev/null; wait "$PX_PID" 2>/dev/null || true
     python3 - "$W" "$who" "$start" "$end" "$C" <<'PY'
@@ -107,7 +108,8 @@ else:
 mib = data / 2**20
 good = mib / secs
 print(f"{who:10s} {secs:6.1f} s  goodput {good:5.1f} MiB/s = {good / cap:.2f} C  "
-      f"503s {px['busy']} of {px['requests']} requests ({100 * px['busy'] / max(px['requests'], 1):.1f}%){extra}")
+      f"503s {px['busy']} of {px['requests']} requests ({100 * px['busy'] / max(px['requests'], 1):.1f}%), "
+      f"{px['page_writes_busy']} of {px['page_writes']} Put Page ({100 * px['page_writes_busy'] / max(px['page_writes'], 1):.1f}%){extra}")
 PY
   done
 }

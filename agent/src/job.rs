@@ -108,6 +108,12 @@ pub fn sync_options(job: &JobSpec, disk_source_id: &str) -> Result<SyncOptions, 
             create_container: job.create_container,
             force: false,
             lease: crate::pageblob::lease::LeaseOptions::default(),
+            state: job
+                .state_url
+                .as_deref()
+                .map(diskferry_blob::address::BlobAddress::parse_container)
+                .transpose()
+                .map_err(|e| Failure::new(ExitCode::Usage, anyhow!("job spec state_url: {e:#}")))?,
         },
         api_version: job.api_version.clone(),
         retry_for: Some(Duration::from_secs(job.retry_for_secs)),

@@ -94,11 +94,7 @@ pub fn open_sink(target: &Target, opts: &SyncOptions) -> Result<Box<dyn Sink>, F
     Ok(match target {
         Target::File(p) => Box::new(FileSink::open(p, opts.manifest.as_deref(), opts.force)?),
         Target::PageBlob(addr) => {
-            let mut sink = open_pageblob(addr, opts.api_version.clone(), opts.pageblob.clone(), opts.force)?;
-            if let Some(d) = opts.retry_for {
-                sink.set_retry_for(d);
-            }
-            Box::new(sink)
+            Box::new(open_pageblob(addr, opts.api_version.clone(), opts.pageblob.clone(), opts.force, opts.retry_for)?)
         }
         Target::Relay(addr) => Box::new(RelaySink::new(
             addr,
@@ -110,15 +106,21 @@ pub fn open_sink(target: &Target, opts: &SyncOptions) -> Result<Box<dyn Sink>, F
     })
 }
 
-/// A page blob sink on Azure Storage (or Azurite).
+/// A page blob sink on Azure Storage (or Azurite): the page blob, and its
+/// state beside it or in `po.state`; each request retried for at most
+/// `retry_for` (default two minutes).
 pub fn open_pageblob(
     addr: &BlobAddress,
     api_version: Option<String>,
     mut po: PageBlobOptions,
     force: bool,
-) -> Result<PageBlobSink<diskferry_blob::Azure>, Failure> {
+    retry_for: Option<Duration>,
+) -> Result<PageBlobSink<diskferry_blob::Destination>, Failure> {
     po.force |= force;
-    let store = diskferry_blob::connect(addr.clone(), api_version).code(ExitCode::Destination)?;
+    let blob = addr.blob.clone();
+    let is_state = Arc::new(move |name: &str| crate::pageblob::points::is_state(&blob, name));
+    let store = diskferry_blob::connect_split(addr.clone(), po.state.clone(), api_version, is_state, retry_for)
+        .code(ExitCode::Destination)?;
     PageBlobSink::new(store, &addr.blob, format!("pageblob:{addr}"), po)
 }
 

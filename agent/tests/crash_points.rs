@@ -95,6 +95,8 @@ const QUICK: RetryPolicy = RetryPolicy {
 /// What one sync did.
 struct Run {
     ok: bool,
+    /// Why it failed, if it did.
+    why: String,
     tally: Tally,
     retries: u64,
 }
@@ -111,16 +113,19 @@ fn sync(mem: &MemStore, data: &[u8], faults: &[(Op, u64, Fault)]) -> Run {
     let store = Retrying::new(faulty, QUICK);
     // No waiting for a lease: one left behind where none should be fails the rerun.
     let lease = LeaseOptions { secs: 15, wait: Duration::ZERO, take_over: false };
-    let po = PageBlobOptions { concurrency: 4, keep: 4, create_container: false, force: false, lease };
+    let po = PageBlobOptions { concurrency: 4, keep: 4, create_container: false, force: false, lease, state: None };
     let sink = PageBlobSink::new(store, BLOB, format!("mem:{BLOB}"), po).expect("a sink");
     let source = MemSource { bytes: data.to_vec() };
     let geometry = Geometry::new(DISK as u64, chunk()).expect("a geometry");
     let parts = Parts { source: &source, geometry, source_id: "disk-0".into(), sinks: vec![Ok(Box::new(sink))] };
-    let ok = match sync_parts(parts, &opts(), &Progress::new("mem")) {
-        Ok(lanes) => lanes.iter().all(Result::is_ok),
-        Err(_) => false,
+    let (ok, why) = match sync_parts(parts, &opts(), &Progress::new("mem")) {
+        Ok(lanes) => {
+            let why: Vec<String> = lanes.iter().filter_map(|l| l.as_ref().err()).map(|e| format!("{e:#}")).collect();
+            (why.is_empty(), why.join("; "))
+        }
+        Err(e) => (false, format!("{e:#}")),
     };
-    Run { ok, tally, retries: counters.retries.load(std::sync::atomic::Ordering::Relaxed) }
+    Run { ok, why, tally, retries: counters.retries.load(std::sync::atomic::Ordering::Relaxed) }
 }
 
 fn points(mem: &MemStore) -> Vec<RecoveryPoint> {
@@ -225,7 +230,8 @@ fn every_call(name: &str, base: &MemStore, cur: &[u8], prev: &[u8], mut images: 
                 if run.tally.died() || (op == Op::ReleaseLease && !matches!(fault, Fault::LoseReply)) {
                     mem.expire_leases();
                 }
-                assert!(sync(&mem, &newer, &[]).ok, "{what}: the rerun fails");
+                let rerun = sync(&mem, &newer, &[]);
+                assert!(rerun.ok, "{what}: the rerun fails: {}", rerun.why);
                 // The rerun made the newest point (one more if the faulted
                 // sync had published its own).
                 let mut after = images.clone();

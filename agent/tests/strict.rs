@@ -166,3 +166,66 @@ fn a_premium_page_blob_account_is_refused_before_any_write() {
     assert_eq!(proxy.requests(), 1, "requests were sent after the answer");
     assert_eq!(proxy.strict_refused(), 0);
 }
+
+#[test]
+fn a_premium_destination_keeps_its_state_in_a_standard_container() {
+    let d = tempfile::tempdir().unwrap();
+    let src = d.path().join("disk.img");
+    make_image(&src, 16 * MIB, &[(0, MIB, 9), (5 * MIB, 2 * MIB, 10)]);
+    // Premium behind the proxy (page blobs only; one snapshot a blob every
+    // 3 s here, 10 minutes on Azure); the state in a container reached
+    // without it, as a standard account would be.
+    let every = Duration::from_secs(3);
+    let proxy = Proxy::strict(azurite_port(), Strict { premium: true, snapshot_interval: every, ..Strict::default() });
+    let to = dest(&proxy, "premium-data");
+    let state = format!("{}/{}/{}/under", azurite::endpoint(), azurite::ACCOUNT, azurite::container("premium-state"));
+    let short = [("DISKFERRY_SNAPSHOT_INTERVAL_SECS", "3")];
+    let out = ok(&sync(&src, &to, &["--state-url", &state], &short));
+    assert_eq!(out["generation"], 1, "{out}");
+    assert_eq!(proxy.strict_refused(), 0, "a block or append blob went to the premium account");
+
+    // Readers are told where the state is; given it, they read the point.
+    let points = |extra: &[&str]| agent_env().args(["points", &to, "--json"]).args(extra).output().unwrap();
+    let lost = points(&[]);
+    let err = String::from_utf8_lossy(&lost.stderr);
+    assert_eq!(lost.status.code(), Some(4), "{err}");
+    assert!(err.contains("--state-url") && err.contains("/under"), "{err}");
+    let listed: serde_json::Value = serde_json::from_slice(&points(&["--state-url", &state]).stdout).unwrap();
+    assert_eq!(listed.as_array().map(Vec::len), Some(1), "{listed}");
+    let v = agent_env()
+        .args(["verify", src.to_str().unwrap(), "--against", &to, "--state-url", &state, "--json"])
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&v.stdout).unwrap();
+    assert_eq!(v["identical"], true, "{v}");
+
+    // Another sync within the snapshot interval is refused before it
+    // writes: the snapshot that ends it would be.
+    make_image(&src, 16 * MIB, &[(0, MIB, 11), (5 * MIB, 2 * MIB, 10)]);
+    let pages_before = proxy.page_writes().0;
+    let soon = sync(&src, &to, &["--state-url", &state], &short);
+    let err = String::from_utf8_lossy(&soon.stderr);
+    assert_eq!(soon.status.code(), Some(4), "{err}");
+    assert!(err.contains("one snapshot every"), "{err}");
+    assert_eq!(proxy.page_writes().0, pages_before, "pages were written before the refusal");
+    assert_eq!(proxy.strict_refused(), 0, "the proxy had to refuse the snapshot");
+    // More points kept than a premium blob has snapshots: refused too.
+    let many = sync(&src, &to, &["--state-url", &state, "--keep", "100"], &short);
+    assert_eq!(many.status.code(), Some(4));
+    assert!(String::from_utf8_lossy(&many.stderr).contains("keep at most 99"));
+
+    std::thread::sleep(every);
+    let out = ok(&sync(&src, &to, &["--state-url", &state], &short));
+    assert_eq!(out["generation"], 2, "{out}");
+    let v = agent_env()
+        .args(["verify", src.to_str().unwrap(), "--against", &to, "--state-url", &state, "--json"])
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&v.stdout).unwrap();
+    assert_eq!(v["identical"], true, "{v}");
+    // A state URL other than the one it was written with is refused.
+    let other = format!("{}/{}/{}", azurite::endpoint(), azurite::ACCOUNT, azurite::container("premium-other"));
+    let wrong = sync(&src, &to, &["--state-url", &other], &short);
+    assert_eq!(wrong.status.code(), Some(4));
+    assert!(String::from_utf8_lossy(&wrong.stderr).contains("keeps its state in"));
+}

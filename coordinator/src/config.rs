@@ -81,6 +81,11 @@ pub struct StorageConfig {
     pub concurrency: u16,
     #[serde(default)]
     pub create_container: bool,
+    /// Keep the destinations' state (journal, manifests, recovery point
+    /// index) in this container of a standard account: for premium page
+    /// blob destinations (the agent's `--state-url`; no SAS).
+    #[serde(default)]
+    pub state_url: Option<String>,
 }
 
 impl Default for StorageConfig {
@@ -90,6 +95,7 @@ impl Default for StorageConfig {
             retry_for_secs: default_retry(),
             concurrency: default_concurrency(),
             create_container: false,
+            state_url: None,
         }
     }
 }

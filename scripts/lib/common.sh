@@ -14,6 +14,12 @@ apt_need() {
   local cmd=$1 pkg=$2
   command -v "$cmd" >/dev/null 2>&1 && return 0
   say "installing $pkg (for $cmd)"
+  apt_install "$pkg"
+}
+
+# apt_install PACKAGE: install it with apt-get.
+apt_install() {
+  local pkg=$1
   local sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"
   if [ -z "${APT_UPDATED:-}" ]; then

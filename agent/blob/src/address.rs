@@ -72,6 +72,31 @@ impl BlobAddress {
         Ok(Self { service, account, container, blob, sas })
     }
 
+    /// A container, with an optional prefix inside it (in [`Self::blob`],
+    /// possibly empty): `https://ACCOUNT.blob.core.windows.net/C[/PREFIX]`.
+    pub fn parse_container(s: &str) -> Result<Self> {
+        let url = Url::parse(s).map_err(|e| anyhow!("{:?} is not a URL: {e}", redact(s)))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            bail!("container URL {} must be http or https", redact(s));
+        }
+        let host = url.host_str().unwrap_or_default();
+        let path_style = host.parse::<std::net::IpAddr>().is_ok() || host == "localhost";
+        let segs = url.path_segments().map_or(0, |p| p.filter(|x| !x.is_empty()).count());
+        let need = if path_style { 2 } else { 1 };
+        if segs < need {
+            bail!("container URL {} must name a container", redact(s));
+        }
+        if segs > need {
+            return Self::parse(s);
+        }
+        // A placeholder blob name to parse with, then none.
+        let (base, query) = s.split_once('?').map_or((s, None), |(b, q)| (b, Some(q)));
+        let with = format!("{}/x{}", base.trim_end_matches('/'), query.map_or(String::new(), |q| format!("?{q}")));
+        let mut a = Self::parse(&with)?;
+        a.blob.clear();
+        Ok(a)
+    }
+
     /// URL of a blob in the same container (`name`), without credentials.
     pub fn blob_url(&self, name: &str) -> Result<Url> {
         let base = self.service.as_str().trim_end_matches('/');

@@ -30,7 +30,7 @@ use crate::address::{redact, BlobAddress};
 use crate::counters::WireCounters;
 use crate::credential::Credential;
 use crate::error::{ErrorKind, StoreError, StoreResult};
-use crate::store::{BlobProps, CopyState, LeaseId, Listed, Op, PageStore};
+use crate::store::{AccountRules, BlobProps, CopyState, LeaseId, Listed, Op, PageStore};
 
 /// A `PageStore` on Azure Blob Storage (or Azurite).
 #[derive(Debug, Clone)]
@@ -46,7 +46,12 @@ pub struct AzureStore {
     /// opened a new connection for every Put Page: measured on the 4 GiB
     /// benchmark, three quarters of the agent's CPU and a third of Azurite's.)
     transport: Transport,
+    /// Under a token credential: the user delegation key copy sources are
+    /// signed with, and when to ask for a new one.
+    delegation: Arc<tokio::sync::Mutex<Option<(UserDelegationKey, time::OffsetDateTime)>>>,
 }
+
+type UserDelegationKey = azure_storage_common::models::UserDelegationKey;
 
 impl AzureStore {
     /// The container of `addr`, with credentials from the URL or the
@@ -63,6 +68,7 @@ impl AzureStore {
             version,
             counters: Default::default(),
             transport: Transport::new(azure_core::http::new_http_client(None)),
+            delegation: Default::default(),
         }
     }
 
@@ -70,8 +76,57 @@ impl AzureStore {
         &self.addr
     }
 
+    /// Send every request through `transport` (a test's in-process HTTP
+    /// client, in place of the network).
+    pub fn with_transport(mut self, transport: Transport) -> Self {
+        self.transport = transport;
+        self
+    }
+
+    /// Count into `counters` (shared with another store).
+    pub fn with_counters(mut self, counters: Arc<WireCounters>) -> Self {
+        self.counters = counters;
+        self
+    }
+
     fn options(&self) -> ClientOptions {
         ClientOptions { retry: RetryOptions::none(), transport: Some(self.transport.clone()), ..Default::default() }
+    }
+
+    /// Under a token credential, a read SAS for the container signed with
+    /// the identity's user delegation key (asked for once, and again after
+    /// half of its [`crate::sas::DELEGATION_KEY_LIFETIME`]); `None` under
+    /// a key or a SAS.
+    async fn delegated_read_sas(&self, what: &str) -> StoreResult<Option<String>> {
+        use azure_storage_blob::models::KeyInfo;
+        let Credential::Token(token) = &self.cred else { return Ok(None) };
+        let op = Op::StartCopy;
+        let now = time::OffsetDateTime::now_utc();
+        let mut cached = self.delegation.lock().await;
+        if cached.as_ref().is_none_or(|(_, renew)| now >= *renew) {
+            let mut o =
+                azure_storage_blob::BlobServiceClientOptions { client_options: self.options(), ..Default::default() };
+            if let Some(v) = &self.version {
+                o.version = v.clone();
+            }
+            let svc =
+                azure_storage_blob::BlobServiceClient::new(self.addr.service.clone(), Some(token.clone()), Some(o))
+                    .map_err(|e| Self::invalid(op, what, e))?;
+            let life = crate::sas::DELEGATION_KEY_LIFETIME;
+            let info = KeyInfo {
+                start: Some(now - time::Duration::minutes(5)),
+                expiry: Some(now + life),
+                ..Default::default()
+            };
+            let body = info.try_into().map_err(|e| Self::invalid(op, what, e))?;
+            let key = self.send(op, what, svc.get_user_delegation_key(body, None)).await?;
+            let key = key.into_model().map_err(|e| Self::invalid(op, what, e))?;
+            *cached = Some((key, now + life / 2));
+        }
+        let Some((key, _)) = cached.as_ref() else { return Ok(None) };
+        crate::sas::delegated_read_sas(&self.addr.account, &self.addr.container, key, now)
+            .map(Some)
+            .map_err(|e| Self::invalid(op, what, e))
     }
 
     /// A request that cannot be made: not retried.
@@ -413,7 +468,15 @@ impl PageStore for AzureStore {
     }
 
     async fn start_copy(&self, dst: &str, src: &str, snapshot: &str) -> StoreResult<()> {
-        let source = self.url(Op::StartCopy, src, Some(snapshot))?.to_string();
+        let mut source = self.url(Op::StartCopy, src, Some(snapshot))?;
+        // Copy Blob reads its source with what the source URL carries: a
+        // SAS, here. Under a key it is the container SAS `url` adds; under
+        // a token, one signed with the identity's user delegation key.
+        if let Some(sas) = self.delegated_read_sas(dst).await? {
+            let q = source.query().map_or(sas.clone(), |q| format!("{q}&{sas}"));
+            source.set_query(Some(&q));
+        }
+        let source = source.to_string();
         let c = self.blob(Op::StartCopy, dst, None)?;
         self.send(Op::StartCopy, dst, c.start_copy_from_url(source, None)).await.map(|_| ())
     }
@@ -454,13 +517,13 @@ impl PageStore for AzureStore {
         self.send(Op::ReleaseLease, name, c.release_lease(id.as_str().to_owned(), None)).await.map(|_| ())
     }
 
-    async fn page_blobs_only(&self) -> StoreResult<bool> {
+    async fn rules(&self) -> StoreResult<AccountRules> {
         use azure_storage_blob::models::{AccountKind, BlobContainerClientGetAccountInfoResultHeaders, SkuName};
         let c = self.container_client(Op::AccountInfo)?;
         let r = self.send(Op::AccountInfo, &self.addr.container, c.get_account_info(None)).await?;
         let premium = matches!(r.sku_name().ok().flatten(), Some(SkuName::PremiumLrs | SkuName::PremiumZrs));
         let general = matches!(r.account_kind().ok().flatten(), Some(AccountKind::Storage | AccountKind::StorageV2));
-        Ok(premium && general)
+        Ok(if premium && general { AccountRules::premium() } else { AccountRules::default() })
     }
 
     async fn break_lease(&self, name: &str) -> StoreResult<()> {

@@ -5,6 +5,8 @@
 //!
 //! ```text
 //! Retrying<AzureStore>            what the product uses: one request per call, retried
+//! Split<Retrying<AzureStore>>     a destination: its page blob, and its state in a second
+//!                                 container where the first cannot hold it (premium)
 //! Retrying<FaultyStore<MemStore>> what the protocol tests use (feature `testing`)
 //! ```
 //!
@@ -22,6 +24,7 @@ pub mod credential;
 pub mod error;
 pub mod retry;
 pub mod sas;
+pub mod split;
 pub mod store;
 #[cfg(feature = "testing")]
 pub mod testing;
@@ -36,3 +39,36 @@ pub type Azure = retry::Retrying<azure::AzureStore>;
 pub fn connect(addr: address::BlobAddress, version: Option<String>) -> anyhow::Result<Azure> {
     Ok(retry::Retrying::new(azure::AzureStore::connect(addr, version)?, retry::RetryPolicy::default()))
 }
+
+/// A destination's stores: the page blob's container, and `state` (a
+/// container, with a prefix in its `blob`) for the blobs `is_state` names,
+/// counted together; each request retried for at most `retry_for`.
+pub fn connect_split(
+    addr: address::BlobAddress,
+    state: Option<address::BlobAddress>,
+    version: Option<String>,
+    is_state: split::IsState,
+    retry_for: Option<std::time::Duration>,
+) -> anyhow::Result<Destination> {
+    let retrying = |s: azure::AzureStore| {
+        let mut r = retry::Retrying::new(s, retry::RetryPolicy::default());
+        if let Some(d) = retry_for {
+            r.policy.max_elapsed = d;
+        }
+        r
+    };
+    let data = azure::AzureStore::connect(addr.clone(), version.clone())?;
+    let counters = data.counters().clone();
+    let data = retrying(data);
+    Ok(match state {
+        None => split::Split::whole(data),
+        Some(st) => {
+            let prefix = split::state_prefix(&st.blob, &addr.account, &addr.container);
+            let state = retrying(azure::AzureStore::connect(st, version)?.with_counters(counters));
+            split::Split::new(data, state, prefix, is_state)
+        }
+    })
+}
+
+/// What a page blob destination writes through.
+pub type Destination = split::Split<Azure>;

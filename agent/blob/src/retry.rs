@@ -18,7 +18,7 @@ use bytes::Bytes;
 
 use crate::counters::WireCounters;
 use crate::error::{StoreError, StoreResult};
-use crate::store::{BlobProps, CopyState, LeaseId, Listed, Op, PageStore, RetryGate};
+use crate::store::{AccountRules, BlobProps, CopyState, LeaseId, Listed, Op, PageStore, Refused, RetryGate};
 
 /// Retry policy: every default says why.
 #[derive(Debug, Clone, Copy)]
@@ -86,6 +86,7 @@ impl<S: PageStore> Retrying<S> {
         let mut attempt = 0u32;
         loop {
             attempt += 1;
+            let sent = Instant::now();
             let err = match f().await {
                 Ok(v) => return Ok(v),
                 Err(e) => e,
@@ -93,9 +94,9 @@ impl<S: PageStore> Retrying<S> {
             if !err.retryable() {
                 return Err(err);
             }
-            if matches!(err.kind(), crate::ErrorKind::Throttled | crate::ErrorKind::Server)
-                || matches!(err, StoreError::Transport { ref message, .. } if message.contains("timed out"))
-            {
+            let pushback = matches!(err.kind(), crate::ErrorKind::Throttled | crate::ErrorKind::Server)
+                || matches!(err, StoreError::Transport { ref message, .. } if message.contains("timed out"));
+            if pushback {
                 WireCounters::add(&self.inner.counters().throttled, 1);
             }
             let backoff = self.policy.initial.saturating_mul(1 << (attempt - 1).min(16)).min(self.policy.max_delay);
@@ -113,7 +114,7 @@ impl<S: PageStore> Retrying<S> {
             WireCounters::add(&self.inner.counters().retries, 1);
             tokio::time::sleep(wait).await;
             if let Some(g) = self.gate.get() {
-                g.before_retry(bytes).await;
+                g.before_retry(Refused { bytes, sent, pushback }).await;
             }
         }
     }
@@ -253,8 +254,8 @@ impl<S: PageStore> PageStore for Retrying<S> {
         self.retry(Op::ReleaseLease, name, || self.inner.release_lease(name, id)).await
     }
 
-    async fn page_blobs_only(&self) -> StoreResult<bool> {
-        self.retry(Op::AccountInfo, self.inner.container(), || self.inner.page_blobs_only()).await
+    async fn rules(&self) -> StoreResult<AccountRules> {
+        self.retry(Op::AccountInfo, self.inner.container(), || self.inner.rules()).await
     }
 
     async fn break_lease(&self, name: &str) -> StoreResult<()> {

@@ -153,6 +153,34 @@ fn window(now: OffsetDateTime, lifetime: time::Duration) -> Result<(String, Stri
     Ok((fmt(now - time::Duration::minutes(5))?, fmt(now + lifetime)?))
 }
 
+/// A user delegation key's life, and when a new one is asked for.
+pub const DELEGATION_KEY_LIFETIME: time::Duration = time::Duration::hours(2);
+
+/// A read-only container SAS (`sr=c`, `sp=r`) signed with a user delegation
+/// key (Get User Delegation Key): how an Entra identity, which holds no
+/// account key, lets Copy Blob read its source. Valid from five minutes ago
+/// for an hour, never past the key. Signed by Microsoft's `azure_storage_sas`
+/// crate; `agent/blob/tests/delegation_sas.rs` checks it against the Python
+/// SDK's signature.
+pub fn delegated_read_sas(
+    account: &str,
+    container: &str,
+    key: &azure_storage_common::models::UserDelegationKey,
+    now: OffsetDateTime,
+) -> Result<String> {
+    let expiry = key.signed_expiry.map_or(now, |e| e.min(now + time::Duration::hours(1)));
+    let start = now - time::Duration::minutes(5);
+    let start = key.signed_start.map_or(start, |s| s.max(start));
+    let secs = |t: OffsetDateTime| t.replace_nanosecond(0).map_err(|e| anyhow!("{e}"));
+    let sas = azure_storage_sas::SasBuilder::new(account, key, secs(expiry)?)
+        .map_err(|e| anyhow!("the user delegation key is incomplete: {e}"))?
+        .container(container)
+        .read()
+        .start(secs(start)?)
+        .build();
+    Ok(sas)
+}
+
 fn query(pairs: &[(&str, &str)]) -> String {
     url::form_urlencoded::Serializer::new(String::new()).extend_pairs(pairs).finish()
 }

@@ -27,8 +27,21 @@ pub const MAX_PAGE_BLOB: u64 = 8 << 40;
 /// waits for its turn like any new write, instead of adding to the load
 /// the service just pushed back on.
 pub trait RetryGate: Send + Sync + std::fmt::Debug + 'static {
-    /// Resolves when an attempt of `bytes` may be sent again.
-    fn before_retry(&self, bytes: u64) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send + '_>>;
+    /// Resolves when the attempt `refused` may be sent again.
+    fn before_retry(&self, refused: Refused) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send + '_>>;
+}
+
+/// An attempt that failed and is to be sent again, as a [`RetryGate`] sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct Refused {
+    /// What it carries.
+    pub bytes: u64,
+    /// When it was sent (what was sent before a pacer last backed off says
+    /// nothing about the pace since).
+    pub sent: std::time::Instant,
+    /// The service pushed back (503, 429, 500 or a timeout), as opposed to
+    /// a lost connection or the like.
+    pub pushback: bool,
 }
 
 /// Every operation of a [`PageStore`], for fault injection and counting.
@@ -292,10 +305,50 @@ pub trait PageStore: Send + Sync + 'static {
     /// End whatever lease is on the blob now (break period 0). A blob
     /// without one, or missing, is no error.
     fn break_lease(&self, name: &str) -> impl Future<Output = StoreResult<()>> + Send;
-    /// Whether the account holds page blobs only (a premium page blob
-    /// account: Get Account Information answers `x-ms-sku-name: Premium_*`
-    /// with `x-ms-account-kind: Storage` or `StorageV2`).
-    fn page_blobs_only(&self) -> impl Future<Output = StoreResult<bool>> + Send;
+    /// What the account behind the store allows (Get Account Information).
+    fn rules(&self) -> impl Future<Output = StoreResult<AccountRules>> + Send;
+}
+
+/// What an account allows beyond the common limits: a premium page blob
+/// account (Get Account Information answers `x-ms-sku-name: Premium_*`
+/// with `x-ms-account-kind: Storage` or `StorageV2`) holds page blobs only,
+/// and limits their snapshots.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct AccountRules {
+    /// No block or append blobs: the sidecar state cannot be kept here.
+    pub page_blobs_only: bool,
+    /// Limits on a page blob's snapshots, if any.
+    pub snapshots: Option<SnapshotRules>,
+}
+
+/// At most `max` snapshots of one blob, one every `interval`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SnapshotRules {
+    pub max: u32,
+    pub interval: Duration,
+}
+
+/// Shortens the premium snapshot interval (seconds), for an emulator
+/// that keeps a shorter one than Azure's ten minutes.
+pub const SNAPSHOT_INTERVAL_ENV: &str = "DISKFERRY_SNAPSHOT_INTERVAL_SECS";
+
+impl AccountRules {
+    /// [`Self::PREMIUM`], its interval shortened by [`SNAPSHOT_INTERVAL_ENV`].
+    pub fn premium() -> Self {
+        let mut r = Self::PREMIUM;
+        let short = std::env::var(SNAPSHOT_INTERVAL_ENV).ok().and_then(|v| v.parse::<u64>().ok());
+        if let (Some(s), Some(secs)) = (r.snapshots.as_mut(), short) {
+            s.interval = s.interval.min(Duration::from_secs(secs));
+        }
+        r
+    }
+
+    /// A premium page blob account's: "The number of snapshots per page
+    /// blob in a Premium Storage account is limited to 100" and "A
+    /// snapshot of a page blob in a Premium Storage account can be taken
+    /// once every ten minutes" (Snapshot Blob; docs/azure-storage-facts.md).
+    pub const PREMIUM: Self =
+        Self { page_blobs_only: true, snapshots: Some(SnapshotRules { max: 100, interval: Duration::from_secs(600) }) };
 }
 
 /// Copy snapshot `snapshot` of `src` to a new standalone blob `dst`, server

@@ -204,3 +204,53 @@ fn a_copy_restarted_after_a_lost_reply_waits_for_the_first_and_a_replaced_copy_f
         assert_eq!(slow.properties("late.vhd").await.unwrap().unwrap().size, 0);
     });
 }
+
+#[test]
+fn a_split_destination_keeps_its_state_apart_and_lists_both_as_one() {
+    use diskferry_blob::split::{state_prefix, Split};
+    use diskferry_blob::store::{AccountRules, SnapshotRules};
+    let rt = rt();
+    // The page blob's account is premium (page blobs only, snapshot
+    // rules); the state's is standard.
+    let rules = SnapshotRules { max: 3, interval: Duration::from_millis(200) };
+    let data =
+        MemStore::with_limits("disks", Limits { page_blobs_only: true, snapshots: Some(rules), ..Limits::default() });
+    let state = MemStore::new("state");
+    let prefix = state_prefix("/under/", "acct", "disks");
+    assert_eq!(prefix, "under/acct/disks/");
+    let is_state = std::sync::Arc::new(|n: &str| n.starts_with("d.vhd.") && !n.ends_with(".vhd"));
+    let s = Split::new(data.handle(), state.handle(), prefix, is_state);
+    rt.block_on(async {
+        assert_eq!(s.rules().await.unwrap(), AccountRules { page_blobs_only: false, snapshots: Some(rules) });
+        s.create_page_blob("d.vhd", 4096, HashMap::new(), None).await.unwrap();
+        s.create_append_blob("d.vhd.journal", None).await.unwrap();
+        s.append("d.vhd.journal", Bytes::from_static(b"j"), None).await.unwrap();
+        s.put_block_blob("d.vhd.points", Bytes::from_static(b"[]")).await.unwrap();
+        let snap = s.snapshot("d.vhd", None).await.unwrap();
+        // The premium account's rule, as Azure words it.
+        let again = s.snapshot("d.vhd", None).await.unwrap_err();
+        assert!(again.to_string().contains("SnaphotOperationRateExceeded"), "{again}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        s.snapshot("d.vhd", None).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        s.snapshot("d.vhd", None).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let full = s.snapshot("d.vhd", None).await.unwrap_err();
+        assert!(full.to_string().contains("SnapshotCountExceeded"), "{full}");
+        // Each blob where it belongs, the state under its prefix.
+        let names = |m: &MemStore| m.names().into_iter().map(|l| l.name).collect::<std::collections::BTreeSet<_>>();
+        assert_eq!(names(&data), ["d.vhd"].map(String::from).into());
+        assert_eq!(
+            names(&state),
+            ["under/acct/disks/d.vhd.journal", "under/acct/disks/d.vhd.points"].map(String::from).into()
+        );
+        assert_eq!(s.get("d.vhd.points").await.unwrap().as_deref(), Some(&b"[]"[..]));
+        // One listing of both, by the names the sink uses.
+        let listed: Vec<(String, Option<String>)> =
+            s.list("d.vhd").await.unwrap().into_iter().map(|l| (l.name, l.snapshot)).collect();
+        assert!(listed.contains(&("d.vhd".into(), Some(snap))), "{listed:?}");
+        assert!(listed.contains(&("d.vhd.journal".into(), None)), "{listed:?}");
+        assert!(listed.contains(&("d.vhd.points".into(), None)), "{listed:?}");
+        assert_eq!(listed.iter().filter(|(_, s)| s.is_some()).count(), 3, "{listed:?}");
+    });
+}

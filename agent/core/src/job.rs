@@ -63,6 +63,13 @@ pub struct JobSpec {
     /// URL without SAS; the agent's credentials apply.
     #[serde(default)]
     pub status_blob: Option<String>,
+    /// Keep the state of every page blob destination (journal, manifests,
+    /// recovery point index) in this container of a standard account
+    /// (`https://ACCOUNT.blob.core.windows.net/CONTAINER[/PREFIX]`, no
+    /// SAS; the agent's credentials apply): for premium page blob
+    /// destinations, whose accounts hold page blobs only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state_url: Option<String>,
     pub disks: Vec<JobDisk>,
 }
 
@@ -244,6 +251,9 @@ impl JobSpec {
         if self.status_blob.as_deref().is_some_and(carries_sas) {
             return Err(invalid("status_blob", "carries a SAS; a job must hold no secret".into()));
         }
+        if self.state_url.as_deref().is_some_and(carries_sas) {
+            return Err(invalid("state_url", "carries a SAS; a job must hold no secret".into()));
+        }
         if self.disks.iter().flat_map(|d| &d.destinations).any(|d| carries_sas(d)) {
             return Err(invalid("disks", "a destination carries a SAS; a job must hold no secret".into()));
         }
@@ -314,6 +324,7 @@ mod tests {
             create_container: false,
             status_interval_ms: 2000,
             status_blob: None,
+            state_url: None,
             disks: vec![JobDisk {
                 name: "os".into(),
                 source: "/dev/loop0".into(),

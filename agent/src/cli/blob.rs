@@ -20,6 +20,9 @@ pub struct DestArgs {
     /// Storage service version to send (x-ms-version).
     #[arg(long, value_name = "VERSION")]
     pub api_version: Option<String>,
+    /// Where the destination keeps its state, if not beside it (as given to `sync --state-url`).
+    #[arg(long, value_name = "URL", value_parser = super::StateUrlParser)]
+    pub state_url: Option<diskferry_blob::address::BlobAddress>,
     /// Print one JSON object instead of a human summary.
     #[arg(long)]
     pub json: bool,
@@ -77,6 +80,9 @@ pub struct VerifyArgs {
     /// Storage service version to send (x-ms-version).
     #[arg(long, value_name = "VERSION")]
     pub api_version: Option<String>,
+    /// Where the destination keeps its state, if not beside it (as given to `sync --state-url`).
+    #[arg(long, value_name = "URL", value_parser = super::StateUrlParser)]
+    pub state_url: Option<diskferry_blob::address::BlobAddress>,
     /// Read requests in flight.
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=256))]
     pub concurrency: u16,
@@ -85,9 +91,15 @@ pub struct VerifyArgs {
     pub json: bool,
 }
 
-fn open_blob(t: &Target, api_version: Option<String>) -> Result<PageBlobSink<diskferry_blob::Azure>, Failure> {
+fn open_blob(
+    t: &Target,
+    api_version: Option<String>,
+    state: Option<diskferry_blob::address::BlobAddress>,
+) -> Result<PageBlobSink<diskferry_blob::Destination>, Failure> {
     match t {
-        Target::PageBlob(addr) => open_pageblob(addr, api_version, PageBlobOptions::default(), false),
+        Target::PageBlob(addr) => {
+            open_pageblob(addr, api_version, PageBlobOptions { state, ..PageBlobOptions::default() }, false, None)
+        }
         Target::File(_) => Err(Failure::new(
             ExitCode::Usage,
             anyhow::anyhow!("this command reads page blobs (pageblob:URL); a file: VHD is read with qemu-img"),
@@ -100,7 +112,7 @@ fn open_blob(t: &Target, api_version: Option<String>) -> Result<PageBlobSink<dis
 }
 
 pub fn run_points(a: PointsArgs) -> Result<(), Failure> {
-    let sink = open_blob(&a.dest.dest, a.dest.api_version)?;
+    let sink = open_blob(&a.dest.dest, a.dest.api_version, a.dest.state_url)?;
     let points = sink.points()?;
     if a.dest.json {
         return print_json(&points);
@@ -128,7 +140,7 @@ pub fn run_points(a: PointsArgs) -> Result<(), Failure> {
 
 pub fn run_download(a: DownloadArgs) -> Result<(), Failure> {
     crate::readback::check_folder(&a.to)?;
-    let sink = open_blob(&a.dest.dest, a.dest.api_version)?;
+    let sink = open_blob(&a.dest.dest, a.dest.api_version, a.dest.state_url)?;
     let r = crate::readback::download(&sink, a.point, &a.to, usize::from(a.concurrency))?;
     if a.dest.json {
         return print_json(&r);
@@ -149,7 +161,7 @@ pub fn run_download(a: DownloadArgs) -> Result<(), Failure> {
 /// Azure's disk import (`createOption: Import`) reads.
 pub fn run_promote(a: PromoteArgs) -> Result<(), Failure> {
     let Target::PageBlob(addr) = &a.dest.dest else {
-        return open_blob(&a.dest.dest, None).map(|_| ());
+        return open_blob(&a.dest.dest, None, None).map(|_| ());
     };
     let own = &addr.blob;
     let bad = a.name.is_empty()
@@ -163,7 +175,7 @@ pub fn run_promote(a: PromoteArgs) -> Result<(), Failure> {
             anyhow::anyhow!("--as {:?}: a blob name ending in .vhd that does not start with {own:?}", a.name),
         ));
     }
-    let sink = open_blob(&a.dest.dest, a.dest.api_version.clone())?;
+    let sink = open_blob(&a.dest.dest, a.dest.api_version.clone(), a.dest.state_url.clone())?;
     let point = crate::readback::pick(&sink.points()?, a.point, &format!("pageblob:{addr}"))?;
     let deadline = std::time::Duration::from_secs(a.timeout_secs);
     sink.runtime()
@@ -190,7 +202,7 @@ pub fn run_promote(a: PromoteArgs) -> Result<(), Failure> {
 }
 
 pub fn run_verify(a: VerifyArgs) -> Result<(), Failure> {
-    let sink = open_blob(&a.against, a.api_version)?;
+    let sink = open_blob(&a.against, a.api_version, a.state_url)?;
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let r = crate::readback::verify(&a.source, &sink, a.point, a.chunk_size, threads, usize::from(a.concurrency))?;
     if a.json {

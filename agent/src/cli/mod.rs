@@ -246,6 +246,13 @@ pub struct BlobArgs {
     /// (its process killed, its VM deleted). Should it still run, its next write is refused.
     #[arg(long)]
     pub break_lease: bool,
+    /// Keep the destination's state (journal, manifests, recovery point index) in this container of a
+    /// standard account, not beside the page blob: for a premium page blob account, which holds page
+    /// blobs only. https://ACCOUNT.blob.core.windows.net/CONTAINER[/PREFIX], a container SAS (racwdl)
+    /// in its query or the credentials of page blob destinations. Give the same URL to points,
+    /// download, promote and verify.
+    #[arg(long, value_name = "URL", value_parser = StateUrlParser)]
+    pub state_url: Option<diskferry_blob::address::BlobAddress>,
 }
 
 impl BlobArgs {
@@ -261,7 +268,28 @@ impl BlobArgs {
                 wait: std::time::Duration::from_secs(wait),
                 take_over: self.break_lease,
             },
+            state: self.state_url.clone(),
         }
+    }
+}
+
+/// Parses a state container URL (`--state-url`) without echoing it.
+#[derive(Debug, Clone, Copy)]
+pub struct StateUrlParser;
+
+impl clap::builder::TypedValueParser for StateUrlParser {
+    type Value = diskferry_blob::address::BlobAddress;
+
+    fn parse_ref(
+        &self,
+        _cmd: &clap::Command,
+        _arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<Self::Value, clap::Error> {
+        let bad =
+            |msg: String| clap::Error::raw(clap::error::ErrorKind::ValueValidation, format!("--state-url: {msg}\n"));
+        let s = value.to_str().ok_or_else(|| bad("not valid UTF-8".into()))?;
+        diskferry_blob::address::BlobAddress::parse_container(s).map_err(|e| bad(format!("{e:#}")))
     }
 }
 

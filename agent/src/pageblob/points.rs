@@ -17,6 +17,19 @@ pub fn manifest_generation(blob: &str, name: &str) -> Option<u64> {
     name.strip_prefix(blob)?.strip_prefix(".g")?.strip_suffix(".manifest")?.parse().ok()
 }
 
+/// Whether `name` is part of `blob`'s state, kept beside it (or, for a
+/// premium destination, in the state container): its journal and the
+/// journal's later segments (`BLOB.journal`, `BLOB.journal.K`), its index
+/// (`BLOB.points`) and its manifests (`BLOB.gG.manifest`).
+pub fn is_state(blob: &str, name: &str) -> bool {
+    let Some(rest) = name.strip_prefix(blob).and_then(|r| r.strip_prefix('.')) else { return false };
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    rest == "journal"
+        || rest == "points"
+        || rest.strip_prefix("journal.").is_some_and(digits)
+        || manifest_generation(blob, name).is_some()
+}
+
 /// What to delete once the index names `kept`: from `listed` (every name
 /// starting with `blob`, with snapshot ids), the blob's snapshots and
 /// manifests the index does not name — left by dropped points, by a commit
@@ -57,6 +70,17 @@ mod tests {
             disk_size: 0,
             bytes_written: 0,
             bytes_cleared: 0,
+        }
+    }
+
+    #[test]
+    fn the_state_blobs_are_named_by_the_blob() {
+        for n in ["d.vhd.journal", "d.vhd.journal.3", "d.vhd.points", "d.vhd.g12.manifest"] {
+            assert!(is_state("d.vhd", n), "{n}");
+        }
+        for n in ["d.vhd", "d.vhd2.journal", "d.vhd.journal.x", "d.vhd.journal.", "d.vhd.gX.manifest", "imports/d.vhd"]
+        {
+            assert!(!is_state("d.vhd", n), "{n}");
         }
     }
 

@@ -18,7 +18,7 @@ use diskferry_core::vhd::FOOTER_LEN;
 use super::journal_writer::{self, Segments};
 use super::lease::META_WRITER;
 use super::points::manifest_name;
-use super::sink::{dest_err, PageBlobSink, META_BUILDING, META_DISK_SIZE, META_GENERATION, META_MANIFEST};
+use super::sink::{dest_err, PageBlobSink, META_BUILDING, META_DISK_SIZE, META_GENERATION, META_MANIFEST, META_STATE};
 use crate::exit::Failure;
 use crate::sink::Prior;
 use diskferry_blob::{ErrorKind, PageStore};
@@ -48,6 +48,9 @@ impl<S: PageStore> PageBlobSink<S> {
         meta.insert(META_BUILDING.to_owned(), "1".to_owned());
         meta.insert(META_DISK_SIZE.to_owned(), cur.disk_size().to_string());
         meta.insert(META_WRITER.to_owned(), self.lease.id().as_str().to_owned());
+        if let Some(place) = self.state_place() {
+            meta.insert(META_STATE.to_owned(), place);
+        }
         if !self.block_on(self.store.create_page_blob_if_absent(&self.blob, total, meta.clone()))? {
             // Another writer created it meanwhile: read it as it is.
             return Ok(None);
@@ -71,18 +74,21 @@ impl<S: PageStore> PageBlobSink<S> {
         }
         // A premium page blob account holds page blobs only: the journal,
         // the manifests and the index (block and append blobs) cannot live
-        // there. Refused before any write. (An account that does not answer
-        // Get Account Information, e.g. under a token credential, is taken
-        // for a standard one.)
-        let premium = self.rt.block_on(self.store.page_blobs_only());
-        if matches!(premium, Ok(true)) {
+        // there, but in a standard container (`--state-url`). Refused
+        // before any write. (An account that does not answer Get Account
+        // Information, e.g. under a token credential, is taken for a
+        // standard one.)
+        let rules = self.rt.block_on(self.store.rules()).unwrap_or_default();
+        if rules.page_blobs_only {
+            let whose = if self.opts.state.is_some() { "--state-url names a container in" } else { "it is in" };
             return Err(dest_err(anyhow!(
-                "{} is in a premium page blob account, which holds page blobs only: diskferry keeps the \
-                 journal, manifests and recovery point index beside the disk as block and append blobs; use \
-                 a standard (StorageV2) account",
+                "{}: {whose} a premium page blob account, which holds page blobs only: diskferry keeps the \
+                 journal, manifests and recovery point index as block and append blobs; pass --state-url \
+                 with a container of a standard (StorageV2) account",
                 self.describe
             )));
         }
+        self.snapshot_rules = rules.snapshots;
         if self.opts.create_container {
             self.block_on(self.store.create_container())?;
         }
@@ -118,6 +124,10 @@ impl<S: PageStore> PageBlobSink<S> {
         let ours = !foreign(&props);
         if !ours && !self.opts.force {
             return Err(refuse_foreign());
+        }
+        if ours {
+            self.check_state_place(&props.metadata)?;
+            self.check_snapshot_rules()?;
         }
         if ours && props.size != want && !self.opts.force {
             return Err(dest_err(anyhow!(
@@ -230,5 +240,68 @@ impl<S: PageStore> PageBlobSink<S> {
             }
         }
         Ok(Prior::Previous { manifest, overrides })
+    }
+
+    /// The destination's state is where this sync looks for it: the page
+    /// blob names the state container it was written with
+    /// ([`META_STATE`]); a sync, or a reader, told another (or none) would
+    /// not find its journal and recovery points.
+    pub(super) fn check_state_place(&self, metadata: &HashMap<String, String>) -> Result<(), Failure> {
+        let has = metadata.get(META_STATE).map(String::as_str);
+        let want = self.state_place();
+        let d = &self.describe;
+        match (has, want.as_deref()) {
+            (a, b) if a == b => Ok(()),
+            (Some(a), None) => Err(dest_err(anyhow!(
+                "{d} keeps its state (journal, manifests, recovery points) in {a}: pass --state-url {a}"
+            ))),
+            (None, Some(b)) => Err(dest_err(anyhow!(
+                "{d} keeps its state beside it, not in {b}: leave out --state-url (a destination's state does not move)"
+            ))),
+            (Some(a), Some(b)) => {
+                Err(dest_err(anyhow!("{d} keeps its state in {a}, not in {b}: pass --state-url {a}")))
+            }
+            (None, None) => Ok(()),
+        }
+    }
+
+    /// On a premium page blob: the recovery points kept fit in its
+    /// snapshot count, and the last one is old enough for another
+    /// (Snapshot Blob refuses more: 409 `SnapshotCountExceeded`,
+    /// `SnaphotOperationRateExceeded`). Checked before anything is written.
+    fn check_snapshot_rules(&mut self) -> Result<(), Failure> {
+        let Some(r) = self.snapshot_rules else { return Ok(()) };
+        let d = self.describe.clone();
+        // A commit takes the new snapshot before it drops the oldest.
+        if self.opts.keep as u64 + 1 > u64::from(r.max) {
+            return Err(dest_err(anyhow!(
+                "{d}: a premium page blob holds at most {} snapshots, and keeping {} recovery points takes {}: \
+                 keep at most {}",
+                r.max,
+                self.opts.keep,
+                self.opts.keep + 1,
+                r.max - 1
+            )));
+        }
+        let points = self.points()?;
+        let Some(last) = points.iter().max_by_key(|p| p.created_unix_ms) else { return Ok(()) };
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |t| i64::try_from(t.as_millis()).unwrap_or(i64::MAX));
+        let next_ms = last.created_unix_ms.saturating_add(i64::try_from(r.interval.as_millis()).unwrap_or(i64::MAX));
+        if now_ms < next_ms {
+            let wait = (next_ms - now_ms + 999) / 1000;
+            return Err(dest_err(anyhow!(
+                "{d}: a premium page blob takes one snapshot every {}, and recovery point {} was taken {} s ago: \
+                 sync again in {wait} s",
+                match r.interval.as_secs() {
+                    s if s >= 60 && s % 60 == 0 => format!("{} minutes", s / 60),
+                    s => format!("{s} s"),
+                },
+                last.generation,
+                (now_ms - last.created_unix_ms) / 1000
+            )));
+        }
+        Ok(())
     }
 }

@@ -49,6 +49,11 @@ pub(super) const META_GENERATION: &str = "diskferry_generation";
 pub(super) const META_MANIFEST: &str = "diskferry_manifest";
 pub(super) const META_BUILDING: &str = "diskferry_building";
 pub(super) const META_DISK_SIZE: &str = "diskferry_disk_size";
+/// Where the state lives when not beside the blob (`--state-url`, no SAS).
+pub(super) const META_STATE: &str = "diskferry_state";
+/// The longest state place recorded there: with the other keys (under 300
+/// bytes) well inside the 8 KiB a blob's metadata may hold.
+const MAX_STATE_PLACE: usize = 1024;
 
 /// Options of a page blob destination.
 #[derive(Debug, Clone)]
@@ -63,21 +68,22 @@ pub struct PageBlobOptions {
     pub force: bool,
     /// The writer's lease on the destination.
     pub lease: LeaseOptions,
+    /// Where the state (journal, manifests, index) lives when not beside
+    /// the page blob: a container, with an optional prefix (`--state-url`).
+    pub state: Option<diskferry_blob::address::BlobAddress>,
 }
 
 impl Default for PageBlobOptions {
     fn default() -> Self {
         // 16 requests of up to 4 MiB keep a storage account busy without
         // holding more than 64 MiB of copies; a week of daily points.
-        Self { concurrency: 16, keep: 7, create_container: false, force: false, lease: LeaseOptions::default() }
-    }
-}
-
-impl<S: PageStore> PageBlobSink<diskferry_blob::retry::Retrying<S>> {
-    /// Give up retrying one request after `d` (default two minutes).
-    pub fn set_retry_for(&mut self, d: Duration) {
-        if let Some(s) = Arc::get_mut(&mut self.store) {
-            s.policy.max_elapsed = d;
+        Self {
+            concurrency: 16,
+            keep: 7,
+            create_container: false,
+            force: false,
+            lease: LeaseOptions::default(),
+            state: None,
         }
     }
 }
@@ -136,6 +142,8 @@ pub struct PageBlobSink<S: PageStore> {
     pub(super) lease: Arc<WriterLease>,
     /// `prior` created the (missing) blob: all zero, of the right size.
     pub(super) created: bool,
+    /// The page blob account's snapshot limits (premium), once read.
+    pub(super) snapshot_rules: Option<diskferry_blob::store::SnapshotRules>,
     /// The blob's size as `prior` found it.
     pub(super) prior_size: Option<u64>,
     /// What this generation's plans wrote and cleared (for its recovery point).
@@ -171,7 +179,7 @@ impl<S: PageStore> PageBlobSink<S> {
         let lease_opts = opts.lease;
         let pacer = super::pacer::Pacer::new(concurrency, store.counters().clone());
         store.set_retry_gate(pacer.clone());
-        Ok(Self {
+        let sink = Self {
             store: Arc::new(store),
             rt,
             blob: blob.to_owned(),
@@ -190,10 +198,20 @@ impl<S: PageStore> PageBlobSink<S> {
             last_segment: 0,
             lease: Arc::new(WriterLease::new(lease_opts)),
             created: false,
+            snapshot_rules: None,
             prior_size: None,
             planned_written: 0,
             planned_cleared: 0,
-        })
+        };
+        // The page blob records where its state is in its metadata (8 KiB
+        // in all, Azure's limit): a place that long is refused up front.
+        if sink.state_place().is_some_and(|p| p.len() > MAX_STATE_PLACE) {
+            return Err(Failure::new(
+                ExitCode::Usage,
+                anyhow::anyhow!("--state-url is longer than {MAX_STATE_PLACE} characters (without its SAS)"),
+            ));
+        }
+        Ok(sink)
     }
 
     pub(super) fn journal_name(&self) -> String {
@@ -212,8 +230,21 @@ impl<S: PageStore> PageBlobSink<S> {
     }
 
     /// The recovery points, oldest first.
+    /// The recovery points the index names. (A reader told the wrong
+    /// place for the state learns it here, not from an empty list.)
     pub fn points(&self) -> Result<Vec<RecoveryPoint>, Failure> {
+        if let Some(p) = self.block_on(self.store.properties(&self.blob))? {
+            self.check_state_place(&p.metadata)?;
+        }
         self.parse_points(self.block_on(self.store.get(&self.points_name()))?)
+    }
+
+    /// Where the state lives, as the page blob records it (`None`: beside it).
+    pub(super) fn state_place(&self) -> Option<String> {
+        self.opts.state.as_ref().map(|a| {
+            let base = format!("{}/{}/{}", a.service.as_str().trim_end_matches('/'), a.container, a.blob);
+            base.trim_end_matches('/').to_owned()
+        })
     }
 
     fn parse_points(&self, index: Option<Bytes>) -> Result<Vec<RecoveryPoint>, Failure> {
@@ -276,6 +307,9 @@ impl<S: PageStore> Sink for PageBlobSink<S> {
         meta.insert(META_BUILDING.to_owned(), generation.to_string());
         meta.insert(META_DISK_SIZE.to_owned(), cur.disk_size().to_string());
         meta.insert(META_WRITER.to_owned(), self.lease.id().as_str().to_owned());
+        if let Some(place) = self.state_place() {
+            meta.insert(META_STATE.to_owned(), place);
+        }
         let base = match prior {
             Prior::Previous { .. } => {
                 for k in [META_GENERATION, META_MANIFEST] {
@@ -482,6 +516,9 @@ impl<S: PageStore> Sink for PageBlobSink<S> {
         meta.insert(META_GENERATION.to_owned(), g.to_string());
         meta.insert(META_MANIFEST.to_owned(), digest.to_hex());
         meta.insert(META_DISK_SIZE.to_owned(), manifest.geometry.disk_size().to_string());
+        if let Some(place) = self.state_place() {
+            meta.insert(META_STATE.to_owned(), place);
+        }
         let lease = self.lease.clone();
         let l = Some(lease.id());
         self.block_on(lease.guarded(store.as_ref(), &blob, || store.set_metadata(&blob, meta.clone(), l)))?;

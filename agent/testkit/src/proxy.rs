@@ -98,8 +98,13 @@ pub struct Strict {
     /// Refuse a SAS whose `se` has passed: 403 AuthenticationFailed.
     pub sas_expiry: bool,
     /// A premium page blob account: Get Account Information says
-    /// Premium_LRS/StorageV2, and block and append blobs are refused.
+    /// Premium_LRS/StorageV2, block and append blobs are refused, and a
+    /// blob takes at most `max_snapshots` snapshots (Azure: 100, then 409
+    /// SnapshotCountExceeded), one every `snapshot_interval` (Azure: 10
+    /// minutes, else 409 SnaphotOperationRateExceeded).
     pub premium: bool,
+    pub max_snapshots: u32,
+    pub snapshot_interval: Duration,
 }
 
 impl Default for Strict {
@@ -111,6 +116,8 @@ impl Default for Strict {
             blob_requests_per_sec: 500,
             sas_expiry: true,
             premium: false,
+            max_snapshots: 100,
+            snapshot_interval: Duration::from_secs(600),
         }
     }
 }
@@ -119,6 +126,9 @@ impl Default for Strict {
 #[derive(Debug)]
 struct BlobBook {
     blocks: u32,
+    /// Snapshots taken and not deleted, and when the last was taken.
+    snapshots: u32,
+    snapped: Option<Instant>,
     /// Token buckets (one second of burst) and when they were last filled.
     bytes: f64,
     requests: f64,
@@ -194,6 +204,8 @@ impl Rules {
         let mut blobs = self.blobs.lock().unwrap();
         let b = blobs.entry(path.to_owned()).or_insert_with(|| BlobBook {
             blocks: 0,
+            snapshots: 0,
+            snapped: None,
             bytes: (s.blob_bytes_per_sec as f64).max(4.0 * 1024.0 * 1024.0),
             requests: s.blob_requests_per_sec as f64,
             filled: Instant::now(),
@@ -205,6 +217,22 @@ impl Rules {
                 &st.strict_refused,
             );
         }
+        if s.premium && method == "PUT" && comp.as_deref() == Some("snapshot") {
+            if b.snapshots >= s.max_snapshots {
+                return refuse(
+                    "409 The snapshot count against this blob has been exceeded",
+                    "SnapshotCountExceeded",
+                    &st.strict_refused,
+                );
+            }
+            if b.snapped.is_some_and(|t| t.elapsed() < s.snapshot_interval) {
+                return refuse(
+                    "409 The rate of snapshot blob calls is exceeded",
+                    "SnaphotOperationRateExceeded",
+                    &st.strict_refused,
+                );
+            }
+        }
         let dt = b.filled.elapsed().as_secs_f64();
         b.filled = Instant::now();
         // A second's worth of burst, and never less than one 4 MiB write:
@@ -213,7 +241,14 @@ impl Rules {
         b.bytes = (b.bytes + dt * s.blob_bytes_per_sec as f64).min(burst);
         b.requests = (b.requests + dt * s.blob_requests_per_sec as f64).min(s.blob_requests_per_sec as f64);
         let ingress = if method == "PUT" { body_len as f64 } else { 0.0 };
+        let put_page = method == "PUT" && comp.as_deref() == Some("page");
+        if put_page {
+            st.page_writes.fetch_add(1, Relaxed);
+        }
         if b.requests < 1.0 || b.bytes < ingress {
+            if put_page {
+                st.page_writes_busy.fetch_add(1, Relaxed);
+            }
             return refuse("503 The server is busy", "ServerBusy", &st.busy);
         }
         b.requests -= 1.0;
@@ -235,9 +270,14 @@ impl Rules {
         let comp = query.split('&').find_map(|kv| kv.strip_prefix("comp="));
         match (method, comp) {
             ("PUT", Some("appendblock")) => b.blocks += 1,
+            ("PUT", Some("snapshot")) => {
+                b.snapshots += 1;
+                b.snapped = Some(Instant::now());
+            }
+            ("DELETE", None) if query.contains("snapshot=") => b.snapshots = b.snapshots.saturating_sub(1),
             // A new blob of that name (Put Blob), or none.
             ("PUT", None) if header(head, "x-ms-blob-type").is_some() && !query.contains("snapshot=") => b.blocks = 0,
-            ("DELETE", None) if !query.contains("snapshot=") => b.blocks = 0,
+            ("DELETE", None) if !query.contains("snapshot=") => (b.blocks, b.snapshots) = (0, 0),
             _ => {}
         }
     }
@@ -303,6 +343,9 @@ pub struct Stats {
     pub busy: AtomicU64,
     /// Requests a strict proxy refused by another rule (block count, size, SAS expiry).
     pub strict_refused: AtomicU64,
+    /// Put Page requests a strict proxy saw, and how many it answered 503.
+    pub page_writes: AtomicU64,
+    pub page_writes_busy: AtomicU64,
 }
 
 /// A rate shared by every connection: each write waits until the bytes
@@ -424,6 +467,11 @@ impl Proxy {
     /// Requests answered 503 ServerBusy for going over a blob's target.
     pub fn busy(&self) -> u64 {
         self.stats.busy.load(Relaxed)
+    }
+
+    /// Put Page requests seen by the strict rules, and those answered 503.
+    pub fn page_writes(&self) -> (u64, u64) {
+        (self.stats.page_writes.load(Relaxed), self.stats.page_writes_busy.load(Relaxed))
     }
 
     /// Requests refused by the other strict rules.

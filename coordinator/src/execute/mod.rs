@@ -319,6 +319,7 @@ impl Exec<'_> {
             create_container: s.create_container,
             status_interval_ms: self.config.run.status_interval_ms.clamp(50, 600_000),
             status_blob: None,
+            state_url: s.state_url.clone(),
             disks: vm
                 .disks
                 .iter()

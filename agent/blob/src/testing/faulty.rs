@@ -271,8 +271,8 @@ impl<S: PageStore> PageStore for FaultyStore<S> {
         self.call(Op::ReleaseLease, name, || self.inner.release_lease(name, id)).await
     }
 
-    async fn page_blobs_only(&self) -> StoreResult<bool> {
-        self.call(Op::AccountInfo, self.inner.container(), || self.inner.page_blobs_only()).await
+    async fn rules(&self) -> StoreResult<crate::store::AccountRules> {
+        self.call(Op::AccountInfo, self.inner.container(), || self.inner.rules()).await
     }
 
     async fn break_lease(&self, name: &str) -> StoreResult<()> {

@@ -30,6 +30,8 @@ pub struct Limits {
     pub max_page_blob: u64,
     /// A premium page blob account: page blobs only, no block or append blobs.
     pub page_blobs_only: bool,
+    /// Limits on each blob's snapshots (premium: 100, one every 10 minutes).
+    pub snapshots: Option<crate::store::SnapshotRules>,
     /// Polls a server-side copy stays pending for (0: copies complete at once).
     pub copy_polls: u32,
 }
@@ -42,6 +44,7 @@ impl Default for Limits {
             max_write: 4 << 20,
             max_page_blob: crate::store::MAX_PAGE_BLOB,
             page_blobs_only: false,
+            snapshots: None,
             copy_polls: 0,
         }
     }
@@ -79,6 +82,8 @@ struct Blob {
     copy_aborted: bool,
     /// The last lease taken, until when it holds, and its duration.
     lease: Option<(LeaseId, Instant, u32)>,
+    /// When its last snapshot was taken.
+    snapped: Option<Instant>,
 }
 
 impl Blob {
@@ -412,11 +417,23 @@ impl PageStore for MemStore {
             if lease.is_some() {
                 lease_allows(s, Op::Snapshot, name, lease)?;
             }
+            if let (Some(r), Some(b)) = (s.limits.snapshots, s.blobs.get(name)) {
+                // Premium page blobs: 100 snapshots, one every 10 minutes.
+                if b.snapshots.len() >= r.max as usize {
+                    return Err(StoreError::http(Op::Snapshot.verb(), name, 409, "SnapshotCountExceeded"));
+                }
+                if b.snapped.is_some_and(|t| t.elapsed() < r.interval) {
+                    // (Azure's spelling.)
+                    return Err(StoreError::http(Op::Snapshot.verb(), name, 409, "SnaphotOperationRateExceeded"));
+                }
+            }
             s.snapshot_seq += 1;
             // Shaped like Azure's (a UTC time with 7 decimals), ordered.
             let id = format!("2026-01-01T00:00:00.{:07}Z", s.snapshot_seq);
             let v = current(s, Op::Snapshot, name)?.clone();
-            s.blobs.get_mut(name).ok_or_else(|| not_found(Op::Snapshot, name))?.snapshots.insert(id.clone(), v);
+            let b = s.blobs.get_mut(name).ok_or_else(|| not_found(Op::Snapshot, name))?;
+            b.snapshots.insert(id.clone(), v);
+            b.snapped = Some(Instant::now());
             Ok(id)
         })
     }
@@ -650,8 +667,10 @@ impl PageStore for MemStore {
         })
     }
 
-    async fn page_blobs_only(&self) -> StoreResult<bool> {
-        self.request(Op::AccountInfo, &self.container, |s| Ok(s.limits.page_blobs_only))
+    async fn rules(&self) -> StoreResult<crate::store::AccountRules> {
+        self.request(Op::AccountInfo, &self.container, |s| {
+            Ok(crate::store::AccountRules { page_blobs_only: s.limits.page_blobs_only, snapshots: s.limits.snapshots })
+        })
     }
 
     async fn break_lease(&self, name: &str) -> StoreResult<()> {

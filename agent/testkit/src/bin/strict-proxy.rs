@@ -3,7 +3,7 @@
 //!
 //! `strict-proxy TARGET_PORT STATS_FILE [BLOB_MIB_PER_SEC [BLOB_REQUESTS_PER_SEC]]`
 //! prints its port, then serves until killed, rewriting STATS_FILE (JSON:
-//! requests, busy, refused) twice a second.
+//! requests, busy, refused, page_writes, page_writes_busy) twice a second.
 
 use diskferry_testkit::proxy::{Proxy, Strict};
 
@@ -20,8 +20,9 @@ fn main() {
     let proxy = Proxy::strict(target, strict);
     println!("{}", proxy.port);
     loop {
+        let (pages, pages_busy) = proxy.page_writes();
         let stats = format!(
-            "{{\"requests\": {}, \"busy\": {}, \"refused\": {}}}\n",
+            "{{\"requests\": {}, \"busy\": {}, \"refused\": {}, \"page_writes\": {pages}, \"page_writes_busy\": {pages_busy}}}\n",
             proxy.requests(),
             proxy.busy(),
             proxy.strict_refused()

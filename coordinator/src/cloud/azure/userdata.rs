@@ -97,6 +97,7 @@ mod tests {
             create_container: false,
             status_interval_ms: 2000,
             status_blob: None,
+            state_url: None,
             disks: (0..disks)
                 .map(|i| JobDisk {
                     name: format!("data{i}"),
