@@ -123,6 +123,13 @@ fn a_nearly_empty_rate_limit_bucket_slows_the_client() {
     arm.get(&format!("{SNAP}{API}")).unwrap();
     assert_eq!(arm.counters.paced.load(std::sync::atomic::Ordering::Relaxed), 1);
     assert!(t.elapsed() >= Duration::from_secs(1), "{:?}", t.elapsed());
+    // Compute's buckets are named, several in one header: the emptiest counts.
+    sim.sim.with(|s| {
+        s.writes_remaining = None;
+        s.compute_remaining = Some(3);
+    });
+    arm.get(&format!("{SNAP}{API}")).unwrap();
+    assert_eq!(arm.counters.paced.load(std::sync::atomic::Ordering::Relaxed), 2, "Compute's header was not read");
 }
 
 #[test]
@@ -143,4 +150,18 @@ fn a_vm_whose_inline_nic_names_a_network_version_the_spec_does_not_allow_is_refu
     // What it sends now passes that check (and fails later, on the empty NIC list).
     let e = format!("{:#}", arm.put(vm, &body(diskferry::cloud::azure::names::INLINE_NIC_API)).unwrap_err());
     assert!(!e.contains("networkApiVersion"), "{e}");
+}
+
+#[test]
+fn a_grant_access_result_is_read_at_its_location() {
+    // Snapshots_GrantAccess is `final-state-via: location`: the SAS is in
+    // the Location's final body, not in the Azure-AsyncOperation status.
+    let sim = Sim::start(2, 0, 0);
+    let arm = sim.client(TOKEN);
+    arm.put(&format!("{SNAP}{API}"), &snapshot_body()).unwrap();
+    let out = arm
+        .post(&format!("{SNAP}/beginGetAccess{API}"), Some(&json!({"access": "Read", "durationInSeconds": 3600})))
+        .unwrap();
+    let sas = out["accessSAS"].as_str().unwrap_or_default();
+    assert!(sas.contains("/sas/") && sas.contains("sig="), "{out}");
 }

@@ -88,6 +88,10 @@ pub struct SimState {
     pub diffs: u64,
     /// Sent as `x-ms-ratelimit-remaining-subscription-writes` when set.
     pub writes_remaining: Option<u64>,
+    /// Sent on Microsoft.Compute answers as Compute's named buckets, when
+    /// set: `x-ms-ratelimit-remaining-resource:
+    /// Microsoft.Compute/HighCostGet3Min;N,Microsoft.Compute/HighCostGet30Min;1299`.
+    pub compute_remaining: Option<u64>,
 }
 
 pub struct ArmSim {
@@ -247,6 +251,12 @@ impl ArmSim {
             if let Some(n) = self.with(|s| s.writes_remaining) {
                 headers.push(("x-ms-ratelimit-remaining-subscription-writes".into(), n.to_string()));
             }
+            if let Some(n) = self.with(|s| s.compute_remaining).filter(|_| target.contains("/Microsoft.Compute/")) {
+                headers.push((
+                    "x-ms-ratelimit-remaining-resource".into(),
+                    format!("Microsoft.Compute/HighCostGet3Min;{n},Microsoft.Compute/HighCostGet30Min;1299"),
+                ));
+            }
             let text = match reply {
                 Value::Null => String::new(),
                 Value::String(xml) => xml,
@@ -337,12 +347,21 @@ impl ArmSim {
                         _ => return (400, vec![], err("InvalidRequest", "unsupported by the simulator")),
                     },
                 };
+                let grant = matches!(outcome, Outcome::Output(_));
                 let id = self.new_op(&mut s, outcome);
-                (
-                    202,
-                    vec![self.ra(&s), ("Location".into(), format!("{}/locs/{id}?monitor=true", self.base))],
-                    Value::Null,
-                )
+                let mut headers =
+                    vec![self.ra(&s), ("Location".into(), format!("{}/locs/{id}?monitor=true", self.base))];
+                if grant {
+                    // Snapshot_BeginGetAccess.json answers 202 with a
+                    // Location and `final-state-via: location`; the service
+                    // may name an Azure-AsyncOperation too, whose status body
+                    // holds no result: only the Location's final GET has it.
+                    headers.push((
+                        "Azure-AsyncOperation".into(),
+                        format!("{}/ops/{id}?api-version=2025-01-02", self.base),
+                    ));
+                }
+                (202, headers, Value::Null)
             }
             _ => (405, vec![], err("MethodNotAllowed", "unsupported")),
         }
@@ -506,10 +525,8 @@ impl ArmSim {
             (true, Some((code, message))) => {
                 (200, vec![], json!({"status": "Failed", "error": {"code": code, "message": message}}))
             }
-            (true, None) => {
-                let out = if let Outcome::Output(v) = outcome { json!({"output": v}) } else { json!({}) };
-                (200, vec![], json!({"status": "Succeeded", "properties": out}))
-            }
+            // (An action's result is at its Location, not here.)
+            (true, None) => (200, vec![], json!({"status": "Succeeded"})),
             (false, Some((code, message))) => (500, vec![], err(&code, &message)),
             (false, None) => match outcome {
                 Outcome::Output(v) => (200, vec![], v),

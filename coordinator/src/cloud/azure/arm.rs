@@ -53,6 +53,9 @@ pub struct ArmError {
     pub code: String,
     pub message: String,
     pub target: Option<String>,
+    /// The causes under it (`error.details`: CRP puts the real one there),
+    /// as `CODE: message`, nested ones flattened in order.
+    pub details: Vec<String>,
 }
 
 impl std::fmt::Display for ArmError {
@@ -65,6 +68,9 @@ impl std::fmt::Display for ArmError {
         }
         if let Some(t) = &self.target {
             write!(f, " (target {t})")?;
+        }
+        if !self.details.is_empty() {
+            write!(f, " [{}]", self.details.join("; "))?;
         }
         Ok(())
     }
@@ -86,8 +92,26 @@ impl ArmError {
             }),
             message: text("message").unwrap_or_else(|| "(no error body)".into()),
             target: text("target"),
+            details: details(e),
         }
     }
+}
+
+/// `details` of an ARM `ErrorDetail` (common-types v5 `types.json`:
+/// `code`, `message`, `target`, `details[]`), depth first, at most 8.
+fn details(e: &Value) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack: Vec<&Value> = e["details"].as_array().into_iter().flatten().rev().collect();
+    while let Some(d) = stack.pop() {
+        if out.len() == 8 {
+            break;
+        }
+        let code = d["code"].as_str().unwrap_or("Error");
+        let message = d["message"].as_str().unwrap_or_default();
+        out.push(format!("{code}: {message}").trim_end_matches([' ', ':']).to_owned());
+        stack.extend(d["details"].as_array().into_iter().flatten().rev());
+    }
+    out
 }
 
 /// Counters of one client.
@@ -107,12 +131,18 @@ const LOW_REMAINING: u64 = 10;
 /// How long it pauses then (buckets refill every second or so).
 const PACE: Duration = Duration::from_secs(1);
 
-/// The smallest `x-ms-ratelimit-remaining-*` value among the headers.
+/// The smallest `x-ms-ratelimit-remaining-*` value among the headers. ARM's
+/// own are plain counts (`x-ms-ratelimit-remaining-subscription-reads:
+/// 11999`); Compute's name their buckets, several in one header
+/// (`x-ms-ratelimit-remaining-resource: Microsoft.Compute/HighCostGet3Min;159,
+/// Microsoft.Compute/HighCostGet30Min;1299`).
 fn remaining(headers: &HeaderMap) -> Option<u64> {
     headers
         .iter()
         .filter(|(k, _)| k.as_str().starts_with("x-ms-ratelimit-remaining-"))
-        .filter_map(|(_, v)| v.to_str().ok()?.trim().parse::<u64>().ok())
+        .filter_map(|(_, v)| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|bucket| bucket.rsplit(';').next()?.trim().parse::<u64>().ok())
         .min()
 }
 
@@ -297,7 +327,10 @@ impl Arm {
         let op = format!("POST {}", strip_query(path));
         let r = self.send(Method::POST, path, body)?;
         match r.status {
-            200 | 201 | 202 | 204 => self.follow(&op, &r),
+            // An action's result is at its Location once the operation
+            // is done (`final-state-via: location`: Snapshots_GrantAccess,
+            // Disks_GrantAccess), whatever else the first reply names.
+            200 | 201 | 202 | 204 => self.follow_to(&op, &r, true),
             s => Err(ArmError::from_body(&op, s, &r.body).into()),
         }
     }
@@ -328,6 +361,13 @@ impl Arm {
     /// final body (`properties.output` of an async operation, or the
     /// Location's final body, or the first reply's body when synchronous).
     fn follow(&self, op: &str, first: &Reply) -> Result<Value> {
+        self.follow_to(op, first, false)
+    }
+
+    /// [`Self::follow`]; with `final_at_location`, an operation followed by
+    /// its `Azure-AsyncOperation` ends with a GET of its `Location` (when
+    /// the first reply named one), whose body is the result.
+    fn follow_to(&self, op: &str, first: &Reply, final_at_location: bool) -> Result<Value> {
         let async_op = first.header("azure-asyncoperation");
         let location = first.header("location");
         if first.status != 202 && first.status != 201 || (async_op.is_none() && location.is_none()) {
@@ -348,7 +388,16 @@ impl Arm {
                 }
                 let v = r.json();
                 match v["status"].as_str().unwrap_or("InProgress") {
-                    "Succeeded" => return Ok(v["properties"]["output"].clone()),
+                    "Succeeded" => match &location {
+                        Some(url) if final_at_location => {
+                            let r = self.send(Method::GET, url, None)?;
+                            return match r.status {
+                                200 | 201 | 204 => Ok(r.json()),
+                                s => Err(ArmError::from_body(op, s, &r.body).into()),
+                            };
+                        }
+                        _ => return Ok(v["properties"]["output"].clone()),
+                    },
                     "Failed" | "Canceled" => {
                         let mut e = ArmError::from_body(op, 0, &r.body);
                         e.code = format!("{} ({})", v["status"].as_str().unwrap_or("Failed"), e.code);
@@ -404,8 +453,37 @@ mod tests {
             br#"{"error":{"code":"OperationNotAllowed","message":"Quota exceeded.","target":"vmSize"}}"#,
         );
         assert_eq!(e.to_string(), "PUT /x: HTTP 409 OperationNotAllowed: Quota exceeded. (target vmSize)");
+        // CRP's real cause is in `details`, nested as the common types allow.
+        let e = ArmError::from_body(
+            "PUT /vm",
+            400,
+            br#"{"error":{"code":"InvalidParameter","message":"The request is invalid.","details":[
+                {"code":"SkuNotAvailable","message":"Standard_D4s_v5 is not available in westeurope.",
+                 "details":[{"code":"Zone","message":"zone 2"}]},
+                {"code":"QuotaExceeded","message":"8 cores left."}]}}"#,
+        );
+        assert_eq!(
+            e.to_string(),
+            "PUT /vm: HTTP 400 InvalidParameter: The request is invalid. [SkuNotAvailable: Standard_D4s_v5 is \
+             not available in westeurope.; Zone: zone 2; QuotaExceeded: 8 cores left.]"
+        );
         let e = ArmError::from_body("GET /y", 503, b"<html>");
         assert_eq!(e.code, "ServiceUnavailable");
         assert!(format!("{:?}", StaticToken("SECRET".into())).contains("redacted"));
+    }
+
+    #[test]
+    fn the_emptiest_rate_limit_bucket_counts_whatever_the_header_looks_like() {
+        let mut h = HeaderMap::new();
+        h.insert("x-ms-ratelimit-remaining-subscription-reads", "11999".parse().unwrap());
+        assert_eq!(remaining(&h), Some(11999));
+        // Compute's: named buckets, several in one header.
+        h.insert(
+            "x-ms-ratelimit-remaining-resource",
+            "Microsoft.Compute/HighCostGet3Min;159,Microsoft.Compute/HighCostGet30Min;1299".parse().unwrap(),
+        );
+        assert_eq!(remaining(&h), Some(159));
+        h.insert("x-ms-ratelimit-remaining-resource", "Microsoft.Compute/PutVM3Min;4".parse().unwrap());
+        assert!(remaining(&h).is_some_and(|r| r < LOW_REMAINING));
     }
 }
