@@ -72,6 +72,8 @@ pub struct WriterLease {
     /// One reclaim at a time; its count, so writers that failed together
     /// reclaim once.
     reclaims: tokio::sync::Mutex<u64>,
+    /// Given up ([`Self::release_all`]): nothing takes it back after that.
+    given_up: std::sync::atomic::AtomicBool,
 }
 
 impl WriterLease {
@@ -82,6 +84,7 @@ impl WriterLease {
             held: Default::default(),
             renewer: Mutex::new(None),
             reclaims: tokio::sync::Mutex::new(0),
+            given_up: Default::default(),
         }
     }
 
@@ -157,6 +160,15 @@ impl WriterLease {
     /// `Leased` if another writer holds it or wrote meanwhile.
     pub async fn reclaim<S: PageStore>(&self, store: &S, blob: &str, seen: u64) -> StoreResult<()> {
         let mut count = self.reclaims.lock().await;
+        if self.given_up.load(std::sync::atomic::Ordering::Acquire) {
+            // The sync is ending: a write still in flight must not take
+            // back a lease no one would give up again.
+            return Err(StoreError::Invalid {
+                op: diskferry_blob::Op::AcquireLease.verb(),
+                what: blob.to_owned(),
+                message: "the sync has given up its lease".into(),
+            });
+        }
         if *count != seen {
             return Ok(());
         }
@@ -290,6 +302,7 @@ impl WriterLease {
     /// Stop renewing and release every lease held (best effort: a lease
     /// left behind lapses on its own).
     pub async fn release_all<S: PageStore>(&self, store: &S) {
+        self.given_up.store(true, std::sync::atomic::Ordering::Release);
         self.stop_renewing();
         let names: Vec<String> = self.held.lock().map(|h| h.iter().cloned().collect()).unwrap_or_default();
         for name in names {
@@ -310,4 +323,27 @@ pub fn in_use(describe: &str, e: &StoreError) -> anyhow::Error {
         "{describe} is in use by another sync ({e}); a sync that died lets its lease lapse within 60 s at most \
          (--lease-wait SECS waits for that; --break-lease takes over from a writer known to be gone)"
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use diskferry_blob::testing::MemStore;
+    use std::collections::HashMap;
+
+    #[tokio::test]
+    async fn a_write_still_in_flight_after_the_release_does_not_take_the_lease_back() {
+        let mem = MemStore::new("c");
+        mem.create_page_blob("d.vhd", 1 << 20, HashMap::new(), None).await.unwrap();
+        let lease = WriterLease::new(LeaseOptions::default());
+        lease.acquire(&mem, "d.vhd").await.unwrap();
+        let seen = lease.reclaimed().await;
+        // Storage lost the lease (it lapsed): a write would take it back...
+        mem.expire_leases();
+        // ...but the sync gave it up first: the straggler must not.
+        lease.release_all(&mem).await;
+        let e = lease.reclaim(&mem, "d.vhd", seen).await.unwrap_err();
+        assert!(e.to_string().contains("given up"), "{e}");
+        assert_eq!(mem.lease("d.vhd"), None, "a lease no one will release was taken");
+    }
 }

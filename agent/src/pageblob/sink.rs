@@ -582,8 +582,15 @@ impl<S: PageStore> Sink for PageBlobSink<S> {
 }
 
 impl<S: PageStore> PageBlobSink<S> {
-    /// Give up the writer's leases (a crash leaves them to lapse).
+    /// Give up the writer's leases (a crash leaves them to lapse). No
+    /// write outlives this: the ones still in flight (a failed sync's) are
+    /// stopped first, or one could find the lease gone and take it back.
     fn release(&mut self) {
+        let mut tasks = std::mem::take(&mut self.tasks);
+        self.rt.block_on(tasks.shutdown());
+        if let Some(w) = self.journal_writer.take() {
+            w.stop(&self.rt, false);
+        }
         let (lease, store) = (self.lease.clone(), self.store.clone());
         let release = async move { lease.release_all(store.as_ref()).await };
         // Bounded: storage that does not answer lets the lease lapse instead.
