@@ -48,9 +48,7 @@ impl<S: PageStore> PageBlobSink<S> {
         meta.insert(META_BUILDING.to_owned(), "1".to_owned());
         meta.insert(META_DISK_SIZE.to_owned(), cur.disk_size().to_string());
         meta.insert(META_WRITER.to_owned(), self.lease.id().as_str().to_owned());
-        if let Some(place) = self.state_place() {
-            meta.insert(META_STATE.to_owned(), place);
-        }
+        self.mark_state_place(&mut meta);
         if !self.block_on(self.store.create_page_blob_if_absent(&self.blob, total, meta.clone()))? {
             // Another writer created it meanwhile: read it as it is.
             return Ok(None);
@@ -283,7 +281,7 @@ impl<S: PageStore> PageBlobSink<S> {
                 r.max - 1
             )));
         }
-        let points = self.points()?;
+        let points = self.parse_points(self.block_on(self.store.get(&self.points_name()))?)?;
         let Some(last) = points.iter().max_by_key(|p| p.created_unix_ms) else { return Ok(()) };
         let now_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)

@@ -218,7 +218,7 @@ impl<S: PageStore> PageBlobSink<S> {
         format!("{}.journal", self.blob)
     }
 
-    fn points_name(&self) -> String {
+    pub(super) fn points_name(&self) -> String {
         format!("{}.points", self.blob)
     }
 
@@ -239,6 +239,13 @@ impl<S: PageStore> PageBlobSink<S> {
         self.parse_points(self.block_on(self.store.get(&self.points_name()))?)
     }
 
+    /// Record in `meta` where the state lives, when not beside the blob.
+    pub(super) fn mark_state_place(&self, meta: &mut HashMap<String, String>) {
+        if let Some(place) = self.state_place() {
+            meta.insert(META_STATE.to_owned(), place);
+        }
+    }
+
     /// Where the state lives, as the page blob records it (`None`: beside it).
     pub(super) fn state_place(&self) -> Option<String> {
         self.opts.state.as_ref().map(|a| {
@@ -247,7 +254,7 @@ impl<S: PageStore> PageBlobSink<S> {
         })
     }
 
-    fn parse_points(&self, index: Option<Bytes>) -> Result<Vec<RecoveryPoint>, Failure> {
+    pub(super) fn parse_points(&self, index: Option<Bytes>) -> Result<Vec<RecoveryPoint>, Failure> {
         match index {
             None => Ok(Vec::new()),
             Some(b) => serde_json::from_slice(&b)
@@ -307,9 +314,7 @@ impl<S: PageStore> Sink for PageBlobSink<S> {
         meta.insert(META_BUILDING.to_owned(), generation.to_string());
         meta.insert(META_DISK_SIZE.to_owned(), cur.disk_size().to_string());
         meta.insert(META_WRITER.to_owned(), self.lease.id().as_str().to_owned());
-        if let Some(place) = self.state_place() {
-            meta.insert(META_STATE.to_owned(), place);
-        }
+        self.mark_state_place(&mut meta);
         let base = match prior {
             Prior::Previous { .. } => {
                 for k in [META_GENERATION, META_MANIFEST] {
@@ -516,9 +521,7 @@ impl<S: PageStore> Sink for PageBlobSink<S> {
         meta.insert(META_GENERATION.to_owned(), g.to_string());
         meta.insert(META_MANIFEST.to_owned(), digest.to_hex());
         meta.insert(META_DISK_SIZE.to_owned(), manifest.geometry.disk_size().to_string());
-        if let Some(place) = self.state_place() {
-            meta.insert(META_STATE.to_owned(), place);
-        }
+        self.mark_state_place(&mut meta);
         let lease = self.lease.clone();
         let l = Some(lease.id());
         self.block_on(lease.guarded(store.as_ref(), &blob, || store.set_metadata(&blob, meta.clone(), l)))?;
