@@ -12,7 +12,7 @@ use super::{err, key, unb64, ArmSim, SimState};
 
 impl ArmSim {
     pub(super) fn put_snapshot(&self, s: &mut SimState, path: &str, v: &mut Value) -> Result<(), (u16, Value)> {
-        let cd = &v["properties"]["creationData"];
+        let cd = v["properties"]["creationData"].clone();
         if cd["createOption"] != "Copy" {
             return Err((400, err("InvalidParameter", "createOption must be Copy")));
         }
@@ -26,6 +26,26 @@ impl ArmSim {
         let size = std::fs::metadata(&copy).map(|m| m.len()).unwrap_or(0);
         v["properties"]["diskSizeBytes"] = size.into();
         v["properties"]["incrementalSnapshotFamilyId"] = format!("family-{}", key(&src)).into();
+        if let Some(d) = s.snapshot_defaults.as_object() {
+            for (k, val) in d {
+                v["properties"][k] = val.clone();
+            }
+        }
+        // A Premium SSD v2 or Ultra disk's snapshot copies in the
+        // background: Pending, unless instant access was asked for
+        // (Snapshot_Create_InstantAccessSnapshot.json).
+        let sku = s.resources.get(&key(&src)).and_then(|d| d["sku"]["name"].as_str()).unwrap_or("Premium_LRS");
+        let background = matches!(sku, "PremiumV2_LRS" | "UltraSSD_LRS");
+        let state = if !background {
+            "Available"
+        } else if cd["instantAccessDurationMinutes"].is_u64() && s.instant_access {
+            "InstantAccess"
+        } else {
+            let gets = s.pending_gets;
+            s.pending.insert(key(path), gets);
+            "Pending"
+        };
+        v["properties"]["snapshotAccessState"] = state.into();
         s.files.insert(key(path), copy);
         Ok(())
     }
@@ -33,23 +53,56 @@ impl ArmSim {
     /// Validate a worker VM against what ARM would refuse or what the
     /// provider promises (no public IP, disks and NIC deleted with it), and
     /// create its inline disks and NIC.
-    pub(super) fn put_vm(&self, s: &mut SimState, path: &str, v: &Value, boots: bool) -> Result<(), (u16, Value)> {
+    pub(super) fn put_vm(&self, s: &mut SimState, path: &str, v: &mut Value, boots: bool) -> Result<(), (u16, Value)> {
         let bad = |m: &str| Err((400, err("InvalidParameter", m)));
-        let p = &v["properties"];
-        // The spec's enum (Azure/azure-rest-api-specs
-        // specification/compute/resource-manager/Microsoft.Compute/ComputeRP/stable/2025-04-01/
-        // computeRPCommon.json, definitions.NetworkProfile.networkApiVersion, commit 802dc37d):
-        // the Microsoft.Network version the inline NIC is made with.
-        const NETWORK_API_VERSIONS: [&str; 2] = ["2020-11-01", "2022-11-01"];
-        if let Some(nv) = p["networkProfile"]["networkApiVersion"].as_str() {
-            if !NETWORK_API_VERSIONS.contains(&nv) {
+        let props = v["properties"].clone();
+        let p = &props;
+        // (networkProfile.networkApiVersion and every other member are
+        // checked against the SDK's models before this: spec.rs.)
+        // The size must be one the region offers the subscription
+        // (ResourceSkus_List), with room for the data disks.
+        let size = p["hardwareProfile"]["vmSize"].as_str().unwrap_or_default();
+        let location = v["location"].as_str().unwrap_or_default();
+        let offered = super::skus::vm_skus(location, &s.restricted_sizes);
+        let Some(sku) = offered.iter().find(|e| e["name"] == size && e["restrictions"] == json!([])) else {
+            return Err((
+                409,
+                err("SkuNotAvailable", &format!("The requested size {size} is not available in location {location}.")),
+            ));
+        };
+        let max_disks: usize =
+            super::skus::capability(sku, "MaxDataDiskCount").and_then(|c| c.parse().ok()).unwrap_or(0);
+        let disks = p["storageProfile"]["dataDisks"].as_array().map_or(0, Vec::len);
+        if disks > max_disks {
+            return Err((
+                409,
+                err(
+                    "OperationNotAllowed",
+                    &format!(
+                        "The maximum number of data disks allowed to be attached to a VM of this size is {max_disks}."
+                    ),
+                ),
+            ));
+        }
+        let premium_io = super::skus::capability(sku, "PremiumIO") == Some("True");
+        if p["storageProfile"]["osDisk"]["createOption"] == "Attach" {
+            // The VM's security type must be the OS disk's (a Trusted
+            // Launch disk boots only on a Trusted Launch VM, and back).
+            let os_id = key(p["storageProfile"]["osDisk"]["managedDisk"]["id"].as_str().unwrap_or_default());
+            let disk_type = s.resources.get(&os_id).map(|d| d["properties"]["securityProfile"]["securityType"].clone());
+            let vm_type = &p["securityProfile"]["securityType"];
+            if disk_type
+                .as_ref()
+                .is_some_and(|d| d.as_str().unwrap_or("Standard") != vm_type.as_str().unwrap_or("Standard"))
+            {
                 return bad(&format!(
-                    "The value '{nv}' of parameter 'networkProfile.networkApiVersion' is not allowed. Allowed values \
-                     are '2020-11-01', '2022-11-01'."
+                    "The security type of the VM ({vm_type}) does not match the security type of its OS disk ({}).",
+                    disk_type.unwrap_or_default()
                 ));
             }
-        }
-        if p["storageProfile"]["osDisk"]["createOption"] == "Attach" {
+            if vm_type == "TrustedLaunch" && p["securityProfile"]["uefiSettings"].is_null() {
+                return bad("a Trusted Launch VM needs securityProfile.uefiSettings");
+            }
             // A VM made of existing disks (a migration's result): they must
             // exist, be unattached and in the VM's region.
             let mut ids = vec![p["storageProfile"]["osDisk"]["managedDisk"]["id"].clone()];
@@ -94,18 +147,34 @@ impl ArmSim {
         let Some(text) = unb64(ud).and_then(|b| String::from_utf8(b).ok()) else {
             return bad("userData must be base64");
         };
-        if text.len() > 64 * 1024 || !text.starts_with("#cloud-config") {
-            return bad("userData is not cloud-config within 64 KiB");
+        // "The user data must be Base64 encoded ... can't exceed 64 KB": the
+        // encoded string is counted.
+        if ud.len() > 64 * 1024 || !text.starts_with("#cloud-config") {
+            return bad("userData is not cloud-config within 64 KiB of base64");
         }
         let rg = path.split("/providers/").next().unwrap_or_default().to_owned();
         let location = v["location"].clone();
         let mut made = Vec::new();
         let mut luns = BTreeMap::new();
+        let mut skus = Vec::new();
         for d in p["storageProfile"]["dataDisks"].as_array().cloned().unwrap_or_default() {
             let src = d["sourceResource"]["id"].as_str().unwrap_or_default();
             let Some(file) = s.files.get(&key(src)).cloned() else {
                 return Err((404, err("NotFound", &format!("sourceResource {src} is not found."))));
             };
+            if s.resources.get(&key(src)).is_some_and(|r| r["properties"]["snapshotAccessState"] == "Pending") {
+                return Err((
+                    409,
+                    err("OperationNotAllowed", &format!("Snapshot {src} is not ready for use (Pending).")),
+                ));
+            }
+            // Without a storage type, a disk made this way is Standard_LRS
+            // (the example's osDisk.managedDisk.storageAccountType).
+            let disk_sku = d["managedDisk"]["storageAccountType"].as_str().unwrap_or("Standard_LRS").to_owned();
+            if disk_sku.starts_with("Premium") && !premium_io {
+                return bad(&format!("The VM size {size} does not support the storage account type {disk_sku}."));
+            }
+            skus.push(disk_sku);
             if d["createOption"] != "Copy" || d["deleteOption"] != "Delete" {
                 return bad("data disks must be createOption Copy, deleteOption Delete");
             }
@@ -119,22 +188,32 @@ impl ArmSim {
         }
         let os = p["storageProfile"]["osDisk"]["name"].as_str().unwrap_or_default().to_owned();
         made.push((format!("{rg}/providers/Microsoft.Compute/disks/{os}"), os, "Microsoft.Compute/disks"));
-        let nic_name = nic["name"].as_str().unwrap_or_default().to_owned();
-        made.push((
-            format!("{rg}/providers/Microsoft.Network/networkInterfaces/{nic_name}"),
-            nic_name,
-            "Microsoft.Network/networkInterfaces",
-        ));
+        skus.push("StandardSSD_LRS".into());
+        // Azure names the NIC, not the configuration's `name`
+        // (VirtualMachine_Create_WithNetworkInterfaceConfiguration.json
+        // answers `networkInterfaces/toBeCreatedNetworkInterface`); it
+        // carries the configuration's tags.
+        s.next_op += 1;
+        let nic_name = format!("toBeCreatedNetworkInterface{}", s.next_op);
+        let nic_id = format!("{rg}/providers/Microsoft.Network/networkInterfaces/{nic_name}");
+        made.push((nic_id.clone(), nic_name, "Microsoft.Network/networkInterfaces"));
+        let mut skus = skus.into_iter();
         for (id, name, t) in made {
             let mut r = json!({"id": id, "name": name, "type": t, "location": location,
                    "properties": {"provisioningState": "Succeeded", "timeCreated": chrono::Utc::now().to_rfc3339()}});
             if t == "Microsoft.Compute/disks" {
                 r["managedBy"] = path.into();
+                r["sku"] = json!({ "name": skus.next().unwrap_or_default() });
             } else {
                 r["properties"]["virtualMachine"] = json!({ "id": path });
+                r["tags"] = nic["tags"].clone();
             }
             s.resources.insert(key(&id), r);
         }
+        // The VM as the example answers it: the NIC by id, the
+        // configurations not echoed.
+        v["properties"]["networkProfile"] =
+            json!({"networkInterfaces": [{"id": nic_id, "properties": {"primary": true}}]});
         let vm_name = v["name"].as_str().unwrap_or_default().to_owned();
         s.user_data.insert(vm_name.clone(), text.clone());
         if !boots {

@@ -1,5 +1,6 @@
-//! The simulator's data plane: a snapshot's SAS URL answering Get Page
-//! Ranges with `x-ms-previous-snapshot-url` from the snapshot files.
+//! The simulator's data plane: a snapshot's SAS URL answering Get Blob
+//! Properties (its size) and Get Page Ranges with
+//! `x-ms-previous-snapshot-url` and `x-ms-range` from the snapshot files.
 
 use serde_json::Value;
 
@@ -9,21 +10,33 @@ impl ArmSim {
     /// The data plane of a snapshot SAS: Get Page Ranges with
     /// `x-ms-previous-snapshot-url`, at 64 KiB granularity, a few ranges a
     /// page with `NextMarker`.
-    pub(super) fn page_diff(&self, target: &str, prev_url: &str) -> Reply {
+    /// Get Blob Properties on a snapshot's SAS: its size.
+    pub(super) fn blob_properties(&self, target: &str) -> Reply {
+        let s = self.state.lock().unwrap();
+        let file = token_of(target).and_then(|t| s.grants.get(&t)).and_then(|k| s.files.get(k));
+        match file.and_then(|f| std::fs::metadata(f).ok()) {
+            Some(m) => (200, vec![("Content-Length".into(), m.len().to_string())], Value::Null),
+            None => (403, vec![("Content-Length".into(), "0".into())], Value::Null),
+        }
+    }
+
+    /// `range` is the request's `x-ms-range` (`bytes=START-END`), if any.
+    pub(super) fn page_diff(&self, target: &str, prev_url: &str, range: &str) -> Reply {
         let xml_err = |st: u16, code: &str| (st, vec![], Value::String(format!("<Error><Code>{code}</Code></Error>")));
         let mut s = self.state.lock().unwrap();
         s.log.push(format!("GET {}", target.split('?').next().unwrap_or("")));
-        let token_of = |url: &str| -> Option<String> {
-            let rest = url.split("/sas/").nth(1)?;
-            let (tok, q) = rest.split_once('?')?;
-            q.contains("sig=SIMSAS-SECRET").then(|| tok.to_owned())
-        };
         let (Some(cur), Some(prev)) = (token_of(target), token_of(prev_url)) else {
             return xml_err(403, "AuthenticationFailed");
         };
         let (Some(cur_k), Some(prev_k)) = (s.grants.get(&cur).cloned(), s.grants.get(&prev).cloned()) else {
             return xml_err(403, "AuthenticationFailed");
         };
+        // A snapshot whose data access is Entra-only takes no SAS alone.
+        for k in [&cur_k, &prev_k] {
+            if s.resources.get(k).is_some_and(|r| r["properties"]["dataAccessAuthMode"] == "AzureActiveDirectory") {
+                return xml_err(403, "AuthorizationFailure");
+            }
+        }
         if !target.contains("comp=pagelist") {
             return xml_err(400, "InvalidQueryParameterValue");
         }
@@ -35,17 +48,34 @@ impl ArmSim {
             (Some(a), Some(b)) => (std::fs::read(a).unwrap(), std::fs::read(b).unwrap()),
             _ => return xml_err(404, "BlobNotFound"),
         };
+        let (lo, hi) = match range.strip_prefix("bytes=").and_then(|r| r.split_once('-')) {
+            Some((a, z)) => match (a.parse::<usize>(), z.parse::<usize>()) {
+                (Ok(a), Ok(z)) if a <= z && a % 512 == 0 && (z + 1) % 512 == 0 => (a, (z + 1).min(b.len())),
+                _ => return xml_err(416, "InvalidRange"),
+            },
+            None => (0, b.len()),
+        };
+        if s.diff_max_span.is_some_and(|m| (hi - lo) as u64 > m) {
+            return xml_err(500, "OperationTimedOut");
+        }
         const G: usize = 64 * 1024;
         let mut ranges: Vec<(usize, usize, bool)> = Vec::new(); // (start, end exclusive, cleared)
         for (i, cb) in b.chunks(G).enumerate() {
-            let ca = a.get(i * G..(i * G + cb.len()).min(a.len())).unwrap_or(&[]);
+            // Only the asked span, clipped to it.
+            let (c0, c1) = (i * G, i * G + cb.len());
+            if c1 <= lo || c0 >= hi {
+                continue;
+            }
+            let (c0, c1) = (c0.max(lo), c1.min(hi));
+            let cb = &b[c0..c1];
+            let ca = a.get(c0..c1.min(a.len())).unwrap_or(&[]);
             if ca == cb {
                 continue;
             }
             let cleared = cb.iter().all(|&x| x == 0);
             match ranges.last_mut() {
-                Some(r) if r.1 == i * G && r.2 == cleared => r.1 += cb.len(),
-                _ => ranges.push((i * G, i * G + cb.len(), cleared)),
+                Some(r) if r.1 == c0 && r.2 == cleared => r.1 = c1,
+                _ => ranges.push((c0, c1, cleared)),
             }
         }
         let skip: usize =
@@ -65,6 +95,13 @@ impl ArmSim {
         s.diffs += 1;
         (200, vec![], Value::String(xml))
     }
+}
+
+/// The grant token of a simulator SAS URL, if it is signed.
+fn token_of(url: &str) -> Option<String> {
+    let rest = url.split("/sas/").nth(1)?;
+    let (tok, q) = rest.split_once('?')?;
+    q.contains("sig=SIMSAS-SECRET").then(|| tok.to_owned())
 }
 
 /// Standard base64 decoding (None on bad input).

@@ -26,7 +26,10 @@ use serde_json::{json, Value};
 
 mod compute;
 mod dataplane;
+mod skus;
+mod spec;
 pub use dataplane::unb64;
+pub use spec::{Refusal, Spec};
 
 pub const TOKEN: &str = "sim-token-SECRET";
 pub const SUB: &str = "s1";
@@ -76,6 +79,8 @@ pub struct SimState {
     pub fail: Vec<FailRule>,
     /// "METHOD path" of every request.
     pub log: Vec<String>,
+    /// Bodies refused for not conforming to the SDK's models.
+    pub refused: Vec<Refusal>,
     /// Every worker's decoded user data, by VM name.
     pub user_data: BTreeMap<String, String>,
     workers: HashMap<String, Child>,
@@ -86,6 +91,27 @@ pub struct SimState {
     next_grant: u64,
     /// Page range diffs served.
     pub diffs: u64,
+    /// Every PUT's body, by path: what the provider asked for.
+    pub bodies: Vec<(String, Value)>,
+    /// Honour `instantAccessDurationMinutes` (off: a region without
+    /// instant access, where such snapshots stay Pending a while).
+    pub instant_access: bool,
+    /// A VM whose creation fails leaves its NIC behind, with no VM (what a
+    /// half-created VM can leave).
+    pub orphan_nic: bool,
+    /// Sizes the subscription may not use (Resource SKUs restrictions).
+    pub restricted_sizes: Vec<String>,
+    /// Merged into every new snapshot's properties (what an Azure Policy
+    /// that modifies snapshots would do: `dataAccessAuthMode`, ...).
+    pub snapshot_defaults: Value,
+    /// Snapshots still Pending: key -> GETs until Available.
+    pub pending: HashMap<String, u32>,
+    /// How many GETs a Premium SSD v2 or Ultra disk's snapshot stays
+    /// Pending without instant access.
+    pub pending_gets: u32,
+    /// A page range diff over more bytes than this times out (HTTP 500
+    /// OperationTimedOut), as one over a large fragmented snapshot does.
+    pub diff_max_span: Option<u64>,
     /// Sent as `x-ms-ratelimit-remaining-subscription-writes` when set.
     pub writes_remaining: Option<u64>,
     /// Sent on Microsoft.Compute answers as Compute's named buckets, when
@@ -118,6 +144,62 @@ fn key(path: &str) -> String {
     path.split('?').next().unwrap_or(path).trim_end_matches('/').to_ascii_lowercase()
 }
 
+/// A query value with `%XX` and `+` decoded.
+fn url_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = (b[i] == b'%')
+            .then(|| b.get(i + 1..i + 3))
+            .flatten()
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (b[i], hex) {
+            (_, Some(v)) => {
+                out.push(v);
+                i += 3;
+            }
+            (b'+', None) => {
+                out.push(b' ');
+                i += 1;
+            }
+            (c, None) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The SDK model a request's body must conform to, by method and resource
+/// type; POST actions other than beginGetAccess take no body.
+fn conforms(method: &str, path: &str, body: &Value) -> Result<(), Refusal> {
+    let lower = path.to_ascii_lowercase();
+    let kind = ["virtualmachines", "disks", "snapshots"]
+        .into_iter()
+        .find(|t| lower.contains(&format!("/microsoft.compute/{t}/")));
+    let root = match (method, kind) {
+        ("PUT", Some("virtualmachines")) => "VirtualMachine",
+        ("PUT", Some("disks")) => "Disk",
+        ("PUT", Some("snapshots")) => "Snapshot",
+        ("PATCH", Some("virtualmachines")) => "VirtualMachineUpdate",
+        ("PATCH", Some("disks")) => "DiskUpdate",
+        ("PATCH", Some("snapshots")) => "SnapshotUpdate",
+        ("POST", _) if lower.ends_with("/begingetaccess") => "GrantAccessData",
+        _ if body.is_null() => return Ok(()),
+        _ => {
+            return Err(Refusal {
+                code: "InvalidRequestContent",
+                message: format!("{method} {path} takes no body"),
+                target: String::new(),
+            })
+        }
+    };
+    Spec::get().check(root, body)
+}
+
 fn err(code: &str, message: &str) -> Value {
     json!({"error": {"code": code, "message": message}})
 }
@@ -140,9 +222,10 @@ impl ArmSim {
     /// A simulator whose files live in `dir` and whose workers run `agent`.
     pub fn start(dir: &Path, agent: &Path, worker_env: Vec<(String, String)>) -> Arc<Self> {
         std::fs::create_dir_all(dir).unwrap();
+        Spec::get(); // the models requests are checked against, dumped before the first
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let base = format!("http://{}", l.local_addr().unwrap());
-        let state = Arc::new(Mutex::new(SimState { polls: 2, page: 2, ..Default::default() }));
+        let state = Arc::new(Mutex::new(SimState { polls: 2, page: 2, instant_access: true, ..Default::default() }));
         let sim = Arc::new(Self { base, state, dir: dir.to_owned(), agent: agent.to_owned(), worker_env });
         let s = Arc::downgrade(&sim);
         std::thread::spawn(move || {
@@ -222,7 +305,7 @@ impl ArmSim {
             }
             let mut parts = line.split_whitespace();
             let (method, target) = (parts.next().unwrap_or("").to_owned(), parts.next().unwrap_or("").to_owned());
-            let (mut len, mut auth, mut prev) = (0usize, String::new(), String::new());
+            let (mut len, mut auth, mut prev, mut range) = (0usize, String::new(), String::new(), String::new());
             loop {
                 let mut h = String::new();
                 if r.read_line(&mut h).unwrap_or(0) == 0 {
@@ -236,6 +319,7 @@ impl ArmSim {
                     "content-length" => len = v.trim().parse().unwrap_or(0),
                     "authorization" => auth = v.trim().to_owned(),
                     "x-ms-previous-snapshot-url" => prev = v.trim().to_owned(),
+                    "x-ms-range" => range = v.trim().to_owned(),
                     _ => {}
                 }
             }
@@ -243,8 +327,10 @@ impl ArmSim {
             if r.read_exact(&mut body).is_err() {
                 return;
             }
-            let (status, mut headers, reply) = if target.starts_with("/sas/") {
-                self.page_diff(&target, &prev)
+            let (status, mut headers, reply) = if target.starts_with("/sas/") && method == "HEAD" {
+                self.blob_properties(&target)
+            } else if target.starts_with("/sas/") {
+                self.page_diff(&target, &prev, &range)
             } else {
                 self.handle(&method, &target, &auth, &body)
             };
@@ -262,14 +348,19 @@ impl ArmSim {
                 Value::String(xml) => xml,
                 v => v.to_string(),
             };
-            let mut head =
-                format!("HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\n", text.len());
+            // A HEAD's Content-Length is the blob's, and no body follows.
+            let head_only = method == "HEAD";
+            let mut head = format!("HTTP/1.1 {status} X\r\nContent-Type: application/json\r\n");
+            if !head_only {
+                head.push_str(&format!("Content-Length: {}\r\n", text.len()));
+            }
             for (k, v) in headers {
                 head.push_str(&format!("{k}: {v}\r\n"));
             }
             head.push_str("\r\n");
             let mut w = &c;
-            if w.write_all(head.as_bytes()).and_then(|_| w.write_all(text.as_bytes())).is_err() {
+            let body = if head_only { "" } else { text.as_str() };
+            if w.write_all(head.as_bytes()).and_then(|_| w.write_all(body.as_bytes())).is_err() {
                 return;
             }
         }
@@ -305,10 +396,31 @@ impl ArmSim {
         if let Some(FailRule { code, sync_status: Some(st), .. }) = &fail {
             return (*st, vec![], err(code, "injected by the simulator"));
         }
-        let body: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+        let body: Value = if body.is_empty() {
+            Value::Null
+        } else {
+            match serde_json::from_slice(body) {
+                Ok(v) => v,
+                Err(e) => {
+                    return (
+                        400,
+                        vec![],
+                        err("InvalidRequestContent", &format!("The request content is not JSON: {e}")),
+                    )
+                }
+            }
+        };
+        if let Err(r) = conforms(method, &path, &body) {
+            let reply = json!({"error": {"code": r.code, "message": r.message, "target": r.target}});
+            s.refused.push(r);
+            return (400, vec![], reply);
+        }
         match method {
-            "GET" => self.get(&s, &path, target),
-            "PUT" => self.put(&mut s, &path, body, fail),
+            "GET" => self.get(&mut s, &path, target),
+            "PUT" => {
+                s.bodies.push((path.clone(), body.clone()));
+                self.put(&mut s, &path, body, fail)
+            }
             "PATCH" => match s.resources.get_mut(&key(&path)) {
                 Some(r) => {
                     if let Some(t) = body["tags"].as_object() {
@@ -328,6 +440,19 @@ impl ArmSim {
                     Some(f) => Outcome::Failed(key(parent), f.code.into(), "injected by the simulator".into()),
                     None => match action {
                         "beginGetAccess" => {
+                            // Pending and InstantAccess snapshots cannot be
+                            // downloaded (SnapshotAccessState).
+                            let state = s.resources[&key(parent)]["properties"]["snapshotAccessState"].clone();
+                            if state == "Pending" || state == "InstantAccess" {
+                                return (
+                                    409,
+                                    vec![],
+                                    err(
+                                        "OperationNotAllowed",
+                                        &format!("The snapshot is {state}: it cannot be read yet."),
+                                    ),
+                                );
+                            }
                             s.next_grant += 1;
                             let token = format!("g{}", s.next_grant);
                             s.grants.insert(token.clone(), key(parent));
@@ -379,9 +504,31 @@ impl ArmSim {
         id
     }
 
-    fn get(&self, s: &SimState, path: &str, target: &str) -> Reply {
-        if let Some(r) = s.resources.get(&key(path)) {
+    fn get(&self, s: &mut SimState, path: &str, target: &str) -> Reply {
+        let k = key(path);
+        // A snapshot copying in the background becomes Available after a
+        // few looks (Snapshot_GetIncrementalSnapshot.json shows the state).
+        if let Some(left) = s.pending.get(&k).copied() {
+            if left == 0 {
+                s.pending.remove(&k);
+                if let Some(r) = s.resources.get_mut(&k) {
+                    r["properties"]["snapshotAccessState"] = "Available".into();
+                }
+            } else {
+                s.pending.insert(k.clone(), left - 1);
+            }
+        }
+        if let Some(r) = s.resources.get(&k) {
             return (200, vec![], r.clone());
+        }
+        // ResourceSkus_List (ListAvailableResourceSkusForARegion.json).
+        if k == format!("/subscriptions/{SUB}/providers/microsoft.compute/skus") {
+            let filter = target.split(['?', '&']).find_map(|q| q.strip_prefix("$filter=")).unwrap_or_default();
+            let filter = url_decode(filter);
+            let Some(location) = filter.strip_prefix("location eq '").and_then(|l| l.strip_suffix('\'')) else {
+                return (400, vec![], err("InvalidFilter", "the simulator answers $filter=location eq 'L' only"));
+            };
+            return (200, vec![], json!({"value": skus::vm_skus(location, &s.restricted_sizes), "nextLink": null}));
         }
         // A list: /subscriptions/S/resourceGroups/RG/providers/NS/TYPE
         let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
@@ -431,7 +578,7 @@ impl ArmSim {
         v["properties"]["timeCreated"] = chrono::Utc::now().to_rfc3339().into();
         let created = match rtype {
             "Microsoft.Compute/snapshots" => self.put_snapshot(s, path, &mut v),
-            "Microsoft.Compute/virtualMachines" => self.put_vm(s, path, &v, fail.is_none()),
+            "Microsoft.Compute/virtualMachines" => self.put_vm(s, path, &mut v, fail.is_none()),
             _ => {
                 let cd = &v["properties"]["creationData"];
                 let account = cd["storageAccountId"].as_str().unwrap_or_default();
@@ -457,7 +604,16 @@ impl ArmSim {
         };
         let id = self.new_op(s, outcome);
         let op = format!("{}/ops/{id}?api-version=2025-01-02", self.base);
-        (201, vec![self.ra(s), ("Azure-AsyncOperation".into(), op)], v)
+        // The examples' first answers: a VM 201
+        // (VirtualMachine_Create_WithNetworkInterfaceConfiguration.json), a
+        // snapshot or disk 202 (Snapshot_Create_InstantAccessSnapshot.json,
+        // Disk_Create_ByImportingBlobFromADifferentSubscription.json).
+        if rtype == "Microsoft.Compute/virtualMachines" {
+            (201, vec![self.ra(s), ("Azure-AsyncOperation".into(), op)], v)
+        } else {
+            let loc = format!("{}/locs/{id}?monitor=true", self.base);
+            (202, vec![self.ra(s), ("Azure-AsyncOperation".into(), op), ("Location".into(), loc)], v)
+        }
     }
 
     fn delete(&self, s: &mut SimState, path: &str) -> Reply {
@@ -509,6 +665,25 @@ impl ArmSim {
             Outcome::Failed(k, code, message) => {
                 if let Some(r) = s.resources.get_mut(k) {
                     r["properties"]["provisioningState"] = "Failed".into();
+                }
+                if s.orphan_nic && s.resources.get(k).is_some_and(|r| r["type"] == "Microsoft.Compute/virtualMachines")
+                {
+                    // The VM and its disks are rolled back; its NIC stays, owned by nobody.
+                    s.resources.remove(k);
+                    let owned: Vec<String> = s
+                        .resources
+                        .iter()
+                        .filter(|(_, r)| r["managedBy"].as_str().is_some_and(|m| key(m) == *k))
+                        .map(|(rk, _)| rk.clone())
+                        .collect();
+                    for rk in owned {
+                        s.resources.remove(&rk);
+                    }
+                    for r in s.resources.values_mut() {
+                        if r["properties"]["virtualMachine"]["id"].as_str().is_some_and(|m| key(m) == *k) {
+                            r["properties"].as_object_mut().map(|p| p.remove("virtualMachine"));
+                        }
+                    }
                 }
                 Some((code.clone(), message.clone()))
             }
