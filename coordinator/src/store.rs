@@ -87,6 +87,9 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE runs ADD COLUMN bytes_written BIGINT NOT NULL DEFAULT 0;
     ALTER TABLE runs ADD COLUMN bytes_cleared BIGINT NOT NULL DEFAULT 0;
     ALTER TABLE runs DROP COLUMN bytes_skipped;",
+    // What the run's worker could do (an Azure size's data disks and
+    // uncached throughput), as its provider said.
+    "ALTER TABLE runs ADD COLUMN worker TEXT;",
 ];
 
 /// Run states as stored.
@@ -148,6 +151,8 @@ pub struct Run {
     pub bytes_written: u64,
     pub bytes_cleared: u64,
     pub error: Option<String>,
+    /// The worker's size and what it allows, when the provider says.
+    pub worker: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -298,6 +303,12 @@ impl Store {
     /// Record a run row as is (used for skipped triggers).
     pub fn insert_run(&self, run: &Run) -> Result<()> {
         insert_run(&self.conn, run)
+    }
+
+    /// Record what the run's worker is and allows.
+    pub fn set_worker(&self, run_id: &str, worker: &str) -> Result<()> {
+        self.conn.execute("UPDATE runs SET worker = ?2 WHERE id = ?1", params![run_id, worker])?;
+        Ok(())
     }
 
     pub fn set_phase(&self, run_id: &str, phase: &str) -> Result<()> {
@@ -488,8 +499,8 @@ impl Store {
 }
 
 const RUN_SELECT: &str = "SELECT id, replica, trigger_kind, status, phase, started_at, finished_at, duration_ms, \
-owner_pid, owner_start, bytes_read, bytes_sent, bytes_zero, bytes_unchanged, bytes_written, bytes_cleared, error \
-FROM runs";
+owner_pid, owner_start, bytes_read, bytes_sent, bytes_zero, bytes_unchanged, bytes_written, bytes_cleared, error, \
+worker FROM runs";
 const DISK_SELECT: &str = "SELECT run_id, disk, destination, generation, full_sync, full_sync_reason, bytes_read, \
 bytes_sent, bytes_zero, bytes_unchanged, bytes_written, bytes_cleared FROM run_disks";
 const RES_SELECT: &str = "SELECT name, run_id, replica, kind, disk, state, created_at, expires_at FROM resources";
@@ -551,6 +562,7 @@ fn run_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Run> {
         bytes_written: r.get::<_, i64>(14)? as u64,
         bytes_cleared: r.get::<_, i64>(15)? as u64,
         error: r.get(16)?,
+        worker: r.get(17)?,
     })
 }
 
@@ -620,6 +632,7 @@ mod tests {
             bytes_written: 0,
             bytes_cleared: 0,
             error: None,
+            worker: None,
         }
     }
 

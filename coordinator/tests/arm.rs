@@ -165,3 +165,24 @@ fn a_grant_access_result_is_read_at_its_location() {
     let sas = out["accessSAS"].as_str().unwrap_or_default();
     assert!(sas.contains("/sas/") && sas.contains("sig="), "{out}");
 }
+
+#[test]
+fn an_operation_whose_location_answers_5xx_fails_at_once() {
+    // A failed action's Location answers 500 with ARM's error body: that is
+    // the operation's end, not a reason to retry for the whole budget.
+    let sim = Sim::start(1, 0, 0);
+    let mut arm = sim.client(TOKEN);
+    arm.limits.retry_for = Duration::from_secs(120);
+    let vm = format!("{}/deallocate?api-version=2025-04-01", armsim::vm_id("rg", "vm1"));
+    sim.sim.with(|s| {
+        s.fail = vec![FailRule {
+            method: "POST",
+            path: "deallocate".into(),
+            code: "VMAgentStatusCommunicationError",
+            sync_status: None,
+        }]
+    });
+    let e = format!("{:#}", arm.post(&vm, None).unwrap_err());
+    assert!(e.contains("HTTP 500 VMAgentStatusCommunicationError"), "{e}");
+    assert_eq!(arm.counters.retries.load(std::sync::atomic::Ordering::Relaxed), 0, "the final 5xx was retried");
+}

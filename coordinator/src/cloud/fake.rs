@@ -44,9 +44,10 @@ impl FakeCloud {
             hyper_v_generation: None,
             security_type: None,
             zone: None,
+            os_capabilities: None,
             disks: disks
                 .iter()
-                .map(|(n, size)| VmDisk { name: (*n).to_owned(), locator: format!("{vm}/{n}"), size: *size })
+                .map(|(n, size)| VmDisk { name: (*n).to_owned(), locator: format!("{vm}/{n}"), size: *size, sku: None })
                 .collect(),
         };
         Self { vm, state: Mutex::new(State::default()) }
@@ -229,7 +230,7 @@ impl Cloud for FakeCloud {
         format!("worker-{run_id}")
     }
 
-    fn start_worker(&self, w: &WorkerSpec<'_>) -> Result<()> {
+    fn start_worker(&self, w: &WorkerSpec<'_>) -> Result<Option<String>> {
         let mut s = self.call("start_worker")?;
         for a in w.disks {
             let t = a.temp.as_deref().unwrap_or(&a.snapshot);
@@ -239,7 +240,7 @@ impl Cloud for FakeCloud {
         }
         Self::create(&mut s, ResourceKind::Worker, w.name)?;
         s.jobs.push(w.job.clone());
-        Ok(())
+        Ok(None)
     }
 
     fn worker_state(&self, name: &str) -> Result<WorkerState> {

@@ -137,7 +137,7 @@ impl Cloud for LocalCloud {
             if size == 0 || size % 512 != 0 {
                 bail!("disk {} of VM {}: size {size} is not a positive multiple of 512 bytes", d.name, v.name);
             }
-            disks.push(VmDisk { name: d.name.clone(), locator: path.display().to_string(), size });
+            disks.push(VmDisk { name: d.name.clone(), locator: path.display().to_string(), size, sku: None });
         }
         Ok(Vm {
             id: dir.display().to_string(),
@@ -147,6 +147,7 @@ impl Cloud for LocalCloud {
             hyper_v_generation: None,
             security_type: None,
             zone: None,
+            os_capabilities: None,
             disks,
         })
     }
@@ -189,7 +190,7 @@ impl Cloud for LocalCloud {
         self.runs().join(run_id).display().to_string()
     }
 
-    fn start_worker(&self, w: &WorkerSpec<'_>) -> Result<()> {
+    fn start_worker(&self, w: &WorkerSpec<'_>) -> Result<Option<String>> {
         let (name, job) = (w.name, w.job);
         let dir = Path::new(name);
         std::fs::create_dir_all(dir)?;
@@ -209,7 +210,7 @@ impl Cloud for LocalCloud {
             .spawn()
             .with_context(|| format!("cannot start the agent {}", self.agent.display()))?;
         self.children.lock().map_err(|_| anyhow!("worker table poisoned"))?.insert(name.to_owned(), child);
-        Ok(())
+        Ok(None)
     }
 
     fn worker_state(&self, name: &str) -> Result<WorkerState> {

@@ -34,6 +34,11 @@ pub struct Vm {
     pub security_type: Option<String>,
     /// Its availability zone, if pinned to one (Azure).
     pub zone: Option<String>,
+    /// What the OS disk says it supports (Azure `supportedCapabilities`:
+    /// `architecture`, `diskControllerTypes`, `acceleratedNetwork`), carried
+    /// to an imported OS disk: an Arm64 or NVMe-only size refuses a disk
+    /// that does not say so.
+    pub os_capabilities: Option<serde_json::Value>,
     pub disks: Vec<VmDisk>,
 }
 
@@ -47,6 +52,7 @@ impl Vm {
             "hyper_v_generation": self.hyper_v_generation,
             "security_type": self.security_type,
             "zone": self.zone,
+            "os_capabilities": self.os_capabilities,
             "disks": self.disks.iter().map(|d| serde_json::json!({"name": d.name, "size": d.size})).collect::<Vec<_>>(),
         })
     }
@@ -59,6 +65,9 @@ pub struct VmDisk {
     /// Where the provider finds it (a path, a resource id).
     pub locator: String,
     pub size: u64,
+    /// Its storage type (Azure: `Premium_LRS`, `PremiumV2_LRS`, ...), when
+    /// the provider has one.
+    pub sku: Option<String>,
 }
 
 /// Kinds of temporary or retained resources a run creates.
@@ -184,7 +193,9 @@ pub trait Cloud: Send + Sync + std::fmt::Debug {
     /// The name the worker of `run_id` will have.
     fn worker_name(&self, run_id: &str) -> String;
     /// Start the worker with the job (its temporary disks are named in it).
-    fn start_worker(&self, w: &WorkerSpec<'_>) -> Result<()>;
+    /// Returns what the worker is and allows (an Azure size: its data
+    /// disks and uncached throughput), for the run's record.
+    fn start_worker(&self, w: &WorkerSpec<'_>) -> Result<Option<String>>;
     /// Look at the worker.
     fn worker_state(&self, name: &str) -> Result<WorkerState>;
     /// How often the lifecycle looks at a running worker.

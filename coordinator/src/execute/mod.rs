@@ -15,9 +15,11 @@ use crate::cloud::{Attach, Cloud, ResourceKind, RunTags, Vm, VmDisk, WorkerSpec,
 
 /// Hinted ranges are rounded out to this (the agent reads whole chunks anyway).
 const HINT_ALIGN: u64 = 64 * 1024;
-/// At most this many ranges per disk: a job travels in a VM's 64 KiB user
-/// data (a provider drops hints that do not fit, and says so).
-const MAX_HINT_RANGES: usize = 400;
+/// At most this many hinted ranges in a job, shared by its disks: a job
+/// travels in a VM's user data (60 KiB of base64 on Azure; userdata.rs's
+/// test puts 1,000 in four disks; a provider drops hints that do not fit,
+/// and says so). One disk gets at most 400 of them, and never fewer than 16.
+const HINT_RANGE_BUDGET: usize = 1000;
 use crate::clock::now;
 use crate::config::Config;
 use crate::destination::Destination;
@@ -74,6 +76,7 @@ pub fn new_run(replica: &str, trigger: &str) -> Run {
         bytes_written: 0,
         bytes_cleared: 0,
         error: None,
+        worker: None,
     }
 }
 
@@ -200,8 +203,9 @@ impl Exec<'_> {
             Action::StartWorker => {
                 let vm = built.vm.as_ref().ok_or_else(|| anyhow!("no VM"))?;
                 let mut job = self.job(vm, &built.devices)?;
+                let per_disk = (HINT_RANGE_BUDGET / vm.disks.len().max(1)).clamp(16, 400);
                 for (i, d) in vm.disks.iter().enumerate() {
-                    job.disks[i].hint = self.hint(d, &built.snapshots[i]);
+                    job.disks[i].hint = self.hint(d, &built.snapshots[i], per_disk);
                 }
                 let name = self.cloud.worker_name(&self.run.id);
                 built.worker = Some(name.clone());
@@ -214,7 +218,11 @@ impl Exec<'_> {
                     .map(|(lun, (s, t))| Attach { lun, snapshot: s.clone(), temp: t.clone() })
                     .collect();
                 let tags = self.tags();
-                self.cloud.start_worker(&WorkerSpec { name: &name, vm, job: &job, disks: &disks, tags: &tags })?;
+                let worker =
+                    self.cloud.start_worker(&WorkerSpec { name: &name, vm, job: &job, disks: &disks, tags: &tags })?;
+                if let Some(w) = worker {
+                    self.store.set_worker(&self.run.id, &w)?;
+                }
                 self.store.set_resource_state(&name, resource_state::CREATED, now())
             }
             Action::Watch => self.watch(built, deadline, obs),
@@ -245,7 +253,7 @@ impl Exec<'_> {
     /// replica kept at its last successful run, if the provider can tell
     /// and that run's generations are known for every destination. Without
     /// one the agent reads the whole disk; the reason goes to stderr.
-    fn hint(&self, disk: &VmDisk, snapshot: &str) -> Option<RangeHint> {
+    fn hint(&self, disk: &VmDisk, snapshot: &str, max_ranges: usize) -> Option<RangeHint> {
         let attempt = || -> Result<Option<RangeHint>> {
             let retained = self.store.retained(&self.replica.name, ResourceKind::Snapshot.as_str())?;
             let Some(prev) = retained.iter().find(|r| r.disk.as_deref() == Some(&disk.name) && r.run_id != self.run.id)
@@ -266,7 +274,7 @@ impl Exec<'_> {
             }
             let Some(raw) = self.cloud.changed_ranges(&prev.name, snapshot)? else { return Ok(None) };
             let chunk = self.replica.chunk_size.max(HINT_ALIGN);
-            let ranges = RangeHint::coalesce(&raw, disk.size, HINT_ALIGN, chunk, MAX_HINT_RANGES)
+            let ranges = RangeHint::coalesce(&raw, disk.size, HINT_ALIGN, chunk, max_ranges)
                 .ok_or_else(|| anyhow!("{} changed ranges are too many to carry", raw.len()))?;
             Ok(Some(RangeHint {
                 base_generations: gens.into_iter().map(|g| g.1).collect(),

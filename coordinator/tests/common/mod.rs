@@ -8,6 +8,8 @@ pub use diskferry_testkit::judge::{can_loop, identical, walk};
 pub use diskferry_testkit::process::{agent_bin, kill, wait_for};
 pub use diskferry_testkit::{armsim, azurite};
 
+pub mod azure;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};

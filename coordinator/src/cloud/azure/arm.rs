@@ -235,6 +235,19 @@ impl Arm {
     /// One request, retried on 429, 5xx and transport errors. Returns any
     /// other status as is (the caller decides what is an error).
     pub fn send(&self, method: Method, path: &str, body: Option<&Value>) -> Result<Reply> {
+        self.send_as(method, path, body, false)
+    }
+
+    /// A poll of a long-running operation's status URL. A 5xx carrying an
+    /// ARM error body is the operation's end ("if the operation fails, the
+    /// Location URI returns the appropriate 4xx or 5xx status code and error
+    /// body": ARM's async operation protocol), returned at once; a 5xx
+    /// without one (a gateway's) is retried like any other.
+    fn poll(&self, url: &str) -> Result<Reply> {
+        self.send_as(Method::GET, url, None, true)
+    }
+
+    fn send_as(&self, method: Method, path: &str, body: Option<&Value>, poll: bool) -> Result<Reply> {
         let started = Instant::now();
         let op = format!("{method} {}", strip_query(path));
         let mut attempt = 0u32;
@@ -251,7 +264,8 @@ impl Arm {
                 Ok(resp) => {
                     let reply = read(resp)?;
                     let s = reply.status;
-                    if s != 429 && !(500..600).contains(&s) {
+                    let final_failure = poll && s >= 500 && is_arm_error(&reply.body);
+                    if s != 429 && !(500..600).contains(&s) || final_failure {
                         if remaining(&reply.headers).is_some_and(|r| r < LOW_REMAINING) {
                             self.counters.paced.fetch_add(1, Ordering::Relaxed);
                             std::thread::sleep(PACE);
@@ -382,7 +396,7 @@ impl Arm {
             std::thread::sleep(wait);
             self.counters.polls.fetch_add(1, Ordering::Relaxed);
             if let Some(url) = &async_op {
-                let r = self.send(Method::GET, url, None)?;
+                let r = self.poll(url)?;
                 if r.status != 200 {
                     return Err(ArmError::from_body(op, r.status, &r.body).into());
                 }
@@ -390,7 +404,7 @@ impl Arm {
                 match v["status"].as_str().unwrap_or("InProgress") {
                     "Succeeded" => match &location {
                         Some(url) if final_at_location => {
-                            let r = self.send(Method::GET, url, None)?;
+                            let r = self.poll(url)?;
                             return match r.status {
                                 200 | 201 | 204 => Ok(r.json()),
                                 s => Err(ArmError::from_body(op, s, &r.body).into()),
@@ -406,7 +420,7 @@ impl Arm {
                     _ => wait = self.poll_wait(&r),
                 }
             } else if let Some(url) = &location {
-                let r = self.send(Method::GET, url, None)?;
+                let r = self.poll(url)?;
                 match r.status {
                     202 => wait = self.poll_wait(&r),
                     200 | 201 | 204 => return Ok(r.json()),
@@ -419,6 +433,11 @@ impl Arm {
     fn poll_wait(&self, r: &Reply) -> Duration {
         r.retry_after().unwrap_or(self.limits.default_poll).min(self.limits.max_poll)
     }
+}
+
+/// A body of ARM's error shape: `{"error": {"code": ...}}`.
+fn is_arm_error(body: &[u8]) -> bool {
+    serde_json::from_slice::<Value>(body).is_ok_and(|v| v["error"]["code"].is_string())
 }
 
 fn read(resp: Response) -> Result<Reply> {

@@ -14,12 +14,53 @@ use anyhow::{anyhow, bail, Context, Result};
 const VERSION: &str = "2021-08-06";
 
 /// Changed byte ranges `[offset, length]` of `current` since `previous`
-/// (both read SAS URLs of incremental snapshots of the same disk).
-pub fn changed_ranges(current: &str, previous: &str) -> Result<Vec<[u64; 2]>> {
+/// (both read SAS URLs of incremental snapshots of the same disk), asked
+/// for `segment` bytes of the disk at a time (`x-ms-range`), each segment's
+/// answer paged by `NextMarker`: one request over a large, fragmented
+/// snapshot can time out on the service's side ("retrieve a subset of the
+/// page ranges at a time": Get Page Ranges, Azure Storage REST reference).
+pub fn changed_ranges(current: &str, previous: &str, segment: u64) -> Result<Vec<[u64; 2]>> {
     let http = reqwest::blocking::Client::builder()
         .timeout(Duration::from_secs(300))
         .build()
         .context("cannot build the HTTP client")?;
+    let size = blob_size(&http, current)?;
+    let segment = segment.max(512) / 512 * 512;
+    let mut out = Vec::new();
+    let mut start = 0u64;
+    while start < size {
+        let end = start.saturating_add(segment).min(size);
+        out.extend(segment_ranges(&http, current, previous, start, end)?);
+        start = end;
+    }
+    Ok(out)
+}
+
+/// The snapshot's size (Get Blob Properties on its SAS).
+fn blob_size(http: &reqwest::blocking::Client, url: &str) -> Result<u64> {
+    let resp = http
+        .head(url)
+        .header("x-ms-version", VERSION)
+        .send()
+        .map_err(|e| anyhow!("page range diff: reading the snapshot's size: {}", e.without_url()))?;
+    if !resp.status().is_success() {
+        bail!("page range diff: reading the snapshot's size: HTTP {}", resp.status().as_u16());
+    }
+    resp.headers()
+        .get("content-length")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| anyhow!("page range diff: the snapshot's properties have no Content-Length"))
+}
+
+/// The changed ranges within `[start, end)`, every page of them.
+fn segment_ranges(
+    http: &reqwest::blocking::Client,
+    current: &str,
+    previous: &str,
+    start: u64,
+    end: u64,
+) -> Result<Vec<[u64; 2]>> {
     let mut out = Vec::new();
     let mut marker: Option<String> = None;
     for _page in 0..100_000 {
@@ -31,13 +72,19 @@ pub fn changed_ranges(current: &str, previous: &str) -> Result<Vec<[u64; 2]>> {
         let resp = http
             .get(&url)
             .header("x-ms-version", VERSION)
+            .header("x-ms-range", format!("bytes={start}-{}", end - 1))
             .header("x-ms-previous-snapshot-url", previous)
             .send()
             .map_err(|e| anyhow!("page range diff: {}", e.without_url()))?;
         let status = resp.status();
         let body = resp.text().map_err(|e| anyhow!("page range diff: {}", e.without_url()))?;
         if !status.is_success() {
-            bail!("page range diff: HTTP {} {}", status.as_u16(), error_code(&body).unwrap_or("(no code)"));
+            bail!(
+                "page range diff: bytes {start}-{}: HTTP {} {}",
+                end - 1,
+                status.as_u16(),
+                error_code(&body).unwrap_or("(no code)")
+            );
         }
         let (ranges, next) = parse_page_list(&body)?;
         out.extend(ranges);

@@ -41,7 +41,8 @@ pub struct NewVm<'a> {
 impl AzureCloud {
     /// Create a managed disk from a page blob (`createOption: Import`), in
     /// the storage account's region (Import cannot cross regions). An OS
-    /// disk carries the source's osType and Hyper-V generation. Returns
+    /// disk carries the source's osType, Hyper-V generation, supported
+    /// capabilities and Trusted Launch security type. Returns
     /// the disk's resource id and a note, if something was not carried.
     pub fn import_disk(&self, i: &ImportSpec<'_>) -> Result<(String, Option<String>)> {
         let account = self
@@ -62,15 +63,42 @@ impl AzureCloud {
             if let Some(g) = os["hyper_v_generation"].as_str() {
                 props["hyperVGeneration"] = g.into();
             }
+            // What the source OS disk said it supports (architecture, disk
+            // controllers, accelerated networking): an Arm64 or NVMe-only
+            // size refuses a disk that does not say so.
+            if let Some(caps) = os["os_capabilities"].as_object() {
+                let known = ["acceleratedNetwork", "architecture", "diskControllerTypes", "supportedSecurityOption"];
+                let carried: serde_json::Map<String, Value> = caps
+                    .iter()
+                    .filter(|(k, _)| known.contains(&k.as_str()))
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect();
+                if !carried.is_empty() {
+                    props["supportedCapabilities"] = Value::Object(carried);
+                }
+            }
             match os["security_type"].as_str() {
                 Some(t) if t.starts_with("ConfidentialVM") => bail!(
                     "the source is a confidential VM ({t}): its OS disk needs its VM guest state \
                      (ImportSecure), which diskferry does not copy"
                 ),
-                Some(t) => {
-                    note =
-                        Some(format!("the source VM was {t}: create the new VM as {t}; its vTPM state is not carried"))
+                Some("TrustedLaunch") => {
+                    // A Trusted Launch VM boots only a disk of that security
+                    // type (Disk_Create_WithSecurityProfile.json), and only
+                    // a Generation 2 one.
+                    if os["hyper_v_generation"].as_str().is_some_and(|g| g != "V2") {
+                        bail!("the source VM is TrustedLaunch but its OS disk is not Hyper-V generation V2");
+                    }
+                    props["hyperVGeneration"] = "V2".into();
+                    props["securityProfile"] = json!({ "securityType": "TrustedLaunch" });
+                    note = Some(
+                        "the source VM was TrustedLaunch: the OS disk is imported as TrustedLaunch (a VM made of it \
+                         must be TrustedLaunch too; --create-vm makes it so); its vTPM state is not carried, the new \
+                         VM starts with a new vTPM"
+                            .to_owned(),
+                    );
                 }
+                Some(t) => note = Some(format!("the source VM's security type {t} is not carried")),
                 None => {}
             }
         }
@@ -83,7 +111,8 @@ impl AzureCloud {
 
     /// Create a VM from managed disks (the OS disk attached, so no image and
     /// no OS profile), in the OS disk's region, with an inline NIC in
-    /// `subnet`. Returns its resource id.
+    /// `subnet`; Trusted Launch when the OS disk is, NVMe when it takes
+    /// only NVMe. Returns its resource id.
     pub fn create_vm(&self, v: &NewVm<'_>) -> Result<String> {
         let os =
             self.arm.get(&with_api(v.os_disk, DISK_API))?.ok_or_else(|| anyhow!("disk {} not found", v.os_disk))?;
@@ -93,7 +122,7 @@ impl AzureCloud {
             .iter()
             .map(|(lun, id)| json!({ "lun": lun, "createOption": "Attach", "managedDisk": { "id": id } }))
             .collect();
-        let body = json!({
+        let mut body = json!({
             "location": location,
             "tags": { names::TAG_REPLICA: v.replica },
             "properties": {
@@ -115,6 +144,18 @@ impl AzureCloud {
                 },
             },
         });
+        // A Trusted Launch OS disk boots only on a Trusted Launch VM
+        // (VirtualMachine_Create_WithUefiSettings.json: secure boot, vTPM).
+        if os["properties"]["securityProfile"]["securityType"] == "TrustedLaunch" {
+            body["properties"]["securityProfile"] = json!({
+                "securityType": "TrustedLaunch",
+                "uefiSettings": { "secureBootEnabled": true, "vTpmEnabled": true },
+            });
+        }
+        // A disk that supports NVMe only needs a VM that presents it so.
+        if os["properties"]["supportedCapabilities"]["diskControllerTypes"] == "NVMe" {
+            body["properties"]["storageProfile"]["diskControllerType"] = "NVMe".into();
+        }
         let scope = Scope { subscription: self.s.subscription.clone(), resource_group: v.resource_group.to_owned() };
         let path = scope.vm(v.name);
         self.arm.put(&with_api(&path, VM_API), &body)?;

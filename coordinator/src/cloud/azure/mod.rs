@@ -6,6 +6,8 @@
 //! - [`settings`]: the `[azure]` config section;
 //! - [`token`]: ARM tokens from `azure_identity` credentials;
 //! - [`provider`]: [`AzureCloud`], the lifecycle's steps as ARM calls;
+//! - [`snapshots`]: a run's snapshots, until usable, and read access to them;
+//! - [`worker`]: the worker VM's size, body and teardown; [`sizes`]: Resource SKUs;
 //! - [`import`]: managed disks from recovery points, and a VM of them;
 //! - [`userdata`]: the worker's cloud-init user data from `images/`.
 //!
@@ -18,7 +20,10 @@ pub mod import;
 pub mod names;
 pub mod provider;
 pub mod settings;
+pub mod sizes;
+pub mod snapshots;
 pub mod token;
 pub mod userdata;
+pub mod worker;
 
 pub use provider::AzureCloud;

@@ -97,6 +97,17 @@ pub fn parse_vm(vm: &str, subscription: &str) -> Result<(Scope, String)> {
                 && t.eq_ignore_ascii_case("virtualMachines")
                 && [sub, rg, name].iter().all(|s| ok(s)) =>
         {
+            // An incremental snapshot lives in its disk's subscription, and
+            // the run's snapshots, worker and temporary disks are all made
+            // in the configured one.
+            if !sub.eq_ignore_ascii_case(subscription) {
+                bail!(
+                    "VM {vm}: it is in subscription {sub}, diskferry works in {subscription} ([azure] \
+                     subscription): a disk's incremental snapshots stay in the disk's subscription, and the worker \
+                     must be where its snapshots are. Run a coordinator configured for subscription {sub} (and a \
+                     resource group there) for this VM"
+                );
+            }
             Ok((Scope { subscription: (*sub).to_owned(), resource_group: (*rg).to_owned() }, (*name).to_owned()))
         }
         _ => bail!(
@@ -177,9 +188,12 @@ mod tests {
         let (s, n) = parse_vm("prod-rg/web1", "sub1").unwrap();
         assert_eq!((s.resource_group.as_str(), n.as_str(), s.subscription.as_str()), ("prod-rg", "web1", "sub1"));
         let id = "/subscriptions/sub2/resourceGroups/rg2/providers/Microsoft.Compute/virtualMachines/db1";
-        let (s, n) = parse_vm(id, "sub1").unwrap();
+        let (s, n) = parse_vm(id, "SUB2").unwrap();
         assert_eq!((s.subscription.as_str(), s.resource_group.as_str(), n.as_str()), ("sub2", "rg2", "db1"));
         assert_eq!(s.vm(&n), id);
+        // A VM in another subscription than the configured one: refused, with why.
+        let e = parse_vm(id, "sub1").unwrap_err().to_string();
+        assert!(e.contains("subscription sub2") && e.contains("incremental snapshots"), "{e}");
         for bad in
             ["web1", "a/b/c", "rg/we b1", "/subscriptions/s/resourceGroups/rg/providers/Microsoft.Compute/disks/d"]
         {

@@ -31,7 +31,7 @@ use serde_json::{json, Value};
 use super::arm::Arm;
 use super::names::{self, with_api, Scope, DISK_API, NETWORK_API, VM_API};
 use super::settings::AzureSettings;
-use super::userdata::{self, AgentSource};
+use super::sizes::SizeFacts;
 use crate::cloud::{Cloud, Found, ResourceKind, RunTags, Vm, VmDisk, WorkerSpec, WorkerState};
 
 /// How long an untagged `df-` disk may live before `gc` takes it.
@@ -42,14 +42,18 @@ pub struct AzureCloud {
     pub(super) s: AzureSettings,
     pub(super) arm: Arm,
     /// The run's resource group.
-    work: Scope,
+    pub(super) work: Scope,
     /// Where the worker writes status documents.
-    status: diskferry_blob::Azure,
+    pub(super) status: diskferry_blob::Azure,
     /// When each worker's VM was last looked at (single-VM GETs are
     /// throttled at 12 a minute per VM).
-    vm_checked: Mutex<BTreeMap<String, Instant>>,
+    pub(super) vm_checked: Mutex<BTreeMap<String, Instant>>,
+    /// The VM sizes of each location, as Resource SKUs listed them.
+    pub(super) sizes: Mutex<BTreeMap<String, Vec<SizeFacts>>>,
+    /// The NIC ids each worker's VM named.
+    pub(super) nics: Mutex<BTreeMap<String, Vec<String>>>,
     /// Drives the storage SDK's futures (status blob reads every poll).
-    rt: tokio::runtime::Runtime,
+    pub(super) rt: tokio::runtime::Runtime,
 }
 
 impl AzureCloud {
@@ -67,10 +71,19 @@ impl AzureCloud {
             .with_context(|| format!("azure.status_container {container}"))?;
         let status = diskferry_blob::connect(addr, s.storage_api_version.clone())?;
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-        Ok(Self { s, arm, work, status, vm_checked: Mutex::new(BTreeMap::new()), rt })
+        Ok(Self {
+            s,
+            arm,
+            work,
+            status,
+            vm_checked: Mutex::new(BTreeMap::new()),
+            sizes: Mutex::new(BTreeMap::new()),
+            nics: Mutex::new(BTreeMap::new()),
+            rt,
+        })
     }
 
-    fn status_blob(worker: &str) -> String {
+    pub(super) fn status_blob(worker: &str) -> String {
         format!("{worker}.json")
     }
 
@@ -82,7 +95,7 @@ impl AzureCloud {
         bytes.map(|b| Status::parse(&b).map_err(|e| anyhow!("the worker's status: {e}"))).transpose()
     }
 
-    fn tags(t: &RunTags, extra: &[(&str, &str)]) -> Value {
+    pub(super) fn tags(t: &RunTags, extra: &[(&str, &str)]) -> Value {
         let mut m = serde_json::Map::new();
         m.insert(names::TAG_RUN.into(), t.run_id.clone().into());
         m.insert(names::TAG_REPLICA.into(), t.replica.clone().into());
@@ -98,147 +111,26 @@ impl AzureCloud {
         self.arm.post(&with_api(&format!("{}/{action}", scope.vm(&name)), VM_API), None).map(|_| ())
     }
 
-    fn take_snapshots(&self, vm: &Vm, names: &[String], tags: &RunTags) -> Result<()> {
-        let errors: Vec<String> = std::thread::scope(|sc| {
-            let handles: Vec<_> = vm
-                .disks
-                .iter()
-                .zip(names)
-                .map(|(d, n)| {
-                    let body = json!({
-                        "location": vm.location,
-                        "tags": Self::tags(tags, &[("diskferry-disk", &d.name)]),
-                        "properties": {
-                            "creationData": { "createOption": "Copy", "sourceResourceId": d.locator },
-                            "incremental": true,
-                        },
-                    });
-                    let path = with_api(&self.work.snapshot(n), DISK_API);
-                    sc.spawn(move || self.arm.put(&path, &body).map(|_| ()))
-                })
-                .collect();
-            handles
-                .into_iter()
-                .zip(names)
-                .filter_map(|(h, n)| match h.join() {
-                    Ok(Ok(())) => None,
-                    Ok(Err(e)) => Some(format!("snapshot {n}: {e:#}")),
-                    Err(_) => Some(format!("snapshot {n}: the thread panicked")),
-                })
-                .collect()
-        });
-        if errors.is_empty() {
-            Ok(())
-        } else {
-            bail!("{}", errors.join("; "))
-        }
-    }
-
-    fn worker_body(&self, w: &WorkerSpec<'_>) -> Result<Value> {
-        let mut job = w.job.clone();
-        let container = self.s.status_container.trim_end_matches('/');
-        job.status_blob = Some(format!("{container}/{}", Self::status_blob(w.name)));
-        let agent = AgentSource {
-            url: self.s.agent_url.clone(),
-            sha256: self.s.agent_sha256.clone(),
-            identity_client_id: self.s.identity_client_id.clone(),
-        };
-        let user_data = match userdata::render_base64(&job, &agent) {
-            Err(e) if job.disks.iter().any(|d| d.hint.is_some()) => {
-                eprintln!("note: worker {}: {e:#}; sending the job without range hints", w.name);
-                job.disks.iter_mut().for_each(|d| d.hint = None);
-                userdata::render_base64(&job, &agent)?
-            }
-            r => r?,
-        };
-        let img: Vec<&str> = self.s.image.split(':').collect();
-        let data_disks: Vec<Value> = w
-            .disks
-            .iter()
-            .map(|a| {
-                json!({
-                    "lun": a.lun,
-                    "name": a.temp.clone().unwrap_or_else(|| names::temp_disk(&w.tags.run_id, a.lun)),
-                    "createOption": "Copy",
-                    "sourceResource": { "id": self.work.snapshot(&a.snapshot) },
-                    "caching": "None",
-                    "deleteOption": "Delete",
-                })
-            })
-            .collect();
-        let user = &self.s.admin_user;
-        Ok(json!({
-            "location": w.vm.location,
-            "tags": Self::tags(w.tags, &[]),
-            "identity": { "type": "UserAssigned", "userAssignedIdentities": { self.s.identity_id.clone(): {} } },
-            "properties": {
-                "hardwareProfile": { "vmSize": self.s.vm_size },
-                "storageProfile": {
-                    "imageReference": { "publisher": img[0], "offer": img[1], "sku": img[2], "version": img[3] },
-                    "osDisk": {
-                        "name": names::worker_os_disk(w.name),
-                        "createOption": "FromImage",
-                        "deleteOption": "Delete",
-                        "managedDisk": { "storageAccountType": "StandardSSD_LRS" },
-                    },
-                    "dataDisks": data_disks,
-                },
-                "osProfile": {
-                    "computerName": w.name,
-                    "adminUsername": user,
-                    "linuxConfiguration": {
-                        "disablePasswordAuthentication": true,
-                        "ssh": { "publicKeys": [
-                            { "path": format!("/home/{user}/.ssh/authorized_keys"), "keyData": self.s.ssh_public_key }
-                        ] },
-                    },
-                },
-                "networkProfile": {
-                    "networkApiVersion": names::INLINE_NIC_API,
-                    "networkInterfaceConfigurations": [{
-                        "name": names::worker_nic(w.name),
-                        "properties": {
-                            "primary": true,
-                            "deleteOption": "Delete",
-                            "ipConfigurations": [{ "name": "ipconfig1", "properties": { "subnet": { "id": self.s.subnet_id } } }],
-                        },
-                    }],
-                },
-                "userData": user_data,
-            },
-        }))
-    }
-
-    /// Every page of an ARM list.
-    fn list_all(&self, path: &str) -> Result<Vec<Value>> {
+    /// Every page of an ARM list, as the pages came.
+    pub(super) fn list_pages(&self, path: &str) -> Result<Vec<Value>> {
         let mut out = Vec::new();
         let mut next = Some(path.to_owned());
         while let Some(p) = next.take() {
             let page = self.arm.get(&p)?.unwrap_or(Value::Null);
-            out.extend(page["value"].as_array().cloned().unwrap_or_default());
             next = page["nextLink"].as_str().map(str::to_owned);
+            out.push(page);
         }
         Ok(out)
     }
 
-    fn delete_worker(&self, name: &str) -> Result<()> {
-        self.arm.delete(&with_api(&self.work.vm(name), VM_API))?;
-        // deleteOption: Delete takes these with the VM; a VM that failed
-        // half-way may have left them.
-        self.arm.delete(&with_api(&self.work.nic(&names::worker_nic(name)), NETWORK_API))?;
-        self.arm.delete(&with_api(&self.work.disk(&names::worker_os_disk(name)), DISK_API))?;
-        self.vm_checked.lock().map_err(|_| anyhow!("poisoned"))?.remove(name);
-        let gone = self.rt.block_on(self.status.delete(&Self::status_blob(name), None, None));
-        if let Err(e) = gone {
-            // Not worth failing a teardown over: the coordinator has no
-            // logger, so the note goes to stderr.
-            eprintln!("warning: worker {name}: its status blob stays: {e}");
-        }
-        Ok(())
+    /// Every item of an ARM list.
+    pub(super) fn list_all(&self, path: &str) -> Result<Vec<Value>> {
+        let pages = self.list_pages(path)?;
+        Ok(pages.into_iter().flat_map(|p| p["value"].as_array().cloned().unwrap_or_default()).collect())
     }
 }
 
-fn tag<'a>(v: &'a Value, k: &str) -> Option<&'a str> {
+pub(super) fn tag<'a>(v: &'a Value, k: &str) -> Option<&'a str> {
     v["tags"][k].as_str()
 }
 
@@ -264,7 +156,8 @@ impl Cloud for AzureCloud {
                 .as_u64()
                 .or_else(|| dv["properties"]["diskSizeGB"].as_u64().map(|g| g << 30))
                 .ok_or_else(|| anyhow!("disk {id}: no diskSizeBytes"))?;
-            disks.push(VmDisk { name: disk_name, locator: id.to_owned(), size });
+            let sku = dv["sku"]["name"].as_str().map(str::to_owned);
+            disks.push(VmDisk { name: disk_name, locator: id.to_owned(), size, sku });
             Ok(dv)
         };
         let os = add("os".into(), &sp["osDisk"])?;
@@ -283,6 +176,7 @@ impl Cloud for AzureCloud {
             hyper_v_generation,
             security_type: v["properties"]["securityProfile"]["securityType"].as_str().map(str::to_owned),
             zone: v["zones"][0].as_str().map(str::to_owned),
+            os_capabilities: Some(os["properties"]["supportedCapabilities"].clone()).filter(Value::is_object),
             disks,
         })
     }
@@ -315,15 +209,17 @@ impl Cloud for AzureCloud {
         names::worker(run_id)
     }
 
-    fn start_worker(&self, w: &WorkerSpec<'_>) -> Result<()> {
+    fn start_worker(&self, w: &WorkerSpec<'_>) -> Result<Option<String>> {
         if self.s.create_status_container {
             self.rt
                 .block_on(self.status.create_container())
                 .map_err(|e| anyhow!("creating the status container: {e}"))?;
         }
-        let body = self.worker_body(w)?;
-        self.arm.put(&with_api(&self.work.vm(w.name), VM_API), &body)?;
-        Ok(())
+        let size = self.worker_size(&w.vm.location, w.disks.len())?;
+        let body = self.worker_body(w, &size.name)?;
+        let made = self.arm.put(&with_api(&self.work.vm(w.name), VM_API), &body)?;
+        self.note_nics(w.name, &made)?;
+        Ok(Some(size.describe()))
     }
 
     fn poll_interval(&self) -> Duration {
@@ -367,22 +263,21 @@ impl Cloud for AzureCloud {
     }
 
     fn changed_ranges(&self, previous: &str, current: &str) -> Result<Option<Vec<[u64; 2]>>> {
+        // A snapshot a SAS alone cannot read (Entra-only data access,
+        // private network access, not yet readable): say why, and the
+        // worker reads the whole disk.
+        for name in [previous, current] {
+            if let Some(why) = self.unreadable_by_sas(name)? {
+                bail!("{why}");
+            }
+        }
         // Read access to both snapshots (at most five SAS per snapshot
         // family at a time), the diff, then access revoked whatever happened.
-        let grant = |name: &str| -> Result<String> {
-            let path = with_api(&format!("{}/beginGetAccess", self.work.snapshot(name)), DISK_API);
-            let out = self.arm.post(&path, Some(&json!({ "access": "Read", "durationInSeconds": 3600 })))?;
-            out["accessSAS"].as_str().map(str::to_owned).ok_or_else(|| anyhow!("snapshot {name}: no accessSAS granted"))
-        };
-        let revoke = |name: &str| {
-            let path = with_api(&format!("{}/endGetAccess", self.work.snapshot(name)), DISK_API);
-            self.arm.post(&path, None).map(|_| ())
-        };
-        let diff = grant(previous).and_then(|prev| {
-            let cur = grant(current)?;
-            super::diff::changed_ranges(&cur, &prev)
+        let diff = self.grant(previous).and_then(|prev| {
+            let cur = self.grant(current)?;
+            super::diff::changed_ranges(&cur, &prev, self.s.diff_segment_bytes)
         });
-        let revoked = revoke(previous).and(revoke(current));
+        let revoked = self.revoke(previous).and(self.revoke(current));
         let ranges = diff?;
         revoked.context("revoking access to the snapshots")?;
         Ok(Some(ranges))
@@ -411,7 +306,12 @@ impl Cloud for AzureCloud {
         ];
         for (t, api) in types {
             for v in self.list_all(&with_api(&self.work.list(t), api))? {
-                let Some(name) = v["name"].as_str().filter(|n| n.starts_with(names::PREFIX)) else { continue };
+                // A worker's NIC is named by Azure: its tag names the worker.
+                let worker_nic = tag(&v, super::worker::TAG_WORKER).filter(|w| w.starts_with(names::PREFIX));
+                let Some(name) = v["name"].as_str().filter(|n| n.starts_with(names::PREFIX) || worker_nic.is_some())
+                else {
+                    continue;
+                };
                 let run_id = tag(&v, names::TAG_RUN).map(str::to_owned).or_else(|| names::run_of(name));
                 let mut expires_at = tag(&v, names::TAG_EXPIRES).and_then(|e| e.parse().ok());
                 let retained = tag(&v, names::TAG_RETAINED) == Some("true");
@@ -432,6 +332,7 @@ impl Cloud for AzureCloud {
                     }
                     // A stray NIC (its VM gone): deleting its worker deletes it.
                     _ if v["properties"]["virtualMachine"]["id"].is_string() => continue,
+                    _ if worker_nic.is_some() => (ResourceKind::Worker, worker_nic.unwrap_or_default().to_owned()),
                     _ => match name.strip_suffix("-nic") {
                         Some(w) => (ResourceKind::Worker, w.to_owned()),
                         None => continue,

@@ -8,7 +8,8 @@
 //! [azure]
 //! subscription = "00000000-0000-0000-0000-000000000000"
 //! resource_group = "diskferry-work"      # snapshots and workers go here
-//! vm_size = "Standard_D4s_v5"
+//! vm_sizes = ["Standard_D4s_v5", "Standard_D8s_v5", "Standard_D16s_v5"] # the first that takes the disks
+//! temp_disk_sku = "Premium_LRS"          # the worker's copies of the snapshots
 //! subnet_id = "/subscriptions/.../virtualNetworks/vnet/subnets/workers"
 //! image = "Canonical:ubuntu-24_04-lts:server:latest"
 //! identity_id = "/subscriptions/.../userAssignedIdentities/diskferry-worker"
@@ -35,8 +36,34 @@ pub struct AzureSettings {
     /// How the coordinator gets ARM tokens.
     #[serde(default)]
     pub credential: CredentialKind,
-    #[serde(default = "default_vm_size")]
-    pub vm_size: String,
+    /// The worker's size: the first of these, looked up in the region's
+    /// resource SKUs, that takes every source disk as a data disk (the OS
+    /// disk too) and premium disks when `temp_disk_sku` is one.
+    #[serde(default = "default_vm_sizes")]
+    pub vm_sizes: Vec<String>,
+    /// One size instead of `vm_sizes` (the older setting; not both).
+    #[serde(default)]
+    pub vm_size: Option<String>,
+    /// Storage type of the worker's temporary disks (copies of the
+    /// snapshots, created with it): it sets how fast the worker reads.
+    /// Azure's own default for such a disk is `Standard_LRS` (HDD).
+    #[serde(default = "default_temp_disk_sku")]
+    pub temp_disk_sku: String,
+    /// How long a snapshot may stay `Pending` (not yet usable: Premium SSD
+    /// v2 and Ultra disks' snapshots copy in the background) before the run
+    /// gives up.
+    #[serde(default = "default_snapshot_ready")]
+    pub snapshot_ready_secs: u64,
+    /// Instant access asked for a Premium SSD v2 or Ultra disk's snapshot
+    /// (`instantAccessDurationMinutes`), so the worker's disks can be made
+    /// from it at once. Billed while it lasts.
+    #[serde(default = "default_instant_access")]
+    pub instant_access_minutes: u32,
+    /// The changed ranges of a snapshot are asked for this many bytes of
+    /// it at a time (`x-ms-range`): one Get Page Ranges over a large,
+    /// fragmented snapshot can time out on the service's side.
+    #[serde(default = "default_diff_segment")]
+    pub diff_segment_bytes: u64,
     /// The subnet the worker's NIC joins (no public IP; it needs outbound
     /// access to storage: NAT gateway or private endpoint).
     pub subnet_id: String,
@@ -91,9 +118,27 @@ pub enum CredentialKind {
 fn default_endpoint() -> String {
     "https://management.azure.com".into()
 }
-fn default_vm_size() -> String {
-    "Standard_D4s_v5".into()
+fn default_vm_sizes() -> Vec<String> {
+    ["Standard_D4s_v5", "Standard_D8s_v5", "Standard_D16s_v5", "Standard_D32s_v5"].map(String::from).to_vec()
 }
+fn default_temp_disk_sku() -> String {
+    "Premium_LRS".into()
+}
+fn default_snapshot_ready() -> u64 {
+    3600
+}
+fn default_instant_access() -> u32 {
+    60
+}
+fn default_diff_segment() -> u64 {
+    32 << 30
+}
+
+/// Storage types a worker's temporary disk may have (the spec's
+/// `StorageAccountTypes`, less Ultra: it cannot be made from a snapshot of
+/// another type).
+const TEMP_DISK_SKUS: [&str; 6] =
+    ["Standard_LRS", "StandardSSD_LRS", "StandardSSD_ZRS", "Premium_LRS", "Premium_ZRS", "PremiumV2_LRS"];
 fn default_image() -> String {
     "Canonical:ubuntu-24_04-lts:server:latest".into()
 }
@@ -108,8 +153,31 @@ fn default_admin() -> String {
 }
 
 impl AzureSettings {
+    /// The worker sizes to choose from, in order of preference.
+    pub fn sizes(&self) -> Vec<String> {
+        match &self.vm_size {
+            Some(one) => vec![one.clone()],
+            None => self.vm_sizes.clone(),
+        }
+    }
+
     /// Checks serde cannot make: shapes that would fail only at the first run.
     pub fn validate(&self) -> Result<()> {
+        if self.vm_size.is_some() && self.vm_sizes != default_vm_sizes() {
+            bail!("azure.vm_size and azure.vm_sizes: set one of them");
+        }
+        if self.sizes().is_empty() || self.sizes().iter().any(|s| !super::names::is_plain(s)) {
+            bail!("azure.vm_sizes must name at least one size, each a plain name (Standard_D4s_v5)");
+        }
+        if !TEMP_DISK_SKUS.contains(&self.temp_disk_sku.as_str()) {
+            bail!("azure.temp_disk_sku {:?} is not one of {}", self.temp_disk_sku, TEMP_DISK_SKUS.join(", "));
+        }
+        if self.diff_segment_bytes < 1 << 20 || !self.diff_segment_bytes.is_multiple_of(512) {
+            bail!("azure.diff_segment_bytes must be a multiple of 512 of at least 1 MiB");
+        }
+        if self.instant_access_minutes == 0 {
+            bail!("azure.instant_access_minutes must be at least 1 (the spec's minimum)");
+        }
         if !super::names::is_plain(&self.subscription) || !super::names::is_plain(&self.resource_group) {
             bail!("azure.subscription and azure.resource_group must be plain names");
         }

@@ -1,6 +1,7 @@
 //! The worker's user data: `images/cloud-init.yaml` with the job spec, the
 //! systemd unit and the agent fetch script filled in. Azure takes it base64
-//! encoded, at most 64 KiB decoded; it must hold no secret.
+//! encoded, at most 64 KiB: this checks the encoded length, with headroom
+//! (the decoded text is three quarters of it); it must hold no secret.
 
 use anyhow::{bail, Result};
 use diskferry_core::job::JobSpec;
@@ -9,8 +10,12 @@ const TEMPLATE: &str = include_str!("../../../../images/cloud-init.yaml");
 const UNIT: &str = include_str!("../../../../images/diskferry-agent.service");
 const FETCH: &str = include_str!("../../../../images/fetch-agent.sh");
 
-/// Azure's limit on a VM's userData (decoded).
-pub const MAX_USER_DATA: usize = 64 * 1024;
+/// Azure's limit on a VM's `userData`: "must be Base64 encoded ... can't
+/// exceed 64 KB" (the encoded string is what is sent and counted).
+pub const AZURE_USER_DATA: usize = 64 * 1024;
+/// What diskferry sends at most: 4 KiB under Azure's limit, so that a
+/// request's other bytes or a template a few lines longer never tip it over.
+pub const MAX_USER_DATA_B64: usize = AZURE_USER_DATA - 4 * 1024;
 
 /// Where the worker gets the agent binary.
 #[derive(Debug, Clone)]
@@ -40,19 +45,27 @@ pub fn render(job: &JobSpec, agent: &AgentSource) -> Result<String> {
         .replace("@IDENTITY_CLIENT_ID@", &agent.identity_client_id);
     let text = TEMPLATE
         // Compact: a job with range hints is mostly numbers, and user data
-        // is capped at 64 KiB.
+        // is capped.
         .replace("@JOB_B64@", &b64(serde_json::to_string(job)?.as_bytes()))
         .replace("@UNIT_B64@", &b64(UNIT.replace("@IDENTITY_CLIENT_ID@", &agent.identity_client_id).as_bytes()))
         .replace("@FETCH_B64@", &b64(fetch.as_bytes()));
-    if text.len() > MAX_USER_DATA {
-        bail!("worker user data is {} bytes, over Azure's {MAX_USER_DATA}: too many disks in one job", text.len());
-    }
     Ok(text)
 }
 
-/// The user data as the VM's `userData` property wants it.
+/// The user data as the VM's `userData` property wants it: base64, at most
+/// [`MAX_USER_DATA_B64`] characters.
 pub fn render_base64(job: &JobSpec, agent: &AgentSource) -> Result<String> {
-    Ok(b64(render(job, agent)?.as_bytes()))
+    let text = render(job, agent)?;
+    let encoded = b64(text.as_bytes());
+    if encoded.len() > MAX_USER_DATA_B64 {
+        bail!(
+            "worker user data is {} bytes base64 ({} decoded), over the {MAX_USER_DATA_B64} diskferry sends \
+             (Azure takes {AZURE_USER_DATA} encoded): too many disks or range hints in one job",
+            encoded.len(),
+            text.len()
+        );
+    }
+    Ok(encoded)
 }
 
 fn check(what: &str, v: &str, ok: impl Fn(char) -> bool) -> Result<()> {
@@ -171,28 +184,34 @@ mod tests {
         std::fs::write(dir.path().join("f.sh"), &fetch).unwrap();
         assert!(std::process::Command::new("sh").arg("-n").arg(dir.path().join("f.sh")).status().unwrap().success());
         assert_eq!(doc["runcmd"].as_vec().unwrap().len(), 3);
-        assert!(render_base64(&j, &agent()).unwrap().len() <= MAX_USER_DATA * 4 / 3 + 4);
+        assert!(render_base64(&j, &agent()).unwrap().len() <= MAX_USER_DATA_B64);
     }
 
     #[test]
     fn hints_travel_compactly() {
-        // Four disks with 400 hinted ranges each (the most a disk gets)
-        // still fit in user data; pretty-printed JSON would not.
+        // The most hinted ranges a job carries (execute's budget: 1000, at
+        // most 400 a disk) still fit in user data; pretty-printed JSON would not.
         let mut j = job(4);
         for d in &mut j.disks {
-            let ranges = (0..400u64).map(|i| [i << 30, 65536]).collect();
+            let ranges = (0..250u64).map(|i| [i << 30, 65536]).collect();
             d.hint = Some(diskferry_core::job::RangeHint { base_generations: vec![7], disk_size: 1 << 40, ranges });
         }
-        let text = render(&j, &agent()).unwrap();
-        assert!(text.len() <= MAX_USER_DATA, "{}", text.len());
-        assert!(b64(j.to_json().as_bytes()).len() > MAX_USER_DATA, "the pretty form would not fit");
+        let encoded = render_base64(&j, &agent()).unwrap();
+        assert!(encoded.len() <= MAX_USER_DATA_B64, "{}", encoded.len());
+        assert!(b64(j.to_json().as_bytes()).len() > AZURE_USER_DATA, "the pretty form would not fit");
     }
 
     #[test]
     fn oversized_or_unsafe_inputs_are_refused() {
-        // 64 KiB is about 150 disks' worth of job; a VM has at most 64 data disks.
-        assert!(render(&job(64), &agent()).is_ok());
-        assert!(render(&job(400), &agent()).unwrap_err().to_string().contains("over Azure"));
+        // 60 KiB of base64 is about 100 disks' worth of job; a VM has at most 64 data disks.
+        assert!(render_base64(&job(64), &agent()).is_ok());
+        assert!(render_base64(&job(400), &agent()).unwrap_err().to_string().contains("Azure takes 65536 encoded"));
+        // The limit counts the encoded string: a job whose text fits in
+        // 64 KiB but whose base64 does not is refused.
+        let n = (1..400).find(|&n| render(&job(n), &agent()).unwrap().len() > MAX_USER_DATA_B64 * 3 / 4).unwrap();
+        let text = render(&job(n), &agent()).unwrap();
+        assert!(text.len() < AZURE_USER_DATA && b64(text.as_bytes()).len() > MAX_USER_DATA_B64);
+        assert!(render_base64(&job(n), &agent()).is_err(), "{n} disks: {} bytes of text", text.len());
         let mut a = agent();
         a.url.push_str("?sig=x");
         assert!(render(&job(1), &a).is_err(), "no SAS in the user data");
