@@ -305,6 +305,14 @@ fn gc_without_the_database_goes_by_tags_and_names() {
         "df-20200101-000000-000-abcd-nic",
         serde_json::json!({"properties": {}}),
     );
+    // A NIC Azure named for a half-created worker: found by its tags.
+    let mut nic_tags = tags(past);
+    nic_tags["diskferry-worker"] = "df-20200101-000000-000-abcd".into();
+    plant(
+        "Microsoft.Network/networkInterfaces",
+        "toBeCreatedNetworkInterface7",
+        serde_json::json!({"tags": nic_tags, "properties": {}}),
+    );
     plant(
         "Microsoft.Compute/disks",
         "not-ours",
@@ -319,6 +327,8 @@ fn gc_without_the_database_goes_by_tags_and_names() {
     assert!(left.contains(&"Microsoft.Compute/snapshots/df-20300101-000000-000-beef-os".to_owned()), "{left:?}");
     assert_eq!(left.len(), retained + 1, "expired strays go, retained and unexpired stay: {left:?}");
     assert!(f.sim.resource(&format!("{rg}/providers/Microsoft.Compute/disks/not-ours")).is_some(), "not ours: kept");
+    let nic = format!("{rg}/providers/Microsoft.Network/networkInterfaces/toBeCreatedNetworkInterface7");
+    assert!(f.sim.resource(&nic).is_none(), "the stray NIC Azure named is found by its tags and deleted");
     let token_leak = String::from_utf8_lossy(&out.stdout).contains(armsim::TOKEN);
     assert!(!token_leak);
 }

@@ -415,6 +415,16 @@ impl ArmSim {
             s.refused.push(r);
             return (400, vec![], reply);
         }
+        // Each answer follows the specs' examples (agent/testkit/specs/examples,
+        // SOURCES.md): GET VirtualMachine_Get.json, Disk_Get.json,
+        // Snapshot_GetIncrementalSnapshot.json, the lists
+        // *_ListByResourceGroup.json / NetworkInterfaceList.json and
+        // ListAvailableResourceSkusForARegion.json; PUT (put) and DELETE
+        // (VirtualMachine_Delete_Force.json, Disk_Delete.json,
+        // Snapshot_Delete.json, NetworkInterfaceDelete.json: 202 + Location);
+        // POST actions (VirtualMachine_Deallocate_MaximumSet_Gen.json,
+        // VirtualMachine_Start_MaximumSet_Gen.json, Snapshot_BeginGetAccess.json,
+        // Snapshot_EndGetAccess.json: 202 + Location).
         match method {
             "GET" => self.get(&mut s, &path, target),
             "PUT" => {
