@@ -141,7 +141,16 @@ impl Config {
                 base.context("no state folder: pass --state-dir or set HOME")?.join("diskferry")
             }
         };
-        std::fs::create_dir_all(&dir).with_context(|| format!("cannot create state folder {}", dir.display()))?;
+        // The state folder holds the database and (local provider) whole
+        // disk copies: a new one is its owner's alone.
+        {
+            use std::os::unix::fs::DirBuilderExt;
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&dir)
+                .with_context(|| format!("cannot create state folder {}", dir.display()))?;
+        }
         std::fs::canonicalize(&dir).with_context(|| format!("state folder {}", dir.display()))
     }
 

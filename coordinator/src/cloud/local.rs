@@ -16,7 +16,7 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -115,8 +115,7 @@ fn parent(p: &Path) -> PathBuf {
 }
 
 fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    unsafe { libc::geteuid() == 0 }
+    euid() == 0
 }
 
 impl Cloud for LocalCloud {
@@ -161,7 +160,7 @@ impl Cloud for LocalCloud {
         // after the other is as consistent as a crash-consistent group snapshot.
         for (disk, name) in vm.disks.iter().zip(names) {
             let dst = Path::new(name);
-            std::fs::create_dir_all(parent(dst))?;
+            private_dir(&parent(dst))?;
             copy_disk(Path::new(&disk.locator), dst)
                 .with_context(|| format!("cannot snapshot disk {} to {}", disk.name, dst.display()))?;
         }
@@ -244,7 +243,12 @@ impl Cloud for LocalCloud {
 
     fn delete(&self, kind: ResourceKind, name: &str) -> Result<()> {
         match kind {
-            ResourceKind::Snapshot => remove_file(Path::new(name)),
+            ResourceKind::Snapshot => {
+                if !is_snapshot_file(&self.snapshots(), Path::new(name)) {
+                    bail!("{name:?} is not a snapshot file of this state folder: not deleted");
+                }
+                remove_file(Path::new(name))
+            }
             ResourceKind::TempDisk => {
                 let backing = name.strip_prefix("loop:").ok_or_else(|| anyhow!("{name:?} is not a loop disk"))?;
                 for dev in loops_backed_by(Some(Path::new(backing)))?.into_iter().map(|(d, _)| d) {
@@ -257,6 +261,13 @@ impl Cloud for LocalCloud {
             }
             ResourceKind::Worker => {
                 let dir = Path::new(name);
+                if !is_run_dir(&self.runs(), dir) {
+                    bail!("{name:?} is not a run folder of this state folder: not deleted");
+                }
+                if is_symlink(dir) {
+                    // Not a folder this coordinator made: the link goes, never what it points at.
+                    return remove_file(dir);
+                }
                 let mut child = self.children.lock().map_err(|_| anyhow!("worker table poisoned"))?.remove(name);
                 stop_processes(&dir.join("job.json"), child.as_mut())?;
                 match std::fs::remove_dir_all(dir) {
@@ -291,7 +302,7 @@ impl Cloud for LocalCloud {
         }
         if is_root() {
             for (_, back) in loops_backed_by(None)? {
-                if back.starts_with(self.snapshots()) {
+                if is_snapshot_file(&self.snapshots(), &back) {
                     let run_id = back
                         .file_name()
                         .and_then(|n| n.to_str())
@@ -304,6 +315,12 @@ impl Cloud for LocalCloud {
         }
         Ok(found)
     }
+}
+
+/// Create `dir` (and its missing parents) readable by the owner only.
+fn private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)
 }
 
 fn read_dir(p: &Path) -> Result<Vec<PathBuf>> {
@@ -340,7 +357,8 @@ fn log_tail(p: &Path) -> String {
 pub fn copy_disk(src: &Path, dst: &Path) -> Result<()> {
     let mut from = File::open(src).with_context(|| format!("cannot open {}", src.display()))?;
     let size = from.seek(SeekFrom::End(0))?;
-    let to = std::fs::OpenOptions::new().write(true).create(true).truncate(true).open(dst)?;
+    // A snapshot is a whole disk's contents: its owner's alone.
+    let to = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(dst)?;
     let is_file = from.metadata()?.file_type().is_file();
     if is_file {
         // SAFETY: both descriptors are open for the duration of the call;
@@ -412,18 +430,53 @@ fn job_processes(job: &Path) -> Vec<i32> {
     all_job_processes(parent(&parent(job)).as_path()).into_iter().filter(|(_, j)| j == job).map(|(p, _)| p).collect()
 }
 
-/// Every process whose `--job` argument lies under `runs`.
+/// `dir` is `runs/NAME` exactly: one plain component under `runs`, no `..`
+/// or `.`. A path that only *starts* with `runs` (`runs/../../home/x`) is
+/// not one: `Path::starts_with` compares components without resolving `..`.
+fn is_run_dir(runs: &Path, dir: &Path) -> bool {
+    let Ok(rest) = dir.strip_prefix(runs) else { return false };
+    let mut parts = rest.components();
+    matches!(parts.next(), Some(std::path::Component::Normal(_))) && parts.next().is_none()
+}
+
+fn is_symlink(p: &Path) -> bool {
+    std::fs::symlink_metadata(p).is_ok_and(|m| m.file_type().is_symlink())
+}
+
+/// `file` is `snapshots/VM/FILE` exactly, and not a symbolic link.
+fn is_snapshot_file(snapshots: &Path, file: &Path) -> bool {
+    let Ok(rest) = file.strip_prefix(snapshots) else { return false };
+    let parts: Vec<_> = rest.components().collect();
+    parts.len() == 2 && parts.iter().all(|c| matches!(c, std::path::Component::Normal(_))) && !is_symlink(file)
+}
+
+/// The effective uid of this process.
+fn euid() -> u32 {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() }
+}
+
+/// Every process of this user whose `--job` argument is `runs/NAME/job.json`
+/// for a plain `NAME` (a worker this coordinator could have started). Any
+/// local user can start a process with any command line: only one's own
+/// processes, at a path that cannot leave `runs`, are taken for workers.
 fn all_job_processes(runs: &Path) -> Vec<(i32, PathBuf)> {
+    use std::os::unix::fs::MetadataExt;
     let mut out = Vec::new();
     let Ok(rd) = std::fs::read_dir("/proc") else { return out };
+    let me = euid();
     for e in rd.flatten() {
         let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else { continue };
+        if e.metadata().map_or(true, |m| m.uid() != me) {
+            continue;
+        }
         let Ok(cmd) = std::fs::read(e.path().join("cmdline")) else { continue };
         let args: Vec<&[u8]> = cmd.split(|&b| b == 0).collect();
         for w in args.windows(2) {
             if w[0] == b"--job" {
                 let job = PathBuf::from(String::from_utf8_lossy(w[1]).into_owned());
-                if job.starts_with(runs) {
+                let in_a_run = job.file_name().is_some_and(|f| f == "job.json") && is_run_dir(runs, &parent(&job));
+                if in_a_run {
                     out.push((pid, job));
                 }
             }
