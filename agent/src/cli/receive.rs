@@ -11,9 +11,10 @@ use clap::Args;
 use super::BlobArgs;
 use crate::exit::{ExitCode, Failure, WithCode};
 use crate::open::SyncOptions;
+use crate::receive::grants::Grants;
 use crate::receive::metrics::ReceiverMetrics;
 use crate::receive::server::{self as receiver, ReceiverConfig, Root};
-use crate::relay::{tls, Token};
+use crate::relay::tls;
 use crate::source::ReadMode;
 
 #[derive(Debug, Args)]
@@ -26,7 +27,7 @@ pub struct ReceiveArgs {
     pub listen: SocketAddr,
     /// Where disks go: file:DIR (DIR/DISK.vhd) or pageblob:CONTAINER-URL (blob DISK.vhd;
     /// credentials as for sync's pageblob: destinations).
-    #[arg(long, value_name = "DEST")]
+    #[arg(long, value_name = "DEST", value_parser = RootParser)]
     pub root: Root,
     /// File holding the bearer token every request must carry (else $DISKFERRY_RELAY_TOKEN).
     #[arg(long, value_name = "FILE")]
@@ -51,7 +52,7 @@ pub struct ReceiveArgs {
 }
 
 pub fn run_receive(a: ReceiveArgs) -> Result<(), Failure> {
-    let token = Token::load(a.token_file.as_deref()).code(ExitCode::Usage)?.ok_or_else(|| {
+    let tokens = Grants::load(a.token_file.as_deref()).code(ExitCode::Usage)?.ok_or_else(|| {
         Failure::new(
             ExitCode::Usage,
             anyhow!("receive needs a token: --token-file FILE or ${}", crate::relay::TOKEN_ENV),
@@ -85,7 +86,7 @@ pub fn run_receive(a: ReceiveArgs) -> Result<(), Failure> {
     let cfg = ReceiverConfig {
         listen: a.listen,
         root: a.root,
-        token,
+        tokens,
         tls,
         sink,
         idle: Duration::from_secs(a.idle_secs),
@@ -114,4 +115,24 @@ pub fn run_receive(a: ReceiveArgs) -> Result<(), Failure> {
     }
     rt.block_on(std::future::pending::<()>());
     Ok(())
+}
+
+/// `--root`, refused without echoing the value (a container URL may carry
+/// a SAS): clap's own message would print it whole.
+#[derive(Clone)]
+pub struct RootParser;
+
+impl clap::builder::TypedValueParser for RootParser {
+    type Value = Root;
+
+    fn parse_ref(
+        &self,
+        _cmd: &clap::Command,
+        _arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<Root, clap::Error> {
+        let bad = |msg: String| clap::Error::raw(clap::error::ErrorKind::ValueValidation, format!("--root: {msg}\n"));
+        let s = value.to_str().ok_or_else(|| bad("not valid UTF-8".into()))?;
+        s.parse().map_err(|e: String| bad(diskferry_blob::address::redact(&e)))
+    }
 }

@@ -6,8 +6,10 @@
 //! - `server.rs`: HTTP/1.1 over TLS, bearer-token auth, routing, body limits;
 //! - `session.rs`: one thread per disk owning its sink; windows verified off
 //!   the sink's thread, applied in order, once;
+//! - `grants.rs`: what each token may do (its disks, `force`);
 //! - `metrics.rs`: the receiver's `/metrics`.
 
+pub mod grants;
 pub mod metrics;
 pub mod server;
 pub mod session;

@@ -21,12 +21,11 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
 
+use super::grants::Grant;
 use super::metrics::ReceiverMetrics;
 use super::session::{Reject, Session};
 use crate::open::{open_sink, SyncOptions, Target};
-use crate::relay::{
-    check_disk_name, BeginRequest, ErrorBody, OpenRequest, Token, MAX_BODY, MAX_CONTROL_BODY, SESSION_HEADER,
-};
+use crate::relay::{check_disk_name, BeginRequest, ErrorBody, OpenRequest, MAX_BODY, SESSION_HEADER};
 use diskferry_blob::address::{redact, BlobAddress};
 
 /// Where a receiver writes its disks.
@@ -90,7 +89,8 @@ impl Root {
 pub struct ReceiverConfig {
     pub listen: SocketAddr,
     pub root: Root,
-    pub token: Token,
+    /// The tokens and what each may do.
+    pub tokens: super::grants::Grants,
     pub tls: Option<Arc<rustls::ServerConfig>>,
     /// Options of the sinks (page blob concurrency, keep, api version...).
     pub sink: SyncOptions,
@@ -128,6 +128,14 @@ impl State {
     }
 }
 
+/// At most this many connections at once; more are closed as they come.
+/// A sender uses a few (one per window in flight).
+pub const MAX_CONNECTIONS: usize = 256;
+/// A request's headers must arrive within this, the first one and each
+/// next one on a kept-alive connection: a connection that sends nothing for
+/// this long is closed.
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+
 trait Io: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Io for T {}
 
@@ -157,12 +165,29 @@ pub fn start(
         next_id: AtomicU64::new(1),
     });
     rt.spawn(reap_idle(state.clone()));
+    let permits = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     rt.spawn(async move {
         loop {
-            let Ok((tcp, _peer)) = listener.accept().await else { continue };
+            let tcp = match listener.accept().await {
+                Ok((tcp, _peer)) => tcp,
+                // Out of file descriptors, say: pause instead of spinning.
+                Err(_) => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            // Over the cap, a connection is closed as it comes: idle ones
+            // cannot take every descriptor (the cap's holders are let go
+            // within HEADER_TIMEOUT when they send nothing).
+            let Ok(permit) = permits.clone().try_acquire_owned() else {
+                state.metrics.reject("connections");
+                drop(tcp);
+                continue;
+            };
             tcp.set_nodelay(true).ok();
             let (state, acceptor) = (state.clone(), acceptor.clone());
             tokio::spawn(async move {
+                let _permit = permit;
                 let io: Box<dyn Io> = match acceptor {
                     Some(a) => match tokio::time::timeout(Duration::from_secs(10), a.accept(tcp)).await {
                         Ok(Ok(s)) => Box::new(s),
@@ -174,7 +199,13 @@ pub fn start(
                     let state = state.clone();
                     async move { Ok::<_, Infallible>(handle(&state, req).await) }
                 });
-                let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(io), svc).await;
+                // Without a timer hyper has no header-read timeout: a client
+                // that sends nothing would hold its connection forever.
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .timer(hyper_util::rt::TokioTimer::new())
+                    .header_read_timeout(HEADER_TIMEOUT)
+                    .serve_connection(TokioIo::new(io), svc)
+                    .await;
             });
         }
     });
@@ -240,17 +271,20 @@ async fn body_into(req: Request<Incoming>, limit: u64, mut buf: Vec<u8>) -> Resu
 }
 
 async fn handle(state: &Arc<State>, req: Request<Incoming>) -> Response<Full<Bytes>> {
-    if !state.cfg.token.admits(req.headers().get(AUTHORIZATION).map(|v| v.as_bytes())) {
+    let Some(grant) = state.cfg.tokens.admit(req.headers().get(AUTHORIZATION).map(|v| v.as_bytes())).cloned() else {
         return refuse(state, &Reject::new(401, "token", "a valid bearer token is required"));
-    }
-    match route(state, req).await {
+    };
+    match route(state, req, &grant).await {
         Ok(r) => r,
         Err(e) => refuse(state, &e),
     }
 }
 
-fn session(state: &State, id: &str) -> Result<Arc<Session>, Reject> {
-    state.sessions.lock().ok().and_then(|m| m.get(id).cloned()).ok_or_else(|| {
+/// Session `id`, if it is of a disk `grant` names (another token's session
+/// is as good as absent).
+fn session(state: &State, id: &str, grant: &Grant) -> Result<Arc<Session>, Reject> {
+    let found = state.sessions.lock().ok().and_then(|m| m.get(id).cloned()).filter(|s| grant.disk(&s.disk));
+    found.ok_or_else(|| {
         Reject::new(
             404,
             "session",
@@ -259,7 +293,7 @@ fn session(state: &State, id: &str) -> Result<Arc<Session>, Reject> {
     })
 }
 
-async fn route(state: &Arc<State>, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Reject> {
+async fn route(state: &Arc<State>, req: Request<Incoming>, grant: &Grant) -> Result<Response<Full<Bytes>>, Reject> {
     let path: Vec<String> = req.uri().path().trim_matches('/').split('/').map(str::to_owned).collect();
     let parts: Vec<&str> = path.iter().map(String::as_str).collect();
     let method = req.method().clone();
@@ -267,8 +301,11 @@ async fn route(state: &Arc<State>, req: Request<Incoming>) -> Result<Response<Fu
     match (&method, parts.as_slice()) {
         (&Method::POST, ["v1", "disks", disk, "sessions"]) => {
             let disk = disk.to_string();
+            if !grant.disk(&disk) {
+                return Err(Reject::new(403, "token", format!("this token may not write disk {disk}")));
+            }
             let b = body(req, 64 << 10).await?;
-            let (id, prior) = open(state, disk, &b).await?;
+            let (id, prior) = open(state, disk, &b, grant).await?;
             let mut r = reply(200, Bytes::from(prior), "application/octet-stream");
             if let Ok(v) = id.parse() {
                 r.headers_mut().insert(SESSION_HEADER, v);
@@ -276,7 +313,7 @@ async fn route(state: &Arc<State>, req: Request<Incoming>) -> Result<Response<Fu
             Ok(r)
         }
         (&Method::POST, ["v1", "sessions", id, "begin"]) => {
-            let s = session(state, id)?;
+            let s = session(state, id, grant)?;
             let b = body(req, 64 << 10).await?;
             let begin: BeginRequest = serde_json::from_slice(&b)
                 .map_err(|e| Reject::new(400, "request", format!("bad begin request: {e}")))?;
@@ -285,34 +322,46 @@ async fn route(state: &Arc<State>, req: Request<Incoming>) -> Result<Response<Fu
         }
         (&Method::PUT, ["v1", "sessions", id, "windows", seq]) => {
             let seq: u64 = seq.parse().map_err(|_| Reject::new(400, "request", "the window number is not a number"))?;
-            let s = session(state, id)?;
+            let s = session(state, id, grant)?;
             let b = body_into(req, MAX_BODY, s.body_buffer()).await?;
             s.window(seq, b).await?;
             Ok(no_content())
         }
         (&Method::GET, ["v1", "sessions", id]) => {
-            let s = session(state, id)?;
+            let s = session(state, id, grant)?;
             let st = s.state().await;
             Ok(reply(200, Bytes::from(serde_json::to_vec(&st).unwrap_or_default()), "application/json"))
         }
         (&Method::POST, ["v1", "sessions", id, "commit"]) => {
-            let s = session(state, id)?;
-            let b = body(req, MAX_CONTROL_BODY).await?;
+            let s = session(state, id, grant)?;
+            let b = body(req, s.manifest_limit()).await?;
             s.commit(b).await?;
             Ok(no_content())
         }
         (&Method::DELETE, ["v1", "sessions", id]) => {
-            state.close_where(|k, _| k == *id).await;
+            state.close_where(|k, s| k == *id && grant.disk(&s.disk)).await;
             Ok(no_content())
         }
         _ => Err(Reject::new(404, "request", format!("no such request: {method} {}", req.uri().path()))),
     }
 }
 
-async fn open(state: &Arc<State>, disk: String, b: &[u8]) -> Result<(String, Vec<u8>), Reject> {
+async fn open(state: &Arc<State>, disk: String, b: &[u8], grant: &Grant) -> Result<(String, Vec<u8>), Reject> {
     let target = state.cfg.root.target(&disk).map_err(|e| Reject::new(400, "request", format!("{e:#}")))?;
     let req: OpenRequest =
         serde_json::from_slice(b).map_err(|e| Reject::new(400, "request", format!("bad open request: {e}")))?;
+    if req.force && !grant.force {
+        return Err(Reject::new(
+            403,
+            "token",
+            "this token may not pass --force (its line in the token file: allow=force)",
+        ));
+    }
+    // No disk larger than a manifest may describe (64 TiB): a size near
+    // 2^64 would wrap every sum made of it.
+    if req.disk_size > diskferry_core::manifest::MAX_DISK_SIZE {
+        return Err(Reject::new(400, "request", format!("disk size {} is over the 64 TiB limit", req.disk_size)));
+    }
     let geometry = ChunkSize::new(req.chunk_size)
         .and_then(|c| Geometry::new(req.disk_size, c))
         .map_err(|e| Reject::new(400, "request", format!("bad disk geometry: {e}")))?;

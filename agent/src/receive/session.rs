@@ -240,6 +240,15 @@ impl Session {
         Ok(true)
     }
 
+    /// The largest manifest this session's disk can have, encoded: its
+    /// commit body is refused past it before being read (the bitmap and a
+    /// digest a chunk, zstd's worst case, the header and source identity).
+    pub fn manifest_limit(&self) -> u64 {
+        let chunks = self.geometry.chunk_count();
+        let body = chunks.div_ceil(8) + 32 * chunks;
+        (body + body / 128 + (64 << 10) + 72 + 32 + 4096).min(crate::relay::MAX_CONTROL_BODY)
+    }
+
     /// A buffer for a window's request body.
     pub fn body_buffer(&self) -> Vec<u8> {
         self.bodies.lock().ok().and_then(|mut b| b.pop()).unwrap_or_default()
@@ -413,7 +422,9 @@ impl Worker {
 
     fn commit(&mut self, body: &[u8]) -> Result<(), Reject> {
         let (state, generation) = self.info(|i| (i.state, i.generation)).unwrap_or(("failed", None));
-        let m = Manifest::decode(body).map_err(|e| Reject::new(400, "manifest", e.to_string()))?;
+        // Checked against the session's geometry before the body is
+        // decompressed: a header's claims size the memory decoding takes.
+        let m = Manifest::decode_for(body, self.geometry).map_err(|e| Reject::new(400, "manifest", e.to_string()))?;
         if state == "committed" && generation == Some(m.generation) {
             return Ok(());
         }
