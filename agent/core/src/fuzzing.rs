@@ -8,10 +8,23 @@ use crate::manifest::Manifest;
 use crate::relay::{self, FrameKind};
 use crate::vhd::Footer;
 
-/// The manifest decoder never panics, and what it accepts re-encodes to a
-/// manifest that decodes to the same value.
+/// The chunks a fuzzed manifest may claim: what untrusted input is decoded
+/// against (`Manifest::decode_within`, as every caller of an untrusted one).
+pub const MAX_FUZZ_CHUNKS: u64 = 1 << 16;
+
+/// The most a manifest decode of fuzzed input may allocate: its body at
+/// `MAX_FUZZ_CHUNKS` (a bit a chunk, 32 bytes a digest), the chunk list (40
+/// bytes a chunk), the input once, and slack. `tests/fuzz_corpus.rs` counts
+/// allocations against it; a fuzz run enforces it with `-malloc_limit_mb=16`.
+pub const MANIFEST_ALLOC_BOUND: usize = (MAX_FUZZ_CHUNKS as usize) * (32 + 40 + 1) + (4 << 20);
+
+/// The manifest decoder, as untrusted input reaches it, never panics, never
+/// allocates more than [`MANIFEST_ALLOC_BOUND`] plus the input's own size
+/// (a header's claims are held to the caller's disk before anything is
+/// decompressed), and what it accepts re-encodes to a manifest that decodes
+/// to the same value.
 pub fn manifest(data: &[u8]) {
-    if let Ok(m) = Manifest::decode(data) {
+    if let Ok(m) = Manifest::decode_within(data, MAX_FUZZ_CHUNKS) {
         let again = m.encode().unwrap_or_else(|e| panic!("a decoded manifest does not encode: {e}"));
         assert_eq!(Manifest::decode(&again).as_ref(), Ok(&m));
     }

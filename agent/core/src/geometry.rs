@@ -89,7 +89,8 @@ impl Geometry {
 
 /// `size` rounded up to a whole MiB, as Azure wants a VHD's virtual size.
 pub fn round_up_mib(size: u64) -> u64 {
-    size.div_ceil(1 << 20) * (1 << 20)
+    // Saturates instead of wrapping for a size within 1 MiB of 2^64.
+    size.div_ceil(1 << 20).saturating_mul(1 << 20)
 }
 
 #[cfg(test)]

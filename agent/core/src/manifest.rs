@@ -29,7 +29,12 @@
 //! The decoder checks the trailer first, then every field against the others,
 //! and decompresses with a hard bound (the body length follows from the
 //! header), so truncated, corrupted or hostile input is rejected with a precise
-//! [`ManifestError`] and never makes it allocate more than the input implies.
+//! [`ManifestError`]. The header's claims still size the body (a 1 MiB
+//! payload can inflate to the 32 GiB a 64 TiB disk in 64 KiB chunks would
+//! need): a manifest from anywhere but this process is decoded with
+//! [`Manifest::decode_for`] or [`Manifest::decode_within`], which hold the
+//! header to the caller's own disk before anything is decompressed
+//! (`tests/bomb.rs` counts the bytes allocated).
 
 use std::io::Read;
 
@@ -129,6 +134,13 @@ pub enum ManifestError {
     BitmapPadding,
     #[error("cannot encode a manifest whose chunk list ({chunks}) does not match its geometry ({expected})")]
     EncodeMismatch { chunks: u64, expected: u64 },
+    #[error(
+        "manifest is for a {disk_size}-byte disk in {chunk_size}-byte chunks, not the expected {want_disk}-byte disk in \
+         {want_chunk}-byte chunks"
+    )]
+    GeometryMismatch { disk_size: u64, chunk_size: u64, want_disk: u64, want_chunk: u64 },
+    #[error("manifest declares {declared} chunks, more than the {max} this disk has")]
+    TooManyChunks { declared: u64, max: u64 },
 }
 
 impl Manifest {
@@ -179,6 +191,41 @@ impl Manifest {
     }
 
     /// Decode format v1, checking everything.
+    /// Decode a manifest that must describe `expected` (the disk the caller
+    /// syncs): its geometry is read from the header and compared before the
+    /// body is decompressed. A header's claims size the body (up to 2^30
+    /// chunks, ~32 GiB of digests, from a payload of a megabyte); checked
+    /// first, they can be no larger than what the caller's own disk needs.
+    pub fn decode_for(bytes: &[u8], expected: Geometry) -> Result<Self, ManifestError> {
+        if bytes.len() >= HEADER_LEN && bytes[..8] == MAGIC {
+            let (chunk, disk) = (u64::from(le_u32(bytes, 12)), le_u64(bytes, 16));
+            if chunk != expected.chunk_size().get() || disk != expected.disk_size() {
+                return Err(ManifestError::GeometryMismatch {
+                    disk_size: disk,
+                    chunk_size: chunk,
+                    want_disk: expected.disk_size(),
+                    want_chunk: expected.chunk_size().get(),
+                });
+            }
+        }
+        Self::decode(bytes)
+    }
+
+    /// Decode a manifest of at most `max_chunks` chunks (an earlier, maybe
+    /// smaller, state of the caller's disk), refused from its header before
+    /// the body is decompressed when it declares more.
+    pub fn decode_within(bytes: &[u8], max_chunks: u64) -> Result<Self, ManifestError> {
+        if bytes.len() >= HEADER_LEN && bytes[..8] == MAGIC {
+            let declared = le_u64(bytes, 40);
+            if declared > max_chunks {
+                return Err(ManifestError::TooManyChunks { declared, max: max_chunks });
+            }
+        }
+        Self::decode(bytes)
+    }
+
+    /// Decode a manifest from a trusted source. Its header sizes the
+    /// memory decoding takes: from an untrusted one, use [`Self::decode_for`].
     pub fn decode(bytes: &[u8]) -> Result<Self, ManifestError> {
         let need = HEADER_LEN + TRAILER_LEN;
         if bytes.len() < 8 {

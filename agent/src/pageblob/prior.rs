@@ -204,7 +204,10 @@ impl<S: PageStore> PageBlobSink<S> {
         if props.metadata.get(META_MANIFEST) != Some(&digest.to_hex()) {
             return untrusted(format!("manifest of generation {published} does not match the blob's metadata"));
         }
-        let manifest = match Manifest::decode(&mbytes) {
+        // At most four times the current disk's chunks (a disk that shrank
+        // more reads whole): checked from the header before the body is
+        // decompressed, so a hostile manifest costs no more than that.
+        let manifest = match Manifest::decode_within(&mbytes, cur.chunk_count().saturating_mul(4) + 1024) {
             Ok(m) => m,
             Err(e) => return untrusted(format!("manifest of generation {published} is corrupt: {e}")),
         };

@@ -113,11 +113,13 @@ impl FileSink {
     }
 
     fn open_locked(&self) -> Result<File, Failure> {
+        // A new destination is the owner's alone (a whole disk's contents).
         let file = OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(false)
+            .mode(PRIVATE)
             .open(&self.path)
             .with_context(|| format!("cannot open destination {}", self.path.display()))
             .code(ExitCode::Destination)?;
@@ -186,7 +188,10 @@ impl Sink for FileSink {
                 return untrusted(format!("no manifest at {} ({e})", self.manifest_path.display()), None);
             }
         };
-        let manifest = match Manifest::decode(&bytes) {
+        // At most four times the current disk's chunks (a disk that shrank
+        // more reads whole): checked from the header before the body is
+        // decompressed, so a hostile manifest costs no more than that.
+        let manifest = match Manifest::decode_within(&bytes, cur.chunk_count().saturating_mul(4) + 1024) {
             Ok(m) => m,
             Err(e) => return untrusted(format!("manifest {} is corrupt: {e}", self.manifest_path.display()), None),
         };
@@ -266,7 +271,7 @@ impl Sink for FileSink {
                     base: Digest::of(&fs::read(&self.manifest_path).map_err(|e| io(e, "cannot reread manifest of"))?),
                     disk_size: cur.disk_size(),
                 };
-                let mut j = File::create(&self.journal_path).map_err(|e| io(e, "cannot create journal for"))?;
+                let mut j = create_private(&self.journal_path).map_err(|e| io(e, "cannot create journal for"))?;
                 j.write_all(&header.encode())
                     .and_then(|_| j.sync_data())
                     .map_err(|e| io(e, "cannot write journal for"))?;
@@ -495,9 +500,17 @@ fn punch(file: &File, offset: u64, len: u64) -> io::Result<()> {
     Ok(())
 }
 
+/// Mode of every file a file destination creates: the owner's alone.
+const PRIVATE: u32 = 0o600;
+
+/// Create (or truncate) a file readable by its owner only.
+fn create_private(path: &Path) -> io::Result<File> {
+    OpenOptions::new().write(true).create(true).truncate(true).mode(PRIVATE).open(path)
+}
+
 fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let tmp = sibling(path, "tmp");
-    let mut f = File::create(&tmp)?;
+    let mut f = create_private(&tmp)?;
     f.write_all(bytes)?;
     f.sync_all()?;
     fs::rename(&tmp, path)?;

@@ -183,7 +183,12 @@ pub fn decode(buf: &[u8], max_chunks: u64) -> Result<Prior, PriorError> {
         }
         3 => {
             none_but(reason_len == 0 && generation == 0 && manifest_len > 0)?;
-            Ok(Prior::Previous { manifest: Manifest::decode(manifest)?, overrides })
+            // An earlier state of the disk, which may have been larger: at most
+            // four times its chunks, checked before decompression.
+            Ok(Prior::Previous {
+                manifest: Manifest::decode_within(manifest, max_chunks.saturating_mul(4) + 1024)?,
+                overrides,
+            })
         }
         4 => {
             none_but(reason_len == 0 && manifest_len == 0 && generation > 0)?;
