@@ -105,6 +105,9 @@ pub fn sync_options(job: &JobSpec, disk_source_id: &str) -> Result<SyncOptions, 
         pageblob: PageBlobOptions {
             concurrency: usize::from(job.concurrency),
             keep: usize::from(job.keep),
+            // Retention belongs to the destination side: a worker's job
+            // sets none (its role should not delete at all).
+            min_retention: None,
             create_container: job.create_container,
             force: false,
             lease: crate::pageblob::lease::LeaseOptions::default(),

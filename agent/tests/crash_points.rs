@@ -113,7 +113,8 @@ fn sync(mem: &MemStore, data: &[u8], faults: &[(Op, u64, Fault)]) -> Run {
     let store = Retrying::new(faulty, QUICK);
     // No waiting for a lease: one left behind where none should be fails the rerun.
     let lease = LeaseOptions { secs: 15, wait: Duration::ZERO, take_over: false };
-    let po = PageBlobOptions { concurrency: 4, keep: 4, create_container: false, force: false, lease, state: None };
+    let po =
+        PageBlobOptions { concurrency: 4, keep: 4, create_container: false, force: false, lease, ..Default::default() };
     let sink = PageBlobSink::new(store, BLOB, format!("mem:{BLOB}"), po).expect("a sink");
     let source = MemSource { bytes: data.to_vec() };
     let geometry = Geometry::new(DISK as u64, chunk()).expect("a geometry");

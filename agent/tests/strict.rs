@@ -220,3 +220,120 @@ fn a_premium_destination_keeps_its_state_in_a_standard_container() {
     assert_eq!(wrong.status.code(), Some(4));
     assert!(String::from_utf8_lossy(&wrong.stderr).contains("keeps its state in"));
 }
+
+/// One raw request through the proxy (plain http): its status code.
+fn raw(port: u16, method: &str, path_and_query: &str, headers: &[(&str, &str)], body: &[u8]) -> u16 {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let mut req =
+        format!("{method} {path_and_query} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nx-ms-version: 2021-08-06\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str(&format!("Content-Length: {}\r\nConnection: close\r\n\r\n", body.len()));
+    s.write_all(req.as_bytes()).unwrap();
+    s.write_all(body).unwrap();
+    // The status line is all that is needed (the proxy may keep the
+    // connection open).
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut reply = Vec::new();
+    let mut byte = [0u8; 1];
+    while !reply.ends_with(b"\r\n") && s.read(&mut byte).unwrap_or(0) == 1 {
+        reply.push(byte[0]);
+    }
+    let line = String::from_utf8_lossy(&reply);
+    line.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0)
+}
+
+fn generations(points: &serde_json::Value) -> Vec<u64> {
+    points.as_array().unwrap().iter().map(|p| p["generation"].as_u64().unwrap()).collect()
+}
+
+#[test]
+fn a_writer_without_delete_rights_cannot_erase_history() {
+    let d = tempfile::tempdir().unwrap();
+    let src = d.path().join("disk.img");
+    make_image(&src, 8 * MIB, &[(0, 2 * MIB, 1)]);
+    let container = azurite::container("erase");
+    // An honest writer (a role that may delete): three recovery points.
+    let honest = Proxy::strict(azurite_port(), Strict::default());
+    let at = |p: &Proxy| azurite::url(&p.endpoint(), &container, "d.vhd");
+    let mut states = Vec::new();
+    for g in 1..=3u64 {
+        poke(&src, g * MIB, 4096, g);
+        ok(&sync(&src, &at(&honest), &["--keep", "30"], &[]));
+        let copy = d.path().join(format!("state{g}.img"));
+        std::fs::copy(&src, &copy).unwrap();
+        states.push(copy);
+    }
+    // The attacker holds the writer's credentials, whose role may not
+    // delete (the worker's, as docs/azure.md sets it up).
+    let evil = Proxy::strict(azurite_port(), Strict { deny_deletes: true, ..Strict::default() });
+    let key = diskferry_blob::sas::AccountKey::new(azurite::ACCOUNT, azurite::KEY);
+    let sas = key.container_sas(&container, time::OffsetDateTime::now_utc()).unwrap();
+    let path = |blob: &str, extra: &str| format!("/{}/{container}/{blob}?{sas}{extra}", azurite::ACCOUNT);
+    // 1. Delete the recovery points: their snapshots, the index.
+    let listed = ok(&agent_env().args(["points", &at(&honest), "--json"]).output().unwrap());
+    for p in listed.as_array().unwrap() {
+        let snap = format!("&snapshot={}", p["snapshot"].as_str().unwrap());
+        assert_eq!(raw(evil.port, "DELETE", &path("d.vhd", &snap), &[], b""), 403);
+    }
+    assert_eq!(raw(evil.port, "DELETE", &path("d.vhd.points", ""), &[], b""), 403);
+    assert_eq!(raw(evil.port, "DELETE", &path("d.vhd", "&x-ms-delete-snapshots=include"), &[], b""), 403);
+    let trim = agent_env().args(["points", &at(&evil), "--trim", "--keep", "1"]).output().unwrap();
+    assert!(!trim.status.success(), "a trim without delete rights cannot succeed");
+    // 2. Commit generation after generation (nothing changed) with --keep 1,
+    // then --force a source of another size.
+    for _ in 0..6 {
+        ok(&sync(&src, &at(&evil), &["--keep", "1"], &[]));
+    }
+    let other = d.path().join("other.img");
+    make_image(&other, 4 * MIB, &[(0, MIB, 9)]);
+    ok(&sync(&other, &at(&evil), &["--keep", "1", "--force"], &[]));
+    // 3. Overwrite the index with an empty one (writing is allowed).
+    let put = raw(evil.port, "PUT", &path("d.vhd.points", ""), &[("x-ms-blob-type", "BlockBlob")], b"[]");
+    assert_eq!(put, 201);
+    // Every point made before the attack is still listed, from its
+    // snapshot's own metadata, and downloads identical.
+    let points = ok(&agent_env().args(["points", &at(&honest), "--json"]).output().unwrap());
+    let gens = generations(&points);
+    for g in 1..=3u64 {
+        assert!(gens.contains(&g), "generation {g} is gone: {gens:?}");
+        let vhd = d.path().join(format!("g{g}.vhd"));
+        let out = agent_env()
+            .args(["download", &at(&honest), "--point", &g.to_string(), "--to", vhd.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(diskferry_testkit::judge::identical(&states[g as usize - 1], &vhd), "generation {g} differs");
+    }
+    assert!(evil.strict_refused() >= 5);
+    // And the next honest sync (a role that may delete) does not take the
+    // poisoned index's word: what it does not name is not swept away.
+    ok(&sync(&src, &at(&honest), &["--keep", "30", "--force"], &[]));
+    let after = generations(&ok(&agent_env().args(["points", &at(&honest), "--json"]).output().unwrap()));
+    assert!((1..=3).all(|g| after.contains(&g)), "{after:?}");
+}
+
+#[test]
+fn recent_points_outlive_keep_until_the_destination_side_trims() {
+    let d = tempfile::tempdir().unwrap();
+    let src = d.path().join("disk.img");
+    make_image(&src, 4 * MIB, &[(0, MIB, 1)]);
+    let proxy = Proxy::strict(azurite_port(), Strict::default());
+    let to = dest(&proxy, "floor");
+    for g in 1..=4u64 {
+        poke(&src, g * 4096, 512, g);
+        ok(&sync(&src, &to, &["--keep", "1", "--min-retention", "1h"], &[]));
+    }
+    let points = ok(&agent_env().args(["points", &to, "--json"]).output().unwrap());
+    assert_eq!(generations(&points), vec![1, 2, 3, 4], "--keep 1 deleted points younger than the floor");
+    // The destination side's trim, with its own (deleting) credentials.
+    let kept = ok(&agent_env().args(["points", &to, "--trim", "--keep", "2", "--json"]).output().unwrap());
+    assert_eq!(generations(&kept), vec![3, 4]);
+    let again = ok(&agent_env()
+        .args(["points", &to, "--trim", "--keep", "1", "--min-retention", "1h", "--json"])
+        .output()
+        .unwrap());
+    assert_eq!(generations(&again), vec![3, 4], "the floor holds for the trim too");
+}

@@ -32,8 +32,10 @@ use crate::credential::Credential;
 use crate::error::{ErrorKind, StoreError, StoreResult};
 use crate::store::{AccountRules, BlobProps, CopyState, LeaseId, Listed, Op, PageStore};
 
-/// A `PageStore` on Azure Blob Storage (or Azurite).
-#[derive(Debug, Clone)]
+/// A `PageStore` on Azure Blob Storage (or Azurite). Its `Debug` names the
+/// address and version only: the credential and the user delegation key
+/// (a signing secret) never print.
+#[derive(Clone)]
 pub struct AzureStore {
     addr: BlobAddress,
     cred: Credential,
@@ -52,6 +54,16 @@ pub struct AzureStore {
 }
 
 type UserDelegationKey = azure_storage_common::models::UserDelegationKey;
+
+impl std::fmt::Debug for AzureStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AzureStore")
+            .field("addr", &self.addr)
+            .field("cred", &self.cred)
+            .field("version", &self.version)
+            .finish_non_exhaustive()
+    }
+}
 
 impl AzureStore {
     /// The container of `addr`, with credentials from the URL or the
@@ -291,14 +303,15 @@ impl PageStore for AzureStore {
         self.send(Op::List, &self.addr.container, async {
             let o = BlobContainerClientListBlobsOptions {
                 prefix: Some(prefix.to_owned()),
-                include: Some(vec![ListBlobsIncludeItem::Snapshots]),
+                include: Some(vec![ListBlobsIncludeItem::Snapshots, ListBlobsIncludeItem::Metadata]),
                 ..Default::default()
             };
             let mut pager = c.list_blobs(Some(o))?;
             let mut out = Vec::new();
             while let Some(item) = pager.try_next().await? {
                 if let Some(name) = item.name {
-                    out.push(Listed { name, snapshot: item.snapshot });
+                    let metadata = item.metadata.and_then(|m| m.values).unwrap_or_default().into_iter().collect();
+                    out.push(Listed { name, snapshot: item.snapshot, metadata });
                 }
             }
             Ok(out)

@@ -189,7 +189,7 @@ impl<S: PageStore> PageStore for Split<S> {
             self.data.list(prefix).await?.into_iter().filter(|l| !(st.is_state)(&l.name)).collect();
         for l in st.store.list(&format!("{}{prefix}", st.prefix)).await? {
             if let Some(name) = l.name.strip_prefix(&st.prefix).filter(|n| (st.is_state)(n)) {
-                all.push(Listed { name: name.to_owned(), snapshot: l.snapshot });
+                all.push(Listed { name: name.to_owned(), snapshot: l.snapshot, metadata: l.metadata });
             }
         }
         all.sort_by(|a, b| (&a.name, &a.snapshot).cmp(&(&b.name, &b.snapshot)));

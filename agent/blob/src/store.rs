@@ -177,6 +177,9 @@ pub struct Listed {
     pub name: String,
     /// `Some(id)` for a snapshot of `name`.
     pub snapshot: Option<String>,
+    /// Its metadata (a snapshot's is the blob's when it was taken, and can
+    /// never change).
+    pub metadata: std::collections::BTreeMap<String, String>,
 }
 
 /// Where a server-side copy stands.

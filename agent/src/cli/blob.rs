@@ -32,6 +32,17 @@ pub struct DestArgs {
 pub struct PointsArgs {
     #[command(flatten)]
     pub dest: DestArgs,
+    /// Delete recovery points past the newest --keep, except those younger than --min-retention: the
+    /// destination side's trim, run with its own credentials (the writers' role need not delete).
+    /// Lists what is left.
+    #[arg(long)]
+    pub trim: bool,
+    /// With --trim: recovery points to keep.
+    #[arg(long, default_value_t = 7, value_parser = clap::value_parser!(u16).range(1..=1000), requires = "trim")]
+    pub keep: u16,
+    /// With --trim: never delete a point younger than this (7d, 12h, 30m, 90s).
+    #[arg(long, value_name = "DURATION", value_parser = super::parse_duration, requires = "trim")]
+    pub min_retention: Option<std::time::Duration>,
 }
 
 #[derive(Debug, Args)]
@@ -113,6 +124,10 @@ fn open_blob(
 
 pub fn run_points(a: PointsArgs) -> Result<(), Failure> {
     let sink = open_blob(&a.dest.dest, a.dest.api_version, a.dest.state_url)?;
+    if a.trim {
+        let dropped = sink.trim(usize::from(a.keep), a.min_retention)?;
+        eprintln!("trimmed {} recovery point(s)", dropped.len());
+    }
     let points = sink.points()?;
     if a.dest.json {
         return print_json(&points);

@@ -225,6 +225,10 @@ pub struct BlobArgs {
     /// Recovery points (blob snapshots) to keep; older ones are deleted.
     #[arg(long, default_value_t = 7, value_parser = clap::value_parser!(u16).range(1..=1000))]
     pub keep: u16,
+    /// Never delete a recovery point younger than this (by its snapshot's own time), whatever --keep
+    /// says: committing generation after generation cannot push recent history out. 7d, 12h, 30m, 90s.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub min_retention: Option<std::time::Duration>,
     /// Create the container if it does not exist.
     #[arg(long)]
     pub create_container: bool,
@@ -261,6 +265,7 @@ impl BlobArgs {
         PageBlobOptions {
             concurrency: usize::from(self.concurrency),
             keep: usize::from(self.keep),
+            min_retention: self.min_retention,
             create_container: self.create_container,
             force: false,
             lease: LeaseOptions {
@@ -315,6 +320,20 @@ impl clap::builder::TypedValueParser for TargetParser {
         let s = value.to_str().ok_or_else(|| bad("not valid UTF-8".into()))?;
         s.parse().map_err(bad)
     }
+}
+
+/// Parse `7d`, `12h`, `30m`, `90s` or `90` (seconds) into a duration.
+pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let (num, unit) = s.find(|c: char| !c.is_ascii_digit()).map_or((s, ""), |i| s.split_at(i));
+    let n: u64 = num.parse().map_err(|_| format!("{s:?} is not a duration (7d, 12h, 30m, 90s)"))?;
+    let secs = match unit {
+        "" | "s" => Some(n),
+        "m" => n.checked_mul(60),
+        "h" => n.checked_mul(3600),
+        "d" => n.checked_mul(86_400),
+        _ => None,
+    };
+    secs.map(std::time::Duration::from_secs).ok_or_else(|| format!("{s:?} is not a duration (7d, 12h, 30m, 90s)"))
 }
 
 /// Parse `1MiB`, `64KiB`, `4M`, `65536` into a validated chunk size.

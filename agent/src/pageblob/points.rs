@@ -58,6 +58,85 @@ pub fn unnamed(
         .collect()
 }
 
+/// The recovery points a destination holds, from its snapshots first: a
+/// snapshot's metadata (its generation, the disk's size) is the blob's when
+/// it was taken and can never change, while the index is a blob any writer
+/// may overwrite. An index entry stands only if its snapshot is listed and
+/// says the same generation; a generation the index lost is recovered from
+/// its earliest snapshot (`written` and `cleared` unknown: 0). `facts` reads
+/// (generation, disk size) from a listed snapshot. Without a listing (no
+/// list permission), the index as it is.
+pub fn merge(
+    blob: &str,
+    index: Vec<RecoveryPoint>,
+    listed: Option<&[Listed]>,
+    facts: impl Fn(&Listed) -> Option<(u64, u64)>,
+) -> Vec<RecoveryPoint> {
+    let Some(items) = listed else { return index };
+    let snaps: Vec<(&str, u64, u64)> = items
+        .iter()
+        .filter(|l| l.name == blob)
+        .filter_map(|l| Some((l.snapshot.as_deref()?, facts(l)?)))
+        .map(|(s, (g, size))| (s, g, size))
+        .collect();
+    let mut out: Vec<RecoveryPoint> =
+        index.into_iter().filter(|p| snaps.iter().any(|(s, g, _)| *s == p.snapshot && *g == p.generation)).collect();
+    let mut lost: Vec<&(&str, u64, u64)> =
+        snaps.iter().filter(|(_, g, _)| !out.iter().any(|p| p.generation == *g)).collect();
+    // Snapshot ids are times (ISO 8601, fixed width): the earliest first.
+    lost.sort_by(|a, b| (a.1, a.0).cmp(&(b.1, b.0)));
+    lost.dedup_by_key(|x| x.1);
+    for (s, g, size) in lost {
+        out.push(RecoveryPoint {
+            generation: *g,
+            snapshot: (*s).to_owned(),
+            created_unix_ms: snapshot_time_ms(s).unwrap_or(0),
+            disk_size: *size,
+            bytes_written: 0,
+            bytes_cleared: 0,
+        });
+    }
+    out.sort_by_key(|p| p.generation);
+    out
+}
+
+/// When a snapshot was taken: its id is the time (`2026-12-01T19:33:04.1234567Z`).
+pub fn snapshot_time_ms(id: &str) -> Option<i64> {
+    let t = time::OffsetDateTime::parse(id, &time::format_description::well_known::Rfc3339).ok()?;
+    i64::try_from(t.unix_timestamp_nanos() / 1_000_000).ok()
+}
+
+/// Whether a snapshot is younger than the retention floor at `now_ms`
+/// (by its own time, which no writer can forge; one whose time cannot be
+/// read counts as young: it is never deleted for its age).
+pub fn within_floor(snapshot: &str, floor: Option<std::time::Duration>, now_ms: i64) -> bool {
+    let Some(floor) = floor else { return false };
+    match snapshot_time_ms(snapshot) {
+        Some(t) => now_ms.saturating_sub(t) < floor.as_millis() as i64,
+        None => true,
+    }
+}
+
+/// Split `points` (oldest first) into those kept and those dropped: the
+/// newest `keep` stay, and so does every point within the retention floor.
+pub fn retain(
+    points: Vec<RecoveryPoint>,
+    keep: usize,
+    floor: Option<std::time::Duration>,
+    now_ms: i64,
+) -> (Vec<RecoveryPoint>, Vec<RecoveryPoint>) {
+    let drop_n = points.len().saturating_sub(keep.max(1));
+    let (mut kept, mut dropped) = (Vec::new(), Vec::new());
+    for (i, p) in points.into_iter().enumerate() {
+        if i < drop_n && !within_floor(&p.snapshot, floor, now_ms) {
+            dropped.push(p);
+        } else {
+            kept.push(p);
+        }
+    }
+    (kept, dropped)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -104,7 +183,7 @@ mod tests {
             ("d.vhd.gX.manifest", None),
         ]
         .iter()
-        .map(|(n, s)| Listed { name: n.to_string(), snapshot: s.map(str::to_owned) })
+        .map(|(n, s)| Listed { name: n.to_string(), snapshot: s.map(str::to_owned), metadata: Default::default() })
         .collect();
         let gone = unnamed("d.vhd", &kept, &[point(3, "s3")], Some(listed));
         let want: Vec<(String, Option<String>)> = [
@@ -120,5 +199,57 @@ mod tests {
         // No listing: the dropped points only.
         let gone = unnamed("d.vhd", &kept, &[point(3, "s3")], None);
         assert_eq!(gone, vec![("d.vhd".into(), Some("s3".into())), ("d.vhd.g3.manifest".into(), None)]);
+    }
+
+    fn listed(name: &str, snap: &str, g: Option<u64>) -> Listed {
+        let mut metadata = std::collections::BTreeMap::new();
+        if let Some(g) = g {
+            metadata.insert("g".to_owned(), g.to_string());
+        }
+        Listed { name: name.to_owned(), snapshot: Some(snap.to_owned()), metadata }
+    }
+
+    #[test]
+    fn snapshots_outrank_the_index() {
+        let facts = |l: &Listed| Some((l.metadata.get("g")?.parse().ok()?, 1 << 20));
+        let s = |n: u32| format!("2026-12-01T10:00:0{n}.0000000Z");
+        let items = vec![
+            listed("d.vhd", &s(1), Some(1)),
+            listed("d.vhd", &s(2), Some(2)),
+            listed("d.vhd", &s(3), Some(2)), // a commit's retried snapshot
+            listed("d.vhd", &s(4), None),    // not a point
+            listed("other.vhd", &s(5), Some(9)),
+        ];
+        // A poisoned index: empty. Every point comes back from its snapshot.
+        let got = merge("d.vhd", vec![], Some(&items), facts);
+        let gs: Vec<(u64, String)> = got.iter().map(|p| (p.generation, p.snapshot.clone())).collect();
+        assert_eq!(gs, vec![(1, s(1)), (2, s(2))]);
+        assert_eq!(got[0].created_unix_ms, snapshot_time_ms(&s(1)).unwrap());
+        // A forged entry (a snapshot that is not there, or of another
+        // generation) is dropped; a true one keeps its counts.
+        let mut p1 = point(1, &s(1));
+        p1.bytes_written = 7;
+        let got =
+            merge("d.vhd", vec![p1, point(2, &s(1)), point(5, "2026-12-01T11:00:00.0000000Z")], Some(&items), facts);
+        assert_eq!(got.iter().map(|p| (p.generation, p.bytes_written)).collect::<Vec<_>>(), vec![(1, 7), (2, 0)]);
+        // Without a listing: the index.
+        assert_eq!(merge("d.vhd", vec![point(5, "x")], None, facts).len(), 1);
+    }
+
+    #[test]
+    fn the_retention_floor_keeps_young_points_whatever_keep_says() {
+        let now = snapshot_time_ms("2026-12-08T00:00:00.0000000Z").unwrap();
+        let pts: Vec<RecoveryPoint> = (1..=5).map(|d| point(d, &format!("2026-12-0{d}T00:00:00.0000000Z"))).collect();
+        let day = std::time::Duration::from_secs(86_400);
+        let gens = |v: &[RecoveryPoint]| v.iter().map(|p| p.generation).collect::<Vec<_>>();
+        let (kept, dropped) = retain(pts.clone(), 1, None, now);
+        assert_eq!((gens(&kept), gens(&dropped)), (vec![5], vec![1, 2, 3, 4]));
+        // A 5-day floor on Dec 8: the points of Dec 4 and 5 are younger
+        // than it (Dec 3's is exactly 5 days old: it may go).
+        let (kept, dropped) = retain(pts.clone(), 1, Some(5 * day), now);
+        assert_eq!((gens(&kept), gens(&dropped)), (vec![4, 5], vec![1, 2, 3]));
+        // An unreadable snapshot time counts as young.
+        let (kept, _) = retain(vec![point(1, "not-a-time"), point(2, "x")], 1, Some(day), now);
+        assert_eq!(gens(&kept), vec![1, 2]);
     }
 }

@@ -43,7 +43,7 @@ use super::points::{manifest_name, RecoveryPoint};
 use crate::exit::{ExitCode, Failure, WithCode};
 use crate::scan::WindowView;
 use crate::sink::{Prior, Sink, WireStats};
-use diskferry_blob::{PageStore, StoreError};
+use diskferry_blob::{ErrorKind, PageStore, StoreError};
 
 pub(super) const META_GENERATION: &str = "diskferry_generation";
 pub(super) const META_MANIFEST: &str = "diskferry_manifest";
@@ -62,6 +62,10 @@ pub struct PageBlobOptions {
     pub concurrency: usize,
     /// Recovery points kept (older ones are deleted after a sync).
     pub keep: usize,
+    /// No recovery point younger than this is deleted, whatever `keep` says
+    /// (judged by its snapshot's own time): a writer committing generation
+    /// after generation cannot push recent history out.
+    pub min_retention: Option<Duration>,
     pub create_container: bool,
     /// Overwrite a blob diskferry did not write, or resize one for a source
     /// of another size.
@@ -80,6 +84,7 @@ impl Default for PageBlobOptions {
         Self {
             concurrency: 16,
             keep: 7,
+            min_retention: None,
             create_container: false,
             force: false,
             lease: LeaseOptions::default(),
@@ -236,7 +241,35 @@ impl<S: PageStore> PageBlobSink<S> {
         if let Some(p) = self.block_on(self.store.properties(&self.blob))? {
             self.check_state_place(&p.metadata)?;
         }
-        self.parse_points(self.block_on(self.store.get(&self.points_name()))?)
+        let index = self.parse_points(self.block_on(self.store.get(&self.points_name()))?)?;
+        // Without list permission, the index alone.
+        let listed = self.block_on(self.store.list(&self.blob)).ok();
+        Ok(super::points::merge(&self.blob, index, listed.as_deref(), snapshot_facts))
+    }
+
+    /// The destination side's trim: drop the points past the newest `keep`
+    /// but those within `floor`, rewrite the index, delete their snapshots
+    /// and manifests. Returns the points dropped.
+    pub fn trim(&self, keep: usize, floor: Option<Duration>) -> Result<Vec<RecoveryPoint>, Failure> {
+        let points = self.points()?;
+        let (kept, dropped) = super::points::retain(points, keep, floor, crate::clock::unix_ms());
+        if dropped.is_empty() {
+            return Ok(dropped);
+        }
+        let index = serde_json::to_vec_pretty(&kept).code(ExitCode::Failure)?;
+        let (store, blob, pname) = (self.store.clone(), self.blob.clone(), self.points_name());
+        self.block_on(async {
+            store.put_block_blob(&pname, Bytes::from(index)).await?;
+            let gone = dropped.iter().flat_map(|p| {
+                let snap = store.delete(&blob, Some(p.snapshot.as_str()), None).boxed();
+                let manifest = manifest_name(&blob, p.generation);
+                let store = store.clone();
+                let m = async move { store.delete(&manifest, None, None).await }.boxed();
+                [snap, m]
+            });
+            futures::future::try_join_all(gone).await.map(|_| ())
+        })?;
+        Ok(dropped)
     }
 
     /// Record in `meta` where the state lives, when not beside the blob.
@@ -512,11 +545,14 @@ impl<S: PageStore> Sink for PageBlobSink<S> {
         let blob = self.blob.clone();
         // Publish the manifest while the recovery point index is read.
         let (pname, mname) = (self.points_name(), manifest_name(&blob, g));
-        let (_, index) = self.block_on(async {
-            let (put, idx) = tokio::join!(store.put_block_blob(&mname, encoded), store.get(&pname));
-            Ok((put?, idx?))
+        let (_, index, before) = self.block_on(async {
+            let (put, idx, listed) =
+                tokio::join!(store.put_block_blob(&mname, encoded), store.get(&pname), store.list(&blob));
+            Ok((put?, idx?, listed.ok()))
         })?;
-        let mut points = self.parse_points(index)?;
+        // The points as the snapshots say (an index any writer may have
+        // overwritten cannot make this commit delete what it does not name).
+        let mut points = super::points::merge(&blob, self.parse_points(index)?, before.as_deref(), snapshot_facts);
         let mut meta = HashMap::new();
         meta.insert(META_GENERATION.to_owned(), g.to_string());
         meta.insert(META_MANIFEST.to_owned(), digest.to_hex());
@@ -535,8 +571,9 @@ impl<S: PageStore> Sink for PageBlobSink<S> {
             bytes_written: self.planned_written,
             bytes_cleared: self.planned_cleared,
         });
-        let drop_n = points.len().saturating_sub(self.opts.keep.max(1));
-        let dropped: Vec<RecoveryPoint> = points.drain(..drop_n).collect();
+        let now = crate::clock::unix_ms();
+        let floor = self.opts.min_retention;
+        let (points, dropped) = super::points::retain(points, self.opts.keep, floor, now);
         let index = serde_json::to_vec_pretty(&points).code(ExitCode::Failure)?;
         // The index (it no longer names the dropped points) with the journal
         // (the metadata no longer points at it), and alongside them the
@@ -568,7 +605,9 @@ impl<S: PageStore> Sink for PageBlobSink<S> {
             .filter(|l| l.snapshot.is_none() && journal_writer::is_segment_of(&jname, &l.name))
             .map(|l| l.name.clone())
             .collect();
-        let doomed = super::points::unnamed(&blob, &points, &dropped, listed);
+        let mut doomed = super::points::unnamed(&blob, &points, &dropped, listed);
+        // Nothing within the retention floor goes, named or not.
+        doomed.retain(|(_, snap)| snap.as_deref().is_none_or(|s| !super::points::within_floor(s, floor, now)));
         self.block_on(async {
             let gone = doomed.iter().map(|(name, snap)| {
                 // A snapshot takes no lease (Azure and Azurite refuse one
@@ -576,7 +615,20 @@ impl<S: PageStore> Sink for PageBlobSink<S> {
                 store.delete(name, snap.as_deref(), None).boxed()
             });
             let segs = stale.iter().map(|name| journal_writer::drop_segment(store.as_ref(), &lease, name).boxed());
-            futures::future::try_join_all(gone.chain(segs)).await.map(|_| ())
+            let results = futures::future::join_all(gone.chain(segs)).await;
+            // A writer without delete rights (the worker's role, when
+            // retention belongs to the destination side) leaves the
+            // trimming to `points --trim`: the sync itself succeeded.
+            let (denied, failed): (Vec<_>, Vec<_>) =
+                results.into_iter().filter_map(Result::err).partition(|e| e.kind() == ErrorKind::Forbidden);
+            if !denied.is_empty() {
+                eprintln!(
+                    "warning: {blob}: the writer may not delete: {} old recovery point(s) and state blob(s) stay for \
+                     the destination side to trim (points --trim)",
+                    denied.len()
+                );
+            }
+            failed.into_iter().next().map_or(Ok(()), Err)
         })?;
         self.journal = None;
         self.release();
@@ -606,6 +658,12 @@ impl<S: PageStore> Drop for PageBlobSink<S> {
         // A sync that failed (not one that was killed) lets the next one in at once.
         self.release();
     }
+}
+
+/// (generation, disk size) of a listed snapshot of the page blob, from its
+/// own metadata.
+fn snapshot_facts(l: &diskferry_blob::Listed) -> Option<(u64, u64)> {
+    Some((l.metadata.get(META_GENERATION)?.parse().ok()?, l.metadata.get(META_DISK_SIZE)?.parse().ok()?))
 }
 
 /// Note a finished request: its acks, or its error (the first one wins).

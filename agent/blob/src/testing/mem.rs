@@ -177,11 +177,19 @@ impl MemStore {
         let s = self.lock();
         let mut out = Vec::new();
         for (name, b) in &s.blobs {
-            for id in b.snapshots.keys() {
-                out.push(Listed { name: name.clone(), snapshot: Some(id.clone()) });
+            for (id, v) in &b.snapshots {
+                out.push(Listed {
+                    name: name.clone(),
+                    snapshot: Some(id.clone()),
+                    metadata: v.metadata.clone().into_iter().collect(),
+                });
             }
-            if b.current.is_some() {
-                out.push(Listed { name: name.clone(), snapshot: None });
+            if let Some(v) = &b.current {
+                out.push(Listed {
+                    name: name.clone(),
+                    snapshot: None,
+                    metadata: v.metadata.clone().into_iter().collect(),
+                });
             }
         }
         out

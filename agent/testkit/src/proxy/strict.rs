@@ -31,6 +31,10 @@ pub struct Strict {
     pub premium: bool,
     pub max_snapshots: u32,
     pub snapshot_interval: Duration,
+    /// A credential without delete rights (a role without
+    /// `.../blobs/delete`, or a SAS without `d`): every Delete Blob, of a
+    /// blob or of a snapshot, is 403 AuthorizationPermissionMismatch.
+    pub deny_deletes: bool,
 }
 
 impl Default for Strict {
@@ -44,6 +48,7 @@ impl Default for Strict {
             premium: false,
             max_snapshots: 100,
             snapshot_interval: Duration::from_secs(600),
+            deny_deletes: false,
         }
     }
 }
@@ -96,6 +101,13 @@ impl Rules {
                     );
                 }
             }
+        }
+        if s.deny_deletes && method == "DELETE" && q("restype").is_none() {
+            return refuse(
+                "403 This request is not authorized to perform this operation using this permission",
+                "AuthorizationPermissionMismatch",
+                &st.strict_refused,
+            );
         }
         if s.premium {
             if method == "GET" && q("restype").as_deref() == Some("account") {
