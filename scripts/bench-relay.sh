@@ -31,7 +31,7 @@ make_workdir
 
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 -subj /CN=diskferry-bench \
   -addext "subjectAltName=IP:127.0.0.1,IP:10.77.0.2" -keyout "$W/key.pem" -out "$W/cert.pem" 2>/dev/null
-openssl rand -hex 32 >"$W/token"
+(umask 077; openssl rand -hex 32 >"$W/token")
 export AZURE_STORAGE_CONNECTION_STRING="AccountName=devstoreaccount1;AccountKey=Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==;"
 
 NS="dfbench$$"

@@ -45,7 +45,7 @@ say "6. the same disk through the zstd relay: a receiver (TLS, self-signed, toke
 apt_need openssl openssl
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1 -subj /CN=demo \
   -addext "subjectAltName=IP:127.0.0.1" -keyout "$W/key.pem" -out "$W/cert.pem" 2>/dev/null
-openssl rand -hex 32 >"$W/token"
+(umask 077; openssl rand -hex 32 >"$W/token")
 mkdir -p "$W/region-b"
 "$AGENT" receive --listen 127.0.0.1:0 --root "file:$W/region-b" --token-file "$W/token" \
   --tls-cert "$W/cert.pem" --tls-key "$W/key.pem" >"$W/rx.out" 2>"$W/rx.err" &

@@ -306,6 +306,23 @@ fn tampered_oversized_and_unauthenticated_requests_are_refused_and_change_nothin
     let mut answer = String::new();
     s.read_to_string(&mut answer).unwrap();
     assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    // A commit body over what this session's disk can need (8 MiB in 1 MiB
+    // chunks: a manifest of a few hundred bytes, so the bound is ~70 KiB):
+    // refused from its declared length.
+    let mut s = std::net::TcpStream::connect(rx.base.trim_start_matches("http://")).unwrap();
+    write!(
+        s,
+        "POST /v1/sessions/{id}/commit HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\nContent-Length: {}\r\n\r\n",
+        2u64 << 20
+    )
+    .unwrap();
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    // A disk size near 2^64 (sizes made of it would wrap): refused.
+    let huge = serde_json::json!({"source_id": "t", "disk_size": u64::MAX - 511, "chunk_size": MIB, "force": false});
+    let r = status(call(Method::POST, "/v1/disks/t9/sessions", serde_json::to_vec(&huge).unwrap()));
+    assert_eq!(r, (400, "request".to_owned()));
     // A wrong token, and none: 401, and the connection is closed.
     for auth in ["Authorization: Bearer not-the-token-at-all\r\n", ""] {
         let mut s = std::net::TcpStream::connect(rx.base.trim_start_matches("http://")).unwrap();
@@ -320,7 +337,7 @@ fn tampered_oversized_and_unauthenticated_requests_are_refused_and_change_nothin
     // Nothing reached the destination.
     assert_eq!(std::fs::read(&vhd).unwrap(), before);
     for (reason, n) in
-        [("digest", 1), ("bomb", 1), ("frame", 1), ("window", 1), ("order", 1), ("too_large", 1), ("token", 2)]
+        [("digest", 1), ("bomb", 1), ("frame", 1), ("window", 1), ("order", 1), ("too_large", 2), ("token", 2)]
     {
         assert_eq!(rx.metric("diskferry_receiver_rejects_total", &format!("reason=\"{reason}\"")), n, "{reason}");
     }

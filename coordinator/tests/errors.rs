@@ -74,10 +74,23 @@ fn every_row_of_the_bad_input_table_holds() {
         ("{job2}", f("v2.json", job.replace("\"version\":1", "\"version\":2").replace("]", "]}").as_bytes())),
         ("{token}", f("token", b"a-relay-token-of-enough-length-0123")),
         ("{short}", f("short", b"short")),
+        ("{opentoken}", f("opentoken", b"a-relay-token-of-enough-length-0123")),
         ("{vm}", vm.display().to_string()),
         ("{badvm}", badvm.display().to_string()),
         ("{badtoml}", f("bad.toml", b"[storage]\ncolour = \"red\"\n")),
     ];
+    // Token files are their owner's alone (the agent refuses others'), but
+    // for `{opentoken}`.
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let set = |k: &str, m: u32| {
+            let path = &vars.iter().find(|(n, _)| *n == k).unwrap().1;
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(m)).unwrap();
+        };
+        set("{token}", 0o600);
+        set("{short}", 0o600);
+        set("{opentoken}", 0o644);
+    }
     let before = state(&dir);
     let mut failures = Vec::new();
     for row in &rows {

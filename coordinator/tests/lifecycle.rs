@@ -209,6 +209,9 @@ fn a_replica_through_a_relay_receiver() {
     let token = "relay-token-for-the-coordinator-test";
     let tfile = c.path().join("relay.token");
     std::fs::write(&tfile, token).unwrap();
+    // The receiver refuses a token file others may read.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&tfile, std::fs::Permissions::from_mode(0o600)).unwrap();
     let mut rx = std::process::Command::new(common::agent_bin())
         .args(["receive", "--listen", "127.0.0.1:0", "--root"])
         .arg(format!("file:{}", root.display()))

@@ -83,6 +83,20 @@ pub struct ErrorBody {
 }
 
 /// A disk name a receiver accepts: a file or blob name without a path.
+/// An address as an error may show it: no query, no user or password
+/// (either may be a secret someone pasted).
+fn shown(s: &str) -> String {
+    let (base, query) = match s.split_once('?') {
+        Some((b, _)) => (b, "?<redacted>"),
+        None => (s, ""),
+    };
+    let base = match (base.find("://"), base.rfind('@')) {
+        (Some(i), Some(j)) if j > i => format!("{}<redacted>{}", &base[..i + 3], &base[j..]),
+        _ => base.to_owned(),
+    };
+    format!("{base}{query}")
+}
+
 pub fn check_disk_name(name: &str) -> Result<()> {
     let ok_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
     if name.is_empty() || name.len() > 128 || !name.chars().all(ok_char) || name.starts_with('.') {
@@ -102,21 +116,25 @@ pub struct RelayAddress {
 
 impl RelayAddress {
     pub fn parse(s: &str) -> Result<Self> {
-        let url = url::Url::parse(s).with_context(|| format!("relay address {s:?} is not a URL"))?;
+        // Errors show the address without its query or credentials.
+        let shown = shown(s);
+        let url = url::Url::parse(s).with_context(|| format!("relay address {shown:?} is not a URL"))?;
         if !url.username().is_empty() || url.password().is_some() || url.query().is_some() {
-            bail!("relay address {s:?} must not carry credentials or a query: the token goes in --relay-token-file");
+            bail!(
+                "relay address {shown:?} must not carry credentials or a query: the token goes in --relay-token-file"
+            );
         }
         let tls = match url.scheme() {
             "https" => true,
             "http" => false,
-            other => bail!("relay address {s:?}: scheme {other:?} is not https (or http to loopback)"),
+            other => bail!("relay address {shown:?}: scheme {other:?} is not https (or http to loopback)"),
         };
         let host = url.host_str().context("relay address has no host")?.trim_matches(['[', ']']).to_owned();
         let port = url.port_or_known_default().context("relay address has no port")?;
         let disk = url.path().trim_start_matches('/').to_owned();
-        check_disk_name(&disk).with_context(|| format!("relay address {s:?} must end with /DISK-NAME"))?;
+        check_disk_name(&disk).with_context(|| format!("relay address {shown:?} must end with /DISK-NAME"))?;
         if !tls && !is_loopback_host(&host) {
-            bail!("relay address {s:?}: plain http is allowed only to a loopback address; use https");
+            bail!("relay address {shown:?}: plain http is allowed only to a loopback address; use https");
         }
         Ok(Self { tls, host, port, disk })
     }
@@ -176,6 +194,16 @@ impl Token {
     /// From `file` if given, else from `DISKFERRY_RELAY_TOKEN`.
     pub fn load(file: Option<&Path>) -> Result<Option<Self>> {
         if let Some(f) = file {
+            // A token others may read is a token others may have: as ssh
+            // does with a private key, refuse it.
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(f)
+                .with_context(|| format!("cannot read token file {}", f.display()))?
+                .permissions()
+                .mode();
+            if mode & 0o077 != 0 {
+                bail!("token file {} is readable by others (mode {:o}): chmod 600 it", f.display(), mode & 0o777);
+            }
             let s = std::fs::read_to_string(f).with_context(|| format!("cannot read token file {}", f.display()))?;
             return Self::new(&s).with_context(|| format!("token file {}", f.display())).map(Some);
         }

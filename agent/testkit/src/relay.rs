@@ -10,10 +10,13 @@ use std::process::{Child, Command, Stdio};
 
 pub const TOKEN: &str = "test-token-0123456789abcdef-do-not-print";
 
-/// A token file in `dir`.
+/// A token file in `dir`, its owner's alone (the agent refuses one others
+/// may read).
 pub fn token_file(dir: &Path) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
     let p = dir.join("relay.token");
     std::fs::write(&p, format!("{TOKEN}\n")).unwrap();
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
     p
 }
 
