@@ -12,6 +12,7 @@ apt_need promtool prometheus      # judges the /metrics exposition
 apt_need node nodejs              # Azurite, the storage emulator the page blob tests run against
 apt_need npm npm
 apt_need python3 python3          # the module-cycle check and the bench scripts
+apt_need systemd-analyze systemd  # judges the worker's unit: valid, and its exposure score
 "$ROOT/scripts/azurite.sh" install
 cd "$ROOT"
 # A run from a clean clone gains nothing from incremental caches, and they

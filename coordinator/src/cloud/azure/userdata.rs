@@ -183,8 +183,31 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("f.sh"), &fetch).unwrap();
         assert!(std::process::Command::new("sh").arg("-n").arg(dir.path().join("f.sh")).status().unwrap().success());
-        assert_eq!(doc["runcmd"].as_vec().unwrap().len(), 3);
+        // One command: the agent starts only if its fetch succeeded.
+        let runcmd = doc["runcmd"].as_vec().unwrap();
+        assert_eq!(runcmd.len(), 1);
+        let sh = runcmd[0].as_vec().unwrap()[2].as_str().unwrap();
+        assert!(sh.starts_with("/usr/local/lib/diskferry/fetch-agent.sh && "), "{sh}");
         assert!(render_base64(&j, &agent()).unwrap().len() <= MAX_USER_DATA_B64);
+    }
+
+    #[test]
+    fn the_worker_unit_is_valid_and_hardened() {
+        // systemd's own judges: `verify` (every directive known and valid)
+        // and `security` (the exposure score; the unit before hardening
+        // scored 9.6 UNSAFE).
+        let dir = tempfile::tempdir().unwrap();
+        let unit = dir.path().join("diskferry-agent.service");
+        let text = UNIT.replace("@IDENTITY_CLIENT_ID@", &agent().identity_client_id);
+        // The binary is fetched at boot; verify wants an executable.
+        std::fs::write(&unit, text.replace("/usr/local/bin/diskferry-agent", "/bin/true")).unwrap();
+        let run = |args: &[&str]| std::process::Command::new("systemd-analyze").args(args).arg(&unit).output().unwrap();
+        let v = run(&["verify"]);
+        assert!(v.status.success(), "{}", String::from_utf8_lossy(&v.stderr));
+        let s = run(&["security", "--offline=yes", "--threshold=30"]);
+        let out = String::from_utf8_lossy(&s.stdout);
+        assert!(s.status.success(), "exposure above 3.0: {}", out.lines().last().unwrap_or_default());
+        assert!(out.contains("OK"), "{}", out.lines().last().unwrap_or_default());
     }
 
     #[test]
