@@ -6,38 +6,13 @@
 //! binary's global allocator) never holds more than a few MiB.
 #![allow(clippy::unwrap_used)]
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::io::Read;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use diskferry_core::geometry::{ChunkSize, Geometry};
 use diskferry_core::manifest::{Manifest, ManifestError};
 
-/// Counts bytes held and the most ever held since the last reset.
-struct Counting;
-
-static HELD: AtomicUsize = AtomicUsize::new(0);
-static PEAK: AtomicUsize = AtomicUsize::new(0);
-
-// SAFETY: every call is forwarded to the system allocator unchanged; the
-// counters are only observed.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        let now = HELD.fetch_add(l.size(), Ordering::Relaxed) + l.size();
-        PEAK.fetch_max(now, Ordering::Relaxed);
-        // SAFETY: same layout, forwarded.
-        unsafe { System.alloc(l) }
-    }
-
-    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-        HELD.fetch_sub(l.size(), Ordering::Relaxed);
-        // SAFETY: p came from System.alloc with this layout.
-        unsafe { System.dealloc(p, l) }
-    }
-}
-
 #[global_allocator]
-static A: Counting = Counting;
+static A: diskferry_testkit::alloc::Counting = diskferry_testkit::alloc::Counting;
 
 /// A zstd frame of `blocks` RLE blocks of 128 KiB zeros, no content size:
 /// 4 bytes a block, 128 KiB out.
@@ -100,12 +75,11 @@ fn a_bomb_is_refused_from_its_header_within_a_few_mib() {
     drop(buf);
 
     let disk = Geometry::new(1 << 30, ChunkSize::default()).unwrap();
-    let before = HELD.load(Ordering::Relaxed);
-    PEAK.store(before, Ordering::Relaxed);
+    let before = diskferry_testkit::alloc::mark();
     let e = Manifest::decode_for(&b, disk).unwrap_err();
     assert!(matches!(e, ManifestError::GeometryMismatch { .. }), "{e}");
     let e = Manifest::decode_within(&b, disk.chunk_count()).unwrap_err();
     assert!(matches!(e, ManifestError::TooManyChunks { .. }), "{e}");
-    let peak = PEAK.load(Ordering::Relaxed) - before;
+    let peak = diskferry_testkit::alloc::peak_since(before);
     assert!(peak < 4 << 20, "decoding the bomb held {peak} bytes at its peak");
 }

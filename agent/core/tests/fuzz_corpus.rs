@@ -2,38 +2,12 @@
 //! (`fuzz/corpus/<target>/`, `fuzz/artifacts/<target>/`) through the same
 //! checks as the fuzz targets, so a fixed crash stays fixed.
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 type Check = fn(&[u8]);
 
-/// Counts bytes held and the most held since the last reset: the manifest
-/// property includes bounded allocation.
-struct Counting;
-
-static HELD: AtomicUsize = AtomicUsize::new(0);
-static PEAK: AtomicUsize = AtomicUsize::new(0);
-
-// SAFETY: every call is forwarded to the system allocator unchanged; the
-// counters are only observed.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        let now = HELD.fetch_add(l.size(), Ordering::Relaxed) + l.size();
-        PEAK.fetch_max(now, Ordering::Relaxed);
-        // SAFETY: same layout, forwarded.
-        unsafe { System.alloc(l) }
-    }
-
-    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-        HELD.fetch_sub(l.size(), Ordering::Relaxed);
-        // SAFETY: p came from System.alloc with this layout.
-        unsafe { System.dealloc(p, l) }
-    }
-}
-
 #[global_allocator]
-static A: Counting = Counting;
+static A: diskferry_testkit::alloc::Counting = diskferry_testkit::alloc::Counting;
 
 #[test]
 fn committed_fuzz_inputs_pass() {
@@ -53,10 +27,9 @@ fn committed_fuzz_inputs_pass() {
             let Ok(dir) = std::fs::read_dir(root.join(kind).join(name)) else { continue };
             for entry in dir.flatten() {
                 let bytes = std::fs::read(entry.path()).unwrap_or_default();
-                let before = HELD.load(Ordering::Relaxed);
-                PEAK.store(before, Ordering::Relaxed);
+                let before = diskferry_testkit::alloc::mark();
                 check(&bytes);
-                let peak = PEAK.load(Ordering::Relaxed) - before;
+                let peak = diskferry_testkit::alloc::peak_since(before);
                 if name == "manifest" {
                     let bound = diskferry_core::fuzzing::MANIFEST_ALLOC_BOUND + 2 * bytes.len();
                     assert!(peak <= bound, "{}: {peak} bytes allocated, over {bound}", entry.path().display());

@@ -1,6 +1,7 @@
 //! diskferry's test support, one crate for every crate's tests (a
 //! dev-dependency; never linked into a binary):
 //!
+//! - [`alloc`]: a counting global allocator, for tests of bounded allocation;
 //! - [`image`]: seeded, reproducible disk images and changes to them;
 //! - [`judge`]: `qemu-img` as the oracle for VHDs, folder snapshots, loop devices;
 //! - [`process`]: the built binaries, waiting, free ports;
@@ -10,6 +11,7 @@
 //! - [`armsim`]: the in-process ARM simulator whose worker VMs boot a real agent.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_debug_implementations)]
 
+pub mod alloc;
 pub mod armsim;
 pub mod azurite;
 pub mod image;
