@@ -97,13 +97,7 @@ fn azure_runs_sync_incrementally_through_arm_and_clean_up() {
 
     // Import as managed disks in the destination's region: the point is
     // promoted to a standalone blob, then imported by ARM.
-    let account = "/subscriptions/s1/resourceGroups/dr/providers/Microsoft.Storage/storageAccounts/devstoreaccount1";
-    f.sim.with(|s| {
-        s.resources.insert(
-            account.to_ascii_lowercase(),
-            serde_json::json!({"id": account, "name": "devstoreaccount1", "type": "Microsoft.Storage/storageAccounts", "location": "northeurope"}),
-        )
-    });
+    let account = f.storage_account();
     let imported = f.json(&["import", "web", "--to", "azure:dr", "--storage-account", account, "--json"]);
     let imported = imported.as_array().unwrap();
     assert_eq!(imported.len(), 2, "{imported:?}");
@@ -127,30 +121,10 @@ fn migrate_to_managed_disks_and_a_vm() {
     // An NVMe worker size: its agent finds the disks under data/by-lun.
     let config = std::fs::read_to_string(&f.coord.config).unwrap();
     std::fs::write(&f.coord.config, format!("{config}vm_size = \"Standard_D4ds_v6\"\n")).unwrap();
-    let account = "/subscriptions/s1/resourceGroups/dr/providers/Microsoft.Storage/storageAccounts/devstoreaccount1";
-    f.sim.with(|s| {
-        s.resources.insert(
-            account.to_ascii_lowercase(),
-            serde_json::json!({"id": account, "name": "devstoreaccount1", "type": "Microsoft.Storage/storageAccounts", "location": "northeurope"}),
-        )
-    });
-    let subnet = "/subscriptions/s1/resourceGroups/dr/providers/Microsoft.Network/virtualNetworks/v/subnets/apps";
-    let out = f.json(&[
-        "migrate",
-        "--vm",
-        "prod/web1",
-        "--to",
-        &f.dest,
-        "--import-to",
-        "azure:dr",
-        "--storage-account",
-        account,
-        "--create-vm",
-        "web1-dr",
-        "--subnet",
-        subnet,
-        "--json",
-    ]);
+    let account = f.storage_account();
+    let out = f.migrate(account);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(out["run"]["status"], "succeeded", "{out}");
     let workers = f.sim.with(|s| s.user_data.keys().cloned().collect::<Vec<_>>());
     assert_eq!(workers.len(), 1);

@@ -169,24 +169,7 @@ fn trusted_launch_and_capabilities_travel_to_the_imported_disk_and_vm() {
         d["properties"]["securityProfile"] = json!({"securityType": "TrustedLaunch"});
         d["properties"]["supportedCapabilities"] = caps.clone();
     });
-    let account = f.storage_account();
-    let subnet = "/subscriptions/s1/resourceGroups/dr/providers/Microsoft.Network/virtualNetworks/v/subnets/apps";
-    let out = f.cmd(&[
-        "migrate",
-        "--vm",
-        "prod/web1",
-        "--to",
-        &f.dest,
-        "--import-to",
-        "azure:dr",
-        "--storage-account",
-        account,
-        "--create-vm",
-        "web1-dr",
-        "--subnet",
-        subnet,
-        "--json",
-    ]);
+    let out = f.migrate(f.storage_account());
     assert!(out.status.success(), "{}", stderr(&out));
     let out: Value = serde_json::from_slice(&out.stdout).unwrap();
     let vm = f.sim.resource(out["vm"].as_str().unwrap()).unwrap();

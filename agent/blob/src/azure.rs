@@ -32,9 +32,9 @@ use crate::credential::Credential;
 use crate::error::{ErrorKind, StoreError, StoreResult};
 use crate::store::{AccountRules, BlobProps, CopyState, LeaseId, Listed, Op, PageStore};
 
-/// A `PageStore` on Azure Blob Storage (or Azurite). Its `Debug` names the
-/// address and version only: the credential and the user delegation key
-/// (a signing secret) never print.
+/// A `PageStore` on Azure Blob Storage (or Azurite). Its `Debug` shows the
+/// address, the credential's kind and the version (both redacted as their
+/// own `Debug` does); the user delegation key, a signing secret, never.
 #[derive(Clone)]
 pub struct AzureStore {
     addr: BlobAddress,

@@ -234,17 +234,26 @@ impl<S: PageStore> PageBlobSink<S> {
         self.rt.block_on(f).map_err(Failure::from)
     }
 
-    /// The recovery points, oldest first.
-    /// The recovery points the index names. (A reader told the wrong
-    /// place for the state learns it here, not from an empty list.)
+    /// The recovery points, oldest first, as the blob's snapshots say
+    /// ([`super::points::merge`]; without list permission, as the index
+    /// says). A reader told the wrong place for the state learns it here,
+    /// not from an empty list.
     pub fn points(&self) -> Result<Vec<RecoveryPoint>, Failure> {
         if let Some(p) = self.block_on(self.store.properties(&self.blob))? {
             self.check_state_place(&p.metadata)?;
         }
-        let index = self.parse_points(self.block_on(self.store.get(&self.points_name()))?)?;
-        // Without list permission, the index alone.
-        let listed = self.block_on(self.store.list(&self.blob)).ok();
-        Ok(super::points::merge(&self.blob, index, listed.as_deref(), snapshot_facts))
+        let index = self.block_on(self.store.get(&self.points_name()))?;
+        let listed = self.block_on(async { Ok(self.store.list(&self.blob).await.ok()) })?;
+        self.merged(index, listed.as_deref())
+    }
+
+    /// The index's points checked against (and completed from) `listed`.
+    fn merged(
+        &self,
+        index: Option<Bytes>,
+        listed: Option<&[diskferry_blob::Listed]>,
+    ) -> Result<Vec<RecoveryPoint>, Failure> {
+        Ok(super::points::merge(&self.blob, self.parse_points(index)?, listed, snapshot_facts))
     }
 
     /// The destination side's trim: drop the points past the newest `keep`
@@ -258,15 +267,11 @@ impl<S: PageStore> PageBlobSink<S> {
         }
         let index = serde_json::to_vec_pretty(&kept).code(ExitCode::Failure)?;
         let (store, blob, pname) = (self.store.clone(), self.blob.clone(), self.points_name());
+        // The dropped points' snapshots and manifests.
+        let doomed = super::points::unnamed(&blob, &kept, &dropped, None);
         self.block_on(async {
             store.put_block_blob(&pname, Bytes::from(index)).await?;
-            let gone = dropped.iter().flat_map(|p| {
-                let snap = store.delete(&blob, Some(p.snapshot.as_str()), None).boxed();
-                let manifest = manifest_name(&blob, p.generation);
-                let store = store.clone();
-                let m = async move { store.delete(&manifest, None, None).await }.boxed();
-                [snap, m]
-            });
+            let gone = doomed.iter().map(|(name, snap)| store.delete(name, snap.as_deref(), None));
             futures::future::try_join_all(gone).await.map(|_| ())
         })?;
         Ok(dropped)
@@ -545,14 +550,10 @@ impl<S: PageStore> Sink for PageBlobSink<S> {
         let blob = self.blob.clone();
         // Publish the manifest while the recovery point index is read.
         let (pname, mname) = (self.points_name(), manifest_name(&blob, g));
-        let (_, index, before) = self.block_on(async {
-            let (put, idx, listed) =
-                tokio::join!(store.put_block_blob(&mname, encoded), store.get(&pname), store.list(&blob));
-            Ok((put?, idx?, listed.ok()))
+        let (_, index) = self.block_on(async {
+            let (put, idx) = tokio::join!(store.put_block_blob(&mname, encoded), store.get(&pname));
+            Ok((put?, idx?))
         })?;
-        // The points as the snapshots say (an index any writer may have
-        // overwritten cannot make this commit delete what it does not name).
-        let mut points = super::points::merge(&blob, self.parse_points(index)?, before.as_deref(), snapshot_facts);
         let mut meta = HashMap::new();
         meta.insert(META_GENERATION.to_owned(), g.to_string());
         meta.insert(META_MANIFEST.to_owned(), digest.to_hex());
@@ -562,6 +563,13 @@ impl<S: PageStore> Sink for PageBlobSink<S> {
         let l = Some(lease.id());
         self.block_on(lease.guarded(store.as_ref(), &blob, || store.set_metadata(&blob, meta.clone(), l)))?;
         let snapshot = self.block_on(lease.guarded(store.as_ref(), &blob, || store.snapshot(&blob, l)))?;
+        // One listing (snapshots of the blob, manifests, journal segments),
+        // once the new point exists: the points as the snapshots say (an
+        // index any writer may have overwritten cannot make this commit
+        // delete what it does not name), and below, what to sweep.
+        // Without list permission (a blob-scoped SAS), none.
+        let listed = self.block_on(async { Ok(store.list(&blob).await.ok()) })?;
+        let mut points = self.merged(index, listed.as_deref())?;
         points.retain(|p| p.generation < g);
         points.push(RecoveryPoint {
             generation: g,
@@ -576,23 +584,20 @@ impl<S: PageStore> Sink for PageBlobSink<S> {
         let (points, dropped) = super::points::retain(points, self.opts.keep, floor, now);
         let index = serde_json::to_vec_pretty(&points).code(ExitCode::Failure)?;
         // The index (it no longer names the dropped points) with the journal
-        // (the metadata no longer points at it), and alongside them the
-        // listing: what it is used for below (snapshots of the blob,
-        // manifests) is settled already, and the new point is named.
+        // (the metadata no longer points at it).
         let jname = self.journal_name();
-        let last_segment = self.segments_found.max(1) - 1;
-        let segments_now = self.last_segment;
-        let listed = self.block_on(async {
+        let chain: Vec<String> = (0..=(self.segments_found.max(1) - 1).max(self.last_segment))
+            .map(|k| journal_writer::segment_name(&jname, k))
+            .collect();
+        self.block_on(async {
             let drop_chain = async {
-                for k in 0..=last_segment.max(segments_now) {
-                    journal_writer::drop_segment(store.as_ref(), &lease, &journal_writer::segment_name(&jname, k))
-                        .await?;
+                for name in &chain {
+                    journal_writer::drop_segment(store.as_ref(), &lease, name).await?;
                 }
                 Ok(())
             };
-            let (put, gone, listed) =
-                tokio::join!(store.put_block_blob(&pname, Bytes::from(index)), drop_chain, store.list(&blob));
-            put.and(gone).map(|()| listed.ok())
+            let (put, gone) = tokio::join!(store.put_block_blob(&pname, Bytes::from(index)), drop_chain);
+            put.and(gone)
         })?;
         // Then what the index no longer names: the dropped points, and
         // whatever an interrupted commit or a retried request left (a
@@ -603,6 +608,7 @@ impl<S: PageStore> Sink for PageBlobSink<S> {
             .iter()
             .flatten()
             .filter(|l| l.snapshot.is_none() && journal_writer::is_segment_of(&jname, &l.name))
+            .filter(|l| !chain.contains(&l.name))
             .map(|l| l.name.clone())
             .collect();
         let mut doomed = super::points::unnamed(&blob, &points, &dropped, listed);

@@ -56,8 +56,7 @@ impl Grants {
         let Some(f) = file else {
             return Ok(std::env::var(TOKEN_ENV).ok().map(|s| Token::new(&s)).transpose()?.map(Self::single));
         };
-        check_private(f)?;
-        let text = std::fs::read_to_string(f).with_context(|| format!("cannot read token file {}", f.display()))?;
+        let text = crate::relay::read_token_file(f)?;
         Self::parse(&text).with_context(|| format!("token file {}", f.display())).map(Some)
     }
 
@@ -111,17 +110,6 @@ impl Grants {
         }
         found
     }
-}
-
-/// A token file others may read is refused (as `Token::load` does).
-fn check_private(f: &Path) -> Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    let mode =
-        std::fs::metadata(f).with_context(|| format!("cannot read token file {}", f.display()))?.permissions().mode();
-    if mode & 0o077 != 0 {
-        bail!("token file {} is readable by others (mode {:o}): chmod 600 it", f.display(), mode & 0o777);
-    }
-    Ok(())
 }
 
 #[cfg(test)]

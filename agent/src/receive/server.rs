@@ -271,10 +271,10 @@ async fn body_into(req: Request<Incoming>, limit: u64, mut buf: Vec<u8>) -> Resu
 }
 
 async fn handle(state: &Arc<State>, req: Request<Incoming>) -> Response<Full<Bytes>> {
-    let Some(grant) = state.cfg.tokens.admit(req.headers().get(AUTHORIZATION).map(|v| v.as_bytes())).cloned() else {
+    let Some(grant) = state.cfg.tokens.admit(req.headers().get(AUTHORIZATION).map(|v| v.as_bytes())) else {
         return refuse(state, &Reject::new(401, "token", "a valid bearer token is required"));
     };
-    match route(state, req, &grant).await {
+    match route(state, req, grant).await {
         Ok(r) => r,
         Err(e) => refuse(state, &e),
     }

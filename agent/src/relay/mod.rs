@@ -174,6 +174,19 @@ impl fmt::Debug for Token {
     }
 }
 
+/// A token file's text. A token others may read is a token others may
+/// have: as ssh does with a private key, one with any group or other
+/// permission is refused.
+pub fn read_token_file(f: &Path) -> Result<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode =
+        std::fs::metadata(f).with_context(|| format!("cannot read token file {}", f.display()))?.permissions().mode();
+    if mode & 0o077 != 0 {
+        bail!("token file {} is readable by others (mode {:o}): chmod 600 it", f.display(), mode & 0o777);
+    }
+    std::fs::read_to_string(f).with_context(|| format!("cannot read token file {}", f.display()))
+}
+
 /// Environment variable a token may come from instead of a file.
 pub const TOKEN_ENV: &str = "DISKFERRY_RELAY_TOKEN";
 /// Environment variables a worker (`run --job`) takes the receiver's
@@ -194,17 +207,7 @@ impl Token {
     /// From `file` if given, else from `DISKFERRY_RELAY_TOKEN`.
     pub fn load(file: Option<&Path>) -> Result<Option<Self>> {
         if let Some(f) = file {
-            // A token others may read is a token others may have: as ssh
-            // does with a private key, refuse it.
-            use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(f)
-                .with_context(|| format!("cannot read token file {}", f.display()))?
-                .permissions()
-                .mode();
-            if mode & 0o077 != 0 {
-                bail!("token file {} is readable by others (mode {:o}): chmod 600 it", f.display(), mode & 0o777);
-            }
-            let s = std::fs::read_to_string(f).with_context(|| format!("cannot read token file {}", f.display()))?;
+            let s = read_token_file(f)?;
             return Self::new(&s).with_context(|| format!("token file {}", f.display())).map(Some);
         }
         match std::env::var(TOKEN_ENV) {

@@ -104,6 +104,28 @@ vm_check_secs = 1
         account
     }
 
+    /// `migrate` of prod/web1 into `azure:dr` through `account`, with a VM
+    /// `web1-dr` made of the imported disks.
+    pub fn migrate(&self, account: &str) -> std::process::Output {
+        let subnet = "/subscriptions/s1/resourceGroups/dr/providers/Microsoft.Network/virtualNetworks/v/subnets/apps";
+        self.cmd(&[
+            "migrate",
+            "--vm",
+            "prod/web1",
+            "--to",
+            &self.dest,
+            "--import-to",
+            "azure:dr",
+            "--storage-account",
+            account,
+            "--create-vm",
+            "web1-dr",
+            "--subnet",
+            subnet,
+            "--json",
+        ])
+    }
+
     pub fn cmd(&self, args: &[&str]) -> std::process::Output {
         self.coord.run(args)
     }
