@@ -7,6 +7,7 @@
 //! - [`source`]: the disk being read (`BlockSource`).
 //! - [`buf`]: page-aligned buffers (direct writes need them).
 //! - [`scan`]: the parallel, windowed walk over a source.
+//! - [`pin`]: the copy of what a mapped window's plans write, hashed again.
 //! - [`sink`]: destinations (`Sink`) and their own state.
 //! - [`sync`]: the pipeline of one sync, given its parts (a source, its
 //!   sinks): source to destination, or several (fan-out).
@@ -51,6 +52,7 @@ pub mod job;
 pub mod metrics;
 pub mod open;
 pub mod pageblob;
+pub mod pin;
 pub mod progress;
 pub mod readback;
 pub mod receive;

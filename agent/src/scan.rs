@@ -50,7 +50,14 @@ pub struct WindowView<'a> {
     pub stats: ScanStats,
     /// The window's bytes; only chunks that are not in a hole were read.
     pub bytes: &'a [u8],
+    /// `bytes` are the source's mapping, not a copy: something else may
+    /// change them after they were hashed (`crate::pin`).
+    pub mapped: bool,
 }
+
+/// What the caller of [`scan`] says of a window it consumed: `Some` when it
+/// read the window again and these are its states now (`crate::pin`).
+pub type Restated = Option<Vec<ChunkState>>;
 
 /// What a scan read and found.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
@@ -120,13 +127,16 @@ impl Window<'_> {
 }
 
 /// Scan `source` under `geometry`, calling `on_window` for each window in
-/// disk order. Returns every chunk's state.
+/// disk order. Returns every chunk's state. `copy` reads a mapped source
+/// into buffers too, hashing the copy (for a sync that writes most of what
+/// it reads; see `crate::pin`).
 pub fn scan(
     source: &dyn BlockSource,
     geometry: Geometry,
     pool: &rayon::ThreadPool,
     known: Option<Known<'_>>,
-    mut on_window: impl FnMut(WindowView<'_>) -> Result<(), Failure>,
+    copy: bool,
+    mut on_window: impl FnMut(WindowView<'_>) -> Result<Restated, Failure>,
 ) -> Result<(Vec<ChunkState>, ScanStats), Failure> {
     let mut states = Vec::with_capacity(geometry.chunk_count() as usize);
     let mut stats = ScanStats::default();
@@ -140,14 +150,15 @@ pub fn scan(
             let w = rx.recv().map_err(|_| Failure::new(ExitCode::Failure, anyhow!("scan worker vanished")))??;
             let window_stats = count(geometry, &w);
             stats.add(&window_stats);
-            on_window(WindowView {
+            let restated = on_window(WindowView {
                 first_chunk: w.first,
                 offset: w.offset,
                 states: &w.states,
                 stats: window_stats,
                 bytes: w.bytes(),
+                mapped: w.map.is_some(),
             })?;
-            states.extend_from_slice(&w.states);
+            states.extend_from_slice(restated.as_deref().unwrap_or(&w.states));
             if w.map.is_some() {
                 source.release(w.offset..w.offset + w.bytes().len() as u64);
             }
@@ -159,7 +170,7 @@ pub fn scan(
             if end < disk {
                 source.prefetch(end..(end + WINDOW).min(disk));
             }
-            let window = prepare(source, geometry, offset..end, known, spare.pop().unwrap_or_default())?;
+            let window = prepare(source, geometry, offset..end, known, copy, spare.pop().unwrap_or_default())?;
             let (tx, rx) = mpsc::sync_channel(1);
             scope.spawn(move |_| {
                 let _ = tx.send(hash_window(source, geometry, window));
@@ -186,11 +197,12 @@ fn prepare<'a>(
     geometry: Geometry,
     bytes: Range<u64>,
     known: Option<Known<'_>>,
+    copy: bool,
     mut buf: AlignedBuf,
 ) -> Result<Window<'a>, Failure> {
     let chunks = geometry.chunks_in(bytes.clone());
     let holes = hole_flags(source, geometry, chunks.clone()).map_err(|e| read_failure(e, bytes.start))?;
-    let map = source.mapped().map(|m| &m[bytes.start as usize..bytes.end as usize]);
+    let map = source.mapped().filter(|_| !copy).map(|m| &m[bytes.start as usize..bytes.end as usize]);
     if map.is_none() {
         buf.set_len((bytes.end - bytes.start) as usize);
     }

@@ -24,7 +24,7 @@ use memmap2::{Mmap, MmapOptions};
 pub enum ReadMode {
     /// Memory map for regular files, pread for block devices.
     Auto,
-    /// Read-only memory map: no copy; a read error kills the process.
+    /// Read-only memory map: hashed in place, what a sync writes copied first; a read error kills the process.
     Mmap,
     /// pread into a reused buffer: one copy; read errors are reported.
     Pread,

@@ -9,12 +9,14 @@ use anyhow::anyhow;
 use diskferry_core::geometry::Geometry;
 use diskferry_core::job::RangeHint;
 use diskferry_core::manifest::{ChunkState, Manifest};
-use diskferry_core::plan::{PlanStats, Planner};
+use diskferry_core::plan::{Plan, PlanStats, Planner};
 
 use crate::exit::{ExitCode, Failure, WithCode};
 
+use crate::buf::AlignedBuf;
+use crate::pin::{pin, Pinned};
 use crate::progress::{Phase, Progress};
-use crate::scan::{scan, Known, ScanStats};
+use crate::scan::{scan, Known, ScanStats, WindowView};
 pub use diskferry_core::report::SyncReport;
 
 use crate::sink::{Prior, Sink};
@@ -167,11 +169,39 @@ fn run(
             .collect();
         let mut failures: Vec<Option<Failure>> = active.iter().map(|_| None).collect();
         let known = opts.hint.as_ref().zip(baseline).map(|(hint, baseline)| Known { hint, baseline });
-        let r = scan(source, geometry, &pool, known, |w| {
+        let mut scratch = AlignedBuf::default();
+        let mut reread = 0u64;
+        // A lane with nothing to compare with writes every data chunk: hash
+        // a copy once rather than the mapping, then a copy again (`pin`).
+        let copy = active.iter().flatten().any(|l| !l.planner.has_previous());
+        let r = scan(source, geometry, &pool, known, copy, |w| {
             count_scan(progress, &w);
-            for (slot, failure) in active.iter_mut().zip(failures.iter_mut()) {
-                let Some(lane) = slot else { continue };
-                let plan = lane.planner.plan_window(w.first_chunk, w.states);
+            let mut plans: Vec<Option<Plan>> =
+                active.iter().map(|l| l.as_ref().map(|l| l.planner.plan_window(w.first_chunk, w.states))).collect();
+            // A mapped window is written from a copy that hashes to its states.
+            let mut restated = None;
+            let pinned;
+            let w = if w.mapped {
+                if let Pinned::Changed(now) =
+                    pin(geometry, w.first_chunk, w.bytes, w.states, plans.iter().flatten(), &mut scratch)
+                {
+                    reread += 1;
+                    plans =
+                        active.iter().map(|l| l.as_ref().map(|l| l.planner.plan_window(w.first_chunk, &now))).collect();
+                    restated = Some(now);
+                }
+                pinned = WindowView {
+                    bytes: &scratch[..],
+                    states: restated.as_deref().unwrap_or(w.states),
+                    mapped: false,
+                    ..w
+                };
+                pinned
+            } else {
+                w
+            };
+            for ((slot, failure), plan) in active.iter_mut().zip(failures.iter_mut()).zip(plans) {
+                let (Some(lane), Some(plan)) = (slot.as_mut(), plan) else { continue };
                 lane.stats.add(&plan.stats);
                 count_plan(progress, &plan.stats);
                 let t = Instant::now();
@@ -185,8 +215,11 @@ fn run(
             if active.iter().all(Option::is_none) {
                 return Err(Failure::new(ExitCode::Destination, anyhow!("every destination failed")));
             }
-            Ok(())
+            Ok(restated)
         });
+        if reread > 0 {
+            eprintln!("warning: the source changed while it was read: {reread} window(s) of {} MiB read again; the manifest says what was written", crate::scan::WINDOW >> 20);
+        }
         (r, failures)
     };
     let (scanned, failures) = scan_result;

@@ -295,6 +295,12 @@ impl<'a> Planner<'a> {
         self
     }
 
+    /// Whether this plans against a previous generation (an incremental
+    /// sync), not against nothing or an empty destination.
+    pub fn has_previous(&self) -> bool {
+        matches!(self.baseline, Baseline::Previous { .. })
+    }
+
     fn prior(&self, i: u64) -> Prior {
         if let Some(o) = self.overrides {
             match o.acked(i) {

@@ -393,7 +393,7 @@ fn run_scan(a: ScanArgs) -> Result<(), Failure> {
     }
     let threads = a.read.threads();
     let pool = thread_pool(threads)?;
-    let (chunks, stats) = scan(&source, geometry, &pool, None, |_| Ok(()))?;
+    let (chunks, stats) = scan(&source, geometry, &pool, None, false, |_| Ok(None))?;
     let seconds = started.elapsed().as_secs_f64();
     if let Some(out) = &a.manifest_out {
         let source_id = std::fs::canonicalize(&a.source).unwrap_or_else(|_| a.source.clone()).display().to_string();

@@ -413,6 +413,7 @@ impl Worker {
             states: &p.states,
             stats: ScanStats::default(),
             bytes: &p.buf,
+            mapped: false,
         };
         self.sink.apply(&p.plan, &view).map_err(|f| Reject::destination(&f))?;
         self.metrics.count_window(&p.counts);
