@@ -40,7 +40,19 @@ impl fmt::Display for BlobAddress {
     }
 }
 
+/// Path-style hosts (an IP address, `localhost`) are an emulator's (Azurite):
+/// Azure Storage itself is addressed by host name, `ACCOUNT.blob.<suffix>`.
+fn is_path_style(host: &str) -> bool {
+    host.parse::<std::net::IpAddr>().is_ok() || host == "localhost"
+}
+
 impl BlobAddress {
+    /// Whether this is an emulator's address (path-style: the account in
+    /// the path), where Azurite's own rules apply.
+    pub fn is_emulator(&self) -> bool {
+        self.service.host_str().is_some_and(is_path_style)
+    }
+
     pub fn parse(s: &str) -> Result<Self> {
         let url = Url::parse(s).map_err(|e| anyhow!("{:?} is not a URL: {e}", redact(s)))?;
         if !matches!(url.scheme(), "http" | "https") {
@@ -50,7 +62,7 @@ impl BlobAddress {
         let mut segs: Vec<String> =
             url.path_segments().map(|p| p.filter(|x| !x.is_empty()).map(str::to_owned).collect()).unwrap_or_default();
         // Path-style (Azurite, IP addresses, localhost): the account is the first segment.
-        let path_style = host.parse::<std::net::IpAddr>().is_ok() || host == "localhost";
+        let path_style = is_path_style(&host);
         let account = if path_style {
             if segs.is_empty() {
                 bail!("page blob URL {} lacks the account in its path", redact(s));
@@ -80,7 +92,7 @@ impl BlobAddress {
             bail!("container URL {} must be http or https", redact(s));
         }
         let host = url.host_str().unwrap_or_default();
-        let path_style = host.parse::<std::net::IpAddr>().is_ok() || host == "localhost";
+        let path_style = is_path_style(host);
         let segs = url.path_segments().map_or(0, |p| p.filter(|x| !x.is_empty()).count());
         let need = if path_style { 2 } else { 1 };
         if segs < need {

@@ -149,9 +149,10 @@ impl AzureStore {
     fn url(&self, op: Op, name: &str, snapshot: Option<&str>) -> StoreResult<Url> {
         let mut url = self.addr.blob_url(name).map_err(|e| Self::invalid(op, name, e))?;
         let mut q = match (self.sas(op, name)?, snapshot) {
-            // Azurite refuses snapshot requests under a container SAS; an
-            // account SAS (signed with the same key) is accepted.
-            (Some((_, Some(account))), Some(_)) => account,
+            // Azurite refuses snapshot requests under a container SAS (Azure
+            // takes them: `w` snapshots, `r` reads, `d` deletes); the
+            // signer's account SAS for an emulator covers them.
+            (Some((_, Some(account))), Some(_)) if self.addr.is_emulator() => account,
             (Some((blob, _)), _) => blob,
             (None, _) => String::new(),
         };
@@ -171,6 +172,9 @@ impl AzureStore {
         let name = &self.addr.container;
         let mut url = self.addr.container_url().map_err(|e| Self::invalid(op, name, e))?;
         if let Some((blob, account)) = self.sas(op, name)? {
+            // A container SAS cannot create its container: the account SAS
+            // for that alone (a self-signed one grants nothing else on Azure).
+            let account = account.filter(|_| op == Op::CreateContainer);
             url.set_query(Some(account.as_ref().unwrap_or(&blob)));
         }
         let mut o = BlobContainerClientOptions { client_options: self.options(), ..Default::default() };

@@ -115,7 +115,7 @@ impl Credential {
             check_sas_scope(addr, sas)?;
             Ok(Credential::Sas { blob: sas.clone(), account: None })
         } else if let Some(key) = AccountKey::from_env(&addr.account)? {
-            Ok(Credential::Key(Arc::new(crate::sas::Signer::new(key, &addr.container)?)))
+            Ok(Credential::Key(Arc::new(crate::sas::Signer::new(key, &addr.container, addr.is_emulator())?)))
         } else if addr.service.scheme() == "https" {
             Ok(Credential::Token(entra(EntraKind::from_env())?))
         } else {

@@ -2,8 +2,12 @@
 //!
 //! With an account key (`AZURE_STORAGE_CONNECTION_STRING` with `AccountKey=`,
 //! or `AZURE_STORAGE_KEY`) the agent signs short-lived SAS tokens itself: a
-//! container SAS for blob operations, an account SAS to create the
-//! container; HMAC-SHA256 with the key, service version 2020-12-06.
+//! container SAS for blob operations, and an account SAS that only creates
+//! containers (`srt=c`, `sp=c`): a leaked token reaches no other container.
+//! Against an emulator the account SAS also covers objects, because Azurite
+//! refuses snapshot requests under a container SAS. HMAC-SHA256 with the
+//! key, service version 2020-12-06; `agent/blob/tests/key_sas.rs` checks
+//! both against the Python SDK's signatures.
 
 use std::fmt;
 
@@ -28,6 +32,7 @@ pub const SAS_LIFETIME_ENV: &str = "DISKFERRY_SAS_LIFETIME_SECS";
 pub struct Signer {
     key: AccountKey,
     container: String,
+    scope: AccountScope,
     lifetime: time::Duration,
     /// (container SAS, account SAS, when to sign again)
     current: std::sync::Mutex<(String, String, OffsetDateTime)>,
@@ -40,7 +45,9 @@ impl fmt::Debug for Signer {
 }
 
 impl Signer {
-    pub fn new(key: AccountKey, container: &str) -> Result<Self> {
+    /// `emulator`: the account is Azurite's (see [`AccountScope`]).
+    pub fn new(key: AccountKey, container: &str, emulator: bool) -> Result<Self> {
+        let scope = if emulator { AccountScope::Emulator } else { AccountScope::CreateContainer };
         let lifetime = match std::env::var(SAS_LIFETIME_ENV) {
             Ok(v) => {
                 let secs: i64 = v.parse().map_err(|_| anyhow!("{SAS_LIFETIME_ENV}={v} is not a number of seconds"))?;
@@ -52,9 +59,12 @@ impl Signer {
             Err(_) => SAS_LIFETIME,
         };
         let now = OffsetDateTime::now_utc();
-        let first =
-            (key.container_sas_for(container, now, lifetime)?, key.account_sas_for(now, lifetime)?, now + lifetime / 2);
-        Ok(Self { key, container: container.to_owned(), lifetime, current: std::sync::Mutex::new(first) })
+        let first = (
+            key.container_sas_for(container, now, lifetime)?,
+            key.account_sas_for(scope, now, lifetime)?,
+            now + lifetime / 2,
+        );
+        Ok(Self { key, container: container.to_owned(), scope, lifetime, current: std::sync::Mutex::new(first) })
     }
 
     /// The container SAS and the account SAS to send now.
@@ -64,11 +74,33 @@ impl Signer {
         if now >= c.2 {
             *c = (
                 self.key.container_sas_for(&self.container, now, self.lifetime)?,
-                self.key.account_sas_for(now, self.lifetime)?,
+                self.key.account_sas_for(self.scope, now, self.lifetime)?,
                 now + self.lifetime / 2,
             );
         }
         Ok((c.0.clone(), c.1.clone()))
+    }
+}
+
+/// What a self-signed account SAS grants.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccountScope {
+    /// Creating containers, nothing else (`ss=b`, `srt=c`, `sp=c`): the
+    /// one thing a container SAS cannot do.
+    CreateContainer,
+    /// Azurite's: also every object of the account (`srt=sco`,
+    /// `sp=rwdlac`), for the snapshot requests it refuses under a
+    /// container SAS.
+    Emulator,
+}
+
+impl AccountScope {
+    /// (`sp`, `ss`, `srt`)
+    fn fields(self) -> (&'static str, &'static str, &'static str) {
+        match self {
+            Self::CreateContainer => ("c", "b", "c"),
+            Self::Emulator => ("rwdlac", "b", "sco"),
+        }
     }
 }
 
@@ -131,14 +163,14 @@ impl AccountKey {
         Ok(query(&[("sv", SAS_VERSION), ("sr", "c"), ("sp", sp), ("st", &st), ("se", &se), ("sig", &sig)]))
     }
 
-    /// An account SAS for the blob service (enough to create a container).
-    pub fn account_sas(&self, now: OffsetDateTime) -> Result<String> {
-        self.account_sas_for(now, SAS_LIFETIME)
+    /// An account SAS for the blob service, granting `scope`.
+    pub fn account_sas(&self, scope: AccountScope, now: OffsetDateTime) -> Result<String> {
+        self.account_sas_for(scope, now, SAS_LIFETIME)
     }
 
-    fn account_sas_for(&self, now: OffsetDateTime, lifetime: time::Duration) -> Result<String> {
+    fn account_sas_for(&self, scope: AccountScope, now: OffsetDateTime, lifetime: time::Duration) -> Result<String> {
         let (st, se) = window(now, lifetime)?;
-        let (sp, ss, srt) = ("rwdlac", "b", "sco");
+        let (sp, ss, srt) = scope.fields();
         let to_sign = format!("{}\n{sp}\n{ss}\n{srt}\n{st}\n{se}\n\n\n{SAS_VERSION}\n\n", self.account);
         let sig = self.sign(&to_sign)?;
         Ok(query(&[("sv", SAS_VERSION), ("ss", ss), ("srt", srt), ("sp", sp), ("st", &st), ("se", &se), ("sig", &sig)]))
