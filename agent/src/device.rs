@@ -72,6 +72,7 @@ mod tests {
             source_id: "v/d".into(),
             destinations: vec!["file:/x.vhd".into()],
             hint: None,
+            read_limit: None,
         }
     }
 

@@ -1,7 +1,8 @@
-//! `diskferry-agent run --job FILE`: sync every disk of a job spec, one after
-//! the other (each sync already uses every core), writing one status
-//! document for the whole job. A disk that fails does not stop the others:
-//! each destination keeps its own generations, so the next run catches up.
+//! `diskferry-agent run --job FILE`: sync every disk of a job spec at once
+//! (on Azure the limits are per disk and per blob: four disks one after
+//! another would take four times as long), writing one status document for
+//! the whole job. A disk that fails does not stop the others: each
+//! destination keeps its own generations, so the next run catches up.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -16,7 +17,7 @@ use crate::open::{sync_fanout, SyncOptions, Target};
 use crate::pageblob::sink::PageBlobOptions;
 use crate::progress::{Phase, Progress, StatusSource};
 use crate::source::ReadMode;
-use crate::sync::SyncReport;
+use crate::sync::{Shared, SyncReport};
 use diskferry_blob::address::redact;
 
 /// Read and validate a job file.
@@ -133,69 +134,58 @@ pub fn sync_options(job: &JobSpec, disk_source_id: &str) -> Result<SyncOptions, 
             zstd_level: None,
         },
         hint: None,
+        read_limit: None,
+        shared: None,
     })
 }
 
-/// Run the job; `Ok` only when every disk reached every destination. The
-/// first failure decides the exit code.
+/// Run the job: every disk at once, each with its own pipeline (scan,
+/// planners, sinks), sharing one pool of hashing threads and one budget of
+/// windows in memory (`crate::sync::Shared`). A disk that fails does not
+/// stop the others. `Ok` only when every disk reached every destination;
+/// the first failing disk, in the job's order, decides the exit code.
 pub fn run(job: &JobSpec, progress: &Arc<JobProgress>) -> Result<Vec<SyncReport>, Failure> {
     progress.set_phase(Phase::Syncing);
-    let mut reports = Vec::new();
-    let mut first_failure: Option<Failure> = None;
-    let mut note = |f: Failure| {
-        if first_failure.is_none() {
-            first_failure = Some(f);
+    let threads =
+        job.threads.map(usize::from).unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let shared = match Shared::new(job.disks.len(), threads) {
+        Ok(s) => s,
+        Err(f) => {
+            progress.set_phase(Phase::Failed);
+            return Err(f);
         }
     };
-    for (i, disk) in job.disks.iter().enumerate() {
-        let outcome = (|| {
-            let targets = disk
-                .destinations
-                .iter()
-                .map(|d| d.parse::<Target>())
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| Failure::new(ExitCode::Usage, anyhow!("disk {}: {e}", disk.name)))?;
-            let mut opts = sync_options(job, &disk.source_id)?;
-            opts.hint = disk.hint.clone();
-            let source = crate::device::resolve(disk, crate::device::LUN_WAIT)?;
-            sync_fanout(&source, &targets, &opts, &progress.disks[i].1)
-        })();
-        let recorded = match outcome {
-            Ok(lanes) => {
-                let mut results = Vec::new();
-                for (dest, lane) in disk.destinations.iter().zip(lanes) {
-                    let shown = dest.parse::<Target>().map_or_else(|_| redact(dest), |t| t.to_string());
-                    match lane {
-                        Ok(r) => {
-                            results.push(DestinationResult {
-                                destination: shown,
-                                report: Some(r.clone()),
-                                error: None,
-                            });
-                            reports.push(r);
-                        }
-                        Err(f) => {
-                            eprintln!("error: disk {} to {shown}: {f}", disk.name);
-                            results.push(DestinationResult {
-                                destination: shown,
-                                report: None,
-                                error: Some(f.to_string()),
-                            });
-                            note(f);
-                        }
+    let done: Vec<(Vec<SyncReport>, Option<Failure>)> = std::thread::scope(|scope| {
+        let threads: Vec<_> = job
+            .disks
+            .iter()
+            .enumerate()
+            .map(|(i, disk)| {
+                let shared = shared.clone();
+                std::thread::Builder::new().name(format!("diskferry-disk-{i}")).spawn_scoped(scope, move || {
+                    let outcome = sync_disk(job, disk, shared, &progress.disks[i].1);
+                    let (recorded, reports, failure) = record(disk, outcome);
+                    if let Ok(mut o) = progress.outcomes.lock() {
+                        o[i] = Some(recorded);
                     }
-                }
-                Ok(results)
-            }
-            Err(f) => {
-                eprintln!("error: disk {}: {f}", disk.name);
-                let e = format!("disk {}: {f}", disk.name);
-                note(f);
-                Err(e)
-            }
-        };
-        if let Ok(mut o) = progress.outcomes.lock() {
-            o[i] = Some(recorded);
+                    (reports, failure)
+                })
+            })
+            .collect();
+        threads
+            .into_iter()
+            .map(|t| match t.map_err(|e| e.to_string()).and_then(|t| t.join().map_err(|_| "it panicked".into())) {
+                Ok(done) => done,
+                Err(why) => (Vec::new(), Some(Failure::new(ExitCode::Failure, anyhow!("a disk's sync thread: {why}")))),
+            })
+            .collect()
+    });
+    let mut reports = Vec::new();
+    let mut first_failure = None;
+    for (r, f) in done {
+        reports.extend(r);
+        if first_failure.is_none() {
+            first_failure = f;
         }
     }
     match first_failure {
@@ -208,6 +198,68 @@ pub fn run(job: &JobSpec, progress: &Arc<JobProgress>) -> Result<Vec<SyncReport>
             Err(f)
         }
     }
+}
+
+/// One disk of the job, to each of its destinations.
+fn sync_disk(
+    job: &JobSpec,
+    disk: &diskferry_core::job::JobDisk,
+    shared: Shared,
+    progress: &Arc<Progress>,
+) -> Result<Vec<Result<SyncReport, Failure>>, Failure> {
+    let targets = disk
+        .destinations
+        .iter()
+        .map(|d| d.parse::<Target>())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| Failure::new(ExitCode::Usage, anyhow!("disk {}: {e}", disk.name)))?;
+    let mut opts = sync_options(job, &disk.source_id)?;
+    opts.hint = disk.hint.clone();
+    opts.read_limit = disk.read_limit;
+    opts.shared = Some(shared);
+    let source = crate::device::resolve(disk, crate::device::LUN_WAIT)?;
+    sync_fanout(&source, &targets, &opts, progress)
+}
+
+/// A disk's outcome as the status document shows it, its reports, and its
+/// first failure.
+fn record(
+    disk: &diskferry_core::job::JobDisk,
+    outcome: Result<Vec<Result<SyncReport, Failure>>, Failure>,
+) -> (DiskOutcome, Vec<SyncReport>, Option<Failure>) {
+    let mut reports = Vec::new();
+    let mut first = None;
+    let recorded = match outcome {
+        Ok(lanes) => {
+            let mut results = Vec::new();
+            for (dest, lane) in disk.destinations.iter().zip(lanes) {
+                let shown = dest.parse::<Target>().map_or_else(|_| redact(dest), |t| t.to_string());
+                match lane {
+                    Ok(r) => {
+                        results.push(DestinationResult { destination: shown, report: Some(r.clone()), error: None });
+                        reports.push(r);
+                    }
+                    Err(f) => {
+                        eprintln!("error: disk {} to {shown}: {f}", disk.name);
+                        results.push(DestinationResult {
+                            destination: shown,
+                            report: None,
+                            error: Some(f.to_string()),
+                        });
+                        first.get_or_insert(f);
+                    }
+                }
+            }
+            Ok(results)
+        }
+        Err(f) => {
+            eprintln!("error: disk {}: {f}", disk.name);
+            let e = format!("disk {}: {f}", disk.name);
+            first = Some(f);
+            Err(e)
+        }
+    };
+    (recorded, reports, first)
 }
 
 /// Where a job's status goes when none is named: beside the job file.

@@ -7,6 +7,7 @@
 //! - [`source`]: the disk being read (`BlockSource`).
 //! - [`buf`]: page-aligned buffers (direct writes need them).
 //! - [`scan`]: the parallel, windowed walk over a source.
+//! - [`pace`]: a source's read rate cap, and the windows a job's disks share.
 //! - [`pin`]: the copy of what a mapped window's plans write, hashed again.
 //! - [`sink`]: destinations (`Sink`) and their own state.
 //! - [`sync`]: the pipeline of one sync, given its parts (a source, its
@@ -38,6 +39,8 @@
 //!     retry_for: None,
 //!     relay: Default::default(),
 //!     hint: None,
+//!     read_limit: None,
+//!     shared: None,
 //! };
 //! let report = sync("disk.img".as_ref(), &"file:/backup/disk.vhd".parse().unwrap(), &opts).unwrap();
 //! println!("generation {} wrote {} bytes", report.generation, report.bytes_written);
@@ -51,6 +54,7 @@ pub mod exit;
 pub mod job;
 pub mod metrics;
 pub mod open;
+pub mod pace;
 pub mod pageblob;
 pub mod pin;
 pub mod progress;

@@ -24,7 +24,7 @@ use crate::source::{BlockSource, DeviceSource, ReadMode};
 use diskferry_core::job::RangeHint;
 
 use crate::relay::client::RelayOptions;
-use crate::sync::{sync_parts, Parts, PipelineOptions, SyncReport};
+use crate::sync::{sync_parts, Parts, PipelineOptions, Shared, SyncReport};
 
 /// Everything a sync needs besides the source and target.
 #[derive(Debug, Clone)]
@@ -51,6 +51,10 @@ pub struct SyncOptions {
     /// What changed since a known earlier state (`hint.base_generations`
     /// in the order of the targets).
     pub hint: Option<RangeHint>,
+    /// Read the source at most this fast (bytes per second).
+    pub read_limit: Option<u64>,
+    /// The pool and window budget of a job's disks syncing at once.
+    pub shared: Option<Shared>,
 }
 
 /// Where a sync writes.
@@ -175,6 +179,11 @@ pub fn sync_fanout(
         None => std::fs::canonicalize(source_path).unwrap_or_else(|_| source_path.to_owned()).display().to_string(),
     };
     let sinks = targets.iter().map(|t| open_sink(t, opts)).collect();
-    let pipeline = PipelineOptions { threads: opts.threads, hint: opts.hint.clone() };
+    let pipeline = PipelineOptions {
+        threads: opts.threads,
+        hint: opts.hint.clone(),
+        read_limit: opts.read_limit,
+        shared: opts.shared.clone(),
+    };
     sync_parts(Parts { source: &source, geometry, source_id, sinks }, &pipeline, progress)
 }

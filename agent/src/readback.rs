@@ -126,7 +126,7 @@ pub fn verify<S: PageStore>(
     let point = pick(&sink.points()?, g, &Sink::describe(sink))?;
     let (src, geometry) = open_source(source, ReadMode::Auto, chunk)?;
     let pool = thread_pool(threads)?;
-    let (states, _) = scan(&src, geometry, &pool, None, false, |_| Ok(None))?;
+    let (states, _) = scan(&src, geometry, &pool, &Default::default(), |_| Ok(None))?;
     let dest_geo = Geometry::new(point.disk_size, chunk).code(ExitCode::Destination)?;
     let size_matches = dest_geo.disk_size() == geometry.disk_size();
     let store = sink.store();

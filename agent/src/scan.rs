@@ -28,6 +28,7 @@ use rayon::prelude::*;
 
 use crate::buf::AlignedBuf;
 use crate::exit::{ExitCode, Failure};
+use crate::pace::{Permit, ReadPace, WindowBudget};
 use crate::source::BlockSource;
 
 /// Bytes per window: a whole number of 4 MiB writes (so coalesced writes
@@ -120,33 +121,62 @@ struct Window<'a> {
     buf: AlignedBuf,
 }
 
+/// A window on the pool, as it will come back hashed.
+type Hashed<'a> = mpsc::Receiver<Result<Window<'a>, Failure>>;
+
 impl Window<'_> {
     fn bytes(&self) -> &[u8] {
         self.map.unwrap_or(&self.buf[..])
     }
+
+    /// Bytes of the source this window reads (not holes, not known).
+    fn read_bytes(&self, geometry: Geometry) -> u64 {
+        let first = self.first;
+        self.how
+            .iter()
+            .enumerate()
+            .filter(|(_, &h)| h == Origin::Read)
+            .map(|(k, _)| geometry.chunk_range(first + k as u64))
+            .map(|r| r.end - r.start)
+            .sum()
+    }
+}
+
+/// How a scan reads.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ScanOptions<'a> {
+    /// Chunk states known without reading (a range hint).
+    pub known: Option<Known<'a>>,
+    /// Read a mapped source into buffers too, hashing the copy (for a sync
+    /// that writes most of what it reads; see `crate::pin`).
+    pub copy: bool,
+    /// The source's read rate cap.
+    pub pace: Option<&'a ReadPace>,
+    /// The windows this scan shares with the other disks of a job.
+    pub budget: Option<&'a WindowBudget>,
 }
 
 /// Scan `source` under `geometry`, calling `on_window` for each window in
-/// disk order. Returns every chunk's state. `copy` reads a mapped source
-/// into buffers too, hashing the copy (for a sync that writes most of what
-/// it reads; see `crate::pin`).
+/// disk order. Returns every chunk's state.
 pub fn scan(
     source: &dyn BlockSource,
     geometry: Geometry,
     pool: &rayon::ThreadPool,
-    known: Option<Known<'_>>,
-    copy: bool,
+    opts: &ScanOptions<'_>,
     mut on_window: impl FnMut(WindowView<'_>) -> Result<Restated, Failure>,
 ) -> Result<(Vec<ChunkState>, ScanStats), Failure> {
+    let ScanOptions { known, copy, pace, budget } = *opts;
     let mut states = Vec::with_capacity(geometry.chunk_count() as usize);
     let mut stats = ScanStats::default();
     let disk = geometry.disk_size();
     let mut spare: Vec<AlignedBuf> = Vec::new();
 
     pool.in_place_scope(|scope| {
-        let mut pending: VecDeque<mpsc::Receiver<Result<Window<'_>, Failure>>> = VecDeque::new();
+        // Each window in flight with its share of the job's budget, given
+        // back once the window has been consumed.
+        let mut pending: VecDeque<(Hashed<'_>, Option<Permit<'_>>)> = VecDeque::new();
         let mut offset = 0;
-        let mut consume = |rx: mpsc::Receiver<Result<Window<'_>, Failure>>, spare: &mut Vec<AlignedBuf>| {
+        let mut consume = |rx: Hashed<'_>, spare: &mut Vec<AlignedBuf>| {
             let w = rx.recv().map_err(|_| Failure::new(ExitCode::Failure, anyhow!("scan worker vanished")))??;
             let window_stats = count(geometry, &w);
             stats.add(&window_stats);
@@ -167,23 +197,40 @@ pub fn scan(
         };
         while offset < disk {
             let end = (offset + WINDOW).min(disk);
+            // None free: finish a window of our own first; wait only with
+            // none in hand (then the other disks hold them all).
+            let permit = match budget {
+                None => None,
+                Some(b) => Some(loop {
+                    if let Some(p) = b.try_take() {
+                        break p;
+                    }
+                    match pending.pop_front() {
+                        Some((rx, _given_back)) => consume(rx, &mut spare)?,
+                        None => break b.take(),
+                    }
+                }),
+            };
             if end < disk {
                 source.prefetch(end..(end + WINDOW).min(disk));
             }
             let window = prepare(source, geometry, offset..end, known, copy, spare.pop().unwrap_or_default())?;
+            if let Some(p) = pace {
+                p.take(window.read_bytes(geometry));
+            }
             let (tx, rx) = mpsc::sync_channel(1);
             scope.spawn(move |_| {
                 let _ = tx.send(hash_window(source, geometry, window));
             });
-            pending.push_back(rx);
+            pending.push_back((rx, permit));
             if pending.len() > IN_FLIGHT {
-                if let Some(rx) = pending.pop_front() {
+                if let Some((rx, _given_back)) = pending.pop_front() {
                     consume(rx, &mut spare)?;
                 }
             }
             offset = end;
         }
-        while let Some(rx) = pending.pop_front() {
+        while let Some((rx, _given_back)) = pending.pop_front() {
             consume(rx, &mut spare)?;
         }
         Ok::<(), Failure>(())

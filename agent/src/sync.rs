@@ -14,9 +14,10 @@ use diskferry_core::plan::{Plan, PlanStats, Planner};
 use crate::exit::{ExitCode, Failure, WithCode};
 
 use crate::buf::AlignedBuf;
+use crate::pace::{ReadPace, WindowBudget};
 use crate::pin::{pin, Pinned};
 use crate::progress::{Phase, Progress};
-use crate::scan::{scan, Known, ScanStats, WindowView};
+use crate::scan::{scan, Known, ScanOptions, ScanStats, WindowView};
 pub use diskferry_core::report::SyncReport;
 
 use crate::sink::{Prior, Sink};
@@ -31,6 +32,29 @@ pub struct PipelineOptions {
     /// What changed since a known earlier state (`hint.base_generations`
     /// in the order of the sinks).
     pub hint: Option<RangeHint>,
+    /// Read the source at most this fast (bytes per second).
+    pub read_limit: Option<u64>,
+    /// What the syncs of a job's disks share, when they run side by side.
+    pub shared: Option<Shared>,
+}
+
+/// What every disk of a job syncing at once shares: one pool of hashing
+/// threads (its windows queue in the order they come, so disks advance
+/// alike) and one budget of windows in memory.
+#[derive(Debug, Clone)]
+pub struct Shared {
+    pub pool: Arc<rayon::ThreadPool>,
+    pub budget: Arc<WindowBudget>,
+}
+
+impl Shared {
+    /// For `disks` syncing at once on `threads` threads: a window per disk
+    /// and one per thread, so each disk has one in hand while every core
+    /// hashes (32 MiB each: 4 disks on 2 cores hold at most 192 MiB).
+    pub fn new(disks: usize, threads: usize) -> Result<Self, Failure> {
+        let windows = (disks + threads).max(crate::scan::IN_FLIGHT + 1);
+        Ok(Self { pool: Arc::new(thread_pool(threads)?), budget: Arc::new(WindowBudget::new(windows)) })
+    }
 }
 
 pub fn thread_pool(threads: usize) -> Result<rayon::ThreadPool, Failure> {
@@ -107,7 +131,15 @@ fn run(
     let started = Instant::now();
     let Parts { source, geometry, source_id, sinks } = parts;
     progress.disk_size.store(geometry.disk_size(), Relaxed);
-    let pool = thread_pool(opts.threads)?;
+    let own;
+    let pool = match &opts.shared {
+        Some(s) => &*s.pool,
+        None => {
+            own = thread_pool(opts.threads)?;
+            &own
+        }
+    };
+    let pace = opts.read_limit.and_then(ReadPace::new);
     // Read each destination's prior state; a failure drops that
     // destination only.
     let mut lanes: Vec<Result<Lane, Failure>> = sinks
@@ -174,7 +206,9 @@ fn run(
         // A lane with nothing to compare with writes every data chunk: hash
         // a copy once rather than the mapping, then a copy again (`pin`).
         let copy = active.iter().flatten().any(|l| !l.planner.has_previous());
-        let r = scan(source, geometry, &pool, known, copy, |w| {
+        let scan_opts =
+            ScanOptions { known, copy, pace: pace.as_ref(), budget: opts.shared.as_ref().map(|s| &*s.budget) };
+        let r = scan(source, geometry, pool, &scan_opts, |w| {
             count_scan(progress, &w);
             let mut plans: Vec<Option<Plan>> =
                 active.iter().map(|l| l.as_ref().map(|l| l.planner.plan_window(w.first_chunk, w.states))).collect();

@@ -77,7 +77,7 @@ fn mutate(base: &[u8], seed: u64) -> Vec<u8> {
 }
 
 fn opts() -> PipelineOptions {
-    PipelineOptions { threads: 2, hint: None }
+    PipelineOptions { threads: 2, ..Default::default() }
 }
 
 fn chunk() -> ChunkSize {

@@ -90,3 +90,39 @@ fn a_job_with_a_secret_is_refused() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("no secret") && !err.contains("TOPSECRET"), "{err}");
 }
+
+/// Every disk of a job at once: four disks, each read at most 16 MiB/s
+/// (`read_limit`), take about as long as one, not four times as long. The
+/// limit holds for each (after its first window, 32 MiB, every byte waits
+/// its turn), the syncs overlap (one after another, the job would take the
+/// sum of their times), and every disk lands identical.
+#[test]
+fn a_jobs_disks_sync_at_once_each_under_its_read_limit() {
+    const LIMIT: u64 = 16 * MIB;
+    let d = tempfile::tempdir().unwrap();
+    let disks: Vec<serde_json::Value> = (0..4u64)
+        .map(|i| {
+            let img = d.path().join(format!("d{i}.img"));
+            make_image(&img, 48 * MIB, &[(0, 48 * MIB, 10 + i)]);
+            serde_json::json!({"name": format!("d{i}"), "source": img, "source_id": format!("vm/d{i}"),
+                "read_limit": LIMIT, "destinations": [format!("file:{}", d.path().join(format!("d{i}.vhd")).display())]})
+        })
+        .collect();
+    let job = serde_json::json!({"version": 1, "run_id": "r-par", "threads": 2, "disks": disks});
+    let job_path = d.path().join("job.json");
+    std::fs::write(&job_path, job.to_string()).unwrap();
+    let started = std::time::Instant::now();
+    let reports = run_json(&["run", "--job", job_path.to_str().unwrap(), "--json"]);
+    let wall = started.elapsed().as_secs_f64();
+    let reports = reports.as_array().unwrap();
+    assert_eq!(reports.len(), 4);
+    let mut sum = 0.0;
+    for (i, r) in reports.iter().enumerate() {
+        let secs = r["seconds"].as_f64().unwrap();
+        // 16 MiB after the first 32 MiB, at 16 MiB/s.
+        assert!(secs >= 0.95, "disk {i} read 48 MiB in {secs:.2} s, over its limit");
+        sum += secs;
+        assert!(identical(&d.path().join(format!("d{i}.img")), &d.path().join(format!("d{i}.vhd"))));
+    }
+    assert!(wall < 0.6 * sum, "the job took {wall:.2} s, its disks {sum:.2} s together: they did not overlap");
+}

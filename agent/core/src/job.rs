@@ -95,6 +95,10 @@ pub struct JobDisk {
     /// reads everything and says why.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hint: Option<RangeHint>,
+    /// Read this source at most this many bytes per second (a live disk's
+    /// owner keeps the rest of its rate).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_limit: Option<u64>,
 }
 
 /// Byte ranges that may differ from a known earlier state of the disk.
@@ -331,6 +335,7 @@ mod tests {
                 source_id: "vm/os".into(),
                 destinations: vec!["file:/x/os.vhd".into()],
                 hint: None,
+                read_limit: None,
             }],
         }
     }

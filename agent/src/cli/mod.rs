@@ -138,6 +138,12 @@ pub struct SyncArgs {
     /// with the reason in the report, unless every destination holds its G.
     #[arg(long, value_name = "FILE")]
     pub hint: Option<PathBuf>,
+    /// Read the source at most this fast, per second (e.g. 200MiB): a sync
+    /// of a live disk then leaves its owner the rest of the disk's rate.
+    /// Paced window by window (32 MiB); holes and hinted ranges are not
+    /// read and do not count.
+    #[arg(long, value_name = "RATE", value_parser = parse_rate)]
+    pub read_limit: Option<u64>,
     #[command(flatten)]
     pub blob: BlobArgs,
     #[command(flatten)]
@@ -337,6 +343,15 @@ pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
 }
 
 /// Parse `1MiB`, `64KiB`, `4M`, `65536` into a validated chunk size.
+/// A rate in bytes per second: a size, optionally with `/s` (`200MiB/s`).
+pub fn parse_rate(s: &str) -> Result<u64, String> {
+    let bytes = parse_size(s.trim().trim_end_matches("/s"))?;
+    if bytes == 0 {
+        return Err(format!("{s}: a rate must be more than zero"));
+    }
+    Ok(bytes)
+}
+
 pub fn parse_chunk_size(s: &str) -> Result<ChunkSize, String> {
     let bytes = parse_size(s)?;
     ChunkSize::new(bytes)
@@ -393,7 +408,7 @@ fn run_scan(a: ScanArgs) -> Result<(), Failure> {
     }
     let threads = a.read.threads();
     let pool = thread_pool(threads)?;
-    let (chunks, stats) = scan(&source, geometry, &pool, None, false, |_| Ok(None))?;
+    let (chunks, stats) = scan(&source, geometry, &pool, &Default::default(), |_| Ok(None))?;
     let seconds = started.elapsed().as_secs_f64();
     if let Some(out) = &a.manifest_out {
         let source_id = std::fs::canonicalize(&a.source).unwrap_or_else(|_| a.source.clone()).display().to_string();
@@ -467,6 +482,8 @@ fn run_sync(a: SyncArgs) -> Result<(), Failure> {
         retry_for: Some(std::time::Duration::from_secs(a.blob.retry_for)),
         relay: a.relay.options(&a.to)?,
         hint: a.hint.as_deref().map(load_hint).transpose()?,
+        read_limit: a.read_limit,
+        shared: None,
     };
     let progress = Progress::new(&a.source.display().to_string());
     if let Some(p) = &a.report.status_file {

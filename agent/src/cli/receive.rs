@@ -82,6 +82,8 @@ pub fn run_receive(a: ReceiveArgs) -> Result<(), Failure> {
         retry_for: Some(Duration::from_secs(a.blob.retry_for)),
         relay: Default::default(),
         hint: None,
+        read_limit: None,
+        shared: None,
     };
     let cfg = ReceiverConfig {
         listen: a.listen,

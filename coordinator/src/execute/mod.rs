@@ -338,6 +338,7 @@ impl Exec<'_> {
                     source_id: format!("{}/{}", vm.name, d.name),
                     destinations: dests.iter().map(|x| x.disk_target(&self.replica.name, &d.name)).collect(),
                     hint: None,
+                    read_limit: None,
                 })
                 .collect(),
         })

@@ -118,6 +118,7 @@ mod tests {
                     source_id: format!("web1/data{i}"),
                     destinations: vec![format!("pageblob:https://acct.blob.core.windows.net/dr/web1/data{i}.vhd")],
                     hint: None,
+                    read_limit: None,
                 })
                 .collect(),
         }
