@@ -12,6 +12,7 @@
 //! [run]
 //! deadline_secs = 21600                # a run longer than this is failed and torn down
 //! status_interval_ms = 2000            # how often the worker reports
+//! read_limit_mib_s = 200               # read each source disk at most this fast
 //!
 //! [storage]
 //! api_version = "2025-11-05"           # x-ms-version for page blob destinations
@@ -55,11 +56,19 @@ pub struct RunConfig {
     /// How often the worker reports its status.
     #[serde(default = "default_status_interval")]
     pub status_interval_ms: u64,
+    /// Read each source disk at most this many MiB a second (the job
+    /// spec's `read_limit`): a sync of a live disk leaves its owner the rest.
+    #[serde(default)]
+    pub read_limit_mib_s: Option<u64>,
 }
 
 impl Default for RunConfig {
     fn default() -> Self {
-        Self { deadline_secs: default_deadline(), status_interval_ms: default_status_interval() }
+        Self {
+            deadline_secs: default_deadline(),
+            status_interval_ms: default_status_interval(),
+            read_limit_mib_s: None,
+        }
     }
 }
 

@@ -74,6 +74,7 @@ fn azure_runs_sync_incrementally_through_arm_and_clean_up() {
     let job = job_of(user_data.values().last().unwrap());
     assert_eq!(job["disks"][0]["hint"]["base_generations"], serde_json::json!([1]), "{job}");
     assert_eq!(job["disks"][0]["hint"]["ranges"], serde_json::json!([[30 * MIB, MIB]]), "{job}");
+    assert_eq!(job["disks"][1]["read_limit"], 512 * MIB, "[run] read_limit_mib_s reaches the worker: {job}");
     let now: Vec<String> = f.snapshots().iter().map(|s| s["name"].as_str().unwrap().to_owned()).collect();
     assert_eq!(now.len(), 2);
     assert!(now.iter().all(|n| !old.contains(n)), "the older snapshots are deleted: {now:?} vs {old:?}");

@@ -338,7 +338,7 @@ impl Exec<'_> {
                     source_id: format!("{}/{}", vm.name, d.name),
                     destinations: dests.iter().map(|x| x.disk_target(&self.replica.name, &d.name)).collect(),
                     hint: None,
-                    read_limit: None,
+                    read_limit: self.config.run.read_limit_mib_s.map(|m| m.saturating_mul(1 << 20)),
                 })
                 .collect(),
         })

@@ -44,6 +44,7 @@ concurrency = 8
 [run]
 deadline_secs = 120
 status_interval_ms = 100
+read_limit_mib_s = 512
 [azure]
 subscription = "{sub}"
 resource_group = "{WORK}"
