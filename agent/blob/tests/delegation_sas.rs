@@ -5,28 +5,16 @@
 //! times, and both signatures must agree field for field.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::process::Command;
+
+use common::{fields, python, repo};
 
 use azure_storage_common::models::UserDelegationKey;
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn python() -> String {
-    let out =
-        Command::new("bash").arg(repo().join("scripts/lib/pysdk.sh")).output().expect("scripts/lib/pysdk.sh runs");
-    assert!(out.status.success(), "installing the Python SDK failed: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).expect("a path").trim().to_owned()
-}
-
-fn fields(q: &str) -> BTreeMap<String, String> {
-    url::form_urlencoded::parse(q.trim().as_bytes()).map(|(k, v)| (k.into_owned(), v.into_owned())).collect()
-}
 
 #[test]
 fn a_delegated_read_sas_is_signed_as_the_python_sdk_signs_it() {

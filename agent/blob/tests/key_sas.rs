@@ -7,28 +7,16 @@
 //! account SAS also covers objects, for Azurite's snapshot requests).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::process::Command;
+
+use common::{fields, python, repo};
 
 use diskferry_blob::sas::{AccountKey, Signer};
 
 const KEY: &str = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn python() -> String {
-    let out =
-        Command::new("bash").arg(repo().join("scripts/lib/pysdk.sh")).output().expect("scripts/lib/pysdk.sh runs");
-    assert!(out.status.success(), "installing the Python SDK failed: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).expect("a path").trim().to_owned()
-}
-
-fn fields(q: &str) -> BTreeMap<String, String> {
-    url::form_urlencoded::parse(q.trim().as_bytes()).map(|(k, v)| (k.into_owned(), v.into_owned())).collect()
-}
 
 /// The Python SDK's SAS for what `ours` names (`kind`: container or account).
 fn theirs(python: &str, kind: &str, key: &str, ours: &BTreeMap<String, String>) -> BTreeMap<String, String> {
