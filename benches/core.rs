@@ -37,7 +37,7 @@ fn manifests(c: &mut Criterion) {
         g.throughput(Throughput::Elements(n));
         g.bench_with_input(BenchmarkId::new("encode", n), &m, |b, m| b.iter(|| m.encode()));
         g.bench_with_input(BenchmarkId::new("decode", n), &enc, |b, e| b.iter(|| Manifest::decode(e)));
-        let mut cur = m.chunks.clone();
+        let mut cur: Vec<ChunkState> = m.chunks.iter().collect();
         for i in (0..cur.len()).step_by(50) {
             cur[i] = ChunkState::Data(Digest::of(&(i as u64 + 7).to_le_bytes()));
         }

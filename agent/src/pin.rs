@@ -133,7 +133,7 @@ mod tests {
         let g = geometry(before.len() as u64);
         let s = states(&before);
         // Chunks 0 and 1 are unchanged at the destination: only 2 and 3 are written.
-        let prior: Vec<ChunkState> = vec![s[0], s[1], ChunkState::Zero, ChunkState::Zero];
+        let prior = vec![s[0], s[1], ChunkState::Zero, ChunkState::Zero].into();
         let plan = Planner::new(Baseline::Previous { geometry: g, chunks: &prior }, g).plan_window(0, &s);
         let mut now = before.clone();
         now[5] ^= 0xff;

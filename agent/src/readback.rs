@@ -155,7 +155,7 @@ pub fn verify<S: PageStore>(
     let mut fetched = 0;
     for (i, state, n) in &results {
         fetched += n;
-        if states.get(*i as usize) != Some(state) || geometry.chunk_range(*i) != dest_geo.chunk_range(*i) {
+        if states.get(*i) != Some(*state) || geometry.chunk_range(*i) != dest_geo.chunk_range(*i) {
             mismatches.push(dest_geo.chunk_range(*i).start);
         }
     }

@@ -7,7 +7,8 @@
 //! the pool already hashes window k+1, so no core waits at a window boundary
 //! and the sink's writes overlap the hashing. At most [`IN_FLIGHT`] windows
 //! are alive, so memory stays at a few windows whatever the disk size; the
-//! manifest (33 bytes per chunk) is the only thing that grows with the disk.
+//! chunk states (`ChunkStates`: 36 bytes per data chunk, nothing for a run
+//! of zero chunks) grow with the data the disk holds, not with its size.
 //!
 //! Chunks that lie wholly in a hole of a sparse file are zero without being
 //! read. With pread the kernel is asked to read ahead the next window.
@@ -24,6 +25,7 @@ use anyhow::anyhow;
 use diskferry_core::geometry::Geometry;
 use diskferry_core::job::RangeHint;
 use diskferry_core::manifest::ChunkState;
+use diskferry_core::states::ChunkStates;
 use rayon::prelude::*;
 
 use crate::buf::AlignedBuf;
@@ -94,7 +96,7 @@ impl ScanStats {
 #[derive(Debug, Clone, Copy)]
 pub struct Known<'a> {
     pub hint: &'a RangeHint,
-    pub baseline: &'a [ChunkState],
+    pub baseline: &'a ChunkStates,
 }
 
 /// How a chunk's state is found.
@@ -164,9 +166,10 @@ pub fn scan(
     pool: &rayon::ThreadPool,
     opts: &ScanOptions<'_>,
     mut on_window: impl FnMut(WindowView<'_>) -> Result<Restated, Failure>,
-) -> Result<(Vec<ChunkState>, ScanStats), Failure> {
+) -> Result<(ChunkStates, ScanStats), Failure> {
     let ScanOptions { known, copy, pace, budget } = *opts;
-    let mut states = Vec::with_capacity(geometry.chunk_count() as usize);
+    // Every chunk's state, as the disk holds data (zero runs cost nothing).
+    let mut states = ChunkStates::new();
     let mut stats = ScanStats::default();
     let disk = geometry.disk_size();
     let mut spare: Vec<AlignedBuf> = Vec::new();
@@ -257,9 +260,9 @@ fn prepare<'a>(
     let mut how: Vec<Origin> = holes.iter().map(|&h| if h { Origin::Hole } else { Origin::Read }).collect();
     if let Some(k) = known {
         for (j, i) in chunks.clone().enumerate() {
-            let base = k.baseline.get(i as usize);
+            let base = k.baseline.get(i);
             if let Some(b) = base.filter(|_| how[j] == Origin::Read && !k.hint.touches(geometry.chunk_range(i))) {
-                states[j] = *b;
+                states[j] = b;
                 how[j] = Origin::Known;
             }
         }

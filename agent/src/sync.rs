@@ -8,8 +8,9 @@ use std::time::{Duration, Instant};
 use anyhow::anyhow;
 use diskferry_core::geometry::Geometry;
 use diskferry_core::job::RangeHint;
-use diskferry_core::manifest::{ChunkState, Manifest};
+use diskferry_core::manifest::Manifest;
 use diskferry_core::plan::{Plan, PlanStats, Planner};
+use diskferry_core::states::ChunkStates;
 
 use crate::exit::{ExitCode, Failure, WithCode};
 
@@ -179,7 +180,7 @@ fn run(
         // One pass splits each live lane into its planner (borrowing the
         // prior) and its sink (borrowed mutably): disjoint fields.
         // The hint's baseline is borrowed from its lane's prior, like the planners'.
-        let mut baseline: Option<&[ChunkState]> = None;
+        let mut baseline: Option<&ChunkStates> = None;
         let mut active: Vec<Option<Writer<'_>>> = lanes
             .iter_mut()
             .enumerate()

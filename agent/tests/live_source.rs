@@ -61,7 +61,7 @@ fn agrees_with_its_manifest(vhd: &Path) -> Result<(), String> {
         let b = &mut buf[..(r.end - r.start) as usize];
         f.read_exact_at(b, r.start).unwrap();
         let got = ChunkState::of(b);
-        if got != *want {
+        if got != want {
             return Err(format!("chunk {i} at {}: the destination holds {got:?}, its manifest says {want:?}", r.start));
         }
     }

@@ -9,6 +9,7 @@
 //! - [`zero`]: is a chunk all zero bytes, at memory speed.
 //! - [`digest`]: the blake3 digest of a chunk.
 //! - [`manifest`]: the per-generation list of chunk states, and its v1 wire format.
+//! - [`states`]: those states in memory, as the disk holds data (zero runs cost nothing).
 //! - [`plan`]: `diff(prev, cur) -> Plan`, the writes and clears that turn the
 //!   previous image into the current one.
 //! - [`journal`]: intent records that keep a crashed generation from being trusted.
@@ -27,7 +28,7 @@
 //! let a = ChunkState::of(&[1u8; 1 << 20]);
 //! let prev = vec![zero, a, zero, zero];
 //! let cur = vec![a, a, zero, zero];
-//! let plan = plan::diff(geo, &prev, geo, &cur);
+//! let plan = plan::diff(geo, &prev.into(), geo, &cur);
 //! assert_eq!(plan.writes, vec![plan::ByteRange::new(0, 1 << 20)]);
 //! assert_eq!((plan.stats.chunks_unchanged, plan.stats.chunks_zero), (1, 2));
 //! ```
@@ -43,6 +44,7 @@ pub mod plan;
 pub mod prior;
 pub mod relay;
 pub mod report;
+pub mod states;
 pub mod units;
 pub mod vhd;
 pub mod zero;

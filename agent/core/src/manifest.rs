@@ -40,6 +40,7 @@ use std::io::Read;
 
 use crate::digest::Digest;
 use crate::geometry::{ChunkSize, Geometry, GeometryError};
+use crate::states::ChunkStates;
 use crate::zero::is_zero;
 
 pub const MAGIC: [u8; 8] = *b"DFMANIFS";
@@ -89,7 +90,7 @@ pub struct Manifest {
     /// What disk this describes (a path, a disk name, a resource id): a
     /// manifest from another source is never trusted for a diff.
     pub source_id: String,
-    pub chunks: Vec<ChunkState>,
+    pub chunks: ChunkStates,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -147,24 +148,20 @@ impl Manifest {
     /// Encode in format v1.
     pub fn encode(&self) -> Result<Vec<u8>, ManifestError> {
         let count = self.geometry.chunk_count();
-        if self.chunks.len() as u64 != count {
-            return Err(ManifestError::EncodeMismatch { chunks: self.chunks.len() as u64, expected: count });
+        if self.chunks.len() != count {
+            return Err(ManifestError::EncodeMismatch { chunks: self.chunks.len(), expected: count });
         }
         if self.source_id.len() > MAX_SOURCE_ID {
             return Err(ManifestError::SourceIdTooLong(self.source_id.len() as u64));
         }
-        let data = self.chunks.iter().filter(|c| !c.is_zero()).count();
+        let data = self.chunks.data_count();
         let mut body = vec![0u8; bitmap_len(count)];
         body.reserve(data * 32);
-        for (i, chunk) in self.chunks.iter().enumerate() {
-            if !chunk.is_zero() {
-                body[i / 8] |= 1 << (i % 8);
-            }
+        for (i, _) in self.chunks.data() {
+            body[(i / 8) as usize] |= 1 << (i % 8);
         }
-        for chunk in &self.chunks {
-            if let ChunkState::Data(d) = chunk {
-                body.extend_from_slice(&d.0);
-            }
+        for (_, d) in self.chunks.data() {
+            body.extend_from_slice(&d.0);
         }
         let payload = zstd::bulk::compress(&body, ZSTD_LEVEL)
             .map_err(|e| ManifestError::Decompress(format!("compression failed: {e}")))?;
@@ -299,17 +296,21 @@ impl Manifest {
             return Err(ManifestError::BitmapPadding);
         }
         let mut digests = digests.chunks_exact(32);
-        let mut chunks = Vec::with_capacity(declared as usize);
+        // Zero runs are counted, not stored: memory follows the data.
+        let mut chunks = ChunkStates::new();
+        let mut zeros = 0u64;
         for i in 0..declared as usize {
             if bitmap[i / 8] & (1 << (i % 8)) != 0 {
+                chunks.push_zeros(std::mem::take(&mut zeros));
                 let mut d = [0u8; 32];
                 // The bitmap count matched `data`, so there is a digest for every set bit.
                 d.copy_from_slice(digests.next().unwrap_or(&[0u8; 32]));
                 chunks.push(ChunkState::Data(Digest(d)));
             } else {
-                chunks.push(ChunkState::Zero);
+                zeros += 1;
             }
         }
+        chunks.push_zeros(zeros);
         Ok(Self { geometry, generation, created_unix_ms, source_id, chunks })
     }
 }
@@ -434,7 +435,7 @@ mod tests {
             generation: 1,
             created_unix_ms: 0,
             source_id: String::new(),
-            chunks: vec![ChunkState::Data(Digest([1; 32]))],
+            chunks: vec![ChunkState::Data(Digest([1; 32]))].into(),
         };
         let enc = m.encode().unwrap();
         let bomb = zstd::bulk::compress(&vec![0u8; 64 << 20], 19).unwrap();

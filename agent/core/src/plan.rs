@@ -25,6 +25,7 @@
 
 use crate::geometry::Geometry;
 use crate::manifest::ChunkState;
+use crate::states::ChunkStates;
 use crate::MAX_WRITE;
 
 /// A half-open byte range `[start, end)`.
@@ -183,7 +184,7 @@ pub enum Baseline<'a> {
     Unknown,
     /// The previous generation: `chunks` under `geometry` (same chunk size as
     /// the current disk).
-    Previous { geometry: Geometry, chunks: &'a [ChunkState] },
+    Previous { geometry: Geometry, chunks: &'a ChunkStates },
 }
 
 /// What one plan does, counted per chunk and per byte.
@@ -314,12 +315,12 @@ impl<'a> Planner<'a> {
             Baseline::Empty => Prior::Zero,
             Baseline::Unknown => Prior::Unknown,
             Baseline::Previous { geometry, chunks } => {
-                match chunks.get(i as usize) {
+                match chunks.get(i) {
                     // Past the old end: the resize left zeros there.
                     None => Prior::Zero,
                     // A zero prefix followed by resize zeros is still zero.
                     Some(ChunkState::Zero) => Prior::Zero,
-                    Some(ChunkState::Data(d)) if geometry.chunk_range(i) == self.cur.chunk_range(i) => Prior::Data(*d),
+                    Some(ChunkState::Data(d)) if geometry.chunk_range(i) == self.cur.chunk_range(i) => Prior::Data(d),
                     Some(ChunkState::Data(_)) => Prior::Unknown,
                 }
             }
@@ -352,7 +353,7 @@ impl<'a> Planner<'a> {
 }
 
 /// Plan a whole disk: `prev` under `prev_geo` to `cur` under `cur_geo`.
-pub fn diff(prev_geo: Geometry, prev: &[ChunkState], cur_geo: Geometry, cur: &[ChunkState]) -> Plan {
+pub fn diff(prev_geo: Geometry, prev: &ChunkStates, cur_geo: Geometry, cur: &[ChunkState]) -> Plan {
     Planner::new(Baseline::Previous { geometry: prev_geo, chunks: prev }, cur_geo).plan_window(0, cur)
 }
 
@@ -458,7 +459,8 @@ mod tests {
                 }
             }
             let suspect = &o;
-            let planner = Planner::new(Baseline::Previous { geometry: pg, chunks: &prev_m }, cg).with_overrides(&o);
+            let prev_states = ChunkStates::from(prev_m.clone());
+            let planner = Planner::new(Baseline::Previous { geometry: pg, chunks: &prev_states }, cg).with_overrides(&o);
             let plan = planner.plan_window(0, &cur_m);
             check_shape(&plan, cs);
             apply(&plan, &mut dest, &cur);
@@ -531,7 +533,7 @@ mod tests {
         let g = geo(4 << 20, 1 << 20);
         let d = ChunkState::Data(crate::digest::Digest([9; 32]));
         let z = ChunkState::Zero;
-        let plan = diff(g, &[d, d, d, z], g, &[d, z, z, z]);
+        let plan = diff(g, &vec![d, d, d, z].into(), g, &[d, z, z, z]);
         assert!(plan.writes.is_empty());
         assert_eq!(plan.clears, vec![ByteRange::new(1 << 20, 3 << 20)]);
         assert_eq!((plan.stats.chunks_cleared, plan.stats.chunks_unchanged, plan.stats.chunks_zero), (2, 1, 1));

@@ -30,7 +30,7 @@ fn manifest() -> Manifest {
         generation: 3,
         created_unix_ms: 1_795_000_000_123,
         source_id: "vm-web01/disk-os".into(),
-        chunks: vec![ChunkState::Zero, d("a"), d("b"), ChunkState::Zero, d("a"), d("tail")],
+        chunks: vec![ChunkState::Zero, d("a"), d("b"), ChunkState::Zero, d("a"), d("tail")].into(),
     }
 }
 
@@ -50,7 +50,7 @@ fn empty_disk_manifest_is_pinned() {
         generation: 1,
         created_unix_ms: 0,
         source_id: String::new(),
-        chunks: vec![],
+        chunks: Default::default(),
     };
     let enc = m.encode().unwrap();
     let gold = golden("manifest-v1-empty.bin", &enc);

@@ -216,7 +216,7 @@ mod tests {
             generation: 4,
             created_unix_ms: 1_700_000_000_000,
             source_id: "disk0".into(),
-            chunks: vec![d, ChunkState::Zero, d, d, ChunkState::Zero, d, d, ChunkState::Zero],
+            chunks: vec![d, ChunkState::Zero, d, d, ChunkState::Zero, d, d, ChunkState::Zero].into(),
         };
         vec![
             Prior::Fresh { reason: "destination does not exist yet".into() },
