@@ -25,6 +25,7 @@ while [ $# -gt 0 ]; do
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
 done
+apt_need /usr/bin/time time
 build_release
 make_workdir
 source "$ROOT/scripts/lib/blobbench.sh"
@@ -100,7 +101,8 @@ $B --title "first sync of the 4 GiB image to a page blob on Azurite" --baseline 
 # The incremental sync after 2% of the chunks changed, against the cost of
 # reading the image (scan) and of the first sync.
 "$W/fresh.sh"
-"$AGENT" sync "$W/disk.img" --to "pageblob:$EP/devstoreaccount1/bench/i.vhd" --source-id bench --json >"$W/first.json"
+/usr/bin/time -f "%U %S" -o "$W/first.cpu" \
+  "$AGENT" sync "$W/disk.img" --to "pageblob:$EP/devstoreaccount1/bench/i.vhd" --source-id bench --json >"$W/first.json"
 "$MKIMAGE" mutate "$W/disk.img" --percent 2 --seed 32 >&2
 cat "$W/disk.img" >/dev/null
 # The scan and the incremental, with the CPU seconds of each side: on a
@@ -131,7 +133,17 @@ print(f"incremental {incr['seconds']:.2f} s, sent {incr['wire']['bytes_sent'] / 
       f"({incr['chunks_written']} chunks written, {incr['chunks_cleared']} cleared)")
 print(f"  CPU: agent {incr_cpu:.2f} s + Azurite {azurite_cpu:.2f} s on {cores()} cores: "
       f"no schedule of it finishes in under {cpu_floor(incr_cpu, azurite_cpu):.2f} s")
-print(f"target: incremental <= scan + 5% of first = {budget:.2f} s -> {'met' if incr['seconds'] <= budget else 'NOT met'}")
+print(f"wall: incremental <= scan + 5% of first = {budget:.2f} s -> {'met' if incr['seconds'] <= budget else 'NOT met'}")
+# The target as issue 21 states it: the agent's own CPU (Azurite's cores
+# are not the product's cost), and Put Page bytes equal to the changed
+# non-zero chunks' bytes.
+first_cpu = sum(map(float, open(f"{w}/first.cpu").read().split()))
+cpu_budget = scan_cpu + 0.05 * first_cpu
+sent, changed = incr["wire"]["bytes_sent"], incr["bytes_written"]
+print(f"target: agent CPU {incr_cpu:.2f} s <= scan CPU {scan_cpu:.2f} s + 5% of the first sync's {first_cpu:.2f} s "
+      f"= {cpu_budget:.2f} s -> {'met' if incr_cpu <= cpu_budget else 'NOT met'}")
+print(f"target: Put Page bytes {sent} = changed non-zero chunk bytes {changed} -> "
+      f"{'met' if sent == changed else f'NOT met ({sent - changed:+d})'}")
 PY
 "$AGENT" verify "$W/disk.img" --against "pageblob:$EP/devstoreaccount1/bench/i.vhd" >&2
 

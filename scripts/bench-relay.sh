@@ -86,12 +86,24 @@ start_receiver "" 127.0.0.1:0 "file:$RXDIR"
 echo "${PIDS[-1]}" >"$W/rx.pid"
 SYNC="$AGENT sync $W/disk.img --to relay:$RX_URL/d --tls-fingerprint $RX_FP --relay-token-file $W/token --source-id bench"
 DATA=$(stat -c %s "$W/first.bin")
+export BENCH_JSON="$W/relay.jsonl"
+rm -f "$BENCH_JSON"
 python3 "$ROOT/scripts/lib/bench.py" --rounds "$ROUNDS" --bytes "$DATA" --baseline "zstd -3 -T0" \
   --watch-pid-file "$W/rx.pid" \
   --title "first sync of the 4 GiB mixed image through the relay (TLS, loopback) into a file, vs zstd -3 -T0 on its data" \
   --prep relay "rm -f $RXDIR/* && sync" \
   --case relay "$SYNC" \
   --case "zstd -3 -T0" "zstd -3 -T0 -q -c $W/first.bin >/dev/null"
+# The target as issue 21 states it: the receiver belongs in another region,
+# so the sender's own CPU is what counts, against zstd's on the same data.
+python3 - "$BENCH_JSON" <<'PY'
+import json, sys
+cpu = {r["tool"]: r["cpu_s"] for r in map(json.loads, open(sys.argv[1]))}
+r = cpu["relay"] / cpu["zstd -3 -T0"]
+print(f"sender CPU {cpu['relay']:.2f} s = {r:.2f}x zstd -3 -T0's {cpu['zstd -3 -T0']:.2f} s "
+      f"(target <= 1.1: {'met' if r <= 1.1 else 'NOT met'})")
+PY
+unset BENCH_JSON
 rm -f "$RXDIR"/*
 $SYNC --json >"$W/first.json"
 wire_report "first sync (loopback)" "$W/first.json" "$(zstd -3 -T0 -q -c "$W/first.bin" | wc -c)"
@@ -136,6 +148,7 @@ print("\n## 512 MiB mixed image through a 100 Mbit/s link (tbf), Azurite and the
 print(f"{'sync':<14} {'direct':>10} {'relay':>10} {'relay speedup':>14} {'compression':>12}")
 for name, d, r in [("first", d1, r1), ("incremental", d2, r2)]:
     w = r["wire"]
-    print(f"{name:<14} {d['seconds']:>9.2f}s {r['seconds']:>9.2f}s {d['seconds'] / r['seconds']:>13.2f}x "
-          f"{w['bytes_raw'] / max(w['bytes_sent'], 1):>11.2f}x")
+    speedup, ratio = d["seconds"] / r["seconds"], w["bytes_raw"] / max(w["bytes_sent"], 1)
+    print(f"{name:<14} {d['seconds']:>9.2f}s {r['seconds']:>9.2f}s {speedup:>13.2f}x {ratio:>11.2f}x  "
+          f"speedup / compression {speedup / ratio:.2f} (target >= 0.95: {'met' if speedup >= 0.95 * ratio else 'NOT met'})")
 PY

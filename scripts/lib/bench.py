@@ -105,7 +105,8 @@ def main():
         if os.environ.get("BENCH_JSON"):
             with open(os.environ["BENCH_JSON"], "a") as f:
                 f.write(json.dumps({"title": a.title, "tool": name, "median_s": med, "min_s": min(times[name]),
-                                    "peak_rss": rss[name], "speedup_vs_baseline": speed, "runs": times[name]}) + "\n")
+                                    "peak_rss": rss[name], "speedup_vs_baseline": speed, "runs": times[name],
+                                    "cpu_s": own}) + "\n")
 
 
 if __name__ == "__main__":

@@ -384,11 +384,15 @@ impl<S: PageStore> Sink for PageBlobSink<S> {
                 self.block_on(lease.guarded(store.as_ref(), &blob, || store.set_metadata(&blob, meta.clone(), l)))?;
             }
         }
+        // A completed generation of this very size left its footer in
+        // place: writing it again would change only its timestamp.
+        let mut footer_in_place = false;
         if let Prior::Partial { .. } | Prior::Previous { .. } = prior {
             let old = match self.prior_size {
                 Some(size) => size,
                 None => self.block_on(store.properties(&blob))?.map_or(0, |p| p.size),
             };
+            footer_in_place = matches!(prior, Prior::Previous { .. }) && old == total;
             if old != total {
                 // Grow: the old footer lies inside the disk now. Shrink: old data lies in the padding.
                 self.block_on(lease.guarded(store.as_ref(), &blob, || store.resize(&blob, total, l)))?;
@@ -406,8 +410,8 @@ impl<S: PageStore> Sink for PageBlobSink<S> {
                 }
             }
         }
-        // The journal's next segment and the footer, at once: neither
-        // depends on the other. A crash between them leaves "G in progress"
+        // The journal's next segment and the footer (unless in place), at
+        // once: neither depends on the other. A crash between them leaves "G in progress"
         // with no usable journal (a full sync next time); recovery point
         // G-1 is untouched. A resumed generation goes on in a segment of its own.
         let header = match (resuming, self.journal) {
@@ -430,6 +434,9 @@ impl<S: PageStore> Sink for PageBlobSink<S> {
         );
         self.block_on(async {
             let journal = journal_writer::start_segment(store.as_ref(), &lease, &header, &mut segments, next);
+            if footer_in_place {
+                return journal.await;
+            }
             let footer = lease.guarded(store.as_ref(), &blob, || store.put_pages(&blob, rounded, footer.clone(), l));
             futures::future::try_join(journal, footer).await.map(|_| ())
         })?;
