@@ -41,7 +41,6 @@ use std::io::Read;
 use crate::digest::Digest;
 use crate::geometry::{ChunkSize, Geometry, GeometryError};
 use crate::states::ChunkStates;
-use crate::zero::is_zero;
 
 pub const MAGIC: [u8; 8] = *b"DFMANIFS";
 pub const VERSION: u16 = 1;
@@ -57,29 +56,7 @@ pub const MAX_DISK_SIZE: u64 = 64 << 40;
 /// at any level, so the cheap default is enough.
 const ZSTD_LEVEL: i32 = 3;
 
-/// The state of one chunk.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ChunkState {
-    /// Every byte is zero: never hashed, never sent.
-    Zero,
-    /// Holds data with this digest.
-    Data(Digest),
-}
-
-impl ChunkState {
-    /// Classify and hash one chunk's bytes.
-    pub fn of(bytes: &[u8]) -> Self {
-        if is_zero(bytes) {
-            Self::Zero
-        } else {
-            Self::Data(Digest::of(bytes))
-        }
-    }
-
-    pub fn is_zero(&self) -> bool {
-        matches!(self, Self::Zero)
-    }
-}
+pub use crate::states::ChunkState;
 
 /// A disk's chunk states at one generation.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -5,7 +5,31 @@
 //! kilobytes of manifests, not gigabytes.
 
 use crate::digest::Digest;
-use crate::manifest::ChunkState;
+use crate::zero::is_zero;
+
+/// The state of one chunk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ChunkState {
+    /// Every byte is zero: never hashed, never sent.
+    Zero,
+    /// Holds data with this digest.
+    Data(Digest),
+}
+
+impl ChunkState {
+    /// Classify and hash one chunk's bytes.
+    pub fn of(bytes: &[u8]) -> Self {
+        if is_zero(bytes) {
+            Self::Zero
+        } else {
+            Self::Data(Digest::of(bytes))
+        }
+    }
+
+    pub fn is_zero(&self) -> bool {
+        matches!(self, Self::Zero)
+    }
+}
 
 /// The states of chunks `0..len()`, in chunk order.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
