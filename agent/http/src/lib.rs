@@ -150,12 +150,12 @@ fn handle(stream: &TcpStream, render: &dyn Render, limits: Limits) -> std::io::R
     stream.set_write_timeout(Some(limits.timeout))?;
     let mut reader = BufReader::new(Deadline { stream, until: Instant::now() + limits.timeout });
     let Some((line, _)) = read_line(&mut reader, limits.line)? else {
-        return respond(stream, "431 Request Header Fields Too Large", "request line too long\n");
+        return refuse(stream, "request line too long\n");
     };
     let mut left = limits.headers;
     loop {
         let Some((h, n)) = read_line(&mut reader, left)? else {
-            return respond(stream, "431 Request Header Fields Too Large", "headers too large\n");
+            return refuse(stream, "headers too large\n");
         };
         left -= n;
         if h == "\r\n" || h == "\n" {
@@ -172,6 +172,25 @@ fn handle(stream: &TcpStream, render: &dyn Render, limits: Limits) -> std::io::R
         ("GET", _) => respond(stream, "404 Not Found", "only /metrics here\n"),
         _ => respond(stream, "405 Method Not Allowed", "GET /metrics\n"),
     }
+}
+
+/// Refuse a request that is too large: answer 431, then read and drop what
+/// the client is still sending (at most 1 MiB, for at most a second) before
+/// closing. A socket closed with unread bytes sends a reset, which can
+/// destroy the answer before the client has read it.
+fn refuse(stream: &TcpStream, body: &str) -> std::io::Result<()> {
+    respond(stream, "431 Request Header Fields Too Large", body)?;
+    let _ = stream.shutdown(std::net::Shutdown::Write);
+    let mut drain = Deadline { stream, until: Instant::now() + Duration::from_secs(1) };
+    let mut dropped = [0u8; 8192];
+    let mut left: usize = 1 << 20;
+    while left > 0 {
+        match drain.read(&mut dropped) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => left = left.saturating_sub(n),
+        }
+    }
+    Ok(())
 }
 
 fn respond(mut stream: &TcpStream, status: &str, body: &str) -> std::io::Result<()> {
