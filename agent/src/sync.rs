@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::anyhow;
 use diskferry_core::geometry::Geometry;
 use diskferry_core::job::RangeHint;
-use diskferry_core::manifest::Manifest;
+use diskferry_core::manifest::{ChunkState, Manifest};
 use diskferry_core::plan::{Plan, PlanStats, Planner};
 use diskferry_core::states::ChunkStates;
 
@@ -211,27 +211,21 @@ fn run(
             ScanOptions { known, copy, pace: pace.as_ref(), budget: opts.shared.as_ref().map(|s| &*s.budget) };
         let r = scan(source, geometry, pool, &scan_opts, |w| {
             count_scan(progress, &w);
-            let mut plans: Vec<Option<Plan>> =
-                active.iter().map(|l| l.as_ref().map(|l| l.planner.plan_window(w.first_chunk, w.states))).collect();
+            let plan_all = |active: &[Option<Writer<'_>>], states: &[ChunkState]| -> Vec<Option<Plan>> {
+                active.iter().map(|l| l.as_ref().map(|l| l.planner.plan_window(w.first_chunk, states))).collect()
+            };
+            let mut plans = plan_all(&active, w.states);
             // A mapped window is written from a copy that hashes to its states.
             let mut restated = None;
-            let pinned;
             let w = if w.mapped {
                 if let Pinned::Changed(now) =
                     pin(geometry, w.first_chunk, w.bytes, w.states, plans.iter().flatten(), &mut scratch)
                 {
                     reread += 1;
-                    plans =
-                        active.iter().map(|l| l.as_ref().map(|l| l.planner.plan_window(w.first_chunk, &now))).collect();
+                    plans = plan_all(&active, &now);
                     restated = Some(now);
                 }
-                pinned = WindowView {
-                    bytes: &scratch[..],
-                    states: restated.as_deref().unwrap_or(w.states),
-                    mapped: false,
-                    ..w
-                };
-                pinned
+                WindowView { bytes: &scratch[..], states: restated.as_deref().unwrap_or(w.states), mapped: false, ..w }
             } else {
                 w
             };
