@@ -103,16 +103,14 @@ $B --title "first sync of the 4 GiB image to a page blob on Azurite" --baseline 
 "$W/fresh.sh"
 /usr/bin/time -f "%U %S" -o "$W/first.cpu" \
   "$AGENT" sync "$W/disk.img" --to "pageblob:$EP/devstoreaccount1/bench/i.vhd" --source-id bench --json >"$W/first.json"
-"$MKIMAGE" mutate "$W/disk.img" --percent 2 --seed 32 >&2
-cat "$W/disk.img" >/dev/null
-# The scan and the incremental, with the CPU seconds of each side: on a
-# machine this small the agent and Azurite share the cores, and their sum
-# bounds the wall time from below.
-python3 - "$ROOT/scripts/lib" "$W" "$AGENT" "pageblob:$EP/devstoreaccount1/bench/i.vhd" <<'PY'
-import json, sys
+# ROUNDS incrementals, each after another 2% of the chunks changed, each
+# next to a scan of the same bytes: their medians are compared (one run of
+# each varies by +-0.1 s of CPU on this machine).
+python3 - "$ROOT/scripts/lib" "$W" "$AGENT" "$MKIMAGE" "pageblob:$EP/devstoreaccount1/bench/i.vhd" "$ROUNDS" <<'PY'
+import json, statistics, subprocess, sys
 sys.path.insert(0, sys.argv[1])
 from bench import cores, cpu_floor, cpu_seconds, run
-w, agent, dest = sys.argv[2:]
+w, agent, mkimage, dest, rounds = sys.argv[2:]
 azurite = int(open(f"{w}/azurite.pid").read())
 
 def timed(cmd, out):
@@ -121,29 +119,40 @@ def timed(cmd, out):
     return json.load(open(out)), cpu
 
 first = json.load(open(f"{w}/first.json"))
-scan, scan_cpu = timed(f"{agent} scan {w}/disk.img --json", f"{w}/scan.json")
-before = cpu_seconds(azurite)
-incr, incr_cpu = timed(f"{agent} sync {w}/disk.img --to {dest} --source-id bench --json", f"{w}/incr.json")
-azurite_cpu = cpu_seconds(azurite) - before
-budget = scan["seconds"] + 0.05 * first["seconds"]
-print(f"\n## incremental sync after 2% of chunks changed")
+rows = []
+for r in range(int(rounds)):
+    subprocess.run([mkimage, "mutate", f"{w}/disk.img", "--percent", "2", "--seed", str(32 + r)],
+                   check=True, stdout=subprocess.DEVNULL)
+    subprocess.run(f"cat {w}/disk.img >/dev/null; sync", shell=True, check=True)
+    scan, scan_cpu = timed(f"{agent} scan {w}/disk.img --json", f"{w}/scan.json")
+    before = cpu_seconds(azurite)
+    incr, incr_cpu = timed(f"{agent} sync {w}/disk.img --to {dest} --source-id bench --json", f"{w}/incr.json")
+    rows.append((scan, scan_cpu, incr, incr_cpu, cpu_seconds(azurite) - before))
+med = lambda k: statistics.median(k(r) for r in rows)
+scan_s, scan_cpu = med(lambda r: r[0]["seconds"]), med(lambda r: r[1])
+incr_s, incr_cpu, azurite_cpu = med(lambda r: r[2]["seconds"]), med(lambda r: r[3]), med(lambda r: r[4])
+incr = rows[-1][2]
+budget = scan_s + 0.05 * first["seconds"]
+print(f"\n## incremental sync after 2% of chunks changed (median of {rounds})")
 print(f"first sync {first['seconds']:.2f} s, sent {first['wire']['bytes_sent'] / 2**20:.0f} MiB")
-print(f"scan       {scan['seconds']:.2f} s (CPU {scan_cpu:.2f} s)")
-print(f"incremental {incr['seconds']:.2f} s, sent {incr['wire']['bytes_sent'] / 2**20:.1f} MiB "
+print(f"scan       {scan_s:.2f} s (CPU {scan_cpu:.2f} s; rounds {' '.join(f'{r[1]:.2f}' for r in rows)})")
+print(f"incremental {incr_s:.2f} s (CPU {incr_cpu:.2f} s; rounds {' '.join(f'{r[3]:.2f}' for r in rows)}), "
+      f"last sent {incr['wire']['bytes_sent'] / 2**20:.1f} MiB "
       f"({incr['chunks_written']} chunks written, {incr['chunks_cleared']} cleared)")
 print(f"  CPU: agent {incr_cpu:.2f} s + Azurite {azurite_cpu:.2f} s on {cores()} cores: "
       f"no schedule of it finishes in under {cpu_floor(incr_cpu, azurite_cpu):.2f} s")
-print(f"wall: incremental <= scan + 5% of first = {budget:.2f} s -> {'met' if incr['seconds'] <= budget else 'NOT met'}")
+print(f"wall: incremental <= scan + 5% of first = {budget:.2f} s -> {'met' if incr_s <= budget else 'NOT met'}")
 # The target as issue 21 states it: the agent's own CPU (Azurite's cores
 # are not the product's cost), and Put Page bytes equal to the changed
-# non-zero chunks' bytes.
+# non-zero chunks' bytes (in every round).
 first_cpu = sum(map(float, open(f"{w}/first.cpu").read().split()))
 cpu_budget = scan_cpu + 0.05 * first_cpu
-sent, changed = incr["wire"]["bytes_sent"], incr["bytes_written"]
 print(f"target: agent CPU {incr_cpu:.2f} s <= scan CPU {scan_cpu:.2f} s + 5% of the first sync's {first_cpu:.2f} s "
       f"= {cpu_budget:.2f} s -> {'met' if incr_cpu <= cpu_budget else 'NOT met'}")
-print(f"target: Put Page bytes {sent} = changed non-zero chunk bytes {changed} -> "
-      f"{'met' if sent == changed else f'NOT met ({sent - changed:+d})'}")
+for r in rows:
+    sent, changed = r[2]["wire"]["bytes_sent"], r[2]["bytes_written"]
+    print(f"target: Put Page bytes {sent} = changed non-zero chunk bytes {changed} -> "
+          f"{'met' if sent == changed else f'NOT met ({sent - changed:+d})'}")
 PY
 "$AGENT" verify "$W/disk.img" --against "pageblob:$EP/devstoreaccount1/bench/i.vhd" >&2
 

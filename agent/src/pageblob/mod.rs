@@ -5,6 +5,7 @@
 //! Addresses, credentials and the `PageStore` seam live in the storage crate,
 //! `diskferry-blob`, which the coordinator shares.
 
+mod bodies;
 mod journal_writer;
 pub mod lease;
 pub mod pacer;

@@ -130,6 +130,8 @@ pub struct PageBlobSink<S: PageStore> {
     pub(super) journal: Option<JournalHeader>,
     pub(super) chunk: u64,
     pub(super) bytes_budget: Arc<Semaphore>,
+    /// The buffers the budget's copies are made in, used again.
+    pub(super) bodies: super::bodies::Bodies,
     /// Writes in flight: at most `--concurrency`, fewer while the service
     /// pushes back (`pacer.rs`).
     pub(super) requests: Arc<super::pacer::Pacer>,
@@ -170,8 +172,13 @@ impl<S: PageStore> PageBlobSink<S> {
     }
 
     pub fn new(store: S, blob: &str, describe: String, opts: PageBlobOptions) -> Result<Self, Failure> {
+        // One I/O thread per destination blob: a job of N disks has N. A
+        // second one per blob only stole work from the first (an incremental
+        // that wrote 86 MiB spent 0.05 s more CPU in wake-ups, same wall
+        // time); one thread sends far more than the 60 MiB/s a standard
+        // page blob takes, TLS included.
         let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
+            .worker_threads(1)
             .thread_name("diskferry-io")
             .enable_all()
             .build()
@@ -194,6 +201,7 @@ impl<S: PageStore> PageBlobSink<S> {
             journal: None,
             chunk: 0,
             bytes_budget: Arc::new(Semaphore::new(budget)),
+            bodies: super::bodies::Bodies::new(budget),
             requests: pacer,
             tasks: JoinSet::new(),
             flight: Default::default(),
@@ -477,9 +485,8 @@ impl<S: PageStore> Sink for PageBlobSink<S> {
                 .rt
                 .block_on(self.bytes_budget.clone().acquire_many_owned(w.len() as u32))
                 .map_err(|e| dest_err(anyhow!("upload budget closed: {e}")))?;
-            let bytes = Bytes::copy_from_slice(
-                &window.bytes[(w.start - window.offset) as usize..(w.end - window.offset) as usize],
-            );
+            let bytes =
+                self.bodies.copy(&window.bytes[(w.start - window.offset) as usize..(w.end - window.offset) as usize]);
             let acks: Vec<Record> = (w.start / chunk..w.end.div_ceil(chunk))
                 .filter_map(|i| match window.states.get((i - window.first_chunk) as usize) {
                     Some(ChunkState::Data(d)) => Some(Record::AckData { chunk: i, digest: *d }),
