@@ -17,7 +17,7 @@ use crate::open::{sync_fanout, SyncOptions, Target};
 use crate::pageblob::sink::PageBlobOptions;
 use crate::progress::{Phase, Progress, StatusSource};
 use crate::source::ReadMode;
-use crate::sync::{Shared, SyncReport};
+use crate::sync::{threads_or_cores, Shared, SyncReport};
 use diskferry_blob::address::redact;
 
 /// Read and validate a job file.
@@ -94,8 +94,7 @@ impl StatusSource for JobProgress {
 
 /// Options for the syncs of a job, from the spec.
 pub fn sync_options(job: &JobSpec, disk_source_id: &str) -> Result<SyncOptions, Failure> {
-    let threads =
-        job.threads.map(usize::from).unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let threads = threads_or_cores(job.threads.map(usize::from));
     Ok(SyncOptions {
         chunk_size: job.chunk().map_err(|e| Failure::new(ExitCode::Usage, anyhow!("{e}")))?,
         source_id: Some(disk_source_id.to_owned()),
@@ -146,8 +145,7 @@ pub fn sync_options(job: &JobSpec, disk_source_id: &str) -> Result<SyncOptions, 
 /// the first failing disk, in the job's order, decides the exit code.
 pub fn run(job: &JobSpec, progress: &Arc<JobProgress>) -> Result<Vec<SyncReport>, Failure> {
     progress.set_phase(Phase::Syncing);
-    let threads =
-        job.threads.map(usize::from).unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let threads = threads_or_cores(job.threads.map(usize::from));
     let shared = match Shared::new(job.disks.len(), threads) {
         Ok(s) => s,
         Err(f) => {

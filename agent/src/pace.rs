@@ -24,10 +24,6 @@ impl ReadPace {
         (bytes_per_sec > 0).then(|| Self { bytes_per_sec: bytes_per_sec as f64, next: Mutex::new(None) })
     }
 
-    pub fn bytes_per_sec(&self) -> u64 {
-        self.bytes_per_sec as u64
-    }
-
     /// Wait until `bytes` more may be read, and count them as read.
     pub fn take(&self, bytes: u64) {
         if bytes == 0 {
@@ -55,7 +51,6 @@ impl ReadPace {
 pub struct WindowBudget {
     free: Mutex<usize>,
     freed: Condvar,
-    total: usize,
 }
 
 /// One window's share of a [`WindowBudget`], given back on drop.
@@ -65,12 +60,7 @@ pub struct Permit<'a>(&'a WindowBudget);
 impl WindowBudget {
     /// At least one window.
     pub fn new(windows: usize) -> Self {
-        let total = windows.max(1);
-        Self { free: Mutex::new(total), freed: Condvar::new(), total }
-    }
-
-    pub fn total(&self) -> usize {
-        self.total
+        Self { free: Mutex::new(windows.max(1)), freed: Condvar::new() }
     }
 
     pub fn try_take(&self) -> Option<Permit<'_>> {

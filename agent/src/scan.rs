@@ -58,6 +58,13 @@ pub struct WindowView<'a> {
     pub mapped: bool,
 }
 
+impl WindowView<'_> {
+    /// The bytes of disk range `start..end`, which lies in this window.
+    pub fn slice(&self, start: u64, end: u64) -> &[u8] {
+        &self.bytes[(start - self.offset) as usize..(end - self.offset) as usize]
+    }
+}
+
 /// What the caller of [`scan`] says of a window it consumed: `Some` when it
 /// read the window again and these are its states now (`crate::pin`).
 pub type Restated = Option<Vec<ChunkState>>;

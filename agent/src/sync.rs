@@ -58,6 +58,11 @@ impl Shared {
     }
 }
 
+/// Hashing threads: as asked, or one per core.
+pub fn threads_or_cores(asked: Option<usize>) -> usize {
+    asked.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+}
+
 pub fn thread_pool(threads: usize) -> Result<rayon::ThreadPool, Failure> {
     rayon::ThreadPoolBuilder::new()
         .num_threads(threads)

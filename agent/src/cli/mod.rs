@@ -29,7 +29,7 @@ use crate::progress::Progress;
 use crate::scan::scan;
 use crate::source::ReadMode;
 use crate::status::StatusWriter;
-use crate::sync::{thread_pool, SyncReport};
+use crate::sync::{thread_pool, threads_or_cores, SyncReport};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -89,7 +89,7 @@ pub struct ReadArgs {
 
 impl ReadArgs {
     fn threads(&self) -> usize {
-        self.threads.map(usize::from).unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+        threads_or_cores(self.threads.map(usize::from))
     }
 }
 
@@ -342,7 +342,6 @@ pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     secs.map(std::time::Duration::from_secs).ok_or_else(|| format!("{s:?} is not a duration (7d, 12h, 30m, 90s)"))
 }
 
-/// Parse `1MiB`, `64KiB`, `4M`, `65536` into a validated chunk size.
 /// A rate in bytes per second: a size, optionally with `/s` (`200MiB/s`).
 pub fn parse_rate(s: &str) -> Result<u64, String> {
     let bytes = parse_size(s.trim().trim_end_matches("/s"))?;
@@ -352,6 +351,7 @@ pub fn parse_rate(s: &str) -> Result<u64, String> {
     Ok(bytes)
 }
 
+/// Parse `1MiB`, `64KiB`, `4M`, `65536` into a validated chunk size.
 pub fn parse_chunk_size(s: &str) -> Result<ChunkSize, String> {
     let bytes = parse_size(s)?;
     ChunkSize::new(bytes)

@@ -437,14 +437,14 @@ impl<S: PageStore> Sink for PageBlobSink<S> {
             },
         };
         let next = if resuming { segments.index + 1 } else { 0 };
-        let footer = Bytes::copy_from_slice(
-            &Footer::for_disk(cur.disk_size(), crate::clock::unix_secs(), self.blob.as_bytes()).encode(),
-        );
+        let footer = (!footer_in_place).then(|| {
+            Bytes::copy_from_slice(
+                &Footer::for_disk(cur.disk_size(), crate::clock::unix_secs(), self.blob.as_bytes()).encode(),
+            )
+        });
         self.block_on(async {
             let journal = journal_writer::start_segment(store.as_ref(), &lease, &header, &mut segments, next);
-            if footer_in_place {
-                return journal.await;
-            }
+            let Some(footer) = footer else { return journal.await };
             let footer = lease.guarded(store.as_ref(), &blob, || store.put_pages(&blob, rounded, footer.clone(), l));
             futures::future::try_join(journal, footer).await.map(|_| ())
         })?;
@@ -485,8 +485,7 @@ impl<S: PageStore> Sink for PageBlobSink<S> {
                 .rt
                 .block_on(self.bytes_budget.clone().acquire_many_owned(w.len() as u32))
                 .map_err(|e| dest_err(anyhow!("upload budget closed: {e}")))?;
-            let bytes =
-                self.bodies.copy(&window.bytes[(w.start - window.offset) as usize..(w.end - window.offset) as usize]);
+            let bytes = self.bodies.copy(window.slice(w.start, w.end));
             let acks: Vec<Record> = (w.start / chunk..w.end.div_ceil(chunk))
                 .filter_map(|i| match window.states.get((i - window.first_chunk) as usize) {
                     Some(ChunkState::Data(d)) => Some(Record::AckData { chunk: i, digest: *d }),

@@ -225,8 +225,6 @@ impl Sink for RelaySink {
         }
         let level = self.level;
         let chunk = self.geometry.map_or(1 << 20, |g| g.chunk_size().get());
-        let bytes_of =
-            |start: u64, end: u64| &window.bytes[(start - window.offset) as usize..(end - window.offset) as usize];
         // One frame per chunk when chunks are 1 MiB or more: its digest is the
         // chunk's, already computed by the scan. Smaller chunks go as whole
         // writes (up to 4 MiB), hashed here, so zstd sees enough at once.
@@ -255,7 +253,7 @@ impl Sink for RelaySink {
                 .map_init(
                     || FrameEncoder::new(level),
                     |enc, &(start, end, digest)| {
-                        let raw = bytes_of(start, end);
+                        let raw = window.slice(start, end);
                         enc.as_mut().map_err(|e| std::io::Error::new(e.kind(), e.to_string()))?.encode(
                             start,
                             raw,
@@ -286,7 +284,7 @@ impl Sink for RelaySink {
         // Frames in disk order: the receiver wants them ascending.
         let mut all: Vec<(u64, &[u8], &[u8])> = Vec::with_capacity(frames.len() + clears.len());
         for ((start, end, _), (header, payload)) in pieces.iter().zip(&frames) {
-            all.push((*start, header, payload.as_deref().unwrap_or_else(|| bytes_of(*start, *end))));
+            all.push((*start, header, payload.as_deref().unwrap_or_else(|| window.slice(*start, *end))));
         }
         all.extend(clears.iter().map(|(at, c)| (*at, &c[..], &[][..])));
         all.sort_unstable_by_key(|&(o, _, _)| o);

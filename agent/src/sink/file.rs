@@ -318,11 +318,7 @@ impl Sink for FileSink {
             .with_context(|| format!("cannot append to journal {}", self.journal_path.display()))
             .code(ExitCode::Destination)?;
         let file = self.file()?;
-        let writes: Vec<(u64, &[u8])> = plan
-            .writes
-            .iter()
-            .map(|w| (w.start, &window.bytes[(w.start - window.offset) as usize..(w.end - window.offset) as usize]))
-            .collect();
+        let writes: Vec<(u64, &[u8])> = plan.writes.iter().map(|w| (w.start, window.slice(w.start, w.end))).collect();
         let out = Out { file, direct: self.direct.as_ref(), direct_works: &self.direct_works, path: &self.path };
         if self.direct.is_some() {
             // Allocate the holes about to be written in one go: a direct
