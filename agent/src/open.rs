@@ -4,7 +4,7 @@
 //! its parts opened; the CLI, the job runner and the relay receiver open
 //! them here.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,7 +20,7 @@ use crate::relay::sender::RelaySink;
 use crate::relay::RelayAddress;
 use crate::sink::file::FileSink;
 use crate::sink::Sink;
-use crate::source::{BlockSource, DeviceSource, ReadMode};
+use crate::source::{BlobSource, BlockSource, DeviceSource, ReadMode, SourceName};
 use diskferry_core::job::RangeHint;
 
 use crate::relay::client::RelayOptions;
@@ -128,29 +128,51 @@ pub fn open_pageblob(
     PageBlobSink::new(store, &addr.blob, format!("pageblob:{addr}"), po)
 }
 
-/// Open a source and check it can be cut into chunks.
-pub fn open_source(path: &Path, mode: ReadMode, chunk: ChunkSize) -> Result<(DeviceSource, Geometry), Failure> {
-    let source = DeviceSource::open(path, mode)?;
+/// How a page blob source is reached, as a destination would be.
+#[derive(Debug, Clone, Default)]
+pub struct BlobAccess {
+    /// Pin the storage service version (`x-ms-version`).
+    pub api_version: Option<String>,
+    /// Give up retrying one read after this long (default two minutes).
+    pub retry_for: Option<Duration>,
+}
+
+/// Open a source and check it can be cut into chunks: a path as a file or a
+/// block device (read as `mode` says), a URL as a page blob.
+pub fn open_source(
+    name: &SourceName,
+    mode: ReadMode,
+    chunk: ChunkSize,
+    access: &BlobAccess,
+) -> Result<(Box<dyn BlockSource>, Geometry), Failure> {
+    let source: Box<dyn BlockSource> = match name {
+        SourceName::Path(path) => Box::new(DeviceSource::open(path, mode)?),
+        SourceName::Blob(addr) => {
+            let store = diskferry_blob::connect_source(addr.clone(), access.api_version.clone(), access.retry_for)
+                .map_err(|e| Failure::new(ExitCode::Source, anyhow!("source {addr}: {}", redact(&format!("{e:#}")))))?;
+            Box::new(BlobSource::open(store, &addr.blob, &addr.to_string())?)
+        }
+    };
     let geometry = Geometry::new(source.size(), chunk)
-        .map_err(|e| Failure::new(ExitCode::Source, anyhow!("source {}: {e}", path.display())))?;
+        .map_err(|e| Failure::new(ExitCode::Source, anyhow!("source {name}: {e}")))?;
     Ok((source, geometry))
 }
 
-/// Sync `source_path` to `target`.
-pub fn sync(source_path: &Path, target: &Target, opts: &SyncOptions) -> Result<SyncReport, Failure> {
-    sync_with_progress(source_path, target, opts, &Progress::new(&source_path.display().to_string()))
+/// Sync `source` to `target`.
+pub fn sync(source: &SourceName, target: &Target, opts: &SyncOptions) -> Result<SyncReport, Failure> {
+    sync_with_progress(source, target, opts, &Progress::new(&source.to_string()))
 }
 
 /// Sync to one destination, counting into `progress` as it goes (for
 /// progress bars, the status file and metrics). The phase ends as `Done` or
 /// `Failed`.
 pub fn sync_with_progress(
-    source_path: &Path,
+    source: &SourceName,
     target: &Target,
     opts: &SyncOptions,
     progress: &Arc<Progress>,
 ) -> Result<SyncReport, Failure> {
-    let mut r = sync_fanout(source_path, std::slice::from_ref(target), opts, progress)?;
+    let mut r = sync_fanout(source, std::slice::from_ref(target), opts, progress)?;
     r.pop().unwrap_or_else(|| Err(Failure::new(ExitCode::Failure, anyhow!("no destination"))))
 }
 
@@ -161,12 +183,13 @@ pub fn sync_with_progress(
 /// the source fails (then every destination failed). The phase ends as
 /// `Done` when every destination synced, else `Failed`.
 pub fn sync_fanout(
-    source_path: &Path,
+    source_name: &SourceName,
     targets: &[Target],
     opts: &SyncOptions,
     progress: &Arc<Progress>,
 ) -> Result<Vec<Result<SyncReport, Failure>>, Failure> {
-    let opened = open_source(source_path, opts.read_mode, opts.chunk_size);
+    let access = BlobAccess { api_version: opts.api_version.clone(), retry_for: opts.retry_for };
+    let opened = open_source(source_name, opts.read_mode, opts.chunk_size, &access);
     let (source, geometry) = match opened {
         Ok(s) => s,
         Err(f) => {
@@ -174,10 +197,7 @@ pub fn sync_fanout(
             return Err(f);
         }
     };
-    let source_id = match &opts.source_id {
-        Some(id) => id.clone(),
-        None => std::fs::canonicalize(source_path).unwrap_or_else(|_| source_path.to_owned()).display().to_string(),
-    };
+    let source_id = opts.source_id.clone().unwrap_or_else(|| source_name.default_id());
     let sinks = targets.iter().map(|t| open_sink(t, opts)).collect();
     let pipeline = PipelineOptions {
         threads: opts.threads,
@@ -185,5 +205,5 @@ pub fn sync_fanout(
         read_limit: opts.read_limit,
         shared: opts.shared.clone(),
     };
-    sync_parts(Parts { source: &source, geometry, source_id, sinks }, &pipeline, progress)
+    sync_parts(Parts { source: &*source, geometry, source_id, sinks }, &pipeline, progress)
 }

@@ -19,11 +19,11 @@ use futures::stream::{self, StreamExt, TryStreamExt};
 use diskferry_blob::PageStore;
 
 use crate::exit::{ExitCode, Failure, WithCode};
-use crate::open::open_source;
+use crate::open::{open_source, BlobAccess};
 use crate::pageblob::points::RecoveryPoint;
 use crate::pageblob::sink::PageBlobSink;
 use crate::scan::scan;
-use crate::source::ReadMode;
+use crate::source::{ReadMode, SourceName};
 use crate::sync::thread_pool;
 
 /// Pick recovery point `g` (or the newest).
@@ -116,7 +116,7 @@ pub struct VerifyReport {
 
 /// Compare `source` with recovery point `g` of a page blob, chunk by chunk.
 pub fn verify<S: PageStore>(
-    source: &Path,
+    (source, access): (&SourceName, &BlobAccess),
     sink: &PageBlobSink<S>,
     g: Option<u64>,
     chunk: ChunkSize,
@@ -124,9 +124,9 @@ pub fn verify<S: PageStore>(
     concurrency: usize,
 ) -> Result<VerifyReport, Failure> {
     let point = pick(&sink.points()?, g, &Sink::describe(sink))?;
-    let (src, geometry) = open_source(source, ReadMode::Auto, chunk)?;
+    let (src, geometry) = open_source(source, ReadMode::Auto, chunk, access)?;
     let pool = thread_pool(threads)?;
-    let (states, _) = scan(&src, geometry, &pool, &Default::default(), |_| Ok(None))?;
+    let (states, _) = scan(&*src, geometry, &pool, &Default::default(), |_| Ok(None))?;
     let dest_geo = Geometry::new(point.disk_size, chunk).code(ExitCode::Destination)?;
     let size_matches = dest_geo.disk_size() == geometry.disk_size();
     let store = sink.store();

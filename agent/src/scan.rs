@@ -199,9 +199,7 @@ pub fn scan(
                 mapped: w.map.is_some(),
             })?;
             states.extend_from_slice(restated.as_deref().unwrap_or(&w.states));
-            if w.map.is_some() {
-                source.release(w.offset..w.offset + w.bytes().len() as u64);
-            }
+            source.release(w.offset..w.offset + w.bytes().len() as u64);
             spare.push(w.buf);
             Ok::<(), Failure>(())
         };
@@ -274,7 +272,23 @@ fn prepare<'a>(
             }
         }
     }
+    if map.is_none() {
+        source.fetch(&reads(geometry, chunks.start, &how));
+    }
     Ok(Window { first: chunks.start, offset: bytes.start, how, states, map, buf })
+}
+
+/// The byte ranges of a window's chunks that are read, neighbours joined.
+fn reads(geometry: Geometry, first: u64, how: &[Origin]) -> Vec<Range<u64>> {
+    let mut out: Vec<Range<u64>> = Vec::new();
+    for (k, _) in how.iter().enumerate().filter(|(_, &h)| h == Origin::Read) {
+        let r = geometry.chunk_range(first + k as u64);
+        match out.last_mut() {
+            Some(last) if last.end == r.start => last.end = r.end,
+            _ => out.push(r),
+        }
+    }
+    out
 }
 
 /// Read (if not mapped), zero-check and hash every chunk of a window.

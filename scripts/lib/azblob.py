@@ -6,11 +6,18 @@
     azblob.py mkcontainer ENDPOINT CONTAINER
     azblob.py delete ENDPOINT CONTAINER PREFIX     delete blobs (and snapshots) by prefix
     azblob.py upload ENDPOINT CONTAINER BLOB FILE  upload FILE as a page blob (max_concurrency=16)
+    azblob.py pages ENDPOINT CONTAINER BLOB FILE   a page blob of FILE's size holding only FILE's
+                                                   data extents (SEEK_DATA/SEEK_HOLE), as a disk's
+                                                   snapshot holds only its written pages
+    azblob.py blobsas ENDPOINT CONTAINER BLOB      print a read-only SAS for one blob (sr=b, sp=r),
+                                                   the kind a managed snapshot's export URL carries
 """
+import os
 import datetime
 import sys
 
-from azure.storage.blob import BlobServiceClient, ContainerSasPermissions, generate_container_sas
+from azure.storage.blob import (BlobSasPermissions, BlobServiceClient, ContainerSasPermissions,
+                                generate_blob_sas, generate_container_sas)
 
 ACCOUNT = "devstoreaccount1"
 KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
@@ -45,6 +52,30 @@ def main():
         c = service(endpoint).get_container_client(container)
         with open(path, "rb") as f:
             c.upload_blob(blob, f, blob_type="PageBlob", max_concurrency=16, overwrite=True)
+    elif cmd == "pages":
+        blob, path = sys.argv[4], sys.argv[5]
+        client = service(endpoint).get_container_client(container).get_blob_client(blob)
+        size = os.path.getsize(path)
+        client.create_page_blob(size)
+        with open(path, "rb") as f:
+            fd, at = f.fileno(), 0
+            while at < size:
+                try:
+                    start = os.lseek(fd, at, os.SEEK_DATA)
+                except OSError:  # no data after `at`
+                    break
+                end = os.lseek(fd, start, os.SEEK_HOLE)
+                # Page-aligned, at most 4 MiB per Put Page.
+                start, end = start // 512 * 512, min(size, (end + 511) // 512 * 512)
+                for off in range(start, end, 4 << 20):
+                    n = min(4 << 20, end - off)
+                    f.seek(off)
+                    client.upload_page(f.read(n), offset=off, length=n)
+                at = end
+    elif cmd == "blobsas":
+        blob = sys.argv[4]
+        print(generate_blob_sas(ACCOUNT, container, blob, account_key=KEY, permission=BlobSasPermissions(read=True),
+                                expiry=datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(hours=1)))
     else:
         sys.exit(__doc__)
 

@@ -113,6 +113,15 @@ impl Credential {
     pub fn for_address(addr: &BlobAddress) -> Result<Self> {
         if let Some(sas) = &addr.sas {
             check_sas_scope(addr, sas)?;
+        }
+        Self::for_reading(addr)
+    }
+
+    /// The credential for reading the one blob `addr` names (a source): a
+    /// SAS for that blob alone (`sr=b`, what a managed snapshot's export
+    /// URL carries) is enough.
+    pub fn for_reading(addr: &BlobAddress) -> Result<Self> {
+        if let Some(sas) = &addr.sas {
             Ok(Credential::Sas { blob: sas.clone(), account: None })
         } else if let Some(key) = AccountKey::from_env(&addr.account)? {
             Ok(Credential::Key(Arc::new(crate::sas::Signer::new(key, &addr.container, addr.is_emulator())?)))

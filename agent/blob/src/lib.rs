@@ -40,6 +40,22 @@ pub fn connect(addr: address::BlobAddress, version: Option<String>) -> anyhow::R
     Ok(retry::Retrying::new(azure::AzureStore::connect(addr, version)?, retry::RetryPolicy::default()))
 }
 
+/// The container of a blob that is read, not written (a source): a SAS
+/// for that blob alone will do; each request retried for at most
+/// `retry_for` (default two minutes).
+pub fn connect_source(
+    addr: address::BlobAddress,
+    version: Option<String>,
+    retry_for: Option<std::time::Duration>,
+) -> anyhow::Result<Azure> {
+    let cred = credential::Credential::for_reading(&addr)?;
+    let mut r = retry::Retrying::new(azure::AzureStore::with_credential(addr, cred, version), Default::default());
+    if let Some(d) = retry_for {
+        r.policy.max_elapsed = d;
+    }
+    Ok(r)
+}
+
 /// A destination's stores: the page blob's container, and `state` (a
 /// container, with a prefix in its `blob`) for the blobs `is_state` names,
 /// counted together; each request retried for at most `retry_for`.

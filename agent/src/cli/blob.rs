@@ -15,7 +15,7 @@ use crate::pageblob::sink::{PageBlobOptions, PageBlobSink};
 #[derive(Debug, Args)]
 pub struct DestArgs {
     /// The destination: pageblob:URL.
-    #[arg(value_parser = super::TargetParser)]
+    #[arg(value_parser = super::TargetParser::new())]
     pub dest: Target,
     /// Storage service version to send (x-ms-version).
     #[arg(long, value_name = "VERSION")]
@@ -77,10 +77,11 @@ pub struct PromoteArgs {
 
 #[derive(Debug, Args)]
 pub struct VerifyArgs {
-    /// The disk to compare with: an image file or a block device.
-    pub source: PathBuf,
+    /// The disk to compare with: an image file, a block device, or a page blob's https:// URL.
+    #[arg(value_name = "SOURCE", value_parser = super::SourceParser::new())]
+    pub source: crate::source::SourceName,
     /// The destination: pageblob:URL.
-    #[arg(long, value_name = "DEST", value_parser = super::TargetParser)]
+    #[arg(long, value_name = "DEST", value_parser = super::TargetParser::new())]
     pub against: Target,
     /// Generation to compare with [default: the newest].
     #[arg(long, value_name = "G")]
@@ -217,9 +218,11 @@ pub fn run_promote(a: PromoteArgs) -> Result<(), Failure> {
 }
 
 pub fn run_verify(a: VerifyArgs) -> Result<(), Failure> {
+    let access = crate::open::BlobAccess { api_version: a.api_version.clone(), retry_for: None };
     let sink = open_blob(&a.against, a.api_version, a.state_url)?;
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let r = crate::readback::verify(&a.source, &sink, a.point, a.chunk_size, threads, usize::from(a.concurrency))?;
+    let source = (&a.source, &access);
+    let r = crate::readback::verify(source, &sink, a.point, a.chunk_size, threads, usize::from(a.concurrency))?;
     if a.json {
         print_json(&r)?;
     } else if r.identical {

@@ -27,7 +27,7 @@ use crate::pageblob::lease::LeaseOptions;
 use crate::pageblob::sink::PageBlobOptions;
 use crate::progress::Progress;
 use crate::scan::scan;
-use crate::source::ReadMode;
+use crate::source::{ReadMode, SourceName};
 use crate::status::StatusWriter;
 use crate::sync::{thread_pool, threads_or_cores, SyncReport};
 
@@ -95,8 +95,11 @@ impl ReadArgs {
 
 #[derive(Debug, Args)]
 pub struct ScanArgs {
-    /// The disk: an image file or a block device (e.g. /dev/loop0).
-    pub source: PathBuf,
+    /// The disk: an image file, a block device (e.g. /dev/loop0), or a page blob's
+    /// https:// URL (a managed snapshot's export SAS URL; its never-written pages are
+    /// not read; a blob ending in a fixed-VHD footer is the disk before it).
+    #[arg(value_name = "SOURCE", value_parser = SourceParser::new())]
+    pub source: SourceName,
     #[command(flatten)]
     pub read: ReadArgs,
     /// Also write the disk's manifest (format v1) to FILE.
@@ -106,8 +109,11 @@ pub struct ScanArgs {
 
 #[derive(Debug, Args)]
 pub struct SyncArgs {
-    /// The disk: an image file or a block device (e.g. /dev/loop0).
-    pub source: PathBuf,
+    /// The disk: an image file, a block device (e.g. /dev/loop0), or a page blob's
+    /// https:// URL (a managed snapshot's export SAS URL; its never-written pages are
+    /// not read; a blob ending in a fixed-VHD footer is the disk before it).
+    #[arg(value_name = "SOURCE", value_parser = SourceParser::new())]
+    pub source: SourceName,
     /// Destination: file:PATH.vhd (a sparse fixed VHD; its manifest is kept at PATH.vhd.manifest),
     /// pageblob:URL (a page blob; credentials from a SAS in the URL, else
     /// AZURE_STORAGE_CONNECTION_STRING / AZURE_STORAGE_KEY, else managed identity),
@@ -115,7 +121,7 @@ pub struct SyncArgs {
     /// region; deltas go zstd-compressed; http:// only to loopback).
     /// Repeat --to to fan out: the source is read and hashed once, each destination
     /// keeps its own generation, and one that fails does not stop the others.
-    #[arg(long, value_name = "DEST", required = true, value_parser = TargetParser)]
+    #[arg(long, value_name = "DEST", required = true, value_parser = TargetParser::new())]
     pub to: Vec<Target>,
     #[command(flatten)]
     pub read: ReadArgs,
@@ -304,22 +310,43 @@ impl clap::builder::TypedValueParser for StateUrlParser {
     }
 }
 
-/// Parses a destination for clap without echoing it: clap's own "invalid
-/// value" error would print the argument, SAS signature and all.
+/// Parses a value whose errors must not echo it (a URL may carry a SAS):
+/// clap's own message repeats the value; this one names only the argument
+/// and what the parser said (which redacts).
 #[derive(Debug, Clone, Copy)]
-pub struct TargetParser;
+pub struct QuietParser<T>(std::marker::PhantomData<fn() -> T>);
 
-impl clap::builder::TypedValueParser for TargetParser {
-    type Value = Target;
+/// The parser of `--to`.
+pub type TargetParser = QuietParser<Target>;
+/// The parser of a SOURCE argument.
+pub type SourceParser = QuietParser<SourceName>;
+
+impl<T> QuietParser<T> {
+    pub const fn new() -> Self {
+        Self(std::marker::PhantomData)
+    }
+}
+
+impl<T> Default for QuietParser<T> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<T> clap::builder::TypedValueParser for QuietParser<T>
+where
+    T: std::str::FromStr<Err = String> + Clone + Send + Sync + 'static,
+{
+    type Value = T;
 
     fn parse_ref(
         &self,
         _cmd: &clap::Command,
         arg: Option<&clap::Arg>,
         value: &std::ffi::OsStr,
-    ) -> Result<Target, clap::Error> {
+    ) -> Result<T, clap::Error> {
         let name = arg.map_or_else(
-            || "DEST".to_owned(),
+            || "VALUE".to_owned(),
             |a| a.get_long().map_or_else(|| a.get_id().to_string().to_uppercase(), |l| format!("--{l}")),
         );
         let bad = |msg: String| clap::Error::raw(clap::error::ErrorKind::ValueValidation, format!("{name}: {msg}\n"));
@@ -402,16 +429,16 @@ struct ScanReport {
 
 fn run_scan(a: ScanArgs) -> Result<(), Failure> {
     let started = Instant::now();
-    let (source, geometry) = open_source(&a.source, a.read.read_mode, a.read.chunk_size)?;
+    let (source, geometry) = open_source(&a.source, a.read.read_mode, a.read.chunk_size, &Default::default())?;
     if let Some(out) = &a.manifest_out {
         crate::readback::check_folder(out)?;
     }
     let threads = a.read.threads();
     let pool = thread_pool(threads)?;
-    let (chunks, stats) = scan(&source, geometry, &pool, &Default::default(), |_| Ok(None))?;
+    let (chunks, stats) = scan(&*source, geometry, &pool, &Default::default(), |_| Ok(None))?;
     let seconds = started.elapsed().as_secs_f64();
     if let Some(out) = &a.manifest_out {
-        let source_id = std::fs::canonicalize(&a.source).unwrap_or_else(|_| a.source.clone()).display().to_string();
+        let source_id = a.source.default_id();
         let m = Manifest { geometry, generation: 1, created_unix_ms: unix_ms(), source_id, chunks };
         let bytes = m.encode().code(ExitCode::Failure)?;
         std::fs::write(out, bytes).map_err(|e| {
@@ -419,7 +446,7 @@ fn run_scan(a: ScanArgs) -> Result<(), Failure> {
         })?;
     }
     let r = ScanReport {
-        source: a.source.display().to_string(),
+        source: a.source.to_string(),
         disk_size: geometry.disk_size(),
         chunk_size: geometry.chunk_size().get(),
         chunks: stats.chunks,
@@ -429,7 +456,11 @@ fn run_scan(a: ScanArgs) -> Result<(), Failure> {
         bytes_read: stats.bytes_read,
         bytes_hashed: stats.bytes_hashed,
         threads,
-        io: if source.uses_mmap() { "mmap" } else { "pread" },
+        io: match (&a.source, source.mapped()) {
+            (SourceName::Blob(_), _) => "https",
+            (_, Some(_)) => "mmap",
+            (_, None) => "pread",
+        },
         seconds,
         bytes_per_second: geometry.disk_size() as f64 / seconds.max(1e-9),
         manifest: a.manifest_out.as_ref().map(|p| p.display().to_string()),
@@ -485,7 +516,7 @@ fn run_sync(a: SyncArgs) -> Result<(), Failure> {
         read_limit: a.read_limit,
         shared: None,
     };
-    let progress = Progress::new(&a.source.display().to_string());
+    let progress = Progress::new(&a.source.to_string());
     if let Some(p) = &a.report.status_file {
         crate::readback::check_folder(p)?;
     }

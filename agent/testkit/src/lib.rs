@@ -7,6 +7,7 @@
 //! - [`process`]: the built binaries, waiting, free ports;
 //! - [`proxy`]: one configurable TCP/HTTP proxy — count, refuse, cut, inject faults;
 //! - [`azurite`]: a real Azurite per test binary (and one a test can stop and restart);
+//! - [`pysdk`]: Microsoft's Python SDK for Azure Storage, an oracle and an independent writer;
 //! - [`relay`]: a real `diskferry-agent receive`, with a token and a self-signed certificate;
 //! - [`armsim`]: the in-process ARM simulator whose worker VMs boot a real agent.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_debug_implementations)]
@@ -18,6 +19,7 @@ pub mod image;
 pub mod judge;
 pub mod process;
 pub mod proxy;
+pub mod pysdk;
 pub mod relay;
 
 pub const MIB: u64 = 1 << 20;

@@ -94,6 +94,9 @@ pub struct Stats {
     pub connections: AtomicU64,
     /// Bytes clients sent through (requests: heads and bodies).
     pub bytes_up: AtomicU64,
+    /// Bytes the server sent back (answers: heads and bodies), when only
+    /// forwarding (no faults, no strict rules).
+    pub bytes_down: AtomicU64,
     /// HTTP requests seen (fault mode).
     pub requests: AtomicU64,
     pub refused: AtomicU64,
@@ -196,7 +199,10 @@ impl Proxy {
                 let (c2, s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
                 let (up, th) = (st.clone(), throttle.clone());
                 std::thread::spawn(move || pipe(client, server, up_limit, Some((&up.bytes_up, &th))));
-                std::thread::spawn(move || pipe(s2, c2, if drop_answer { 0 } else { u64::MAX }, None));
+                let down = st.clone();
+                let unpaced = Throttle { rate: 0, state: Mutex::new(None) };
+                let limit = if drop_answer { 0 } else { u64::MAX };
+                std::thread::spawn(move || pipe(s2, c2, limit, Some((&down.bytes_down, &unpaced))));
             }
         });
         Self { port, stats }
@@ -258,6 +264,11 @@ impl Proxy {
 
     pub fn bytes_up(&self) -> u64 {
         self.stats.bytes_up.load(Relaxed)
+    }
+
+    /// Bytes of answers forwarded (a forwarding proxy only).
+    pub fn bytes_down(&self) -> u64 {
+        self.stats.bytes_down.load(Relaxed)
     }
 
     pub fn requests(&self) -> u64 {

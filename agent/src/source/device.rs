@@ -1,66 +1,16 @@
-//! Sources: the disk being copied, as a regular file (an image) or a Linux
-//! block device (a loop device, an attached managed disk).
-//!
-//! A [`BlockSource`] is synchronous and shared across rayon workers: it says
-//! how large the disk is, which parts may hold data (a sparse image's holes
-//! read as zero and need not be read at all), and reads bytes either through a
-//! read-only memory map (no copy: the fastest way through cached data) or with
-//! `pread` into the caller's buffer. Block devices use `pread` by default: an
-//! unreadable sector then is an `EIO` we can name, where a mapping would die
-//! of `SIGBUS`.
+//! [`DeviceSource`]: a regular file (an image) or a Linux block device,
+//! read through one read-only mapping or with `pread`.
 
 use std::fs::File;
 use std::io;
 use std::ops::Range;
 use std::os::unix::fs::{FileExt, FileTypeExt};
 use std::os::unix::io::AsRawFd;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use memmap2::{Mmap, MmapOptions};
 
-/// How a source is read.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ReadMode {
-    /// Memory map for regular files, pread for block devices.
-    Auto,
-    /// Read-only memory map: hashed in place, what a sync writes copied first; a read error kills the process.
-    Mmap,
-    /// pread into a reused buffer: one copy; read errors are reported.
-    Pread,
-}
-
-/// A disk to read.
-pub trait BlockSource: Send + Sync {
-    /// Size in bytes.
-    fn size(&self) -> u64;
-    /// Ranges within `range` that may hold data; the rest reads as zero.
-    fn data_extents(&self, range: Range<u64>) -> io::Result<Vec<Range<u64>>>;
-    /// Fill `buf` from `offset`.
-    fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()>;
-    /// The whole source as read-only memory, when it is read that way.
-    fn mapped(&self) -> Option<&[u8]>;
-    /// `range` of the mapping will not be read again: drop it from this
-    /// process's memory (the page cache keeps it).
-    fn release(&self, _range: Range<u64>) {}
-    /// Hint that `range` will be read soon.
-    fn prefetch(&self, _range: Range<u64>) {}
-}
-
-/// Why a source cannot be used. Messages leave the cause to `source()`:
-/// a failure prints the chain.
-#[derive(Debug, thiserror::Error)]
-pub enum SourceError {
-    #[error("cannot open source {path}")]
-    Open { path: PathBuf, source: io::Error },
-    #[error("source {0} is neither a regular file nor a block device")]
-    Kind(PathBuf),
-    #[error("cannot read the size of block device {path}")]
-    Size { path: PathBuf, source: io::Error },
-    /// A read that failed mid-scan (an unreadable sector: EIO).
-    #[error("read error at offset {offset}")]
-    Read { offset: u64, source: io::Error },
-}
+use super::{BlockSource, ReadMode, SourceError};
 
 /// A regular file or a block device.
 #[derive(Debug)]
@@ -229,37 +179,6 @@ fn block_device_size(file: &File) -> io::Result<u64> {
         Err(io::Error::last_os_error())
     } else {
         Ok(size)
-    }
-}
-
-/// A disk held in memory: the fake the pipeline's tests read. It is read
-/// the way a block device is (`pread`, no mapping), and reports every byte
-/// as possibly holding data, so the scan reads and zero-checks it all.
-#[cfg(any(test, feature = "testing"))]
-#[derive(Debug, Clone)]
-pub struct MemSource {
-    pub bytes: Vec<u8>,
-}
-
-#[cfg(any(test, feature = "testing"))]
-impl BlockSource for MemSource {
-    fn size(&self) -> u64 {
-        self.bytes.len() as u64
-    }
-
-    fn data_extents(&self, range: Range<u64>) -> io::Result<Vec<Range<u64>>> {
-        Ok(vec![range])
-    }
-
-    fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
-        let at = usize::try_from(offset).map_err(|_| io::Error::from(io::ErrorKind::UnexpectedEof))?;
-        let src = self.bytes.get(at..at + buf.len()).ok_or_else(|| io::Error::from(io::ErrorKind::UnexpectedEof))?;
-        buf.copy_from_slice(src);
-        Ok(())
-    }
-
-    fn mapped(&self) -> Option<&[u8]> {
-        None
     }
 }
 
