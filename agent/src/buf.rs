@@ -25,13 +25,32 @@ pub struct AlignedBuf {
     len: usize,
 }
 
+/// Buffers of at least this size start on a huge page boundary and ask for
+/// transparent huge pages (`MADV_HUGEPAGE`; honoured where THP is
+/// `madvise` or `always`): a 32 MiB window or scratch buffer is then
+/// faulted in 16 times, not 8192. Measured on a 2% incremental page blob
+/// sync of the 4 GiB benchmark image: the 4 KiB faults of the pin's scratch
+/// and of the window buffers were 6% of the agent's CPU.
+pub const HUGE: usize = 2 << 20;
+
 impl AlignedBuf {
     /// Make the buffer `len` bytes long, reallocating only when it must.
     pub fn set_len(&mut self, len: usize) {
         if self.raw.len() < self.start + len {
-            self.raw = vec![0; len + ALIGN];
+            let align = if len >= HUGE { HUGE } else { ALIGN };
+            self.raw = vec![0; len + align];
             let at = self.raw.as_ptr() as usize;
-            self.start = (ALIGN - at % ALIGN) % ALIGN;
+            self.start = (align - at % align) % align;
+            if align == HUGE {
+                let whole = len / HUGE * HUGE;
+                // SAFETY: madvise only advises the kernel about the pages of
+                // `self.raw[start..start + whole]`, which this Vec owns and
+                // which are huge-page aligned; MADV_HUGEPAGE changes no
+                // contents and no mapping's permissions.
+                let _ = unsafe {
+                    libc::madvise(self.raw.as_mut_ptr().add(self.start).cast(), whole, libc::MADV_HUGEPAGE)
+                };
+            }
         }
         self.len = len;
     }
