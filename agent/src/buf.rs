@@ -47,9 +47,8 @@ impl AlignedBuf {
                 // `self.raw[start..start + whole]`, which this Vec owns and
                 // which are huge-page aligned; MADV_HUGEPAGE changes no
                 // contents and no mapping's permissions.
-                let _ = unsafe {
-                    libc::madvise(self.raw.as_mut_ptr().add(self.start).cast(), whole, libc::MADV_HUGEPAGE)
-                };
+                let _ =
+                    unsafe { libc::madvise(self.raw.as_mut_ptr().add(self.start).cast(), whole, libc::MADV_HUGEPAGE) };
             }
         }
         self.len = len;
