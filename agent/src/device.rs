@@ -16,6 +16,7 @@ use anyhow::anyhow;
 use diskferry_core::job::JobDisk;
 
 use crate::exit::{ExitCode, Failure};
+use crate::source::SourceName;
 
 /// Where Azure's udev rules put their links; tests point it elsewhere.
 pub const AZURE_DISKS_ENV: &str = "DISKFERRY_AZURE_DISKS";
@@ -28,11 +29,30 @@ pub fn lun_candidates(root: &Path, lun: u8) -> [PathBuf; 2] {
     [root.join("data/by-lun").join(lun.to_string()), root.join(format!("scsi1/lun{lun}"))]
 }
 
-/// The path to read for `disk`: its source, or for `lun:N` the first link
-/// that exists within `wait`.
-pub fn resolve(disk: &JobDisk, wait: Duration) -> Result<PathBuf, Failure> {
+/// What to read for `disk`: its source; for `lun:N` the first link that
+/// exists within `wait`; for `url-file:PATH` the page blob whose URL the
+/// file holds (a file others may read is refused: the URL carries a SAS).
+pub fn resolve(disk: &JobDisk, wait: Duration) -> Result<SourceName, Failure> {
+    if let Some(file) = disk.url_file() {
+        return read_url_file(Path::new(file));
+    }
     let root = std::env::var_os(AZURE_DISKS_ENV).map_or_else(|| PathBuf::from(AZURE_DISKS), PathBuf::from);
-    resolve_in(disk, &root, wait)
+    resolve_in(disk, &root, wait).map(SourceName::Path)
+}
+
+fn read_url_file(file: &Path) -> Result<SourceName, Failure> {
+    use std::os::unix::fs::PermissionsExt;
+    let bad = |why: String| Failure::new(ExitCode::Source, anyhow!("source url-file:{}: {why}", file.display()));
+    let meta = std::fs::metadata(file).map_err(|e| bad(e.to_string()))?;
+    if meta.permissions().mode() & 0o077 != 0 {
+        return Err(bad("readable by others: it holds a SAS (chmod 600)".into()));
+    }
+    let text = std::fs::read_to_string(file).map_err(|e| bad(e.to_string()))?;
+    match text.trim().parse::<SourceName>() {
+        Ok(name @ SourceName::Blob(_)) => Ok(name),
+        Ok(SourceName::Path(_)) => Err(bad("holds no http(s) URL".into())),
+        Err(e) => Err(bad(e)),
+    }
 }
 
 /// [`resolve`] with Azure's links under `root`.
@@ -78,7 +98,7 @@ mod tests {
 
     #[test]
     fn paths_pass_through_and_luns_are_found_by_either_link() {
-        assert_eq!(resolve(&disk("/dev/sdc"), Duration::ZERO).unwrap(), PathBuf::from("/dev/sdc"));
+        assert_eq!(resolve(&disk("/dev/sdc"), Duration::ZERO).unwrap(), SourceName::Path("/dev/sdc".into()));
         let d = tempfile::tempdir().unwrap();
         let resolve = |disk: &JobDisk, wait| resolve_in(disk, d.path(), wait);
         let target = d.path().join("disk.img");
@@ -108,5 +128,26 @@ mod tests {
         assert_eq!(e.code, ExitCode::Source);
         let msg = e.to_string();
         assert!(msg.contains("data/by-lun/9") && msg.contains("scsi1/lun9"), "{msg}");
+    }
+
+    #[test]
+    fn a_url_file_names_a_page_blob_and_must_be_its_owners_alone() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("disk0.url");
+        std::fs::write(&f, "https://md-x.blob.core.windows.net/c/abcd?sv=1&sr=b&sig=SECRET\n").unwrap();
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let source = disk(&format!("url-file:{}", f.display()));
+        match resolve(&source, Duration::ZERO).unwrap() {
+            SourceName::Blob(a) => assert_eq!((a.container.as_str(), a.blob.as_str()), ("c", "abcd")),
+            other => panic!("{other:?}"),
+        }
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let e = resolve(&source, Duration::ZERO).unwrap_err();
+        assert_eq!(e.code, ExitCode::Source);
+        assert!(e.to_string().contains("readable by others") && !e.to_string().contains("SECRET"), "{e}");
+        std::fs::write(&f, "/dev/sdc").unwrap();
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert!(resolve(&source, Duration::ZERO).unwrap_err().to_string().contains("no http(s) URL"));
     }
 }

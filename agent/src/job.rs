@@ -216,7 +216,7 @@ fn sync_disk(
     opts.read_limit = disk.read_limit;
     opts.shared = Some(shared);
     let source = crate::device::resolve(disk, crate::device::LUN_WAIT)?;
-    sync_fanout(&source.into(), &targets, &opts, progress)
+    sync_fanout(&source, &targets, &opts, progress)
 }
 
 /// A disk's outcome as the status document shows it, its reports, and its

@@ -13,6 +13,8 @@
 //! deadline_secs = 21600                # a run longer than this is failed and torn down
 //! status_interval_ms = 2000            # how often the worker reports
 //! read_limit_mib_s = 200               # read each source disk at most this fast
+//! placement = "vm"                     # where the agent runs: vm | here | auto (see RunConfig)
+//! here_max_mib = 4096                  # auto: a diff up to this is synced here, larger boots a VM
 //!
 //! [storage]
 //! api_version = "2025-11-05"           # x-ms-version for page blob destinations
@@ -60,6 +62,36 @@ pub struct RunConfig {
     /// spec's `read_limit`): a sync of a live disk leaves its owner the rest.
     #[serde(default)]
     pub read_limit_mib_s: Option<u64>,
+    /// Where a run's agent runs.
+    #[serde(default)]
+    pub placement: Placement,
+    /// `auto`: a run whose snapshot diff covers at most this many MiB (all
+    /// disks together) is synced by an agent on this host reading the
+    /// snapshots over HTTPS; a larger diff, or none, boots a worker VM.
+    /// Default 4 GiB: at a cross-region 100 MiB/s that is under a minute
+    /// of reading, less than a worker VM takes to boot.
+    #[serde(default = "default_here_max_mib")]
+    pub here_max_mib: u64,
+}
+
+/// Where a run's agent runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Placement {
+    /// Always a worker (a VM on Azure): today's tested path, kept the
+    /// default until a worker-less run has met a real subscription.
+    #[default]
+    Vm,
+    /// Always an agent on this host, reading the snapshots over HTTPS (a
+    /// provider that cannot falls back to its worker, and says so).
+    Here,
+    /// Here when the snapshot diff is known and at most `here_max_mib`
+    /// (an empty diff boots nothing), else a worker.
+    Auto,
+}
+
+fn default_here_max_mib() -> u64 {
+    4096
 }
 
 impl Default for RunConfig {
@@ -68,6 +100,8 @@ impl Default for RunConfig {
             deadline_secs: default_deadline(),
             status_interval_ms: default_status_interval(),
             read_limit_mib_s: None,
+            placement: Placement::default(),
+            here_max_mib: default_here_max_mib(),
         }
     }
 }

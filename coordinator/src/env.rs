@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use anyhow::Result;
 
 use crate::cloud::azure::AzureCloud;
+use crate::cloud::host::HostWorkers;
 use crate::cloud::local::LocalCloud;
 use crate::cloud::Cloud;
 use crate::config::Config;
@@ -33,7 +34,10 @@ impl Env {
 
     pub fn cloud(&self) -> Result<Box<dyn Cloud>> {
         match (self.config.provider(), &self.config.azure) {
-            ("azure", Some(a)) => Ok(Box::new(AzureCloud::new(a.clone())?)),
+            ("azure", Some(a)) => {
+                let host = HostWorkers::new(self.state.join("runs"), self.config.agent());
+                Ok(Box::new(AzureCloud::new(a.clone())?.with_host(host)))
+            }
             _ => Ok(Box::new(LocalCloud::new(&self.state, self.config.local.use_loop, self.config.agent())?)),
         }
     }

@@ -19,6 +19,9 @@ pub enum Action {
     ReadVm,
     /// Snapshot every disk, together.
     Snapshot,
+    /// Choose where the agent runs: a worker with temporary disks, or an
+    /// agent here reading the snapshots over HTTPS ([`Lifecycle::here`]).
+    Place,
     /// Create a temporary disk from each snapshot.
     CreateTempDisks,
     /// Write the job and start the worker with the temporary disks.
@@ -42,6 +45,7 @@ impl Action {
         match self {
             Action::ReadVm => "read-vm",
             Action::Snapshot => "snapshot",
+            Action::Place => "place",
             Action::CreateTempDisks => "temp-disks",
             Action::StartWorker => "start-worker",
             Action::Watch => "sync",
@@ -76,6 +80,8 @@ pub struct Lifecycle {
     attempted_worker: bool,
     /// The worker finished and every disk synced: new recovery points exist.
     synced: bool,
+    /// Placed here: no temporary disks, the worker is an agent on this host.
+    here: bool,
 }
 
 impl Default for Lifecycle {
@@ -93,6 +99,7 @@ impl Lifecycle {
             attempted_temp: false,
             attempted_worker: false,
             synced: false,
+            here: false,
         }
     }
 
@@ -108,6 +115,12 @@ impl Lifecycle {
     /// Every error, the cause first.
     pub fn errors(&self) -> &[String] {
         &self.errors
+    }
+
+    /// [`Action::Place`] chose an agent on this host: no temporary disks;
+    /// the worker started next is that agent. Called before reporting it.
+    pub fn place_here(&mut self) {
+        self.here = true;
     }
 
     /// Report how [`Self::next`] went and move on.
@@ -132,7 +145,9 @@ impl Lifecycle {
         let ok = !self.failed();
         match a {
             Action::ReadVm => Action::Snapshot,
-            Action::Snapshot => Action::CreateTempDisks,
+            Action::Snapshot => Action::Place,
+            Action::Place if self.here => Action::StartWorker,
+            Action::Place => Action::CreateTempDisks,
             Action::CreateTempDisks => Action::StartWorker,
             Action::StartWorker => Action::Watch,
             Action::Watch => Action::DeleteWorker,
@@ -189,6 +204,7 @@ mod tests {
             vec![
                 Action::ReadVm,
                 Action::Snapshot,
+                Action::Place,
                 Action::CreateTempDisks,
                 Action::StartWorker,
                 Action::Watch,
@@ -208,7 +224,7 @@ mod tests {
             [DeleteWorker, DeleteTempDisks, Settle { succeeded: false }][3 - from..].to_vec()
         };
         // (failing step, how many teardown steps follow)
-        for (step, n) in [(0, 0), (1, 1), (2, 2), (3, 3), (4, 3)] {
+        for (step, n) in [(0, 0), (1, 1), (2, 1), (3, 2), (4, 3), (5, 3)] {
             let (taken, l) = drive(Some(step), false);
             assert_eq!(taken[step + 1..taken.len() - 1], teardown(n)[..], "failing step {step}: {taken:?}");
             assert_eq!(taken.last(), Some(&Finish { succeeded: false }));
@@ -218,13 +234,50 @@ mod tests {
 
     #[test]
     fn failing_teardown_steps_do_not_stop_the_rest() {
-        let (taken, l) = drive(Some(4), true);
-        assert_eq!(taken.len(), 9);
+        let (taken, l) = drive(Some(5), true);
+        assert_eq!(taken.len(), 10);
         assert_eq!(l.errors().len(), 4, "cause first, then each teardown error: {:?}", l.errors());
-        assert_eq!(l.errors()[0], "step 4");
+        assert_eq!(l.errors()[0], "step 5");
         // A teardown failure after a successful sync fails the run, but the
         // new snapshots are kept: the recovery points they match exist.
         let (taken, _) = drive(None, true);
-        assert_eq!(taken[7..], [Action::Settle { succeeded: true }, Action::Finish { succeeded: false }]);
+        assert_eq!(taken[8..], [Action::Settle { succeeded: true }, Action::Finish { succeeded: false }]);
+    }
+
+    #[test]
+    fn placed_here_a_run_has_no_temporary_disks() {
+        use Action::*;
+        let run = |fail_at: Option<usize>| {
+            let mut l = Lifecycle::new();
+            let mut taken = Vec::new();
+            for i in 0..16 {
+                let a = l.next();
+                taken.push(a);
+                if let Finish { .. } = a {
+                    break;
+                }
+                if a == Place {
+                    l.place_here();
+                }
+                l.report(if fail_at == Some(i) { Outcome::Failed("x".into()) } else { Outcome::Done });
+            }
+            taken
+        };
+        let ok = [ReadVm, Snapshot, Place, StartWorker, Watch, DeleteWorker, Settle { succeeded: true }];
+        assert_eq!(run(None), [&ok[..], &[Finish { succeeded: true }]].concat());
+        // The agent here failed: it is stopped, and this run's snapshots go.
+        assert_eq!(
+            run(Some(4)),
+            [
+                ReadVm,
+                Snapshot,
+                Place,
+                StartWorker,
+                Watch,
+                DeleteWorker,
+                Settle { succeeded: false },
+                Finish { succeeded: false }
+            ]
+        );
     }
 }

@@ -81,7 +81,10 @@ pub struct JobDisk {
     pub name: String,
     /// A block device or image file on the worker, or `lun:N`: the data disk
     /// attached at LUN N of an Azure worker, which the agent finds itself
-    /// (the device links differ between SCSI and NVMe VM sizes).
+    /// (the device links differ between SCSI and NVMe VM sizes), or
+    /// `url-file:PATH`: a file (mode 600) holding the URL, SAS and all, of a
+    /// page blob to read over HTTPS (a snapshot's export: the job itself
+    /// holds no secret).
     pub source: String,
     /// Recorded in the manifest; stable across runs although the device
     /// path changes (each run reads a new temporary disk).
@@ -258,6 +261,9 @@ impl JobSpec {
         if self.state_url.as_deref().is_some_and(carries_sas) {
             return Err(invalid("state_url", "carries a SAS; a job must hold no secret".into()));
         }
+        if self.disks.iter().any(|d| carries_sas(&d.source)) {
+            return Err(invalid("disks", "a source carries a SAS; name it by url-file:PATH".into()));
+        }
         if self.disks.iter().flat_map(|d| &d.destinations).any(|d| carries_sas(d)) {
             return Err(invalid("disks", "a destination carries a SAS; a job must hold no secret".into()));
         }
@@ -293,11 +299,18 @@ pub fn carries_sas(url: &str) -> bool {
 
 /// A source `lun:N` names the worker's data disk at LUN N.
 pub const LUN_PREFIX: &str = "lun:";
+/// A source `url-file:PATH` names a file holding a page blob's URL.
+pub const URL_FILE_PREFIX: &str = "url-file:";
 /// The highest LUN Azure attaches a data disk at.
 pub const MAX_LUN: u8 = 63;
 
 impl JobDisk {
     /// The LUN, when the source is `lun:N` with a valid N.
+    /// The file holding the source's URL, when the source is `url-file:PATH`.
+    pub fn url_file(&self) -> Option<&str> {
+        self.source.strip_prefix(URL_FILE_PREFIX).filter(|p| !p.is_empty())
+    }
+
     pub fn lun(&self) -> Option<u8> {
         let n = self.source.strip_prefix(LUN_PREFIX)?;
         if n.is_empty() || !n.bytes().all(|b| b.is_ascii_digit()) || n.len() > 2 {
@@ -415,6 +428,11 @@ mod tests {
         let mut j = sample();
         j.disks[0].destinations = vec!["pageblob:https://a.blob.core.windows.net/c/d.vhd?sv=1&sig=X".into()];
         assert!(matches!(JobSpec::parse(&j.to_json()), Err(JobError::Invalid { field: "disks", .. })));
+        let mut j = sample();
+        j.disks[0].source = "https://md-x.blob.core.windows.net/c/abcd?sv=1&sr=b&sig=X".into();
+        assert!(matches!(JobSpec::parse(&j.to_json()), Err(JobError::Invalid { field: "disks", .. })));
+        j.disks[0].source = "url-file:/run/diskferry/r1/os.url".into();
+        assert_eq!(JobSpec::parse(&j.to_json()).unwrap().disks[0].url_file(), Some("/run/diskferry/r1/os.url"));
         let mut j = sample();
         j.status_blob = Some("https://a.blob.core.windows.net/c/s.json?sig=X".into());
         assert!(matches!(JobSpec::parse(&j.to_json()), Err(JobError::Invalid { field: "status_blob", .. })));

@@ -24,6 +24,10 @@ struct State {
     jobs: Vec<JobSpec>,
     /// What the worker reports, once started (`None`: the default).
     outcome: Option<WorkerState>,
+    /// Runs may be placed here ([`FakeCloud::allow_here`]).
+    here: bool,
+    /// Read access granted to workers here: worker name -> snapshots.
+    grants: BTreeMap<String, Vec<String>>,
 }
 
 /// A cloud in memory (see the module's header).
@@ -65,6 +69,17 @@ impl FakeCloud {
     /// The worker ends this way instead of succeeding.
     pub fn worker_ends(&self, outcome: WorkerState) {
         self.lock().outcome = Some(outcome);
+    }
+
+    /// Let runs be placed here: snapshots readable from this host, and
+    /// workers here that read them through grants revoked on delete.
+    pub fn allow_here(&self) {
+        self.lock().here = true;
+    }
+
+    /// Snapshots read access is granted to now.
+    pub fn grants(&self) -> Vec<String> {
+        self.lock().grants.values().flatten().cloned().collect()
     }
 
     /// Resources that exist now, by name.
@@ -256,9 +271,42 @@ impl Cloud for FakeCloud {
         Ok(WorkerState::Finished(all_synced(job, &sizes)))
     }
 
+    fn why_not_here(&self, snapshot: &str) -> Result<Option<String>> {
+        let s = self.call("why_not_here")?;
+        Ok(match (s.here, s.live.get(snapshot)) {
+            (false, _) => Some("the fake cloud keeps no workers here".into()),
+            (true, Some(ResourceKind::Snapshot)) => None,
+            (true, _) => Some(format!("snapshot {snapshot} does not exist")),
+        })
+    }
+
+    fn start_here(&self, w: &WorkerSpec<'_>) -> Result<Option<String>> {
+        let mut s = self.call("start_here")?;
+        if !s.here {
+            bail!("no workers here");
+        }
+        // Recorded before granting, as the azure provider does: a delete
+        // revokes whatever was granted.
+        s.grants.insert(w.name.to_owned(), Vec::new());
+        let mut job = w.job.clone();
+        for (d, a) in job.disks.iter_mut().zip(w.disks) {
+            if s.live.get(&a.snapshot) != Some(&ResourceKind::Snapshot) {
+                bail!("snapshot {} does not exist", a.snapshot);
+            }
+            if let Some(g) = s.grants.get_mut(w.name) {
+                g.push(a.snapshot.clone());
+            }
+            d.source = format!("url-file:/fake/{}.url", d.name);
+        }
+        Self::create(&mut s, ResourceKind::Worker, w.name)?;
+        s.jobs.push(job);
+        Ok(Some("this host".into()))
+    }
+
     fn delete(&self, _kind: ResourceKind, name: &str) -> Result<()> {
         let mut s = self.call("delete")?;
         s.live.remove(name);
+        s.grants.remove(name);
         Ok(())
     }
 

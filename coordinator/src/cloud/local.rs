@@ -11,20 +11,16 @@
 //!   process in its own process group: like a VM, it outlives a coordinator
 //!   that dies, and `gc` finds it by its job path.
 
-use diskferry_core::report::Status;
-use std::collections::HashMap;
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::process::Command;
 
 use anyhow::{anyhow, bail, Context, Result};
 
+use super::host::{euid, is_symlink, private_dir, read_dir, remove_file, HostWorkers};
 use super::{Cloud, Found, ResourceKind, RunTags, Vm, VmDisk, WorkerSpec, WorkerState};
 
 /// `vm.toml`: a source VM of the local provider.
@@ -65,9 +61,8 @@ pub fn check_name(what: &str, name: &str) -> Result<()> {
 pub struct LocalCloud {
     root: PathBuf,
     use_loop: bool,
-    agent: PathBuf,
-    /// Workers this process started, reaped when they exit.
-    children: Mutex<HashMap<String, Child>>,
+    /// Workers: agent processes on this machine.
+    workers: HostWorkers,
 }
 
 impl LocalCloud {
@@ -76,7 +71,8 @@ impl LocalCloud {
         if use_loop && !is_root() {
             bail!("--loop needs root (loop devices are attached with losetup)");
         }
-        Ok(Self { root: root.to_owned(), use_loop, agent, children: Mutex::new(HashMap::new()) })
+        let workers = HostWorkers::new(root.join("runs"), agent);
+        Ok(Self { root: root.to_owned(), use_loop, workers })
     }
 
     fn snapshots(&self) -> PathBuf {
@@ -190,55 +186,12 @@ impl Cloud for LocalCloud {
     }
 
     fn start_worker(&self, w: &WorkerSpec<'_>) -> Result<Option<String>> {
-        let (name, job) = (w.name, w.job);
-        let dir = Path::new(name);
-        std::fs::create_dir_all(dir)?;
-        let job_path = dir.join("job.json");
-        std::fs::write(&job_path, job.to_json())?;
-        let log = File::create(dir.join("agent.log"))?;
-        let child = Command::new(&self.agent)
-            .arg("run")
-            .arg("--job")
-            .arg(&job_path)
-            .arg("--status-file")
-            .arg(dir.join("status.json"))
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .process_group(0)
-            .spawn()
-            .with_context(|| format!("cannot start the agent {}", self.agent.display()))?;
-        self.children.lock().map_err(|_| anyhow!("worker table poisoned"))?.insert(name.to_owned(), child);
+        self.workers.start(w.name, w.job)?;
         Ok(None)
     }
 
     fn worker_state(&self, name: &str) -> Result<WorkerState> {
-        let dir = Path::new(name);
-        let running = {
-            let mut children = self.children.lock().map_err(|_| anyhow!("worker table poisoned"))?;
-            match children.get_mut(name) {
-                Some(c) => c.try_wait()?.is_none(),
-                None => !job_processes(&dir.join("job.json")).is_empty(),
-            }
-        };
-        // Read the status after looking at the process: if it has exited,
-        // what we read is its last word.
-        // It is written whole (temp file and rename): one that does not
-        // parse is from an agent this coordinator does not understand.
-        let status = match std::fs::read(dir.join("status.json")) {
-            Ok(b) => Some(Status::parse(&b).map_err(|e| anyhow!("the worker's status: {e}"))?),
-            Err(_) => None,
-        };
-        if running {
-            return Ok(WorkerState::Running(status));
-        }
-        match status {
-            Some(s) if s.phase.finished() => Ok(WorkerState::Finished(s)),
-            _ => Ok(WorkerState::Lost(format!(
-                "the worker exited without a final status; agent log: {}",
-                log_tail(&dir.join("agent.log"))
-            ))),
-        }
+        self.workers.state(name)
     }
 
     fn delete(&self, kind: ResourceKind, name: &str) -> Result<()> {
@@ -259,24 +212,7 @@ impl Cloud for LocalCloud {
                 }
                 Ok(())
             }
-            ResourceKind::Worker => {
-                let dir = Path::new(name);
-                if !is_run_dir(&self.runs(), dir) {
-                    bail!("{name:?} is not a run folder of this state folder: not deleted");
-                }
-                if is_symlink(dir) {
-                    // Not a folder this coordinator made: the link goes, never what it points at.
-                    return remove_file(dir);
-                }
-                let mut child = self.children.lock().map_err(|_| anyhow!("worker table poisoned"))?.remove(name);
-                stop_processes(&dir.join("job.json"), child.as_mut())?;
-                match std::fs::remove_dir_all(dir) {
-                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                        Err(e).with_context(|| format!("cannot remove {}", dir.display()))
-                    }
-                    _ => Ok(()),
-                }
-            }
+            ResourceKind::Worker => self.workers.delete(name),
         }
     }
 
@@ -289,17 +225,7 @@ impl Cloud for LocalCloud {
                 found.push(Found::untagged(ResourceKind::Snapshot, f.display().to_string(), run_id));
             }
         }
-        for dir in read_dir(&self.runs())? {
-            let run_id = dir.file_name().map(|n| n.to_string_lossy().into_owned());
-            found.push(Found::untagged(ResourceKind::Worker, dir.display().to_string(), run_id));
-        }
-        for pid_job in all_job_processes(&self.runs()) {
-            let name = parent(&pid_job.1).display().to_string();
-            if !found.iter().any(|f| f.kind == ResourceKind::Worker && f.name == name) {
-                let run_id = Path::new(&name).file_name().map(|n| n.to_string_lossy().into_owned());
-                found.push(Found::untagged(ResourceKind::Worker, name, run_id));
-            }
-        }
+        found.extend(self.workers.list()?);
         if is_root() {
             for (_, back) in loops_backed_by(None)? {
                 if is_snapshot_file(&self.snapshots(), &back) {
@@ -314,40 +240,6 @@ impl Cloud for LocalCloud {
             }
         }
         Ok(found)
-    }
-}
-
-/// Create `dir` (and its missing parents) readable by the owner only.
-fn private_dir(dir: &Path) -> std::io::Result<()> {
-    use std::os::unix::fs::DirBuilderExt;
-    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)
-}
-
-fn read_dir(p: &Path) -> Result<Vec<PathBuf>> {
-    match std::fs::read_dir(p) {
-        Ok(rd) => Ok(rd.filter_map(|e| e.ok().map(|e| e.path())).collect()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
-        Err(e) => Err(e).with_context(|| format!("cannot list {}", p.display())),
-    }
-}
-
-fn remove_file(p: &Path) -> Result<()> {
-    match std::fs::remove_file(p) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-            Err(e).with_context(|| format!("cannot remove {}", p.display()))
-        }
-        _ => Ok(()),
-    }
-}
-
-fn log_tail(p: &Path) -> String {
-    let text = std::fs::read_to_string(p).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
-    let tail = lines[lines.len().saturating_sub(3)..].join(" | ");
-    if tail.is_empty() {
-        "(empty)".into()
-    } else {
-        tail
     }
 }
 
@@ -425,93 +317,11 @@ fn loops_backed_by(file: Option<&Path>) -> Result<Vec<(String, PathBuf)>> {
         .collect())
 }
 
-/// Processes running `... --job JOB ...` (workers of one run).
-fn job_processes(job: &Path) -> Vec<i32> {
-    all_job_processes(parent(&parent(job)).as_path()).into_iter().filter(|(_, j)| j == job).map(|(p, _)| p).collect()
-}
-
-/// `dir` is `runs/NAME` exactly: one plain component under `runs`, no `..`
-/// or `.`. A path that only *starts* with `runs` (`runs/../../home/x`) is
-/// not one: `Path::starts_with` compares components without resolving `..`.
-fn is_run_dir(runs: &Path, dir: &Path) -> bool {
-    let Ok(rest) = dir.strip_prefix(runs) else { return false };
-    let mut parts = rest.components();
-    matches!(parts.next(), Some(std::path::Component::Normal(_))) && parts.next().is_none()
-}
-
-fn is_symlink(p: &Path) -> bool {
-    std::fs::symlink_metadata(p).is_ok_and(|m| m.file_type().is_symlink())
-}
-
 /// `file` is `snapshots/VM/FILE` exactly, and not a symbolic link.
 fn is_snapshot_file(snapshots: &Path, file: &Path) -> bool {
     let Ok(rest) = file.strip_prefix(snapshots) else { return false };
     let parts: Vec<_> = rest.components().collect();
     parts.len() == 2 && parts.iter().all(|c| matches!(c, std::path::Component::Normal(_))) && !is_symlink(file)
-}
-
-/// The effective uid of this process.
-fn euid() -> u32 {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    unsafe { libc::geteuid() }
-}
-
-/// Every process of this user whose `--job` argument is `runs/NAME/job.json`
-/// for a plain `NAME` (a worker this coordinator could have started). Any
-/// local user can start a process with any command line: only one's own
-/// processes, at a path that cannot leave `runs`, are taken for workers.
-fn all_job_processes(runs: &Path) -> Vec<(i32, PathBuf)> {
-    use std::os::unix::fs::MetadataExt;
-    let mut out = Vec::new();
-    let Ok(rd) = std::fs::read_dir("/proc") else { return out };
-    let me = euid();
-    for e in rd.flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else { continue };
-        if e.metadata().map_or(true, |m| m.uid() != me) {
-            continue;
-        }
-        let Ok(cmd) = std::fs::read(e.path().join("cmdline")) else { continue };
-        let args: Vec<&[u8]> = cmd.split(|&b| b == 0).collect();
-        for w in args.windows(2) {
-            if w[0] == b"--job" {
-                let job = PathBuf::from(String::from_utf8_lossy(w[1]).into_owned());
-                let in_a_run = job.file_name().is_some_and(|f| f == "job.json") && is_run_dir(runs, &parent(&job));
-                if in_a_run {
-                    out.push((pid, job));
-                }
-            }
-        }
-    }
-    out
-}
-
-/// Stop a run's worker processes: SIGTERM, then SIGKILL after 5 s.
-fn stop_processes(job: &Path, mut child: Option<&mut Child>) -> Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let mut sig = libc::SIGTERM;
-    loop {
-        if let Some(c) = child.as_deref_mut() {
-            if c.try_wait()?.is_some() {
-                child = None;
-            }
-        }
-        let pids = job_processes(job);
-        if pids.is_empty() && child.is_none() {
-            return Ok(());
-        }
-        for &pid in &pids {
-            // SAFETY: kill has no memory-safety preconditions; the pid was just
-            // read from /proc with our job path on its command line.
-            unsafe { libc::kill(pid, sig) };
-        }
-        if Instant::now() > deadline {
-            if sig == libc::SIGKILL {
-                bail!("worker processes {pids:?} do not exit");
-            }
-            sig = libc::SIGKILL;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 #[cfg(test)]

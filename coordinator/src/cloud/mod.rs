@@ -11,6 +11,7 @@
 pub mod azure;
 #[cfg(test)]
 pub mod fake;
+pub mod host;
 pub mod local;
 
 use diskferry_core::report::Status;
@@ -169,6 +170,14 @@ pub struct WorkerSpec<'a> {
     pub tags: &'a RunTags,
 }
 
+/// Names of workers on this host start with this, whatever the provider.
+pub const HERE: &str = "here:";
+
+/// The default name of `run_id`'s worker on this host.
+pub fn here_name(run_id: &str) -> String {
+    format!("{HERE}{run_id}")
+}
+
 /// A cloud the lifecycle runs on.
 pub trait Cloud: Send + Sync + std::fmt::Debug {
     /// `local`, `azure`.
@@ -211,6 +220,25 @@ pub trait Cloud: Send + Sync + std::fmt::Debug {
     /// them (then the agent reads everything).
     fn changed_ranges(&self, _previous: &str, _current: &str) -> Result<Option<Vec<[u64; 2]>>> {
         Ok(None)
+    }
+
+    /// Whether an agent on this host could read `snapshot` over HTTPS (a
+    /// run placed here): `Ok(None)` it could, `Ok(Some(why))` it could not.
+    fn why_not_here(&self, _snapshot: &str) -> Result<Option<String>> {
+        Ok(Some(format!("the {} provider's snapshots are read by its workers", self.provider())))
+    }
+
+    /// The name of `run_id`'s worker on this host (see [`here_name`]).
+    fn here_worker_name(&self, run_id: &str) -> String {
+        here_name(run_id)
+    }
+
+    /// Start `w` as an agent on this host reading each disk's snapshot over
+    /// HTTPS (read access is granted here, and revoked when the worker is
+    /// deleted); [`Cloud::worker_state`] and [`Cloud::delete`] know it by
+    /// its name.
+    fn start_here(&self, _w: &WorkerSpec<'_>) -> Result<Option<String>> {
+        anyhow::bail!("the {} provider has no workers on this host", self.provider())
     }
 
     /// Mark a snapshot as its replica's newest, to be kept (the store

@@ -21,7 +21,7 @@ const HINT_ALIGN: u64 = 64 * 1024;
 /// and says so). One disk gets at most 400 of them, and never fewer than 16.
 const HINT_RANGE_BUDGET: usize = 1000;
 use crate::clock::now;
-use crate::config::Config;
+use crate::config::{Config, Placement};
 use crate::destination::Destination;
 use crate::lifecycle::{Action, Lifecycle, Outcome};
 use crate::owner;
@@ -109,6 +109,12 @@ struct Built {
     temp_names: Vec<Option<String>>,
     devices: Vec<String>,
     worker: Option<String>,
+    /// Per disk: what changed since the replica's last kept snapshot.
+    hints: Vec<Option<RangeHint>>,
+    /// Placed here (no temporary disks; the worker is an agent on this host).
+    here: bool,
+    /// Where the run was placed, and why.
+    placed: String,
 }
 
 /// Run the lifecycle of `run` to its end; returns the finished run row.
@@ -137,13 +143,18 @@ pub fn execute(
             store.finish_run(&run.id, st, now(), Some(started.elapsed().as_millis() as i64), error.as_deref())?;
             return store.run(&run.id);
         }
-        let before_teardown =
-            matches!(action, Action::ReadVm | Action::Snapshot | Action::CreateTempDisks | Action::StartWorker);
+        let before_teardown = matches!(
+            action,
+            Action::ReadVm | Action::Snapshot | Action::Place | Action::CreateTempDisks | Action::StartWorker
+        );
         let result = if before_teardown && cancelled() {
             Err(anyhow!("cancelled by a signal"))
         } else {
             exec.step(action, &mut built, deadline, obs)
         };
+        if action == Action::Place && built.here && result.is_ok() {
+            life.place_here();
+        }
         crate::failpoint::hit(&format!("after-{}", action.phase()));
         life.report(match result {
             Ok(()) => Outcome::Done,
@@ -200,27 +211,47 @@ impl Exec<'_> {
                 }
                 Ok(())
             }
+            Action::Place => {
+                let vm = built.vm.as_ref().ok_or_else(|| anyhow!("no VM"))?;
+                let per_disk = (HINT_RANGE_BUDGET / vm.disks.len().max(1)).clamp(16, 400);
+                built.hints = vm.disks.iter().zip(&built.snapshots).map(|(d, s)| self.hint(d, s, per_disk)).collect();
+                let (here, why) = self.placement(&built.snapshots, &built.hints)?;
+                built.here = here;
+                built.placed = why;
+                Ok(())
+            }
             Action::StartWorker => {
                 let vm = built.vm.as_ref().ok_or_else(|| anyhow!("no VM"))?;
-                let mut job = self.job(vm, &built.devices)?;
-                let per_disk = (HINT_RANGE_BUDGET / vm.disks.len().max(1)).clamp(16, 400);
-                for (i, d) in vm.disks.iter().enumerate() {
-                    job.disks[i].hint = self.hint(d, &built.snapshots[i], per_disk);
+                // Placed here, the provider names each disk's source itself.
+                let devices = if built.here { vec![String::from("-"); vm.disks.len()] } else { built.devices.clone() };
+                let mut job = self.job(vm, &devices)?;
+                for (d, h) in job.disks.iter_mut().zip(&built.hints) {
+                    d.hint = h.clone();
                 }
-                let name = self.cloud.worker_name(&self.run.id);
+                let name = match built.here {
+                    true => self.cloud.here_worker_name(&self.run.id),
+                    false => self.cloud.worker_name(&self.run.id),
+                };
                 built.worker = Some(name.clone());
                 self.plan(ResourceKind::Worker, &name, None)?;
-                let disks: Vec<Attach> = built
-                    .snapshots
-                    .iter()
-                    .zip(&built.temp_names)
-                    .enumerate()
-                    .map(|(lun, (s, t))| Attach { lun, snapshot: s.clone(), temp: t.clone() })
+                let disks: Vec<Attach> = (0..built.snapshots.len())
+                    .map(|lun| Attach {
+                        lun,
+                        snapshot: built.snapshots[lun].clone(),
+                        temp: built.temp_names.get(lun).cloned().flatten(),
+                    })
                     .collect();
                 let tags = self.tags();
-                let worker =
-                    self.cloud.start_worker(&WorkerSpec { name: &name, vm, job: &job, disks: &disks, tags: &tags })?;
-                if let Some(w) = worker {
+                let spec = WorkerSpec { name: &name, vm, job: &job, disks: &disks, tags: &tags };
+                let worker = if built.here { self.cloud.start_here(&spec)? } else { self.cloud.start_worker(&spec)? };
+                // What the worker is, and where the run was placed and why.
+                let what = match (worker, built.placed.is_empty()) {
+                    (Some(w), true) => Some(w),
+                    (Some(w), false) => Some(format!("{w}; placed by {}", built.placed)),
+                    (None, false) => Some(format!("placed by {}", built.placed)),
+                    (None, true) => None,
+                };
+                if let Some(w) = what {
                     self.store.set_worker(&self.run.id, &w)?;
                 }
                 self.store.set_resource_state(&name, resource_state::CREATED, now())
@@ -243,6 +274,30 @@ impl Exec<'_> {
             Action::Settle { succeeded } => self.settle(built, succeeded),
             Action::Finish { .. } => Ok(()),
         }
+    }
+
+    /// Where the agent runs: here (`true`) or on a worker, and why.
+    fn placement(&self, snapshots: &[String], hints: &[Option<RangeHint>]) -> Result<(bool, String)> {
+        let run = &self.config.run;
+        let diff: Option<u64> =
+            hints.iter().map(|h| h.as_ref().map(|h| h.ranges.iter().map(|r| r[1]).sum::<u64>())).sum();
+        let mib = |b: u64| format!("{:.1} MiB", b as f64 / (1 << 20) as f64);
+        let here = match (run.placement, diff) {
+            (Placement::Vm, _) => return Ok((false, String::new())),
+            (Placement::Here, _) => "placement here".to_owned(),
+            (Placement::Auto, None) => return Ok((false, "auto: no snapshot diff for every disk".into())),
+            (Placement::Auto, Some(b)) if b > run.here_max_mib.saturating_mul(1 << 20) => {
+                return Ok((false, format!("auto: a diff of {} over here_max_mib {}", mib(b), run.here_max_mib)));
+            }
+            (Placement::Auto, Some(b)) => format!("auto: a diff of {} (here_max_mib {})", mib(b), run.here_max_mib),
+        };
+        for s in snapshots {
+            if let Some(why) = self.cloud.why_not_here(s)? {
+                eprintln!("note: run {}: not placed here ({here}): {why}", self.run.id);
+                return Ok((false, format!("{here}, but {why}")));
+            }
+        }
+        Ok((true, here))
     }
 
     fn tags(&self) -> RunTags {

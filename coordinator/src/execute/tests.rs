@@ -89,12 +89,64 @@ fn a_worker_that_fails_a_disk_fails_the_run_and_is_torn_down() {
     assert!(retained(&s).is_empty());
 }
 
+/// A replica whose runs are placed here, on a cloud that allows it.
+fn here(s: &mut Setup) -> FakeCloud {
+    s.config.run.placement = crate::config::Placement::Here;
+    let c = cloud();
+    c.allow_here();
+    c
+}
+
+#[test]
+fn a_run_placed_here_makes_no_temporary_disk_and_revokes_what_it_read() {
+    let mut s = setup();
+    let c = here(&mut s);
+    let r = run_once(&mut s, &c);
+    assert_eq!(r.status, status::SUCCEEDED, "{:?}", r.error);
+    let calls = c.calls();
+    assert_eq!((calls.get("create_temp_disk"), calls.get("start_worker")), (None, None), "{calls:?}");
+    assert_eq!(calls.get("start_here"), Some(&1));
+    assert_eq!(r.worker.as_deref(), Some("this host; placed by placement here"));
+    let job = &c.jobs()[0];
+    assert_eq!(
+        job.disks.iter().map(|d| d.source.as_str()).collect::<Vec<_>>(),
+        ["url-file:/fake/os.url", "url-file:/fake/data.url"]
+    );
+    assert!(c.grants().is_empty(), "read access is revoked with the worker: {:?}", c.grants());
+    let live: BTreeSet<String> = c.live().into_keys().collect();
+    assert_eq!(live, retained(&s));
+    // Where the provider cannot read a snapshot here, a worker does.
+    let mut s = setup();
+    s.config.run.placement = crate::config::Placement::Here;
+    let c = cloud();
+    let r = run_once(&mut s, &c);
+    assert_eq!(r.status, status::SUCCEEDED, "{:?}", r.error);
+    assert_eq!(c.calls().get("start_here"), None);
+    assert!(r.worker.as_deref().unwrap_or_default().contains("keeps no workers here"), "{:?}", r.worker);
+    // Auto with no diff known (the fake has none): a worker.
+    let mut s = setup();
+    let c = here(&mut s);
+    s.config.run.placement = crate::config::Placement::Auto;
+    run_once(&mut s, &c);
+    assert_eq!(c.calls().get("start_here"), None);
+}
+
 #[test]
 fn a_failure_at_every_cloud_call_leaves_only_retained_snapshots() {
+    every_call_failing(false);
+}
+
+#[test]
+fn a_failure_at_every_cloud_call_of_a_run_placed_here_leaves_only_retained_snapshots_and_no_grant() {
+    every_call_failing(true);
+}
+
+fn every_call_failing(placed_here: bool) {
+    let new = |s: &mut Setup| if placed_here { here(s) } else { cloud() };
     // The calls of one clean run after a first one.
     let counts = {
         let mut s = setup();
-        let c = cloud();
+        let c = new(&mut s);
         run_once(&mut s, &c);
         let before = c.calls();
         run_once(&mut s, &c);
@@ -108,7 +160,7 @@ fn a_failure_at_every_cloud_call_leaves_only_retained_snapshots() {
         for nth in before + 1..=after {
             let what = format!("{method} #{nth}");
             let mut s = setup();
-            let c = cloud();
+            let c = new(&mut s);
             assert_eq!(run_once(&mut s, &c).status, status::SUCCEEDED);
             c.fail(method, nth);
             let r = run_once(&mut s, &c);
@@ -120,6 +172,7 @@ fn a_failure_at_every_cloud_call_leaves_only_retained_snapshots() {
             let live: BTreeSet<String> = c.live().into_keys().collect();
             assert_eq!(live, retained(&s), "{what}: left behind");
             assert_eq!(live.len(), 2, "{what}: one snapshot per disk is kept");
+            assert!(c.grants().is_empty(), "{what}: read access left granted: {:?}", c.grants());
             // And the replica runs again.
             assert_eq!(run_once(&mut s, &c).status, status::SUCCEEDED, "{what}: the next run");
         }

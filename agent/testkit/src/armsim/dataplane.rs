@@ -1,6 +1,11 @@
 //! The simulator's data plane: a snapshot's SAS URL answering Get Blob
-//! Properties (its size) and Get Page Ranges with
-//! `x-ms-previous-snapshot-url` and `x-ms-range` from the snapshot files.
+//! Properties (its size), Get Page Ranges with
+//! `x-ms-previous-snapshot-url` and `x-ms-range`, Get Page Ranges of the
+//! snapshot alone (what an agent reading it over HTTPS asks first), and Get
+//! Blob with `x-ms-range`, from the snapshot files. Pages are 64 KiB
+//! granules: a granule holding any non-zero byte was written, as Azure's
+//! own page ranges are the pages a disk's writes touched (the simulator
+//! cannot know which all-zero pages were written).
 
 use serde_json::Value;
 
@@ -15,9 +20,93 @@ impl ArmSim {
         let s = self.state.lock().unwrap();
         let file = token_of(target).and_then(|t| s.grants.get(&t)).and_then(|k| s.files.get(k));
         match file.and_then(|f| std::fs::metadata(f).ok()) {
-            Some(m) => (200, vec![("Content-Length".into(), m.len().to_string())], Value::Null),
+            Some(m) => (
+                200,
+                vec![("Content-Length".into(), m.len().to_string()), ("x-ms-blob-type".into(), "PageBlob".into())],
+                Value::Null,
+            ),
             None => (403, vec![("Content-Length".into(), "0".into())], Value::Null),
         }
+    }
+
+    /// The snapshot a signed SAS URL names, as bytes (or the error to answer).
+    fn snapshot_bytes(&self, target: &str) -> Result<Vec<u8>, Reply> {
+        let xml_err = |st: u16, code: &str| (st, vec![], Value::String(format!("<Error><Code>{code}</Code></Error>")));
+        let s = self.state.lock().unwrap();
+        let Some(k) = token_of(target).and_then(|t| s.grants.get(&t).cloned()) else {
+            return Err(xml_err(403, "AuthenticationFailed"));
+        };
+        if s.resources.get(&k).is_some_and(|r| r["properties"]["dataAccessAuthMode"] == "AzureActiveDirectory") {
+            return Err(xml_err(403, "AuthorizationFailure"));
+        }
+        match s.files.get(&k) {
+            Some(f) => Ok(std::fs::read(f).unwrap()),
+            None => Err(xml_err(404, "BlobNotFound")),
+        }
+    }
+
+    /// Get Page Ranges of one snapshot (no previous one): its written
+    /// granules, merged, a few a page with `NextMarker`.
+    pub(super) fn page_list(&self, target: &str) -> Reply {
+        if !target.contains("comp=pagelist") {
+            return (400, vec![], Value::String("<Error><Code>InvalidQueryParameterValue</Code></Error>".into()));
+        }
+        let b = match self.snapshot_bytes(target) {
+            Ok(b) => b,
+            Err(reply) => return reply,
+        };
+        const G: usize = 64 * 1024;
+        let mut ranges: Vec<(usize, usize)> = Vec::new();
+        for (i, g) in b.chunks(G).enumerate() {
+            if g.iter().all(|&x| x == 0) {
+                continue;
+            }
+            let (g0, g1) = (i * G, i * G + g.len());
+            match ranges.last_mut() {
+                Some(r) if r.1 == g0 => r.1 = g1,
+                _ => ranges.push((g0, g1)),
+            }
+        }
+        let skip: usize =
+            target.split(['?', '&']).find_map(|q| q.strip_prefix("marker=")).and_then(|m| m.parse().ok()).unwrap_or(0);
+        let page = self.state.lock().unwrap().page.max(1);
+        let mut xml = String::from("<?xml version=\"1.0\" encoding=\"utf-8\"?><PageList>");
+        for (start, end) in ranges.iter().skip(skip).take(page) {
+            xml.push_str(&format!("<PageRange><Start>{start}</Start><End>{}</End></PageRange>", end - 1));
+        }
+        if skip + page < ranges.len() {
+            xml.push_str(&format!("<NextMarker>{}</NextMarker>", skip + page));
+        } else {
+            xml.push_str("<NextMarker />");
+        }
+        xml.push_str("</PageList>");
+        (200, vec![("x-ms-blob-content-length".into(), b.len().to_string())], Value::String(xml))
+    }
+
+    /// Get Blob of a snapshot with `x-ms-range: bytes=START-END` (inclusive):
+    /// 206 and those bytes; 416 past the end. Bytes, not JSON.
+    pub(super) fn blob_read(&self, target: &str, range: &str) -> (u16, Vec<(String, String)>, Vec<u8>) {
+        let b = match self.snapshot_bytes(target) {
+            Ok(b) => b,
+            Err((st, h, Value::String(x))) => return (st, h, x.into_bytes()),
+            Err((st, h, _)) => return (st, h, Vec::new()),
+        };
+        let total = b.len();
+        let span = range.strip_prefix("bytes=").and_then(|r| r.split_once('-')).and_then(|(a, z)| {
+            let (a, z) = (a.parse::<usize>().ok()?, z.parse::<usize>().ok()?);
+            (a <= z && z < total).then_some((a, z))
+        });
+        let Some((a, z)) = span else {
+            let x = b"<Error><Code>InvalidRange</Code></Error>".to_vec();
+            return (416, vec![("Content-Range".into(), format!("bytes */{total}"))], x);
+        };
+        self.state.lock().unwrap().bytes_served += (z + 1 - a) as u64;
+        let headers = vec![
+            ("Content-Range".into(), format!("bytes {a}-{z}/{total}")),
+            ("x-ms-blob-type".into(), "PageBlob".into()),
+            ("Content-Type".into(), "application/octet-stream".into()),
+        ];
+        (206, headers, b[a..=z].to_vec())
     }
 
     /// `range` is the request's `x-ms-range` (`bytes=START-END`), if any.
@@ -100,7 +189,8 @@ impl ArmSim {
 /// The grant token of a simulator SAS URL, if it is signed.
 fn token_of(url: &str) -> Option<String> {
     let rest = url.split("/sas/").nth(1)?;
-    let (tok, q) = rest.split_once('?')?;
+    let (path, q) = rest.split_once('?')?;
+    let tok = path.split('/').next()?;
     q.contains("sig=SIMSAS-SECRET").then(|| tok.to_owned())
 }
 

@@ -92,6 +92,8 @@ pub struct SimState {
     next_grant: u64,
     /// Page range diffs served.
     pub diffs: u64,
+    /// Bytes of snapshot data served by ranged Get Blob (a run placed here).
+    pub bytes_served: u64,
     /// Every PUT's body, by path: what the provider asked for.
     pub bodies: Vec<(String, Value)>,
     /// Honour `instantAccessDurationMinutes` (off: a region without
@@ -321,6 +323,7 @@ impl ArmSim {
                     "authorization" => auth = v.trim().to_owned(),
                     "x-ms-previous-snapshot-url" => prev = v.trim().to_owned(),
                     "x-ms-range" => range = v.trim().to_owned(),
+                    "range" if range.is_empty() => range = v.trim().to_owned(),
                     _ => {}
                 }
             }
@@ -328,8 +331,23 @@ impl ArmSim {
             if r.read_exact(&mut body).is_err() {
                 return;
             }
+            if target.starts_with("/sas/") && method == "GET" && !target.contains("comp=") {
+                let (status, headers, bytes) = self.blob_read(&target, &range);
+                let mut head = format!("HTTP/1.1 {status} X\r\nContent-Length: {}\r\n", bytes.len());
+                for (k, v) in headers {
+                    head.push_str(&format!("{k}: {v}\r\n"));
+                }
+                head.push_str("\r\n");
+                let mut w = &c;
+                if w.write_all(head.as_bytes()).and_then(|_| w.write_all(&bytes)).is_err() {
+                    return;
+                }
+                continue;
+            }
             let (status, mut headers, reply) = if target.starts_with("/sas/") && method == "HEAD" {
                 self.blob_properties(&target)
+            } else if target.starts_with("/sas/") && prev.is_empty() {
+                self.page_list(&target)
             } else if target.starts_with("/sas/") {
                 self.page_diff(&target, &prev, &range)
             } else {
@@ -467,7 +485,10 @@ impl ArmSim {
                             s.next_grant += 1;
                             let token = format!("g{}", s.next_grant);
                             s.grants.insert(token.clone(), key(parent));
-                            let sas = format!("{}/sas/{token}?sv=2018-03-28&sr=b&sig=SIMSAS-SECRET", self.base);
+                            // The shape of Snapshot_BeginGetAccess.json's accessSAS:
+                            // a container and a blob (`.../xx3cqcx53f0v/abcd?...&sr=b&...&sp=r`).
+                            let sas =
+                                format!("{}/sas/{token}/abcd?sv=2018-03-28&sr=b&sig=SIMSAS-SECRET&sp=r", self.base);
                             Outcome::Output(json!({ "accessSAS": sas }))
                         }
                         "endGetAccess" => {

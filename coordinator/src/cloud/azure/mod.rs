@@ -16,6 +16,7 @@
 
 pub mod arm;
 pub mod diff;
+pub mod here;
 pub mod import;
 pub mod names;
 pub mod provider;

@@ -32,6 +32,7 @@ use super::arm::Arm;
 use super::names::{self, with_api, Scope, DISK_API, NETWORK_API, VM_API};
 use super::settings::AzureSettings;
 use super::sizes::SizeFacts;
+use crate::cloud::host::HostWorkers;
 use crate::cloud::{Cloud, Found, ResourceKind, RunTags, Vm, VmDisk, WorkerSpec, WorkerState};
 
 /// How long an untagged `df-` disk may live before `gc` takes it.
@@ -54,6 +55,9 @@ pub struct AzureCloud {
     pub(super) nics: Mutex<BTreeMap<String, Vec<String>>>,
     /// Drives the storage SDK's futures (status blob reads every poll).
     pub(super) rt: tokio::runtime::Runtime,
+    /// Workers on this host, for runs placed here (`here.rs`); none: such
+    /// runs are refused.
+    pub(super) host: Option<HostWorkers>,
 }
 
 impl AzureCloud {
@@ -80,7 +84,14 @@ impl AzureCloud {
             sizes: Mutex::new(BTreeMap::new()),
             nics: Mutex::new(BTreeMap::new()),
             rt,
+            host: None,
         })
+    }
+
+    /// Runs may be placed on this host, their agents in `host`'s folders.
+    pub fn with_host(mut self, host: HostWorkers) -> Self {
+        self.host = Some(host);
+        self
     }
 
     pub(super) fn status_blob(worker: &str) -> String {
@@ -227,6 +238,9 @@ impl Cloud for AzureCloud {
     }
 
     fn worker_state(&self, name: &str) -> Result<WorkerState> {
+        if let Some(run_id) = name.strip_prefix(crate::cloud::HERE) {
+            return self.here_state(run_id);
+        }
         let status = self.read_status(name)?;
         if let Some(s) = &status {
             if s.phase.finished() {
@@ -256,7 +270,10 @@ impl Cloud for AzureCloud {
 
     fn delete(&self, kind: ResourceKind, name: &str) -> Result<()> {
         match kind {
-            ResourceKind::Worker => self.delete_worker(name),
+            ResourceKind::Worker => match name.strip_prefix(crate::cloud::HERE) {
+                Some(run_id) => self.delete_here(run_id),
+                None => self.delete_worker(name),
+            },
             ResourceKind::TempDisk => self.arm.delete(&with_api(&self.work.disk(name), DISK_API)),
             ResourceKind::Snapshot => self.arm.delete(&with_api(&self.work.snapshot(name), DISK_API)),
         }
@@ -281,6 +298,17 @@ impl Cloud for AzureCloud {
         let ranges = diff?;
         revoked.context("revoking access to the snapshots")?;
         Ok(Some(ranges))
+    }
+
+    fn why_not_here(&self, snapshot: &str) -> Result<Option<String>> {
+        if self.host.is_none() {
+            return Ok(Some("this coordinator keeps no workers on its host".into()));
+        }
+        self.unreadable_by_sas(snapshot)
+    }
+
+    fn start_here(&self, w: &WorkerSpec<'_>) -> Result<Option<String>> {
+        self.start_here_worker(w)
     }
 
     fn retain(&self, kind: ResourceKind, name: &str) -> Result<()> {
@@ -341,6 +369,7 @@ impl Cloud for AzureCloud {
                 out.push(Found { kind, name, run_id, expires_at, retained });
             }
         }
+        out.extend(self.here_workers()?);
         Ok(out)
     }
 }

@@ -132,8 +132,13 @@ impl AzureCloud {
     /// Read access to a snapshot for an hour (`Snapshots_GrantAccess`,
     /// `final-state-via: location`): its SAS URL.
     pub(super) fn grant(&self, name: &str) -> Result<String> {
+        self.grant_for(name, 3600)
+    }
+
+    /// Read access to a snapshot for `secs` seconds: its SAS URL.
+    pub(super) fn grant_for(&self, name: &str, secs: u64) -> Result<String> {
         let path = with_api(&format!("{}/beginGetAccess", self.work.snapshot(name)), DISK_API);
-        let out = self.arm.post(&path, Some(&json!({ "access": "Read", "durationInSeconds": 3600 })))?;
+        let out = self.arm.post(&path, Some(&json!({ "access": "Read", "durationInSeconds": secs })))?;
         out["accessSAS"].as_str().map(str::to_owned).ok_or_else(|| anyhow!("snapshot {name}: no accessSAS granted"))
     }
 
