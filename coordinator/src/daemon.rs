@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
-use prometheus::{Encoder, GaugeVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
+use prometheus::{Encoder, GaugeVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
 
 use crate::clock::now;
 use crate::env::Env;
@@ -164,6 +164,14 @@ fn render(db: &std::path::Path, shared: &Shared) -> Result<String> {
         &["replica"],
     )?;
     let active = IntGauge::new("diskferry_runs_active", "Runs in progress in this daemon")?;
+    let placed = IntGaugeVec::new(
+        Opts::new(
+            "diskferry_replica_last_run_placement",
+            "1 for where the replica's newest run put its agent: vm (a worker) or here (the coordinator's host)",
+        ),
+        &["replica", "placement"],
+    )?;
+    reg.register(Box::new(placed.clone()))?;
     reg.register(Box::new(rpo.clone()))?;
     reg.register(Box::new(runs.clone()))?;
     reg.register(Box::new(missed.clone()))?;
@@ -171,6 +179,9 @@ fn render(db: &std::path::Path, shared: &Shared) -> Result<String> {
     let t = now();
     for (replica, finished) in store.newest_points()? {
         rpo.with_label_values(&[&replica]).set((t - finished).max(0) as f64);
+    }
+    for (replica, placement) in store.last_placements()? {
+        placed.with_label_values(&[&replica, &placement]).set(1);
     }
     for (replica, outcome, n) in store.run_counts()? {
         runs.with_label_values(&[&replica, &outcome]).inc_by(n);

@@ -90,6 +90,9 @@ const MIGRATIONS: &[&str] = &[
     // What the run's worker could do (an Azure size's data disks and
     // uncached throughput), as its provider said.
     "ALTER TABLE runs ADD COLUMN worker TEXT;",
+    // Where the run's agent ran: `vm` (a worker with temporary disks) or
+    // `here` (an agent on the coordinator's host); why is in `worker`.
+    "ALTER TABLE runs ADD COLUMN placement TEXT;",
 ];
 
 /// Run states as stored.
@@ -153,6 +156,8 @@ pub struct Run {
     pub error: Option<String>,
     /// The worker's size and what it allows, when the provider says.
     pub worker: Option<String>,
+    /// `vm` or `here`, once the run was placed.
+    pub placement: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -303,6 +308,22 @@ impl Store {
     /// Record a run row as is (used for skipped triggers).
     pub fn insert_run(&self, run: &Run) -> Result<()> {
         insert_run(&self.conn, run)
+    }
+
+    /// Record where the run's agent runs (`vm`, `here`).
+    pub fn set_placement(&self, run_id: &str, placement: &str) -> Result<()> {
+        self.conn.execute("UPDATE runs SET placement = ?2 WHERE id = ?1", params![run_id, placement])?;
+        Ok(())
+    }
+
+    /// Each replica's newest placed run: (replica, placement).
+    pub fn last_placements(&self) -> Result<Vec<(String, String)>> {
+        let mut st = self.conn.prepare(
+            "SELECT r.replica, r.placement FROM runs r WHERE r.placement IS NOT NULL AND r.started_at = \
+             (SELECT MAX(started_at) FROM runs x WHERE x.replica = r.replica AND x.placement IS NOT NULL)",
+        )?;
+        let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     /// Record what the run's worker is and allows.
@@ -500,7 +521,7 @@ impl Store {
 
 const RUN_SELECT: &str = "SELECT id, replica, trigger_kind, status, phase, started_at, finished_at, duration_ms, \
 owner_pid, owner_start, bytes_read, bytes_sent, bytes_zero, bytes_unchanged, bytes_written, bytes_cleared, error, \
-worker FROM runs";
+worker, placement FROM runs";
 const DISK_SELECT: &str = "SELECT run_id, disk, destination, generation, full_sync, full_sync_reason, bytes_read, \
 bytes_sent, bytes_zero, bytes_unchanged, bytes_written, bytes_cleared FROM run_disks";
 const RES_SELECT: &str = "SELECT name, run_id, replica, kind, disk, state, created_at, expires_at FROM resources";
@@ -563,6 +584,7 @@ fn run_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Run> {
         bytes_cleared: r.get::<_, i64>(15)? as u64,
         error: r.get(16)?,
         worker: r.get(17)?,
+        placement: r.get(18)?,
     })
 }
 
@@ -633,6 +655,7 @@ mod tests {
             bytes_cleared: 0,
             error: None,
             worker: None,
+            placement: None,
         }
     }
 

@@ -62,6 +62,8 @@ fn small_diffs_sync_here_without_a_vm_and_large_ones_boot_one() {
     let probed = f.sim.with(|s| s.bytes_served) - served;
     assert!(probed <= 2 * 512, "{probed} bytes read for no change");
     assert_eq!(points(&f), 2, "a point in time with no change is still a point");
+    assert_eq!(r2["run"]["placement"], "here", "{r2}");
+    assert_eq!(r1["run"]["placement"], "vm", "{r1}");
     only_retained_snapshots(&f);
 
     // A small change: read here over HTTPS, only the changed chunks.

@@ -77,6 +77,7 @@ pub fn new_run(replica: &str, trigger: &str) -> Run {
         bytes_cleared: 0,
         error: None,
         worker: None,
+        placement: None,
     }
 }
 
@@ -218,7 +219,7 @@ impl Exec<'_> {
                 let (here, why) = self.placement(&built.snapshots, &built.hints)?;
                 built.here = here;
                 built.placed = why;
-                Ok(())
+                self.store.set_placement(&self.run.id, if here { "here" } else { "vm" })
             }
             Action::StartWorker => {
                 let vm = built.vm.as_ref().ok_or_else(|| anyhow!("no VM"))?;
