@@ -67,19 +67,8 @@ impl ArmSim {
                 _ => ranges.push((g0, g1)),
             }
         }
-        let skip: usize =
-            target.split(['?', '&']).find_map(|q| q.strip_prefix("marker=")).and_then(|m| m.parse().ok()).unwrap_or(0);
-        let page = self.state.lock().unwrap().page.max(1);
-        let mut xml = String::from("<?xml version=\"1.0\" encoding=\"utf-8\"?><PageList>");
-        for (start, end) in ranges.iter().skip(skip).take(page) {
-            xml.push_str(&format!("<PageRange><Start>{start}</Start><End>{}</End></PageRange>", end - 1));
-        }
-        if skip + page < ranges.len() {
-            xml.push_str(&format!("<NextMarker>{}</NextMarker>", skip + page));
-        } else {
-            xml.push_str("<NextMarker />");
-        }
-        xml.push_str("</PageList>");
+        let ranges: Vec<(usize, usize, bool)> = ranges.into_iter().map(|(a, z)| (a, z, false)).collect();
+        let xml = page_list_xml(target, self.state.lock().unwrap().page, &ranges);
         (200, vec![("x-ms-blob-content-length".into(), b.len().to_string())], Value::String(xml))
     }
 
@@ -167,23 +156,30 @@ impl ArmSim {
                 _ => ranges.push((c0, c1, cleared)),
             }
         }
-        let skip: usize =
-            target.split(['?', '&']).find_map(|q| q.strip_prefix("marker=")).and_then(|m| m.parse().ok()).unwrap_or(0);
-        let page = s.page.max(1);
-        let mut xml = String::from("<?xml version=\"1.0\" encoding=\"utf-8\"?><PageList>");
-        for (start, end, cleared) in ranges.iter().skip(skip).take(page) {
-            let tag = if *cleared { "ClearRange" } else { "PageRange" };
-            xml.push_str(&format!("<{tag}><Start>{start}</Start><End>{}</End></{tag}>", end - 1));
-        }
-        if skip + page < ranges.len() {
-            xml.push_str(&format!("<NextMarker>{}</NextMarker>", skip + page));
-        } else {
-            xml.push_str("<NextMarker />");
-        }
-        xml.push_str("</PageList>");
+        let xml = page_list_xml(target, s.page, &ranges);
         s.diffs += 1;
         (200, vec![], Value::String(xml))
     }
+}
+
+/// One page of a `<PageList>`: `ranges` (start, end exclusive, cleared)
+/// from the request's `marker`, `page` of them, and the `NextMarker`.
+fn page_list_xml(target: &str, page: usize, ranges: &[(usize, usize, bool)]) -> String {
+    let skip: usize =
+        target.split(['?', '&']).find_map(|q| q.strip_prefix("marker=")).and_then(|m| m.parse().ok()).unwrap_or(0);
+    let page = page.max(1);
+    let mut xml = String::from("<?xml version=\"1.0\" encoding=\"utf-8\"?><PageList>");
+    for (start, end, cleared) in ranges.iter().skip(skip).take(page) {
+        let tag = if *cleared { "ClearRange" } else { "PageRange" };
+        xml.push_str(&format!("<{tag}><Start>{start}</Start><End>{}</End></{tag}>", end - 1));
+    }
+    if skip + page < ranges.len() {
+        xml.push_str(&format!("<NextMarker>{}</NextMarker>", skip + page));
+    } else {
+        xml.push_str("<NextMarker />");
+    }
+    xml.push_str("</PageList>");
+    xml
 }
 
 /// The grant token of a simulator SAS URL, if it is signed.
