@@ -91,3 +91,30 @@ fn small_diffs_sync_here_without_a_vm_and_large_ones_boot_one() {
     only_retained_snapshots(&f);
     f.import_and_compare("web");
 }
+
+#[test]
+fn a_coordinator_killed_while_its_agent_runs_here_leaves_gc_a_clean_sweep() {
+    let f = Fixture::new("az-place-kill");
+    let config = std::fs::read_to_string(&f.coord.config).unwrap();
+    std::fs::write(&f.coord.config, config.replace("[run]\n", "[run]\nplacement = \"here\"\n")).unwrap();
+    f.create("web", &[]);
+    // Killed once its agent here started: the agent (its own process group)
+    // and the read grants outlive it.
+    let mut child = f.coord.start_paused(&["run", "web"], "after-start-worker");
+    assert!(f.sim.with(|s| s.grants.len()) >= 1, "the snapshots were granted");
+    let folders = std::fs::read_dir(f.coord.state.join("runs")).unwrap().count();
+    assert_eq!(folders, 1, "the agent's folder (with its SAS URLs)");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let gc = f.json(&["gc", "--json"]);
+    assert!(gc["failed"].as_array().unwrap().is_empty(), "{gc}");
+    assert_eq!(f.sim.with(|s| s.grants.len()), 0, "gc revokes what the dead run was granted");
+    assert!(f.coord.agents().is_empty(), "gc stops the agent here");
+    let left: Vec<_> = std::fs::read_dir(f.coord.state.join("runs")).unwrap().flatten().map(|e| e.path()).collect();
+    assert!(left.is_empty(), "gc removes the agent's folder: {left:?}");
+    only_retained_snapshots(&f);
+    // And the replica runs again, exactly.
+    let r = run(&f);
+    assert_eq!(r["run"]["placement"], "here", "{r}");
+    f.import_and_compare("web");
+}
