@@ -108,7 +108,15 @@ fn a_snapshot_export_syncs_first_and_incrementally_reading_only_its_written_page
     let vhd2 = d.path().join("g2.vhd");
     vhd_of(&raw, &vhd2);
     let (url2, _) = snapshot_blob(&proxy.endpoint(), &container, "snap-2.vhd", &vhd2);
-    let r2 = run_json(&["sync", &url2, "--to", &to, "--json", "--source-id", "vm1/disk0"]);
+    // Its page list asked 64 MiB at a time (x-ms-range), as a fragmented
+    // snapshot's must be: 64 segments, and the same ranges.
+    let synced = agent()
+        .args(["sync", &url2, "--to", &to, "--json", "--source-id", "vm1/disk0"])
+        .env(diskferry_blob::azure::PAGE_LIST_SEGMENT_ENV, (64 * MIB).to_string())
+        .output()
+        .unwrap();
+    assert!(synced.status.success(), "{}", String::from_utf8_lossy(&synced.stderr));
+    let r2: serde_json::Value = serde_json::from_slice(&synced.stdout).unwrap();
     assert_eq!((r2["generation"].as_u64(), r2["full_sync"].as_bool()), (Some(2), Some(false)));
     assert_eq!((r2["chunks_written"].as_u64(), r2["chunks_cleared"].as_u64()), (Some(3), Some(1)));
     assert!(identical(&raw, &out), "the incremental copy differs from the disk");

@@ -17,7 +17,8 @@ use azure_storage_blob::models::{
     BlobClientCreateSnapshotResultHeaders, BlobClientDeleteOptions, BlobClientDownloadOptions,
     BlobClientGetPropertiesResultHeaders, BlobClientSetMetadataOptions, BlobContainerClientListBlobsOptions,
     CopyStatus, HttpRange, LeaseState, ListBlobsIncludeItem, PageBlobClientClearPagesOptions,
-    PageBlobClientCreateOptions, PageBlobClientResizeOptions, PageBlobClientUploadPagesOptions,
+    PageBlobClientCreateOptions, PageBlobClientListPageRangesOptions, PageBlobClientResizeOptions,
+    PageBlobClientUploadPagesOptions,
 };
 use azure_storage_blob::{
     AppendBlobClient, AppendBlobClientOptions, BlobClient, BlobClientOptions, BlobContainerClient,
@@ -63,6 +64,18 @@ impl std::fmt::Debug for AzureStore {
             .field("version", &self.version)
             .finish_non_exhaustive()
     }
+}
+
+/// Get Page Ranges is asked this much of a blob at a time: 32 GiB, as the
+/// coordinator's page range diff is (Learn points to segments of about
+/// 150 MB for the most fragmented blobs; each segment is also paged).
+/// `DISKFERRY_PAGE_LIST_SEGMENT_BYTES` sets it (whole pages, at least one),
+/// for tests.
+pub const PAGE_LIST_SEGMENT_ENV: &str = "DISKFERRY_PAGE_LIST_SEGMENT_BYTES";
+
+fn page_list_segment() -> u64 {
+    let asked = std::env::var(PAGE_LIST_SEGMENT_ENV).ok().and_then(|v| v.trim().parse::<u64>().ok());
+    asked.map_or(32 << 30, |b| (b / 512 * 512).max(512))
 }
 
 impl AzureStore {
@@ -424,24 +437,45 @@ impl PageStore for AzureStore {
     }
 
     async fn page_ranges(&self, name: &str, snapshot: Option<&str>) -> StoreResult<Vec<(u64, u64)>> {
-        let c = self.blob(Op::PageRanges, name, snapshot)?.page_blob_client();
-        let pages = self
-            .send(Op::PageRanges, name, async {
-                let mut pager = c.list_page_ranges(None)?;
-                let mut all = Vec::new();
-                while let Some(page) = pager.try_next().await? {
-                    all.push(page.into_model()?);
-                }
-                Ok(all)
-            })
-            .await?;
-        let mut out: Vec<(u64, u64)> = pages
-            .into_iter()
-            .flat_map(|list| list.page_ranges)
-            .filter_map(|r| Some((r.start? as u64, r.end? as u64 + 1)))
-            .collect();
+        // Learn, Get Page Ranges: "In a highly fragmented page blob with a
+        // large number of writes, a Get Page Ranges request can fail due to
+        // an internal server timeout. Applications ... should retrieve a
+        // subset of page ranges at a time": asked a segment at a time
+        // (`x-ms-range`), each segment paged by `NextMarker`.
+        let c = self.blob(Op::PageRanges, name, snapshot)?;
+        let head = self.send(Op::PageRanges, name, c.get_properties(None)).await?;
+        let size = head.content_length().ok().flatten().unwrap_or(0);
+        let c = c.page_blob_client();
+        let segment = page_list_segment();
+        let mut out: Vec<(u64, u64)> = Vec::new();
+        let mut start = 0;
+        while start < size {
+            let len = segment.min(size - start);
+            let pages = self
+                .send(Op::PageRanges, name, async {
+                    let o = PageBlobClientListPageRangesOptions {
+                        range: Some(HttpRange::new(start, len)),
+                        ..Default::default()
+                    };
+                    let mut pager = c.list_page_ranges(Some(o))?;
+                    let mut all = Vec::new();
+                    while let Some(page) = pager.try_next().await? {
+                        all.push(page.into_model()?);
+                    }
+                    Ok(all)
+                })
+                .await?;
+            out.extend(
+                pages
+                    .into_iter()
+                    .flat_map(|list| list.page_ranges)
+                    .filter_map(|r| Some((r.start? as u64, r.end? as u64 + 1))),
+            );
+            start += len;
+        }
         out.sort_unstable();
-        // Azurite returns one range per write: merge neighbours.
+        // Azurite returns one range per write, and a range may cross a
+        // segment's edge: merge neighbours.
         Ok(crate::store::merge_ranges(out))
     }
 

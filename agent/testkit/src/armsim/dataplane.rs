@@ -47,7 +47,7 @@ impl ArmSim {
 
     /// Get Page Ranges of one snapshot (no previous one): its written
     /// granules, merged, a few a page with `NextMarker`.
-    pub(super) fn page_list(&self, target: &str) -> Reply {
+    pub(super) fn page_list(&self, target: &str, range: &str) -> Reply {
         if !target.contains("comp=pagelist") {
             return (400, vec![], Value::String("<Error><Code>InvalidQueryParameterValue</Code></Error>".into()));
         }
@@ -55,13 +55,18 @@ impl ArmSim {
             Ok(b) => b,
             Err(reply) => return reply,
         };
+        let (lo, hi) = match span(range, b.len()) {
+            Ok(s) => s,
+            Err(reply) => return reply,
+        };
         const G: usize = 64 * 1024;
         let mut ranges: Vec<(usize, usize)> = Vec::new();
         for (i, g) in b.chunks(G).enumerate() {
-            if g.iter().all(|&x| x == 0) {
+            // Only the asked span, clipped to it.
+            let (g0, g1) = ((i * G).max(lo), (i * G + g.len()).min(hi));
+            if g0 >= g1 || b[g0..g1].iter().all(|&x| x == 0) {
                 continue;
             }
-            let (g0, g1) = (i * G, i * G + g.len());
             match ranges.last_mut() {
                 Some(r) if r.1 == g0 => r.1 = g1,
                 _ => ranges.push((g0, g1)),
@@ -126,12 +131,9 @@ impl ArmSim {
             (Some(a), Some(b)) => (std::fs::read(a).unwrap(), std::fs::read(b).unwrap()),
             _ => return xml_err(404, "BlobNotFound"),
         };
-        let (lo, hi) = match range.strip_prefix("bytes=").and_then(|r| r.split_once('-')) {
-            Some((a, z)) => match (a.parse::<usize>(), z.parse::<usize>()) {
-                (Ok(a), Ok(z)) if a <= z && a % 512 == 0 && (z + 1) % 512 == 0 => (a, (z + 1).min(b.len())),
-                _ => return xml_err(416, "InvalidRange"),
-            },
-            None => (0, b.len()),
+        let (lo, hi) = match span(range, b.len()) {
+            Ok(s) => s,
+            Err(reply) => return reply,
         };
         if s.diff_max_span.is_some_and(|m| (hi - lo) as u64 > m) {
             return xml_err(500, "OperationTimedOut");
@@ -159,6 +161,18 @@ impl ArmSim {
         let xml = page_list_xml(target, s.page, &ranges);
         s.diffs += 1;
         (200, vec![], Value::String(xml))
+    }
+}
+
+/// The span an `x-ms-range` of Get Page Ranges asks (`bytes=START-END`,
+/// inclusive, whole pages), clipped to `len`; all of it when none is asked.
+fn span(range: &str, len: usize) -> Result<(usize, usize), Reply> {
+    match range.strip_prefix("bytes=").and_then(|r| r.split_once('-')) {
+        Some((a, z)) => match (a.parse::<usize>(), z.parse::<usize>()) {
+            (Ok(a), Ok(z)) if a <= z && a % 512 == 0 && (z + 1) % 512 == 0 => Ok((a, (z + 1).min(len))),
+            _ => Err((416, vec![], Value::String("<Error><Code>InvalidRange</Code></Error>".into()))),
+        },
+        None => Ok((0, len)),
     }
 }
 

@@ -347,7 +347,7 @@ impl ArmSim {
             let (status, mut headers, reply) = if target.starts_with("/sas/") && method == "HEAD" {
                 self.blob_properties(&target)
             } else if target.starts_with("/sas/") && prev.is_empty() {
-                self.page_list(&target)
+                self.page_list(&target, &range)
             } else if target.starts_with("/sas/") {
                 self.page_diff(&target, &prev, &range)
             } else {
