@@ -300,6 +300,9 @@ pub fn run_once(env: &Env, name: &str, quiet: bool) -> Result<(Run, Vec<RunDisk>
 fn print_run(r: &Run, disks: &[RunDisk]) {
     let secs = r.duration_ms.unwrap_or(0) as f64 / 1000.0;
     println!("run {} {} in {secs:.2} s", r.id, r.status);
+    if let Some(w) = &r.worker {
+        println!("  worker: {w}");
+    }
     for d in disks {
         println!(
             "  {:<10} dest {} generation {:<4} {:<12} zero {:>10}  unchanged {:>10}  written {:>10}  cleared {:>10}  \
@@ -335,16 +338,17 @@ pub fn runs(env: &Env, a: RunsArgs) -> Result<(), Failure> {
 
 fn print_runs(runs: &[Run]) {
     println!(
-        "  {:<26} {:<9} {:<12} {:<20} {:>6} {:>10} {:>10} {:>10} {:>10}",
-        "run", "trigger", "status", "started", "secs", "read", "written", "cleared", "sent"
+        "  {:<26} {:<9} {:<12} {:<5} {:<20} {:>6} {:>10} {:>10} {:>10} {:>10}",
+        "run", "trigger", "status", "where", "started", "secs", "read", "written", "cleared", "sent"
     );
     for r in runs {
         let secs = r.duration_ms.map_or_else(|| "-".into(), |d| format!("{:.2}", d as f64 / 1000.0));
         println!(
-            "  {:<26} {:<9} {:<12} {:<20} {:>6} {:>10} {:>10} {:>10} {:>10}",
+            "  {:<26} {:<9} {:<12} {:<5} {:<20} {:>6} {:>10} {:>10} {:>10} {:>10}",
             r.id,
             r.trigger,
             r.status,
+            r.placement.as_deref().unwrap_or("-"),
             time(r.started_at),
             secs,
             human(r.bytes_read),
