@@ -82,6 +82,10 @@ mod tests {
             assert_eq!(b.as_ptr() as usize % ALIGN, 0, "len {len}");
             b[len - 1] = 1;
         }
+        // Large ones start on a huge page, whatever the allocator gave.
+        let mut h = AlignedBuf::default();
+        h.set_len(HUGE + 512);
+        assert_eq!(h.as_ptr() as usize % HUGE, 0);
         let at = b.as_ptr();
         b.set_len(4 << 20);
         assert_eq!(b.as_ptr(), at, "a shorter length keeps the allocation");
