@@ -42,7 +42,9 @@
 //!     read_limit: None,
 //!     shared: None,
 //! };
-//! let report = sync("disk.img".as_ref(), &"file:/backup/disk.vhd".parse().unwrap(), &opts).unwrap();
+//! // A path, or a page blob's URL (a snapshot's export: `https://...?SAS`).
+//! let source = "disk.img".parse().unwrap();
+//! let report = sync(&source, &"file:/backup/disk.vhd".parse().unwrap(), &opts).unwrap();
 //! println!("generation {} wrote {} bytes", report.generation, report.bytes_written);
 //! ```
 
