@@ -28,6 +28,9 @@ struct State {
     here: bool,
     /// Read access granted to workers here: worker name -> snapshots.
     grants: BTreeMap<String, Vec<String>>,
+    /// What changed between two snapshots, as [`Cloud::changed_ranges`]
+    /// answers (`None`: the provider cannot tell).
+    diff: Option<Vec<[u64; 2]>>,
 }
 
 /// A cloud in memory (see the module's header).
@@ -75,6 +78,11 @@ impl FakeCloud {
     /// workers here that read them through grants revoked on delete.
     pub fn allow_here(&self) {
         self.lock().here = true;
+    }
+
+    /// Every pair of snapshots differs by `ranges` from now on (`None`: no diff).
+    pub fn set_diff(&self, ranges: Option<Vec<[u64; 2]>>) {
+        self.lock().diff = ranges;
     }
 
     /// Snapshots read access is granted to now.
@@ -269,6 +277,16 @@ impl Cloud for FakeCloud {
         let job = s.jobs.last().ok_or_else(|| anyhow!("no job"))?;
         let sizes: Vec<u64> = self.vm.disks.iter().map(|d| d.size).collect();
         Ok(WorkerState::Finished(all_synced(job, &sizes)))
+    }
+
+    fn changed_ranges(&self, previous: &str, current: &str) -> Result<Option<Vec<[u64; 2]>>> {
+        let s = self.call("changed_ranges")?;
+        for snap in [previous, current] {
+            if s.live.get(snap) != Some(&ResourceKind::Snapshot) {
+                bail!("snapshot {snap} does not exist");
+            }
+        }
+        Ok(s.diff.clone())
     }
 
     fn why_not_here(&self, snapshot: &str) -> Result<Option<String>> {

@@ -132,6 +132,30 @@ fn a_run_placed_here_makes_no_temporary_disk_and_revokes_what_it_read() {
 }
 
 #[test]
+fn auto_places_a_run_here_only_when_every_disk_has_a_diff_within_the_threshold() {
+    let mut s = setup();
+    let c = here(&mut s);
+    s.config.run.placement = crate::config::Placement::Auto;
+    s.config.run.here_max_mib = 3;
+    let placed = |s: &mut Setup| run_once(s, &c).placement.unwrap_or_default();
+    assert_eq!(placed(&mut s), "vm", "the first run has no earlier snapshot to diff");
+    c.set_diff(Some(Vec::new()));
+    assert_eq!(placed(&mut s), "here", "an empty diff");
+    c.set_diff(Some(vec![[0, 1 << 20]]));
+    assert_eq!(placed(&mut s), "here", "1 MiB a disk, 2 MiB in all");
+    c.set_diff(Some(vec![[0, 2 << 20]]));
+    assert_eq!(placed(&mut s), "vm", "2 MiB a disk, 4 MiB in all, over 3");
+    let r = s.store.runs("web", 1).unwrap().remove(0);
+    assert!(r.worker.unwrap_or_default().contains("a diff of 4.0 MiB over here_max_mib 3"));
+    c.set_diff(None);
+    assert_eq!(placed(&mut s), "vm", "no diff");
+    // The runs placed here read only what changed: their hints went with them.
+    let jobs = c.jobs();
+    let here_job = &jobs[2];
+    assert_eq!(here_job.disks[0].hint.as_ref().map(|h| h.ranges.clone()), Some(vec![[0, 1 << 20]]));
+}
+
+#[test]
 fn a_failure_at_every_cloud_call_leaves_only_retained_snapshots() {
     every_call_failing(false);
 }
@@ -165,8 +189,13 @@ fn every_call_failing(placed_here: bool) {
             c.fail(method, nth);
             let r = run_once(&mut s, &c);
             tried += 1;
-            assert_eq!(r.status, status::FAILED, "{what}: the run must fail");
-            assert!(r.error.as_deref().unwrap_or_default().contains("injected"), "{what}: {:?}", r.error);
+            if method == "changed_ranges" {
+                // A diff that fails is no hint: the worker reads everything.
+                assert_eq!(r.status, status::SUCCEEDED, "{what}: a run without a hint: {:?}", r.error);
+            } else {
+                assert_eq!(r.status, status::FAILED, "{what}: the run must fail");
+                assert!(r.error.as_deref().unwrap_or_default().contains("injected"), "{what}: {:?}", r.error);
+            }
             // What teardown could not delete, gc does.
             crate::gc::gc(&c, &s.store).unwrap();
             let live: BTreeSet<String> = c.live().into_keys().collect();
