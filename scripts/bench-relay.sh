@@ -140,10 +140,13 @@ $RELAY >"$W/r1.json"
 "$MKIMAGE" mutate "$W/small.img" --percent 2 --text 50 --seed 42 >/dev/null
 $DIRECT >"$W/d2.json"
 $RELAY >"$W/r2.json"
+# Each path's fixed cost: a sync with nothing to send (scan, prior, commit).
+$DIRECT >"$W/d3.json"
+$RELAY >"$W/r3.json"
 "$AGENT" verify "$W/small.img" --against "pageblob:http://10.77.0.2:$AZPORT/devstoreaccount1/bench/relay.vhd" >&2
-python3 - "$W"/d1.json "$W"/r1.json "$W"/d2.json "$W"/r2.json <<'PY'
+python3 - "$W"/d1.json "$W"/r1.json "$W"/d2.json "$W"/r2.json "$W"/d3.json "$W"/r3.json <<'PY'
 import json, sys
-d1, r1, d2, r2 = (json.load(open(p)) for p in sys.argv[1:])
+d1, r1, d2, r2, d3, r3 = (json.load(open(p)) for p in sys.argv[1:])
 print("\n## 512 MiB mixed image through a 100 Mbit/s link (tbf), Azurite and the receiver beyond it")
 print(f"{'sync':<14} {'direct':>10} {'relay':>10} {'relay speedup':>14} {'compression':>12}")
 for name, d, r in [("first", d1, r1), ("incremental", d2, r2)]:
@@ -151,4 +154,11 @@ for name, d, r in [("first", d1, r1), ("incremental", d2, r2)]:
     speedup, ratio = d["seconds"] / r["seconds"], w["bytes_raw"] / max(w["bytes_sent"], 1)
     print(f"{name:<14} {d['seconds']:>9.2f}s {r['seconds']:>9.2f}s {speedup:>13.2f}x {ratio:>11.2f}x  "
           f"speedup / compression {speedup / ratio:.2f} (target >= 0.95: {'met' if speedup >= 0.95 * ratio else 'NOT met'})")
+fd, fr = d3["seconds"], r3["seconds"]
+print(f"{'no change':<14} {fd:>9.2f}s {fr:>9.2f}s  (each path's fixed cost: nothing sent)")
+w = r2["wire"]
+ratio = w["bytes_raw"] / max(w["bytes_sent"], 1)
+even = d2["seconds"] / (r2["seconds"] - fr + fd)
+print(f"incremental with the relay's fixed cost equal to direct's: speedup {even:.2f}x, "
+      f"speedup / compression {even / ratio:.2f}")
 PY
