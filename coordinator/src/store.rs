@@ -93,6 +93,10 @@ const MIGRATIONS: &[&str] = &[
     // Where the run's agent ran: `vm` (a worker with temporary disks) or
     // `here` (an agent on the coordinator's host); why is in `worker`.
     "ALTER TABLE runs ADD COLUMN placement TEXT;",
+    // What the run's snapshots hold together: `stopped` (the source was
+    // deallocated for them: every disk at one instant, shut down) or
+    // `per-disk` (each disk at its own instant).
+    "ALTER TABLE runs ADD COLUMN consistency TEXT;",
 ];
 
 /// Run states as stored.
@@ -158,6 +162,8 @@ pub struct Run {
     pub worker: Option<String>,
     /// `vm` or `here`, once the run was placed.
     pub placement: Option<String>,
+    /// `stopped` or `per-disk`, once its snapshots were taken.
+    pub consistency: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -308,6 +314,28 @@ impl Store {
     /// Record a run row as is (used for skipped triggers).
     pub fn insert_run(&self, run: &Run) -> Result<()> {
         insert_run(&self.conn, run)
+    }
+
+    /// Record what the run's snapshots hold together (`stopped`, `per-disk`).
+    pub fn set_consistency(&self, run_id: &str, consistency: &str) -> Result<()> {
+        self.conn.execute("UPDATE runs SET consistency = ?2 WHERE id = ?1", params![run_id, consistency])?;
+        Ok(())
+    }
+
+    /// The consistency of the run that made generation `generation` of
+    /// `disk` at destination `dest` (0-based), if a run recorded one.
+    pub fn point_consistency(&self, replica: &str, disk: &str, dest: u32, generation: u64) -> Result<Option<String>> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT r.consistency FROM run_disks d JOIN runs r ON r.id = d.run_id
+                 WHERE r.replica = ?1 AND d.disk = ?2 AND d.destination = ?3 AND d.generation = ?4
+                 ORDER BY r.started_at DESC LIMIT 1",
+                params![replica, disk, dest, generation as i64],
+                |r| r.get::<_, Option<String>>(0),
+            )
+            .optional()?
+            .flatten())
     }
 
     /// Record where the run's agent runs (`vm`, `here`).
@@ -521,7 +549,7 @@ impl Store {
 
 const RUN_SELECT: &str = "SELECT id, replica, trigger_kind, status, phase, started_at, finished_at, duration_ms, \
 owner_pid, owner_start, bytes_read, bytes_sent, bytes_zero, bytes_unchanged, bytes_written, bytes_cleared, error, \
-worker, placement FROM runs";
+worker, placement, consistency FROM runs";
 const DISK_SELECT: &str = "SELECT run_id, disk, destination, generation, full_sync, full_sync_reason, bytes_read, \
 bytes_sent, bytes_zero, bytes_unchanged, bytes_written, bytes_cleared FROM run_disks";
 const RES_SELECT: &str = "SELECT name, run_id, replica, kind, disk, state, created_at, expires_at FROM resources";
@@ -585,6 +613,7 @@ fn run_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Run> {
         error: r.get(16)?,
         worker: r.get(17)?,
         placement: r.get(18)?,
+        consistency: r.get(19)?,
     })
 }
 
@@ -656,6 +685,7 @@ mod tests {
             error: None,
             worker: None,
             placement: None,
+            consistency: None,
         }
     }
 

@@ -244,6 +244,11 @@ fn gc_without_the_database_goes_by_tags_and_names() {
     let snap = at("/snapshots/df-");
     assert!(at("/web1/deallocate") < snap && snap < at("/web1/start"), "{log:?}");
     assert_eq!(f.sim.resource(&armsim::vm_id("prod", "web1")).unwrap()["powerState"], "running");
+    // Its points hold every disk at one instant, and say so.
+    let points = f.json(&["points", "web", "--json"]);
+    for disk in ["os", "lun0"] {
+        assert_eq!(points[disk][0]["consistency"], "stopped", "{points}");
+    }
     let retained = f.snapshots().len();
     assert_eq!(retained, 2);
     // Strays of runs this coordinator never knew: one expired, one not yet,

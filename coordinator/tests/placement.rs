@@ -64,6 +64,11 @@ fn small_diffs_sync_here_without_a_vm_and_large_ones_boot_one() {
     assert_eq!(points(&f), 2, "a point in time with no change is still a point");
     assert_eq!(r2["run"]["placement"], "here", "{r2}");
     assert_eq!(r1["run"]["placement"], "vm", "{r1}");
+    // Each disk was snapshotted at its own instant (the source ran), and
+    // its points say so.
+    let p = f.json(&["points", "web", "--json"]);
+    assert!(p["os"].as_array().unwrap().iter().all(|x| x["consistency"] == "per-disk"), "{p}");
+    assert_eq!(r2["run"]["consistency"], "per-disk", "{r2}");
     only_retained_snapshots(&f);
 
     // A small change: read here over HTTPS, only the changed chunks.

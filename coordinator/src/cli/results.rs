@@ -89,6 +89,11 @@ pub struct Point {
     pub created_unix_ms: i64,
     #[serde(default)]
     pub disk_size: u64,
+    /// What the run that made it recorded: `stopped` (every disk of the VM
+    /// at one instant, the VM shut down) or `per-disk` (each disk at its own
+    /// instant); none for a point no recorded run made.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consistency: Option<String>,
 }
 
 /// The disks of a replica at destination `dest` (0-based) as of the newest
@@ -138,11 +143,18 @@ fn disk_points(env: &Env, dest: &Destination, r: &Replica, d: &RunDisk) -> anyho
             let pts: Vec<RecoveryPoint> = agent_json(env, "points", &args)?;
             Ok(pts
                 .into_iter()
-                .map(|p| Point { generation: p.generation, created_unix_ms: p.created_unix_ms, disk_size: p.disk_size })
+                .map(|p| Point {
+                    generation: p.generation,
+                    created_unix_ms: p.created_unix_ms,
+                    disk_size: p.disk_size,
+                    consistency: None,
+                })
                 .collect())
         }
         // A file destination holds its newest generation only.
-        Destination::File(_) => Ok(vec![Point { generation: d.generation, created_unix_ms: 0, disk_size: 0 }]),
+        Destination::File(_) => {
+            Ok(vec![Point { generation: d.generation, created_unix_ms: 0, disk_size: 0, consistency: None }])
+        }
         Destination::Relay { .. } => bail!("{}", relay_elsewhere(dest, r, &d.disk)),
     }
 }
@@ -167,17 +179,24 @@ pub fn points(env: &Env, a: PointsArgs) -> Result<(), Failure> {
     }
     let mut all = serde_json::Map::new();
     for d in newest_disks(&store, &r, a.dest - 1)? {
-        all.insert(
-            d.disk.clone(),
-            serde_json::to_value(disk_points(env, &dest, &r, &d)?).map_err(anyhow::Error::from)?,
-        );
+        let mut pts = disk_points(env, &dest, &r, &d)?;
+        for p in &mut pts {
+            p.consistency = store.point_consistency(&r.name, &d.disk, a.dest - 1, p.generation)?;
+        }
+        all.insert(d.disk.clone(), serde_json::to_value(pts).map_err(anyhow::Error::from)?);
     }
     if a.json {
         return print_json(&all);
     }
     for (disk, pts) in &all {
         let pts: Vec<Point> = serde_json::from_value(pts.clone()).map_err(anyhow::Error::from)?;
-        let gens: Vec<String> = pts.iter().map(|p| p.generation.to_string()).collect();
+        let gens: Vec<String> = pts
+            .iter()
+            .map(|p| match &p.consistency {
+                Some(c) => format!("{} ({c})", p.generation),
+                None => p.generation.to_string(),
+            })
+            .collect();
         println!("{disk:<12} generations {}", gens.join(", "));
     }
     Ok(())

@@ -78,6 +78,7 @@ pub fn new_run(replica: &str, trigger: &str) -> Run {
         error: None,
         worker: None,
         placement: None,
+        consistency: None,
     }
 }
 
@@ -191,6 +192,9 @@ impl Exec<'_> {
                 for (d, name) in vm.disks.iter().zip(&built.snapshots) {
                     self.plan(ResourceKind::Snapshot, name, Some(&d.name))?;
                 }
+                // With the source stopped, every disk is taken at one instant.
+                let consistency = if self.replica.stop_source { "stopped" } else { "per-disk" };
+                self.store.set_consistency(&self.run.id, consistency)?;
                 self.cloud.snapshot(vm, &built.snapshots, &self.tags(), self.replica.stop_source)?;
                 for name in &built.snapshots {
                     self.store.set_resource_state(name, resource_state::CREATED, now())?;
