@@ -116,7 +116,8 @@ pub struct VerifyReport {
 
 /// Compare `source` with recovery point `g` of a page blob, chunk by chunk.
 pub fn verify<S: PageStore>(
-    (source, access): (&SourceName, &BlobAccess),
+    source: &SourceName,
+    access: &BlobAccess,
     sink: &PageBlobSink<S>,
     g: Option<u64>,
     chunk: ChunkSize,

@@ -37,7 +37,7 @@ pub type Azure = retry::Retrying<azure::AzureStore>;
 
 /// Connect to the container of `addr` with the default retry policy.
 pub fn connect(addr: address::BlobAddress, version: Option<String>) -> anyhow::Result<Azure> {
-    Ok(retry::Retrying::new(azure::AzureStore::connect(addr, version)?, retry::RetryPolicy::default()))
+    Ok(retrying(azure::AzureStore::connect(addr, version)?, None))
 }
 
 /// The container of a blob that is read, not written (a source): a SAS
@@ -49,11 +49,17 @@ pub fn connect_source(
     retry_for: Option<std::time::Duration>,
 ) -> anyhow::Result<Azure> {
     let cred = credential::Credential::for_reading(&addr)?;
-    let mut r = retry::Retrying::new(azure::AzureStore::with_credential(addr, cred, version), Default::default());
+    Ok(retrying(azure::AzureStore::with_credential(addr, cred, version), retry_for))
+}
+
+/// `store` under the default retry policy, giving up on one request after
+/// `retry_for` when given.
+fn retrying(store: azure::AzureStore, retry_for: Option<std::time::Duration>) -> Azure {
+    let mut r = retry::Retrying::new(store, retry::RetryPolicy::default());
     if let Some(d) = retry_for {
         r.policy.max_elapsed = d;
     }
-    Ok(r)
+    r
 }
 
 /// A destination's stores: the page blob's container, and `state` (a
@@ -66,21 +72,14 @@ pub fn connect_split(
     is_state: split::IsState,
     retry_for: Option<std::time::Duration>,
 ) -> anyhow::Result<Destination> {
-    let retrying = |s: azure::AzureStore| {
-        let mut r = retry::Retrying::new(s, retry::RetryPolicy::default());
-        if let Some(d) = retry_for {
-            r.policy.max_elapsed = d;
-        }
-        r
-    };
     let data = azure::AzureStore::connect(addr.clone(), version.clone())?;
     let counters = data.counters().clone();
-    let data = retrying(data);
+    let data = retrying(data, retry_for);
     Ok(match state {
         None => split::Split::whole(data),
         Some(st) => {
             let prefix = split::state_prefix(&st.blob, &addr.account, &addr.container);
-            let state = retrying(azure::AzureStore::connect(st, version)?.with_counters(counters));
+            let state = retrying(azure::AzureStore::connect(st, version)?.with_counters(counters), retry_for);
             split::Split::new(data, state, prefix, is_state)
         }
     })

@@ -221,8 +221,8 @@ pub fn run_verify(a: VerifyArgs) -> Result<(), Failure> {
     let access = crate::open::BlobAccess { api_version: a.api_version.clone(), retry_for: None };
     let sink = open_blob(&a.against, a.api_version, a.state_url)?;
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let source = (&a.source, &access);
-    let r = crate::readback::verify(source, &sink, a.point, a.chunk_size, threads, usize::from(a.concurrency))?;
+    let concurrency = usize::from(a.concurrency);
+    let r = crate::readback::verify(&a.source, &access, &sink, a.point, a.chunk_size, threads, concurrency)?;
     if a.json {
         print_json(&r)?;
     } else if r.identical {

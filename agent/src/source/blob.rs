@@ -133,13 +133,9 @@ impl<S: PageStore> BlobSource<S> {
     }
 
     /// Bytes of page data read over the wire so far, and in how many requests.
-    pub fn fetched(&self) -> (u64, u64) {
+    #[cfg(test)]
+    fn fetched(&self) -> (u64, u64) {
         (self.io.fetched.load(Relaxed), self.io.requests.load(Relaxed))
-    }
-
-    /// Bytes the blob holds within the disk (its allocated pages).
-    pub fn allocated(&self) -> u64 {
-        self.extents.iter().map(|r| r.end - r.start).sum()
     }
 
     /// Allocated ranges within `range`.
@@ -346,7 +342,7 @@ mod tests {
         let src = BlobSource::open(store, "d", "test blob").unwrap();
         assert_eq!(src.size(), 16 * MIB, "no footer: the blob is the disk");
         assert_eq!(src.data_extents(0..16 * MIB).unwrap(), vec![MIB..4 * MIB, 9 * MIB + 512..9 * MIB + 1024]);
-        assert_eq!(src.allocated(), 3 * MIB + 512);
+        assert_eq!(src.data_extents(0..16 * MIB).unwrap().iter().map(|r| r.end - r.start).sum::<u64>(), 3 * MIB + 512);
         // A read across data and a hole; one inside a never-written range.
         let got = read(&src, 0, 5 * MIB);
         assert!(got[..MIB as usize].iter().all(|&x| x == 0));

@@ -31,14 +31,8 @@ impl ArmSim {
 
     /// The snapshot a signed SAS URL names, as bytes (or the error to answer).
     fn snapshot_bytes(&self, target: &str) -> Result<Vec<u8>, Reply> {
-        let xml_err = |st: u16, code: &str| (st, vec![], Value::String(format!("<Error><Code>{code}</Code></Error>")));
         let s = self.state.lock().unwrap();
-        let Some(k) = token_of(target).and_then(|t| s.grants.get(&t).cloned()) else {
-            return Err(xml_err(403, "AuthenticationFailed"));
-        };
-        if s.resources.get(&k).is_some_and(|r| r["properties"]["dataAccessAuthMode"] == "AzureActiveDirectory") {
-            return Err(xml_err(403, "AuthorizationFailure"));
-        }
+        let k = granted(&s, target)?;
         match s.files.get(&k) {
             Some(f) => Ok(std::fs::read(f).unwrap()),
             None => Err(xml_err(404, "BlobNotFound")),
@@ -49,7 +43,7 @@ impl ArmSim {
     /// granules, merged, a few a page with `NextMarker`.
     pub(super) fn page_list(&self, target: &str, range: &str) -> Reply {
         if !target.contains("comp=pagelist") {
-            return (400, vec![], Value::String("<Error><Code>InvalidQueryParameterValue</Code></Error>".into()));
+            return xml_err(400, "InvalidQueryParameterValue");
         }
         let b = match self.snapshot_bytes(target) {
             Ok(b) => b,
@@ -105,21 +99,12 @@ impl ArmSim {
 
     /// `range` is the request's `x-ms-range` (`bytes=START-END`), if any.
     pub(super) fn page_diff(&self, target: &str, prev_url: &str, range: &str) -> Reply {
-        let xml_err = |st: u16, code: &str| (st, vec![], Value::String(format!("<Error><Code>{code}</Code></Error>")));
         let mut s = self.state.lock().unwrap();
         s.log.push(format!("GET {}", target.split('?').next().unwrap_or("")));
-        let (Some(cur), Some(prev)) = (token_of(target), token_of(prev_url)) else {
-            return xml_err(403, "AuthenticationFailed");
+        let (cur_k, prev_k) = match (granted(&s, target), granted(&s, prev_url)) {
+            (Ok(c), Ok(p)) => (c, p),
+            (Err(reply), _) | (_, Err(reply)) => return reply,
         };
-        let (Some(cur_k), Some(prev_k)) = (s.grants.get(&cur).cloned(), s.grants.get(&prev).cloned()) else {
-            return xml_err(403, "AuthenticationFailed");
-        };
-        // A snapshot whose data access is Entra-only takes no SAS alone.
-        for k in [&cur_k, &prev_k] {
-            if s.resources.get(k).is_some_and(|r| r["properties"]["dataAccessAuthMode"] == "AzureActiveDirectory") {
-                return xml_err(403, "AuthorizationFailure");
-            }
-        }
         if !target.contains("comp=pagelist") {
             return xml_err(400, "InvalidQueryParameterValue");
         }
@@ -164,13 +149,31 @@ impl ArmSim {
     }
 }
 
+/// An error answer of the Blob service: `status` and `<Code>`.
+fn xml_err(status: u16, code: &str) -> Reply {
+    (status, vec![], Value::String(format!("<Error><Code>{code}</Code></Error>")))
+}
+
+/// The snapshot a signed SAS URL was granted for (its resource key), if the
+/// grant is live and a SAS alone may read it (a snapshot whose data access
+/// is Entra-only takes no SAS alone).
+fn granted(s: &super::SimState, url: &str) -> Result<String, Reply> {
+    let Some(k) = token_of(url).and_then(|t| s.grants.get(&t).cloned()) else {
+        return Err(xml_err(403, "AuthenticationFailed"));
+    };
+    if s.resources.get(&k).is_some_and(|r| r["properties"]["dataAccessAuthMode"] == "AzureActiveDirectory") {
+        return Err(xml_err(403, "AuthorizationFailure"));
+    }
+    Ok(k)
+}
+
 /// The span an `x-ms-range` of Get Page Ranges asks (`bytes=START-END`,
 /// inclusive, whole pages), clipped to `len`; all of it when none is asked.
 fn span(range: &str, len: usize) -> Result<(usize, usize), Reply> {
     match range.strip_prefix("bytes=").and_then(|r| r.split_once('-')) {
         Some((a, z)) => match (a.parse::<usize>(), z.parse::<usize>()) {
             (Ok(a), Ok(z)) if a <= z && a % 512 == 0 && (z + 1) % 512 == 0 => Ok((a, (z + 1).min(len))),
-            _ => Err((416, vec![], Value::String("<Error><Code>InvalidRange</Code></Error>".into()))),
+            _ => Err(xml_err(416, "InvalidRange")),
         },
         None => Ok((0, len)),
     }
