@@ -117,6 +117,7 @@ pub fn sync_options(job: &JobSpec, disk_source_id: &str) -> Result<SyncOptions, 
                 .map(diskferry_blob::address::BlobAddress::parse_container)
                 .transpose()
                 .map_err(|e| Failure::new(ExitCode::Usage, anyhow!("job spec state_url: {e:#}")))?,
+            consistency: job.consistency.clone(),
         },
         api_version: job.api_version.clone(),
         retry_for: Some(Duration::from_secs(job.retry_for_secs)),

@@ -100,13 +100,16 @@ pub fn open_sink(target: &Target, opts: &SyncOptions) -> Result<Box<dyn Sink>, F
         Target::PageBlob(addr) => {
             Box::new(open_pageblob(addr, opts.api_version.clone(), opts.pageblob.clone(), opts.force, opts.retry_for)?)
         }
-        Target::Relay(addr) => Box::new(RelaySink::new(
-            addr,
-            &opts.relay,
-            opts.retry_for.unwrap_or(Duration::from_secs(120)),
-            opts.threads,
-            opts.force,
-        )?),
+        Target::Relay(addr) => Box::new(
+            RelaySink::new(
+                addr,
+                &opts.relay,
+                opts.retry_for.unwrap_or(Duration::from_secs(120)),
+                opts.threads,
+                opts.force,
+            )?
+            .recording(opts.pageblob.consistency.clone()),
+        ),
     })
 }
 

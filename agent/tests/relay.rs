@@ -109,7 +109,8 @@ fn relay_into_a_file_and_azurite_first_and_incremental_with_tls() {
     poke(&src, 41 * MIB, 4096, 10);
     poke(&src, 62 * MIB, MIB, 0);
     poke(&src, 90 * MIB, 512, 11);
-    let r = json(&sync(&[]));
+    // This one says what it holds: the receiver records it in the point.
+    let r = json(&sync(&["--consistency", "crash"]));
     for lane in r.as_array().unwrap() {
         let rep = &lane["report"];
         assert_eq!(rep["generation"].as_u64(), Some(2), "{lane}");
@@ -117,6 +118,15 @@ fn relay_into_a_file_and_azurite_first_and_incremental_with_tls() {
         assert_eq!((rep["chunks_written"].as_u64(), rep["chunks_cleared"].as_u64()), (Some(4), Some(1)), "{lane}");
     }
     check(2);
+    let pts = agent()
+        .args(["points", &format!("{blob_root}/web-os.vhd"), "--json"])
+        .env("AZURE_STORAGE_CONNECTION_STRING", azurite::connection_string())
+        .output()
+        .unwrap();
+    assert!(pts.status.success(), "{}", String::from_utf8_lossy(&pts.stderr));
+    let pts: serde_json::Value = serde_json::from_slice(&pts.stdout).unwrap();
+    let held: Vec<&serde_json::Value> = pts.as_array().unwrap().iter().map(|p| &p["consistency"]).collect();
+    assert_eq!(held, [&serde_json::Value::Null, &serde_json::json!("crash")], "{pts}");
     // The receivers counted what they applied; nothing was refused.
     assert!(to_file.metric("diskferry_receiver_raw_bytes_total", "") >= 34 * MIB);
     assert_eq!(to_file.metric("diskferry_receiver_commits_total", ""), 2);

@@ -70,7 +70,18 @@ pub struct JobSpec {
     /// destinations, whose accounts hold page blobs only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub state_url: Option<String>,
+    /// What the disks' snapshots hold together (`crash`, `application`,
+    /// `filesystem`, `stopped`, `per-disk`): recorded in each recovery point
+    /// the job makes, where it outlives the coordinator's database.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consistency: Option<String>,
     pub disks: Vec<JobDisk>,
+}
+
+/// Whether `s` can label a recovery point's consistency: 1 to 32 lowercase
+/// letters and dashes (it goes into blob metadata and status documents).
+pub fn is_consistency_label(s: &str) -> bool {
+    (1..=32).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_lowercase() || b == b'-')
 }
 
 /// One disk of the job: where to read it and where it goes.
@@ -254,6 +265,9 @@ impl JobSpec {
         if self.keep == 0 {
             return Err(invalid("keep", "must be at least 1".into()));
         }
+        if self.consistency.as_deref().is_some_and(|c| !is_consistency_label(c)) {
+            return Err(invalid("consistency", "must be 1 to 32 lowercase letters and dashes".into()));
+        }
         // A job is written to disk and into VM user data: it must carry no secret.
         if self.status_blob.as_deref().is_some_and(carries_sas) {
             return Err(invalid("status_blob", "carries a SAS; a job must hold no secret".into()));
@@ -342,6 +356,7 @@ mod tests {
             status_interval_ms: 2000,
             status_blob: None,
             state_url: None,
+            consistency: None,
             disks: vec![JobDisk {
                 name: "os".into(),
                 source: "/dev/loop0".into(),
@@ -444,6 +459,12 @@ mod tests {
         assert!(matches!(JobSpec::parse(&j.to_json()), Err(JobError::Invalid { field: "hint", .. })), "count");
         j.disks[0].hint = Some(RangeHint { base_generations: vec![3], disk_size: 1 << 20, ranges: vec![[0, 100]] });
         assert!(matches!(JobSpec::parse(&j.to_json()), Err(JobError::Invalid { field: "hint", .. })), "alignment");
+        let mut j = sample();
+        for (label, ok) in [("crash", true), ("per-disk", true), ("Crash", false), ("", false), ("a b", false)] {
+            j.consistency = Some(label.into());
+            let got = JobSpec::parse(&j.to_json());
+            assert_eq!(got.is_ok(), ok, "{label:?}: {got:?}");
+        }
         let unknown = sample().to_json().replacen("\"keep\"", "\"surprise\": 1, \"keep\"", 1);
         assert!(matches!(JobSpec::parse(&unknown), Err(JobError::Syntax(e)) if e.contains("surprise")));
     }

@@ -215,6 +215,10 @@ pub struct RecoveryPoint {
     pub disk_size: u64,
     pub bytes_written: u64,
     pub bytes_cleared: u64,
+    /// What the disks of the sync that made it held together (`crash`,
+    /// `application`, `filesystem`, `stopped`, `per-disk`), when it said.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consistency: Option<String>,
 }
 
 /// What `download --json` fetched.

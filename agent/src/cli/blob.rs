@@ -134,8 +134,11 @@ pub fn run_points(a: PointsArgs) -> Result<(), Failure> {
         return print_json(&points);
     }
     let mut o = std::io::stdout().lock();
-    let _ =
-        writeln!(o, "{:>10}  {:<24}  {:>12}  {:>12}  {:>12}", "generation", "time (UTC)", "size", "written", "cleared");
+    let _ = writeln!(
+        o,
+        "{:>10}  {:<24}  {:>12}  {:>12}  {:>12}  consistency",
+        "generation", "time (UTC)", "size", "written", "cleared"
+    );
     for p in &points {
         let t = time::OffsetDateTime::from_unix_timestamp(p.created_unix_ms / 1000)
             .ok()
@@ -143,12 +146,13 @@ pub fn run_points(a: PointsArgs) -> Result<(), Failure> {
             .unwrap_or_default();
         let _ = writeln!(
             o,
-            "{:>10}  {:<24}  {:>12}  {:>12}  {:>12}",
+            "{:>10}  {:<24}  {:>12}  {:>12}  {:>12}  {}",
             p.generation,
             t,
             human(p.disk_size),
             human(p.bytes_written),
-            human(p.bytes_cleared)
+            human(p.bytes_cleared),
+            p.consistency.as_deref().unwrap_or("-")
         );
     }
     Ok(())

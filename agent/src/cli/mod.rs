@@ -150,12 +150,24 @@ pub struct SyncArgs {
     /// read and do not count.
     #[arg(long, value_name = "RATE", value_parser = parse_rate)]
     pub read_limit: Option<u64>,
+    /// Record in each recovery point made what the source's disks hold
+    /// together (e.g. crash: all taken at one instant by a group snapshot;
+    /// per-disk): `points` shows it. Lowercase letters and dashes.
+    #[arg(long, value_name = "LABEL", value_parser = parse_consistency)]
+    pub consistency: Option<String>,
     #[command(flatten)]
     pub blob: BlobArgs,
     #[command(flatten)]
     pub relay: RelayArgs,
     #[command(flatten)]
     pub report: ReportArgs,
+}
+
+fn parse_consistency(s: &str) -> Result<String, String> {
+    match diskferry_core::job::is_consistency_label(s) {
+        true => Ok(s.to_owned()),
+        false => Err("1 to 32 lowercase letters and dashes".into()),
+    }
 }
 
 /// Read a range hint file (`sync --hint`).
@@ -286,6 +298,9 @@ impl BlobArgs {
                 take_over: self.break_lease,
             },
             state: self.state_url.clone(),
+            // What a point holds is the coordinator's to say (a job's
+            // `consistency`, or a relay sender's); a bare sync says nothing.
+            consistency: None,
         }
     }
 }
@@ -508,7 +523,7 @@ fn run_sync(a: SyncArgs) -> Result<(), Failure> {
         read_mode: a.read.read_mode,
         manifest: a.manifest.clone(),
         force: a.force,
-        pageblob: a.blob.options(),
+        pageblob: PageBlobOptions { consistency: a.consistency.clone(), ..a.blob.options() },
         api_version: a.blob.api_version.clone(),
         retry_for: Some(std::time::Duration::from_secs(a.blob.retry_for)),
         relay: a.relay.options(&a.to)?,

@@ -62,42 +62,54 @@ pub fn unnamed(
 /// snapshot's metadata (its generation, the disk's size) is the blob's when
 /// it was taken and can never change, while the index is a blob any writer
 /// may overwrite. An index entry stands only if its snapshot is listed and
-/// says the same generation; a generation the index lost is recovered from
-/// its earliest snapshot (`written` and `cleared` unknown: 0). `facts` reads
-/// (generation, disk size) from a listed snapshot. Without a listing (no
-/// list permission), the index as it is.
+/// says the same generation, and the snapshot's consistency is the one it
+/// has; a generation the index lost is recovered from its earliest snapshot
+/// (`written` and `cleared` unknown: 0). `facts` reads a listed snapshot's
+/// [`Facts`]. Without a listing (no list permission), the index as it is.
 pub fn merge(
     blob: &str,
     index: Vec<RecoveryPoint>,
     listed: Option<&[Listed]>,
-    facts: impl Fn(&Listed) -> Option<(u64, u64)>,
+    facts: impl Fn(&Listed) -> Option<Facts>,
 ) -> Vec<RecoveryPoint> {
     let Some(items) = listed else { return index };
-    let snaps: Vec<(&str, u64, u64)> = items
-        .iter()
-        .filter(|l| l.name == blob)
-        .filter_map(|l| Some((l.snapshot.as_deref()?, facts(l)?)))
-        .map(|(s, (g, size))| (s, g, size))
+    let snaps: Vec<(&str, Facts)> =
+        items.iter().filter(|l| l.name == blob).filter_map(|l| Some((l.snapshot.as_deref()?, facts(l)?))).collect();
+    let mut out: Vec<RecoveryPoint> = index
+        .into_iter()
+        .filter_map(|mut p| {
+            let (_, f) = snaps.iter().find(|(s, f)| *s == p.snapshot && f.generation == p.generation)?;
+            p.consistency = f.consistency.clone();
+            Some(p)
+        })
         .collect();
-    let mut out: Vec<RecoveryPoint> =
-        index.into_iter().filter(|p| snaps.iter().any(|(s, g, _)| *s == p.snapshot && *g == p.generation)).collect();
-    let mut lost: Vec<&(&str, u64, u64)> =
-        snaps.iter().filter(|(_, g, _)| !out.iter().any(|p| p.generation == *g)).collect();
+    let mut lost: Vec<&(&str, Facts)> =
+        snaps.iter().filter(|(_, f)| !out.iter().any(|p| p.generation == f.generation)).collect();
     // Snapshot ids are times (ISO 8601, fixed width): the earliest first.
-    lost.sort_by(|a, b| (a.1, a.0).cmp(&(b.1, b.0)));
-    lost.dedup_by_key(|x| x.1);
-    for (s, g, size) in lost {
+    lost.sort_by(|a, b| (a.1.generation, a.0).cmp(&(b.1.generation, b.0)));
+    lost.dedup_by_key(|x| x.1.generation);
+    for (s, f) in lost {
         out.push(RecoveryPoint {
-            generation: *g,
+            generation: f.generation,
             snapshot: (*s).to_owned(),
             created_unix_ms: snapshot_time_ms(s).unwrap_or(0),
-            disk_size: *size,
+            disk_size: f.disk_size,
             bytes_written: 0,
             bytes_cleared: 0,
+            consistency: f.consistency.clone(),
         });
     }
     out.sort_by_key(|p| p.generation);
     out
+}
+
+/// What a snapshot of the page blob says of itself, in the metadata it was
+/// taken with (which no later writer can change).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Facts {
+    pub generation: u64,
+    pub disk_size: u64,
+    pub consistency: Option<String>,
 }
 
 /// When a snapshot was taken: its id is the time (`2026-12-01T19:33:04.1234567Z`).
@@ -149,6 +161,7 @@ mod tests {
             disk_size: 0,
             bytes_written: 0,
             bytes_cleared: 0,
+            consistency: None,
         }
     }
 
@@ -205,13 +218,20 @@ mod tests {
         let mut metadata = std::collections::BTreeMap::new();
         if let Some(g) = g {
             metadata.insert("g".to_owned(), g.to_string());
+            metadata.insert("c".to_owned(), if g == 1 { "crash" } else { "per-disk" }.to_owned());
         }
         Listed { name: name.to_owned(), snapshot: Some(snap.to_owned()), metadata }
     }
 
     #[test]
     fn snapshots_outrank_the_index() {
-        let facts = |l: &Listed| Some((l.metadata.get("g")?.parse().ok()?, 1 << 20));
+        let facts = |l: &Listed| {
+            Some(Facts {
+                generation: l.metadata.get("g")?.parse().ok()?,
+                disk_size: 1 << 20,
+                consistency: l.metadata.get("c").cloned(),
+            })
+        };
         let s = |n: u32| format!("2026-12-01T10:00:0{n}.0000000Z");
         let items = vec![
             listed("d.vhd", &s(1), Some(1)),
@@ -229,9 +249,13 @@ mod tests {
         // generation) is dropped; a true one keeps its counts.
         let mut p1 = point(1, &s(1));
         p1.bytes_written = 7;
+        // The index cannot change what a point holds: its snapshot says.
+        p1.consistency = Some("application".into());
         let got =
             merge("d.vhd", vec![p1, point(2, &s(1)), point(5, "2026-12-01T11:00:00.0000000Z")], Some(&items), facts);
         assert_eq!(got.iter().map(|p| (p.generation, p.bytes_written)).collect::<Vec<_>>(), vec![(1, 7), (2, 0)]);
+        let held: Vec<Option<&str>> = got.iter().map(|p| p.consistency.as_deref()).collect();
+        assert_eq!(held, [Some("crash"), Some("per-disk")]);
         // Without a listing: the index.
         assert_eq!(merge("d.vhd", vec![point(5, "x")], None, facts).len(), 1);
     }

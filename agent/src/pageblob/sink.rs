@@ -49,6 +49,9 @@ pub(super) const META_GENERATION: &str = "diskferry_generation";
 pub(super) const META_MANIFEST: &str = "diskferry_manifest";
 pub(super) const META_BUILDING: &str = "diskferry_building";
 pub(super) const META_DISK_SIZE: &str = "diskferry_disk_size";
+/// What the generation's disks held together (`crash`, `per-disk`...),
+/// when the sync was told: its snapshot keeps it.
+pub(super) const META_CONSISTENCY: &str = "diskferry_consistency";
 /// Where the state lives when not beside the blob (`--state-url`, no SAS).
 pub(super) const META_STATE: &str = "diskferry_state";
 /// The longest state place recorded there: with the other keys (under 300
@@ -75,6 +78,9 @@ pub struct PageBlobOptions {
     /// Where the state (journal, manifests, index) lives when not beside
     /// the page blob: a container, with an optional prefix (`--state-url`).
     pub state: Option<diskferry_blob::address::BlobAddress>,
+    /// What each recovery point holds (`crash`, `application`, `filesystem`,
+    /// `stopped`, `per-disk`), recorded in its snapshot's metadata.
+    pub consistency: Option<String>,
 }
 
 impl Default for PageBlobOptions {
@@ -89,6 +95,7 @@ impl Default for PageBlobOptions {
             force: false,
             lease: LeaseOptions::default(),
             state: None,
+            consistency: None,
         }
     }
 }
@@ -571,6 +578,9 @@ impl<S: PageStore> Sink for PageBlobSink<S> {
         meta.insert(META_GENERATION.to_owned(), g.to_string());
         meta.insert(META_MANIFEST.to_owned(), digest.to_hex());
         meta.insert(META_DISK_SIZE.to_owned(), manifest.geometry.disk_size().to_string());
+        if let Some(c) = &self.opts.consistency {
+            meta.insert(META_CONSISTENCY.to_owned(), c.clone());
+        }
         self.mark_state_place(&mut meta);
         let lease = self.lease.clone();
         let l = Some(lease.id());
@@ -591,6 +601,7 @@ impl<S: PageStore> Sink for PageBlobSink<S> {
             disk_size: manifest.geometry.disk_size(),
             bytes_written: self.planned_written,
             bytes_cleared: self.planned_cleared,
+            consistency: self.opts.consistency.clone(),
         });
         let now = crate::clock::unix_ms();
         let floor = self.opts.min_retention;
@@ -679,10 +690,14 @@ impl<S: PageStore> Drop for PageBlobSink<S> {
     }
 }
 
-/// (generation, disk size) of a listed snapshot of the page blob, from its
-/// own metadata.
-fn snapshot_facts(l: &diskferry_blob::Listed) -> Option<(u64, u64)> {
-    Some((l.metadata.get(META_GENERATION)?.parse().ok()?, l.metadata.get(META_DISK_SIZE)?.parse().ok()?))
+/// What a listed snapshot of the page blob says of itself, from its own
+/// metadata.
+fn snapshot_facts(l: &diskferry_blob::Listed) -> Option<super::points::Facts> {
+    Some(super::points::Facts {
+        generation: l.metadata.get(META_GENERATION)?.parse().ok()?,
+        disk_size: l.metadata.get(META_DISK_SIZE)?.parse().ok()?,
+        consistency: l.metadata.get(META_CONSISTENCY).cloned(),
+    })
 }
 
 /// Note a finished request: its acks, or its error (the first one wins).

@@ -379,6 +379,12 @@ async fn open(state: &Arc<State>, disk: String, b: &[u8], grant: &Grant) -> Resu
     let mut opts = state.cfg.sink.clone();
     opts.chunk_size = geometry.chunk_size();
     opts.force |= req.force;
+    if let Some(c) = &req.consistency {
+        if !diskferry_core::job::is_consistency_label(c) {
+            return Err(Reject::new(400, "consistency", "must be 1 to 32 lowercase letters and dashes"));
+        }
+        opts.pageblob.consistency = Some(c.clone());
+    }
     let open_sink_fn = move || open_sink(&target, &opts);
     let (s, prior) =
         Session::open(id.clone(), disk, open_sink_fn, req.source_id, geometry, state.metrics.clone()).await?;

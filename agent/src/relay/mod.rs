@@ -56,6 +56,10 @@ pub struct OpenRequest {
     pub disk_size: u64,
     pub chunk_size: u64,
     pub force: bool,
+    /// What the sender's disks hold together, for the receiver to record in
+    /// each recovery point (absent from senders that do not say).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consistency: Option<String>,
 }
 
 /// Begin a generation.

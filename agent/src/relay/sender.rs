@@ -61,6 +61,8 @@ pub struct RelaySink {
     addr: RelayAddress,
     level: i32,
     force: bool,
+    /// Told to the receiver at each session's open (`OpenRequest`).
+    consistency: Option<String>,
     pool: rayon::ThreadPool,
     session: Option<String>,
     geometry: Option<Geometry>,
@@ -86,6 +88,12 @@ fn call_failure(addr: &RelayAddress, what: &str, e: CallError) -> Failure {
 }
 
 impl RelaySink {
+    /// Have the receiver record `consistency` in each recovery point.
+    pub fn recording(mut self, consistency: Option<String>) -> Self {
+        self.consistency = consistency;
+        self
+    }
+
     pub fn new(
         addr: &RelayAddress,
         opts: &RelayOptions,
@@ -105,6 +113,7 @@ impl RelaySink {
             addr: addr.clone(),
             level,
             force,
+            consistency: None,
             pool,
             session: None,
             geometry: None,
@@ -192,6 +201,7 @@ impl Sink for RelaySink {
             disk_size: cur.disk_size(),
             chunk_size: cur.chunk_size().get(),
             force: self.force,
+            consistency: self.consistency.clone(),
         };
         let body = Bytes::from(serde_json::to_vec(&req).map_err(|e| fail(&self.addr, e))?);
         let path = format!("/v1/disks/{}/sessions", self.addr.disk);
