@@ -171,7 +171,16 @@ fn render(db: &std::path::Path, shared: &Shared) -> Result<String> {
         ),
         &["replica", "placement"],
     )?;
+    let consistent = IntGaugeVec::new(
+        Opts::new(
+            "diskferry_replica_last_run_consistency",
+            "1 for what the replica's newest run's snapshots hold together: crash, application, filesystem \
+             (one VM restore point), stopped (the source deallocated) or per-disk",
+        ),
+        &["replica", "consistency"],
+    )?;
     reg.register(Box::new(placed.clone()))?;
+    reg.register(Box::new(consistent.clone()))?;
     reg.register(Box::new(rpo.clone()))?;
     reg.register(Box::new(runs.clone()))?;
     reg.register(Box::new(missed.clone()))?;
@@ -182,6 +191,9 @@ fn render(db: &std::path::Path, shared: &Shared) -> Result<String> {
     }
     for (replica, placement) in store.last_placements()? {
         placed.with_label_values(&[&replica, &placement]).set(1);
+    }
+    for (replica, consistency) in store.last_consistencies()? {
+        consistent.with_label_values(&[&replica, &consistency]).set(1);
     }
     for (replica, outcome, n) in store.run_counts()? {
         runs.with_label_values(&[&replica, &outcome]).inc_by(n);

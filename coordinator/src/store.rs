@@ -6,6 +6,7 @@
 //! The SQL stays portable to PostgreSQL: TEXT ids generated here (no
 //! AUTOINCREMENT), BIGINT epoch seconds, no SQLite-only functions.
 
+use crate::cloud::Consistency;
 use crate::error::CoordError;
 use std::path::Path;
 use std::time::Duration;
@@ -97,7 +98,30 @@ const MIGRATIONS: &[&str] = &[
     // deallocated for them: every disk at one instant, shut down) or
     // `per-disk` (each disk at its own instant).
     "ALTER TABLE runs ADD COLUMN consistency TEXT;",
+    // What a replica asks of its snapshots together (`crash`, `application`,
+    // `per-disk`), and why a run's differ from it (an application-
+    // consistent capture that fell back to crash, a provider without
+    // restore points).
+    "ALTER TABLE replicas ADD COLUMN consistency TEXT NOT NULL DEFAULT 'crash';
+    ALTER TABLE runs ADD COLUMN consistency_note TEXT;",
 ];
+
+/// A fact a run records once known, exported per replica for its newest run.
+#[derive(Debug, Clone, Copy)]
+enum RunFact {
+    Placement,
+    Consistency,
+}
+
+impl RunFact {
+    /// Its column in `runs` (a name from this list, never from input).
+    fn column(self) -> &'static str {
+        match self {
+            RunFact::Placement => "placement",
+            RunFact::Consistency => "consistency",
+        }
+    }
+}
 
 /// Run states as stored.
 pub mod status {
@@ -134,6 +158,8 @@ pub struct Replica {
     pub created_at: i64,
     /// Stop (deallocate) the source VM for its snapshots, start it after.
     pub stop_source: bool,
+    /// What its snapshots should hold together.
+    pub consistency: Consistency,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -164,6 +190,8 @@ pub struct Run {
     pub placement: Option<String>,
     /// `stopped` or `per-disk`, once its snapshots were taken.
     pub consistency: Option<String>,
+    /// Why `consistency` is not what the replica asked for, if it is not.
+    pub consistency_note: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -242,8 +270,8 @@ impl Store {
 
     pub fn insert_replica(&self, r: &Replica) -> Result<()> {
         let n = self.conn.execute(
-            "INSERT INTO replicas (name, vm, destinations, schedule, keep_points, chunk_size, created_at, stop_source)
-             SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8 WHERE NOT EXISTS (SELECT 1 FROM replicas WHERE name = ?1)",
+            "INSERT INTO replicas (name, vm, destinations, schedule, keep_points, chunk_size, created_at, stop_source,
+             consistency) SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9 WHERE NOT EXISTS (SELECT 1 FROM replicas WHERE name = ?1)",
             params![
                 r.name,
                 r.vm,
@@ -252,7 +280,8 @@ impl Store {
                 r.keep_points,
                 r.chunk_size as i64,
                 r.created_at,
-                r.stop_source
+                r.stop_source,
+                r.consistency.as_str()
             ],
         )?;
         if n == 0 {
@@ -264,7 +293,7 @@ impl Store {
     pub fn replica(&self, name: &str) -> Result<Replica> {
         self.conn
             .query_row(
-                "SELECT name, vm, destinations, schedule, keep_points, chunk_size, created_at, stop_source FROM replicas WHERE name = ?1",
+                "SELECT name, vm, destinations, schedule, keep_points, chunk_size, created_at, stop_source, consistency FROM replicas WHERE name = ?1",
                 params![name],
                 replica_row,
             )
@@ -274,7 +303,7 @@ impl Store {
 
     pub fn replicas(&self) -> Result<Vec<Replica>> {
         let mut st = self.conn.prepare(
-            "SELECT name, vm, destinations, schedule, keep_points, chunk_size, created_at, stop_source FROM replicas ORDER BY name",
+            "SELECT name, vm, destinations, schedule, keep_points, chunk_size, created_at, stop_source, consistency FROM replicas ORDER BY name",
         )?;
         let rows = st.query_map([], replica_row)?;
         Ok(rows.collect::<Result<_, _>>()?)
@@ -316,10 +345,31 @@ impl Store {
         insert_run(&self.conn, run)
     }
 
-    /// Record what the run's snapshots hold together (`stopped`, `per-disk`).
-    pub fn set_consistency(&self, run_id: &str, consistency: &str) -> Result<()> {
-        self.conn.execute("UPDATE runs SET consistency = ?2 WHERE id = ?1", params![run_id, consistency])?;
+    /// Record what the run's snapshots hold together (`stopped`, `crash`,
+    /// `application`, `filesystem`, `per-disk`), and why that is not what
+    /// its replica asked for, if it is not.
+    pub fn set_consistency(&self, run_id: &str, consistency: &str, note: Option<&str>) -> Result<()> {
+        self.conn.execute(
+            "UPDATE runs SET consistency = ?2, consistency_note = ?3 WHERE id = ?1",
+            params![run_id, consistency, note],
+        )?;
         Ok(())
+    }
+
+    /// Each replica's newest run that recorded a consistency: (replica, consistency).
+    pub fn last_consistencies(&self) -> Result<Vec<(String, String)>> {
+        self.newest_per_replica(RunFact::Consistency)
+    }
+
+    /// Each replica's newest run that recorded `fact`: (replica, its value).
+    fn newest_per_replica(&self, fact: RunFact) -> Result<Vec<(String, String)>> {
+        let c = fact.column();
+        let mut st = self.conn.prepare(&format!(
+            "SELECT r.replica, r.{c} FROM runs r WHERE r.{c} IS NOT NULL AND r.started_at = \
+             (SELECT MAX(started_at) FROM runs x WHERE x.replica = r.replica AND x.{c} IS NOT NULL)"
+        ))?;
+        let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     /// The consistency of the run that made generation `generation` of
@@ -346,12 +396,7 @@ impl Store {
 
     /// Each replica's newest placed run: (replica, placement).
     pub fn last_placements(&self) -> Result<Vec<(String, String)>> {
-        let mut st = self.conn.prepare(
-            "SELECT r.replica, r.placement FROM runs r WHERE r.placement IS NOT NULL AND r.started_at = \
-             (SELECT MAX(started_at) FROM runs x WHERE x.replica = r.replica AND x.placement IS NOT NULL)",
-        )?;
-        let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        self.newest_per_replica(RunFact::Placement)
     }
 
     /// Record what the run's worker is and allows.
@@ -549,7 +594,7 @@ impl Store {
 
 const RUN_SELECT: &str = "SELECT id, replica, trigger_kind, status, phase, started_at, finished_at, duration_ms, \
 owner_pid, owner_start, bytes_read, bytes_sent, bytes_zero, bytes_unchanged, bytes_written, bytes_cleared, error, \
-worker, placement, consistency FROM runs";
+worker, placement, consistency, consistency_note FROM runs";
 const DISK_SELECT: &str = "SELECT run_id, disk, destination, generation, full_sync, full_sync_reason, bytes_read, \
 bytes_sent, bytes_zero, bytes_unchanged, bytes_written, bytes_cleared FROM run_disks";
 const RES_SELECT: &str = "SELECT name, run_id, replica, kind, disk, state, created_at, expires_at FROM resources";
@@ -589,6 +634,12 @@ fn replica_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Replica> {
         chunk_size: r.get::<_, i64>(5)? as u64,
         created_at: r.get(6)?,
         stop_source: r.get(7)?,
+        consistency: {
+            let text: String = r.get(8)?;
+            Consistency::parse(&text).ok_or_else(|| {
+                rusqlite::Error::FromSqlConversionFailure(8, rusqlite::types::Type::Text, text.clone().into())
+            })?
+        },
     })
 }
 
@@ -614,6 +665,7 @@ fn run_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Run> {
         worker: r.get(17)?,
         placement: r.get(18)?,
         consistency: r.get(19)?,
+        consistency_note: r.get(20)?,
     })
 }
 
@@ -661,6 +713,7 @@ mod tests {
             chunk_size: 1 << 20,
             created_at: 1,
             stop_source: false,
+            consistency: Consistency::Crash,
         }
     }
 
@@ -686,6 +739,7 @@ mod tests {
             worker: None,
             placement: None,
             consistency: None,
+            consistency_note: None,
         }
     }
 

@@ -9,7 +9,7 @@ use clap::{Args, Subcommand};
 use super::{human, print_json, time, usage, Env, Failure, JsonArg};
 use crate::clock::now;
 use crate::cloud::local::check_name;
-use crate::cloud::ResourceKind;
+use crate::cloud::{Consistency, ResourceKind};
 use crate::destination::Destination;
 use crate::error::CoordError;
 use crate::execute::{self, Observer};
@@ -50,10 +50,18 @@ pub struct CreateArgs {
     #[arg(long, default_value = "1MiB")]
     pub chunk_size: String,
     /// Deallocate the source VM for its snapshots and start it again after
-    /// (azure): the disks are then consistent with each other, at the cost
-    /// of downtime. Without it, snapshots are crash-consistent per disk.
+    /// (azure): the disks are then at one instant with the guest shut down,
+    /// at the cost of downtime (`--consistency` does not matter then).
     #[arg(long)]
     pub stop_source: bool,
+    /// What the disks' snapshots hold together. crash: every disk at one
+    /// instant, as after a power cut (azure: one VM restore point a run, no
+    /// agent in the guest). application: the same with the guest's
+    /// applications flushed through the VM agent (VSS, Linux pre/post
+    /// scripts); a run whose guest cannot falls back to crash and says so.
+    /// per-disk: each disk snapshotted on its own, at its own instant.
+    #[arg(long, value_enum, default_value_t = Consistency::Crash)]
+    pub consistency: Consistency,
     #[arg(long)]
     pub json: bool,
 }
@@ -154,6 +162,7 @@ pub fn define(env: &Env, a: CreateArgs) -> Result<(Replica, crate::cloud::Vm), F
         chunk_size: chunk,
         created_at: now(),
         stop_source: a.stop_source,
+        consistency: a.consistency,
     };
     env.store()?.insert_replica(&r)?;
     Ok((r, vm))

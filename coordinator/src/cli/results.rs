@@ -77,6 +77,9 @@ pub struct MigrateArgs {
     /// Replica name [default: migrate-VMNAME].
     #[arg(long)]
     pub name: Option<String>,
+    /// What the disks' copies hold together (see `replica create --help`).
+    #[arg(long, value_enum, default_value_t = crate::cloud::Consistency::Crash)]
+    pub consistency: crate::cloud::Consistency,
     #[arg(long)]
     pub json: bool,
 }
@@ -89,9 +92,11 @@ pub struct Point {
     pub created_unix_ms: i64,
     #[serde(default)]
     pub disk_size: u64,
-    /// What the run that made it recorded: `stopped` (every disk of the VM
-    /// at one instant, the VM shut down) or `per-disk` (each disk at its own
-    /// instant); none for a point no recorded run made.
+    /// What its disks hold together: `crash`, `application` or `filesystem`
+    /// (one VM restore point: every disk at one instant), `stopped` (the VM
+    /// shut down for them) or `per-disk` (each disk at its own instant). The
+    /// point's own record (its snapshot's metadata) first, else what the run
+    /// that made it recorded; none for a point neither says.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub consistency: Option<String>,
 }
@@ -147,7 +152,7 @@ fn disk_points(env: &Env, dest: &Destination, r: &Replica, d: &RunDisk) -> anyho
                     generation: p.generation,
                     created_unix_ms: p.created_unix_ms,
                     disk_size: p.disk_size,
-                    consistency: None,
+                    consistency: p.consistency,
                 })
                 .collect())
         }
@@ -180,7 +185,7 @@ pub fn points(env: &Env, a: PointsArgs) -> Result<(), Failure> {
     let mut all = serde_json::Map::new();
     for d in newest_disks(&store, &r, a.dest - 1)? {
         let mut pts = disk_points(env, &dest, &r, &d)?;
-        for p in &mut pts {
+        for p in pts.iter_mut().filter(|p| p.consistency.is_none()) {
             p.consistency = store.point_consistency(&r.name, &d.disk, a.dest - 1, p.generation)?;
         }
         all.insert(d.disk.clone(), serde_json::to_value(pts).map_err(anyhow::Error::from)?);
@@ -363,6 +368,7 @@ pub fn migrate(env: &Env, a: MigrateArgs) -> Result<(), Failure> {
                 keep: 1,
                 chunk_size: "1MiB".into(),
                 stop_source: false,
+                consistency: a.consistency,
                 json: a.json,
             },
         )?;

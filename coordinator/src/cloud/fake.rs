@@ -13,7 +13,7 @@ use anyhow::{anyhow, bail, Result};
 use diskferry_core::job::JobSpec;
 use diskferry_core::report::{DestinationResult, DiskStatus, Phase, Status, SyncReport, STATUS_VERSION};
 
-use super::{Cloud, Found, ResourceKind, RunTags, Vm, VmDisk, WorkerSpec, WorkerState};
+use super::{Capture, Cloud, Consistency, Found, ResourceKind, RunTags, Taken, Vm, VmDisk, WorkerSpec, WorkerState};
 
 #[derive(Debug, Default)]
 struct State {
@@ -31,6 +31,9 @@ struct State {
     /// What changed between two snapshots, as [`Cloud::changed_ranges`]
     /// answers (`None`: the provider cannot tell).
     diff: Option<Vec<[u64; 2]>>,
+    /// Why an application-consistent capture fails, if it does (the run
+    /// then has a crash-consistent one).
+    no_application: Option<String>,
 }
 
 /// A cloud in memory (see the module's header).
@@ -83,6 +86,11 @@ impl FakeCloud {
     /// Every pair of snapshots differs by `ranges` from now on (`None`: no diff).
     pub fn set_diff(&self, ranges: Option<Vec<[u64; 2]>>) {
         self.lock().diff = ranges;
+    }
+
+    /// Application-consistent captures fail with `why` from now on.
+    pub fn fail_application(&self, why: &str) {
+        self.lock().no_application = Some(why.to_owned());
     }
 
     /// Snapshots read access is granted to now.
@@ -220,11 +228,11 @@ impl Cloud for FakeCloud {
         Ok(self.vm.clone())
     }
 
-    fn snapshot_name(&self, _vm: &Vm, disk: &VmDisk, run_id: &str) -> String {
-        format!("snap-{run_id}-{}", disk.name)
+    fn snapshot_names(&self, vm: &Vm, tags: &RunTags, _how: Capture) -> Result<Vec<String>> {
+        Ok(vm.disks.iter().map(|d| format!("snap-{}-{}", tags.run_id, d.name)).collect())
     }
 
-    fn snapshot(&self, vm: &Vm, names: &[String], _tags: &RunTags, _stop_source: bool) -> Result<()> {
+    fn snapshot(&self, vm: &Vm, names: &[String], _tags: &RunTags, how: Capture) -> Result<Taken> {
         let mut s = self.call("snapshot")?;
         if names.len() != vm.disks.len() {
             bail!("{} snapshot names for {} disks", names.len(), vm.disks.len());
@@ -232,7 +240,13 @@ impl Cloud for FakeCloud {
         for n in names {
             Self::create(&mut s, ResourceKind::Snapshot, n)?;
         }
-        Ok(())
+        Ok(match (how.stop_source, how.consistency, &s.no_application) {
+            (true, _, _) => Taken::as_asked("stopped"),
+            (false, Consistency::Application, Some(why)) => {
+                Taken { consistency: "crash".into(), note: Some(format!("application-consistent failed: {why}")) }
+            }
+            (false, c, _) => Taken::as_asked(c.as_str()),
+        })
     }
 
     fn temp_disk_name(&self, snapshot: &str, _run_id: &str, lun: usize) -> Option<String> {

@@ -21,7 +21,7 @@ use std::process::Command;
 use anyhow::{anyhow, bail, Context, Result};
 
 use super::host::{euid, is_symlink, private_dir, read_dir, remove_file, HostWorkers};
-use super::{Cloud, Found, ResourceKind, RunTags, Vm, VmDisk, WorkerSpec, WorkerState};
+use super::{Capture, Cloud, Consistency, Found, ResourceKind, RunTags, Taken, Vm, VmDisk, WorkerSpec, WorkerState};
 
 /// `vm.toml`: a source VM of the local provider.
 #[derive(Debug, serde::Deserialize)]
@@ -147,20 +147,33 @@ impl Cloud for LocalCloud {
         })
     }
 
-    fn snapshot_name(&self, vm: &Vm, disk: &VmDisk, run_id: &str) -> String {
-        self.snapshots().join(&vm.name).join(format!("{}@{run_id}.img", disk.name)).display().to_string()
+    fn snapshot_names(&self, vm: &Vm, tags: &RunTags, _how: Capture) -> Result<Vec<String>> {
+        let dir = self.snapshots().join(&vm.name);
+        Ok(vm.disks.iter().map(|d| dir.join(format!("{}@{}.img", d.name, tags.run_id)).display().to_string()).collect())
     }
 
-    fn snapshot(&self, vm: &Vm, names: &[String], _tags: &RunTags, _stop_source: bool) -> Result<()> {
-        // The VM is not running on this provider, so copying the disks one
-        // after the other is as consistent as a crash-consistent group snapshot.
+    fn snapshot(&self, vm: &Vm, names: &[String], _tags: &RunTags, how: Capture) -> Result<Taken> {
+        // Each disk is copied on its own: nothing here can hold a writer of
+        // the image files still while all of them are taken, so the copies
+        // are at one instant only if nothing writes (the VM is stopped).
         for (disk, name) in vm.disks.iter().zip(names) {
             let dst = Path::new(name);
             private_dir(&parent(dst))?;
             copy_disk(Path::new(&disk.locator), dst)
                 .with_context(|| format!("cannot snapshot disk {} to {}", disk.name, dst.display()))?;
         }
-        Ok(())
+        Ok(match (how.stop_source, how.consistency) {
+            (true, _) => Taken::as_asked("stopped"),
+            (false, Consistency::PerDisk) => Taken::as_asked("per-disk"),
+            (false, asked) => Taken {
+                consistency: "per-disk".into(),
+                note: Some(format!(
+                    "{} consistency asked, but the local provider copies each disk on its own (no restore points): \
+                     the disks are at one instant only if nothing wrote to them meanwhile",
+                    asked.as_str()
+                )),
+            },
+        })
     }
 
     fn temp_disk_name(&self, snapshot: &str, _run_id: &str, _lun: usize) -> Option<String> {

@@ -141,6 +141,65 @@ impl Found {
     }
 }
 
+/// What a replica asks of its disks' snapshots taken together.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Consistency {
+    /// Every disk at one instant, as after a power cut (Azure: a VM
+    /// restore point, `CrashConsistent`; no agent in the guest).
+    #[default]
+    Crash,
+    /// Every disk at one instant with the guest's applications flushed
+    /// (Azure: a VM restore point, `ApplicationConsistent`, through the VM
+    /// agent); falls back to `crash` when the guest cannot, and says so.
+    Application,
+    /// Each disk snapshotted on its own, at its own instant.
+    PerDisk,
+}
+
+impl Consistency {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Consistency::Crash => "crash",
+            Consistency::Application => "application",
+            Consistency::PerDisk => "per-disk",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "crash" => Consistency::Crash,
+            "application" => Consistency::Application,
+            "per-disk" => Consistency::PerDisk,
+            _ => return None,
+        })
+    }
+}
+
+/// How a run takes its snapshots.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Capture {
+    pub consistency: Consistency,
+    /// Deallocate the source for them (then every disk is at one instant
+    /// whatever `consistency` says).
+    pub stop_source: bool,
+}
+
+/// What a run's snapshots hold together, as taken.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Taken {
+    /// `stopped`, `crash`, `application`, `filesystem` or `per-disk`.
+    pub consistency: String,
+    /// Why it is not what was asked for, when it is not.
+    pub note: Option<String>,
+}
+
+impl Taken {
+    pub fn as_asked(consistency: &str) -> Self {
+        Self { consistency: consistency.to_owned(), note: None }
+    }
+}
+
 /// What a run tags its resources with.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RunTags {
@@ -186,11 +245,13 @@ pub trait Cloud: Send + Sync + std::fmt::Debug {
     /// Read the source VM.
     fn read_vm(&self, vm: &str) -> Result<Vm>;
 
-    /// The name the snapshot of `disk` taken by `run_id` will have.
-    fn snapshot_name(&self, vm: &Vm, disk: &VmDisk, run_id: &str) -> String;
+    /// The names the snapshots of `vm`'s disks taken by the run of `tags`,
+    /// as `how` asks, will have (one a disk, in order).
+    fn snapshot_names(&self, vm: &Vm, tags: &RunTags, how: Capture) -> Result<Vec<String>>;
     /// Snapshot the disks together; `names[i]` is the snapshot of `vm.disks[i]`.
-    /// With `stop_source`, the VM is stopped for them and started after.
-    fn snapshot(&self, vm: &Vm, names: &[String], tags: &RunTags, stop_source: bool) -> Result<()>;
+    /// With `how.stop_source`, the VM is stopped for them and started after.
+    /// Returns what they hold together, which may be less than asked.
+    fn snapshot(&self, vm: &Vm, names: &[String], tags: &RunTags, how: Capture) -> Result<Taken>;
 
     /// The name the temporary disk made from `snapshot` for slot `lun` will
     /// have, or `None` when the worker reads the snapshot directly.

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context, Result};
 use diskferry_core::job::{JobDisk, JobSpec, RangeHint, JOB_VERSION};
 
-use crate::cloud::{Attach, Cloud, ResourceKind, RunTags, Vm, VmDisk, WorkerSpec, WorkerState};
+use crate::cloud::{Attach, Capture, Cloud, ResourceKind, RunTags, Vm, VmDisk, WorkerSpec, WorkerState};
 
 /// Hinted ranges are rounded out to this (the agent reads whole chunks anyway).
 const HINT_ALIGN: u64 = 64 * 1024;
@@ -79,6 +79,7 @@ pub fn new_run(replica: &str, trigger: &str) -> Run {
         worker: None,
         placement: None,
         consistency: None,
+        consistency_note: None,
     }
 }
 
@@ -117,6 +118,8 @@ struct Built {
     here: bool,
     /// Where the run was placed, and why.
     placed: String,
+    /// What the snapshots hold together, as taken: each recovery point records it.
+    consistency: Option<String>,
 }
 
 /// Run the lifecycle of `run` to its end; returns the finished run row.
@@ -188,18 +191,24 @@ impl Exec<'_> {
             }
             Action::Snapshot => {
                 let vm = built.vm.as_ref().ok_or_else(|| anyhow!("no VM"))?;
-                built.snapshots = vm.disks.iter().map(|d| self.cloud.snapshot_name(vm, d, &self.run.id)).collect();
+                let how = Capture { consistency: self.replica.consistency, stop_source: self.replica.stop_source };
+                let tags = self.tags();
+                built.snapshots = self.cloud.snapshot_names(vm, &tags, how)?;
+                if built.snapshots.len() != vm.disks.len() {
+                    bail!("{} snapshot names for {} disks", built.snapshots.len(), vm.disks.len());
+                }
                 for (d, name) in vm.disks.iter().zip(&built.snapshots) {
                     self.plan(ResourceKind::Snapshot, name, Some(&d.name))?;
                 }
-                // With the source stopped, every disk is taken at one instant.
-                let consistency = if self.replica.stop_source { "stopped" } else { "per-disk" };
-                self.store.set_consistency(&self.run.id, consistency)?;
-                self.cloud.snapshot(vm, &built.snapshots, &self.tags(), self.replica.stop_source)?;
+                let taken = self.cloud.snapshot(vm, &built.snapshots, &tags, how)?;
                 for name in &built.snapshots {
                     self.store.set_resource_state(name, resource_state::CREATED, now())?;
                 }
-                Ok(())
+                if let Some(note) = &taken.note {
+                    eprintln!("note: run {}: {} consistency: {note}", self.run.id, taken.consistency);
+                }
+                built.consistency = Some(taken.consistency.clone());
+                self.store.set_consistency(&self.run.id, &taken.consistency, taken.note.as_deref())
             }
             Action::CreateTempDisks => {
                 let vm = built.vm.as_ref().ok_or_else(|| anyhow!("no VM"))?;
@@ -229,7 +238,7 @@ impl Exec<'_> {
                 let vm = built.vm.as_ref().ok_or_else(|| anyhow!("no VM"))?;
                 // Placed here, the provider names each disk's source itself.
                 let devices = if built.here { vec![String::from("-"); vm.disks.len()] } else { built.devices.clone() };
-                let mut job = self.job(vm, &devices)?;
+                let mut job = self.job(vm, &devices, built.consistency.clone())?;
                 for (d, h) in job.disks.iter_mut().zip(&built.hints) {
                     d.hint = h.clone();
                 }
@@ -372,7 +381,7 @@ impl Exec<'_> {
         self.store.set_resource_state(name, resource_state::DELETED, now())
     }
 
-    fn job(&self, vm: &Vm, devices: &[String]) -> Result<JobSpec> {
+    fn job(&self, vm: &Vm, devices: &[String], consistency: Option<String>) -> Result<JobSpec> {
         let dests = self.replica.destinations.iter().map(|d| Destination::parse(d)).collect::<Result<Vec<_>>>()?;
         let s = &self.config.storage;
         Ok(JobSpec {
@@ -388,6 +397,7 @@ impl Exec<'_> {
             status_interval_ms: self.config.run.status_interval_ms.clamp(50, 600_000),
             status_blob: None,
             state_url: s.state_url.clone(),
+            consistency,
             disks: vm
                 .disks
                 .iter()

@@ -31,6 +31,7 @@ fn setup() -> Setup {
         chunk_size: 1 << 20,
         created_at: 0,
         stop_source: false,
+        consistency: crate::cloud::Consistency::Crash,
     };
     store.insert_replica(&replica).unwrap();
     let mut config = Config::default();
@@ -74,6 +75,25 @@ fn a_run_records_what_the_worker_reports_and_keeps_one_snapshot_per_disk() {
     let live2: BTreeSet<String> = c.live().into_keys().collect();
     assert_eq!(live2, retained(&s));
     assert!(live2.is_disjoint(&live), "the first run's snapshots are gone");
+}
+
+#[test]
+fn a_run_records_the_consistency_it_got_and_why_it_is_less_than_asked() {
+    let mut s = setup();
+    let c = cloud();
+    let r = run_once(&mut s, &c);
+    assert_eq!((r.consistency.as_deref(), r.consistency_note.as_deref()), (Some("crash"), None));
+    // The guest cannot flush its applications: the run has a crash-
+    // consistent point and says why.
+    s.replica.consistency = crate::cloud::Consistency::Application;
+    c.fail_application("VMAgentStatusCommunicationError");
+    let r = run_once(&mut s, &c);
+    assert_eq!(r.status, status::SUCCEEDED, "{:?}", r.error);
+    assert_eq!(r.consistency.as_deref(), Some("crash"));
+    assert!(r.consistency_note.as_deref().is_some_and(|n| n.contains("VMAgentStatusCommunicationError")), "{r:?}");
+    s.replica.stop_source = true;
+    let r = run_once(&mut s, &c);
+    assert_eq!((r.consistency.as_deref(), r.consistency_note.as_deref()), (Some("stopped"), None));
 }
 
 #[test]

@@ -123,6 +123,8 @@ vm_check_secs = 1
             "web1-dr",
             "--subnet",
             subnet,
+            "--consistency",
+            "per-disk",
             "--json",
         ])
     }
@@ -140,8 +142,13 @@ vm_check_secs = 1
         self.sim.with(|s| s.fail = vec![FailRule { method, path: path.into(), code, sync_status }]);
     }
 
+    /// A replica of prod/web1; per-disk snapshots unless `extra` names a
+    /// `--consistency` (restore points have tests of their own).
     pub fn create(&self, name: &str, extra: &[&str]) {
         let mut args = vec!["replica", "create", name, "--vm", "prod/web1", "--to", &self.dest];
+        if !extra.contains(&"--consistency") {
+            args.extend_from_slice(&["--consistency", "per-disk"]);
+        }
         args.extend_from_slice(extra);
         let out = self.cmd(&args);
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));

@@ -47,6 +47,9 @@ impl ArmSim {
         };
         v["properties"]["snapshotAccessState"] = state.into();
         s.files.insert(key(path), copy);
+        if s.guest_writes {
+            self.guest_writes(s, &src);
+        }
         Ok(())
     }
 
@@ -175,8 +178,11 @@ impl ArmSim {
                 return bad(&format!("The VM size {size} does not support the storage account type {disk_sku}."));
             }
             skus.push(disk_sku);
-            if d["createOption"] != "Copy" || d["deleteOption"] != "Delete" {
-                return bad("data disks must be createOption Copy, deleteOption Delete");
+            // A snapshot is copied, a disk restore point restored
+            // (VirtualMachine_Create_WithDataDisksFromSourceResource.json).
+            let how = if key(src).contains("/diskrestorepoints/") { "Restore" } else { "Copy" };
+            if d["createOption"] != how || d["deleteOption"] != "Delete" {
+                return bad(&format!("data disks of {src} must be createOption {how}, deleteOption Delete"));
             }
             let name = d["name"].as_str().unwrap_or_default().to_owned();
             let id = format!("{rg}/providers/Microsoft.Compute/disks/{name}");

@@ -27,6 +27,7 @@ use serde_json::{json, Value};
 mod compute;
 mod dataplane;
 mod resources;
+mod restore_points;
 mod skus;
 mod spec;
 pub use dataplane::unb64;
@@ -121,6 +122,18 @@ pub struct SimState {
     /// set: `x-ms-ratelimit-remaining-resource:
     /// Microsoft.Compute/HighCostGet3Min;N,Microsoft.Compute/HighCostGet30Min;1299`.
     pub compute_remaining: Option<u64>,
+    /// The source VMs report no VM agent: application-consistent restore
+    /// points fail.
+    pub no_vm_agent: bool,
+    /// Least seconds between two restore points of one VM: [crash, application].
+    pub restore_point_every: [u64; 2],
+    /// Restore points taken: (VM key, Unix seconds, crash-consistent).
+    pub restore_points_taken: Vec<(String, i64, bool)>,
+    /// The guest writes to every disk of its VM between two per-disk
+    /// snapshots ([`ArmSim::guest_writes`]).
+    pub guest_writes: bool,
+    /// The guest's last write (the value at offset 0 of each disk).
+    pub guest_counter: u64,
 }
 
 pub struct ArmSim {
@@ -180,10 +193,14 @@ fn url_decode(s: &str) -> String {
 /// type; POST actions other than beginGetAccess take no body.
 fn conforms(method: &str, path: &str, body: &Value) -> Result<(), Refusal> {
     let lower = path.to_ascii_lowercase();
-    let kind = ["virtualmachines", "disks", "snapshots"]
+    let kind = ["virtualmachines", "disks", "snapshots", "restorepointcollections"]
         .into_iter()
         .find(|t| lower.contains(&format!("/microsoft.compute/{t}/")));
+    let point = lower.contains("/restorepoints/");
     let root = match (method, kind) {
+        ("PUT", Some("restorepointcollections")) if point => "RestorePoint",
+        ("PUT", Some("restorepointcollections")) => "RestorePointCollection",
+        ("PATCH", Some("restorepointcollections")) if !point => "RestorePointCollectionUpdate",
         ("PUT", Some("virtualmachines")) => "VirtualMachine",
         ("PUT", Some("disks")) => "Disk",
         ("PUT", Some("snapshots")) => "Snapshot",
@@ -228,7 +245,13 @@ impl ArmSim {
         Spec::get(); // the models requests are checked against, dumped before the first
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let base = format!("http://{}", l.local_addr().unwrap());
-        let state = Arc::new(Mutex::new(SimState { polls: 2, page: 2, instant_access: true, ..Default::default() }));
+        let state = Arc::new(Mutex::new(SimState {
+            polls: 2,
+            page: 2,
+            instant_access: true,
+            restore_point_every: [3600, 3 * 3600],
+            ..Default::default()
+        }));
         let sim = Arc::new(Self { base, state, dir: dir.to_owned(), agent: agent.to_owned(), worker_env });
         let s = Arc::downgrade(&sim);
         std::thread::spawn(move || {

@@ -34,6 +34,9 @@ impl ArmSim {
             }
         }
         if let Some(r) = s.resources.get(&k) {
+            if r["type"] == "Microsoft.Compute/restorePointCollections" && target.contains("$expand=restorePoints") {
+                return (200, vec![], self.expanded(s, r));
+            }
             return (200, vec![], r.clone());
         }
         // ResourceSkus_List (ListAvailableResourceSkusForARegion.json).
@@ -74,6 +77,12 @@ impl ArmSim {
     pub(super) fn put(&self, s: &mut SimState, path: &str, mut v: Value, fail: Option<FailRule>) -> Reply {
         let name = path.rsplit('/').next().unwrap_or("").to_owned();
         let lower = path.to_ascii_lowercase();
+        if lower.contains("/microsoft.compute/restorepointcollections/") {
+            return match lower.contains("/restorepoints/") {
+                true => self.put_restore_point(s, path, v, fail),
+                false => self.put_collection(s, path, v),
+            };
+        }
         let rtype = if lower.contains("/microsoft.compute/snapshots/") {
             "Microsoft.Compute/snapshots"
         } else if lower.contains("/microsoft.compute/virtualmachines/") {
@@ -140,6 +149,14 @@ impl ArmSim {
             return (409, vec![], err("OperationNotAllowed", "Disk is attached to a VM."));
         }
         let mut gone = vec![k.clone()];
+        if r["type"].as_str().is_some_and(|t| t.starts_with("Microsoft.Compute/restorePointCollections")) {
+            if let Some(refused) = self.still_read(s, &k) {
+                return refused;
+            }
+            // A collection's restore points and a point's disk restore points go with it.
+            let prefix = format!("{k}/");
+            gone.extend(s.resources.keys().filter(|rk| rk.starts_with(&prefix)).cloned());
+        }
         if r["type"] == "Microsoft.Compute/virtualMachines" {
             if let Some(mut c) = s.workers.remove(r["name"].as_str().unwrap_or_default()) {
                 let _ = c.kill();

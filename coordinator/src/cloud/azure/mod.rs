@@ -7,6 +7,7 @@
 //! - [`token`]: ARM tokens from `azure_identity` credentials;
 //! - [`provider`]: [`AzureCloud`], the lifecycle's steps as ARM calls;
 //! - [`snapshots`]: a run's snapshots, until usable, and read access to them;
+//! - [`restore_points`]: a run's VM restore point (every disk at one instant);
 //! - [`worker`]: the worker VM's size, body and teardown; [`sizes`]: Resource SKUs;
 //! - [`import`]: managed disks from recovery points, and a VM of them;
 //! - [`userdata`]: the worker's cloud-init user data from `images/`.
@@ -20,6 +21,7 @@ pub mod here;
 pub mod import;
 pub mod names;
 pub mod provider;
+pub mod restore_points;
 pub mod settings;
 pub mod sizes;
 pub mod snapshots;

@@ -57,6 +57,10 @@ impl Scope {
         format!("{}/snapshots/{name}", self.base("Microsoft.Compute"))
     }
 
+    pub fn restore_point_collection(&self, name: &str) -> String {
+        format!("{}/restorePointCollections/{name}", self.base("Microsoft.Compute"))
+    }
+
     pub fn nic(&self, name: &str) -> String {
         format!("{}/networkInterfaces/{name}", self.base("Microsoft.Network"))
     }
@@ -136,6 +140,18 @@ pub fn snapshot(run_id: &str, disk: &str) -> String {
     format!("{PREFIX}{}-{disk}", compact(run_id))
 }
 
+/// The restore point collection of a replica's VM restore points (one a
+/// replica, in the work group; a restore point is not tagged, its
+/// collection is).
+pub fn restore_point_collection(replica: &str) -> String {
+    format!("{PREFIX}rpc-{}", compact(replica))
+}
+
+/// The VM restore point a run takes.
+pub fn restore_point(run_id: &str) -> String {
+    format!("{PREFIX}{}-rp", compact(run_id))
+}
+
 /// The temporary disk made from a snapshot at LUN `lun` of the worker
 /// (`tmp`: a data disk named `lun0` has a snapshot `df-RUN-lun0`).
 pub fn temp_disk(run_id: &str, lun: usize) -> String {
@@ -175,12 +191,15 @@ mod tests {
         let run = "20261122-101500.123-3f2a";
         assert_eq!(worker(run), "df-20261122-101500-123-3f2a");
         assert_eq!(snapshot(run, "lun3"), "df-20261122-101500-123-3f2a-lun3");
-        for n in [worker(run), snapshot(run, "os"), temp_disk(run, 2), worker_nic(&worker(run))] {
+        for n in [worker(run), snapshot(run, "os"), temp_disk(run, 2), worker_nic(&worker(run)), restore_point(run)] {
             assert_eq!(run_of(&n).as_deref(), Some(run), "{n}");
             assert!(n.len() <= 80);
         }
         assert_eq!(run_of("df-nope"), None);
         assert_eq!(run_of("web1-os"), None);
+        // A replica's collection is no run's.
+        assert_eq!(restore_point_collection("db_1"), "df-rpc-db-1");
+        assert_eq!(run_of(&restore_point_collection("db")), None);
     }
 
     #[test]

@@ -30,13 +30,16 @@ use serde_json::{json, Value};
 
 use super::arm::Arm;
 use super::names::{self, with_api, Scope, DISK_API, NETWORK_API, VM_API};
+use super::restore_points::DiskPoint;
 use super::settings::AzureSettings;
 use super::sizes::SizeFacts;
 use crate::cloud::host::HostWorkers;
-use crate::cloud::{Cloud, Found, ResourceKind, RunTags, Vm, VmDisk, WorkerSpec, WorkerState};
+use crate::cloud::{
+    Capture, Cloud, Consistency, Found, ResourceKind, RunTags, Taken, Vm, VmDisk, WorkerSpec, WorkerState,
+};
 
 /// How long an untagged `df-` disk may live before `gc` takes it.
-const UNTAGGED_TTL_SECS: i64 = 7 * 3600;
+pub(super) const UNTAGGED_TTL_SECS: i64 = 7 * 3600;
 
 #[derive(Debug)]
 pub struct AzureCloud {
@@ -58,6 +61,10 @@ pub struct AzureCloud {
     /// Workers on this host, for runs placed here (`here.rs`); none: such
     /// runs are refused.
     pub(super) host: Option<HostWorkers>,
+    /// Disk restore point ids by disk point name (they never change).
+    pub(super) points: Mutex<BTreeMap<String, String>>,
+    /// Runs that asked for a restore point and take per-disk snapshots: why.
+    pub(super) no_point: Mutex<BTreeMap<String, String>>,
 }
 
 impl AzureCloud {
@@ -85,6 +92,8 @@ impl AzureCloud {
             nics: Mutex::new(BTreeMap::new()),
             rt,
             host: None,
+            points: Mutex::new(BTreeMap::new()),
+            no_point: Mutex::new(BTreeMap::new()),
         })
     }
 
@@ -192,18 +201,35 @@ impl Cloud for AzureCloud {
         })
     }
 
-    fn snapshot_name(&self, _vm: &Vm, disk: &VmDisk, run_id: &str) -> String {
-        names::snapshot(run_id, &disk.name)
+    fn snapshot_names(&self, vm: &Vm, tags: &RunTags, how: Capture) -> Result<Vec<String>> {
+        let per_disk = || vm.disks.iter().map(|d| names::snapshot(&tags.run_id, &d.name)).collect();
+        if how.stop_source || how.consistency == Consistency::PerDisk {
+            return Ok(per_disk());
+        }
+        if let Some(why) = self.why_no_restore_point(vm, tags, how.consistency)? {
+            self.no_point.lock().map_err(|_| anyhow!("poisoned"))?.insert(tags.run_id.clone(), why);
+            return Ok(per_disk());
+        }
+        let (collection, point) = (names::restore_point_collection(&tags.replica), names::restore_point(&tags.run_id));
+        Ok(vm.disks.iter().map(|d| DiskPoint::name(&collection, &point, &d.name)).collect())
     }
 
-    fn snapshot(&self, vm: &Vm, names: &[String], tags: &RunTags, stop_source: bool) -> Result<()> {
-        if !stop_source {
-            return self.take_snapshots(vm, names, tags);
+    fn snapshot(&self, vm: &Vm, names: &[String], tags: &RunTags, how: Capture) -> Result<Taken> {
+        if names.iter().all(|n| DiskPoint::parse(n).is_some()) {
+            return self.take_restore_point(vm, names, tags, how.consistency);
+        }
+        if !how.stop_source {
+            self.take_snapshots(vm, names, tags)?;
+            let why = self.no_point.lock().map_err(|_| anyhow!("poisoned"))?.remove(&tags.run_id);
+            return Ok(match why {
+                Some(why) => Taken { consistency: "per-disk".into(), note: Some(format!("no restore point: {why}")) },
+                None => Taken::as_asked("per-disk"),
+            });
         }
         self.vm_action(vm, "deallocate").context("deallocating the source VM")?;
         let taken = self.take_snapshots(vm, names, tags);
         let started = self.vm_action(vm, "start").context("starting the source VM again");
-        taken.and(started)
+        taken.and(started).map(|()| Taken::as_asked("stopped"))
     }
 
     fn temp_disk_name(&self, _snapshot: &str, run_id: &str, lun: usize) -> Option<String> {
@@ -275,7 +301,10 @@ impl Cloud for AzureCloud {
                 None => self.delete_worker(name),
             },
             ResourceKind::TempDisk => self.arm.delete(&with_api(&self.work.disk(name), DISK_API)),
-            ResourceKind::Snapshot => self.arm.delete(&with_api(&self.work.snapshot(name), DISK_API)),
+            ResourceKind::Snapshot => match DiskPoint::parse(name) {
+                Some(dp) => self.delete_point(dp),
+                None => self.arm.delete(&with_api(&self.work.snapshot(name), DISK_API)),
+            },
         }
     }
 
@@ -314,6 +343,9 @@ impl Cloud for AzureCloud {
     fn retain(&self, kind: ResourceKind, name: &str) -> Result<()> {
         if kind != ResourceKind::Snapshot {
             return Ok(());
+        }
+        if let Some(dp) = DiskPoint::parse(name) {
+            return self.retain_point(dp);
         }
         let path = with_api(&self.work.snapshot(name), DISK_API);
         let v = self.arm.get(&path)?.ok_or_else(|| anyhow!("snapshot {name} is gone"))?;
@@ -369,6 +401,7 @@ impl Cloud for AzureCloud {
                 out.push(Found { kind, name, run_id, expires_at, retained });
             }
         }
+        out.extend(self.listed_points()?);
         out.extend(self.here_workers()?);
         Ok(out)
     }

@@ -59,6 +59,16 @@ pub struct AzureSettings {
     /// from it at once. Billed while it lasts.
     #[serde(default = "default_instant_access")]
     pub instant_access_minutes: u32,
+    /// The least time between two crash-consistent VM restore points of one
+    /// VM: Azure refuses them more often ("1 hour" for crash-consistent,
+    /// "3 hours" for application-consistent: the restore points support
+    /// matrix). A run sooner than this takes per-disk snapshots instead and
+    /// says so.
+    #[serde(default = "default_crash_interval")]
+    pub restore_point_crash_secs: u64,
+    /// The same for application-consistent restore points.
+    #[serde(default = "default_application_interval")]
+    pub restore_point_application_secs: u64,
     /// The changed ranges of a snapshot are asked for this many bytes of
     /// it at a time (`x-ms-range`): one Get Page Ranges over a large,
     /// fragmented snapshot can time out on the service's side.
@@ -124,6 +134,14 @@ fn default_vm_sizes() -> Vec<String> {
 fn default_temp_disk_sku() -> String {
     "Premium_LRS".into()
 }
+fn default_crash_interval() -> u64 {
+    3600
+}
+
+fn default_application_interval() -> u64 {
+    3 * 3600
+}
+
 fn default_snapshot_ready() -> u64 {
     3600
 }

@@ -16,6 +16,7 @@ use anyhow::{anyhow, bail, Result};
 use serde_json::{json, Value};
 
 use super::names::{with_api, DISK_API};
+use super::restore_points::DiskPoint;
 use super::AzureCloud;
 use crate::cloud::{RunTags, Vm};
 
@@ -107,7 +108,17 @@ impl AzureCloud {
     }
 
     fn snapshot_props(&self, name: &str) -> Result<Value> {
-        self.arm.get(&with_api(&self.work.snapshot(name), DISK_API))?.ok_or_else(|| anyhow!("snapshot {name} is gone"))
+        let path = self.readable(name)?.ok_or_else(|| anyhow!("snapshot {name} is gone"))?;
+        self.arm.get(&with_api(&path, DISK_API))?.ok_or_else(|| anyhow!("snapshot {name} is gone"))
+    }
+
+    /// What is read for `name`: a snapshot, or a disk restore point (a run
+    /// that took a VM restore point); `None` if its restore point is gone.
+    pub(super) fn readable(&self, name: &str) -> Result<Option<String>> {
+        match DiskPoint::parse(name) {
+            Some(dp) => self.disk_point_id(dp),
+            None => Ok(Some(self.work.snapshot(name))),
+        }
     }
 
     /// Why a SAS from Grant Access alone cannot read this snapshot, if it
@@ -135,15 +146,20 @@ impl AzureCloud {
         self.grant_for(name, 3600)
     }
 
-    /// Read access to a snapshot for `secs` seconds: its SAS URL.
+    /// Read access to a snapshot (or disk restore point:
+    /// `DiskRestorePoint_GrantAccess`, the same protocol) for `secs`
+    /// seconds: its SAS URL.
     pub(super) fn grant_for(&self, name: &str, secs: u64) -> Result<String> {
-        let path = with_api(&format!("{}/beginGetAccess", self.work.snapshot(name)), DISK_API);
+        let what = self.readable(name)?.ok_or_else(|| anyhow!("snapshot {name} is gone"))?;
+        let path = with_api(&format!("{what}/beginGetAccess"), DISK_API);
         let out = self.arm.post(&path, Some(&json!({ "access": "Read", "durationInSeconds": secs })))?;
         out["accessSAS"].as_str().map(str::to_owned).ok_or_else(|| anyhow!("snapshot {name}: no accessSAS granted"))
     }
 
+    /// End read access; a restore point that is gone has none to end.
     pub(super) fn revoke(&self, name: &str) -> Result<()> {
-        let path = with_api(&format!("{}/endGetAccess", self.work.snapshot(name)), DISK_API);
+        let Some(what) = self.readable(name)? else { return Ok(()) };
+        let path = with_api(&format!("{what}/endGetAccess"), DISK_API);
         self.arm.post(&path, None).map(|_| ())
     }
 }

@@ -111,6 +111,8 @@ mod tests {
             status_interval_ms: 2000,
             status_blob: None,
             state_url: None,
+            // The longest label a run records.
+            consistency: Some("application".into()),
             disks: (0..disks)
                 .map(|i| JobDisk {
                     name: format!("data{i}"),

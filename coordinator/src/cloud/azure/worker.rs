@@ -15,6 +15,7 @@ use diskferry_blob::PageStore;
 use serde_json::{json, Value};
 
 use super::names::{self, with_api, NETWORK_API, VM_API};
+use super::restore_points::DiskPoint;
 use super::sizes::{self, SizeFacts};
 use super::userdata::{self, AgentSource};
 use super::AzureCloud;
@@ -81,19 +82,23 @@ impl AzureCloud {
             .disks
             .iter()
             .map(|a| {
-                json!({
+                // A snapshot is copied, a disk restore point restored
+                // (VirtualMachine_Create_WithDataDisksFromSourceResource.json).
+                let from = self.readable(&a.snapshot)?.ok_or_else(|| anyhow!("snapshot {} is gone", a.snapshot))?;
+                let how = if DiskPoint::parse(&a.snapshot).is_some() { "Restore" } else { "Copy" };
+                Ok(json!({
                     "lun": a.lun,
                     "name": a.temp.clone().unwrap_or_else(|| names::temp_disk(&w.tags.run_id, a.lun)),
-                    "createOption": "Copy",
-                    "sourceResource": { "id": self.work.snapshot(&a.snapshot) },
+                    "createOption": how,
+                    "sourceResource": { "id": from },
                     // Without a type, a disk made this way is Standard_LRS
                     // (HDD): the worker would read at HDD speed.
                     "managedDisk": { "storageAccountType": self.s.temp_disk_sku },
                     "caching": "None",
                     "deleteOption": "Delete",
-                })
+                }))
             })
-            .collect();
+            .collect::<Result<_>>()?;
         let user = &self.s.admin_user;
         Ok(json!({
             "location": w.vm.location,
