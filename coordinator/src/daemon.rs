@@ -54,7 +54,8 @@ pub fn run(env: &Env, metrics_addr: Option<SocketAddr>, tick: Duration) -> Resul
     while !stop.load(Ordering::Acquire) {
         let t = Utc::now();
         for r in store.replicas()? {
-            let Some(text) = &r.schedule else { continue };
+            // A failed-over replica's schedule stops; its points stay.
+            let Some(text) = r.schedule.as_ref().filter(|_| r.failed_over_at.is_none()) else { continue };
             let Ok(sched) = Schedule::parse(text) else { continue };
             // A new or re-scheduled replica starts from now.
             let due = match next.get(&r.name) {
@@ -179,6 +180,28 @@ fn render(db: &std::path::Path, shared: &Shared) -> Result<String> {
         ),
         &["replica", "consistency"],
     )?;
+    let target = GaugeVec::new(
+        Opts::new(
+            "diskferry_replica_rpo_target_seconds",
+            "The RPO a scheduled replica should keep: twice its schedule's period (one run may be missed)",
+        ),
+        &["replica"],
+    )?;
+    let in_a_row = IntGaugeVec::new(
+        Opts::new(
+            "diskferry_replica_failed_runs_in_a_row",
+            "Runs that failed or were interrupted since the replica's last successful one",
+        ),
+        &["replica"],
+    )?;
+    let drills = GaugeVec::new(
+        Opts::new("diskferry_drill_expires_timestamp_seconds", "When each failover drill not cleaned yet expires"),
+        &["drill", "replica"],
+    )?;
+    for m in [&target, &drills] {
+        reg.register(Box::new(m.clone()))?;
+    }
+    reg.register(Box::new(in_a_row.clone()))?;
     reg.register(Box::new(placed.clone()))?;
     reg.register(Box::new(consistent.clone()))?;
     reg.register(Box::new(rpo.clone()))?;
@@ -200,6 +223,21 @@ fn render(db: &std::path::Path, shared: &Shared) -> Result<String> {
     }
     for r in store.replicas()? {
         missed.with_label_values(&[&r.name]).inc_by(0);
+        in_a_row.with_label_values(&[&r.name]).set(0);
+        // A failed-over replica keeps no RPO any more.
+        let sched = r.schedule.as_deref().filter(|_| r.failed_over_at.is_none()).and_then(|s| Schedule::parse(s).ok());
+        let next = sched.as_ref().and_then(|s| Some((s, s.next_after(Utc::now())?)));
+        if let Some(after) = next.and_then(|(s, n)| Some((s.next_after(n)? - n).num_seconds())) {
+            target.with_label_values(&[&r.name]).set((2 * after) as f64);
+        }
+    }
+    for (replica, n) in store.failed_runs_in_a_row()? {
+        in_a_row.with_label_values(&[&replica]).set(n as i64);
+    }
+    for d in store.live_drills()? {
+        if let Some(e) = d.expires_at {
+            drills.with_label_values(&[&d.id, &d.replica]).set(e as f64);
+        }
     }
     if let Ok(m) = shared.missed.lock() {
         for (replica, n) in m.iter() {

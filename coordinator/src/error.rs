@@ -25,6 +25,12 @@ pub enum CoordError {
     /// A run of the replica is in progress (`what` says how it was found).
     #[error("replica {replica} is {what} (run {run})")]
     Busy { replica: String, what: String, run: String },
+    /// The replica was failed over: its VM runs from a recovery point now.
+    #[error(
+        "replica {0} was failed over (its VM runs from a recovery point): it syncs no more; replicate the \
+         failed-over VM with a new replica (failback)"
+    )]
+    FailedOver(String),
     /// The configuration file or an argument is wrong.
     #[error("{0:#}")]
     BadInput(anyhow::Error),
@@ -33,7 +39,10 @@ pub enum CoordError {
 impl CoordError {
     pub fn code(&self) -> Code {
         match self {
-            CoordError::UnknownReplica(_) | CoordError::ReplicaExists(_) | CoordError::BadInput(_) => Code::Usage,
+            CoordError::UnknownReplica(_)
+            | CoordError::ReplicaExists(_)
+            | CoordError::BadInput(_)
+            | CoordError::FailedOver(_) => Code::Usage,
             CoordError::Busy { .. } => Code::Busy,
         }
     }

@@ -74,6 +74,9 @@ fn schedules_fire_overlaps_are_skipped_and_metrics_tell() {
     assert!(sample(&m, "diskferry_schedule_missed_total{replica=\"s\"}").unwrap() >= 1.0, "{m}");
     // The local provider's runs are placed on its workers.
     assert_eq!(sample(&m, "diskferry_replica_last_run_placement{placement=\"vm\",replica=\"s\"}"), Some(1.0), "{m}");
+    // Every second: its RPO target is two seconds; no run failed.
+    assert_eq!(sample(&m, "diskferry_replica_rpo_target_seconds{replica=\"s\"}"), Some(2.0), "{m}");
+    assert_eq!(sample(&m, "diskferry_replica_failed_runs_in_a_row{replica=\"s\"}"), Some(0.0), "{m}");
     // It copies each disk on its own: the replica's default (crash) is not
     // what it gets, and the metric says what it got.
     assert_eq!(

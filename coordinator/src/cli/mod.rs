@@ -3,6 +3,7 @@
 //! daemon. Replica commands are in [`replica`], reading results back
 //! (`points`, `import`) in [`results`].
 
+mod failover;
 mod replica;
 mod results;
 
@@ -56,6 +57,13 @@ pub enum Command {
     Import(results::ImportArgs),
     /// One-off migration: define a replica, sync it once, import the result.
     Migrate(results::MigrateArgs),
+    /// Bring a replica's VM up from a recovery point (a drill with --test), or a plan of replicas in order.
+    Failover(failover::FailoverArgs),
+    /// Failover drills: list them, clean them.
+    #[command(subcommand)]
+    Drill(failover::DrillCmd),
+    /// End a migration: a final run with the source stopped, then a failover of that point.
+    Cutover(failover::CutoverArgs),
     /// Delete temporary resources left by runs that ended or died (keeps the latest snapshot per disk).
     Gc(JsonArg),
     /// Run schedules and serve metrics until SIGTERM.
@@ -101,6 +109,9 @@ pub fn main() -> std::process::ExitCode {
         Command::Points(a) => results::points(&env, a),
         Command::Import(a) => results::import(&env, a),
         Command::Migrate(a) => results::migrate(&env, a),
+        Command::Failover(a) => failover::failover(&env, a),
+        Command::Drill(c) => failover::drill(&env, c),
+        Command::Cutover(a) => failover::cutover(&env, a),
         Command::Gc(a) => gc(&env, a),
         Command::Daemon(a) => {
             crate::daemon::run(&env, a.metrics_addr, std::time::Duration::from_millis(a.tick_ms)).map_err(Failure::from)
@@ -118,7 +129,14 @@ pub fn main() -> std::process::ExitCode {
 fn gc(env: &Env, a: JsonArg) -> Result<(), Failure> {
     let store = env.store()?;
     let cloud = env.cloud()?;
-    let r = crate::gc::gc(cloud.as_ref(), &store)?;
+    let mut r = crate::gc::gc(cloud.as_ref(), &store)?;
+    // Drills past their expiry go too, whole.
+    for (id, left) in failover::gc_drills(cloud.as_ref(), &store)? {
+        match left.is_empty() {
+            true => r.deleted.push(("drill".into(), id)),
+            false => r.failed.push(("drill".into(), id, left.join("; "))),
+        }
+    }
     if a.json {
         print_json(&r)?;
     } else {

@@ -163,6 +163,8 @@ pub fn define(env: &Env, a: CreateArgs) -> Result<(Replica, crate::cloud::Vm), F
         created_at: now(),
         stop_source: a.stop_source,
         consistency: a.consistency,
+        failed_over_at: None,
+        leave_source_stopped: false,
     };
     env.store()?.insert_replica(&r)?;
     Ok((r, vm))
@@ -269,8 +271,19 @@ pub fn succeeded(done: &Run) -> Result<(), Failure> {
 
 /// One run of a replica, with progress on stderr unless `quiet`.
 pub fn run_once(env: &Env, name: &str, quiet: bool) -> Result<(Run, Vec<RunDisk>), Failure> {
+    run_once_as(env, name, quiet, |_| {})
+}
+
+/// One run of a replica as `adjust` changes it for this run only.
+pub fn run_once_as(
+    env: &Env,
+    name: &str,
+    quiet: bool,
+    adjust: impl FnOnce(&mut Replica),
+) -> Result<(Run, Vec<RunDisk>), Failure> {
     let mut store = env.store()?;
-    let replica = store.replica(name)?;
+    let mut replica = store.replica(name)?;
+    adjust(&mut replica);
     let run = match execute::begin(&mut store, &replica.name, "manual")? {
         Ok(run) => run,
         Err(active) => {

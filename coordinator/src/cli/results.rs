@@ -103,7 +103,7 @@ pub struct Point {
 
 /// The disks of a replica at destination `dest` (0-based) as of the newest
 /// run that reached it.
-fn newest_disks(store: &Store, r: &Replica, dest: u32) -> Result<Vec<RunDisk>, Failure> {
+pub(super) fn newest_disks(store: &Store, r: &Replica, dest: u32) -> Result<Vec<RunDisk>, Failure> {
     let disks = store.newest_disks_at(&r.name, dest)?;
     if disks.is_empty() {
         return Err(anyhow!("replica {} has no run that reached destination {} yet", r.name, dest + 1).into());
@@ -112,7 +112,7 @@ fn newest_disks(store: &Store, r: &Replica, dest: u32) -> Result<Vec<RunDisk>, F
 }
 
 /// The replica's destination number `n` (1-based).
-fn destination(r: &Replica, n: u32) -> Result<Destination, Failure> {
+pub(super) fn destination(r: &Replica, n: u32) -> Result<Destination, Failure> {
     let d = r.destinations.get(n as usize - 1).ok_or_else(|| Failure {
         code: super::Code::Usage,
         error: anyhow!("replica {} has {} destination(s), not {n}", r.name, r.destinations.len()),
@@ -127,7 +127,11 @@ fn agent(env: &Env) -> Command {
 }
 
 /// Run the agent and parse its `--json` output, a `what` document.
-fn agent_json<T: serde::de::DeserializeOwned>(env: &Env, what: &'static str, args: &[String]) -> anyhow::Result<T> {
+pub(super) fn agent_json<T: serde::de::DeserializeOwned>(
+    env: &Env,
+    what: &'static str,
+    args: &[String],
+) -> anyhow::Result<T> {
     let mut cmd = agent(env);
     cmd.args(args);
     if let Some(v) = &env.config.storage.api_version {
@@ -141,7 +145,7 @@ fn agent_json<T: serde::de::DeserializeOwned>(env: &Env, what: &'static str, arg
     Ok(diskferry_core::report::parse_json(what, &out.stdout)?)
 }
 
-fn disk_points(env: &Env, dest: &Destination, r: &Replica, d: &RunDisk) -> anyhow::Result<Vec<Point>> {
+pub(super) fn disk_points(env: &Env, dest: &Destination, r: &Replica, d: &RunDisk) -> anyhow::Result<Vec<Point>> {
     match dest {
         Destination::PageBlob { .. } => {
             let args = ["points".into(), dest.disk_target(&r.name, &d.disk), "--json".into()];
@@ -165,7 +169,7 @@ fn disk_points(env: &Env, dest: &Destination, r: &Replica, d: &RunDisk) -> anyho
 }
 
 /// Why a relay destination cannot be read from here.
-fn relay_elsewhere(dest: &Destination, r: &Replica, disk: &str) -> String {
+pub(super) fn relay_elsewhere(dest: &Destination, r: &Replica, disk: &str) -> String {
     format!(
         "{} is a relay: disk {}.{disk} lives under the receiver's root, in its region; read it there \
          (diskferry-agent points/download on ROOT/{}.{disk}.vhd)",
@@ -278,7 +282,7 @@ fn import_replica(
 }
 
 /// The azure provider, for results that go to Azure (`azure:RG`).
-fn azure_cloud(env: &Env) -> Result<AzureCloud, Failure> {
+pub(super) fn azure_cloud(env: &Env) -> Result<AzureCloud, Failure> {
     match (env.config.provider(), &env.config.azure) {
         ("azure", Some(s)) => Ok(AzureCloud::new(s.clone())?),
         _ => usage(Err(anyhow!("azure:... needs provider = \"azure\" and an [azure] section in the config"))),
@@ -436,7 +440,8 @@ fn create_vm(
         os_disk: &os.path,
         os_type: facts["os_type"].as_str().unwrap_or("Linux"),
         data: &data,
-        replica: &r.name,
+        tags: serde_json::json!({ crate::cloud::azure::names::TAG_REPLICA: r.name }),
+        nic_delete: "Detach",
     };
-    Ok(cloud.create_vm(&spec).with_context(|| format!("creating VM {name}"))?)
+    Ok(cloud.create_vm(&spec).with_context(|| format!("creating VM {name}"))?.id)
 }

@@ -183,6 +183,9 @@ pub struct Capture {
     /// Deallocate the source for them (then every disk is at one instant
     /// whatever `consistency` says).
     pub stop_source: bool,
+    /// With `stop_source`, start it again after them (not at a cutover:
+    /// the source is then the migrated VM's past).
+    pub restart_source: bool,
 }
 
 /// What a run's snapshots hold together, as taken.
@@ -310,4 +313,27 @@ pub trait Cloud: Send + Sync + std::fmt::Debug {
 
     /// Every resource this provider can see that diskferry created.
     fn list_created(&self) -> Result<Vec<Found>>;
+
+    /// Delete what a failover or drill made: a folder holding a failover's
+    /// marker file (any provider), or a resource id of this provider's.
+    /// Deleting what is not there succeeds.
+    fn delete_made(&self, what: &str) -> Result<()> {
+        remove_failover_folder(std::path::Path::new(what))
+    }
+}
+
+/// The file a failover puts in every folder it makes: only such a folder is
+/// ever removed by [`Cloud::delete_made`].
+pub const FAILOVER_MARKER: &str = ".diskferry-failover";
+
+/// Remove a folder a failover made (it holds [`FAILOVER_MARKER`]); one that
+/// is gone is fine, one without the marker is refused.
+pub fn remove_failover_folder(dir: &std::path::Path) -> Result<()> {
+    if !dir.exists() {
+        return Ok(());
+    }
+    if !dir.join(FAILOVER_MARKER).is_file() {
+        anyhow::bail!("{}: not a folder a failover made (no {FAILOVER_MARKER}): left alone", dir.display());
+    }
+    std::fs::remove_dir_all(dir).map_err(|e| anyhow::anyhow!("cannot remove {}: {e}", dir.display()))
 }

@@ -86,6 +86,9 @@ pub fn new_run(replica: &str, trigger: &str) -> Run {
 /// Record a new run of `replica`, unless one is already running.
 /// `Err(active)` names the run in the way.
 pub fn begin(store: &mut Store, replica: &str, trigger: &str) -> Result<Result<Run, Run>> {
+    if store.replica(replica)?.failed_over_at.is_some() {
+        return Err(crate::error::CoordError::FailedOver(replica.to_owned()).into());
+    }
     let run = new_run(replica, trigger);
     Ok(store.begin_run(&run, owner::alive)?.map(|()| run))
 }
@@ -191,7 +194,11 @@ impl Exec<'_> {
             }
             Action::Snapshot => {
                 let vm = built.vm.as_ref().ok_or_else(|| anyhow!("no VM"))?;
-                let how = Capture { consistency: self.replica.consistency, stop_source: self.replica.stop_source };
+                let how = Capture {
+                    consistency: self.replica.consistency,
+                    stop_source: self.replica.stop_source,
+                    restart_source: !self.replica.leave_source_stopped,
+                };
                 let tags = self.tags();
                 built.snapshots = self.cloud.snapshot_names(vm, &tags, how)?;
                 if built.snapshots.len() != vm.disks.len() {

@@ -32,6 +32,8 @@ fn setup() -> Setup {
         created_at: 0,
         stop_source: false,
         consistency: crate::cloud::Consistency::Crash,
+        failed_over_at: None,
+        leave_source_stopped: false,
     };
     store.insert_replica(&replica).unwrap();
     let mut config = Config::default();

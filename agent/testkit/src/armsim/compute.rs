@@ -131,6 +131,24 @@ impl ArmSim {
             if !p["osProfile"].is_null() {
                 return bad("osProfile is not allowed with an attached OS disk");
             }
+            // Its NIC, made from the configuration: named by Azure, with
+            // the configuration's tags and deleteOption.
+            let nic = &p["networkProfile"]["networkInterfaceConfigurations"][0];
+            if nic.is_object() {
+                let rg = path.split("/providers/").next().unwrap_or_default().to_owned();
+                s.next_op += 1;
+                let nic_name = format!("toBeCreatedNetworkInterface{}", s.next_op);
+                let nic_id = format!("{rg}/providers/Microsoft.Network/networkInterfaces/{nic_name}");
+                s.resources.insert(
+                    key(&nic_id),
+                    json!({"id": nic_id, "name": nic_name, "type": "Microsoft.Network/networkInterfaces",
+                           "location": v["location"], "tags": nic["tags"], "properties": {"provisioningState": "Succeeded",
+                           "virtualMachine": {"id": path}, "ipConfigurations": nic["properties"]["ipConfigurations"]}}),
+                );
+                let delete = nic["properties"]["deleteOption"].as_str().unwrap_or("Detach");
+                v["properties"]["networkProfile"] = json!({"networkInterfaces": [
+                    {"id": nic_id, "properties": {"primary": true, "deleteOption": delete}}]});
+            }
             return Ok(());
         }
         let nic = &p["networkProfile"]["networkInterfaceConfigurations"][0];
@@ -218,8 +236,8 @@ impl ArmSim {
         }
         // The VM as the example answers it: the NIC by id, the
         // configurations not echoed.
-        v["properties"]["networkProfile"] =
-            json!({"networkInterfaces": [{"id": nic_id, "properties": {"primary": true}}]});
+        v["properties"]["networkProfile"] = json!({"networkInterfaces": [{"id": nic_id, "properties": {"primary": true,
+            "deleteOption": nic["properties"]["deleteOption"]}}]});
         let vm_name = v["name"].as_str().unwrap_or_default().to_owned();
         s.user_data.insert(vm_name.clone(), text.clone());
         if !boots {

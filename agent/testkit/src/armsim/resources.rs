@@ -33,6 +33,9 @@ impl ArmSim {
                 s.pending.insert(k.clone(), left - 1);
             }
         }
+        if let Some(vm) = k.strip_suffix("/instanceview").and_then(|v| s.resources.get(v)) {
+            return (200, vec![], instance_view(vm, !s.no_vm_agent));
+        }
         if let Some(r) = s.resources.get(&k) {
             if r["type"] == "Microsoft.Compute/restorePointCollections" && target.contains("$expand=restorePoints") {
                 return (200, vec![], self.expanded(s, r));
@@ -162,11 +165,24 @@ impl ArmSim {
                 let _ = c.kill();
                 let _ = c.wait();
             }
-            // deleteOption: Delete takes the inline disks and NIC along.
+            // deleteOption: Delete takes a disk or NIC along; Detach (an
+            // attached disk's default) leaves it, no longer attached.
+            let mut detached = Vec::new();
             for (rk, rv) in &s.resources {
                 let owner = rv["managedBy"].as_str().or(rv["properties"]["virtualMachine"]["id"].as_str());
                 if owner.is_some_and(|m| key(m) == k) {
-                    gone.push(rk.clone());
+                    match deletes_with(&r, rk, rv["name"].as_str().unwrap_or_default()) {
+                        true => gone.push(rk.clone()),
+                        false => detached.push(rk.clone()),
+                    }
+                }
+            }
+            for rk in detached {
+                if let Some(rv) = s.resources.get_mut(&rk) {
+                    rv["managedBy"] = Value::Null;
+                    if let Some(p) = rv["properties"].as_object_mut() {
+                        p.remove("virtualMachine");
+                    }
                 }
             }
         }
@@ -241,4 +257,42 @@ impl ArmSim {
             },
         }
     }
+}
+
+/// A VM's instance view in the shape of `VirtualMachine_Get_InstanceView.json`
+/// (`statuses` with `ProvisioningState/...` and `PowerState/...` codes; the
+/// VM agent's status under `vmAgent` when it reports): a VM runs once
+/// provisioned, unless deallocated.
+fn instance_view(vm: &Value, agent: bool) -> Value {
+    let provisioning = vm["properties"]["provisioningState"].as_str().unwrap_or("Creating").to_ascii_lowercase();
+    let power = match (provisioning.as_str(), vm["powerState"].as_str()) {
+        (_, Some(p)) => p.to_owned(),
+        ("succeeded", None) => "running".to_owned(),
+        _ => "starting".to_owned(),
+    };
+    let status = |code: String| json!({"code": code, "level": "Info", "displayStatus": code});
+    let mut v = json!({"statuses": [status(format!("ProvisioningState/{provisioning}")), status(format!("PowerState/{power}"))]});
+    if agent && power == "running" {
+        v["vmAgent"] = json!({"vmAgentVersion": "2.7.41491.1102", "statuses": [
+            {"code": "ProvisioningState/succeeded", "level": "Info", "displayStatus": "Ready"}]});
+    }
+    v
+}
+
+/// Whether deleting `vm` deletes its disk or NIC `res` (by key or name):
+/// the `deleteOption` the VM names for it, `Detach` when it names none.
+fn deletes_with(vm: &Value, res: &str, name: &str) -> bool {
+    let p = &vm["properties"];
+    let sp = &p["storageProfile"];
+    let disks = std::iter::once(&sp["osDisk"]).chain(sp["dataDisks"].as_array().into_iter().flatten());
+    let nics = p["networkProfile"]["networkInterfaces"].as_array().into_iter().flatten();
+    let named = |d: &Value| {
+        d["managedDisk"]["id"].as_str().or(d["id"].as_str()).is_some_and(|id| key(id) == res) || d["name"] == name
+    };
+    let option = disks
+        .filter(|d| named(d))
+        .map(|d| d["deleteOption"].clone())
+        .chain(nics.filter(|n| named(n)).map(|n| n["properties"]["deleteOption"].clone()))
+        .next();
+    option.is_some_and(|o| o == "Delete")
 }

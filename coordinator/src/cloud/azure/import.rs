@@ -35,10 +35,25 @@ pub struct NewVm<'a> {
     pub os_type: &'a str,
     /// (LUN, disk id).
     pub data: &'a [(u64, &'a str)],
-    pub replica: &'a str,
+    /// On the VM and its NIC: the replica, and a failover's or drill's own.
+    pub tags: Value,
+    /// The NIC goes with the VM (`Delete`: a drill's) or stays (`Detach`).
+    pub nic_delete: &'a str,
+}
+
+/// A VM as created: its id and its NICs' (Azure names an inline NIC).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MadeVm {
+    pub id: String,
+    pub nics: Vec<String>,
 }
 
 impl AzureCloud {
+    /// A resource group of this provider's subscription.
+    pub fn scope(&self, resource_group: &str) -> Scope {
+        Scope { subscription: self.s.subscription.clone(), resource_group: resource_group.to_owned() }
+    }
+
     /// Create a managed disk from a page blob (`createOption: Import`), in
     /// the storage account's region (Import cannot cross regions). An OS
     /// disk carries the source's osType, Hyper-V generation, supported
@@ -112,8 +127,8 @@ impl AzureCloud {
     /// Create a VM from managed disks (the OS disk attached, so no image and
     /// no OS profile), in the OS disk's region, with an inline NIC in
     /// `subnet`; Trusted Launch when the OS disk is, NVMe when it takes
-    /// only NVMe. Returns its resource id.
-    pub fn create_vm(&self, v: &NewVm<'_>) -> Result<String> {
+    /// only NVMe. Returns its resource id and its NICs'.
+    pub fn create_vm(&self, v: &NewVm<'_>) -> Result<MadeVm> {
         let os =
             self.arm.get(&with_api(v.os_disk, DISK_API))?.ok_or_else(|| anyhow!("disk {} not found", v.os_disk))?;
         let location = os["location"].as_str().ok_or_else(|| anyhow!("disk {} has no location", v.os_disk))?;
@@ -124,7 +139,7 @@ impl AzureCloud {
             .collect();
         let mut body = json!({
             "location": location,
-            "tags": { names::TAG_REPLICA: v.replica },
+            "tags": v.tags,
             "properties": {
                 "hardwareProfile": { "vmSize": v.size },
                 "storageProfile": {
@@ -135,9 +150,10 @@ impl AzureCloud {
                     "networkApiVersion": names::INLINE_NIC_API,
                     "networkInterfaceConfigurations": [{
                         "name": format!("{}-nic", v.name),
+                        "tags": v.tags,
                         "properties": {
                             "primary": true,
-                            "deleteOption": "Detach",
+                            "deleteOption": v.nic_delete,
                             "ipConfigurations": [{ "name": "ipconfig1", "properties": { "subnet": { "id": v.subnet } } }],
                         },
                     }],
@@ -158,7 +174,84 @@ impl AzureCloud {
         }
         let scope = Scope { subscription: self.s.subscription.clone(), resource_group: v.resource_group.to_owned() };
         let path = scope.vm(v.name);
-        self.arm.put(&with_api(&path, VM_API), &body)?;
-        Ok(path)
+        let made = self.arm.put(&with_api(&path, VM_API), &body)?;
+        let nics = made["properties"]["networkProfile"]["networkInterfaces"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|n| n["id"].as_str().map(str::to_owned))
+            .collect();
+        Ok(MadeVm { id: path, nics })
+    }
+
+    /// Delete every NIC in `rg` tagged `tag=value` (what a VM that failed to
+    /// be created can leave, named by Azure); returns what could not be.
+    pub fn sweep_tagged_nics(&self, rg: &str, tag: &str, value: &str) -> Result<Vec<String>> {
+        let list = with_api(&self.scope(rg).list("Microsoft.Network/networkInterfaces"), names::NETWORK_API);
+        let mut left = Vec::new();
+        for n in self.list_all(&list)? {
+            let Some(id) = n["id"].as_str().filter(|_| n["tags"][tag] == value) else { continue };
+            if let Err(e) = self.arm.delete(&with_api(id, names::NETWORK_API)) {
+                left.push(format!("{id}: {e:#}"));
+            }
+        }
+        Ok(left)
+    }
+
+    /// Wait until a VM runs: its instance view (`VirtualMachines_InstanceView`,
+    /// `VirtualMachine_Get_InstanceView.json`) says `PowerState/running`.
+    /// Returns the VM agent's status when it reports one.
+    pub fn wait_running(&self, vm_id: &str, deadline: std::time::Duration) -> Result<Option<String>> {
+        let started = std::time::Instant::now();
+        loop {
+            let view = self
+                .arm
+                .get(&with_api(&format!("{vm_id}/instanceView"), VM_API))?
+                .ok_or_else(|| anyhow!("VM {vm_id} is gone"))?;
+            let codes: Vec<&str> =
+                view["statuses"].as_array().into_iter().flatten().filter_map(|s| s["code"].as_str()).collect();
+            if codes.iter().any(|c| c.eq_ignore_ascii_case("ProvisioningState/failed")) {
+                bail!("VM {vm_id}: provisioning failed ({})", codes.join(", "));
+            }
+            if codes.iter().any(|c| c.eq_ignore_ascii_case("PowerState/running")) {
+                let agent = view["vmAgent"]["statuses"][0]["displayStatus"].as_str().map(str::to_owned);
+                return Ok(agent);
+            }
+            if started.elapsed() > deadline {
+                bail!("VM {vm_id} is not running after {} s ({})", deadline.as_secs(), codes.join(", "));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(self.s.watch_poll_ms));
+        }
+    }
+
+    /// Delete what a failover made, by its id (VM, NIC or disk; deleting
+    /// what is not there succeeds).
+    pub fn delete_by_id(&self, id: &str) -> Result<()> {
+        let lower = id.to_ascii_lowercase();
+        if lower.contains("/virtualmachines/") {
+            // A NIC the VM detaches on delete (a failover's) goes too: what
+            // the VM names, read before it is gone.
+            let vm = self.arm.get(&with_api(id, VM_API))?;
+            let kept: Vec<String> = vm
+                .iter()
+                .flat_map(|v| v["properties"]["networkProfile"]["networkInterfaces"].as_array().cloned())
+                .flatten()
+                .filter(|n| n["properties"]["deleteOption"] != "Delete")
+                .filter_map(|n| n["id"].as_str().map(str::to_owned))
+                .collect();
+            self.arm.delete(&with_api(id, VM_API))?;
+            for nic in kept {
+                self.arm.delete(&with_api(&nic, names::NETWORK_API))?;
+            }
+            return Ok(());
+        }
+        let api = if lower.contains("/microsoft.network/") {
+            names::NETWORK_API
+        } else if lower.contains("/virtualmachines/") {
+            VM_API
+        } else {
+            DISK_API
+        };
+        self.arm.delete(&with_api(id, api))
     }
 }

@@ -228,6 +228,9 @@ impl Cloud for AzureCloud {
         }
         self.vm_action(vm, "deallocate").context("deallocating the source VM")?;
         let taken = self.take_snapshots(vm, names, tags);
+        if !how.restart_source {
+            return taken.map(|()| Taken::as_asked("stopped"));
+        }
         let started = self.vm_action(vm, "start").context("starting the source VM again");
         taken.and(started).map(|()| Taken::as_asked("stopped"))
     }
@@ -404,5 +407,12 @@ impl Cloud for AzureCloud {
         out.extend(self.listed_points()?);
         out.extend(self.here_workers()?);
         Ok(out)
+    }
+
+    fn delete_made(&self, what: &str) -> Result<()> {
+        match what.starts_with("/subscriptions/") {
+            true => self.delete_by_id(what),
+            false => crate::cloud::remove_failover_folder(std::path::Path::new(what)),
+        }
     }
 }

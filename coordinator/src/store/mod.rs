@@ -14,97 +14,10 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
-/// Schema migrations, applied in order; the index + 1 is the schema version.
-const MIGRATIONS: &[&str] = &[
-    "CREATE TABLE replicas (
-        name TEXT PRIMARY KEY,
-        vm TEXT NOT NULL,
-        destinations TEXT NOT NULL,
-        schedule TEXT,
-        keep_points INTEGER NOT NULL,
-        chunk_size BIGINT NOT NULL,
-        created_at BIGINT NOT NULL
-    );
-    CREATE TABLE runs (
-        id TEXT PRIMARY KEY,
-        replica TEXT NOT NULL,
-        trigger_kind TEXT NOT NULL,
-        status TEXT NOT NULL,
-        phase TEXT NOT NULL,
-        started_at BIGINT NOT NULL,
-        finished_at BIGINT,
-        duration_ms BIGINT,
-        owner_pid BIGINT,
-        owner_start BIGINT,
-        bytes_read BIGINT NOT NULL DEFAULT 0,
-        bytes_sent BIGINT NOT NULL DEFAULT 0,
-        bytes_skipped BIGINT NOT NULL DEFAULT 0,
-        error TEXT
-    );
-    CREATE INDEX runs_by_replica ON runs (replica, started_at);
-    CREATE TABLE run_disks (
-        run_id TEXT NOT NULL,
-        disk TEXT NOT NULL,
-        destination INTEGER NOT NULL,
-        generation BIGINT NOT NULL,
-        full_sync INTEGER NOT NULL,
-        full_sync_reason TEXT,
-        bytes_read BIGINT NOT NULL,
-        bytes_sent BIGINT NOT NULL,
-        bytes_skipped BIGINT NOT NULL,
-        PRIMARY KEY (run_id, disk, destination)
-    );
-    CREATE TABLE resources (
-        name TEXT PRIMARY KEY,
-        run_id TEXT NOT NULL,
-        replica TEXT NOT NULL,
-        kind TEXT NOT NULL,
-        disk TEXT,
-        state TEXT NOT NULL,
-        created_at BIGINT NOT NULL,
-        expires_at BIGINT NOT NULL,
-        deleted_at BIGINT
-    );
-    CREATE INDEX resources_by_run ON resources (run_id);",
-    // What the source VM looked like at its latest run (osType, Hyper-V
-    // generation, security type, location, disks): an import must not need
-    // the source region, which may be the one that is down.
-    "CREATE TABLE vm_facts (
-        replica TEXT PRIMARY KEY,
-        facts TEXT NOT NULL,
-        updated_at BIGINT NOT NULL
-    );
-    ALTER TABLE replicas ADD COLUMN stop_source INTEGER NOT NULL DEFAULT 0;",
-    // One vocabulary for what a sync did with the disk: zero, unchanged,
-    // written, cleared (bytes_skipped lumped zero and unchanged together).
-    // Rows from before keep zeros there: the split was not recorded.
-    "ALTER TABLE run_disks ADD COLUMN bytes_zero BIGINT NOT NULL DEFAULT 0;
-    ALTER TABLE run_disks ADD COLUMN bytes_unchanged BIGINT NOT NULL DEFAULT 0;
-    ALTER TABLE run_disks ADD COLUMN bytes_written BIGINT NOT NULL DEFAULT 0;
-    ALTER TABLE run_disks ADD COLUMN bytes_cleared BIGINT NOT NULL DEFAULT 0;
-    ALTER TABLE run_disks DROP COLUMN bytes_skipped;
-    ALTER TABLE runs ADD COLUMN bytes_zero BIGINT NOT NULL DEFAULT 0;
-    ALTER TABLE runs ADD COLUMN bytes_unchanged BIGINT NOT NULL DEFAULT 0;
-    ALTER TABLE runs ADD COLUMN bytes_written BIGINT NOT NULL DEFAULT 0;
-    ALTER TABLE runs ADD COLUMN bytes_cleared BIGINT NOT NULL DEFAULT 0;
-    ALTER TABLE runs DROP COLUMN bytes_skipped;",
-    // What the run's worker could do (an Azure size's data disks and
-    // uncached throughput), as its provider said.
-    "ALTER TABLE runs ADD COLUMN worker TEXT;",
-    // Where the run's agent ran: `vm` (a worker with temporary disks) or
-    // `here` (an agent on the coordinator's host); why is in `worker`.
-    "ALTER TABLE runs ADD COLUMN placement TEXT;",
-    // What the run's snapshots hold together: `stopped` (the source was
-    // deallocated for them: every disk at one instant, shut down) or
-    // `per-disk` (each disk at its own instant).
-    "ALTER TABLE runs ADD COLUMN consistency TEXT;",
-    // What a replica asks of its snapshots together (`crash`, `application`,
-    // `per-disk`), and why a run's differ from it (an application-
-    // consistent capture that fell back to crash, a provider without
-    // restore points).
-    "ALTER TABLE replicas ADD COLUMN consistency TEXT NOT NULL DEFAULT 'crash';
-    ALTER TABLE runs ADD COLUMN consistency_note TEXT;",
-];
+mod failovers;
+mod schema;
+pub use failovers::Failover;
+use schema::MIGRATIONS;
 
 /// A fact a run records once known, exported per replica for its newest run.
 #[derive(Debug, Clone, Copy)]
@@ -160,6 +73,13 @@ pub struct Replica {
     pub stop_source: bool,
     /// What its snapshots should hold together.
     pub consistency: Consistency,
+    /// When it was failed over (its VM now runs from a recovery point): it
+    /// syncs no more.
+    pub failed_over_at: Option<i64>,
+    /// This run only (a cutover's final run): with `stop_source`, the
+    /// source stays deallocated after its snapshots. Never stored.
+    #[serde(skip)]
+    pub leave_source_stopped: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -293,7 +213,7 @@ impl Store {
     pub fn replica(&self, name: &str) -> Result<Replica> {
         self.conn
             .query_row(
-                "SELECT name, vm, destinations, schedule, keep_points, chunk_size, created_at, stop_source, consistency FROM replicas WHERE name = ?1",
+                "SELECT name, vm, destinations, schedule, keep_points, chunk_size, created_at, stop_source, consistency, failed_over_at FROM replicas WHERE name = ?1",
                 params![name],
                 replica_row,
             )
@@ -303,7 +223,7 @@ impl Store {
 
     pub fn replicas(&self) -> Result<Vec<Replica>> {
         let mut st = self.conn.prepare(
-            "SELECT name, vm, destinations, schedule, keep_points, chunk_size, created_at, stop_source, consistency FROM replicas ORDER BY name",
+            "SELECT name, vm, destinations, schedule, keep_points, chunk_size, created_at, stop_source, consistency, failed_over_at FROM replicas ORDER BY name",
         )?;
         let rows = st.query_map([], replica_row)?;
         Ok(rows.collect::<Result<_, _>>()?)
@@ -516,6 +436,18 @@ impl Store {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
+    /// Per replica, the runs that failed or were interrupted since its last
+    /// successful one (skipped triggers do not count).
+    pub fn failed_runs_in_a_row(&self) -> Result<Vec<(String, u64)>> {
+        let mut st = self.conn.prepare(
+            "SELECT r.replica, COUNT(*) FROM runs r WHERE r.status IN ('failed', 'interrupted') AND r.started_at > \
+             COALESCE((SELECT MAX(s.started_at) FROM runs s WHERE s.replica = r.replica AND s.status = 'succeeded'), \
+             -1) GROUP BY r.replica",
+        )?;
+        let rows = st.query_map([], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     /// When the newest successful run of each replica finished.
     pub fn newest_points(&self) -> Result<Vec<(String, i64)>> {
         let mut st = self
@@ -640,6 +572,8 @@ fn replica_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Replica> {
                 rusqlite::Error::FromSqlConversionFailure(8, rusqlite::types::Type::Text, text.clone().into())
             })?
         },
+        failed_over_at: r.get(9)?,
+        leave_source_stopped: false,
     })
 }
 
@@ -700,90 +634,4 @@ fn resource_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Resource> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn replica(name: &str) -> Replica {
-        Replica {
-            name: name.into(),
-            vm: "/vms/a".into(),
-            destinations: vec!["file:/d".into()],
-            schedule: None,
-            keep_points: 7,
-            chunk_size: 1 << 20,
-            created_at: 1,
-            stop_source: false,
-            consistency: Consistency::Crash,
-        }
-    }
-
-    fn run(id: &str, replica: &str) -> Run {
-        Run {
-            id: id.into(),
-            replica: replica.into(),
-            trigger: "manual".into(),
-            status: status::RUNNING.into(),
-            phase: "start".into(),
-            started_at: 10,
-            finished_at: None,
-            duration_ms: None,
-            owner_pid: Some(1),
-            owner_start: Some(1),
-            bytes_read: 0,
-            bytes_sent: 0,
-            bytes_zero: 0,
-            bytes_unchanged: 0,
-            bytes_written: 0,
-            bytes_cleared: 0,
-            error: None,
-            worker: None,
-            placement: None,
-            consistency: None,
-            consistency_note: None,
-        }
-    }
-
-    #[test]
-    fn migrations_apply_once_and_reopen() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("state.db");
-        let s = Store::open(&p).unwrap();
-        assert_eq!(s.schema_version().unwrap(), MIGRATIONS.len() as i64);
-        s.insert_replica(&replica("a")).unwrap();
-        drop(s);
-        let s = Store::open(&p).unwrap();
-        assert_eq!(s.replicas().unwrap().len(), 1);
-        assert!(s.insert_replica(&replica("a")).unwrap_err().to_string().contains("already exists"));
-    }
-
-    #[test]
-    fn one_live_run_per_replica() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut s = Store::open(&dir.path().join("s.db")).unwrap();
-        s.insert_replica(&replica("a")).unwrap();
-        assert!(s.begin_run(&run("r1", "a"), |_| true).unwrap().is_ok());
-        let blocked = s.begin_run(&run("r2", "a"), |_| true).unwrap();
-        assert_eq!(blocked.unwrap_err().id, "r1");
-        // A dead owner does not block.
-        assert!(s.begin_run(&run("r3", "a"), |_| false).unwrap().is_ok());
-        s.record_disk(&RunDisk {
-            run_id: "r1".into(),
-            disk: "os".into(),
-            destination: 0,
-            generation: 1,
-            full_sync: true,
-            full_sync_reason: Some("first".into()),
-            bytes_read: 10,
-            bytes_sent: 5,
-            bytes_zero: 3,
-            bytes_unchanged: 0,
-            bytes_written: 0,
-            bytes_cleared: 0,
-        })
-        .unwrap();
-        s.finish_run("r1", status::SUCCEEDED, 20, Some(1500), None).unwrap();
-        let r = s.run("r1").unwrap();
-        assert_eq!((r.bytes_read, r.bytes_sent, r.status.as_str()), (10, 5, "succeeded"));
-        assert_eq!(s.newest_points().unwrap(), vec![("a".to_owned(), 20)]);
-    }
-}
+mod tests;

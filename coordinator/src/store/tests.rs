@@ -1,0 +1,111 @@
+//! The store against a real SQLite file.
+
+use super::*;
+
+fn replica(name: &str) -> Replica {
+    Replica {
+        name: name.into(),
+        vm: "/vms/a".into(),
+        destinations: vec!["file:/d".into()],
+        schedule: None,
+        keep_points: 7,
+        chunk_size: 1 << 20,
+        created_at: 1,
+        stop_source: false,
+        consistency: Consistency::Crash,
+        failed_over_at: None,
+        leave_source_stopped: false,
+    }
+}
+
+fn run(id: &str, replica: &str) -> Run {
+    Run {
+        id: id.into(),
+        replica: replica.into(),
+        trigger: "manual".into(),
+        status: status::RUNNING.into(),
+        phase: "start".into(),
+        started_at: 10,
+        finished_at: None,
+        duration_ms: None,
+        owner_pid: Some(1),
+        owner_start: Some(1),
+        bytes_read: 0,
+        bytes_sent: 0,
+        bytes_zero: 0,
+        bytes_unchanged: 0,
+        bytes_written: 0,
+        bytes_cleared: 0,
+        error: None,
+        worker: None,
+        placement: None,
+        consistency: None,
+        consistency_note: None,
+    }
+}
+
+#[test]
+fn migrations_apply_once_and_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("state.db");
+    let s = Store::open(&p).unwrap();
+    assert_eq!(s.schema_version().unwrap(), MIGRATIONS.len() as i64);
+    s.insert_replica(&replica("a")).unwrap();
+    drop(s);
+    let s = Store::open(&p).unwrap();
+    assert_eq!(s.replicas().unwrap().len(), 1);
+    assert!(s.insert_replica(&replica("a")).unwrap_err().to_string().contains("already exists"));
+}
+
+#[test]
+fn one_live_run_per_replica() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = Store::open(&dir.path().join("s.db")).unwrap();
+    s.insert_replica(&replica("a")).unwrap();
+    assert!(s.begin_run(&run("r1", "a"), |_| true).unwrap().is_ok());
+    let blocked = s.begin_run(&run("r2", "a"), |_| true).unwrap();
+    assert_eq!(blocked.unwrap_err().id, "r1");
+    // A dead owner does not block.
+    assert!(s.begin_run(&run("r3", "a"), |_| false).unwrap().is_ok());
+    s.record_disk(&RunDisk {
+        run_id: "r1".into(),
+        disk: "os".into(),
+        destination: 0,
+        generation: 1,
+        full_sync: true,
+        full_sync_reason: Some("first".into()),
+        bytes_read: 10,
+        bytes_sent: 5,
+        bytes_zero: 3,
+        bytes_unchanged: 0,
+        bytes_written: 0,
+        bytes_cleared: 0,
+    })
+    .unwrap();
+    s.finish_run("r1", status::SUCCEEDED, 20, Some(1500), None).unwrap();
+    let r = s.run("r1").unwrap();
+    assert_eq!((r.bytes_read, r.bytes_sent, r.status.as_str()), (10, 5, "succeeded"));
+    assert_eq!(s.newest_points().unwrap(), vec![("a".to_owned(), 20)]);
+}
+
+#[test]
+fn failed_runs_are_counted_since_the_last_success() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(&dir.path().join("state.db")).unwrap();
+    s.insert_replica(&replica("a")).unwrap();
+    s.insert_replica(&replica("b")).unwrap();
+    let at = |id: &str, replica: &str, t: i64, st: &str| {
+        s.insert_run(&Run { started_at: t, status: st.into(), ..run(id, replica) }).unwrap();
+    };
+    at("1", "a", 1, status::FAILED);
+    at("2", "a", 2, status::SUCCEEDED);
+    at("3", "a", 3, status::FAILED);
+    at("4", "a", 4, status::SKIPPED);
+    at("5", "a", 5, status::INTERRUPTED);
+    at("6", "b", 1, status::FAILED);
+    let got: std::collections::BTreeMap<String, u64> = s.failed_runs_in_a_row().unwrap().into_iter().collect();
+    assert_eq!(got, [("a".to_owned(), 2), ("b".to_owned(), 1)].into());
+    at("7", "b", 2, status::SUCCEEDED);
+    let got: Vec<(String, u64)> = s.failed_runs_in_a_row().unwrap();
+    assert_eq!(got, [("a".to_owned(), 2)]);
+}
