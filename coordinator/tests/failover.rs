@@ -49,8 +49,9 @@ fn a_drill_leaves_replication_running_and_a_failover_ends_it() {
     assert_eq!(f.json(&["run", "web", "--json"])["run"]["status"], "succeeded");
 
     // A drill from point 1, in the drill subnet.
-    let target = ["--to", "azure:dr", "--storage-account", account, "--vm-size", "Standard_D4s_v5"];
+    let target = ["--to", "azure:dr", "--storage-account", account];
     let mut args = vec!["failover", "web", "--test", "--point", "1", "--subnet", DRILL_SUBNET, "--json"];
+    args.extend_from_slice(&["--vm-size", "Standard_D2s_v5"]);
     args.extend_from_slice(&target);
     let drill = ok(f.cmd(&args));
     assert_eq!((drill["drill"].as_bool(), drill["state"].as_str()), (Some(true), Some("running")), "{drill}");
@@ -72,6 +73,7 @@ fn a_drill_leaves_replication_running_and_a_failover_ends_it() {
         )
         .unwrap();
     assert_eq!(vm["tags"]["diskferry-drill"], drill["id"], "{vm}");
+    assert_eq!(vm["properties"]["hardwareProfile"]["vmSize"], "Standard_D2s_v5", "the size asked for");
     let sp = &vm["properties"]["storageProfile"];
     assert_eq!(sp["dataDisks"].as_array().unwrap().len(), 1);
     let nic_subnet = f.bodies("/virtualMachines/web1-drill").pop().unwrap()["properties"]["networkProfile"]
@@ -102,6 +104,9 @@ fn a_drill_leaves_replication_running_and_a_failover_ends_it() {
         fo["point"]["created_unix_ms"].as_i64().unwrap() > 0 && fo["data_loss_window_secs"].as_f64().unwrap() >= 0.0
     );
     assert_eq!(fo["vm"], "web1-failover");
+    let vm =
+        f.sim.resource(&format!("{}/providers/Microsoft.Compute/virtualMachines/web1-failover", armsim::rg_path("dr")));
+    assert_eq!(vm.unwrap()["properties"]["hardwareProfile"]["vmSize"], "Standard_D4s_v5", "the source's size");
     // Its replica syncs no more: runs are refused, and say why.
     let again = f.cmd(&["run", "web"]);
     assert_eq!(again.status.code(), Some(2));

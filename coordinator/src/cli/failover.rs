@@ -68,9 +68,9 @@ pub struct TargetArgs {
     /// azure: the subnet of the VM's NIC (for a drill, an isolated one).
     #[arg(long, value_name = "ID")]
     pub subnet: Option<String>,
-    /// azure: the VM's size.
-    #[arg(long, default_value = "Standard_D2s_v5")]
-    pub vm_size: String,
+    /// azure: the VM's size [default: the source VM's, as its last run saw it].
+    #[arg(long)]
+    pub vm_size: Option<String>,
     /// azure: the managed disks' SKU.
     #[arg(long, default_value = "Premium_LRS")]
     pub sku: String,
@@ -504,11 +504,16 @@ impl Job<'_> {
             }
         }
         let os_disk = os_disk.ok_or_else(|| anyhow!("the replica has no os disk to boot"))?;
+        let size = t
+            .vm_size
+            .clone()
+            .or_else(|| self.facts["size"].as_str().map(str::to_owned))
+            .ok_or_else(|| anyhow!("the source VM's size was not recorded: name one with --vm-size"))?;
         let data: Vec<(u64, &str)> = data.iter().map(|(l, id)| (*l, id.as_str())).collect();
         let spec = NewVm {
             name: self.vm,
             resource_group: rg,
-            size: &t.vm_size,
+            size: &size,
             subnet,
             os_disk: &os_disk,
             os_type: self.facts["os_type"].as_str().unwrap_or("Linux"),

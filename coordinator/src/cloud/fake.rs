@@ -55,6 +55,7 @@ impl FakeCloud {
             security_type: None,
             zone: None,
             os_capabilities: None,
+            size: None,
             disks: disks
                 .iter()
                 .map(|(n, size)| VmDisk { name: (*n).to_owned(), locator: format!("{vm}/{n}"), size: *size, sku: None })

@@ -143,6 +143,7 @@ impl Cloud for LocalCloud {
             security_type: None,
             zone: None,
             os_capabilities: None,
+            size: None,
             disks,
         })
     }

@@ -40,6 +40,9 @@ pub struct Vm {
     /// to an imported OS disk: an Arm64 or NVMe-only size refuses a disk
     /// that does not say so.
     pub os_capabilities: Option<serde_json::Value>,
+    /// Its size (Azure `hardwareProfile.vmSize`): a failover's VM gets it
+    /// unless told otherwise.
+    pub size: Option<String>,
     pub disks: Vec<VmDisk>,
 }
 
@@ -54,6 +57,7 @@ impl Vm {
             "security_type": self.security_type,
             "zone": self.zone,
             "os_capabilities": self.os_capabilities,
+            "size": self.size,
             "disks": self.disks.iter().map(|d| serde_json::json!({"name": d.name, "size": d.size})).collect::<Vec<_>>(),
         })
     }

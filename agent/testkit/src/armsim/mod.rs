@@ -294,7 +294,8 @@ impl ArmSim {
         s.resources.insert(
             key(&vm),
             json!({"id": vm, "name": name, "type": "Microsoft.Compute/virtualMachines", "location": location,
-                   "properties": {"provisioningState": "Succeeded", "storageProfile": {
+                   "properties": {"provisioningState": "Succeeded", "hardwareProfile": {"vmSize": "Standard_D4s_v5"},
+                   "storageProfile": {
                        "osDisk": {"osType": "Linux", "createOption": "FromImage", "managedDisk": {"id": os_id}},
                        "dataDisks": data}}}),
         );

@@ -197,6 +197,7 @@ impl Cloud for AzureCloud {
             security_type: v["properties"]["securityProfile"]["securityType"].as_str().map(str::to_owned),
             zone: v["zones"][0].as_str().map(str::to_owned),
             os_capabilities: Some(os["properties"]["supportedCapabilities"].clone()).filter(Value::is_object),
+            size: v["properties"]["hardwareProfile"]["vmSize"].as_str().map(str::to_owned),
             disks,
         })
     }
