@@ -240,3 +240,37 @@ fn a_local_failover_is_a_vm_folder_that_replicates_back() {
     c.json(&["import", "back", "--to", out.to_str().unwrap(), "--json"]);
     assert!(common::identical(&new_vm.join("lun0.img"), &out.join("lun0.vhd")));
 }
+
+#[test]
+fn a_plan_brings_groups_up_in_order() {
+    let c = Coord::new(false);
+    let dest = c.path().join("dest");
+    std::fs::create_dir(&dest).unwrap();
+    let to = format!("file:{}", dest.display());
+    for name in ["db", "web", "api"] {
+        let vm = make_vm(c.path(), &format!("{name}-vm"), &[("os", 8 * MIB, &[(0, MIB)])]);
+        c.json(&["replica", "create", name, "--vm", vm.to_str().unwrap(), "--to", &to, "--json"]);
+        assert_eq!(c.json(&["run", name, "--json"])["run"]["status"], "succeeded");
+    }
+    let plan = c.path().join("plan.toml");
+    std::fs::write(&plan, "[[group]]\nreplicas = [\"db\"]\n[[group]]\nreplicas = [\"web\", \"api\"]\n").unwrap();
+    let site = c.path().join("site-b");
+    std::fs::create_dir(&site).unwrap();
+    let r = c.json(&["failover", "--plan", plan.to_str().unwrap(), "--to", site.to_str().unwrap(), "--json"]);
+    let groups: Vec<Vec<&str>> = r["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g.as_array().unwrap().iter().map(|v| v["replica"].as_str().unwrap()).collect())
+        .collect();
+    assert_eq!(groups, [vec!["db"], vec!["web", "api"]], "{r}");
+    for vm in ["db-vm-failover", "web-vm-failover", "api-vm-failover"] {
+        assert!(site.join(vm).join("vm.toml").is_file(), "{vm}");
+    }
+    // A plan naming a replica that does not exist changes nothing.
+    std::fs::write(&plan, "[[group]]\nreplicas = [\"nosuch\"]\n").unwrap();
+    assert_eq!(
+        c.run(&["failover", "--plan", plan.to_str().unwrap(), "--to", site.to_str().unwrap()]).status.code(),
+        Some(2)
+    );
+}

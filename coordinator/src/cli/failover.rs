@@ -180,21 +180,45 @@ pub fn failover(env: &Env, a: FailoverArgs) -> Result<(), Failure> {
     }
     let started = Instant::now();
     let mut done: Vec<Vec<VmReport>> = Vec::new();
+    let expires = a.test.then(|| now() + i64::from(a.expires_hours) * 3600);
+    let target = &a.target;
     for group in &groups {
-        let mut reports = Vec::new();
-        for name in group {
-            let expires = a.test.then(|| now() + i64::from(a.expires_hours) * 3600);
-            match failover_one(env, &store, name, &a.target, expires) {
-                Ok(r) => reports.push(r),
-                Err(f) => {
-                    let up: Vec<String> = done.iter().flatten().chain(&reports).map(|r| r.vm.clone()).collect();
-                    let running = if up.is_empty() { "none".to_owned() } else { up.join(", ") };
-                    return Err(Failure {
-                        code: f.code,
-                        error: f.error.context(format!("replica {name}: failover stopped; running now: {running}")),
+        // A group's replicas come up at once, each on its own thread (and
+        // its own connection to the store); the next group waits for all.
+        let results: Vec<(String, Result<VmReport, Failure>)> = std::thread::scope(|sc| {
+            let handles: Vec<_> = group
+                .iter()
+                .map(|name| {
+                    let h = sc.spawn(move || -> Result<VmReport, Failure> {
+                        let store = env.store()?;
+                        failover_one(env, &store, name, target, expires)
                     });
-                }
+                    (name.clone(), h)
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|(name, h)| {
+                    let r = h.join().unwrap_or_else(|_| Err(anyhow!("the failover thread panicked").into()));
+                    (name, r)
+                })
+                .collect()
+        });
+        let mut reports = Vec::new();
+        let mut failed = Vec::new();
+        for (name, r) in results {
+            match r {
+                Ok(r) => reports.push(r),
+                Err(f) => failed.push((name, f)),
             }
+        }
+        if let Some((name, f)) = failed.into_iter().next() {
+            let up: Vec<String> = done.iter().flatten().chain(&reports).map(|r| r.vm.clone()).collect();
+            let running = if up.is_empty() { "none".to_owned() } else { up.join(", ") };
+            return Err(Failure {
+                code: f.code,
+                error: f.error.context(format!("replica {name}: failover stopped; running now: {running}")),
+            });
         }
         done.push(reports);
     }
