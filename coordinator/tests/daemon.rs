@@ -77,8 +77,8 @@ fn schedules_fire_overlaps_are_skipped_and_metrics_tell() {
     // Every second: its RPO target is two seconds; no run failed.
     assert_eq!(sample(&m, "diskferry_replica_rpo_target_seconds{replica=\"s\"}"), Some(2.0), "{m}");
     assert_eq!(sample(&m, "diskferry_replica_failed_runs_in_a_row{replica=\"s\"}"), Some(0.0), "{m}");
-    // It copies each disk on its own: the replica's default (crash) is not
-    // what it gets, and the metric says what it got.
+    // The local provider copies each disk on its own (its replicas' default
+    // is per-disk), and the metric says so.
     assert_eq!(
         sample(&m, "diskferry_replica_last_run_consistency{consistency=\"per-disk\",replica=\"s\"}"),
         Some(1.0),

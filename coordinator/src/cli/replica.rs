@@ -60,8 +60,10 @@ pub struct CreateArgs {
     /// applications flushed through the VM agent (VSS, Linux pre/post
     /// scripts); a run whose guest cannot falls back to crash and says so.
     /// per-disk: each disk snapshotted on its own, at its own instant.
-    #[arg(long, value_enum, default_value_t = Consistency::Crash)]
-    pub consistency: Consistency,
+    /// [default: crash; per-disk on the local provider, which has no
+    /// restore points]
+    #[arg(long, value_enum)]
+    pub consistency: Option<Consistency>,
     #[arg(long)]
     pub json: bool,
 }
@@ -162,7 +164,10 @@ pub fn define(env: &Env, a: CreateArgs) -> Result<(Replica, crate::cloud::Vm), F
         chunk_size: chunk,
         created_at: now(),
         stop_source: a.stop_source,
-        consistency: a.consistency,
+        consistency: a.consistency.unwrap_or(match env.config.provider() {
+            "local" => Consistency::PerDisk,
+            _ => Consistency::Crash,
+        }),
         failed_over_at: None,
         leave_source_stopped: false,
     };

@@ -78,8 +78,8 @@ pub struct MigrateArgs {
     #[arg(long)]
     pub name: Option<String>,
     /// What the disks' copies hold together (see `replica create --help`).
-    #[arg(long, value_enum, default_value_t = crate::cloud::Consistency::Crash)]
-    pub consistency: crate::cloud::Consistency,
+    #[arg(long, value_enum)]
+    pub consistency: Option<crate::cloud::Consistency>,
     #[arg(long)]
     pub json: bool,
 }
