@@ -27,3 +27,5 @@ cargo clippy --workspace --all-targets --quiet -- -D warnings
 say "cargo test"
 cargo test --workspace --all-targets
 cargo test --workspace --doc
+say "the Debian package: installs, its units verify, pages render, completions load, the demo runs, it purges clean"
+"$ROOT/scripts/test-package.sh"

@@ -31,6 +31,12 @@ apt_install() {
 
 # Build the release binaries once.
 build_release() {
+  if [ -n "${DISKFERRY_BIN_DIR:-}" ]; then
+    # Installed binaries (the package test runs the demo with /usr/bin's).
+    AGENT="$DISKFERRY_BIN_DIR/diskferry-agent"
+    DISKFERRY="$DISKFERRY_BIN_DIR/diskferry"
+    return
+  fi
   say "building release binaries"
   (cd "$ROOT" && cargo build --release --quiet -p diskferry-agent -p diskferry -p diskferry-bench \
     && cargo build --release --quiet -p diskferry-testkit --bin strict-proxy)
