@@ -83,6 +83,16 @@ impl Destination {
         }
     }
 
+    /// A page blob destination's container URL (no SAS); the folder of a
+    /// file destination.
+    pub fn container_url(&self) -> String {
+        match self {
+            Destination::PageBlob { base, .. } => base.clone(),
+            Destination::File(dir) => dir.display().to_string(),
+            Destination::Relay { base } => base.clone(),
+        }
+    }
+
     /// The agent's target for one disk of a replica.
     pub fn disk_target(&self, replica: &str, disk: &str) -> String {
         match self {

@@ -26,6 +26,22 @@ fn same(a: &Path, b: &Path) -> bool {
     std::fs::read(a).unwrap() == std::fs::read(b).unwrap()
 }
 
+/// The bytes Azure's Import copied into a managed disk (the simulator's file).
+fn imported(f: &Fixture, disk_id: &str) -> std::path::PathBuf {
+    f.sim
+        .with(|s| s.files.get(&disk_id.to_ascii_lowercase()).cloned())
+        .unwrap_or_else(|| panic!("no bytes for {disk_id}"))
+}
+
+/// Whether a blob still exists at the destination (Azurite).
+fn exists(url: &str) -> bool {
+    let container = url.split('/').nth(4).unwrap();
+    let key = diskferry_blob::sas::AccountKey::new(common::azurite::ACCOUNT, common::azurite::KEY);
+    let sas = key.container_sas(container, time::OffsetDateTime::now_utc()).unwrap();
+    let r = reqwest::blocking::Client::new().head(format!("{url}?{sas}")).send().unwrap();
+    r.status().is_success()
+}
+
 /// Resources in the simulator tagged with `tag`.
 fn tagged(f: &Fixture, tag: &str) -> Vec<String> {
     f.sim.with(|s| {
@@ -76,15 +92,17 @@ fn a_drill_leaves_replication_running_and_a_failover_ends_it() {
     assert_eq!(vm["properties"]["hardwareProfile"]["vmSize"], "Standard_D2s_v5", "the size asked for");
     let sp = &vm["properties"]["storageProfile"];
     assert_eq!(sp["dataDisks"].as_array().unwrap().len(), 1);
-    let nic_subnet = f.bodies("/virtualMachines/web1-drill").pop().unwrap()["properties"]["networkProfile"]
+    let nic_subnet = f.bodies("/virtualMachines/web-web1-drill").pop().unwrap()["properties"]["networkProfile"]
         ["networkInterfaceConfigurations"][0]["properties"]["ipConfigurations"][0]["properties"]["subnet"]["id"]
         .clone();
     assert_eq!(nic_subnet, DRILL_SUBNET);
     // The drill's OS disk holds point 1, not today's disk.
-    let os = f.sim.resource(sp["osDisk"]["managedDisk"]["id"].as_str().unwrap()).unwrap();
-    let got = f.coord.path().join("drill-os.vhd");
-    std::fs::write(&got, fetch(os["properties"]["creationData"]["sourceUri"].as_str().unwrap())).unwrap();
-    assert!(common::identical(&point1, &got), "the drill's OS disk is point 1");
+    let os_id = sp["osDisk"]["managedDisk"]["id"].as_str().unwrap();
+    assert!(common::identical(&point1, &imported(&f, os_id)), "the drill's OS disk is point 1");
+    // The blob promoted for the import was named by the drill, and is gone.
+    let uri = f.sim.resource(os_id).unwrap()["properties"]["creationData"]["sourceUri"].as_str().unwrap().to_owned();
+    assert!(uri.contains(drill["id"].as_str().unwrap()) && uri.ends_with("os.g1.vhd"), "{uri}");
+    assert!(!exists(&uri), "{uri} is left at the destination");
     // Replication goes on during the drill.
     assert_eq!(f.json(&["run", "web", "--json"])["run"]["status"], "succeeded");
     let list = f.json(&["drill", "list", "--json"]);
@@ -103,10 +121,21 @@ fn a_drill_leaves_replication_running_and_a_failover_ends_it() {
     assert!(
         fo["point"]["created_unix_ms"].as_i64().unwrap() > 0 && fo["data_loss_window_secs"].as_f64().unwrap() >= 0.0
     );
-    assert_eq!(fo["vm"], "web1-failover");
-    let vm =
-        f.sim.resource(&format!("{}/providers/Microsoft.Compute/virtualMachines/web1-failover", armsim::rg_path("dr")));
+    assert_eq!(fo["vm"], "web-web1-failover", "the replica names it");
+    let vm = f
+        .sim
+        .resource(&format!("{}/providers/Microsoft.Compute/virtualMachines/web-web1-failover", armsim::rg_path("dr")));
     assert_eq!(vm.unwrap()["properties"]["hardwareProfile"]["vmSize"], "Standard_D4s_v5", "the source's size");
+    // A drill named like a VM that exists is refused, and the VM is untouched.
+    let mut args = vec!["failover", "web", "--test", "--vm-name", "web-web1-failover", "--subnet", DRILL_SUBNET];
+    args.extend_from_slice(&target);
+    let clash = f.cmd(&args);
+    assert_eq!(clash.status.code(), Some(2), "{}", String::from_utf8_lossy(&clash.stderr));
+    assert!(String::from_utf8_lossy(&clash.stderr).contains("exists already"));
+    let vm = f
+        .sim
+        .resource(&format!("{}/providers/Microsoft.Compute/virtualMachines/web-web1-failover", armsim::rg_path("dr")));
+    assert_eq!(vm.unwrap()["properties"]["provisioningState"], "Succeeded", "the existing VM stays");
     // Its replica syncs no more: runs are refused, and say why.
     let again = f.cmd(&["run", "web"]);
     assert_eq!(again.status.code(), Some(2));
@@ -127,7 +156,7 @@ fn a_failover_whose_second_disk_fails_to_import_leaves_nothing() {
     let bad = f.cmd(&["failover", "web", "--to", "azure:dr", "--subnet", APP_SUBNET]);
     assert_eq!(bad.status.code(), Some(2), "{}", String::from_utf8_lossy(&bad.stderr));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("--storage-account"));
-    f.fail_next("PUT", "/disks/web1-failover-os", "InternalError", None);
+    f.fail_next("PUT", "/disks/web-web1-failover-os", "InternalError", None);
     let out =
         f.cmd(&["failover", "web", "--to", "azure:dr", "--storage-account", account, "--subnet", APP_SUBNET, "--json"]);
     assert_eq!(out.status.code(), Some(1));
@@ -136,7 +165,7 @@ fn a_failover_whose_second_disk_fails_to_import_leaves_nothing() {
     assert!(tagged(&f, "diskferry-failover").is_empty(), "{:?}", tagged(&f, "diskferry-failover"));
     // A VM that cannot be created (quota): its disks, the VM left Failed
     // and the NIC Azure made for it all go.
-    f.fail_next("PUT", "/virtualMachines/web1-failover", "OperationNotAllowed", None);
+    f.fail_next("PUT", "/virtualMachines/web-web1-failover", "OperationNotAllowed", None);
     let out =
         f.cmd(&["failover", "web", "--to", "azure:dr", "--storage-account", account, "--subnet", APP_SUBNET, "--json"]);
     assert_eq!(out.status.code(), Some(1));
@@ -145,7 +174,7 @@ fn a_failover_whose_second_disk_fails_to_import_leaves_nothing() {
     assert!(tagged(&f, "diskferry-failover").is_empty(), "{:?}", tagged(&f, "diskferry-failover"));
     // The same with the VM rolled back by Azure and only its NIC left.
     f.sim.with(|s| s.orphan_nic = true);
-    f.fail_next("PUT", "/virtualMachines/web1-failover", "OperationNotAllowed", None);
+    f.fail_next("PUT", "/virtualMachines/web-web1-failover", "OperationNotAllowed", None);
     let out =
         f.cmd(&["failover", "web", "--to", "azure:dr", "--storage-account", account, "--subnet", APP_SUBNET, "--json"]);
     assert_eq!(out.status.code(), Some(1));
@@ -184,13 +213,10 @@ fn cutover_stops_the_source_for_the_final_run_only_and_reports_the_downtime() {
     // The VM it made holds the final point: the source as it was stopped.
     let vm = f
         .sim
-        .resource(&format!("{}/providers/Microsoft.Compute/virtualMachines/web1-failover", armsim::rg_path("dr")))
+        .resource(&format!("{}/providers/Microsoft.Compute/virtualMachines/mig-web1-failover", armsim::rg_path("dr")))
         .unwrap();
     let data = &vm["properties"]["storageProfile"]["dataDisks"][0]["managedDisk"]["id"];
-    let disk = f.sim.resource(data.as_str().unwrap()).unwrap();
-    let got = f.coord.path().join("cut-data.vhd");
-    std::fs::write(&got, fetch(disk["properties"]["creationData"]["sourceUri"].as_str().unwrap())).unwrap();
-    assert!(common::identical(&f.data, &got));
+    assert!(common::identical(&f.data, &imported(&f, data.as_str().unwrap())));
 }
 
 #[test]
@@ -264,7 +290,7 @@ fn a_plan_brings_groups_up_in_order() {
         .map(|g| g.as_array().unwrap().iter().map(|v| v["replica"].as_str().unwrap()).collect())
         .collect();
     assert_eq!(groups, [vec!["db"], vec!["web", "api"]], "{r}");
-    for vm in ["db-vm-failover", "web-vm-failover", "api-vm-failover"] {
+    for vm in ["db-db-vm-failover", "web-web-vm-failover", "api-api-vm-failover"] {
         assert!(site.join(vm).join("vm.toml").is_file(), "{vm}");
     }
     // A plan naming a replica that does not exist changes nothing.
@@ -273,4 +299,24 @@ fn a_plan_brings_groups_up_in_order() {
         c.run(&["failover", "--plan", plan.to_str().unwrap(), "--to", site.to_str().unwrap()]).status.code(),
         Some(2)
     );
+}
+
+#[test]
+fn a_cutover_that_fails_starts_the_source_again() {
+    let f = Fixture::new("fo-cut-fail");
+    let account = f.storage_account();
+    f.create("mig", &[]);
+    assert_eq!(f.json(&["run", "mig", "--json"])["run"]["status"], "succeeded");
+    f.fail_next("PUT", "/virtualMachines/mig-web1-failover", "OperationNotAllowed", None);
+    let out = f.cmd(&["cutover", "mig", "--to", "azure:dr", "--storage-account", account, "--subnet", APP_SUBNET]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("started again"), "{err}");
+    let log = f.sim.with(|s| s.log.clone());
+    let stop = log.iter().rposition(|l| l.contains("/web1/deallocate")).unwrap();
+    assert!(log[stop..].iter().any(|l| l.contains("/web1/start")), "the source runs again: {log:?}");
+    assert_eq!(f.sim.resource(&armsim::vm_id("prod", "web1")).unwrap()["powerState"], "running");
+    assert!(tagged(&f, "diskferry-failover").is_empty());
+    // Not failed over: the replica still syncs.
+    assert_eq!(f.json(&["run", "mig", "--json"])["run"]["status"], "succeeded");
 }

@@ -9,6 +9,7 @@
     azblob.py pages ENDPOINT CONTAINER BLOB FILE   a page blob of FILE's size holding only FILE's
                                                    data extents (SEEK_DATA/SEEK_HOLE), as a disk's
                                                    snapshot holds only its written pages
+    azblob.py download ENDPOINT CONTAINER BLOB FILE  write the blob to FILE (exit 3 if it is missing)
     azblob.py blobsas ENDPOINT CONTAINER BLOB      print a read-only SAS for one blob (sr=b, sp=r),
                                                    the kind a managed snapshot's export URL carries
 """
@@ -47,6 +48,13 @@ def main():
         c = service(endpoint).get_container_client(container)
         for b in c.list_blobs(name_starts_with=sys.argv[4]):
             c.delete_blob(b.name, delete_snapshots="include")
+    elif cmd == "download":
+        blob, path = sys.argv[4], sys.argv[5]
+        b = service(endpoint).get_container_client(container).get_blob_client(blob)
+        if not b.exists():
+            sys.exit(3)
+        with open(path, "wb") as f:
+            b.download_blob(max_concurrency=4).readinto(f)
     elif cmd == "upload":
         blob, path = sys.argv[4], sys.argv[5]
         c = service(endpoint).get_container_client(container)

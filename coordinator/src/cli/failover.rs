@@ -24,7 +24,8 @@ use crate::clock::now;
 use crate::cloud::azure::names;
 use crate::cloud::{Cloud, FAILOVER_MARKER};
 use crate::destination::Destination;
-use crate::store::{Failover, Replica, RunDisk, Store};
+use crate::owner;
+use crate::store::{status, Failover, Replica, RunDisk, Store};
 use diskferry_core::report::{DownloadReport, PromoteReport};
 
 #[derive(Debug, Args)]
@@ -268,18 +269,58 @@ fn failover_one(
         return usage(Err(anyhow!("replica {}: a relay's points are read at the receiver, in its region", r.name)));
     }
     check_target(t, &dest)?;
-    let disks = newest_disks(store, &r, t.dest - 1)?;
-    let point = choose_point(env, store, &r, &dest, &disks, t)?;
     let drill = expires.is_some();
+    // A run still going would sync on after the failover: wait for it.
+    if !drill {
+        if let Some(run) = store.runs(&r.name, 5)?.into_iter().find(|x| x.status == status::RUNNING && owner::alive(x))
+        {
+            return Err(crate::error::CoordError::Busy {
+                replica: r.name.clone(),
+                what: "running: a failover waits for its run to end".into(),
+                run: run.id,
+            }
+            .into());
+        }
+    }
+    let disks = newest_disks(store, &r, t.dest - 1)?;
+    // The newest run may have reached only some disks (then it failed).
+    let want: std::collections::BTreeSet<&str> =
+        facts["disks"].as_array().into_iter().flatten().filter_map(|d| d["name"].as_str()).collect();
+    let got: std::collections::BTreeSet<&str> = disks.iter().map(|d| d.disk.as_str()).collect();
+    if want != got {
+        return Err(anyhow!(
+            "replica {}: its newest run reached disks {:?} of {:?} at destination {}; name a --point every disk has",
+            r.name,
+            got,
+            want,
+            t.dest
+        )
+        .into());
+    }
+    let point = choose_point(env, store, &r, &dest, &disks, t)?;
     let seq = crate::execute::new_run_id();
     let id = format!("{}-{}-{}", r.name, if drill { "drill" } else { "failover" }, compact(&seq));
     let source = facts["name"].as_str().unwrap_or(&r.name).to_owned();
     let salt = seq.rsplit('-').next().unwrap_or("0").to_owned();
+    // The replica's name keeps two replicas of same-named VMs apart.
+    let base = if source == r.name { source.clone() } else { format!("{}-{source}", r.name) };
     let vm = t.vm_name.clone().unwrap_or_else(|| match drill {
-        true => format!("{source}-drill-{salt}"),
-        false => format!("{source}-failover"),
+        true => format!("{base}-drill-{salt}"),
+        false => format!("{base}-failover"),
     });
     usage(crate::cloud::local::check_name("VM", &vm))?;
+    // Nothing of that name may exist: a failover deletes what it made when
+    // it fails, and must never take someone else's VM or disk for its own.
+    if let Some(rg) = t.to.strip_prefix("azure:") {
+        let cloud = azure_cloud(env)?;
+        let scope = cloud.scope(rg);
+        let ids = std::iter::once(scope.vm(&vm)).chain(disks.iter().map(|d| scope.disk(&format!("{vm}-{}", d.disk))));
+        for id in ids {
+            if cloud.exists(&id)? {
+                return usage(Err(anyhow!("{id} exists already: name another --vm-name")));
+            }
+        }
+    }
     store.insert_failover(&Failover {
         id: id.clone(),
         replica: r.name.clone(),
@@ -298,7 +339,7 @@ fn failover_one(
     };
     let (state, agent) = match made {
         Ok(s) => s,
-        Err(e) => return Err(job.undo(e, &t.to)),
+        Err(e) => return Err(job.undo(e)),
     };
     if !drill {
         store.set_failed_over(&r.name, now())?;
@@ -491,7 +532,10 @@ impl Job<'_> {
         for d in self.disks {
             let g = self.generation(&d.disk);
             let id = timed(steps, "import", Some(&d.disk), || {
-                let blob = format!("imports/{}/{}.g{g}.vhd", self.r.name, d.disk);
+                // Named by this failover: another one's import never reads it.
+                let blob = format!("imports/{}/{}/{}.g{g}.vhd", self.r.name, self.id, d.disk);
+                let url = format!("{}/{blob}", self.dest.container_url());
+                self.store.failover_makes(self.id, &format!("{BLOB}{url}"))?;
                 let args = vec![
                     "promote".to_owned(),
                     self.dest.disk_target(&self.r.name, &d.disk),
@@ -516,6 +560,8 @@ impl Job<'_> {
                     tags: disk_tags,
                 };
                 let (id, note) = cloud.import_disk(&spec)?;
+                // The disk holds its own copy now: the promoted blob goes.
+                delete_blob(self.env, &p.blob)?;
                 if let Some(n) = note {
                     eprintln!("note: disk {}: {n}", d.disk);
                 }
@@ -556,21 +602,11 @@ impl Job<'_> {
     }
 
     /// Delete what this failover made (after `e`); say what is left.
-    fn undo(&self, e: anyhow::Error, target: &str) -> Failure {
-        let mut left = match self.env.cloud() {
-            Ok(cloud) => remove_made(cloud.as_ref(), self.store, self.id),
+    fn undo(&self, e: anyhow::Error) -> Failure {
+        let left = match self.env.cloud() {
+            Ok(cloud) => remove_made(self.env, cloud.as_ref(), self.store, self.id),
             Err(e) => vec![format!("(could not reach the provider: {e:#})")],
         };
-        // A VM that failed to be created may leave a NIC Azure named: its tag finds it.
-        if let Some(rg) = target.strip_prefix("azure:") {
-            match azure_cloud(self.env)
-                .map_err(|f| f.error)
-                .and_then(|c| c.sweep_tagged_nics(rg, "diskferry-failover", self.id))
-            {
-                Ok(l) => left.extend(l),
-                Err(e) => left.push(format!("(could not list the NICs of {rg}: {e:#})")),
-            }
-        }
         let said = match left.as_slice() {
             [] => "what it made is deleted".to_owned(),
             l => format!("left behind (tagged diskferry-failover={}): {}", self.id, l.join("; ")),
@@ -579,10 +615,24 @@ impl Job<'_> {
     }
 }
 
-/// Delete everything failover `id` made (VMs first, then NICs, then disks
-/// and folders); marks it cleaned if nothing is left. Returns what could not
-/// be deleted, with why.
-fn remove_made(cloud: &dyn Cloud, store: &Store, id: &str) -> Vec<String> {
+/// What a failover records for a promoted blob it made: `blob:URL`.
+const BLOB: &str = "blob:";
+
+/// Delete a blob at a destination (no SAS in the URL: the coordinator's
+/// storage credentials from its environment apply); one gone is fine.
+fn delete_blob(env: &Env, url: &str) -> anyhow::Result<()> {
+    use diskferry_blob::PageStore;
+    let addr = diskferry_blob::address::BlobAddress::parse(url)?;
+    let store = diskferry_blob::connect(addr.clone(), env.config.storage.api_version.clone())?;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    rt.block_on(store.delete(&addr.blob, None, None)).map_err(|e| anyhow!("deleting {url}: {e}"))
+}
+
+/// Delete everything failover `id` made (VMs first, then NICs, then disks,
+/// blobs and folders, and NICs Azure named and tagged with the failover);
+/// marks it cleaned if nothing is left. Returns what could not be deleted,
+/// with why.
+fn remove_made(env: &Env, cloud: &dyn Cloud, store: &Store, id: &str) -> Vec<String> {
     let Ok(Some(f)) = store.failover(id) else { return vec![format!("failover {id} is not recorded")] };
     let rank = |m: &String| {
         let l = m.to_ascii_lowercase();
@@ -596,8 +646,24 @@ fn remove_made(cloud: &dyn Cloud, store: &Store, id: &str) -> Vec<String> {
     };
     let mut made = f.made.clone();
     made.sort_by_key(rank);
-    let left: Vec<String> =
-        made.iter().filter_map(|m| cloud.delete_made(m).err().map(|e| format!("{m}: {e:#}"))).collect();
+    let mut left: Vec<String> = made
+        .iter()
+        .filter_map(|m| {
+            let r = match m.strip_prefix(BLOB) {
+                Some(url) => delete_blob(env, url),
+                None => cloud.delete_made(m, id),
+            };
+            r.err().map(|e| format!("{m}: {e:#}"))
+        })
+        .collect();
+    // A VM that failed to be created (or a coordinator that died while it
+    // was) may leave a NIC Azure named: the failover's tag finds it.
+    if let Some(rg) = f.target.strip_prefix("azure:") {
+        match azure_cloud(env).map_err(|f| f.error).and_then(|c| c.sweep_tagged_nics(rg, "diskferry-failover", id)) {
+            Ok(l) => left.extend(l),
+            Err(e) => left.push(format!("(could not list the NICs of {rg}: {e:#})")),
+        }
+    }
     if left.is_empty() {
         let _ = store.set_failover_cleaned(id, now());
     }
@@ -630,14 +696,17 @@ pub fn drill(env: &Env, cmd: DrillCmd) -> Result<(), Failure> {
                 return usage(Err(anyhow!("no drill {} (see `diskferry drill list`)", a.name)));
             }
             let cloud = env.cloud()?;
-            let mut left = Vec::new();
+            let (mut cleaned, mut left) = (Vec::new(), Vec::new());
             for id in &ids {
-                left.extend(remove_made(cloud.as_ref(), &store, id));
+                match remove_made(env, cloud.as_ref(), &store, id) {
+                    l if l.is_empty() => cleaned.push(id.clone()),
+                    l => left.extend(l),
+                }
             }
             if a.json {
-                print_json(&json!({ "cleaned": ids, "left": left }))?;
+                print_json(&json!({ "cleaned": cleaned, "left": left }))?;
             } else {
-                for id in &ids {
+                for id in &cleaned {
                     println!("drill {id}: removed");
                 }
             }
@@ -650,17 +719,31 @@ pub fn drill(env: &Env, cmd: DrillCmd) -> Result<(), Failure> {
 }
 
 /// Expired drills, removed (`gc`): (drill id, what could not be deleted).
-pub fn gc_drills(cloud: &dyn Cloud, store: &Store) -> anyhow::Result<Vec<(String, Vec<String>)>> {
+pub fn gc_drills(env: &Env, cloud: &dyn Cloud, store: &Store) -> anyhow::Result<Vec<(String, Vec<String>)>> {
     let t = now();
     Ok(store
         .live_drills()?
         .into_iter()
         .filter(|d| d.expires_at.is_some_and(|e| e <= t))
         .map(|d| {
-            let left = remove_made(cloud, store, &d.id);
+            let left = remove_made(env, cloud, store, &d.id);
             (d.id, left)
         })
         .collect())
+}
+
+/// A cutover that failed: start its source again (it was left deallocated)
+/// and say so in the error.
+fn restart_source(env: &Env, replica: &str, f: Failure) -> Failure {
+    let vm = env.store().ok().and_then(|s| s.replica(replica).ok()).map(|r| r.vm);
+    let said = match (env.config.provider(), vm) {
+        ("azure", Some(vm)) => match azure_cloud(env).map_err(|f| f.error).and_then(|c| c.start_vm(&vm)) {
+            Ok(()) => format!("the source VM {vm} was started again"),
+            Err(e) => format!("the source VM {vm} is still deallocated ({e:#}): start it"),
+        },
+        _ => "the source was not stopped".to_owned(),
+    };
+    Failure { code: f.code, error: f.error.context(format!("cutover of {replica} failed; {said}")) }
 }
 
 /// What a cutover did: the final run, the failover, the downtime.
@@ -677,16 +760,24 @@ pub fn cutover(env: &Env, a: CutoverArgs) -> Result<(), Failure> {
     let started = Instant::now();
     // The final run: the source deallocated for its snapshots, and left so
     // (it is the migrated VM's past: started again, it would diverge).
-    let (done, _) = super::replica::run_once_as(env, &a.replica, a.json, |r| {
-        r.stop_source = true;
-        r.leave_source_stopped = true;
-    })?;
-    super::replica::succeeded(&done)?;
-    let run_secs = started.elapsed().as_secs_f64();
-    let store = env.store()?;
-    let mut t = a.target.clone();
-    t.point = None;
-    let report = failover_one(env, &store, &a.replica, &t, None)?;
+    let result = (|| {
+        let (done, _) = super::replica::run_once_as(env, &a.replica, a.json, |r| {
+            r.stop_source = true;
+            r.leave_source_stopped = true;
+        })?;
+        super::replica::succeeded(&done)?;
+        let run_secs = started.elapsed().as_secs_f64();
+        let store = env.store()?;
+        let mut t = a.target.clone();
+        t.point = None;
+        let report = failover_one(env, &store, &a.replica, &t, None)?;
+        Ok::<_, Failure>((done, run_secs, report))
+    })();
+    let (done, run_secs, report) = match result {
+        Ok(r) => r,
+        // Nothing runs the workload now: the source goes back up.
+        Err(f) => return Err(restart_source(env, &a.replica, f)),
+    };
     let out = CutoverReport {
         final_run: done.id.clone(),
         final_run_seconds: run_secs,

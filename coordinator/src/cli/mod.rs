@@ -131,7 +131,7 @@ fn gc(env: &Env, a: JsonArg) -> Result<(), Failure> {
     let cloud = env.cloud()?;
     let mut r = crate::gc::gc(cloud.as_ref(), &store)?;
     // Drills past their expiry go too, whole.
-    for (id, left) in failover::gc_drills(cloud.as_ref(), &store)? {
+    for (id, left) in failover::gc_drills(env, cloud.as_ref(), &store)? {
         match left.is_empty() {
             true => r.deleted.push(("drill".into(), id)),
             false => r.failed.push(("drill".into(), id, left.join("; "))),

@@ -318,11 +318,11 @@ pub trait Cloud: Send + Sync + std::fmt::Debug {
     /// Every resource this provider can see that diskferry created.
     fn list_created(&self) -> Result<Vec<Found>>;
 
-    /// Delete what a failover or drill made: a folder holding a failover's
-    /// marker file (any provider), or a resource id of this provider's.
-    /// Deleting what is not there succeeds.
-    fn delete_made(&self, what: &str) -> Result<()> {
-        remove_failover_folder(std::path::Path::new(what))
+    /// Delete what failover `owner` made: a folder holding its marker file
+    /// (any provider), or a resource id of this provider's. Deleting what is
+    /// not there succeeds.
+    fn delete_made(&self, what: &str, owner: &str) -> Result<()> {
+        remove_failover_folder(std::path::Path::new(what), owner)
     }
 }
 
@@ -330,14 +330,15 @@ pub trait Cloud: Send + Sync + std::fmt::Debug {
 /// ever removed by [`Cloud::delete_made`].
 pub const FAILOVER_MARKER: &str = ".diskferry-failover";
 
-/// Remove a folder a failover made (it holds [`FAILOVER_MARKER`]); one that
-/// is gone is fine, one without the marker is refused.
-pub fn remove_failover_folder(dir: &std::path::Path) -> Result<()> {
+/// Remove a folder failover `owner` made (its [`FAILOVER_MARKER`] names
+/// it); one that is gone is fine, any other is refused.
+pub fn remove_failover_folder(dir: &std::path::Path, owner: &str) -> Result<()> {
     if !dir.exists() {
         return Ok(());
     }
-    if !dir.join(FAILOVER_MARKER).is_file() {
-        anyhow::bail!("{}: not a folder a failover made (no {FAILOVER_MARKER}): left alone", dir.display());
+    let marker = std::fs::read_to_string(dir.join(FAILOVER_MARKER)).unwrap_or_default();
+    if marker.trim() != owner {
+        anyhow::bail!("{}: not a folder failover {owner} made ({FAILOVER_MARKER}): left alone", dir.display());
     }
     std::fs::remove_dir_all(dir).map_err(|e| anyhow::anyhow!("cannot remove {}: {e}", dir.display()))
 }

@@ -234,3 +234,29 @@ pub fn unb64(s: &str) -> Option<Vec<u8>> {
     }
     Some(out)
 }
+
+/// Read a blob of the emulator (`http://HOST:PORT/ACCOUNT/CONTAINER/BLOB`,
+/// no SAS) into `to`, through Microsoft's Python SDK with the emulator's
+/// well-known key: what Azure's disk Import reads.
+pub(super) fn fetch_blob(uri: &str, to: &std::path::Path) -> Result<(), String> {
+    let rest = uri.split_once("://").map(|x| x.1).ok_or("not a URL")?;
+    let mut parts = rest.splitn(4, '/');
+    let (host, _account, container, blob) = (
+        parts.next().ok_or("no host")?,
+        parts.next().ok_or("no account")?,
+        parts.next().ok_or("no container")?,
+        parts.next().ok_or("no blob")?,
+    );
+    let endpoint = format!("{}://{host}", uri.split("://").next().unwrap_or("http"));
+    let out = std::process::Command::new(crate::pysdk::python())
+        .arg(crate::pysdk::repo().join("scripts/lib/azblob.py"))
+        .args(["download", &endpoint, container, blob])
+        .arg(to)
+        .output()
+        .map_err(|e| e.to_string())?;
+    match out.status.code() {
+        Some(0) => Ok(()),
+        Some(3) => Err("the blob does not exist".into()),
+        _ => Err(String::from_utf8_lossy(&out.stderr).trim().to_owned()),
+    }
+}

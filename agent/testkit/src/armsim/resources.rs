@@ -117,7 +117,17 @@ impl ArmSim {
                 } else if !s.resources.contains_key(&key(account)) {
                     Err((404, err("StorageAccountNotFound", "Storage account not found.")))
                 } else {
-                    Ok(())
+                    // Import copies the blob into the disk while it is
+                    // created (the blob may go once it is).
+                    let uri = cd["sourceUri"].as_str().unwrap_or_default().to_owned();
+                    let copy = self.dir.join(format!("import-{}.vhd", s.next_op + 1 + s.files.len() as u64));
+                    match super::dataplane::fetch_blob(&uri, &copy) {
+                        Ok(()) => {
+                            s.files.insert(key(path), copy);
+                            Ok(())
+                        }
+                        Err(e) => Err((400, err("InvalidParameter", &format!("sourceUri {uri}: {e}")))),
+                    }
                 }
             }
         };

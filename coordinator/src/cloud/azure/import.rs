@@ -210,7 +210,8 @@ impl AzureCloud {
                 .ok_or_else(|| anyhow!("VM {vm_id} is gone"))?;
             let codes: Vec<&str> =
                 view["statuses"].as_array().into_iter().flatten().filter_map(|s| s["code"].as_str()).collect();
-            if codes.iter().any(|c| c.eq_ignore_ascii_case("ProvisioningState/failed")) {
+            // A failure says why after it: `ProvisioningState/failed/CODE`.
+            if codes.iter().any(|c| c.to_ascii_lowercase().starts_with("provisioningstate/failed")) {
                 bail!("VM {vm_id}: provisioning failed ({})", codes.join(", "));
             }
             if codes.iter().any(|c| c.eq_ignore_ascii_case("PowerState/running")) {
@@ -222,6 +223,19 @@ impl AzureCloud {
             }
             std::thread::sleep(std::time::Duration::from_millis(self.s.watch_poll_ms));
         }
+    }
+
+    /// Start a VM (`VirtualMachines_Start`): a cutover that failed starts
+    /// its source again.
+    pub fn start_vm(&self, vm: &str) -> Result<()> {
+        let (scope, name) = names::parse_vm(vm, &self.s.subscription)?;
+        self.arm.post(&with_api(&format!("{}/start", scope.vm(&name)), VM_API), None).map(|_| ())
+    }
+
+    /// Whether a VM or disk of this id exists.
+    pub fn exists(&self, id: &str) -> Result<bool> {
+        let api = if id.to_ascii_lowercase().contains("/virtualmachines/") { VM_API } else { DISK_API };
+        Ok(self.arm.get(&with_api(id, api))?.is_some())
     }
 
     /// Delete what a failover made, by its id (VM, NIC or disk; deleting

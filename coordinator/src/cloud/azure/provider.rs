@@ -3,9 +3,11 @@
 //! A run's resources, all in the configured resource group, all named
 //! `df-RUN...` and tagged with the run, the replica and an expiry:
 //! - one **incremental snapshot** per disk, PUT together (threads), after an
-//!   optional deallocate of the source VM;
+//!   optional deallocate of the source VM; or, for `--consistency crash` or
+//!   `application`, one **VM restore point** (`restore_points.rs`);
 //! - one **worker VM** whose data disks are created inline from the
-//!   snapshots (`createOption: Copy`) at LUN 0..n, whose NIC is inline with
+//!   snapshots (`createOption: Copy`) or disk restore points (`Restore`) at
+//!   LUN 0..n, whose NIC is inline with
 //!   `deleteOption: Delete`, no public IP, the configured user-assigned
 //!   identity, and `userData` = the cloud-init of `images/` carrying the job
 //!   (no secret in it);
@@ -410,10 +412,10 @@ impl Cloud for AzureCloud {
         Ok(out)
     }
 
-    fn delete_made(&self, what: &str) -> Result<()> {
+    fn delete_made(&self, what: &str, owner: &str) -> Result<()> {
         match what.starts_with("/subscriptions/") {
             true => self.delete_by_id(what),
-            false => crate::cloud::remove_failover_folder(std::path::Path::new(what)),
+            false => crate::cloud::remove_failover_folder(std::path::Path::new(what), owner),
         }
     }
 }

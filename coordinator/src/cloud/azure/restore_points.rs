@@ -86,6 +86,19 @@ fn disk_point_of(point: &Value, disk: &str) -> Option<String> {
     d["diskRestorePoint"]["id"].as_str().map(str::to_owned)
 }
 
+/// The managed disk the restore point took for `disk` (`os`, `lunN`).
+fn source_of(point: &Value, disk: &str) -> Option<String> {
+    let sp = &point["properties"]["sourceMetadata"]["storageProfile"];
+    let d = match disk.strip_prefix("lun") {
+        Some(lun) => {
+            let lun: u64 = lun.parse().ok()?;
+            sp["dataDisks"].as_array()?.iter().find(|d| d["lun"].as_u64() == Some(lun))?
+        }
+        None => &sp["osDisk"],
+    };
+    d["managedDisk"]["id"].as_str().map(str::to_owned)
+}
+
 /// The disks a restore point holds, by their names in the VM.
 fn disks_of(point: &Value) -> Vec<String> {
     let sp = &point["properties"]["sourceMetadata"]["storageProfile"];
@@ -190,6 +203,17 @@ impl AzureCloud {
                      take: Ultra, Premium SSD v2, write-accelerated, shared, ephemeral)",
                     first.point,
                     d.name
+                );
+            }
+            // The disk at that LUN must be the one the run read: another
+            // attached there since would replicate into this disk's copy.
+            if !source_of(&point, &d.name).is_some_and(|id| id.eq_ignore_ascii_case(&d.locator)) {
+                bail!(
+                    "restore point {}: disk {} is not {} (the VM's disks changed during the run); the next run \
+                     reads them again",
+                    first.point,
+                    d.name,
+                    d.locator
                 );
             }
             if DiskPoint::parse(n).map(|p| p.disk) != Some(d.name.as_str()) {
