@@ -254,3 +254,17 @@ fn gc_removes_the_restore_point_of_a_dead_run_and_keeps_the_base() {
     }
     f.import_and_compare("db");
 }
+
+#[test]
+fn a_vm_with_a_disk_restore_points_do_not_take_gets_per_disk_snapshots_and_says_which() {
+    let f = Fixture::new("rp-shared");
+    f.edit(&armsim::disk_id("prod", "web1-data0"), |d| d["properties"]["maxShares"] = 2.into());
+    f.create("db", &["--consistency", "crash"]);
+    let (r, stderr) = run(&f, "db");
+    assert_eq!(r["run"]["status"], "succeeded", "{r} {stderr}");
+    assert_eq!(r["run"]["consistency"], "per-disk", "{r}");
+    let note = r["run"]["consistency_note"].as_str().unwrap();
+    assert!(note.contains("lun0") && note.contains("shared"), "{note}");
+    assert!(f.bodies("/restorePoints/").is_empty(), "no restore point was asked for");
+    f.import_and_compare("db");
+}

@@ -58,7 +58,13 @@ impl FakeCloud {
             size: None,
             disks: disks
                 .iter()
-                .map(|(n, size)| VmDisk { name: (*n).to_owned(), locator: format!("{vm}/{n}"), size: *size, sku: None })
+                .map(|(n, size)| VmDisk {
+                    name: (*n).to_owned(),
+                    locator: format!("{vm}/{n}"),
+                    size: *size,
+                    sku: None,
+                    no_restore_point: None,
+                })
                 .collect(),
         };
         Self { vm, state: Mutex::new(State::default()) }

@@ -132,7 +132,13 @@ impl Cloud for LocalCloud {
             if size == 0 || size % 512 != 0 {
                 bail!("disk {} of VM {}: size {size} is not a positive multiple of 512 bytes", d.name, v.name);
             }
-            disks.push(VmDisk { name: d.name.clone(), locator: path.display().to_string(), size, sku: None });
+            disks.push(VmDisk {
+                name: d.name.clone(),
+                locator: path.display().to_string(),
+                size,
+                sku: None,
+                no_restore_point: None,
+            });
         }
         Ok(Vm {
             id: dir.display().to_string(),

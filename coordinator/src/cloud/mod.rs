@@ -73,6 +73,9 @@ pub struct VmDisk {
     /// Its storage type (Azure: `Premium_LRS`, `PremiumV2_LRS`, ...), when
     /// the provider has one.
     pub sku: Option<String>,
+    /// Why a VM restore point cannot take it (Azure: shared, write-
+    /// accelerated, ephemeral), if it cannot.
+    pub no_restore_point: Option<String>,
 }
 
 /// Kinds of temporary or retained resources a run creates.

@@ -17,8 +17,8 @@
 //!   running Linux": concepts-restore-points);
 //! - one at a time per VM (`VMRestorePointClientError`), at most one an hour
 //!   crash-consistent and one every three hours application-consistent (429
-//!   with Retry-After; the support matrix), 500 per VM, none of Ultra or
-//!   Premium SSD v2 disks;
+//!   with Retry-After; the support matrix), 500 per VM, none of Ultra,
+//!   Premium SSD v2 or shared disks;
 //! - a restore point or collection whose disk restore point has read access
 //!   granted cannot be deleted (`DiskRestorePointUsedByCustomer`).
 
@@ -139,7 +139,8 @@ impl ArmSim {
         let disks = vm_disks(&vm);
         for (_, d) in &disks {
             let sku = s.resources.get(&key(d)).and_then(|r| r["sku"]["name"].as_str().map(str::to_owned));
-            if matches!(sku.as_deref(), Some("PremiumV2_LRS" | "UltraSSD_LRS")) {
+            let shared = s.resources.get(&key(d)).is_some_and(|r| r["properties"]["maxShares"].as_u64() > Some(1));
+            if shared || matches!(sku.as_deref(), Some("PremiumV2_LRS" | "UltraSSD_LRS")) {
                 return (
                     400,
                     vec![],

@@ -179,7 +179,19 @@ impl Cloud for AzureCloud {
                 .or_else(|| dv["properties"]["diskSizeGB"].as_u64().map(|g| g << 30))
                 .ok_or_else(|| anyhow!("disk {id}: no diskSizeBytes"))?;
             let sku = dv["sku"]["name"].as_str().map(str::to_owned);
-            disks.push(VmDisk { name: disk_name, locator: id.to_owned(), size, sku });
+            // What restore points do not take (concepts-restore-points:
+            // shared, write-accelerated and ephemeral disks; Ultra and
+            // Premium SSD v2 are judged by their SKU).
+            let no_restore_point = if dv["properties"]["maxShares"].as_u64().is_some_and(|n| n > 1) {
+                Some("a shared disk (maxShares > 1)".to_owned())
+            } else if d["writeAcceleratorEnabled"] == true {
+                Some("write-accelerated".to_owned())
+            } else if d["diffDiskSettings"].is_object() {
+                Some("an ephemeral OS disk".to_owned())
+            } else {
+                None
+            };
+            disks.push(VmDisk { name: disk_name, locator: id.to_owned(), size, sku, no_restore_point });
             Ok(dv)
         };
         let os = add("os".into(), &sp["osDisk"])?;

@@ -27,8 +27,9 @@
 //!   left empty goes with it.
 //!
 //! Azure takes them at most once an hour (crash) or every three hours
-//! (application) per VM, and not of Ultra or Premium SSD v2 disks: a run
-//! that would break that takes per-disk snapshots instead, and says so.
+//! (application) per VM, and not of Ultra, Premium SSD v2, shared, write-
+//! accelerated or ephemeral disks: a run that would break that takes
+//! per-disk snapshots instead, and says so.
 
 use anyhow::{anyhow, bail, Context, Result};
 use serde_json::{json, Value};
@@ -140,6 +141,13 @@ impl AzureCloud {
                 "disk {} is {}: restore points do not take Ultra or Premium SSD v2 disks",
                 d.name,
                 d.sku.as_deref().unwrap_or_default()
+            )));
+        }
+        if let Some(d) = vm.disks.iter().find(|d| d.no_restore_point.is_some()) {
+            return Ok(Some(format!(
+                "disk {} is {}: restore points do not take it",
+                d.name,
+                d.no_restore_point.as_deref().unwrap_or_default()
             )));
         }
         let collection = names::restore_point_collection(&tags.replica);
