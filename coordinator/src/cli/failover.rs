@@ -18,7 +18,7 @@ use anyhow::{anyhow, bail, Context};
 use clap::{Args, Subcommand};
 use serde_json::{json, Value};
 
-use super::results::{agent_json, azure_cloud, destination, disk_points, newest_disks};
+use super::results::{azure_cloud, destination, disk_points, newest_disks, promote_point, write_point};
 use super::{print_json, usage, Env, Failure, JsonArg};
 use crate::clock::now;
 use crate::cloud::azure::names;
@@ -26,7 +26,6 @@ use crate::cloud::{Cloud, FAILOVER_MARKER};
 use crate::destination::Destination;
 use crate::owner;
 use crate::store::{status, Failover, Replica, RunDisk, Store};
-use diskferry_core::report::{DownloadReport, PromoteReport};
 
 #[derive(Debug, Args)]
 pub struct FailoverArgs {
@@ -311,8 +310,8 @@ fn failover_one(
     usage(crate::cloud::local::check_name("VM", &vm))?;
     // Nothing of that name may exist: a failover deletes what it made when
     // it fails, and must never take someone else's VM or disk for its own.
-    if let Some(rg) = t.to.strip_prefix("azure:") {
-        let cloud = azure_cloud(env)?;
+    let azure = t.to.strip_prefix("azure:").map(|_| azure_cloud(env)).transpose()?;
+    if let (Some(rg), Some(cloud)) = (t.to.strip_prefix("azure:"), &azure) {
         let scope = cloud.scope(rg);
         let ids = std::iter::once(scope.vm(&vm)).chain(disks.iter().map(|d| scope.disk(&format!("{vm}-{}", d.disk))));
         for id in ids {
@@ -331,7 +330,18 @@ fn failover_one(
         expires_at: expires,
         cleaned_at: None,
     })?;
-    let job = Job { env, store, r: &r, dest: &dest, disks: &disks, point: &point, facts: &facts, id: &id, vm: &vm };
+    let job = Job {
+        env,
+        store,
+        r: &r,
+        dest: &dest,
+        disks: &disks,
+        point: &point,
+        facts: &facts,
+        id: &id,
+        vm: &vm,
+        azure: azure.as_ref(),
+    };
     let mut steps = Vec::new();
     let made = match t.to.strip_prefix("azure:") {
         Some(rg) => job.to_azure(rg, t, expires, &mut steps),
@@ -433,6 +443,8 @@ struct Job<'a> {
     facts: &'a Value,
     id: &'a str,
     vm: &'a str,
+    /// The Azure provider, for an `azure:` target (made once a failover).
+    azure: Option<&'a crate::cloud::azure::AzureCloud>,
 }
 
 fn timed<T>(
@@ -475,24 +487,7 @@ impl Job<'_> {
     /// Write `disk`'s point to `img` as a raw image of the disk's size.
     fn restore(&self, d: &RunDisk, img: &Path) -> anyhow::Result<()> {
         let vhd = img.with_extension("vhd");
-        match self.dest {
-            Destination::PageBlob { .. } => {
-                let args = vec![
-                    "download".to_owned(),
-                    self.dest.disk_target(&self.r.name, &d.disk),
-                    "--json".to_owned(),
-                    "--to".to_owned(),
-                    vhd.display().to_string(),
-                    "--point".to_owned(),
-                    self.generation(&d.disk).to_string(),
-                ];
-                let _: DownloadReport = agent_json(self.env, "download", &args)?;
-            }
-            _ => {
-                let src = self.dest.disk_target(&self.r.name, &d.disk);
-                crate::cloud::local::copy_disk(Path::new(src.trim_start_matches("file:")), &vhd)?;
-            }
-        }
+        write_point(self.env, self.dest, self.r, d, Some(self.generation(&d.disk)), &vhd).map_err(|f| f.error)?;
         // A fixed VHD is the disk, rounded up, then a 512-byte footer.
         let size = self.facts["disks"]
             .as_array()
@@ -517,7 +512,7 @@ impl Job<'_> {
         steps: &mut Vec<Step>,
     ) -> anyhow::Result<(String, Option<String>)> {
         use crate::cloud::azure::import::{ImportSpec, NewVm};
-        let cloud = azure_cloud(self.env).map_err(|f| f.error)?;
+        let cloud = self.azure.ok_or_else(|| anyhow!("no Azure provider for --to azure:{rg}"))?;
         // (Checked by check_target before anything was made.)
         let account = t.storage_account.as_deref().unwrap_or_default();
         let subnet = t.subnet.as_deref().unwrap_or_default();
@@ -536,16 +531,7 @@ impl Job<'_> {
                 let blob = format!("imports/{}/{}/{}.g{g}.vhd", self.r.name, self.id, d.disk);
                 let url = format!("{}/{blob}", self.dest.container_url());
                 self.store.failover_makes(self.id, &format!("{BLOB}{url}"))?;
-                let args = vec![
-                    "promote".to_owned(),
-                    self.dest.disk_target(&self.r.name, &d.disk),
-                    "--json".to_owned(),
-                    "--as".to_owned(),
-                    blob,
-                    "--point".to_owned(),
-                    g.to_string(),
-                ];
-                let p: PromoteReport = agent_json(self.env, "promote", &args)?;
+                let p = promote_point(self.env, self.dest, &self.r.name, &d.disk, Some(g), blob)?;
                 let name = format!("{}-{}", self.vm, d.disk);
                 self.store.failover_makes(self.id, &scope.disk(&name))?;
                 let mut disk_tags = tags.clone();

@@ -250,35 +250,66 @@ fn import_replica(
     let mut out = Vec::new();
     for d in newest_disks(store, r, dest_no - 1)? {
         let path = to.join(format!("{}.vhd", d.disk));
-        let generation = match &dest {
-            Destination::PageBlob { .. } => {
-                let mut args = vec!["download".into(), dest.disk_target(&r.name, &d.disk), "--json".into()];
-                args.extend(["--to".into(), path.display().to_string()]);
-                if let Some(g) = point {
-                    args.extend(["--point".into(), g.to_string()]);
-                }
-                let v: DownloadReport =
-                    agent_json(env, "download", &args).with_context(|| format!("disk {}", d.disk))?;
-                v.generation
-            }
-            Destination::File(_) => {
-                if let Some(g) = point.filter(|&g| g != d.generation) {
-                    return usage(Err(anyhow!(
-                        "disk {}: a file destination keeps only its newest generation ({}), not {g}",
-                        d.disk,
-                        d.generation
-                    )));
-                }
-                let src = dest.disk_target(&r.name, &d.disk);
-                let src = src.trim_start_matches("file:");
-                crate::cloud::local::copy_disk(Path::new(src), &path).with_context(|| format!("disk {}", d.disk))?;
-                d.generation
-            }
-            Destination::Relay { .. } => return usage(Err(anyhow!("{}", relay_elsewhere(&dest, r, &d.disk)))),
-        };
+        let generation = write_point(env, &dest, r, &d, point, &path)?;
         out.push(Imported { disk: d.disk, generation, path: path.display().to_string() });
     }
     Ok(out)
+}
+
+/// Write `d`'s recovery point (the newest, or `point`) to `path` as a VHD:
+/// a page blob's through the agent (`download`), a file destination's (its
+/// newest only) copied. Returns its generation.
+pub(super) fn write_point(
+    env: &Env,
+    dest: &Destination,
+    r: &Replica,
+    d: &RunDisk,
+    point: Option<u64>,
+    path: &Path,
+) -> Result<u64, Failure> {
+    match dest {
+        Destination::PageBlob { .. } => {
+            let mut args = vec!["download".into(), dest.disk_target(&r.name, &d.disk), "--json".into()];
+            args.extend(["--to".into(), path.display().to_string()]);
+            if let Some(g) = point {
+                args.extend(["--point".into(), g.to_string()]);
+            }
+            let v: DownloadReport = agent_json(env, "download", &args).with_context(|| format!("disk {}", d.disk))?;
+            Ok(v.generation)
+        }
+        Destination::File(_) => {
+            if let Some(g) = point.filter(|&g| g != d.generation) {
+                return usage(Err(anyhow!(
+                    "disk {}: a file destination keeps only its newest generation ({}), not {g}",
+                    d.disk,
+                    d.generation
+                )));
+            }
+            let src = dest.disk_target(&r.name, &d.disk);
+            let src = src.trim_start_matches("file:");
+            crate::cloud::local::copy_disk(Path::new(src), path).with_context(|| format!("disk {}", d.disk))?;
+            Ok(d.generation)
+        }
+        Destination::Relay { .. } => usage(Err(anyhow!("{}", relay_elsewhere(dest, r, &d.disk)))),
+    }
+}
+
+/// Copy `disk`'s recovery point (the newest, or `point`) server side to the
+/// standalone page blob `blob` beside the destination (`promote`): what
+/// Azure's disk Import reads.
+pub(super) fn promote_point(
+    env: &Env,
+    dest: &Destination,
+    replica: &str,
+    disk: &str,
+    point: Option<u64>,
+    blob: String,
+) -> anyhow::Result<PromoteReport> {
+    let mut args = vec!["promote".into(), dest.disk_target(replica, disk), "--json".into(), "--as".into(), blob];
+    if let Some(p) = point {
+        args.extend(["--point".into(), p.to_string()]);
+    }
+    agent_json(env, "promote", &args).with_context(|| format!("disk {disk}"))
 }
 
 /// The azure provider, for results that go to Azure (`azure:RG`).
@@ -318,11 +349,7 @@ fn import_azure(
     for d in newest_disks(store, r, a.dest - 1)? {
         let g = a.point.unwrap_or(d.generation);
         let blob = format!("imports/{}/{}.g{g}.vhd", r.name, d.disk);
-        let mut args = vec!["promote".into(), dest.disk_target(&r.name, &d.disk), "--json".into(), "--as".into(), blob];
-        if let Some(p) = a.point {
-            args.extend(["--point".into(), p.to_string()]);
-        }
-        let v: PromoteReport = agent_json(env, "promote", &args).with_context(|| format!("disk {}", d.disk))?;
+        let v = promote_point(env, &dest, &r.name, &d.disk, a.point, blob)?;
         let generation = v.generation;
         let source_uri = v.blob.as_str();
         let name = names::imported_disk(&r.name, &d.disk, generation);
