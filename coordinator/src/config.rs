@@ -3,6 +3,7 @@
 //!
 //! ```toml
 //! state_dir = "/var/lib/diskferry"     # state.db, snapshots, worker folders
+//! state = "postgres://diskferry@db.internal/diskferry"  # shared state (default: SQLite in state_dir)
 //! agent = "/usr/bin/diskferry-agent"   # default: beside diskferry, else PATH
 //! provider = "local"                   # or "azure", with an [azure] section
 //!
@@ -31,6 +32,9 @@ use anyhow::{bail, Context, Result};
 #[serde(deny_unknown_fields)]
 pub struct Config {
     pub state_dir: Option<PathBuf>,
+    /// Shared state in PostgreSQL, for several coordinators (`--state-url`,
+    /// `DISKFERRY_STATE_URL`); SQLite in `state_dir` when absent.
+    pub state: Option<String>,
     pub agent: Option<PathBuf>,
     pub provider: Option<String>,
     #[serde(default)]
@@ -148,6 +152,17 @@ fn default_retry() -> u64 {
 }
 fn default_concurrency() -> u16 {
     16
+}
+
+/// A shared state database's URL: `postgres://` or `postgresql://` only.
+pub fn state_location(url: &str) -> Result<crate::store::Location> {
+    match crate::store::Location::parse(url) {
+        l @ crate::store::Location::Postgres(_) => Ok(l),
+        crate::store::Location::Sqlite(_) => bail!(
+            "state must be a PostgreSQL URL (postgres://USER@HOST:PORT/DB); the embedded SQLite database is the \
+             default and lives in the state folder (--state-dir)"
+        ),
+    }
 }
 
 impl Config {

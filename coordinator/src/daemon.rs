@@ -7,7 +7,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -20,7 +19,7 @@ use crate::clock::now;
 use crate::env::Env;
 use crate::execute::{self, Quiet};
 use crate::schedule::Schedule;
-use crate::store::{status, Run, Store};
+use crate::store::{status, Location, Run, Store};
 
 /// Shared between the scheduler loop, run threads and the metrics server.
 #[derive(Debug, Default)]
@@ -43,7 +42,7 @@ pub fn run(env: &Env, metrics_addr: Option<SocketAddr>, tick: Duration) -> Resul
     signal_hook::flag::register(signal_hook::consts::SIGINT, stop.clone())?;
     let shared = Arc::new(Shared::default());
     if let Some(addr) = metrics_addr {
-        let bound = serve_metrics(addr, env.db_path(), shared.clone())?;
+        let bound = serve_metrics(addr, env.db.clone(), shared.clone())?;
         eprintln!("metrics at http://{bound}/metrics");
     }
     let mut next: BTreeMap<String, (String, DateTime<Utc>)> = BTreeMap::new();
@@ -149,8 +148,8 @@ fn trigger(
 }
 
 /// The metrics document, built from the store at scrape time.
-fn render(db: &std::path::Path, shared: &Shared) -> Result<String> {
-    let store = Store::open(db)?;
+fn render(db: &Location, shared: &Shared) -> Result<String> {
+    let store = Store::connect(db)?;
     let reg = Registry::new();
     let rpo = GaugeVec::new(
         Opts::new("diskferry_replica_rpo_seconds", "Age of the replica's newest recovery point"),
@@ -250,7 +249,7 @@ fn render(db: &std::path::Path, shared: &Shared) -> Result<String> {
     Ok(String::from_utf8(out)?)
 }
 
-fn serve_metrics(addr: SocketAddr, db: PathBuf, shared: Arc<Shared>) -> Result<SocketAddr> {
+fn serve_metrics(addr: SocketAddr, db: Location, shared: Arc<Shared>) -> Result<SocketAddr> {
     let render = move || render(&db, &shared).map_err(|e| format!("{e:#}"));
     diskferry_http::serve(addr, "metrics", Arc::new(render), diskferry_http::Limits::default())
         .with_context(|| format!("cannot serve metrics on {addr}"))

@@ -10,26 +10,24 @@ use crate::cloud::host::HostWorkers;
 use crate::cloud::local::LocalCloud;
 use crate::cloud::Cloud;
 use crate::config::Config;
-use crate::store::Store;
+use crate::store::{Location, Store};
 
 /// Where the coordinator keeps its state, and how it reaches its cloud.
 #[derive(Debug, Clone)]
 pub struct Env {
     pub config: Config,
     pub state: PathBuf,
+    /// The state database: SQLite in `state`, or PostgreSQL.
+    pub db: Location,
 }
 
 impl Env {
-    pub fn new(config: Config, state: PathBuf) -> Self {
-        Self { config, state }
-    }
-
-    pub fn db_path(&self) -> PathBuf {
-        self.state.join("state.db")
+    pub fn new(config: Config, state: PathBuf, db: Location) -> Self {
+        Self { config, state, db }
     }
 
     pub fn store(&self) -> Result<Store> {
-        Store::open(&self.db_path())
+        Store::connect(&self.db)
     }
 
     pub fn cloud(&self) -> Result<Box<dyn Cloud>> {

@@ -158,16 +158,14 @@ fn bad_schedule_destination_name_and_config() {
 
 #[test]
 fn a_broken_state_database_is_a_failure_not_bad_input() {
-    // The replica exists; its table is unreadable: SQLite's error is the
+    // The replica exists; its table is unreadable: the database's error is the
     // coordinator's failure (exit 1), never the user's bad input (exit 2).
     let c = Coord::new(false);
     let dest = file_dest(&c);
     let vm = make_vm(c.path(), "vm1", &[("os", 4 * MIB, &[(0, MIB)])]);
     let out = c.run(&["replica", "create", "r1", "--vm", vm.to_str().unwrap(), "--to", &dest]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let db = rusqlite::Connection::open(c.state.join("state.db")).unwrap();
-    db.execute_batch("ALTER TABLE replicas RENAME TO replicas_lost").unwrap();
-    drop(db);
+    c.sql("ALTER TABLE replicas RENAME TO replicas_lost");
     for cmd in [&["replica", "show", "r1"][..], &["run", "r1", "--quiet"], &["points", "r1"]] {
         let e = fails(&c, cmd, 1);
         assert!(e.contains("replicas"), "{cmd:?}: {e}");

@@ -243,8 +243,7 @@ fn a_local_failover_is_a_vm_folder_that_replicates_back() {
     // An expired drill goes with gc.
     let d = c.json(&["failover", "app", "--test", "--to", site.to_str().unwrap(), "--json"]);
     let folder = Path::new(d["resources"][0].as_str().unwrap()).to_owned();
-    let db = rusqlite::Connection::open(c.state.join("state.db")).unwrap();
-    db.execute("UPDATE failovers SET expires_at = 1 WHERE drill = 1", []).unwrap();
+    c.sql("UPDATE failovers SET expires_at = 1 WHERE drill = 1");
     let gc = c.json(&["gc", "--json"]);
     assert!(gc["deleted"].as_array().unwrap().iter().any(|x| x[0] == "drill"), "{gc}");
     assert!(!folder.exists());

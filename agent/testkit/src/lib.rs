@@ -9,7 +9,8 @@
 //! - [`azurite`]: a real Azurite per test binary (and one a test can stop and restart);
 //! - [`pysdk`]: Microsoft's Python SDK for Azure Storage, an oracle and an independent writer;
 //! - [`relay`]: a real `diskferry-agent receive`, with a token and a self-signed certificate;
-//! - [`armsim`]: the in-process ARM simulator whose worker VMs boot a real agent.
+//! - [`armsim`]: the in-process ARM simulator whose worker VMs boot a real agent;
+//! - [`postgres`]: a real PostgreSQL server, a database per test.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_debug_implementations)]
 
 pub mod alloc;
@@ -17,6 +18,7 @@ pub mod armsim;
 pub mod azurite;
 pub mod image;
 pub mod judge;
+pub mod postgres;
 pub mod process;
 pub mod proxy;
 pub mod pysdk;

@@ -35,6 +35,10 @@ pub struct Cli {
     /// State folder: database, snapshots, worker folders [default: ~/.local/share/diskferry].
     #[arg(long, global = true, value_name = "DIR", env = "DISKFERRY_STATE_DIR")]
     pub state_dir: Option<PathBuf>,
+    /// Shared state in PostgreSQL (postgres://USER[:PASSWORD]@HOST[:PORT]/DB), for several coordinators on one
+    /// database [default: the config's `state`, else SQLite in the state folder].
+    #[arg(long, global = true, value_name = "URL", env = "DISKFERRY_STATE_URL", hide_env_values = true)]
+    pub state_url: Option<String>,
     /// Local provider: attach temporary disks as read-only loop devices (root only).
     #[arg(long = "loop", global = true)]
     pub use_loop: bool,
@@ -89,6 +93,7 @@ pub struct DaemonArgs {
 
 pub use crate::env::Env;
 pub use crate::error::{usage, Code, Failure};
+use crate::store::Location;
 
 fn env(cli: &Cli) -> Result<Env, Failure> {
     let mut config = match &cli.config {
@@ -97,7 +102,11 @@ fn env(cli: &Cli) -> Result<Env, Failure> {
     };
     config.local.use_loop |= cli.use_loop;
     let state = usage(config.state_dir(cli.state_dir.as_deref()))?;
-    Ok(Env::new(config, state))
+    let db = match cli.state_url.as_deref().or(config.state.as_deref()) {
+        Some(url) => usage(crate::config::state_location(url))?,
+        None => Location::Sqlite(state.join("state.db")),
+    };
+    Ok(Env::new(config, state, db))
 }
 
 pub fn main() -> std::process::ExitCode {

@@ -2,10 +2,10 @@
 //! it makes, recorded before the resource is made, so a drill can be
 //! cleaned completely and a failover that died half-way leaves a list.
 
-use anyhow::Result;
-use rusqlite::{params, OptionalExtension};
+use anyhow::{Context, Result};
 
-use super::Store;
+use super::db::{args, Row};
+use super::{rows, Store};
 
 /// One failover or drill of a replica.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -26,15 +26,14 @@ pub struct Failover {
 
 const SELECT: &str = "SELECT id, replica, drill, target, made, created_at, expires_at, cleaned_at FROM failovers";
 
-fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Failover> {
+fn row(r: &Row) -> Result<Failover> {
     let made: String = r.get(4)?;
     Ok(Failover {
         id: r.get(0)?,
         replica: r.get(1)?,
         drill: r.get(2)?,
         target: r.get(3)?,
-        made: serde_json::from_str(&made)
-            .map_err(|e| rusqlite::Error::FromSqlConversionFailure(4, rusqlite::types::Type::Text, Box::new(e)))?,
+        made: serde_json::from_str(&made).context("failovers.made")?,
         created_at: r.get(5)?,
         expires_at: r.get(6)?,
         cleaned_at: r.get(7)?,
@@ -43,14 +42,14 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Failover> {
 
 impl Store {
     pub fn insert_failover(&self, f: &Failover) -> Result<()> {
-        self.conn.execute(
+        self.c().execute(
             "INSERT INTO failovers (id, replica, drill, target, made, created_at, expires_at, cleaned_at)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-            params![
-                f.id,
-                f.replica,
+            args![
+                &f.id,
+                &f.replica,
                 f.drill,
-                f.target,
+                &f.target,
                 serde_json::to_string(&f.made)?,
                 f.created_at,
                 f.expires_at,
@@ -66,31 +65,27 @@ impl Store {
         if !f.made.iter().any(|m| m == what) {
             f.made.push(what.to_owned());
         }
-        self.conn
-            .execute("UPDATE failovers SET made = ?2 WHERE id = ?1", params![id, serde_json::to_string(&f.made)?])?;
+        self.c().execute("UPDATE failovers SET made = ?2 WHERE id = ?1", args![id, serde_json::to_string(&f.made)?])?;
         Ok(())
     }
 
     pub fn set_failover_cleaned(&self, id: &str, at: i64) -> Result<()> {
-        self.conn.execute("UPDATE failovers SET cleaned_at = ?2 WHERE id = ?1", params![id, at])?;
+        self.c().execute("UPDATE failovers SET cleaned_at = ?2 WHERE id = ?1", args![id, at])?;
         Ok(())
     }
 
     pub fn failover(&self, id: &str) -> Result<Option<Failover>> {
-        Ok(self.conn.query_row(&format!("{SELECT} WHERE id = ?1"), params![id], row).optional()?)
+        self.c().query_opt(&format!("{SELECT} WHERE id = ?1"), args![id])?.map(|r| row(&r)).transpose()
     }
 
     /// Drills not cleaned yet, oldest first.
     pub fn live_drills(&self) -> Result<Vec<Failover>> {
-        let mut st =
-            self.conn.prepare(&format!("{SELECT} WHERE drill = 1 AND cleaned_at IS NULL ORDER BY created_at"))?;
-        let rows = st.query_map([], row)?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        rows(self.c().query(&format!("{SELECT} WHERE drill = 1 AND cleaned_at IS NULL ORDER BY created_at"), &[])?, row)
     }
 
     /// Mark a replica failed over: its schedule stops, its points stay.
     pub fn set_failed_over(&self, replica: &str, at: i64) -> Result<()> {
-        self.conn.execute("UPDATE replicas SET failed_over_at = ?2 WHERE name = ?1", params![replica, at])?;
+        self.c().execute("UPDATE replicas SET failed_over_at = ?2 WHERE name = ?1", args![replica, at])?;
         Ok(())
     }
 }

@@ -1,21 +1,25 @@
-//! The coordinator's state in SQLite (WAL, busy timeout, numbered
-//! migrations): replicas, runs with their per-disk results, and every
-//! temporary resource a run creates, recorded *before* it is created so a
-//! crash never leaks something `gc` cannot find.
+//! The coordinator's state: replicas, runs with their per-disk results,
+//! and every temporary resource a run creates, recorded *before* it is
+//! created so a crash never leaks something `gc` cannot find. In SQLite
+//! (the embedded default: WAL, busy timeout) or PostgreSQL (several
+//! coordinators on one database), with the same statements (`db.rs`) and
+//! numbered migrations run under a lock by whichever coordinator opens the
+//! database first.
 //!
-//! The SQL stays portable to PostgreSQL: TEXT ids generated here (no
-//! AUTOINCREMENT), BIGINT epoch seconds, no SQLite-only functions.
+//! The SQL stays portable: TEXT ids generated here (no AUTOINCREMENT),
+//! BIGINT epoch seconds, no database's own functions.
 
 use crate::cloud::Consistency;
 use crate::error::CoordError;
-use std::path::Path;
-use std::time::Duration;
+use std::sync::{Mutex, MutexGuard};
 
-use anyhow::{bail, Context, Result};
-use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+use anyhow::{anyhow, bail, Context, Result};
 
+mod db;
 mod failovers;
 mod schema;
+pub use db::Location;
+use db::{args, Conn, Row};
 pub use failovers::Failover;
 use schema::MIGRATIONS;
 
@@ -150,55 +154,70 @@ pub struct Resource {
 /// One connection to the state database.
 #[derive(Debug)]
 pub struct Store {
-    conn: Connection,
+    conn: Mutex<Conn>,
+    at: Location,
 }
 
 impl Store {
-    /// Open (creating and migrating) the database at `path`.
-    pub fn open(path: &Path) -> Result<Self> {
-        let conn = Connection::open(path).with_context(|| format!("cannot open state database {}", path.display()))?;
-        conn.busy_timeout(Duration::from_secs(10))?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "synchronous", "NORMAL")?;
-        conn.pragma_update(None, "foreign_keys", "ON")?;
-        let mut s = Self { conn };
-        s.migrate().with_context(|| format!("cannot migrate state database {}", path.display()))?;
+    /// Open (creating and migrating) the SQLite database at `path`.
+    pub fn open(path: &std::path::Path) -> Result<Self> {
+        Self::connect(&Location::Sqlite(path.to_owned()))
+    }
+
+    /// Open (creating and migrating) the state database at `at`.
+    pub fn connect(at: &Location) -> Result<Self> {
+        let conn = Conn::open(at).with_context(|| format!("cannot open state database {at}"))?;
+        let s = Self { conn: Mutex::new(conn), at: at.clone() };
+        s.migrate().with_context(|| format!("cannot migrate state database {at}"))?;
         Ok(s)
     }
 
-    fn migrate(&mut self) -> Result<()> {
-        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        tx.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)", [])?;
-        let have: i64 =
-            tx.query_row("SELECT COALESCE(MAX(version), 0) FROM schema_version", [], |r| r.get(0)).unwrap_or(0);
-        if have as usize > MIGRATIONS.len() {
-            bail!("the database has schema version {have}, newer than this diskferry ({})", MIGRATIONS.len());
-        }
-        for (i, m) in MIGRATIONS.iter().enumerate().skip(have as usize) {
-            tx.execute_batch(m)?;
-            tx.execute("INSERT INTO schema_version (version) VALUES (?1)", params![i as i64 + 1])?;
-        }
-        tx.commit()?;
-        Ok(())
+    /// Where it is (without credentials, when shown).
+    pub fn location(&self) -> &Location {
+        &self.at
+    }
+
+    /// The connection (a thread that panicked holding it left no
+    /// transaction open: each runs inside one call).
+    fn c(&self) -> MutexGuard<'_, Conn> {
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn migrate(&self) -> Result<()> {
+        self.c().transaction(|tx| {
+            // PostgreSQL: the first coordinator migrates, the others wait
+            // here and find the work done.
+            tx.lock("diskferry-migrations")?;
+            tx.batch("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")?;
+            let have: i64 = tx.query_one("SELECT COALESCE(MAX(version), 0) FROM schema_version", &[])?.get(0)?;
+            if have as usize > MIGRATIONS.len() {
+                bail!("the database has schema version {have}, newer than this diskferry ({})", MIGRATIONS.len());
+            }
+            for (i, m) in MIGRATIONS.iter().enumerate().skip(have as usize) {
+                tx.batch(m).with_context(|| format!("migration {}", i + 1))?;
+                tx.execute("INSERT INTO schema_version (version) VALUES (?1)", args![i as i64 + 1])?;
+            }
+            Ok(())
+        })
     }
 
     pub fn schema_version(&self) -> Result<i64> {
-        Ok(self.conn.query_row("SELECT MAX(version) FROM schema_version", [], |r| r.get(0))?)
+        self.c().query_one("SELECT MAX(version) FROM schema_version", &[])?.get(0)
     }
 
     // ---- replicas ----
 
     pub fn insert_replica(&self, r: &Replica) -> Result<()> {
-        let n = self.conn.execute(
+        let n = self.c().execute(
             "INSERT INTO replicas (name, vm, destinations, schedule, keep_points, chunk_size, created_at, stop_source,
-             consistency) SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9 WHERE NOT EXISTS (SELECT 1 FROM replicas WHERE name = ?1)",
-            params![
-                r.name,
-                r.vm,
+             consistency) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) ON CONFLICT (name) DO NOTHING",
+            args![
+                &r.name,
+                &r.vm,
                 serde_json::to_string(&r.destinations)?,
-                r.schedule,
+                &r.schedule,
                 r.keep_points,
-                r.chunk_size as i64,
+                r.chunk_size,
                 r.created_at,
                 r.stop_source,
                 r.consistency.as_str()
@@ -211,33 +230,26 @@ impl Store {
     }
 
     pub fn replica(&self, name: &str) -> Result<Replica> {
-        self.conn
-            .query_row(
-                "SELECT name, vm, destinations, schedule, keep_points, chunk_size, created_at, stop_source, consistency, failed_over_at FROM replicas WHERE name = ?1",
-                params![name],
-                replica_row,
-            )
-            .optional()?
+        self.c()
+            .query_opt(&format!("{REPLICA_SELECT} WHERE name = ?1"), args![name])?
+            .map(|r| replica_row(&r))
+            .transpose()?
             .ok_or_else(|| CoordError::UnknownReplica(name.to_owned()).into())
     }
 
     pub fn replicas(&self) -> Result<Vec<Replica>> {
-        let mut st = self.conn.prepare(
-            "SELECT name, vm, destinations, schedule, keep_points, chunk_size, created_at, stop_source, consistency, failed_over_at FROM replicas ORDER BY name",
-        )?;
-        let rows = st.query_map([], replica_row)?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        rows(self.c().query(&format!("{REPLICA_SELECT} ORDER BY name"), &[])?, replica_row)
     }
 
     /// Delete a replica and its history. Its resources must be gone first.
     pub fn delete_replica(&mut self, name: &str) -> Result<()> {
-        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        tx.execute("DELETE FROM run_disks WHERE run_id IN (SELECT id FROM runs WHERE replica = ?1)", params![name])?;
-        tx.execute("DELETE FROM runs WHERE replica = ?1", params![name])?;
-        tx.execute("DELETE FROM resources WHERE replica = ?1", params![name])?;
-        tx.execute("DELETE FROM replicas WHERE name = ?1", params![name])?;
-        tx.commit()?;
-        Ok(())
+        self.c().transaction(|tx| {
+            tx.execute("DELETE FROM run_disks WHERE run_id IN (SELECT id FROM runs WHERE replica = ?1)", args![name])?;
+            tx.execute("DELETE FROM runs WHERE replica = ?1", args![name])?;
+            tx.execute("DELETE FROM resources WHERE replica = ?1", args![name])?;
+            tx.execute("DELETE FROM replicas WHERE name = ?1", args![name])?;
+            Ok(())
+        })
     }
 
     // ---- runs ----
@@ -245,33 +257,35 @@ impl Store {
     /// Start a run unless one of the same replica is still running and its
     /// owner is alive (`alive` decides). Atomic across processes.
     pub fn begin_run(&mut self, run: &Run, alive: impl Fn(&Run) -> bool) -> Result<Result<(), Run>> {
-        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let active: Option<Run> = {
-            let mut st = tx.prepare(&format!("{RUN_SELECT} WHERE replica = ?1 AND status = ?2"))?;
-            let rows = st.query_map(params![run.replica, status::RUNNING], run_row)?;
-            let all: Vec<Run> = rows.collect::<Result<_, _>>()?;
-            all.into_iter().find(|r| alive(r))
-        };
-        if let Some(a) = active {
-            return Ok(Err(a));
-        }
-        insert_run(&tx, run)?;
-        tx.commit()?;
-        Ok(Ok(()))
+        self.c().transaction(|tx| {
+            tx.lock(&format!("replica:{}", run.replica))?;
+            let all = rows(
+                tx.query(
+                    &format!("{RUN_SELECT} WHERE replica = ?1 AND status = ?2"),
+                    args![&run.replica, status::RUNNING],
+                )?,
+                run_row,
+            )?;
+            if let Some(a) = all.into_iter().find(|r| alive(r)) {
+                return Ok(Err(a));
+            }
+            insert_run(tx, run)?;
+            Ok(Ok(()))
+        })
     }
 
     /// Record a run row as is (used for skipped triggers).
     pub fn insert_run(&self, run: &Run) -> Result<()> {
-        insert_run(&self.conn, run)
+        insert_run(&mut self.c(), run)
     }
 
     /// Record what the run's snapshots hold together (`stopped`, `crash`,
     /// `application`, `filesystem`, `per-disk`), and why that is not what
     /// its replica asked for, if it is not.
     pub fn set_consistency(&self, run_id: &str, consistency: &str, note: Option<&str>) -> Result<()> {
-        self.conn.execute(
+        self.c().execute(
             "UPDATE runs SET consistency = ?2, consistency_note = ?3 WHERE id = ?1",
-            params![run_id, consistency, note],
+            args![run_id, consistency, note],
         )?;
         Ok(())
     }
@@ -284,33 +298,33 @@ impl Store {
     /// Each replica's newest run that recorded `fact`: (replica, its value).
     fn newest_per_replica(&self, fact: RunFact) -> Result<Vec<(String, String)>> {
         let c = fact.column();
-        let mut st = self.conn.prepare(&format!(
-            "SELECT r.replica, r.{c} FROM runs r WHERE r.{c} IS NOT NULL AND r.started_at = \
-             (SELECT MAX(started_at) FROM runs x WHERE x.replica = r.replica AND x.{c} IS NOT NULL)"
-        ))?;
-        let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        let found = self.c().query(
+            &format!(
+                "SELECT r.replica, r.{c} FROM runs r WHERE r.{c} IS NOT NULL AND r.started_at = \
+                 (SELECT MAX(started_at) FROM runs x WHERE x.replica = r.replica AND x.{c} IS NOT NULL)"
+            ),
+            &[],
+        )?;
+        rows(found, |r| Ok((r.get(0)?, r.get(1)?)))
     }
 
     /// The consistency of the run that made generation `generation` of
     /// `disk` at destination `dest` (0-based), if a run recorded one.
     pub fn point_consistency(&self, replica: &str, disk: &str, dest: u32, generation: u64) -> Result<Option<String>> {
-        Ok(self
-            .conn
-            .query_row(
-                "SELECT r.consistency FROM run_disks d JOIN runs r ON r.id = d.run_id
-                 WHERE r.replica = ?1 AND d.disk = ?2 AND d.destination = ?3 AND d.generation = ?4
-                 ORDER BY r.started_at DESC LIMIT 1",
-                params![replica, disk, dest, generation as i64],
-                |r| r.get::<_, Option<String>>(0),
-            )
-            .optional()?
-            .flatten())
+        match self.c().query_opt(
+            "SELECT r.consistency FROM run_disks d JOIN runs r ON r.id = d.run_id
+             WHERE r.replica = ?1 AND d.disk = ?2 AND d.destination = ?3 AND d.generation = ?4
+             ORDER BY r.started_at DESC LIMIT 1",
+            args![replica, disk, dest, generation],
+        )? {
+            Some(r) => r.get(0),
+            None => Ok(None),
+        }
     }
 
     /// Record where the run's agent runs (`vm`, `here`).
     pub fn set_placement(&self, run_id: &str, placement: &str) -> Result<()> {
-        self.conn.execute("UPDATE runs SET placement = ?2 WHERE id = ?1", params![run_id, placement])?;
+        self.c().execute("UPDATE runs SET placement = ?2 WHERE id = ?1", args![run_id, placement])?;
         Ok(())
     }
 
@@ -321,12 +335,12 @@ impl Store {
 
     /// Record what the run's worker is and allows.
     pub fn set_worker(&self, run_id: &str, worker: &str) -> Result<()> {
-        self.conn.execute("UPDATE runs SET worker = ?2 WHERE id = ?1", params![run_id, worker])?;
+        self.c().execute("UPDATE runs SET worker = ?2 WHERE id = ?1", args![run_id, worker])?;
         Ok(())
     }
 
     pub fn set_phase(&self, run_id: &str, phase: &str) -> Result<()> {
-        self.conn.execute("UPDATE runs SET phase = ?2 WHERE id = ?1", params![run_id, phase])?;
+        self.c().execute("UPDATE runs SET phase = ?2 WHERE id = ?1", args![run_id, phase])?;
         Ok(())
     }
 
@@ -338,9 +352,9 @@ impl Store {
         duration_ms: Option<i64>,
         error: Option<&str>,
     ) -> Result<()> {
-        self.conn.execute(
+        self.c().execute(
             "UPDATE runs SET status = ?2, finished_at = ?3, duration_ms = ?4, error = ?5, phase = 'done' WHERE id = ?1",
-            params![run_id, status, finished_at, duration_ms, error],
+            args![run_id, status, finished_at, duration_ms, error],
         )?;
         Ok(())
     }
@@ -348,182 +362,200 @@ impl Store {
     /// Record one disk's result at one destination. The source was read once
     /// per disk, so only destination 0 adds to the run's bytes read.
     pub fn record_disk(&self, d: &RunDisk) -> Result<()> {
-        let tx = self.conn.unchecked_transaction()?;
-        tx.execute(
-            "INSERT INTO run_disks (run_id, disk, destination, generation, full_sync, full_sync_reason, bytes_read,
-             bytes_sent, bytes_zero, bytes_unchanged, bytes_written, bytes_cleared)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
-            params![
-                d.run_id,
-                d.disk,
-                d.destination,
-                d.generation as i64,
-                d.full_sync,
-                d.full_sync_reason,
-                d.bytes_read as i64,
-                d.bytes_sent as i64,
-                d.bytes_zero as i64,
-                d.bytes_unchanged as i64,
-                d.bytes_written as i64,
-                d.bytes_cleared as i64
-            ],
-        )?;
-        tx.execute(
-            "UPDATE runs SET bytes_read = bytes_read + ?2, bytes_sent = bytes_sent + ?3,
-             bytes_zero = bytes_zero + ?4, bytes_unchanged = bytes_unchanged + ?5,
-             bytes_written = bytes_written + ?6, bytes_cleared = bytes_cleared + ?7 WHERE id = ?1",
-            params![
-                d.run_id,
-                if d.destination == 0 { d.bytes_read as i64 } else { 0 },
-                d.bytes_sent as i64,
-                d.bytes_zero as i64,
-                d.bytes_unchanged as i64,
-                d.bytes_written as i64,
-                d.bytes_cleared as i64
-            ],
-        )?;
-        tx.commit()?;
-        Ok(())
+        self.c().transaction(|tx| {
+            tx.execute(
+                "INSERT INTO run_disks (run_id, disk, destination, generation, full_sync, full_sync_reason, bytes_read,
+                 bytes_sent, bytes_zero, bytes_unchanged, bytes_written, bytes_cleared)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                args![
+                    &d.run_id,
+                    &d.disk,
+                    d.destination,
+                    d.generation,
+                    d.full_sync,
+                    &d.full_sync_reason,
+                    d.bytes_read,
+                    d.bytes_sent,
+                    d.bytes_zero,
+                    d.bytes_unchanged,
+                    d.bytes_written,
+                    d.bytes_cleared
+                ],
+            )?;
+            tx.execute(
+                "UPDATE runs SET bytes_read = bytes_read + ?2, bytes_sent = bytes_sent + ?3,
+                 bytes_zero = bytes_zero + ?4, bytes_unchanged = bytes_unchanged + ?5,
+                 bytes_written = bytes_written + ?6, bytes_cleared = bytes_cleared + ?7 WHERE id = ?1",
+                args![
+                    &d.run_id,
+                    if d.destination == 0 { d.bytes_read } else { 0 },
+                    d.bytes_sent,
+                    d.bytes_zero,
+                    d.bytes_unchanged,
+                    d.bytes_written,
+                    d.bytes_cleared
+                ],
+            )?;
+            Ok(())
+        })
     }
 
     pub fn run(&self, id: &str) -> Result<Run> {
-        self.conn
-            .query_row(&format!("{RUN_SELECT} WHERE id = ?1"), params![id], run_row)
-            .optional()?
-            .ok_or_else(|| anyhow::anyhow!("no run {id:?}"))
+        self.c()
+            .query_opt(&format!("{RUN_SELECT} WHERE id = ?1"), args![id])?
+            .map(|r| run_row(&r))
+            .transpose()?
+            .ok_or_else(|| anyhow!("no run {id:?}"))
     }
 
     /// Runs of a replica, newest first.
     pub fn runs(&self, replica: &str, limit: u32) -> Result<Vec<Run>> {
-        let mut st = self
-            .conn
-            .prepare(&format!("{RUN_SELECT} WHERE replica = ?1 ORDER BY started_at DESC, id DESC LIMIT ?2"))?;
-        let rows = st.query_map(params![replica, limit], run_row)?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        let found = self.c().query(
+            &format!("{RUN_SELECT} WHERE replica = ?1 ORDER BY started_at DESC, id DESC LIMIT ?2"),
+            args![replica, limit],
+        )?;
+        rows(found, run_row)
     }
 
     pub fn runs_with_status(&self, status: &str) -> Result<Vec<Run>> {
-        let mut st = self.conn.prepare(&format!("{RUN_SELECT} WHERE status = ?1 ORDER BY started_at"))?;
-        let rows = st.query_map(params![status], run_row)?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        rows(self.c().query(&format!("{RUN_SELECT} WHERE status = ?1 ORDER BY started_at"), args![status])?, run_row)
     }
 
     pub fn run_disks(&self, run_id: &str) -> Result<Vec<RunDisk>> {
-        let mut st = self.conn.prepare(&format!("{DISK_SELECT} WHERE run_id = ?1 ORDER BY disk, destination"))?;
-        let rows = st.query_map(params![run_id], run_disk_row)?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        let found =
+            self.c().query(&format!("{DISK_SELECT} WHERE run_id = ?1 ORDER BY disk, destination"), args![run_id])?;
+        rows(found, run_disk_row)
     }
 
     /// The disks of `replica` at destination `dest` (0-based) as of the
     /// newest run that reached it, in one query.
     pub fn newest_disks_at(&self, replica: &str, dest: u32) -> Result<Vec<RunDisk>> {
-        let mut st = self.conn.prepare(&format!(
-            "{DISK_SELECT} WHERE destination = ?2 AND run_id = (
+        let found = self.c().query(
+            &format!(
+                "{DISK_SELECT} WHERE destination = ?2 AND run_id = (
                 SELECT d.run_id FROM run_disks d JOIN runs r ON r.id = d.run_id
                 WHERE r.replica = ?1 AND d.destination = ?2 ORDER BY r.started_at DESC, r.id DESC LIMIT 1)
              ORDER BY disk"
-        ))?;
-        let rows = st.query_map(params![replica, dest], run_disk_row)?;
-        Ok(rows.collect::<Result<_, _>>()?)
+            ),
+            args![replica, dest],
+        )?;
+        rows(found, run_disk_row)
     }
 
     /// Counts of finished runs by replica and status (for metrics).
     pub fn run_counts(&self) -> Result<Vec<(String, String, u64)>> {
-        let mut st = self
-            .conn
-            .prepare("SELECT replica, status, COUNT(*) FROM runs WHERE status <> 'running' GROUP BY replica, status")?;
-        let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get::<_, i64>(2)? as u64)))?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        let found = self.c().query(
+            "SELECT replica, status, COUNT(*) FROM runs WHERE status <> 'running' GROUP BY replica, status",
+            &[],
+        )?;
+        rows(found, |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
     }
 
     /// Per replica, the runs that failed or were interrupted since its last
     /// successful one (skipped triggers do not count).
     pub fn failed_runs_in_a_row(&self) -> Result<Vec<(String, u64)>> {
-        let mut st = self.conn.prepare(
+        let found = self.c().query(
             "SELECT r.replica, COUNT(*) FROM runs r WHERE r.status IN ('failed', 'interrupted') AND r.started_at > \
              COALESCE((SELECT MAX(s.started_at) FROM runs s WHERE s.replica = r.replica AND s.status = 'succeeded'), \
              -1) GROUP BY r.replica",
+            &[],
         )?;
-        let rows = st.query_map([], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)))?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        rows(found, |r| Ok((r.get(0)?, r.get(1)?)))
     }
 
     /// When the newest successful run of each replica finished.
     pub fn newest_points(&self) -> Result<Vec<(String, i64)>> {
-        let mut st = self
-            .conn
-            .prepare("SELECT replica, MAX(finished_at) FROM runs WHERE status = 'succeeded' GROUP BY replica")?;
-        let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        let found = self
+            .c()
+            .query("SELECT replica, MAX(finished_at) FROM runs WHERE status = 'succeeded' GROUP BY replica", &[])?;
+        rows(found, |r| Ok((r.get(0)?, r.get(1)?)))
     }
 
     // ---- resources ----
 
     /// Record a resource about to be created.
     pub fn plan_resource(&self, r: &Resource) -> Result<()> {
-        self.conn.execute(
+        self.c().execute(
             "INSERT INTO resources (name, run_id, replica, kind, disk, state, created_at, expires_at)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-            params![r.name, r.run_id, r.replica, r.kind, r.disk, resource_state::PLANNED, r.created_at, r.expires_at],
+            args![
+                &r.name,
+                &r.run_id,
+                &r.replica,
+                &r.kind,
+                &r.disk,
+                resource_state::PLANNED,
+                r.created_at,
+                r.expires_at
+            ],
         )?;
         Ok(())
     }
 
     pub fn set_resource_state(&self, name: &str, state: &str, now: i64) -> Result<()> {
         let deleted_at = (state == resource_state::DELETED).then_some(now);
-        self.conn.execute(
+        self.c().execute(
             "UPDATE resources SET state = ?2, deleted_at = ?3 WHERE name = ?1",
-            params![name, state, deleted_at],
+            args![name, state, deleted_at],
         )?;
         Ok(())
     }
 
     /// Resources not yet deleted, oldest first.
     pub fn live_resources(&self) -> Result<Vec<Resource>> {
-        let mut st = self.conn.prepare(&format!("{RES_SELECT} WHERE state <> 'deleted' ORDER BY created_at, name"))?;
-        let rows = st.query_map([], resource_row)?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        rows(
+            self.c().query(&format!("{RES_SELECT} WHERE state <> 'deleted' ORDER BY created_at, name"), &[])?,
+            resource_row,
+        )
     }
 
     pub fn resources_of_run(&self, run_id: &str) -> Result<Vec<Resource>> {
-        let mut st = self.conn.prepare(&format!("{RES_SELECT} WHERE run_id = ?1 ORDER BY created_at, name"))?;
-        let rows = st.query_map(params![run_id], resource_row)?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        let found =
+            self.c().query(&format!("{RES_SELECT} WHERE run_id = ?1 ORDER BY created_at, name"), args![run_id])?;
+        rows(found, resource_row)
     }
 
     /// Retained resources of one replica and kind (the kept snapshots).
     pub fn retained(&self, replica: &str, kind: &str) -> Result<Vec<Resource>> {
-        let mut st = self.conn.prepare(&format!(
-            "{RES_SELECT} WHERE replica = ?1 AND kind = ?2 AND state = 'retained' ORDER BY created_at, name"
-        ))?;
-        let rows = st.query_map(params![replica, kind], resource_row)?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        let found = self.c().query(
+            &format!("{RES_SELECT} WHERE replica = ?1 AND kind = ?2 AND state = 'retained' ORDER BY created_at, name"),
+            args![replica, kind],
+        )?;
+        rows(found, resource_row)
     }
 
     /// Record what the replica's source VM looks like now.
     pub fn set_vm_facts(&self, replica: &str, facts: &serde_json::Value, now: i64) -> Result<()> {
-        self.conn.execute(
+        self.c().execute(
             "INSERT INTO vm_facts (replica, facts, updated_at) VALUES (?1, ?2, ?3)
              ON CONFLICT (replica) DO UPDATE SET facts = excluded.facts, updated_at = excluded.updated_at",
-            params![replica, facts.to_string(), now],
+            args![replica, facts.to_string(), now],
         )?;
         Ok(())
     }
 
     /// What the replica's source VM looked like at its latest run.
     pub fn vm_facts(&self, replica: &str) -> Result<Option<serde_json::Value>> {
-        let text: Option<String> = self
-            .conn
-            .query_row("SELECT facts FROM vm_facts WHERE replica = ?1", params![replica], |r| r.get(0))
-            .optional()?;
+        let text: Option<String> =
+            match self.c().query_opt("SELECT facts FROM vm_facts WHERE replica = ?1", args![replica])? {
+                Some(r) => Some(r.get(0)?),
+                None => None,
+            };
         Ok(text.and_then(|t| serde_json::from_str(&t).ok()))
     }
 
     pub fn resource(&self, name: &str) -> Result<Option<Resource>> {
-        Ok(self.conn.query_row(&format!("{RES_SELECT} WHERE name = ?1"), params![name], resource_row).optional()?)
+        self.c().query_opt(&format!("{RES_SELECT} WHERE name = ?1"), args![name])?.map(|r| resource_row(&r)).transpose()
     }
 }
 
+/// Read every row with `f`.
+fn rows<T>(found: Vec<Row>, f: impl Fn(&Row) -> Result<T>) -> Result<Vec<T>> {
+    found.iter().map(f).collect()
+}
+
+const REPLICA_SELECT: &str = "SELECT name, vm, destinations, schedule, keep_points, chunk_size, created_at, \
+stop_source, consistency, failed_over_at FROM replicas";
 const RUN_SELECT: &str = "SELECT id, replica, trigger_kind, status, phase, started_at, finished_at, duration_ms, \
 owner_pid, owner_start, bytes_read, bytes_sent, bytes_zero, bytes_unchanged, bytes_written, bytes_cleared, error, \
 worker, placement, consistency, consistency_note FROM runs";
@@ -531,53 +563,47 @@ const DISK_SELECT: &str = "SELECT run_id, disk, destination, generation, full_sy
 bytes_sent, bytes_zero, bytes_unchanged, bytes_written, bytes_cleared FROM run_disks";
 const RES_SELECT: &str = "SELECT name, run_id, replica, kind, disk, state, created_at, expires_at FROM resources";
 
-fn insert_run(conn: &Connection, run: &Run) -> Result<()> {
+fn insert_run(conn: &mut Conn, run: &Run) -> Result<()> {
     conn.execute(
         "INSERT INTO runs (id, replica, trigger_kind, status, phase, started_at, finished_at, duration_ms, owner_pid,
          owner_start, error) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-        params![
-            run.id,
-            run.replica,
-            run.trigger,
-            run.status,
-            run.phase,
+        args![
+            &run.id,
+            &run.replica,
+            &run.trigger,
+            &run.status,
+            &run.phase,
             run.started_at,
             run.finished_at,
             run.duration_ms,
             run.owner_pid,
             run.owner_start,
-            run.error
+            &run.error
         ],
     )?;
     Ok(())
 }
 
-fn replica_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Replica> {
+fn replica_row(r: &Row) -> Result<Replica> {
+    let destinations: String = r.get(2)?;
+    let consistency: String = r.get(8)?;
     Ok(Replica {
         name: r.get(0)?,
         vm: r.get(1)?,
-        destinations: {
-            let text: String = r.get(2)?;
-            serde_json::from_str(&text)
-                .map_err(|e| rusqlite::Error::FromSqlConversionFailure(2, rusqlite::types::Type::Text, Box::new(e)))?
-        },
+        destinations: serde_json::from_str(&destinations).context("replicas.destinations")?,
         schedule: r.get(3)?,
         keep_points: r.get(4)?,
-        chunk_size: r.get::<_, i64>(5)? as u64,
+        chunk_size: r.get(5)?,
         created_at: r.get(6)?,
         stop_source: r.get(7)?,
-        consistency: {
-            let text: String = r.get(8)?;
-            Consistency::parse(&text).ok_or_else(|| {
-                rusqlite::Error::FromSqlConversionFailure(8, rusqlite::types::Type::Text, text.clone().into())
-            })?
-        },
+        consistency: Consistency::parse(&consistency)
+            .ok_or_else(|| anyhow!("replicas.consistency: {consistency:?} is none of crash, application, per-disk"))?,
         failed_over_at: r.get(9)?,
         leave_source_stopped: false,
     })
 }
 
-fn run_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Run> {
+fn run_row(r: &Row) -> Result<Run> {
     Ok(Run {
         id: r.get(0)?,
         replica: r.get(1)?,
@@ -589,12 +615,12 @@ fn run_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Run> {
         duration_ms: r.get(7)?,
         owner_pid: r.get(8)?,
         owner_start: r.get(9)?,
-        bytes_read: r.get::<_, i64>(10)? as u64,
-        bytes_sent: r.get::<_, i64>(11)? as u64,
-        bytes_zero: r.get::<_, i64>(12)? as u64,
-        bytes_unchanged: r.get::<_, i64>(13)? as u64,
-        bytes_written: r.get::<_, i64>(14)? as u64,
-        bytes_cleared: r.get::<_, i64>(15)? as u64,
+        bytes_read: r.get(10)?,
+        bytes_sent: r.get(11)?,
+        bytes_zero: r.get(12)?,
+        bytes_unchanged: r.get(13)?,
+        bytes_written: r.get(14)?,
+        bytes_cleared: r.get(15)?,
         error: r.get(16)?,
         worker: r.get(17)?,
         placement: r.get(18)?,
@@ -603,24 +629,24 @@ fn run_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Run> {
     })
 }
 
-fn run_disk_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunDisk> {
+fn run_disk_row(r: &Row) -> Result<RunDisk> {
     Ok(RunDisk {
         run_id: r.get(0)?,
         disk: r.get(1)?,
         destination: r.get(2)?,
-        generation: r.get::<_, i64>(3)? as u64,
+        generation: r.get(3)?,
         full_sync: r.get(4)?,
         full_sync_reason: r.get(5)?,
-        bytes_read: r.get::<_, i64>(6)? as u64,
-        bytes_sent: r.get::<_, i64>(7)? as u64,
-        bytes_zero: r.get::<_, i64>(8)? as u64,
-        bytes_unchanged: r.get::<_, i64>(9)? as u64,
-        bytes_written: r.get::<_, i64>(10)? as u64,
-        bytes_cleared: r.get::<_, i64>(11)? as u64,
+        bytes_read: r.get(6)?,
+        bytes_sent: r.get(7)?,
+        bytes_zero: r.get(8)?,
+        bytes_unchanged: r.get(9)?,
+        bytes_written: r.get(10)?,
+        bytes_cleared: r.get(11)?,
     })
 }
 
-fn resource_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Resource> {
+fn resource_row(r: &Row) -> Result<Resource> {
     Ok(Resource {
         name: r.get(0)?,
         run_id: r.get(1)?,

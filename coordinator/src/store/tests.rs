@@ -1,6 +1,14 @@
-//! The store against a real SQLite file.
+//! The store against a real SQLite file and a real PostgreSQL database:
+//! every test runs on both.
 
 use super::*;
+
+/// Run `f` against each backend: a new SQLite file, a new PostgreSQL database.
+fn each_backend(test: &str, f: impl Fn(&Location)) {
+    let dir = tempfile::tempdir().unwrap();
+    f(&Location::Sqlite(dir.path().join("state.db")));
+    f(&Location::Postgres(diskferry_testkit::postgres::database(test)));
+}
 
 fn replica(name: &str) -> Replica {
     Replica {
@@ -46,21 +54,39 @@ fn run(id: &str, replica: &str) -> Run {
 
 #[test]
 fn migrations_apply_once_and_reopen() {
-    let dir = tempfile::tempdir().unwrap();
-    let p = dir.path().join("state.db");
-    let s = Store::open(&p).unwrap();
-    assert_eq!(s.schema_version().unwrap(), MIGRATIONS.len() as i64);
-    s.insert_replica(&replica("a")).unwrap();
-    drop(s);
-    let s = Store::open(&p).unwrap();
-    assert_eq!(s.replicas().unwrap().len(), 1);
-    assert!(s.insert_replica(&replica("a")).unwrap_err().to_string().contains("already exists"));
+    each_backend("migrations", |at| {
+        let s = Store::connect(at).unwrap();
+        assert_eq!(s.schema_version().unwrap(), MIGRATIONS.len() as i64);
+        s.insert_replica(&replica("a")).unwrap();
+        drop(s);
+        let s = Store::connect(at).unwrap();
+        assert_eq!(s.replicas().unwrap(), vec![replica("a")]);
+        assert!(s.insert_replica(&replica("a")).unwrap_err().to_string().contains("already exists"));
+    });
+}
+
+#[test]
+fn coordinators_opening_a_new_database_at_once_migrate_it_once() {
+    each_backend("migrate_race", |at| {
+        let opened: Vec<i64> = std::thread::scope(|s| {
+            let hs: Vec<_> =
+                (0..6).map(|_| s.spawn(|| Store::connect(at).unwrap().schema_version().unwrap())).collect();
+            hs.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        assert_eq!(opened, vec![MIGRATIONS.len() as i64; 6]);
+        let s = Store::connect(at).unwrap();
+        let versions = s.c().query("SELECT version FROM schema_version ORDER BY version", &[]).unwrap();
+        assert_eq!(versions.len(), MIGRATIONS.len(), "each migration recorded once");
+    });
 }
 
 #[test]
 fn one_live_run_per_replica() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut s = Store::open(&dir.path().join("s.db")).unwrap();
+    each_backend("one_live_run", one_live_run);
+}
+
+fn one_live_run(at: &Location) {
+    let mut s = Store::connect(at).unwrap();
     s.insert_replica(&replica("a")).unwrap();
     assert!(s.begin_run(&run("r1", "a"), |_| true).unwrap().is_ok());
     let blocked = s.begin_run(&run("r2", "a"), |_| true).unwrap();
@@ -90,8 +116,11 @@ fn one_live_run_per_replica() {
 
 #[test]
 fn failed_runs_are_counted_since_the_last_success() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = Store::open(&dir.path().join("state.db")).unwrap();
+    each_backend("failed_in_a_row", failed_in_a_row);
+}
+
+fn failed_in_a_row(at: &Location) {
+    let s = Store::connect(at).unwrap();
     s.insert_replica(&replica("a")).unwrap();
     s.insert_replica(&replica("b")).unwrap();
     let at = |id: &str, replica: &str, t: i64, st: &str| {

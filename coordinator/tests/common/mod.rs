@@ -38,6 +38,26 @@ pub struct Coord {
     pub endpoint: Option<String>,
     /// More environment for every command (an ARM token, say).
     pub env: Vec<(String, String)>,
+    /// The PostgreSQL database of this test when the suite runs on that
+    /// backend (`DISKFERRY_TEST_BACKEND=postgres`); SQLite in `state` if not.
+    pub db_url: Option<String>,
+}
+
+/// Does this run of the suite keep coordinator state in PostgreSQL?
+pub fn on_postgres() -> bool {
+    std::env::var("DISKFERRY_TEST_BACKEND").is_ok_and(|b| b == "postgres")
+}
+
+/// On PostgreSQL, nothing may have fallen back to a SQLite file.
+impl Drop for Coord {
+    fn drop(&mut self) {
+        if self.db_url.is_some() && !std::thread::panicking() {
+            assert!(
+                !self.state.join("state.db").exists(),
+                "state went to SQLite although the suite runs on PostgreSQL"
+            );
+        }
+    }
 }
 
 impl Coord {
@@ -51,7 +71,18 @@ impl Coord {
         )
         .unwrap();
         let endpoint = with_azurite.then(|| azurite::endpoint().to_owned());
-        Self { dir, state, config, endpoint, env: Vec::new() }
+        let db_url = on_postgres().then(|| diskferry_testkit::postgres::database("coord"));
+        Self { dir, state, config, endpoint, env: Vec::new(), db_url }
+    }
+
+    /// Run SQL statements on this coordinator's state database, whichever it is.
+    pub fn sql(&self, sql: &str) {
+        match &self.db_url {
+            Some(url) => {
+                diskferry_testkit::postgres::query(url, sql);
+            }
+            None => rusqlite::Connection::open(self.state.join("state.db")).unwrap().execute_batch(sql).unwrap(),
+        }
     }
 
     pub fn path(&self) -> &Path {
@@ -71,6 +102,8 @@ impl Coord {
             .env("DISKFERRY_AGENT", agent_bin())
             .env("AZURE_STORAGE_CONNECTION_STRING", azurite::connection_string())
             .env_remove("DISKFERRY_FAILPOINTS")
+            .env_remove("DISKFERRY_STATE_URL")
+            .envs(self.db_url.iter().map(|u| ("DISKFERRY_STATE_URL", u)))
             .envs(self.env.iter().map(|(k, v)| (k, v)));
         c
     }
