@@ -118,6 +118,7 @@ pub fn sync_options(job: &JobSpec, disk_source_id: &str) -> Result<SyncOptions, 
                 .transpose()
                 .map_err(|e| Failure::new(ExitCode::Usage, anyhow!("job spec state_url: {e:#}")))?,
             consistency: job.consistency.clone(),
+            fence: job.fence,
         },
         api_version: job.api_version.clone(),
         retry_for: Some(Duration::from_secs(job.retry_for_secs)),

@@ -96,7 +96,9 @@ impl std::fmt::Display for Target {
 /// The sink for `target`.
 pub fn open_sink(target: &Target, opts: &SyncOptions) -> Result<Box<dyn Sink>, Failure> {
     Ok(match target {
-        Target::File(p) => Box::new(FileSink::open(p, opts.manifest.as_deref(), opts.force)?),
+        Target::File(p) => {
+            Box::new(FileSink::open(p, opts.manifest.as_deref(), opts.force)?.fenced(opts.pageblob.fence))
+        }
         Target::PageBlob(addr) => {
             Box::new(open_pageblob(addr, opts.api_version.clone(), opts.pageblob.clone(), opts.force, opts.retry_for)?)
         }
@@ -108,7 +110,7 @@ pub fn open_sink(target: &Target, opts: &SyncOptions) -> Result<Box<dyn Sink>, F
                 opts.threads,
                 opts.force,
             )?
-            .recording(opts.pageblob.consistency.clone()),
+            .recording(opts.pageblob.consistency.clone(), opts.pageblob.fence),
         ),
     })
 }

@@ -16,6 +16,7 @@
 //! read_limit_mib_s = 200               # read each source disk at most this fast
 //! placement = "vm"                     # where the agent runs: vm | here | auto (see RunConfig)
 //! here_max_mib = 4096                  # auto: a diff up to this is synced here, larger boots a VM
+//! lease_secs = 60                      # a dead coordinator's runs are taken over this long after it stopped
 //!
 //! [storage]
 //! api_version = "2025-11-05"           # x-ms-version for page blob destinations
@@ -76,6 +77,15 @@ pub struct RunConfig {
     /// of reading, less than a worker VM takes to boot.
     #[serde(default = "default_here_max_mib")]
     pub here_max_mib: u64,
+    /// A run holds its replica's lease this long past each renewal (it is
+    /// renewed four times as often): a coordinator that dies mid-run
+    /// loses its runs to another this long after its last renewal.
+    #[serde(default = "default_lease_secs")]
+    pub lease_secs: u64,
+}
+
+fn default_lease_secs() -> u64 {
+    60
 }
 
 /// Where a run's agent runs.
@@ -106,6 +116,7 @@ impl Default for RunConfig {
             read_limit_mib_s: None,
             placement: Placement::default(),
             here_max_mib: default_here_max_mib(),
+            lease_secs: default_lease_secs(),
         }
     }
 }
@@ -178,6 +189,9 @@ impl Config {
         }
         if c.run.deadline_secs == 0 || c.storage.concurrency == 0 {
             bail!("config {}: run.deadline_secs and storage.concurrency must be positive", path.display());
+        }
+        if !(2..=3600).contains(&c.run.lease_secs) {
+            bail!("config {}: run.lease_secs must be between 2 and 3600", path.display());
         }
         Ok(c)
     }

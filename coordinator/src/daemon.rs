@@ -3,7 +3,14 @@
 //! Prometheus metrics. A trigger that finds the replica's previous run still
 //! going is skipped and recorded (a `skipped` run and the missed-schedule
 //! counter); fire times that passed while the daemon was busy or down count
-//! as missed too. SIGTERM/SIGINT stop new triggers and wait for running runs.
+//! as missed too.
+//!
+//! Several daemons may share one database (PostgreSQL): each fire time is
+//! a slot that exactly one of them runs or skips (`runs.slot` is unique per
+//! replica), and a run holds its replica's lease (`store/leases.rs`), so a
+//! daemon that dies loses its runs to the others once the lease lapses.
+//! SIGTERM/SIGINT stop new triggers and cancel the runs in progress: each
+//! tears down what it made and gives its lease back at once.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -17,7 +24,8 @@ use prometheus::{Encoder, GaugeVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, 
 
 use crate::clock::now;
 use crate::env::Env;
-use crate::execute::{self, Quiet};
+use crate::execute::{self, Begun, Quiet};
+use crate::owner;
 use crate::schedule::Schedule;
 use crate::store::{status, Location, Run, Store};
 
@@ -40,6 +48,8 @@ pub fn run(env: &Env, metrics_addr: Option<SocketAddr>, tick: Duration) -> Resul
     let stop = Arc::new(AtomicBool::new(false));
     signal_hook::flag::register(signal_hook::consts::SIGTERM, stop.clone())?;
     signal_hook::flag::register(signal_hook::consts::SIGINT, stop.clone())?;
+    // The same signals cancel the runs in progress (with their teardown).
+    execute::cancel_on_signals()?;
     let shared = Arc::new(Shared::default());
     if let Some(addr) = metrics_addr {
         let bound = serve_metrics(addr, env.db.clone(), shared.clone())?;
@@ -47,7 +57,7 @@ pub fn run(env: &Env, metrics_addr: Option<SocketAddr>, tick: Duration) -> Resul
     }
     let mut next: BTreeMap<String, (String, DateTime<Utc>)> = BTreeMap::new();
     let mut threads = Vec::new();
-    eprintln!("daemon started (pid {})", std::process::id());
+    eprintln!("daemon {} started, state in {}", owner::identity(), env.db);
     // One connection for the scheduler loop (runs and scrapes open their own).
     let mut store = env.store()?;
     while !stop.load(Ordering::Acquire) {
@@ -84,7 +94,7 @@ pub fn run(env: &Env, metrics_addr: Option<SocketAddr>, tick: Duration) -> Resul
                 next.insert(r.name.clone(), (text.clone(), d));
             }
             threads.retain(|h: &std::thread::JoinHandle<()>| !h.is_finished());
-            match trigger(env, &mut store, &r.name, &shared) {
+            match trigger(env, &mut store, &r.name, due.timestamp(), &shared) {
                 Ok(Some(h)) => threads.push(h),
                 Ok(None) => {}
                 Err(e) => eprintln!("replica {}: {e:#}", r.name),
@@ -92,36 +102,46 @@ pub fn run(env: &Env, metrics_addr: Option<SocketAddr>, tick: Duration) -> Resul
         }
         std::thread::sleep(tick);
     }
-    eprintln!("daemon stopping: waiting for {} running run(s)", threads.iter().filter(|h| !h.is_finished()).count());
+    let n = threads.iter().filter(|h| !h.is_finished()).count();
+    eprintln!("daemon stopping: cancelling {n} running run(s); each tears down and gives its lease back");
     for h in threads {
         let _ = h.join();
     }
     Ok(())
 }
 
-/// Start a run of `replica` on its own thread, or record a skipped trigger.
+/// Start a run of `replica` for fire time `slot` on its own thread, or
+/// record a skipped trigger; nothing if another daemon took the slot.
 fn trigger(
     env: &Env,
     store: &mut Store,
     replica: &str,
+    slot: i64,
     shared: &Arc<Shared>,
 ) -> Result<Option<std::thread::JoinHandle<()>>> {
     let already = shared.active.lock().map(|a| a.contains(replica)).unwrap_or(false);
-    let begun = if already { None } else { Some(execute::begin(store, replica, "schedule")?) };
+    let begun = match already {
+        true => None,
+        false => Some(execute::begin(store, replica, "schedule", Some(slot), env.config.run.lease_secs)?),
+    };
     let run = match begun {
-        Some(Ok(run)) => run,
-        _ => {
+        Some(Begun::Run(run)) => *run,
+        Some(Begun::SlotTaken) => return Ok(None),
+        None | Some(Begun::Busy(_)) => {
             let skipped = Run {
                 status: status::SKIPPED.into(),
                 phase: "done".into(),
                 finished_at: Some(now()),
                 duration_ms: Some(0),
                 error: Some("the previous run was still going".into()),
+                slot: Some(slot),
                 ..execute::new_run(replica, "schedule")
             };
-            store.insert_run(&skipped)?;
-            shared.miss(replica, 1);
-            eprintln!("replica {replica}: trigger skipped, the previous run is still going");
+            // Another daemon may have recorded this slot's skip already.
+            if store.insert_run(&skipped)? {
+                shared.miss(replica, 1);
+                eprintln!("replica {replica}: trigger skipped, the previous run is still going");
+            }
             return Ok(None);
         }
     };
@@ -164,6 +184,27 @@ fn render(db: &Location, shared: &Shared) -> Result<String> {
         &["replica"],
     )?;
     let active = IntGauge::new("diskferry_runs_active", "Runs in progress in this daemon")?;
+    let me = owner::identity();
+    let info = IntGaugeVec::new(
+        Opts::new("diskferry_daemon_info", "1, labelled with this daemon's identity (HOST:PID) and its state store"),
+        &["daemon", "store"],
+    )?;
+    let leases = IntGauge::new(
+        "diskferry_leases_held",
+        "Replica leases this daemon holds now (one per run in progress; several daemons may share a database)",
+    )?;
+    let by_daemon = IntCounterVec::new(
+        Opts::new("diskferry_daemon_runs_total", "Runs by the daemon that ran them (HOST:PID) and outcome"),
+        &["daemon", "outcome"],
+    )?;
+    reg.register(Box::new(info.clone()))?;
+    reg.register(Box::new(leases.clone()))?;
+    reg.register(Box::new(by_daemon.clone()))?;
+    info.with_label_values(&[&me, &db.to_string()]).set(1);
+    leases.set(store.leases_held(now())?.iter().filter(|l| l.holder.as_deref() == Some(me.as_str())).count() as i64);
+    for (daemon, outcome, n) in store.runs_by_daemon()? {
+        by_daemon.with_label_values(&[&daemon, &outcome]).inc_by(n);
+    }
     let placed = IntGaugeVec::new(
         Opts::new(
             "diskferry_replica_last_run_placement",

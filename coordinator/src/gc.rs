@@ -36,7 +36,7 @@ pub fn gc(cloud: &dyn Cloud, store: &Store) -> Result<GcReport> {
     let mut report = GcReport::default();
     let mut live_runs = BTreeSet::new();
     for run in store.runs_with_status(status::RUNNING)? {
-        if owner::alive(&run) {
+        if owner::run_alive(store, &run)? {
             live_runs.insert(run.id.clone());
         } else {
             let why = format!("the coordinator died during phase {}", run.phase);

@@ -75,6 +75,12 @@ pub struct JobSpec {
     /// the job makes, where it outlives the coordinator's database.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub consistency: Option<String>,
+    /// The run's fencing number: its coordinator's lease on the replica.
+    /// Each destination records the highest it has seen and refuses a
+    /// lower one, so the worker of a run whose lease was lost cannot
+    /// publish after its successor started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fence: Option<u64>,
     pub disks: Vec<JobDisk>,
 }
 
@@ -357,6 +363,7 @@ mod tests {
             status_blob: None,
             state_url: None,
             consistency: None,
+            fence: None,
             disks: vec![JobDisk {
                 name: "os".into(),
                 source: "/dev/loop0".into(),

@@ -155,6 +155,11 @@ pub struct SyncArgs {
     /// per-disk): `points` shows it. Lowercase letters and dashes.
     #[arg(long, value_name = "LABEL", value_parser = parse_consistency)]
     pub consistency: Option<String>,
+    /// This sync's fencing number (a coordinator's lease on the replica): a
+    /// destination last written with a higher one refuses it (exit 4), a
+    /// lower or no number there is replaced by it.
+    #[arg(long, value_name = "N")]
+    pub fence: Option<u64>,
     #[command(flatten)]
     pub blob: BlobArgs,
     #[command(flatten)]
@@ -301,6 +306,7 @@ impl BlobArgs {
             // What a point holds is the coordinator's to say (a job's
             // `consistency`, or a relay sender's); a bare sync says nothing.
             consistency: None,
+            fence: None,
         }
     }
 }
@@ -523,7 +529,7 @@ fn run_sync(a: SyncArgs) -> Result<(), Failure> {
         read_mode: a.read.read_mode,
         manifest: a.manifest.clone(),
         force: a.force,
-        pageblob: PageBlobOptions { consistency: a.consistency.clone(), ..a.blob.options() },
+        pageblob: PageBlobOptions { consistency: a.consistency.clone(), fence: a.fence, ..a.blob.options() },
         api_version: a.blob.api_version.clone(),
         retry_for: Some(std::time::Duration::from_secs(a.blob.retry_for)),
         relay: a.relay.options(&a.to)?,

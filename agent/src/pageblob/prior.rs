@@ -48,7 +48,7 @@ impl<S: PageStore> PageBlobSink<S> {
         meta.insert(META_BUILDING.to_owned(), "1".to_owned());
         meta.insert(META_DISK_SIZE.to_owned(), cur.disk_size().to_string());
         meta.insert(META_WRITER.to_owned(), self.lease.id().as_str().to_owned());
-        self.mark_state_place(&mut meta);
+        self.mark_kept(&mut meta);
         if !self.block_on(self.store.create_page_blob_if_absent(&self.blob, total, meta.clone()))? {
             // Another writer created it meanwhile: read it as it is.
             return Ok(None);
@@ -117,6 +117,7 @@ impl<S: PageStore> PageBlobSink<S> {
             return Err(dest_err(anyhow!("{} was deleted while this sync took its lease", self.describe)));
         };
         self.prior_size = Some(props.size);
+        self.check_fence(&props.metadata)?;
         self.metadata = props.metadata.clone();
         let meta_u64 = |k: &str| props.metadata.get(k).and_then(|v| v.parse::<u64>().ok());
         let ours = !foreign(&props);

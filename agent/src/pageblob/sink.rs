@@ -54,6 +54,10 @@ pub(super) const META_DISK_SIZE: &str = "diskferry_disk_size";
 pub(super) const META_CONSISTENCY: &str = "diskferry_consistency";
 /// Where the state lives when not beside the blob (`--state-url`, no SAS).
 pub(super) const META_STATE: &str = "diskferry_state";
+/// The highest fencing number of the runs that wrote this blob: a run whose
+/// number is lower (its coordinator lost its lease to a newer one) is
+/// refused (DESIGN.md, "Coordinator state").
+pub(super) const META_FENCE: &str = "diskferry_fence";
 /// The longest state place recorded there: with the other keys (under 300
 /// bytes) well inside the 8 KiB a blob's metadata may hold.
 const MAX_STATE_PLACE: usize = 1024;
@@ -81,6 +85,9 @@ pub struct PageBlobOptions {
     /// What each recovery point holds (`crash`, `application`, `filesystem`,
     /// `stopped`, `per-disk`), recorded in its snapshot's metadata.
     pub consistency: Option<String>,
+    /// The run's fencing number (its coordinator's lease on the replica):
+    /// a lower one than the blob's is refused; a higher one is recorded.
+    pub fence: Option<u64>,
 }
 
 impl Default for PageBlobOptions {
@@ -96,6 +103,7 @@ impl Default for PageBlobOptions {
             lease: LeaseOptions::default(),
             state: None,
             consistency: None,
+            fence: None,
         }
     }
 }
@@ -293,9 +301,30 @@ impl<S: PageStore> PageBlobSink<S> {
     }
 
     /// Record in `meta` where the state lives, when not beside the blob.
-    pub(super) fn mark_state_place(&self, meta: &mut HashMap<String, String>) {
+    /// What every metadata write carries on: where the state lives, and
+    /// the highest fencing number seen (this run's, or the blob's own).
+    pub(super) fn mark_kept(&self, meta: &mut HashMap<String, String>) {
         if let Some(place) = self.state_place() {
             meta.insert(META_STATE.to_owned(), place);
+        }
+        let had = self.metadata.get(META_FENCE).and_then(|v| v.parse::<u64>().ok());
+        if let Some(f) = self.opts.fence.max(had) {
+            meta.insert(META_FENCE.to_owned(), f.to_string());
+        }
+    }
+
+    /// Refuse a run whose fencing number is below the blob's: a newer run
+    /// of the same replica has written here since its coordinator lost
+    /// the lease, and this one must not publish over it.
+    pub(super) fn check_fence(&self, meta: &HashMap<String, String>) -> Result<(), Failure> {
+        let theirs = meta.get(META_FENCE).and_then(|v| v.parse::<u64>().ok());
+        match (self.opts.fence, theirs) {
+            (Some(ours), Some(theirs)) if ours < theirs => Err(dest_err(anyhow::anyhow!(
+                "{}: superseded: a newer run (fencing number {theirs}) has written this destination; this run's \
+                 is {ours} (its coordinator lost the replica's lease), so it publishes nothing",
+                self.describe
+            ))),
+            _ => Ok(()),
         }
     }
 
@@ -367,7 +396,7 @@ impl<S: PageStore> Sink for PageBlobSink<S> {
         meta.insert(META_BUILDING.to_owned(), generation.to_string());
         meta.insert(META_DISK_SIZE.to_owned(), cur.disk_size().to_string());
         meta.insert(META_WRITER.to_owned(), self.lease.id().as_str().to_owned());
-        self.mark_state_place(&mut meta);
+        self.mark_kept(&mut meta);
         let base = match prior {
             Prior::Previous { .. } => {
                 for k in [META_GENERATION, META_MANIFEST] {
@@ -568,6 +597,13 @@ impl<S: PageStore> Sink for PageBlobSink<S> {
         let digest = Digest::of(&encoded);
         let store = self.store.clone();
         let blob = self.blob.clone();
+        // The fence once more before anything of G is published (its
+        // manifest's name is G's, which a newer run may have used too).
+        if self.opts.fence.is_some() {
+            if let Some(p) = self.block_on(store.properties(&blob))? {
+                self.check_fence(&p.metadata)?;
+            }
+        }
         // Publish the manifest while the recovery point index is read.
         let (pname, mname) = (self.points_name(), manifest_name(&blob, g));
         let (_, index) = self.block_on(async {
@@ -581,7 +617,7 @@ impl<S: PageStore> Sink for PageBlobSink<S> {
         if let Some(c) = &self.opts.consistency {
             meta.insert(META_CONSISTENCY.to_owned(), c.clone());
         }
-        self.mark_state_place(&mut meta);
+        self.mark_kept(&mut meta);
         let lease = self.lease.clone();
         let l = Some(lease.id());
         self.block_on(lease.guarded(store.as_ref(), &blob, || store.set_metadata(&blob, meta.clone(), l)))?;

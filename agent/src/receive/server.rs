@@ -385,6 +385,7 @@ async fn open(state: &Arc<State>, disk: String, b: &[u8], grant: &Grant) -> Resu
         }
         opts.pageblob.consistency = Some(c.clone());
     }
+    opts.pageblob.fence = req.fence;
     let open_sink_fn = move || open_sink(&target, &opts);
     let (s, prior) =
         Session::open(id.clone(), disk, open_sink_fn, req.source_id, geometry, state.metrics.clone()).await?;

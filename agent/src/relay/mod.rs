@@ -60,6 +60,10 @@ pub struct OpenRequest {
     /// each recovery point (absent from senders that do not say).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub consistency: Option<String>,
+    /// The sender's run's fencing number, for the receiver's page blob to
+    /// check and record (absent from senders that have none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fence: Option<u64>,
 }
 
 /// Begin a generation.

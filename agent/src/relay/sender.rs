@@ -63,6 +63,7 @@ pub struct RelaySink {
     force: bool,
     /// Told to the receiver at each session's open (`OpenRequest`).
     consistency: Option<String>,
+    fence: Option<u64>,
     pool: rayon::ThreadPool,
     session: Option<String>,
     geometry: Option<Geometry>,
@@ -88,9 +89,11 @@ fn call_failure(addr: &RelayAddress, what: &str, e: CallError) -> Failure {
 }
 
 impl RelaySink {
-    /// Have the receiver record `consistency` in each recovery point.
-    pub fn recording(mut self, consistency: Option<String>) -> Self {
+    /// Have the receiver record `consistency` in each recovery point, and
+    /// check and record the run's fencing number.
+    pub fn recording(mut self, consistency: Option<String>, fence: Option<u64>) -> Self {
         self.consistency = consistency;
+        self.fence = fence;
         self
     }
 
@@ -114,6 +117,7 @@ impl RelaySink {
             level,
             force,
             consistency: None,
+            fence: None,
             pool,
             session: None,
             geometry: None,
@@ -202,6 +206,7 @@ impl Sink for RelaySink {
             chunk_size: cur.chunk_size().get(),
             force: self.force,
             consistency: self.consistency.clone(),
+            fence: self.fence,
         };
         let body = Bytes::from(serde_json::to_vec(&req).map_err(|e| fail(&self.addr, e))?);
         let path = format!("/v1/disks/{}/sessions", self.addr.disk);

@@ -16,6 +16,10 @@
 //! A full sync rebuilds the file from nothing: manifest and journal are
 //! removed first, so a crash in the middle leads to another full sync, never
 //! to trusting a half-written file.
+//!
+//! `PATH.vhd.fence` holds the highest fencing number of the runs that
+//! wrote it: under the file's lock, a sync with a lower one is refused
+//! before it writes and again before it publishes.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
@@ -53,6 +57,9 @@ pub struct FileSink {
     journal: Option<(File, JournalHeader)>,
     chunk: u64,
     force: bool,
+    fence_path: PathBuf,
+    /// This sync's fencing number, if its coordinator holds a lease.
+    fence: Option<u64>,
 }
 
 impl FileSink {
@@ -83,6 +90,8 @@ impl FileSink {
         Ok(Self {
             path: path.to_owned(),
             journal_path: sibling(path, "journal"),
+            fence_path: sibling(path, "fence"),
+            fence: None,
             manifest_path,
             file: None,
             direct: None,
@@ -95,6 +104,32 @@ impl FileSink {
 
     pub fn manifest_path(&self) -> &Path {
         &self.manifest_path
+    }
+
+    /// Check and record the run's fencing number (see the module's header).
+    pub fn fenced(mut self, fence: Option<u64>) -> Self {
+        self.fence = fence;
+        self
+    }
+
+    /// The highest fencing number recorded at the destination.
+    fn recorded_fence(&self) -> Option<u64> {
+        fs::read_to_string(&self.fence_path).ok()?.trim().parse().ok()
+    }
+
+    /// Refuse this sync if a newer run (a higher fencing number) wrote here.
+    fn check_fencing(&self) -> Result<(), Failure> {
+        match (self.fence, self.recorded_fence()) {
+            (Some(ours), Some(theirs)) if ours < theirs => Err(Failure::new(
+                ExitCode::Destination,
+                anyhow!(
+                    "{}: superseded: a newer run (fencing number {theirs}) has written this destination; this \
+                     run's is {ours} (its coordinator lost the replica's lease), so it publishes nothing",
+                    self.path.display()
+                ),
+            )),
+            _ => Ok(()),
+        }
     }
 
     fn file(&self) -> Result<&File, Failure> {
@@ -247,6 +282,7 @@ impl Sink for FileSink {
             Some(f) => f,
             None => self.open_locked()?,
         };
+        self.check_fencing()?;
         let old_footer = Self::read_footer(&file);
         let old_len = file.metadata().with_context(|| ctx("cannot stat")).code(ExitCode::Destination)?.len();
         let rounded = round_up_mib(cur.disk_size());
@@ -255,6 +291,12 @@ impl Sink for FileSink {
             Failure::new(ExitCode::Destination, anyhow!("{what} {}: {e}", self.path.display()))
         };
         self.chunk = cur.chunk_size().get();
+        if self.fence > self.recorded_fence() {
+            // Recorded before the first write: an older run that takes the
+            // lock after this one is refused even if this one dies.
+            write_atomically(&self.fence_path, self.fence.unwrap_or(0).to_string().as_bytes())
+                .map_err(|e| io(e, "cannot record the fencing number of"))?;
+        }
 
         match prior {
             Prior::Fresh { .. } | Prior::Untrusted { .. } | Prior::Partial { .. } => {
@@ -361,6 +403,7 @@ impl Sink for FileSink {
     }
 
     fn commit(&mut self, manifest: &Manifest) -> Result<(), Failure> {
+        self.check_fencing()?;
         let file = self.file()?;
         file.sync_data()
             .with_context(|| format!("cannot flush {}", self.path.display()))

@@ -271,7 +271,10 @@ fn failover_one(
     let drill = expires.is_some();
     // A run still going would sync on after the failover: wait for it.
     if !drill {
-        if let Some(run) = store.runs(&r.name, 5)?.into_iter().find(|x| x.status == status::RUNNING && owner::alive(x))
+        if let Some(run) = store
+            .runs(&r.name, 5)?
+            .into_iter()
+            .find(|x| x.status == status::RUNNING && owner::run_alive(store, x).unwrap_or(false))
         {
             return Err(crate::error::CoordError::Busy {
                 replica: r.name.clone(),

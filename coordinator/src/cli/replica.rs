@@ -203,8 +203,10 @@ fn show(env: &Env, a: NameArgs) -> Result<(), Failure> {
 fn delete(env: &Env, a: NameArgs) -> Result<(), Failure> {
     let mut store = env.store()?;
     let r = store.replica(&a.name)?;
-    if let Some(run) =
-        store.runs(&r.name, 1)?.into_iter().find(|x| x.status == status::RUNNING && crate::owner::alive(x))
+    if let Some(run) = store
+        .runs(&r.name, 1)?
+        .into_iter()
+        .find(|x| x.status == status::RUNNING && crate::owner::run_alive(&store, x).unwrap_or(false))
     {
         return Err(CoordError::Busy { replica: r.name, what: "running".into(), run: run.id }.into());
     }
@@ -286,12 +288,13 @@ pub fn run_once_as(
     quiet: bool,
     adjust: impl FnOnce(&mut Replica),
 ) -> Result<(Run, Vec<RunDisk>), Failure> {
-    let mut store = env.store()?;
+    let store = env.store()?;
     let mut replica = store.replica(name)?;
     adjust(&mut replica);
-    let run = match execute::begin(&mut store, &replica.name, "manual")? {
-        Ok(run) => run,
-        Err(active) => {
+    let run = match execute::begin(&store, &replica.name, "manual", None, env.config.run.lease_secs)? {
+        execute::Begun::Run(run) => *run,
+        execute::Begun::SlotTaken => return Err(anyhow::anyhow!("a manual run has no slot").into()),
+        execute::Begun::Busy(active) => {
             return Err(CoordError::Busy {
                 replica: replica.name,
                 what: format!("already running since {}", time(active.started_at)),
@@ -365,13 +368,18 @@ pub fn runs(env: &Env, a: RunsArgs) -> Result<(), Failure> {
 
 fn print_runs(runs: &[Run]) {
     println!(
-        "  {:<26} {:<9} {:<12} {:<5} {:<20} {:>6} {:>10} {:>10} {:>10} {:>10}",
-        "run", "trigger", "status", "where", "started", "secs", "read", "written", "cleared", "sent"
+        "  {:<26} {:<9} {:<12} {:<5} {:<20} {:>6} {:>10} {:>10} {:>10} {:>10}  {}",
+        "run", "trigger", "status", "where", "started", "secs", "read", "written", "cleared", "sent", "by (fence)"
     );
     for r in runs {
         let secs = r.duration_ms.map_or_else(|| "-".into(), |d| format!("{:.2}", d as f64 / 1000.0));
+        let by = match (&r.daemon, r.fence) {
+            (Some(d), Some(f)) => format!("{d} ({f})"),
+            (Some(d), None) => d.clone(),
+            (None, _) => "-".into(),
+        };
         println!(
-            "  {:<26} {:<9} {:<12} {:<5} {:<20} {:>6} {:>10} {:>10} {:>10} {:>10}",
+            "  {:<26} {:<9} {:<12} {:<5} {:<20} {:>6} {:>10} {:>10} {:>10} {:>10}  {by}",
             r.id,
             r.trigger,
             r.status,

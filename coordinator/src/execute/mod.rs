@@ -25,7 +25,7 @@ use crate::config::{Config, Placement};
 use crate::destination::Destination;
 use crate::lifecycle::{Action, Lifecycle, Outcome};
 use crate::owner;
-use crate::store::{resource_state, status, Replica, Resource, Run, RunDisk, Store};
+use crate::store::{resource_state, status, Begin, Replica, Resource, Run, RunDisk, Store};
 
 /// Set by SIGINT/SIGTERM once [`cancel_on_signals`] is called: the run in
 /// progress stops where it is and tears down what it made.
@@ -80,17 +80,76 @@ pub fn new_run(replica: &str, trigger: &str) -> Run {
         placement: None,
         consistency: None,
         consistency_note: None,
+        daemon: Some(owner::identity()),
+        boot: owner::boot_id(),
+        fence: None,
+        slot: None,
     }
 }
 
-/// Record a new run of `replica`, unless one is already running.
-/// `Err(active)` names the run in the way.
-pub fn begin(store: &mut Store, replica: &str, trigger: &str) -> Result<Result<Run, Run>> {
+/// How [`begin`] went.
+#[derive(Debug)]
+pub enum Begun {
+    /// Recorded, under the replica's lease (`run.fence`).
+    Run(Box<Run>),
+    /// Another run of the replica is alive.
+    Busy(Box<Run>),
+    /// The scheduled slot was taken by another daemon.
+    SlotTaken,
+}
+
+/// Record a new run of `replica` under its lease (held `lease_secs` past
+/// each renewal), unless another is alive; for a scheduled fire time,
+/// `slot`, unless another daemon took that slot. A run found dead is
+/// recorded as interrupted; the new run tears down what it left.
+pub fn begin(store: &Store, replica: &str, trigger: &str, slot: Option<i64>, lease_secs: u64) -> Result<Begun> {
     if store.replica(replica)?.failed_over_at.is_some() {
         return Err(crate::error::CoordError::FailedOver(replica.to_owned()).into());
     }
-    let run = new_run(replica, trigger);
-    Ok(store.begin_run(&run, owner::alive)?.map(|()| run))
+    let run = Run { slot, ..new_run(replica, trigger) };
+    let t = now();
+    Ok(match store.begin_run(&run, t + lease_secs as i64, |r, l| owner::alive(r, l, t))? {
+        Begin::Started { fence, took_over } => {
+            for d in &took_over {
+                eprintln!("replica {replica}: run {} was interrupted: {}", d.id, d.error.as_deref().unwrap_or(""));
+            }
+            Begun::Run(Box::new(Run { fence: Some(fence), ..run }))
+        }
+        Begin::Busy(active) => Begun::Busy(active),
+        Begin::SlotTaken => Begun::SlotTaken,
+    })
+}
+
+/// Keep `run`'s lease until `stop`; set `lost` if it is lost (another
+/// coordinator took the replica over, or the database was unreachable
+/// for longer than the lease).
+fn keep_lease(store: &Store, run: &Run, fence: i64, lease_secs: u64, stop: &AtomicBool, lost: &AtomicBool) {
+    let every = Duration::from_millis(lease_secs * 1000 / 4);
+    let mut held_until = now() + lease_secs as i64;
+    loop {
+        let t0 = Instant::now();
+        while t0.elapsed() < every {
+            if stop.load(Ordering::Acquire) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let until = now() + lease_secs as i64;
+        match store.renew_lease(&run.replica, &run.id, fence, until) {
+            Ok(true) => held_until = until,
+            Ok(false) => {
+                eprintln!("replica {}: run {} lost its lease to another coordinator", run.replica, run.id);
+                lost.store(true, Ordering::Release);
+                return;
+            }
+            Err(e) if now() >= held_until => {
+                eprintln!("replica {}: run {} lost its lease (cannot renew: {e:#})", run.replica, run.id);
+                lost.store(true, Ordering::Release);
+                return;
+            }
+            Err(_) => {}
+        }
+    }
 }
 
 /// What a run's caller sees while it goes.
@@ -140,7 +199,29 @@ pub fn execute(
     let mut built = Built::default();
     let deadline = Duration::from_secs(config.run.deadline_secs);
     let expires = now() + config.run.deadline_secs as i64 + 3600;
-    let exec = Exec { cloud, store, replica, run, config, expires };
+    let (stop, lost) = (AtomicBool::new(false), AtomicBool::new(false));
+    let exec = Exec { cloud, store, replica, run, config, expires, lost: &lost };
+    std::thread::scope(|scope| {
+        if let Some(fence) = run.fence {
+            let (stop, lost) = (&stop, &lost);
+            scope.spawn(move || keep_lease(store, run, fence, config.run.lease_secs, stop, lost));
+        }
+        let r = exec.clear_predecessors().and_then(|()| drive(&exec, &mut life, &mut built, deadline, started, obs));
+        stop.store(true, Ordering::Release);
+        r
+    })
+}
+
+/// The lifecycle's loop: each action carried out and reported, to Finish.
+fn drive(
+    exec: &Exec<'_>,
+    life: &mut Lifecycle,
+    built: &mut Built,
+    deadline: Duration,
+    started: Instant,
+    obs: &mut dyn Observer,
+) -> Result<Run> {
+    let (store, run) = (exec.store, exec.run);
     loop {
         let action = life.next();
         store.set_phase(&run.id, action.phase())?;
@@ -157,8 +238,10 @@ pub fn execute(
         );
         let result = if before_teardown && cancelled() {
             Err(anyhow!("cancelled by a signal"))
+        } else if before_teardown && exec.lost() {
+            Err(anyhow!("lost the replica's lease to another coordinator"))
         } else {
-            exec.step(action, &mut built, deadline, obs)
+            exec.step(action, built, deadline, obs)
         };
         if action == Action::Place && built.here && result.is_ok() {
             life.place_here();
@@ -178,9 +261,41 @@ struct Exec<'a> {
     run: &'a Run,
     config: &'a Config,
     expires: i64,
+    /// Set when the run's lease was lost: it goes on to its teardown.
+    lost: &'a AtomicBool,
 }
 
 impl Exec<'_> {
+    fn lost(&self) -> bool {
+        self.lost.load(Ordering::Acquire)
+    }
+
+    /// Tear down what earlier runs of the replica left and no live run
+    /// owns (one whose coordinator died, taken over by this run): workers,
+    /// temporary disks, then snapshots, never a retained one. A delete that
+    /// fails is left to `gc`, and said.
+    fn clear_predecessors(&self) -> Result<()> {
+        let mut left: Vec<Resource> = self
+            .store
+            .live_resources()?
+            .into_iter()
+            .filter(|r| r.replica == self.replica.name && r.run_id != self.run.id)
+            .filter(|r| r.state != resource_state::RETAINED)
+            .collect();
+        left.retain(|r| self.store.run(&r.run_id).is_ok_and(|x| x.status != status::RUNNING));
+        left.sort_by_key(|r| ResourceKind::parse(&r.kind).map_or(u8::MAX, ResourceKind::teardown_rank));
+        for r in left {
+            let Some(kind) = ResourceKind::parse(&r.kind) else { continue };
+            match self.delete(kind, &r.name) {
+                Ok(()) => eprintln!("replica {}: deleted {} {} left by run {}", r.replica, r.kind, r.name, r.run_id),
+                Err(e) => {
+                    eprintln!("replica {}: {} {} of run {} is left for gc: {e:#}", r.replica, r.kind, r.name, r.run_id)
+                }
+            }
+        }
+        Ok(())
+    }
+
     fn step(&self, action: Action, built: &mut Built, deadline: Duration, obs: &mut dyn Observer) -> Result<()> {
         match action {
             Action::ReadVm => {
@@ -292,7 +407,9 @@ impl Exec<'_> {
                 }
                 first
             }
-            Action::Settle { succeeded } => self.settle(built, succeeded),
+            // A run that lost its lease keeps the older snapshots: its
+            // successor may be diffing against them.
+            Action::Settle { succeeded } => self.settle(built, succeeded && !self.lost()),
             Action::Finish { .. } => Ok(()),
         }
     }
@@ -405,6 +522,7 @@ impl Exec<'_> {
             status_blob: None,
             state_url: s.state_url.clone(),
             consistency,
+            fence: self.run.fence.map(|f| f as u64),
             disks: vm
                 .disks
                 .iter()
@@ -442,6 +560,9 @@ impl Exec<'_> {
             }
             if cancelled() {
                 bail!("cancelled by a signal");
+            }
+            if self.lost() {
+                bail!("lost the replica's lease to another coordinator");
             }
             std::thread::sleep(self.cloud.poll_interval());
         }

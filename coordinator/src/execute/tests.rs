@@ -46,7 +46,8 @@ fn cloud() -> FakeCloud {
 }
 
 fn run_once(s: &mut Setup, cloud: &FakeCloud) -> Run {
-    let run = begin(&mut s.store, "web", "manual").unwrap().unwrap();
+    let Begun::Run(run) = begin(&s.store, "web", "manual", None, 60).unwrap() else { panic!("not begun") };
+    let run = *run;
     execute(cloud, &s.store, &s.replica, &run, &s.config, &mut Quiet).unwrap()
 }
 
@@ -237,9 +238,29 @@ fn a_new_run_is_owned_by_this_process_and_a_stale_start_is_not_alive() {
     let start = run.owner_start.unwrap_or_default();
     assert!(start > 0);
     assert_eq!(run.owner_pid, Some(i64::from(std::process::id())));
-    assert!(owner::alive(&run));
+    assert!(owner::alive(&run, None, 0), "a run from before leases: its process decides");
     run.owner_start = Some(start + 1);
-    assert!(!owner::alive(&run));
+    assert!(!owner::alive(&run, None, 0));
     run.owner_pid = None;
-    assert!(!owner::alive(&run));
+    assert!(!owner::alive(&run, None, 0));
+    // Under a lease: it must hold the lease, current, and (on this host)
+    // its process must be running.
+    let mut run = Run { fence: Some(3), ..new_run("a", "manual") };
+    let lease = |fence, run_id: &str, expires_at| crate::store::Lease {
+        replica: "a".into(),
+        fence,
+        holder: run.daemon.clone(),
+        run_id: Some(run_id.into()),
+        expires_at,
+    };
+    assert!(owner::alive(&run, Some(&lease(3, &run.id, 100)), 99));
+    assert!(!owner::alive(&run, Some(&lease(3, &run.id, 100)), 100), "expired");
+    assert!(!owner::alive(&run, Some(&lease(4, &run.id, 100)), 99), "another fence");
+    assert!(!owner::alive(&run, Some(&lease(3, "other", 100)), 99), "another run's");
+    assert!(!owner::alive(&run, None, 99));
+    let held = lease(3, &run.id, 100);
+    run.owner_start = Some(start + 1);
+    assert!(!owner::alive(&run, Some(&held), 99), "its process here is gone");
+    run.boot = Some("another-host".into());
+    assert!(owner::alive(&run, Some(&held), 99), "elsewhere, the lease decides");
 }

@@ -17,10 +17,12 @@ use anyhow::{anyhow, bail, Context, Result};
 
 mod db;
 mod failovers;
+mod leases;
 mod schema;
 pub use db::Location;
 use db::{args, Conn, Row};
 pub use failovers::Failover;
+pub use leases::{Begin, Lease};
 use schema::MIGRATIONS;
 
 /// A fact a run records once known, exported per replica for its newest run.
@@ -116,6 +118,15 @@ pub struct Run {
     pub consistency: Option<String>,
     /// Why `consistency` is not what the replica asked for, if it is not.
     pub consistency_note: Option<String>,
+    /// Who ran it: `HOST:PID` of its coordinator.
+    pub daemon: Option<String>,
+    /// The boot of the host it ran on (`/proc/sys/kernel/random/boot_id`):
+    /// there, its process is checked directly.
+    pub boot: Option<String>,
+    /// Its fencing number (its lease on the replica), once begun.
+    pub fence: Option<i64>,
+    /// The scheduled fire time it is for (epoch seconds), if scheduled.
+    pub slot: Option<i64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -254,28 +265,9 @@ impl Store {
 
     // ---- runs ----
 
-    /// Start a run unless one of the same replica is still running and its
-    /// owner is alive (`alive` decides). Atomic across processes.
-    pub fn begin_run(&mut self, run: &Run, alive: impl Fn(&Run) -> bool) -> Result<Result<(), Run>> {
-        self.c().transaction(|tx| {
-            tx.lock(&format!("replica:{}", run.replica))?;
-            let all = rows(
-                tx.query(
-                    &format!("{RUN_SELECT} WHERE replica = ?1 AND status = ?2"),
-                    args![&run.replica, status::RUNNING],
-                )?,
-                run_row,
-            )?;
-            if let Some(a) = all.into_iter().find(|r| alive(r)) {
-                return Ok(Err(a));
-            }
-            insert_run(tx, run)?;
-            Ok(Ok(()))
-        })
-    }
-
-    /// Record a run row as is (used for skipped triggers).
-    pub fn insert_run(&self, run: &Run) -> Result<()> {
+    /// Record a run row as is (used for skipped triggers); false if its
+    /// scheduled slot was recorded already (by another daemon).
+    pub fn insert_run(&self, run: &Run) -> Result<bool> {
         insert_run(&mut self.c(), run)
     }
 
@@ -352,11 +344,16 @@ impl Store {
         duration_ms: Option<i64>,
         error: Option<&str>,
     ) -> Result<()> {
-        self.c().execute(
-            "UPDATE runs SET status = ?2, finished_at = ?3, duration_ms = ?4, error = ?5, phase = 'done' WHERE id = ?1",
-            args![run_id, status, finished_at, duration_ms, error],
-        )?;
-        Ok(())
+        self.c().transaction(|tx| {
+            tx.execute(
+                "UPDATE runs SET status = ?2, finished_at = ?3, duration_ms = ?4, error = ?5, phase = 'done' WHERE id = ?1",
+                args![run_id, status, finished_at, duration_ms, error],
+            )?;
+            // Its lease goes back at once: the next run need not wait for it
+            // to expire.
+            tx.execute("UPDATE leases SET holder = NULL, run_id = NULL, expires_at = 0 WHERE run_id = ?1", args![run_id])?;
+            Ok(())
+        })
     }
 
     /// Record one disk's result at one destination. The source was read once
@@ -558,15 +555,18 @@ const REPLICA_SELECT: &str = "SELECT name, vm, destinations, schedule, keep_poin
 stop_source, consistency, failed_over_at FROM replicas";
 const RUN_SELECT: &str = "SELECT id, replica, trigger_kind, status, phase, started_at, finished_at, duration_ms, \
 owner_pid, owner_start, bytes_read, bytes_sent, bytes_zero, bytes_unchanged, bytes_written, bytes_cleared, error, \
-worker, placement, consistency, consistency_note FROM runs";
+worker, placement, consistency, consistency_note, daemon, boot, fence, slot FROM runs";
 const DISK_SELECT: &str = "SELECT run_id, disk, destination, generation, full_sync, full_sync_reason, bytes_read, \
 bytes_sent, bytes_zero, bytes_unchanged, bytes_written, bytes_cleared FROM run_disks";
 const RES_SELECT: &str = "SELECT name, run_id, replica, kind, disk, state, created_at, expires_at FROM resources";
 
-fn insert_run(conn: &mut Conn, run: &Run) -> Result<()> {
-    conn.execute(
+/// Record `run`; a second run or skip for the same scheduled slot is not
+/// recorded (false).
+fn insert_run(conn: &mut Conn, run: &Run) -> Result<bool> {
+    let n = conn.execute(
         "INSERT INTO runs (id, replica, trigger_kind, status, phase, started_at, finished_at, duration_ms, owner_pid,
-         owner_start, error) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+         owner_start, error, daemon, boot, fence, slot) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12,
+         ?13, ?14, ?15) ON CONFLICT DO NOTHING",
         args![
             &run.id,
             &run.replica,
@@ -578,10 +578,14 @@ fn insert_run(conn: &mut Conn, run: &Run) -> Result<()> {
             run.duration_ms,
             run.owner_pid,
             run.owner_start,
-            &run.error
+            &run.error,
+            &run.daemon,
+            &run.boot,
+            run.fence,
+            run.slot
         ],
     )?;
-    Ok(())
+    Ok(n == 1)
 }
 
 fn replica_row(r: &Row) -> Result<Replica> {
@@ -626,6 +630,10 @@ fn run_row(r: &Row) -> Result<Run> {
         placement: r.get(18)?,
         consistency: r.get(19)?,
         consistency_note: r.get(20)?,
+        daemon: r.get(21)?,
+        boot: r.get(22)?,
+        fence: r.get(23)?,
+        slot: r.get(24)?,
     })
 }
 

@@ -103,4 +103,22 @@ pub(super) const MIGRATIONS: &[&str] = &[
         expires_at BIGINT,
         cleaned_at BIGINT
     );",
+    // Several coordinators on one database (issue 20): a replica's run is
+    // held under a lease with an expiry and a fencing number that only
+    // grows; a run records who ran it (`daemon`: HOST:PID), on which boot
+    // of which host (a process there is checked directly), its fencing
+    // number, and the scheduled fire time it is for (`slot`: one run or
+    // skip per slot, whichever daemon took it).
+    "CREATE TABLE leases (
+        replica TEXT PRIMARY KEY,
+        fence BIGINT NOT NULL,
+        holder TEXT,
+        run_id TEXT,
+        expires_at BIGINT NOT NULL
+    );
+    ALTER TABLE runs ADD COLUMN daemon TEXT;
+    ALTER TABLE runs ADD COLUMN boot TEXT;
+    ALTER TABLE runs ADD COLUMN fence BIGINT;
+    ALTER TABLE runs ADD COLUMN slot BIGINT;
+    CREATE UNIQUE INDEX runs_by_slot ON runs (replica, slot);",
 ];

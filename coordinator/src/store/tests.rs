@@ -49,6 +49,10 @@ fn run(id: &str, replica: &str) -> Run {
         placement: None,
         consistency: None,
         consistency_note: None,
+        daemon: Some("test:1".into()),
+        boot: None,
+        fence: None,
+        slot: None,
     }
 }
 
@@ -86,13 +90,37 @@ fn one_live_run_per_replica() {
 }
 
 fn one_live_run(at: &Location) {
-    let mut s = Store::connect(at).unwrap();
+    let s = Store::connect(at).unwrap();
     s.insert_replica(&replica("a")).unwrap();
-    assert!(s.begin_run(&run("r1", "a"), |_| true).unwrap().is_ok());
-    let blocked = s.begin_run(&run("r2", "a"), |_| true).unwrap();
-    assert_eq!(blocked.unwrap_err().id, "r1");
-    // A dead owner does not block.
-    assert!(s.begin_run(&run("r3", "a"), |_| false).unwrap().is_ok());
+    let live = |r: &Run, l: Option<&Lease>| l.is_some_and(|l| l.run_id.as_deref() == Some(&r.id) && l.expires_at > 50);
+    assert_eq!(s.begin_run(&run("r1", "a"), 100, live).unwrap(), Begin::Started { fence: 1, took_over: vec![] });
+    assert_eq!(s.run("r1").unwrap().fence, Some(1));
+    match s.begin_run(&run("r2", "a"), 100, live).unwrap() {
+        Begin::Busy(r) => assert_eq!(r.id, "r1"),
+        other => panic!("{other:?}"),
+    }
+    // A lease that lapsed: its run is recorded interrupted, the next one
+    // takes the lease with a higher fencing number.
+    assert!(s.renew_lease("a", "r1", 1, 40).unwrap());
+    match s.begin_run(&run("r3", "a"), 100, live).unwrap() {
+        Begin::Started { fence: 2, took_over } => assert_eq!(took_over[0].id, "r1"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(s.run("r1").unwrap().status, status::INTERRUPTED);
+    assert!(!s.renew_lease("a", "r1", 1, 100).unwrap(), "the old run's lease is gone");
+    assert!(s.renew_lease("a", "r3", 2, 100).unwrap());
+    assert_eq!(s.leases_held(60).unwrap().len(), 1);
+    // Finishing gives the lease back at once.
+    s.finish_run("r3", status::SUCCEEDED, 21, Some(1), None).unwrap();
+    assert_eq!(s.leases_held(0).unwrap(), vec![]);
+    assert_eq!(s.lease("a").unwrap().map(|l| l.fence), Some(2), "the fencing number stays");
+    // A scheduled slot is taken once.
+    let slotted = |id: &str| Run { slot: Some(1000), ..run(id, "a") };
+    assert!(matches!(s.begin_run(&slotted("r4"), 100, live).unwrap(), Begin::Started { fence: 3, .. }));
+    s.finish_run("r4", status::SUCCEEDED, 22, Some(1), None).unwrap();
+    assert_eq!(s.begin_run(&slotted("r5"), 100, live).unwrap(), Begin::SlotTaken);
+    assert!(!s.insert_run(&Run { status: status::SKIPPED.into(), ..slotted("r6") }).unwrap(), "nor skipped twice");
+    // The old test's disk and totals.
     s.record_disk(&RunDisk {
         run_id: "r1".into(),
         disk: "os".into(),
@@ -111,7 +139,48 @@ fn one_live_run(at: &Location) {
     s.finish_run("r1", status::SUCCEEDED, 20, Some(1500), None).unwrap();
     let r = s.run("r1").unwrap();
     assert_eq!((r.bytes_read, r.bytes_sent, r.status.as_str()), (10, 5, "succeeded"));
-    assert_eq!(s.newest_points().unwrap(), vec![("a".to_owned(), 20)]);
+    assert_eq!(s.newest_points().unwrap(), vec![("a".to_owned(), 22)]);
+}
+
+#[test]
+fn coordinators_racing_for_one_slot_start_one_run() {
+    each_backend("slot_race", |at| {
+        Store::connect(at).unwrap().insert_replica(&replica("a")).unwrap();
+        let started: usize = std::thread::scope(|sc| {
+            let hs: Vec<_> = (0..8)
+                .map(|i| {
+                    sc.spawn(move || {
+                        let s = Store::connect(at).unwrap();
+                        let r = Run { slot: Some(7), ..run(&format!("r{i}"), "a") };
+                        usize::from(matches!(s.begin_run(&r, 100, |_, _| true).unwrap(), Begin::Started { .. }))
+                    })
+                })
+                .collect();
+            hs.into_iter().map(|h| h.join().unwrap()).sum()
+        });
+        assert_eq!(started, 1);
+        let s = Store::connect(at).unwrap();
+        assert_eq!(s.runs("a", 100).unwrap().len(), 1);
+        // Unscheduled runs race for the lease: one wins, the others see it busy.
+        s.finish_run(&s.runs("a", 1).unwrap()[0].id, status::SUCCEEDED, 30, None, None).unwrap();
+        let live = |r: &Run, l: Option<&Lease>| l.is_some_and(|l| l.run_id.as_deref() == Some(&r.id));
+        let started: usize = std::thread::scope(|sc| {
+            let hs: Vec<_> = (0..8)
+                .map(|i| {
+                    sc.spawn(move || {
+                        let s = Store::connect(at).unwrap();
+                        usize::from(matches!(
+                            s.begin_run(&run(&format!("m{i}"), "a"), 100, live).unwrap(),
+                            Begin::Started { .. }
+                        ))
+                    })
+                })
+                .collect();
+            hs.into_iter().map(|h| h.join().unwrap()).sum()
+        });
+        assert_eq!(started, 1);
+        assert_eq!(s.lease("a").unwrap().map(|l| l.fence), Some(2));
+    });
 }
 
 #[test]

@@ -113,6 +113,7 @@ mod tests {
             state_url: None,
             // The longest label a run records.
             consistency: Some("application".into()),
+            fence: Some(u64::MAX),
             disks: (0..disks)
                 .map(|i| JobDisk {
                     name: format!("data{i}"),
