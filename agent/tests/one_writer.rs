@@ -166,3 +166,76 @@ fn a_killed_writers_lease_lapses_and_the_rerun_resumes() {
     let v: serde_json::Value = serde_json::from_slice(&v.stdout).unwrap();
     assert_eq!(v["identical"], true, "{v}");
 }
+
+/// The exit code and stderr of a finished sync.
+fn outcome(child: Child) -> (Option<i32>, String) {
+    let out = child.wait_with_output().unwrap();
+    (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+#[test]
+fn a_stale_writer_of_a_lost_lease_cannot_publish_after_its_successor() {
+    // A coordinator lost its lease on the replica (fencing number 5) while
+    // its worker was writing; the successor's worker (6) took over. The
+    // stale worker, stopped while its blob lease lapsed, wakes after the
+    // successor committed: storage refuses it, and the points stay whole.
+    let d = tempfile::tempdir().unwrap();
+    let big = |name: &str, seed: u64| {
+        let p = d.path().join(name);
+        let extents: Vec<(u64, u64, u64)> = (0..64).map(|i| (i * 4 * MIB, 2 * MIB, seed * 1000 + i)).collect();
+        make_image(&p, 256 * MIB, &extents);
+        p
+    };
+    let (v1, stale_src, new_src) = (big("v1.img", 1), big("stale.img", 2), big("new.img", 3));
+    let dest = azurite::url(azurite::endpoint(), &azurite::container("fenced"), "d.vhd");
+    let id = ["--source-id", "vm/os"];
+    ok(&v1, &dest, &[&id[..], &["--fence", "5"]].concat());
+    // Paced so that it is still writing when it is stopped.
+    let slow = ["--fence", "5", "--lease-secs", "15", "--read-limit", "16MiB"];
+    let mut stale = spawn(&stale_src, &dest, &[&id[..], &slow].concat());
+    std::thread::sleep(Duration::from_millis(1500));
+    if stale.try_wait().unwrap().is_some() {
+        panic!("the stale sync ended before it could be stopped: {:?}", outcome(stale));
+    }
+    // SAFETY: kill(2) on our own child's pid; no memory is touched.
+    unsafe { libc::kill(stale.id() as i32, libc::SIGSTOP) };
+    // The successor waits out the stopped writer's lease, then syncs.
+    let (code, err) = outcome(spawn(&new_src, &dest, &[&id[..], &["--fence", "6", "--lease-wait", "40"]].concat()));
+    assert_eq!(code, Some(0), "{err}");
+    let after_successor = points(&dest);
+    // SAFETY: as above.
+    unsafe { libc::kill(stale.id() as i32, libc::SIGCONT) };
+    let (code, err) = outcome(stale);
+    assert_eq!(code, Some(4), "the stale writer must be refused: {err}");
+    eprintln!("the stale writer, woken: {}", err.trim());
+    assert_eq!(points(&dest), after_successor, "the stale writer changed the recovery points: {err}");
+    let newest = after_successor.last().unwrap().0;
+    assert_eq!(point_bytes(&dest, newest, d.path()), std::fs::read(&new_src).unwrap()[..DISK as usize]);
+    // A stale worker that only starts now is refused by the fence itself,
+    // before it writes: one line, exit 4, nothing changed.
+    let (code, err) = outcome(spawn(&stale_src, &dest, &[&id[..], &["--fence", "5"]].concat()));
+    assert_eq!(code, Some(4), "{err}");
+    assert!(err.contains("superseded") && err.contains("fencing number 6"), "{err}");
+    assert_eq!(points(&dest), after_successor);
+    let v = agent_env().args(["verify", new_src.to_str().unwrap(), "--against", &dest, "--json"]).output().unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&v.stdout).unwrap();
+    assert_eq!(v["identical"], true, "{v}");
+    // A run of a newer lease goes on from there.
+    ok(&v1, &dest, &[&id[..], &["--fence", "7"]].concat());
+}
+
+#[test]
+fn a_file_destination_refuses_a_lower_fencing_number() {
+    let d = tempfile::tempdir().unwrap();
+    let (a, b) = (source(d.path(), "a.img", 1), source(d.path(), "b.img", 2));
+    let dest = format!("file:{}", d.path().join("d.vhd").display());
+    ok(&a, &dest, &["--fence", "8"]);
+    let before = std::fs::read(d.path().join("d.vhd")).unwrap();
+    let (code, err) = outcome(spawn(&b, &dest, &["--fence", "7"]));
+    assert_eq!(code, Some(4), "{err}");
+    assert!(err.contains("superseded"), "{err}");
+    assert_eq!(std::fs::read(d.path().join("d.vhd")).unwrap(), before, "the refused sync wrote");
+    assert_eq!(std::fs::read_to_string(d.path().join("d.vhd.fence")).unwrap(), "8");
+    ok(&b, &dest, &["--fence", "9"]);
+    assert_eq!(std::fs::read_to_string(d.path().join("d.vhd.fence")).unwrap(), "9");
+}

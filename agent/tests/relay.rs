@@ -586,3 +586,29 @@ fn two_senders_for_one_disk_never_publish_a_mix() {
     eprintln!("6 rounds: {replaced} senders replaced by a newer one, {} points checked", seen.len());
     assert!(!seen.is_empty());
 }
+
+#[test]
+fn the_receiver_checks_and_records_the_senders_fencing_number() {
+    let d = tempfile::tempdir().unwrap();
+    let container = azurite::container("relay-fence");
+    let blob_root = format!("pageblob:{}/{}/{container}", azurite::endpoint(), azurite::ACCOUNT);
+    let env = [("AZURE_STORAGE_CONNECTION_STRING", azurite::connection_string())];
+    let rx = Receiver::start(d.path(), &blob_root, 0, None, &env, &["--create-container"]);
+    let src = d.path().join("a.img");
+    make_image(&src, 8 * MIB, &[(MIB, 2 * MIB, 5)]);
+    let s = src.to_str().unwrap();
+    json(&sender(d.path(), &["sync", s, "--to", &rx.url("d0"), "--fence", "4", "--json"]));
+    // A sender of an older lease is refused by the blob behind the receiver.
+    let old = sender(d.path(), &["sync", s, "--to", &rx.url("d0"), "--fence", "3", "--json"]);
+    let err = String::from_utf8_lossy(&old.stderr);
+    assert_eq!(old.status.code(), Some(4), "{err}");
+    assert!(err.contains("superseded") && err.contains("fencing number 4"), "{err}");
+    // Writing directly with that number is refused too: the receiver recorded it.
+    let direct = agent()
+        .args(["sync", s, "--to", &format!("{blob_root}/d0.vhd"), "--fence", "3"])
+        .env("AZURE_STORAGE_CONNECTION_STRING", azurite::connection_string())
+        .output()
+        .unwrap();
+    assert_eq!(direct.status.code(), Some(4), "{}", String::from_utf8_lossy(&direct.stderr));
+    json(&sender(d.path(), &["sync", s, "--to", &rx.url("d0"), "--fence", "5", "--json"]));
+}
