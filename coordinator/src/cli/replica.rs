@@ -368,8 +368,8 @@ pub fn runs(env: &Env, a: RunsArgs) -> Result<(), Failure> {
 
 fn print_runs(runs: &[Run]) {
     println!(
-        "  {:<26} {:<9} {:<12} {:<5} {:<20} {:>6} {:>10} {:>10} {:>10} {:>10}  {}",
-        "run", "trigger", "status", "where", "started", "secs", "read", "written", "cleared", "sent", "by (fence)"
+        "  {:<26} {:<9} {:<12} {:<5} {:<20} {:>6} {:>10} {:>10} {:>10} {:>10}  by (fence)",
+        "run", "trigger", "status", "where", "started", "secs", "read", "written", "cleared", "sent"
     );
     for r in runs {
         let secs = r.duration_ms.map_or_else(|| "-".into(), |d| format!("{:.2}", d as f64 / 1000.0));
