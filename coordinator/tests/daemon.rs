@@ -1,7 +1,7 @@
 //! The scheduler: a short cron schedule fires runs, a trigger that finds
 //! the previous run still going is skipped and recorded, `/metrics` shows
-//! RPO and counters (checked by promtool), SIGTERM waits for the run in
-//! progress and leaves nothing behind.
+//! RPO and counters (checked by promtool), SIGTERM cancels the run in
+//! progress, which tears down and leaves nothing behind.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -98,7 +98,8 @@ fn schedules_fire_overlaps_are_skipped_and_metrics_tell() {
         String::from_utf8_lossy(&check.stderr)
     );
 
-    // SIGTERM: no new runs, the one in progress finishes, nothing is left.
+    // SIGTERM: no new runs, the one in progress is cancelled and torn down,
+    // nothing is left.
     // SAFETY: kill with a pid of our own child.
     unsafe { libc::kill(daemon.id() as i32, libc::SIGTERM) };
     let status = daemon.wait().unwrap();

@@ -75,6 +75,16 @@ impl Coord {
         Self { dir, state, config, endpoint, env: Vec::new(), db_url }
     }
 
+    /// A coordinator whose state is in PostgreSQL whatever the suite runs on
+    /// (several daemons on one database).
+    pub fn shared(with_azurite: bool) -> Self {
+        let mut c = Self::new(with_azurite);
+        if c.db_url.is_none() {
+            c.db_url = Some(diskferry_testkit::postgres::database("shared"));
+        }
+        c
+    }
+
     /// Run SQL statements on this coordinator's state database, whichever it is.
     pub fn sql(&self, sql: &str) {
         match &self.db_url {
