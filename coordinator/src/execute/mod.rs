@@ -49,8 +49,16 @@ fn cancelled() -> bool {
 
 /// A fresh run id: the time to the millisecond (so ids sort by start) plus
 /// some entropy (pid, nanoseconds) so two coordinators never collide.
+/// Within one process the millisecond only grows: two runs begun in the
+/// same millisecond still sort in the order they began.
 pub fn new_run_id() -> String {
-    let now = chrono::Utc::now();
+    static LAST_MS: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(0);
+    let ms = chrono::Utc::now().timestamp_millis();
+    let ms = match LAST_MS.fetch_max(ms, Ordering::AcqRel) {
+        last if last >= ms => LAST_MS.fetch_add(1, Ordering::AcqRel) + 1,
+        _ => ms,
+    };
+    let now = chrono::DateTime::from_timestamp_millis(ms).unwrap_or_default();
     let salt = (now.timestamp_subsec_nanos() ^ std::process::id().rotate_left(7)) & 0xffff;
     format!("{}-{salt:04x}", now.format("%Y%m%d-%H%M%S%.3f"))
 }

@@ -196,12 +196,20 @@ impl Conn {
     pub fn open(at: &Location) -> Result<Self> {
         match at {
             Location::Sqlite(path) => {
-                let c = rusqlite::Connection::open(path)?;
-                c.busy_timeout(Duration::from_secs(10))?;
-                c.pragma_update(None, "journal_mode", "WAL")?;
-                c.pragma_update(None, "synchronous", "NORMAL")?;
-                c.pragma_update(None, "foreign_keys", "ON")?;
-                Ok(Conn::Sqlite(c))
+                // Switching a new file to WAL takes an exclusive lock that
+                // SQLite's busy handler does not wait for: coordinators
+                // opening a new database at once retry here.
+                let deadline = std::time::Instant::now() + Duration::from_secs(10);
+                loop {
+                    match open_sqlite(path) {
+                        Err(rusqlite::Error::SqliteFailure(e, _))
+                            if e.code == rusqlite::ErrorCode::DatabaseBusy && std::time::Instant::now() < deadline =>
+                        {
+                            std::thread::sleep(Duration::from_millis(20));
+                        }
+                        r => return Ok(Conn::Sqlite(r?)),
+                    }
+                }
             }
             Location::Postgres(url) => {
                 let mut cfg: postgres::Config = url.parse().map_err(|e| anyhow!("not a PostgreSQL URL: {e}"))?;
@@ -296,6 +304,15 @@ impl Conn {
         }
         Ok(())
     }
+}
+
+fn open_sqlite(path: &std::path::Path) -> rusqlite::Result<rusqlite::Connection> {
+    let c = rusqlite::Connection::open(path)?;
+    c.busy_timeout(Duration::from_secs(10))?;
+    c.pragma_update(None, "journal_mode", "WAL")?;
+    c.pragma_update(None, "synchronous", "NORMAL")?;
+    c.pragma_update(None, "foreign_keys", "ON")?;
+    Ok(c)
 }
 
 impl rusqlite::ToSql for Value {
