@@ -24,13 +24,35 @@ pub fn server() -> &'static str {
     static URL: OnceLock<String> = OnceLock::new();
     URL.get_or_init(|| match std::env::var("DISKFERRY_TEST_POSTGRES") {
         Ok(url) if !url.is_empty() => url.trim_end_matches('/').to_owned(),
-        _ => start_private(),
+        _ => start_private("", None),
     })
 }
 
+/// A second private server that speaks TLS only (plain connections are
+/// refused by its pg_hba.conf), with a self-signed certificate for
+/// 127.0.0.1: (a database's URL, the certificate's PEM file).
+pub fn tls_database(dir: &Path) -> (String, PathBuf) {
+    static URL: OnceLock<(String, PathBuf)> = OnceLock::new();
+    let (server, ca) = URL.get_or_init(|| {
+        let (cert, key) = crate::relay::self_signed(dir);
+        let keep = PathBuf::from(format!("/tmp/diskferry-pg-test.{}-ca.pem", std::process::id()));
+        std::fs::copy(&cert, &keep).unwrap();
+        (start_private("-tls", Some((&cert, &key))), keep)
+    });
+    let name = format!("df_tls_{}", N.fetch_add(1, Ordering::Relaxed));
+    let out = Command::new("psql")
+        .args([&format!("{server}/postgres?sslmode=require"), "-v", "ON_ERROR_STOP=1", "-qAtc"])
+        .arg(format!("CREATE DATABASE {name}"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "psql: {}", String::from_utf8_lossy(&out.stderr));
+    (format!("{server}/{name}"), ca.clone())
+}
+
+static N: AtomicUsize = AtomicUsize::new(0);
+
 /// A new, empty database for one test: its URL.
 pub fn database(test: &str) -> String {
-    static N: AtomicUsize = AtomicUsize::new(0);
     let clean: String =
         test.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '_' }).take(30).collect();
     let name = format!("df_{clean}_{}_{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed));
@@ -74,13 +96,15 @@ fn as_pg(cmd: &mut Command) -> &mut Command {
     cmd
 }
 
-fn start_private() -> String {
+/// A private cluster for this process (`suffix` tells two apart), with
+/// TLS only when given a (certificate, key).
+fn start_private(suffix: &str, tls: Option<(&Path, &Path)>) -> String {
     let st = Command::new("bash").arg(repo().join("scripts/postgres.sh")).arg("install").status().unwrap();
     assert!(st.success(), "scripts/postgres.sh install failed");
     let out = Command::new("bash").arg(repo().join("scripts/postgres.sh")).arg("bindir").output().unwrap();
     let bin = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
     remove_orphans();
-    let dir = PathBuf::from(format!("/tmp/diskferry-pg-test.{}", std::process::id()));
+    let dir = PathBuf::from(format!("/tmp/diskferry-pg-test.{}{suffix}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     if let Some((uid, gid)) = run_as() {
@@ -92,6 +116,26 @@ fn start_private() -> String {
         .output()
         .unwrap();
     assert!(out.status.success(), "initdb: {}", String::from_utf8_lossy(&out.stderr));
+    if let Some((cert, key)) = tls {
+        let (c, k) = (data.join("server.crt"), data.join("server.key"));
+        std::fs::copy(cert, &c).unwrap();
+        std::fs::copy(key, &k).unwrap();
+        std::fs::set_permissions(&k, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+        if let Some((uid, gid)) = run_as() {
+            for f in [&c, &k] {
+                std::os::unix::fs::chown(f, Some(uid), Some(gid)).unwrap();
+            }
+        }
+        let conf = data.join("postgresql.conf");
+        let mut text = std::fs::read_to_string(&conf).unwrap();
+        text.push_str("\nssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n");
+        std::fs::write(&conf, text).unwrap();
+        std::fs::write(
+            data.join("pg_hba.conf"),
+            "local all all trust\nhostssl all all 127.0.0.1/32 trust\nhostnossl all all 127.0.0.1/32 reject\n",
+        )
+        .unwrap();
+    }
     let port = free_port();
     let (tx, rx) = mpsc::channel();
     let (bin2, dir2) = (bin.clone(), dir.clone());
@@ -120,9 +164,10 @@ fn start_private() -> String {
     rx.recv().unwrap();
     let url = format!("postgres://diskferry@127.0.0.1:{port}");
     let deadline = Instant::now() + Duration::from_secs(60);
+    let probe = if tls.is_some() { format!("{url}/postgres?sslmode=require") } else { format!("{url}/postgres") };
     loop {
         let ok = Command::new("psql")
-            .args([&format!("{url}/postgres"), "-qAtc", "SELECT 1"])
+            .args([&probe, "-qAtc", "SELECT 1"])
             .stderr(Stdio::null())
             .output()
             .is_ok_and(|o| o.status.success());
@@ -139,9 +184,11 @@ fn remove_orphans() {
     let Ok(entries) = std::fs::read_dir("/tmp") else { return };
     for e in entries.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
-        let Some(pid) = name.strip_prefix("diskferry-pg-test.") else { continue };
+        let Some(rest) = name.strip_prefix("diskferry-pg-test.") else { continue };
+        let pid: String = rest.chars().take_while(char::is_ascii_digit).collect();
         if !Path::new("/proc").join(pid).exists() {
             let _ = std::fs::remove_dir_all(e.path());
+            let _ = std::fs::remove_file(e.path());
         }
     }
 }

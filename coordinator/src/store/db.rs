@@ -217,14 +217,12 @@ impl Conn {
                 if cfg.get_connect_timeout().is_none() {
                     cfg.connect_timeout(Duration::from_secs(10));
                 }
-                if cfg.get_ssl_mode() == postgres::config::SslMode::Require {
-                    bail!(
-                        "sslmode=require: this diskferry speaks to PostgreSQL without TLS; reach the database over \
-                         loopback, a Unix socket or a private network, or drop sslmode"
-                    );
-                }
                 // The error's text names neither the URL nor its password.
-                let client = cfg.connect(postgres::NoTls).map_err(|e| anyhow!("{}", pg_error(&e)))?;
+                let client = match cfg.get_ssl_mode() {
+                    postgres::config::SslMode::Disable => cfg.connect(postgres::NoTls),
+                    _ => cfg.connect(tls()?),
+                };
+                let client = client.map_err(|e| anyhow!("{}{}", pg_error(&e), tls_hint(&e)))?;
                 Ok(Conn::Postgres(Box::new(client)))
             }
         }
@@ -304,6 +302,46 @@ impl Conn {
         }
         Ok(())
     }
+}
+
+/// TLS to PostgreSQL (`sslmode=prefer`, the default, or `require`): the
+/// server's certificate is verified against the system's roots and, if
+/// set, `PGSSLROOTCERT` (a PEM file, libpq's variable), and must name the
+/// host. `sslmode=disable` speaks without TLS (loopback, a Unix socket).
+fn tls() -> Result<tokio_postgres_rustls::MakeRustlsConnect> {
+    use rustls::pki_types::{pem::PemObject, CertificateDer};
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
+    if let Some(ca) = std::env::var_os("PGSSLROOTCERT").filter(|v| !v.is_empty()) {
+        let ca = std::path::PathBuf::from(ca);
+        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&ca)
+            .with_context(|| format!("PGSSLROOTCERT: cannot read {}", ca.display()))?
+            .collect::<Result<_, _>>()
+            .with_context(|| format!("PGSSLROOTCERT: {} is not PEM", ca.display()))?;
+        for c in certs {
+            roots.add(c).with_context(|| format!("PGSSLROOTCERT: {}: bad certificate", ca.display()))?;
+        }
+    }
+    let config =
+        rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
+            .with_safe_default_protocol_versions()
+            .context("TLS versions")?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+    Ok(tokio_postgres_rustls::MakeRustlsConnect::new(config))
+}
+
+/// What to do about a certificate the client could not verify.
+fn tls_hint(e: &postgres::Error) -> &'static str {
+    let mut src: Option<&dyn StdError> = Some(e);
+    while let Some(c) = src {
+        if c.to_string().contains("certificate") {
+            return " (the server's TLS certificate is not trusted: set PGSSLROOTCERT to its CA's PEM file, or \
+                    sslmode=disable in the URL on a network you trust)";
+        }
+        src = c.source();
+    }
+    ""
 }
 
 fn open_sqlite(path: &std::path::Path) -> rusqlite::Result<rusqlite::Connection> {
