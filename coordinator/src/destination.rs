@@ -132,6 +132,14 @@ impl Destination {
         }
     }
 
+    /// A page blob container: does it answer this coordinator's
+    /// credentials? (Get Blob Properties of a blob that need not exist:
+    /// a missing container or a refusal is an error, a missing blob is not.)
+    pub fn probe_container(&self) -> Result<()> {
+        let Destination::PageBlob { base, query } = self else { return Ok(()) };
+        probe(base, query.as_deref())
+    }
+
     /// How the destination is shown: never with its query string.
     pub fn display(&self) -> String {
         match self {
@@ -179,4 +187,19 @@ mod tests {
         }
         assert!(Destination::parse("relay:http://127.0.0.1:7000").is_ok());
     }
+}
+
+/// Get Blob Properties of a probe blob in container `base` (query: a SAS):
+/// Ok when the container answers, whether or not the blob exists.
+pub fn probe(base: &str, query: Option<&str>) -> Result<()> {
+    let url = format!(
+        "{}/diskferry-preflight-probe{}",
+        base.trim_end_matches('/'),
+        query.map(|q| format!("?{q}")).unwrap_or_default()
+    );
+    let addr = diskferry_blob::address::BlobAddress::parse(&url)?;
+    let store = diskferry_blob::connect_source(addr, None, Some(Duration::from_secs(10)))?;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    use diskferry_blob::PageStore;
+    rt.block_on(store.properties("diskferry-preflight-probe")).map(|_| ()).map_err(|e| anyhow!("{e}"))
 }

@@ -8,6 +8,7 @@
 //! - [`cloud`]: the provider trait; [`cloud::local`] is the embedded default.
 //! - [`store`]: SQLite state (replicas, runs, resources), migrations.
 //! - [`gc`]: deletes what dead or finished runs left behind.
+//! - [`preflight`]: what would fail, found before anything is created.
 //! - [`daemon`]: cron schedules, overlap policy, Prometheus metrics.
 //! - [`destination`], [`schedule`], [`config`], [`owner`], [`failpoint`]: small helpers.
 //! - [`cli`]: the `diskferry` command line.
@@ -25,5 +26,6 @@ pub mod failpoint;
 pub mod gc;
 pub mod lifecycle;
 pub mod owner;
+pub mod preflight;
 pub mod schedule;
 pub mod store;

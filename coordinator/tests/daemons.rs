@@ -87,7 +87,9 @@ fn three_daemons_run_each_slot_once_and_take_over_from_a_killed_one() {
     let first_slot = (now() / EVERY + 1) * EVERY;
 
     // Let them work, then kill one while it holds leases (runs in progress).
-    std::thread::sleep(Duration::from_secs(22));
+    // DISKFERRY_SOAK_SECS makes it a longer soak (before and after the kill).
+    let soak: u64 = std::env::var("DISKFERRY_SOAK_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(42);
+    std::thread::sleep(Duration::from_secs(soak / 2 + 1));
     let killed = daemons.remove(0);
     let held_by = |id: &str| -> usize {
         let sql = format!("SELECT count(*) FROM leases WHERE holder = '{id}' AND expires_at > {}", now());
@@ -107,7 +109,7 @@ fn three_daemons_run_each_slot_once_and_take_over_from_a_killed_one() {
     k.wait().unwrap();
     let killed_at = now();
 
-    std::thread::sleep(Duration::from_secs(20));
+    std::thread::sleep(Duration::from_secs(soak / 2));
     let m = scrape(daemons[0].port);
     let last_slot = (now() / EVERY) * EVERY - EVERY;
     let stopped_at = now();

@@ -4,6 +4,7 @@
 //! (`points`, `import`) in [`results`].
 
 mod failover;
+pub mod preflight;
 mod replica;
 mod results;
 
@@ -68,6 +69,9 @@ pub enum Command {
     Drill(failover::DrillCmd),
     /// End a migration: a final run with the source stopped, then a failover of that point.
     Cutover(failover::CutoverArgs),
+    /// Check what a run needs (credentials, permissions, quota, network, storage, the agent, the sources)
+    /// without creating anything; exit 1 on a problem. A replica's first run does this first.
+    Preflight(preflight::PreflightArgs),
     /// Delete temporary resources left by runs that ended or died (keeps the latest snapshot per disk).
     Gc(JsonArg),
     /// Run schedules and serve metrics until SIGTERM.
@@ -122,6 +126,7 @@ pub fn main() -> std::process::ExitCode {
         Command::Drill(c) => failover::drill(&env, c),
         Command::Cutover(a) => failover::cutover(&env, a),
         Command::Gc(a) => gc(&env, a),
+        Command::Preflight(a) => preflight::preflight(&env, a),
         Command::Daemon(a) => {
             crate::daemon::run(&env, a.metrics_addr, std::time::Duration::from_millis(a.tick_ms)).map_err(Failure::from)
         }

@@ -30,6 +30,26 @@ pub struct HostWorkers {
 
 impl HostWorkers {
     /// Workers in folders under `runs` (absolute), running `agent`.
+    /// Does the agent binary run here? Its version line, or why not.
+    pub fn agent_check(&self) -> super::checks::Check {
+        let name = "agent on this host";
+        match std::process::Command::new(&self.agent).arg("--version").output() {
+            Ok(o) if o.status.success() => {
+                super::checks::Check::ok(name, String::from_utf8_lossy(&o.stdout).trim().to_owned())
+            }
+            Ok(o) => super::checks::Check::problem(
+                name,
+                format!("{} --version failed: {}", self.agent.display(), String::from_utf8_lossy(&o.stderr).trim()),
+                "install diskferry-agent beside diskferry, or set `agent` in the config",
+            ),
+            Err(e) => super::checks::Check::problem(
+                name,
+                format!("{} does not run: {e}", self.agent.display()),
+                "install diskferry-agent beside diskferry, or set `agent` in the config",
+            ),
+        }
+    }
+
     pub fn new(runs: PathBuf, agent: PathBuf) -> Self {
         Self { runs, agent, children: Mutex::new(HashMap::new()) }
     }

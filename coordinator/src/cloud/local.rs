@@ -119,6 +119,19 @@ impl Cloud for LocalCloud {
         "local"
     }
 
+    fn preflight(&self, sources: &[super::checks::Source]) -> Vec<super::checks::Check> {
+        use super::checks::Check;
+        let mut out = vec![self.workers.agent_check()];
+        for s in sources {
+            let name = format!("source of {}", s.replica);
+            out.push(match self.read_vm(&s.vm) {
+                Ok(vm) => Check::ok(name, format!("{}: {} disks readable", s.vm, vm.disks.len())),
+                Err(e) => Check::problem(name, format!("{e:#}"), "fix the VM folder's vm.toml and its disk paths"),
+            });
+        }
+        out
+    }
+
     fn read_vm(&self, vm: &str) -> Result<Vm> {
         let (dir, v) = Self::load_vm_file(vm)?;
         let mut disks = Vec::new();

@@ -9,6 +9,7 @@
 //! every delete is idempotent (deleting what is not there succeeds).
 
 pub mod azure;
+pub mod checks;
 #[cfg(test)]
 pub mod fake;
 pub mod host;
@@ -291,6 +292,12 @@ pub trait Cloud: Send + Sync + std::fmt::Debug {
     /// them (then the agent reads everything).
     fn changed_ranges(&self, _previous: &str, _current: &str) -> Result<Option<Vec<[u64; 2]>>> {
         Ok(None)
+    }
+
+    /// Everything that can be checked of this provider and of `sources`
+    /// without creating anything (`diskferry preflight`).
+    fn preflight(&self, _sources: &[checks::Source]) -> Vec<checks::Check> {
+        Vec::new()
     }
 
     /// Whether an agent on this host could read `snapshot` over HTTPS (a

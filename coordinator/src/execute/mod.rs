@@ -214,7 +214,21 @@ pub fn execute(
             let (stop, lost) = (&stop, &lost);
             scope.spawn(move || keep_lease(store, run, fence, config.run.lease_secs, stop, lost));
         }
-        let r = exec.clear_predecessors().and_then(|()| drive(&exec, &mut life, &mut built, deadline, started, obs));
+        let r = match exec.first_run_problems()? {
+            Some(why) => {
+                store.finish_run(
+                    &run.id,
+                    status::FAILED,
+                    now(),
+                    Some(started.elapsed().as_millis() as i64),
+                    Some(&why),
+                )?;
+                store.run(&run.id)
+            }
+            None => {
+                exec.clear_predecessors().and_then(|()| drive(&exec, &mut life, &mut built, deadline, started, obs))
+            }
+        };
         stop.store(true, Ordering::Release);
         r
     })
@@ -276,6 +290,20 @@ struct Exec<'a> {
 impl Exec<'_> {
     fn lost(&self) -> bool {
         self.lost.load(Ordering::Acquire)
+    }
+
+    /// A replica's first run checks first what would fail it
+    /// (`diskferry preflight`): the problems found, if any.
+    fn first_run_problems(&self) -> Result<Option<String>> {
+        let earlier = self.store.runs(&self.replica.name, 2)?.iter().any(|r| r.id != self.run.id);
+        if earlier {
+            return Ok(None);
+        }
+        self.store.set_phase(&self.run.id, "preflight")?;
+        let checks =
+            crate::preflight::run(self.cloud, std::slice::from_ref(self.replica), self.config.storage.create_container);
+        let problems = crate::preflight::summary(&checks);
+        Ok((!problems.is_empty()).then(|| format!("preflight: {problems} (see `diskferry preflight`)")))
     }
 
     /// Tear down what earlier runs of the replica left and no live run

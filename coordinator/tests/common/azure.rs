@@ -20,6 +20,42 @@ pub struct Fixture {
     pub dest: String,
 }
 
+/// A subnet as Subnets - Get answers (virtualNetwork.json; the fields of
+/// SubnetGetWithSharingScope.json), with a NAT gateway or without one.
+pub fn subnet(id: &str, nat: bool) -> Value {
+    let mut props = serde_json::json!({"addressPrefix": "10.0.0.0/24", "defaultOutboundAccess": false,
+                                       "provisioningState": "Succeeded"});
+    if nat {
+        props["natGateway"] = serde_json::json!({"id": format!("/subscriptions/{}/resourceGroups/net/providers/Microsoft.Network/natGateways/nat1", armsim::SUB)});
+    }
+    serde_json::json!({"name": id.rsplit('/').next().unwrap(), "id": id,
+                       "type": "Microsoft.Network/virtualNetworks/subnets", "properties": props})
+}
+
+/// A stand-in agent binary in an Azurite container of its own: its URL
+/// (no SAS: the coordinator's credentials read it) and its SHA-256.
+pub fn upload_agent(test: &str) -> (String, String) {
+    use sha2::{Digest, Sha256};
+    let container = azurite::container(&format!("{test}-agent"));
+    let bytes = format!("#!/bin/sh\necho diskferry-agent for {test}\n").into_bytes();
+    let key = diskferry_blob::sas::AccountKey::new(azurite::ACCOUNT, azurite::KEY);
+    let signer = diskferry_blob::sas::Signer::new(key, &container, true).unwrap();
+    let url =
+        azurite::url(azurite::endpoint(), &container, "diskferry-agent").trim_start_matches("pageblob:").to_owned();
+    let addr = diskferry_blob::address::BlobAddress::parse(&url).unwrap();
+    let store = diskferry_blob::azure::AzureStore::with_credential(
+        addr,
+        diskferry_blob::credential::Credential::Key(Arc::new(signer)),
+        None,
+    );
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    use diskferry_blob::PageStore;
+    rt.block_on(store.create_container()).unwrap();
+    rt.block_on(store.put_block_blob("diskferry-agent", bytes.clone().into())).unwrap();
+    let sum: String = Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect();
+    (url, sum)
+}
+
 impl Fixture {
     pub fn new(test: &str) -> Self {
         let mut coord = Coord::new(true);
@@ -33,6 +69,16 @@ impl Fixture {
         sim.add_vm("prod", "web1", "westeurope", &os, &[(0, &data)]);
         let endpoint = coord.endpoint.clone().unwrap();
         let status = azurite::container(&format!("{test}-status"));
+        // What preflight reads before a first run: the agent blob (a real
+        // one in Azurite, and its SHA-256), the subnet with a NAT gateway.
+        let (agent_url, agent_sha) = upload_agent(test);
+        sim.with(|s| {
+            let id = format!(
+                "/subscriptions/{}/resourceGroups/net/providers/Microsoft.Network/virtualNetworks/v/subnets/workers",
+                armsim::SUB
+            );
+            s.resources.insert(id.to_ascii_lowercase(), subnet(&id, true));
+        });
         std::fs::write(
             &coord.config,
             format!(
@@ -54,8 +100,8 @@ subnet_id = "/subscriptions/{sub}/resourceGroups/net/providers/Microsoft.Network
 identity_id = "/subscriptions/{sub}/resourceGroups/id/providers/Microsoft.ManagedIdentity/userAssignedIdentities/df-worker"
 identity_client_id = "6f1c2e3a-0000-4c1d-9e8f-123456789abc"
 ssh_public_key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIExample ops@example"
-agent_url = "https://acct.blob.core.windows.net/diskferry/diskferry-agent"
-agent_sha256 = "{sha}"
+agent_url = "{agent_url}"
+agent_sha256 = "{agent_sha}"
 status_container = "{endpoint}/{account}/{status}"
 create_status_container = true
 watch_poll_ms = 100
@@ -63,7 +109,6 @@ vm_check_secs = 1
 "#,
                 sub = armsim::SUB,
                 base = sim.base,
-                sha = "ab".repeat(32),
                 account = azurite::ACCOUNT,
             ),
         )

@@ -134,6 +134,13 @@ pub struct SimState {
     pub guest_writes: bool,
     /// The guest's last write (the value at offset 0 of each disk).
     pub guest_counter: u64,
+    /// Actions the caller is not allowed: (scope prefix, lowercase; action),
+    /// listed as `notActions` by Permissions - List for scopes under it
+    /// (every other action is allowed: `actions: ["*"]`).
+    pub denied: Vec<(String, String)>,
+    /// Compute usages by `name.value`: (currentValue, limit); unlisted
+    /// families and `cores` have 0 of 100 vCPUs used.
+    pub usage: BTreeMap<String, (i64, i64)>,
 }
 
 pub struct ArmSim {

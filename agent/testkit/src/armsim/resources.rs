@@ -42,6 +42,39 @@ impl ArmSim {
             }
             return (200, vec![], r.clone());
         }
+        // Permissions - List For Resource Group / For Resource
+        // (Authorization/stable/2022-04-01/authorization-RoleDefinitionsCalls.json,
+        // examples/GetPermissions.json: one entry of actions, notActions,
+        // dataActions, notDataActions, and nextLink).
+        if let Some(scope) = k.strip_suffix("/providers/microsoft.authorization/permissions") {
+            let not: Vec<&str> =
+                s.denied.iter().filter(|(p, _)| scope.starts_with(p.as_str())).map(|(_, a)| a.as_str()).collect();
+            return (
+                200,
+                vec![],
+                json!({"value": [{"actions": ["*"], "notActions": not, "dataActions": [], "notDataActions": []}],
+                       "nextLink": null}),
+            );
+        }
+        // Usage - List (ComputeRP 2024-07-01; the shape of
+        // examples/computeRPCommonExamples/Usage_List_MaximumSet_Gen.json):
+        // unit, currentValue, limit, name {value, localizedValue}.
+        if let Some(loc) = k
+            .strip_prefix(&format!("/subscriptions/{SUB}/providers/microsoft.compute/locations/"))
+            .and_then(|r| r.strip_suffix("/usages"))
+        {
+            let mut names: Vec<String> = skus::families();
+            names.push("cores".into());
+            let value: Vec<Value> = names
+                .iter()
+                .map(|n| {
+                    let (used, limit) = s.usage.get(n).copied().unwrap_or((0, 100));
+                    json!({"unit": "Count", "currentValue": used, "limit": limit,
+                           "name": {"value": n, "localizedValue": format!("{n} vCPUs in {loc}")}})
+                })
+                .collect();
+            return (200, vec![], json!({"value": value, "nextLink": null}));
+        }
         // ResourceSkus_List (ListAvailableResourceSkusForARegion.json).
         if k == format!("/subscriptions/{SUB}/providers/microsoft.compute/skus") {
             let filter = target.split(['?', '&']).find_map(|q| q.strip_prefix("$filter=")).unwrap_or_default();

@@ -49,6 +49,9 @@ pub fn vm_skus(location: &str, restricted: &[String]) -> Vec<Value> {
         set("UncachedDiskBytesPerSecond", bps.to_string());
         set("UncachedDiskIOPS", iops.to_string());
         set("CpuArchitectureType", arch.to_owned());
+        // The size's number is its vCPUs (D4s_v5: 4), as Microsoft's tables say.
+        let vcpus: String = name.trim_start_matches("Standard_D").chars().take_while(char::is_ascii_digit).collect();
+        set("vCPUs", vcpus);
         out.push(e);
     }
     for e in &mut out {
@@ -66,6 +69,13 @@ pub fn vm_skus(location: &str, restricted: &[String]) -> Vec<Value> {
         }
     }
     out
+}
+
+/// The quota families of the sizes the simulator offers.
+pub fn families() -> Vec<String> {
+    let mut f: Vec<String> = SIZES.iter().map(|s| s.1.to_owned()).collect();
+    f.dedup();
+    f
 }
 
 /// A capability of a SKU entry, as a string.

@@ -296,6 +296,12 @@ impl Arm {
     }
 
     /// GET a resource; `None` if it does not exist (404).
+    /// A bearer token as the requests get it (for preflight to name whom
+    /// it was issued to; never shown).
+    pub fn token(&self) -> Result<String> {
+        self.token.token()
+    }
+
     pub fn get(&self, path: &str) -> Result<Option<Value>> {
         let r = self.send(Method::GET, path, None)?;
         match r.status {

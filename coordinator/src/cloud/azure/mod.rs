@@ -20,6 +20,7 @@ pub mod diff;
 pub mod here;
 pub mod import;
 pub mod names;
+pub mod preflight;
 pub mod provider;
 pub mod restore_points;
 pub mod settings;

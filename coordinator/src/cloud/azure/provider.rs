@@ -157,6 +157,10 @@ pub(super) fn tag<'a>(v: &'a Value, k: &str) -> Option<&'a str> {
 }
 
 impl Cloud for AzureCloud {
+    fn preflight(&self, sources: &[crate::cloud::checks::Source]) -> Vec<crate::cloud::checks::Check> {
+        self.checks(sources)
+    }
+
     fn provider(&self) -> &'static str {
         "azure"
     }

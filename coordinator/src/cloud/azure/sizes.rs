@@ -29,6 +29,10 @@ pub struct SizeFacts {
     /// Why the subscription cannot use it here, if it cannot
     /// (`NotAvailableForSubscription`, ...).
     pub restricted: Option<String>,
+    /// Its quota family (`standardDSv5Family`): Compute usages count
+    /// vCPUs by it.
+    pub family: Option<String>,
+    pub vcpus: Option<u64>,
 }
 
 impl SizeFacts {
@@ -85,6 +89,8 @@ pub fn parse(page: &Value, location: &str) -> Vec<SizeFacts> {
             premium_io: cap("PremiumIO").is_some_and(|v| v.eq_ignore_ascii_case("true")),
             architecture: cap("CpuArchitectureType").unwrap_or("x64").to_owned(),
             restricted,
+            family: sku["family"].as_str().map(str::to_owned),
+            vcpus: num("vCPUs"),
         });
     }
     out
