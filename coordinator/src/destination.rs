@@ -160,6 +160,21 @@ pub fn is_loopback_url(url: &str) -> bool {
     host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
+/// Get Blob Properties of a probe blob in container `base` (query: a SAS):
+/// Ok when the container answers, whether or not the blob exists.
+pub fn probe(base: &str, query: Option<&str>) -> Result<()> {
+    let url = format!(
+        "{}/diskferry-preflight-probe{}",
+        base.trim_end_matches('/'),
+        query.map(|q| format!("?{q}")).unwrap_or_default()
+    );
+    let addr = diskferry_blob::address::BlobAddress::parse(&url)?;
+    let store = diskferry_blob::connect_source(addr, None, Some(Duration::from_secs(10)))?;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    use diskferry_blob::PageStore;
+    rt.block_on(store.properties("diskferry-preflight-probe")).map(|_| ()).map_err(|e| anyhow!("{e}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -187,19 +202,4 @@ mod tests {
         }
         assert!(Destination::parse("relay:http://127.0.0.1:7000").is_ok());
     }
-}
-
-/// Get Blob Properties of a probe blob in container `base` (query: a SAS):
-/// Ok when the container answers, whether or not the blob exists.
-pub fn probe(base: &str, query: Option<&str>) -> Result<()> {
-    let url = format!(
-        "{}/diskferry-preflight-probe{}",
-        base.trim_end_matches('/'),
-        query.map(|q| format!("?{q}")).unwrap_or_default()
-    );
-    let addr = diskferry_blob::address::BlobAddress::parse(&url)?;
-    let store = diskferry_blob::connect_source(addr, None, Some(Duration::from_secs(10)))?;
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    use diskferry_blob::PageStore;
-    rt.block_on(store.properties("diskferry-preflight-probe")).map(|_| ()).map_err(|e| anyhow!("{e}"))
 }
