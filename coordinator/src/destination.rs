@@ -172,7 +172,7 @@ pub fn probe(base: &str, query: Option<&str>) -> Result<()> {
     let store = diskferry_blob::connect_source(addr, None, Some(Duration::from_secs(10)))?;
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     use diskferry_blob::PageStore;
-    rt.block_on(store.properties("diskferry-preflight-probe")).map(|_| ()).map_err(|e| anyhow!("{e}"))
+    rt.block_on(store.properties("diskferry-preflight-probe")).map(|_| ()).map_err(anyhow::Error::new)
 }
 
 #[cfg(test)]

@@ -50,6 +50,16 @@ fn destination(replica: &str, i: usize, text: &str, create_container: bool) -> C
             Err(e) if create_container && format!("{e:#}").contains("ContainerNotFound") => {
                 Check::ok(name, format!("{} does not exist yet; runs create it (create_container)", d.display()))
             }
+            // The worker writes with its own identity: that this
+            // coordinator's credentials may not read the container says
+            // nothing about the worker's.
+            Err(e) if !format!("{e:#}").contains("ContainerNotFound") && !transport(&e) => Check::unknown(
+                name,
+                format!(
+                    "{}: this coordinator's credentials are refused ({e:#}); the worker's identity may still write it",
+                    d.display()
+                ),
+            ),
             Err(e) => Check::problem(
                 name,
                 format!("{}: {e:#}", d.display()),
@@ -66,6 +76,14 @@ fn destination(replica: &str, i: usize, text: &str, create_container: bool) -> C
             ),
         },
     }
+}
+
+/// Whether the storage error is of the network (no answer at all).
+fn transport(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<diskferry_blob::StoreError>()
+            .is_some_and(|s| s.last_kind() == diskferry_blob::ErrorKind::Transport)
+    })
 }
 
 /// A folder this process may create files in (or whose parent it may
