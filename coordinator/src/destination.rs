@@ -169,7 +169,7 @@ pub fn probe(base: &str, query: Option<&str>) -> Result<()> {
         query.map(|q| format!("?{q}")).unwrap_or_default()
     );
     let addr = diskferry_blob::address::BlobAddress::parse(&url)?;
-    let store = diskferry_blob::connect_source(addr, None, Some(Duration::from_secs(10)))?;
+    let store = diskferry_blob::connect_source(addr, None, Some(Duration::from_secs(3)))?;
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     use diskferry_blob::PageStore;
     rt.block_on(store.properties("diskferry-preflight-probe")).map(|_| ()).map_err(anyhow::Error::new)

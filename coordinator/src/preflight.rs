@@ -45,6 +45,11 @@ fn destination(replica: &str, i: usize, text: &str, create_container: bool) -> C
     };
     match &d {
         Destination::File(dir) => writable(&name, dir),
+        // No TCP answer at all says it fastest.
+        Destination::PageBlob { .. } if d.preflight(replica).is_err() => {
+            let e = d.preflight(replica).err().map(|e| format!("{e:#}")).unwrap_or_default();
+            Check::problem(name, e, "check the destination's host name and this host's route and firewall to it")
+        }
         Destination::PageBlob { .. } => match d.probe_container() {
             Ok(()) => Check::ok(name, format!("{} answers", d.display())),
             Err(e) if create_container && format!("{e:#}").contains("ContainerNotFound") => {

@@ -63,11 +63,21 @@ fn disk_vanishes_after_create() {
     let dest = file_dest(&c);
     let vm = make_vm(c.path(), "v1", &[("os", 8 * MIB, &[(0, MIB)])]);
     c.json(&["replica", "create", "r", "--vm", vm.to_str().unwrap(), "--to", &dest, "--json"]);
+    std::fs::rename(vm.join("os.img"), c.path().join("os.img")).unwrap();
+    // The first run's preflight finds it, before anything is made.
+    let e = fails(&c, &["run", "r", "--quiet"], 1);
+    assert!(e.contains("preflight: source of r") && e.contains("os.img"), "{e}");
+    assert!(c.leftovers().1.is_empty());
+    // A later run (no preflight) fails reading the VM.
+    std::fs::rename(c.path().join("os.img"), vm.join("os.img")).unwrap();
+    c.json(&["run", "r", "--json"]);
     std::fs::remove_file(vm.join("os.img")).unwrap();
     let e = fails(&c, &["run", "r", "--quiet"], 1);
     assert!(e.contains("read-vm") && e.contains("os.img"), "{e}");
     let (runs, snaps) = c.leftovers();
-    assert!(runs.is_empty() && snaps.is_empty(), "{runs:?} {snaps:?}");
+    // The successful run's snapshot is kept for the next diff.
+    let kept: Vec<_> = snaps.iter().filter(|p| p.is_file()).collect();
+    assert!(runs.is_empty() && kept.len() == 1, "{runs:?} {snaps:?}");
     let h = c.json(&["runs", "r", "--json"]);
     assert_eq!(h[0]["run"]["status"], "failed");
 }

@@ -145,11 +145,23 @@ fn an_application_consistent_point_that_fails_falls_back_to_crash_and_says_why()
     let f = Fixture::new("rp-app");
     f.set("restore_point_application_secs", "0");
     f.set("restore_point_crash_secs", "0");
-    f.sim.with(|s| {
-        s.no_vm_agent = true;
-        s.restore_point_every = [0, 0];
-    });
+    f.sim.with(|s| s.restore_point_every = [0, 0]);
     f.create("db", &["--consistency", "application"]);
+    // Without the VM agent, preflight says application consistency cannot
+    // be had, and the first run (which runs preflight) stops there.
+    f.sim.with(|s| s.no_vm_agent = true);
+    let (r, _) = run(&f, "db");
+    assert_eq!(r["run"]["status"], "failed", "{r}");
+    assert!(r["run"]["error"].as_str().unwrap().contains("application consistency of db"), "{r}");
+    // With the VM agent there, a Linux guest without pre/post scripts
+    // gets a file-system-consistent point, and the run records that.
+    f.sim.with(|s| s.no_vm_agent = false);
+    let (r, stderr) = run(&f, "db");
+    assert_eq!(r["run"]["status"], "succeeded", "{r} {stderr}");
+    assert_eq!((r["run"]["consistency"].as_str(), r["run"]["consistency_note"].as_str()), (Some("filesystem"), None));
+    // The agent stops answering: the next application-consistent point
+    // fails, is deleted, and a crash-consistent one is taken; the run says why.
+    f.sim.with(|s| s.no_vm_agent = true);
     let (r, stderr) = run(&f, "db");
     assert_eq!(r["run"]["status"], "succeeded", "{r} {stderr}");
     assert_eq!(r["run"]["consistency"], "crash", "{r}");
@@ -159,20 +171,13 @@ fn an_application_consistent_point_that_fails_falls_back_to_crash_and_says_why()
     // Asked for without a mode (the service's default), then by name.
     let modes: Vec<Value> =
         f.bodies("/restorePoints/df-").iter().map(|b| b["properties"]["consistencyMode"].clone()).collect();
-    assert_eq!(modes, [Value::Null, "CrashConsistent".into()]);
-    assert_eq!(points(&f, "db").len(), 1, "the failed point is gone");
+    assert_eq!(modes, [Value::Null, Value::Null, "CrashConsistent".into()]);
+    assert_eq!(points(&f, "db").len(), 1, "the failed point is gone, the older one replaced");
     f.import_and_compare("db");
-
-    // With the VM agent there, a Linux guest without pre/post scripts
-    // gets a file-system-consistent point, and the run records that.
-    f.sim.with(|s| s.no_vm_agent = false);
-    let (r, stderr) = run(&f, "db");
-    assert_eq!(r["run"]["status"], "succeeded", "{r} {stderr}");
-    assert_eq!((r["run"]["consistency"].as_str(), r["run"]["consistency_note"].as_str()), (Some("filesystem"), None));
     let pts = f.json(&["points", "db", "--json"]);
     let got: Vec<&str> = pts["os"].as_array().unwrap().iter().map(|p| p["consistency"].as_str().unwrap()).collect();
-    assert_eq!(got, ["crash", "filesystem"], "{pts}");
-    assert_eq!(own_record(&f, "db", "os"), ["crash", "filesystem"]);
+    assert_eq!(got, ["filesystem", "crash"], "{pts}");
+    assert_eq!(own_record(&f, "db", "os"), ["filesystem", "crash"]);
 }
 
 #[test]
