@@ -146,6 +146,12 @@ fn each_check_fails_alone_and_preflight_creates_nothing() {
     f.edit(&os, |d| d["properties"]["diskSizeBytes"] = serde_json::json!(9u64 << 40));
     only_problem(&f, &[], "source of web", "8 TiB");
     f.edit(&os, |d| d["properties"]["diskSizeBytes"] = serde_json::json!(40u64 << 20));
+    let vm = common::armsim::vm_id("prod", "web1");
+    f.edit(&vm, |v| v["properties"]["securityProfile"] = serde_json::json!({"securityType": "ConfidentialVM"}));
+    only_problem(&f, &[], "source of web", "confidential VM");
+    f.edit(&vm, |v| {
+        v["properties"].as_object_mut().unwrap().remove("securityProfile");
+    });
     assert_eq!(preflight(&f, &[]).0, Some(0), "healthy again");
     assert_eq!(resources(&f), before, "preflight created or deleted something");
 

@@ -5,7 +5,6 @@
 //! Each test uses its own container, so tests run in parallel.
 
 use std::net::TcpStream;
-use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -55,14 +54,7 @@ fn spawn_node(port: u16, location: Option<&std::path::Path>) -> std::process::Ch
     cmd.args(["--loose", "--skipApiVersionCheck", "--disableTelemetry", "--silent"])
         .stdout(Stdio::null())
         .stderr(Stdio::null());
-    // SAFETY: prctl in the child before exec only sets a flag of the child
-    // itself; no memory of the parent is touched.
-    unsafe {
-        cmd.pre_exec(|| {
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-            Ok(())
-        });
-    }
+    crate::process::die_with_parent(&mut cmd);
     cmd.spawn().expect("node not found")
 }
 

@@ -149,14 +149,7 @@ fn start_private(suffix: &str, tls: Option<(&Path, &Path)>) -> String {
             .args(["-c", "max_connections=300"])
             .stdout(Stdio::null())
             .stderr(Stdio::null());
-        // SAFETY: prctl in the child before exec only sets a flag of the
-        // child itself (after its uid change, which would clear it).
-        unsafe {
-            cmd.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                Ok(())
-            });
-        }
+        crate::process::die_with_parent(&mut cmd);
         let mut child = cmd.spawn().expect("postgres did not start");
         tx.send(()).unwrap();
         let _ = child.wait();

@@ -48,3 +48,18 @@ pub fn kill(child: &mut Child) {
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
+
+/// Have `cmd`'s child killed (SIGKILL) when the thread that spawns it
+/// ends (PR_SET_PDEATHSIG): a server a test starts never outlives it.
+pub fn die_with_parent(cmd: &mut std::process::Command) -> &mut std::process::Command {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: prctl in the child before exec only sets a flag of the child
+    // itself (after a uid change, which would clear it); no memory of the
+    // parent is touched.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        })
+    }
+}

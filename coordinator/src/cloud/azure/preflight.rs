@@ -16,8 +16,10 @@
 //!   private endpoints;
 //! - storage: the status container answers; the agent blob exists and its
 //!   SHA-256 is the config's;
-//! - the sources: each VM is read, its disks fit a page blob (8 TiB), and
-//!   application consistency has the VM agent it needs.
+//! - the sources: each VM is read, its disks fit a page blob (8 TiB), it
+//!   is not a confidential VM (whose guest state import needs), and
+//!   application consistency has the VM agent it needs. (Ultra and Premium
+//!   SSD v2 disks are snapshotted with instant access, always asked for.)
 
 use anyhow::{anyhow, Result};
 use serde_json::Value;
@@ -207,7 +209,17 @@ impl AzureCloud {
                 .filter(|d| d.size > MAX_DISK)
                 .map(|d| format!("{} ({} bytes)", d.name, d.size))
                 .collect();
-            if !too_big.is_empty() {
+            if let Some(t) = vm.security_type.as_deref().filter(|t| t.starts_with("ConfidentialVM")) {
+                out.push(Check::problem(
+                    name.clone(),
+                    format!(
+                        "{} is a confidential VM ({t}): its OS disk needs its VM guest state (ImportSecure), which \
+                         diskferry does not copy, so it could be replicated but never imported or failed over",
+                        vm.name
+                    ),
+                    "replicate its data disks through a replica of another VM, or use Azure Site Recovery for it",
+                ));
+            } else if !too_big.is_empty() {
                 out.push(Check::problem(
                     name.clone(),
                     format!("{} larger than a page blob holds (8 TiB): {}", vm.name, too_big.join(", ")),
