@@ -45,33 +45,36 @@ fn destination(replica: &str, i: usize, text: &str, create_container: bool) -> C
     };
     match &d {
         Destination::File(dir) => writable(&name, dir),
-        // No TCP answer at all says it fastest.
-        Destination::PageBlob { .. } if d.preflight(replica).is_err() => {
-            let e = d.preflight(replica).err().map(|e| format!("{e:#}")).unwrap_or_default();
-            Check::problem(name, e, "check the destination's host name and this host's route and firewall to it")
-        }
-        Destination::PageBlob { .. } => match d.probe_container() {
-            Ok(()) => Check::ok(name, format!("{} answers", d.display())),
-            Err(e) if create_container && format!("{e:#}").contains("ContainerNotFound") => {
-                Check::ok(name, format!("{} does not exist yet; runs create it (create_container)", d.display()))
-            }
-            // The worker writes with its own identity: that this
-            // coordinator's credentials may not read the container says
-            // nothing about the worker's.
-            Err(e) if !format!("{e:#}").contains("ContainerNotFound") && !transport(&e) => Check::unknown(
-                name,
-                format!(
+        Destination::PageBlob { .. } => {
+            match d.preflight(replica).map_err(Tcp).and_then(|()| d.probe_container().map_err(Probe)) {
+                // No TCP answer at all says it fastest.
+                Err(Tcp(e)) => Check::problem(
+                    name,
+                    format!("{e:#}"),
+                    "check the destination's host name and this host's route and firewall to it",
+                ),
+                Ok(()) => Check::ok(name, format!("{} answers", d.display())),
+                Err(Probe(e)) if create_container && format!("{e:#}").contains("ContainerNotFound") => {
+                    Check::ok(name, format!("{} does not exist yet; runs create it (create_container)", d.display()))
+                }
+                // The worker writes with its own identity: that this
+                // coordinator's credentials may not read the container says
+                // nothing about the worker's.
+                Err(Probe(e)) if !format!("{e:#}").contains("ContainerNotFound") && !transport(&e) => Check::unknown(
+                    name,
+                    format!(
                     "{}: this coordinator's credentials are refused ({e:#}); the worker's identity may still write it",
                     d.display()
                 ),
-            ),
-            Err(e) => Check::problem(
-                name,
-                format!("{}: {e:#}", d.display()),
-                "create the container, or give the coordinator's credentials (its environment: \
+                ),
+                Err(Probe(e)) => Check::problem(
+                    name,
+                    format!("{}: {e:#}", d.display()),
+                    "create the container, or give the coordinator's credentials (its environment: \
                  AZURE_STORAGE_CONNECTION_STRING, a SAS, or its managed identity) access to it",
-            ),
-        },
+                ),
+            }
+        }
         Destination::Relay { .. } => match d.preflight(replica) {
             Ok(()) => Check::ok(name, format!("{} listens", d.display())),
             Err(e) => Check::problem(
@@ -82,6 +85,15 @@ fn destination(replica: &str, i: usize, text: &str, create_container: bool) -> C
         },
     }
 }
+
+/// Where a page blob destination's check failed.
+enum Failed {
+    /// No TCP connection to its host.
+    Tcp(anyhow::Error),
+    /// The container probe (Get Blob Properties).
+    Probe(anyhow::Error),
+}
+use Failed::{Probe, Tcp};
 
 /// Whether the storage error is of the network (no answer at all).
 fn transport(e: &anyhow::Error) -> bool {
