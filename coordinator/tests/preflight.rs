@@ -100,6 +100,11 @@ fn each_check_fails_alone_and_preflight_creates_nothing() {
     only_problem(&f, &[], "quota in westeurope", "2 of 100 vCPUs free");
     f.sim.with(|s| {
         s.usage.clear();
+        s.usage.insert("PremiumDiskCount".into(), (49_999, 50_000));
+    });
+    only_problem(&f, &[], "quota in westeurope", "PremiumDiskCount: 1 of 50000 free, a run makes 2");
+    f.sim.with(|s| {
+        s.usage.clear();
         s.restricted_sizes =
             ["Standard_D4s_v5", "Standard_D8s_v5", "Standard_D16s_v5", "Standard_D32s_v5"].map(String::from).to_vec();
     });

@@ -65,10 +65,14 @@ impl ArmSim {
         {
             let mut names: Vec<String> = skus::families();
             names.push("cores".into());
+            // Counts of disks and snapshots, as the service lists them
+            // (the spec names none; limits as a test sets them).
+            names.extend(["PremiumDiskCount", "StandardDiskCount", "StandardSnapshotCount"].map(String::from));
             let value: Vec<Value> = names
                 .iter()
                 .map(|n| {
-                    let (used, limit) = s.usage.get(n).copied().unwrap_or((0, 100));
+                    let standard = if n.ends_with("Count") { 50_000 } else { 100 };
+                    let (used, limit) = s.usage.get(n).copied().unwrap_or((0, standard));
                     json!({"unit": "Count", "currentValue": used, "limit": limit,
                            "name": {"value": n, "localizedValue": format!("{n} vCPUs in {loc}")}})
                 })
