@@ -10,7 +10,7 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
@@ -50,15 +50,9 @@ fn start_daemon(c: &Coord) -> Daemon {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut err = BufReader::new(child.stderr.take().unwrap());
-    let mut line = String::new();
-    while !line.starts_with("daemon ") {
-        line.clear();
-        assert!(err.read_line(&mut line).unwrap() > 0, "the daemon exited");
-    }
+    let line = common::stderr_until(&mut child, "its start line", |l| l.starts_with("daemon "));
     let id = line.split_whitespace().nth(1).unwrap().to_owned();
     assert!(id.ends_with(&format!(":{}", child.id())), "{line}");
-    std::thread::spawn(move || std::io::copy(&mut err, &mut std::io::sink()));
     Daemon { child, port, id }
 }
 

@@ -30,6 +30,23 @@ pub fn make_vm(dir: &Path, name: &str, disks: &[DiskSpec<'_>]) -> PathBuf {
     vm
 }
 
+/// Read `child`'s piped stderr until a line `found` accepts (the child
+/// exiting first fails the test, naming `what`); return that line, and
+/// keep draining the rest so the child never blocks on a full pipe.
+pub fn stderr_until(child: &mut Child, what: &str, found: impl Fn(&str) -> bool) -> String {
+    let mut err = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    loop {
+        line.clear();
+        assert!(err.read_line(&mut line).unwrap() > 0, "diskferry exited before {what}");
+        if found(&line) {
+            break;
+        }
+    }
+    std::thread::spawn(move || std::io::copy(&mut err, &mut std::io::sink()));
+    line
+}
+
 /// One test's coordinator: its own state folder and config.
 pub struct Coord {
     pub dir: tempfile::TempDir,
@@ -146,17 +163,8 @@ impl Coord {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        let mut err = BufReader::new(child.stderr.take().unwrap());
-        let mut line = String::new();
-        loop {
-            line.clear();
-            assert!(err.read_line(&mut line).unwrap() > 0, "diskferry exited before failpoint {point}");
-            if line.contains(&format!("failpoint {point}: paused")) {
-                break;
-            }
-        }
-        // Keep draining stderr so the child never blocks on a full pipe.
-        std::thread::spawn(move || std::io::copy(&mut err, &mut std::io::sink()));
+        let want = format!("failpoint {point}: paused");
+        stderr_until(&mut child, &format!("failpoint {point}"), |l| l.contains(&want));
         child
     }
 
