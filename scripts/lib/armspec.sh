@@ -8,8 +8,8 @@ PY=$("$ROOT/scripts/lib/pysdk.sh")
 VERSION=$("$PY" -c "import importlib.metadata as m; print(m.version('azure-mgmt-compute'))")
 # The bodies the azure provider sends: PUT and PATCH of a VM, a disk and a
 # snapshot, POST beginGetAccess; PUT of a restore point collection and a restore
-# point, PATCH of a collection.
-ROOTS="VirtualMachine VirtualMachineUpdate Disk DiskUpdate Snapshot SnapshotUpdate GrantAccessData RestorePointCollection RestorePointCollectionUpdate RestorePoint"
+# point, PATCH of a collection; PUT of a gallery image version (publish).
+ROOTS="VirtualMachine VirtualMachineUpdate Disk DiskUpdate Snapshot SnapshotUpdate GrantAccessData RestorePointCollection RestorePointCollectionUpdate RestorePoint GalleryImageVersion"
 SUM=$(printf '%s %s' "$ROOTS" "$(cksum < "$ROOT/scripts/lib/armspec.py")" | cksum | cut -d' ' -f1)
 OUT="$CACHE/armspec/azure-mgmt-compute-$VERSION-$SUM.json"
 if [ ! -s "$OUT" ]; then

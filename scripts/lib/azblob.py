@@ -53,8 +53,19 @@ def main():
         b = service(endpoint).get_container_client(container).get_blob_client(blob)
         if not b.exists():
             sys.exit(3)
+        props = b.get_blob_properties()
         with open(path, "wb") as f:
-            b.download_blob(max_concurrency=4).readinto(f)
+            if str(props.blob_type).endswith("PageBlob"):
+                # Only the written pages: the file stays sparse where the blob is.
+                f.truncate(props.size)
+                ranges, _ = b.get_page_ranges()
+                for r in ranges:
+                    for off in range(r["start"], r["end"] + 1, 32 << 20):
+                        n = min(32 << 20, r["end"] + 1 - off)
+                        f.seek(off)
+                        f.write(b.download_blob(offset=off, length=n).readall())
+            else:
+                b.download_blob(max_concurrency=4).readinto(f)
     elif cmd == "upload":
         blob, path = sys.argv[4], sys.argv[5]
         c = service(endpoint).get_container_client(container)

@@ -5,6 +5,7 @@
 
 mod failover;
 pub mod preflight;
+mod publish;
 mod replica;
 mod results;
 
@@ -60,6 +61,9 @@ pub enum Command {
     Points(results::PointsArgs),
     /// Write a recovery point of every disk of a replica to local VHD files, or make Azure managed disks of it.
     Import(results::ImportArgs),
+    /// Publish a recovery point at its destination as an Azure Compute Gallery image version
+    /// (or as managed disks, with --to azure:RG).
+    Publish(publish::PublishArgs),
     /// One-off migration: define a replica, sync it once, import the result.
     Migrate(results::MigrateArgs),
     /// Bring a replica's VM up from a recovery point (a drill with --test), or a plan of replicas in order.
@@ -122,6 +126,7 @@ pub fn main() -> std::process::ExitCode {
         Command::Points(a) => results::points(&env, a),
         Command::Import(a) => results::import(&env, a),
         Command::Migrate(a) => results::migrate(&env, a),
+        Command::Publish(a) => publish::publish(&env, a),
         Command::Failover(a) => failover::failover(&env, a),
         Command::Drill(c) => failover::drill(&env, c),
         Command::Cutover(a) => failover::cutover(&env, a),

@@ -9,7 +9,7 @@ use clap::{Args, Subcommand};
 use super::{human, print_json, time, usage, Env, Failure, JsonArg};
 use crate::clock::now;
 use crate::cloud::local::check_name;
-use crate::cloud::{Consistency, ResourceKind};
+use crate::cloud::{Consistency, ResourceKind, SourceKind, SourceRef};
 use crate::destination::Destination;
 use crate::error::CoordError;
 use crate::execute::{self, Observer};
@@ -18,7 +18,7 @@ use crate::store::{status, Replica, Run, RunDisk};
 
 #[derive(Debug, Subcommand)]
 pub enum ReplicaCmd {
-    /// Define a replica: which VM, where its disks go, when.
+    /// Define a replica: which VM (or disk, snapshot, image), where its disks go, when.
     Create(CreateArgs),
     /// List replicas.
     List(JsonArg),
@@ -29,13 +29,33 @@ pub enum ReplicaCmd {
 }
 
 #[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("source").required(true).args(["vm", "disk", "snapshot", "image"])))]
 pub struct CreateArgs {
     /// Replica name (letters, digits, '-', '_').
     pub name: String,
     /// The source VM: a folder holding vm.toml (local provider), or
     /// RESOURCE_GROUP/NAME or its resource id (azure provider).
     #[arg(long, value_name = "VM")]
-    pub vm: PathBuf,
+    pub vm: Option<PathBuf>,
+    /// Or one managed disk (azure: its resource id; local: an image file or
+    /// block device). Each run snapshots it and reads the snapshot over
+    /// HTTPS, with no worker VM; the snapshot is kept, so the next run
+    /// reads only what changed.
+    #[arg(long, value_name = "ID")]
+    pub disk: Option<String>,
+    /// Or one snapshot (azure: its resource id; local: an image file). A
+    /// run reads a copy of it over HTTPS and deletes the copy.
+    #[arg(long, value_name = "ID")]
+    pub snapshot: Option<String>,
+    /// Or an image (azure: an Azure Compute Gallery image version, or an
+    /// image definition, whose newest version each run reads; local: an
+    /// image file). A run makes a temporary disk of each of its OS and data
+    /// disk images, snapshots it, reads the snapshot over HTTPS and deletes
+    /// both. Each version is synced against the destination's previous
+    /// one, so only what changed between versions is sent; its recovery
+    /// points are named by the version (`diskferry points`).
+    #[arg(long, value_name = "ID")]
+    pub image: Option<String>,
     /// Where the disks go: pageblob:CONTAINER-URL (blob REPLICA/DISK.vhd) or file:FOLDER.
     /// Repeat --to to replicate to several places from one read of each disk.
     #[arg(long, value_name = "DEST", required = true)]
@@ -79,6 +99,11 @@ pub struct NameArgs {
 pub struct RunArgs {
     /// The replica to sync.
     pub replica: String,
+    /// The image version to sync (an image source): on azure, a version of
+    /// the replica's image definition (default: its newest); on the local
+    /// provider, the label its recovery points get.
+    #[arg(long, value_name = "VERSION")]
+    pub version: Option<String>,
     /// Print the finished run as JSON.
     #[arg(long)]
     pub json: bool,
@@ -130,7 +155,12 @@ fn create(env: &Env, a: CreateArgs) -> Result<(), Failure> {
     }
     let dest = shown(&r);
     let disks: Vec<String> = vm.disks.iter().map(|d| format!("{} ({})", d.name, human(d.size))).collect();
-    println!("replica {}: VM {} with disks {} -> {dest}", r.name, vm.name, disks.join(", "));
+    let what = match &vm.version {
+        Some(v) => format!("{} {} (version {v})", vm.source.as_str(), vm.name),
+        None if vm.source == SourceKind::Vm => format!("VM {}", vm.name),
+        None => format!("{} {}", vm.source.as_str(), vm.name),
+    };
+    println!("replica {}: {what} with disks {} -> {dest}", r.name, disks.join(", "));
     Ok(())
 }
 
@@ -148,28 +178,44 @@ pub fn define(env: &Env, a: CreateArgs) -> Result<(Replica, crate::cloud::Vm), F
             Destination::PageBlob { .. } | Destination::Relay { .. } => to.clone(),
         });
     }
-    let vm_ref = if env.config.provider() == "local" {
-        let dir = usage(std::fs::canonicalize(&a.vm).map_err(|e| anyhow!("VM {}: {e}", a.vm.display())))?;
-        dir.display().to_string()
-    } else {
-        a.vm.display().to_string()
+    let (kind, given) = match (&a.vm, &a.disk, &a.snapshot, &a.image) {
+        (Some(vm), ..) => (SourceKind::Vm, vm.display().to_string()),
+        (_, Some(d), ..) => (SourceKind::Disk, d.clone()),
+        (_, _, Some(s), _) => (SourceKind::Snapshot, s.clone()),
+        (.., Some(i)) => (SourceKind::Image, i.clone()),
+        _ => return usage(Err(anyhow!("name the source: --vm, --disk, --snapshot or --image"))),
     };
-    let vm = usage(env.cloud()?.read_vm(&vm_ref))?;
+    // Here a source is a path: stored absolute, so runs find it from anywhere.
+    let id = if env.config.provider() == "local" {
+        let p = usage(std::fs::canonicalize(&given).map_err(|e| anyhow!("{} {given}: {e}", kind.as_str())))?;
+        p.display().to_string()
+    } else {
+        given
+    };
+    let src = SourceRef::new(kind, id);
+    let vm = usage(env.cloud()?.read_source(&src, None))?;
+    if kind != SourceKind::Vm && (a.stop_source || a.consistency.is_some()) {
+        return usage(Err(anyhow!(
+            "--stop-source and --consistency are for a VM source: a {} is read as it is",
+            kind.as_str()
+        )));
+    }
     let r = Replica {
         name: a.name.clone(),
-        vm: vm_ref,
+        vm: src.stored(),
         destinations,
         schedule: a.schedule,
         keep_points: a.keep,
         chunk_size: chunk,
         created_at: now(),
         stop_source: a.stop_source,
-        consistency: a.consistency.unwrap_or(match env.config.provider() {
-            "local" => Consistency::PerDisk,
+        consistency: a.consistency.unwrap_or(match (env.config.provider(), kind) {
+            ("local", _) | (_, SourceKind::Disk | SourceKind::Snapshot | SourceKind::Image) => Consistency::PerDisk,
             _ => Consistency::Crash,
         }),
         failed_over_at: None,
         leave_source_stopped: false,
+        version: None,
     };
     env.store()?.insert_replica(&r)?;
     Ok((r, vm))
@@ -191,7 +237,8 @@ fn show(env: &Env, a: NameArgs) -> Result<(), Failure> {
             snaps.iter().map(|s| serde_json::json!({"disk": s.disk, "name": s.name, "run_id": s.run_id})).collect();
         return print_json(&serde_json::json!({ "replica": r, "runs": runs, "snapshots": snapshots }));
     }
-    println!("replica {}\n  vm          {}\n  destinations {}", r.name, r.vm, shown(&r));
+    let source = SourceRef::parse(&r.vm).map_or_else(|_| r.vm.clone(), |s| s.describe());
+    println!("replica {}\n  source      {source}\n  destinations {}", r.name, shown(&r));
     println!("  schedule    {}\n  keep        {} points", r.schedule.as_deref().unwrap_or("-"), r.keep_points);
     for s in &snaps {
         println!("  snapshot    {} {}", s.disk.as_deref().unwrap_or("?"), s.name);
@@ -258,7 +305,11 @@ impl Observer for Progress {
 }
 
 pub fn run(env: &Env, a: RunArgs) -> Result<(), Failure> {
-    let (done, disks) = run_once(env, &a.replica, a.json || a.quiet)?;
+    if let Some(v) = &a.version {
+        usage(crate::cloud::source::check_version(v))?;
+    }
+    let version = a.version.clone();
+    let (done, disks) = run_once_as(env, &a.replica, a.json || a.quiet, |r| r.version = version)?;
     if a.json {
         print_json(&serde_json::json!({ "run": done, "disks": disks }))?;
     } else {
@@ -333,6 +384,9 @@ fn print_run(r: &Run, disks: &[RunDisk]) {
     if let Some(w) = &r.worker {
         println!("  worker: {w}");
     }
+    if let Some(v) = &r.version {
+        println!("  version: {v}");
+    }
     for d in disks {
         println!(
             "  {:<10} dest {} generation {:<4} {:<12} zero {:>10}  unchanged {:>10}  written {:>10}  cleared {:>10}  \
@@ -349,6 +403,22 @@ fn print_run(r: &Run, disks: &[RunDisk]) {
             human(d.bytes_sent)
         );
     }
+    for (dest, size, sent) in sent_of_size(disks) {
+        let pct = if size == 0 { 0.0 } else { sent as f64 * 100.0 / size as f64 };
+        println!("  dest {}: sent {} of {} ({pct:.2}% of the source's size)", dest + 1, human(sent), human(size));
+    }
+}
+
+/// Per destination: the source's size (its disks' chunks: zero, unchanged,
+/// written and cleared partition each disk) and the bytes sent to it.
+pub fn sent_of_size(disks: &[RunDisk]) -> Vec<(u32, u64, u64)> {
+    let mut by: std::collections::BTreeMap<u32, (u64, u64)> = std::collections::BTreeMap::new();
+    for d in disks {
+        let e = by.entry(d.destination).or_default();
+        e.0 += d.bytes_zero + d.bytes_unchanged + d.bytes_written + d.bytes_cleared;
+        e.1 += d.bytes_sent;
+    }
+    by.into_iter().map(|(k, (size, sent))| (k, size, sent)).collect()
 }
 
 pub fn runs(env: &Env, a: RunsArgs) -> Result<(), Failure> {

@@ -192,18 +192,31 @@ pub fn points(env: &Env, a: PointsArgs) -> Result<(), Failure> {
         for p in pts.iter_mut().filter(|p| p.consistency.is_none()) {
             p.consistency = store.point_consistency(&r.name, &d.disk, a.dest - 1, p.generation)?;
         }
-        all.insert(d.disk.clone(), serde_json::to_value(pts).map_err(anyhow::Error::from)?);
+        // Each point as the destination has it, and the image version its
+        // run read (an image source), as the coordinator recorded it.
+        let mut listed = Vec::new();
+        for p in &pts {
+            let mut v = serde_json::to_value(p).map_err(anyhow::Error::from)?;
+            v["version"] = store.point_version(&r.name, &d.disk, a.dest - 1, p.generation)?.into();
+            listed.push(v);
+        }
+        all.insert(d.disk.clone(), listed.into());
     }
     if a.json {
         return print_json(&all);
     }
     for (disk, pts) in &all {
-        let pts: Vec<Point> = serde_json::from_value(pts.clone()).map_err(anyhow::Error::from)?;
         let gens: Vec<String> = pts
-            .iter()
-            .map(|p| match &p.consistency {
-                Some(c) => format!("{} ({c})", p.generation),
-                None => p.generation.to_string(),
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|p| {
+                let said: Vec<&str> =
+                    [&p["consistency"], &p["version"]].into_iter().filter_map(|x| x.as_str()).collect();
+                match said.is_empty() {
+                    true => p["generation"].to_string(),
+                    false => format!("{} ({})", p["generation"], said.join(", ")),
+                }
             })
             .collect();
         println!("{disk:<12} generations {}", gens.join(", "));
@@ -212,7 +225,7 @@ pub fn points(env: &Env, a: PointsArgs) -> Result<(), Failure> {
 }
 
 #[derive(Debug, serde::Serialize)]
-struct Imported {
+pub(super) struct Imported {
     disk: String,
     generation: u64,
     path: String,
@@ -229,10 +242,15 @@ pub fn import(env: &Env, a: ImportArgs) -> Result<(), Failure> {
             import_replica(env, &store, &r, a.dest, a.point, &to)?
         }
     };
-    if a.json {
+    print_imported(&out, a.json)
+}
+
+/// What an import made, as JSON or a line a disk.
+pub(super) fn print_imported(out: &[Imported], json: bool) -> Result<(), Failure> {
+    if json {
         return print_json(&out);
     }
-    for i in &out {
+    for i in out {
         println!("{}: generation {} -> {}", i.disk, i.generation, i.path);
     }
     Ok(())
@@ -322,7 +340,7 @@ pub(super) fn azure_cloud(env: &Env) -> Result<AzureCloud, Failure> {
 
 /// Managed disks from a recovery point: each disk's point is promoted to a
 /// standalone blob (server side, by the agent), then imported by ARM.
-fn import_azure(
+pub(super) fn import_azure(
     env: &Env,
     cloud: &AzureCloud,
     store: &Store,
@@ -393,7 +411,10 @@ pub fn migrate(env: &Env, a: MigrateArgs) -> Result<(), Failure> {
             env,
             super::replica::CreateArgs {
                 name: name.clone(),
-                vm: a.vm.clone(),
+                vm: Some(a.vm.clone()),
+                disk: None,
+                snapshot: None,
+                image: None,
                 to: a.to.clone(),
                 schedule: None,
                 keep: 1,

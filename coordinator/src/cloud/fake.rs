@@ -49,6 +49,8 @@ impl FakeCloud {
         let vm = Vm {
             id: vm.to_owned(),
             name: vm.to_owned(),
+            source: super::SourceKind::Vm,
+            version: None,
             os_type: "Linux".into(),
             location: "local".into(),
             hyper_v_generation: None,

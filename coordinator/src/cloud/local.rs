@@ -1,7 +1,8 @@
 //! The `local` provider: the whole lifecycle on one machine.
 //!
 //! - A source VM is a folder holding `vm.toml` and its disks (raw images or
-//!   block devices).
+//!   block devices). A disk, snapshot or image source is one raw image
+//!   file or block device (an image's version is the label a run is given).
 //! - A snapshot is a reflink copy (`FICLONE`) where the filesystem can, else
 //!   a sparse copy (holes and zero blocks stay holes), under
 //!   `STATE/snapshots/VM/DISK@RUN.img`.
@@ -21,7 +22,11 @@ use std::process::Command;
 use anyhow::{anyhow, bail, Context, Result};
 
 use super::host::{euid, is_symlink, private_dir, read_dir, remove_file, HostWorkers};
-use super::{Capture, Cloud, Consistency, Found, ResourceKind, RunTags, Taken, Vm, VmDisk, WorkerSpec, WorkerState};
+use super::source::{check_version, plain_name};
+use super::{
+    Capture, Cloud, Consistency, Found, ResourceKind, RunTags, SourceKind, SourceRef, Taken, Vm, VmDisk, WorkerSpec,
+    WorkerState,
+};
 
 /// `vm.toml`: a source VM of the local provider.
 #[derive(Debug, serde::Deserialize)]
@@ -124,7 +129,8 @@ impl Cloud for LocalCloud {
         let mut out = vec![self.workers.agent_check()];
         for s in sources {
             let name = format!("source of {}", s.replica);
-            out.push(match self.read_vm(&s.vm) {
+            let read = SourceRef::parse(&s.vm).and_then(|src| self.read_source(&src, None));
+            out.push(match read {
                 Ok(vm) => Check::ok(name, format!("{}: {} disks readable", s.vm, vm.disks.len())),
                 Err(e) => Check::problem(name, format!("{e:#}"), "fix the VM folder's vm.toml and its disk paths"),
             });
@@ -156,6 +162,8 @@ impl Cloud for LocalCloud {
         Ok(Vm {
             id: dir.display().to_string(),
             name: v.name,
+            source: SourceKind::Vm,
+            version: None,
             os_type: v.os_type,
             location: "local".into(),
             hyper_v_generation: None,
@@ -164,6 +172,55 @@ impl Cloud for LocalCloud {
             os_capabilities: None,
             size: None,
             disks,
+        })
+    }
+
+    fn read_source(&self, src: &SourceRef, version: Option<&str>) -> Result<Vm> {
+        if src.kind == SourceKind::Vm {
+            if version.is_some() {
+                bail!("a VM has no versions: --version is for image sources");
+            }
+            return self.read_vm(&src.id);
+        }
+        if let Some(v) = version {
+            if src.kind != SourceKind::Image {
+                bail!("a {} has no versions: --version is for image sources", src.kind.as_str());
+            }
+            check_version(v)?;
+        }
+        let path = std::fs::canonicalize(&src.id).with_context(|| src.describe())?;
+        let meta = std::fs::metadata(&path)?;
+        if meta.is_dir() {
+            bail!("{}: a folder; a {} source is one image file or block device", path.display(), src.kind.as_str());
+        }
+        let size = File::open(&path)
+            .and_then(|mut f| f.seek(SeekFrom::End(0)))
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        if size == 0 || size % 512 != 0 {
+            bail!("{}: size {size} is not a positive multiple of 512 bytes", path.display());
+        }
+        let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        // An image is a bootable disk: its points import as an OS disk.
+        let disk = if src.kind == SourceKind::Image { "os" } else { "disk" };
+        Ok(Vm {
+            id: path.display().to_string(),
+            name: plain_name(&stem),
+            source: src.kind,
+            version: version.map(str::to_owned),
+            os_type: default_os(),
+            location: "local".into(),
+            hyper_v_generation: None,
+            security_type: None,
+            zone: None,
+            os_capabilities: None,
+            size: None,
+            disks: vec![VmDisk {
+                name: disk.into(),
+                locator: path.display().to_string(),
+                size,
+                sku: None,
+                no_restore_point: None,
+            }],
         })
     }
 

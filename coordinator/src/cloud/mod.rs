@@ -14,6 +14,7 @@ pub mod checks;
 pub mod fake;
 pub mod host;
 pub mod local;
+pub mod source;
 
 use diskferry_core::report::Status;
 use std::time::Duration;
@@ -21,12 +22,23 @@ use std::time::Duration;
 use anyhow::Result;
 use diskferry_core::job::JobSpec;
 
-/// A source VM as the lifecycle needs it.
+pub use source::{SourceKind, SourceRef};
+
+/// A source as the lifecycle needs it: a VM, or a disk, a snapshot or an
+/// image read as a VM of those disks ([`Vm::source`] says which).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Vm {
     /// Where the provider finds it (a folder, a resource id).
     pub id: String,
+    /// Its name; with a disk's name, the source of that disk's recovery
+    /// points (`JobDisk::source_id`): it stays the same across an image's
+    /// versions, so each version is synced against the one before.
     pub name: String,
+    /// What it is.
+    pub source: SourceKind,
+    /// The image version read, for an image (`1.0.1`); each recovery point
+    /// of the run is named by it.
+    pub version: Option<String>,
     pub os_type: String,
     /// Its region (`local` on this machine): snapshots and the worker go there.
     pub location: String,
@@ -52,6 +64,8 @@ impl Vm {
     pub fn facts(&self) -> serde_json::Value {
         serde_json::json!({
             "name": self.name,
+            "source": self.source.as_str(),
+            "version": self.version,
             "os_type": self.os_type,
             "location": self.location,
             "hyper_v_generation": self.hyper_v_generation,
@@ -255,6 +269,17 @@ pub trait Cloud: Send + Sync + std::fmt::Debug {
 
     /// Read the source VM.
     fn read_vm(&self, vm: &str) -> Result<Vm>;
+
+    /// Read a replica's source: a VM, or a disk, a snapshot or an image
+    /// (then `version`, when given, is the image version to read: a label
+    /// where the provider has no versions of its own).
+    fn read_source(&self, src: &SourceRef, version: Option<&str>) -> Result<Vm> {
+        match (src.kind, version) {
+            (SourceKind::Vm, None) => self.read_vm(&src.id),
+            (SourceKind::Vm, Some(_)) => anyhow::bail!("a VM has no versions: --version is for image sources"),
+            (kind, _) => anyhow::bail!("the {} provider cannot read a {} source", self.provider(), kind.as_str()),
+        }
+    }
 
     /// The names the snapshots of `vm`'s disks taken by the run of `tags`,
     /// as `how` asks, will have (one a disk, in order).

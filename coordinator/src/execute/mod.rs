@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context, Result};
 use diskferry_core::job::{JobDisk, JobSpec, RangeHint, JOB_VERSION};
 
-use crate::cloud::{Attach, Capture, Cloud, ResourceKind, RunTags, Vm, VmDisk, WorkerSpec, WorkerState};
+use crate::cloud::{
+    Attach, Capture, Cloud, ResourceKind, RunTags, SourceKind, SourceRef, Vm, VmDisk, WorkerSpec, WorkerState,
+};
 
 /// Hinted ranges are rounded out to this (the agent reads whole chunks anyway).
 const HINT_ALIGN: u64 = 64 * 1024;
@@ -92,6 +94,7 @@ pub fn new_run(replica: &str, trigger: &str) -> Run {
         boot: owner::boot_id(),
         fence: None,
         slot: None,
+        version: None,
     }
 }
 
@@ -338,7 +341,11 @@ impl Exec<'_> {
                 for d in &self.replica.destinations {
                     Destination::parse(d)?.preflight(&self.replica.name)?;
                 }
-                let vm = self.cloud.read_vm(&self.replica.vm)?;
+                let src = SourceRef::parse(&self.replica.vm)?;
+                let vm = self.cloud.read_source(&src, self.replica.version.as_deref())?;
+                if let Some(v) = &vm.version {
+                    self.store.set_version(&self.run.id, v)?;
+                }
                 self.store.set_vm_facts(&self.replica.name, &vm.facts(), now())?;
                 built.vm = Some(vm);
                 Ok(())
@@ -387,7 +394,7 @@ impl Exec<'_> {
                 let vm = built.vm.as_ref().ok_or_else(|| anyhow!("no VM"))?;
                 let per_disk = (HINT_RANGE_BUDGET / vm.disks.len().max(1)).clamp(16, 400);
                 built.hints = vm.disks.iter().zip(&built.snapshots).map(|(d, s)| self.hint(d, s, per_disk)).collect();
-                let (here, why) = self.placement(&built.snapshots, &built.hints)?;
+                let (here, why) = self.placement(vm.source, &built.snapshots, &built.hints)?;
                 built.here = here;
                 built.placed = why;
                 self.store.set_placement(&self.run.id, if here { "here" } else { "vm" })
@@ -445,18 +452,31 @@ impl Exec<'_> {
             }
             // A run that lost its lease keeps the older snapshots: its
             // successor may be diffing against them.
-            Action::Settle { succeeded } => self.settle(built, succeeded && !self.lost()),
+            Action::Settle { succeeded } => {
+                let keeps = built.vm.as_ref().is_none_or(|v| v.source.keeps_snapshots());
+                self.settle(built, succeeded && !self.lost(), keeps)
+            }
             Action::Finish { .. } => Ok(()),
         }
     }
 
-    /// Where the agent runs: here (`true`) or on a worker, and why.
-    fn placement(&self, snapshots: &[String], hints: &[Option<RangeHint>]) -> Result<(bool, String)> {
+    /// Where the agent runs: here (`true`) or on a worker, and why. A
+    /// source that is not a VM is always read here when the provider can
+    /// (`placement` is for VMs): there is no VM whose disks a worker stands
+    /// in for, and an image's next version has no snapshot diff to size the
+    /// read by.
+    fn placement(
+        &self,
+        source: SourceKind,
+        snapshots: &[String],
+        hints: &[Option<RangeHint>],
+    ) -> Result<(bool, String)> {
         let run = &self.config.run;
         let diff: Option<u64> =
             hints.iter().map(|h| h.as_ref().map(|h| h.ranges.iter().map(|r| r[1]).sum::<u64>())).sum();
         let mib = |b: u64| format!("{:.1} MiB", b as f64 / (1 << 20) as f64);
         let here = match (run.placement, diff) {
+            _ if source != SourceKind::Vm => format!("a {} source is read over HTTPS", source.as_str()),
             (Placement::Vm, _) => return Ok((false, String::new())),
             (Placement::Here, _) => "placement here".to_owned(),
             (Placement::Auto, None) => return Ok((false, "auto: no snapshot diff for every disk".into())),
@@ -467,7 +487,11 @@ impl Exec<'_> {
         };
         for s in snapshots {
             if let Some(why) = self.cloud.why_not_here(s)? {
-                eprintln!("note: run {}: not placed here ({here}): {why}", self.run.id);
+                // (A source that is not a VM says it in the run's record
+                // only: on the local provider its worker is on this host.)
+                if source == SourceKind::Vm {
+                    eprintln!("note: run {}: not placed here ({here}): {why}", self.run.id);
+                }
                 return Ok((false, format!("{here}, but {why}")));
             }
         }
@@ -646,15 +670,17 @@ impl Exec<'_> {
     }
 
     /// Keep the latest snapshot per disk: this run's if its disks synced
-    /// (older ones go), else the older ones (this run's go).
-    fn settle(&self, built: &Built, succeeded: bool) -> Result<()> {
+    /// (older ones go), else the older ones (this run's go). A source whose
+    /// snapshots are not kept (`keeps` false: a snapshot's or an image's
+    /// copies) has this run's deleted after a sync too.
+    fn settle(&self, built: &Built, succeeded: bool, keeps: bool) -> Result<()> {
         let mut first: Result<()> = Ok(());
         let mut keep = |r: Result<()>| {
             if first.is_ok() {
                 first = r;
             }
         };
-        if !succeeded {
+        if !succeeded || !keeps {
             for s in &built.snapshots {
                 keep(self.delete(ResourceKind::Snapshot, s));
             }

@@ -34,6 +34,7 @@ fn setup() -> Setup {
         consistency: crate::cloud::Consistency::Crash,
         failed_over_at: None,
         leave_source_stopped: false,
+        version: None,
     };
     store.insert_replica(&replica).unwrap();
     let mut config = Config::default();

@@ -30,6 +30,7 @@ use schema::MIGRATIONS;
 enum RunFact {
     Placement,
     Consistency,
+    Version,
 }
 
 impl RunFact {
@@ -38,6 +39,7 @@ impl RunFact {
         match self {
             RunFact::Placement => "placement",
             RunFact::Consistency => "consistency",
+            RunFact::Version => "version",
         }
     }
 }
@@ -66,7 +68,9 @@ pub mod resource_state {
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Replica {
     pub name: String,
-    /// The source VM: a folder with `vm.toml` (local) or a resource id (azure).
+    /// The source: a VM (a folder with `vm.toml` here, a resource id on
+    /// Azure), or `disk:`, `snapshot:` or `image:` and where it is
+    /// ([`crate::cloud::SourceRef`]).
     pub vm: String,
     /// Where disks go, one or more: `pageblob:CONTAINER-URL` or `file:FOLDER`
     /// (stored as a JSON array).
@@ -86,6 +90,10 @@ pub struct Replica {
     /// source stays deallocated after its snapshots. Never stored.
     #[serde(skip)]
     pub leave_source_stopped: bool,
+    /// This run only: the image version to read (an image source). Never
+    /// stored.
+    #[serde(skip)]
+    pub version: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -127,6 +135,8 @@ pub struct Run {
     pub fence: Option<i64>,
     /// The scheduled fire time it is for (epoch seconds), if scheduled.
     pub slot: Option<i64>,
+    /// The image version it read (an image source), once read.
+    pub version: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -303,15 +313,56 @@ impl Store {
     /// The consistency of the run that made generation `generation` of
     /// `disk` at destination `dest` (0-based), if a run recorded one.
     pub fn point_consistency(&self, replica: &str, disk: &str, dest: u32, generation: u64) -> Result<Option<String>> {
+        self.point_fact(RunFact::Consistency, replica, disk, dest, generation)
+    }
+
+    /// The image version the run that made generation `generation` of
+    /// `disk` at destination `dest` (0-based) read, if it read one.
+    pub fn point_version(&self, replica: &str, disk: &str, dest: u32, generation: u64) -> Result<Option<String>> {
+        self.point_fact(RunFact::Version, replica, disk, dest, generation)
+    }
+
+    /// The generation of `disk` at destination `dest` (0-based) that a
+    /// successful run made of image version `version`, the newest if
+    /// several did.
+    pub fn version_generation(&self, replica: &str, disk: &str, dest: u32, version: &str) -> Result<Option<u64>> {
         match self.c().query_opt(
-            "SELECT r.consistency FROM run_disks d JOIN runs r ON r.id = d.run_id
-             WHERE r.replica = ?1 AND d.disk = ?2 AND d.destination = ?3 AND d.generation = ?4
-             ORDER BY r.started_at DESC LIMIT 1",
+            "SELECT d.generation FROM run_disks d JOIN runs r ON r.id = d.run_id
+             WHERE r.replica = ?1 AND d.disk = ?2 AND d.destination = ?3 AND r.version = ?4 AND r.status = ?5
+             ORDER BY d.generation DESC LIMIT 1",
+            args![replica, disk, dest, version, status::SUCCEEDED],
+        )? {
+            Some(r) => r.get(0),
+            None => Ok(None),
+        }
+    }
+
+    fn point_fact(
+        &self,
+        fact: RunFact,
+        replica: &str,
+        disk: &str,
+        dest: u32,
+        generation: u64,
+    ) -> Result<Option<String>> {
+        let c = fact.column();
+        match self.c().query_opt(
+            &format!(
+                "SELECT r.{c} FROM run_disks d JOIN runs r ON r.id = d.run_id
+                 WHERE r.replica = ?1 AND d.disk = ?2 AND d.destination = ?3 AND d.generation = ?4
+                 ORDER BY r.started_at DESC LIMIT 1"
+            ),
             args![replica, disk, dest, generation],
         )? {
             Some(r) => r.get(0),
             None => Ok(None),
         }
+    }
+
+    /// Record the image version the run reads.
+    pub fn set_version(&self, run_id: &str, version: &str) -> Result<()> {
+        self.c().execute("UPDATE runs SET version = ?2 WHERE id = ?1", args![run_id, version])?;
+        Ok(())
     }
 
     /// Record where the run's agent runs (`vm`, `here`).
@@ -555,7 +606,7 @@ const REPLICA_SELECT: &str = "SELECT name, vm, destinations, schedule, keep_poin
 stop_source, consistency, failed_over_at FROM replicas";
 const RUN_SELECT: &str = "SELECT id, replica, trigger_kind, status, phase, started_at, finished_at, duration_ms, \
 owner_pid, owner_start, bytes_read, bytes_sent, bytes_zero, bytes_unchanged, bytes_written, bytes_cleared, error, \
-worker, placement, consistency, consistency_note, daemon, boot, fence, slot FROM runs";
+worker, placement, consistency, consistency_note, daemon, boot, fence, slot, version FROM runs";
 const DISK_SELECT: &str = "SELECT run_id, disk, destination, generation, full_sync, full_sync_reason, bytes_read, \
 bytes_sent, bytes_zero, bytes_unchanged, bytes_written, bytes_cleared FROM run_disks";
 const RES_SELECT: &str = "SELECT name, run_id, replica, kind, disk, state, created_at, expires_at FROM resources";
@@ -604,6 +655,7 @@ fn replica_row(r: &Row) -> Result<Replica> {
             .ok_or_else(|| anyhow!("replicas.consistency: {consistency:?} is none of crash, application, per-disk"))?,
         failed_over_at: r.get(9)?,
         leave_source_stopped: false,
+        version: None,
     })
 }
 
@@ -634,6 +686,7 @@ fn run_row(r: &Row) -> Result<Run> {
         boot: r.get(22)?,
         fence: r.get(23)?,
         slot: r.get(24)?,
+        version: r.get(25)?,
     })
 }
 

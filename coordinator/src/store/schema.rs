@@ -121,4 +121,7 @@ pub(super) const MIGRATIONS: &[&str] = &[
     ALTER TABLE runs ADD COLUMN fence BIGINT;
     ALTER TABLE runs ADD COLUMN slot BIGINT;
     CREATE UNIQUE INDEX runs_by_slot ON runs (replica, slot);",
+    // Image replication (issue 22): the image version a run read, so each
+    // recovery point is named by it.
+    "ALTER TABLE runs ADD COLUMN version TEXT;",
 ];

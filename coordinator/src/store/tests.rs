@@ -23,6 +23,7 @@ fn replica(name: &str) -> Replica {
         consistency: Consistency::Crash,
         failed_over_at: None,
         leave_source_stopped: false,
+        version: None,
     }
 }
 
@@ -53,6 +54,7 @@ fn run(id: &str, replica: &str) -> Run {
         boot: None,
         fence: None,
         slot: None,
+        version: None,
     }
 }
 
@@ -206,4 +208,51 @@ fn failed_in_a_row(at: &Location) {
     at("7", "b", 2, status::SUCCEEDED);
     let got: Vec<(String, u64)> = s.failed_runs_in_a_row().unwrap();
     assert_eq!(got, [("a".to_owned(), 2)]);
+}
+
+#[test]
+fn points_are_named_by_the_image_version_their_run_read() {
+    each_backend("image_versions", image_versions);
+}
+
+fn image_versions(at: &Location) {
+    let s = Store::connect(at).unwrap();
+    s.insert_replica(&replica("img")).unwrap();
+    let disk = |run: &str, destination: u32, generation: u64| RunDisk {
+        run_id: run.into(),
+        disk: "os".into(),
+        destination,
+        generation,
+        full_sync: false,
+        full_sync_reason: None,
+        bytes_read: 0,
+        bytes_sent: 0,
+        bytes_zero: 0,
+        bytes_unchanged: 0,
+        bytes_written: 0,
+        bytes_cleared: 0,
+    };
+    // 1.0.0 made generation 1 at both destinations; 1.0.1 generation 2 at
+    // the first and 4 at the second (which had others); a failed run of
+    // 1.0.2 made generation 3 at the first only.
+    for (id, t, version, gens, st) in [
+        ("r1", 1, "1.0.0", vec![(0, 1), (1, 1)], status::SUCCEEDED),
+        ("r2", 2, "1.0.1", vec![(0, 2), (1, 4)], status::SUCCEEDED),
+        ("r3", 3, "1.0.2", vec![(0, 3)], status::FAILED),
+    ] {
+        s.insert_run(&Run { started_at: t, ..run(id, "img") }).unwrap();
+        s.set_version(id, version).unwrap();
+        for (d, g) in gens {
+            s.record_disk(&disk(id, d, g)).unwrap();
+        }
+        s.finish_run(id, st, t + 1, Some(1), None).unwrap();
+    }
+    assert_eq!(s.run("r2").unwrap().version.as_deref(), Some("1.0.1"));
+    assert_eq!(s.point_version("img", "os", 1, 4).unwrap().as_deref(), Some("1.0.1"));
+    assert_eq!(s.point_version("img", "os", 0, 1).unwrap().as_deref(), Some("1.0.0"));
+    assert_eq!(s.point_version("img", "os", 1, 2).unwrap(), None, "no run made it");
+    assert_eq!(s.version_generation("img", "os", 1, "1.0.1").unwrap(), Some(4));
+    assert_eq!(s.version_generation("img", "os", 0, "1.0.0").unwrap(), Some(1));
+    assert_eq!(s.version_generation("img", "os", 0, "1.0.2").unwrap(), None, "its run failed");
+    assert_eq!(s.version_generation("img", "data", 0, "1.0.0").unwrap(), None);
 }

@@ -22,7 +22,7 @@ impl ArmSim {
         };
         // The snapshot is taken when the request arrives: copy the bytes now.
         let copy = self.dir.join(format!("snap-{}.img", s.next_op + 1 + s.files.len() as u64));
-        std::fs::copy(&file, &copy).map_err(|e| (500, err("InternalError", &e.to_string())))?;
+        super::dataplane::sparse_copy(&file, &copy).map_err(|e| (500, err("InternalError", &e.to_string())))?;
         let size = std::fs::metadata(&copy).map(|m| m.len()).unwrap_or(0);
         v["properties"]["diskSizeBytes"] = size.into();
         v["properties"]["incrementalSnapshotFamilyId"] = format!("family-{}", key(&src)).into();
@@ -205,7 +205,7 @@ impl ArmSim {
             let name = d["name"].as_str().unwrap_or_default().to_owned();
             let id = format!("{rg}/providers/Microsoft.Compute/disks/{name}");
             let copy = self.dir.join(format!("{name}.img"));
-            std::fs::copy(&file, &copy).map_err(|e| (500, err("InternalError", &e.to_string())))?;
+            super::dataplane::sparse_copy(&file, &copy).map_err(|e| (500, err("InternalError", &e.to_string())))?;
             luns.insert(d["lun"].as_u64().unwrap_or(0), copy.clone());
             s.files.insert(key(&id), copy);
             made.push((id, name, "Microsoft.Compute/disks"));

@@ -29,14 +29,15 @@ impl ArmSim {
         }
     }
 
-    /// The snapshot a signed SAS URL names, as bytes (or the error to answer).
-    fn snapshot_bytes(&self, target: &str) -> Result<Vec<u8>, Reply> {
+    /// The snapshot a signed SAS URL names, opened (or the error to
+    /// answer), and its size. Read by range: a snapshot may be gigabytes.
+    fn snapshot_file(&self, target: &str) -> Result<(std::fs::File, usize), Reply> {
         let s = self.state.lock().unwrap();
         let k = granted(&s, target)?;
-        match s.files.get(&k) {
-            Some(f) => Ok(std::fs::read(f).unwrap()),
-            None => Err(xml_err(404, "BlobNotFound")),
-        }
+        let f =
+            s.files.get(&k).and_then(|f| std::fs::File::open(f).ok()).ok_or_else(|| xml_err(404, "BlobNotFound"))?;
+        let len = f.metadata().map(|m| m.len() as usize).unwrap_or(0);
+        Ok((f, len))
     }
 
     /// Get Page Ranges of one snapshot (no previous one): its written
@@ -45,20 +46,21 @@ impl ArmSim {
         if !target.contains("comp=pagelist") {
             return xml_err(400, "InvalidQueryParameterValue");
         }
-        let b = match self.snapshot_bytes(target) {
+        let (f, len) = match self.snapshot_file(target) {
             Ok(b) => b,
             Err(reply) => return reply,
         };
-        let (lo, hi) = match span(range, b.len()) {
+        let (lo, hi) = match span(range, len) {
             Ok(s) => s,
             Err(reply) => return reply,
         };
         const G: usize = 64 * 1024;
         let mut ranges: Vec<(usize, usize)> = Vec::new();
-        for (i, g) in b.chunks(G).enumerate() {
+        let mut buf = vec![0u8; G];
+        for i in lo / G..hi.div_ceil(G) {
             // Only the asked span, clipped to it.
-            let (g0, g1) = ((i * G).max(lo), (i * G + g.len()).min(hi));
-            if g0 >= g1 || b[g0..g1].iter().all(|&x| x == 0) {
+            let (g0, g1) = ((i * G).max(lo), (i * G + G).min(hi).min(len));
+            if g0 >= g1 || read_at(&f, &mut buf[..g1 - g0], g0).iter().all(|&x| x == 0) {
                 continue;
             }
             match ranges.last_mut() {
@@ -68,18 +70,17 @@ impl ArmSim {
         }
         let ranges: Vec<(usize, usize, bool)> = ranges.into_iter().map(|(a, z)| (a, z, false)).collect();
         let xml = page_list_xml(target, self.state.lock().unwrap().page, &ranges);
-        (200, vec![("x-ms-blob-content-length".into(), b.len().to_string())], Value::String(xml))
+        (200, vec![("x-ms-blob-content-length".into(), len.to_string())], Value::String(xml))
     }
 
     /// Get Blob of a snapshot with `x-ms-range: bytes=START-END` (inclusive):
     /// 206 and those bytes; 416 past the end. Bytes, not JSON.
     pub(super) fn blob_read(&self, target: &str, range: &str) -> (u16, Vec<(String, String)>, Vec<u8>) {
-        let b = match self.snapshot_bytes(target) {
+        let (f, total) = match self.snapshot_file(target) {
             Ok(b) => b,
             Err((st, h, Value::String(x))) => return (st, h, x.into_bytes()),
             Err((st, h, _)) => return (st, h, Vec::new()),
         };
-        let total = b.len();
         let span = range.strip_prefix("bytes=").and_then(|r| r.split_once('-')).and_then(|(a, z)| {
             let (a, z) = (a.parse::<usize>().ok()?, z.parse::<usize>().ok()?);
             (a <= z && z < total).then_some((a, z))
@@ -94,7 +95,9 @@ impl ArmSim {
             ("x-ms-blob-type".into(), "PageBlob".into()),
             ("Content-Type".into(), "application/octet-stream".into()),
         ];
-        (206, headers, b[a..=z].to_vec())
+        let mut bytes = vec![0u8; z + 1 - a];
+        read_at(&f, &mut bytes, a);
+        (206, headers, bytes)
     }
 
     /// `range` is the request's `x-ms-range` (`bytes=START-END`), if any.
@@ -146,6 +149,59 @@ impl ArmSim {
         let xml = page_list_xml(target, s.page, &ranges);
         s.diffs += 1;
         (200, vec![], Value::String(xml))
+    }
+}
+
+/// `buf.len()` bytes of `f` at `off` (zeros past its end); `buf`.
+fn read_at<'a>(f: &std::fs::File, buf: &'a mut [u8], off: usize) -> &'a [u8] {
+    use std::os::unix::fs::FileExt;
+    buf.fill(0);
+    let mut done = 0;
+    while done < buf.len() {
+        match f.read_at(&mut buf[done..], (off + done) as u64) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => done += n,
+        }
+    }
+    buf
+}
+
+/// Copy a file as a sparse copy: only its data extents are written (a
+/// snapshot of a mostly empty disk image costs what it holds).
+pub(super) fn sparse_copy(from: &std::path::Path, to: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    let src = std::fs::File::open(from)?;
+    let len = src.metadata()?.len();
+    let dst = std::fs::File::create(to)?;
+    dst.set_len(len)?;
+    let mut buf = vec![0u8; 1 << 20];
+    let mut at = 0u64;
+    while at < len {
+        // SEEK_DATA / SEEK_HOLE: the next extent that holds data.
+        let Ok(start) = seek(&src, at, libc::SEEK_DATA) else { break };
+        let end = seek(&src, start, libc::SEEK_HOLE).unwrap_or(len).min(len);
+        let mut off = start;
+        while off < end {
+            let n = ((end - off) as usize).min(buf.len());
+            src.read_exact_at(&mut buf[..n], off)?;
+            if buf[..n].iter().any(|&b| b != 0) {
+                dst.write_all_at(&buf[..n], off)?;
+            }
+            off += n as u64;
+        }
+        at = end;
+    }
+    Ok(())
+}
+
+fn seek(f: &std::fs::File, at: u64, whence: i32) -> std::io::Result<u64> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: lseek on an open descriptor has no memory-safety preconditions.
+    let r = unsafe { libc::lseek(f.as_raw_fd(), at as i64, whence) };
+    if r < 0 {
+        Err(std::io::Error::last_os_error())
+    } else {
+        Ok(r as u64)
     }
 }
 

@@ -26,6 +26,7 @@ use serde_json::{json, Value};
 
 mod compute;
 mod dataplane;
+mod gallery;
 mod resources;
 mod restore_points;
 mod skus;
@@ -200,13 +201,14 @@ fn url_decode(s: &str) -> String {
 /// type; POST actions other than beginGetAccess take no body.
 fn conforms(method: &str, path: &str, body: &Value) -> Result<(), Refusal> {
     let lower = path.to_ascii_lowercase();
-    let kind = ["virtualmachines", "disks", "snapshots", "restorepointcollections"]
+    let kind = ["virtualmachines", "disks", "snapshots", "restorepointcollections", "galleries"]
         .into_iter()
         .find(|t| lower.contains(&format!("/microsoft.compute/{t}/")));
     let point = lower.contains("/restorepoints/");
     let root = match (method, kind) {
         ("PUT", Some("restorepointcollections")) if point => "RestorePoint",
         ("PUT", Some("restorepointcollections")) => "RestorePointCollection",
+        ("PUT", Some("galleries")) if lower.contains("/versions/") => "GalleryImageVersion",
         ("PATCH", Some("restorepointcollections")) if !point => "RestorePointCollectionUpdate",
         ("PUT", Some("virtualmachines")) => "VirtualMachine",
         ("PUT", Some("disks")) => "Disk",

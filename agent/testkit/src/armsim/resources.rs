@@ -88,9 +88,12 @@ impl ArmSim {
             };
             return (200, vec![], json!({"value": skus::vm_skus(location, &s.restricted_sizes), "nextLink": null}));
         }
-        // A list: /subscriptions/S/resourceGroups/RG/providers/NS/TYPE
+        // A list: /subscriptions/S/resourceGroups/RG/providers/NS/TYPE, or
+        // a gallery's images or an image's versions (GalleryImage_ListByGallery.json,
+        // GalleryImageVersion_ListByGalleryImage.json).
         let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
-        if parts.len() == 7 && parts[4].eq_ignore_ascii_case("providers") {
+        let nested = matches!(parts.len(), 9 | 11) && parts[6].eq_ignore_ascii_case("galleries");
+        if (parts.len() == 7 || nested) && parts[4].eq_ignore_ascii_case("providers") {
             let prefix = format!("{}/", key(path));
             let all: Vec<Value> = s
                 .resources
@@ -123,7 +126,9 @@ impl ArmSim {
                 false => self.put_collection(s, path, v),
             };
         }
-        let rtype = if lower.contains("/microsoft.compute/snapshots/") {
+        let rtype = if lower.contains("/microsoft.compute/galleries/") && lower.contains("/versions/") {
+            "Microsoft.Compute/galleries/images/versions"
+        } else if lower.contains("/microsoft.compute/snapshots/") {
             "Microsoft.Compute/snapshots"
         } else if lower.contains("/microsoft.compute/virtualmachines/") {
             "Microsoft.Compute/virtualMachines"
@@ -143,6 +148,10 @@ impl ArmSim {
         let created = match rtype {
             "Microsoft.Compute/snapshots" => self.put_snapshot(s, path, &mut v),
             "Microsoft.Compute/virtualMachines" => self.put_vm(s, path, &mut v, fail.is_none()),
+            "Microsoft.Compute/galleries/images/versions" => self.put_gallery_version(s, path, &mut v),
+            _ if matches!(v["properties"]["creationData"]["createOption"].as_str(), Some("Copy" | "FromImage")) => {
+                self.put_disk_from(s, path, &mut v)
+            }
             _ => {
                 let cd = &v["properties"]["creationData"];
                 let account = cd["storageAccountId"].as_str().unwrap_or_default();
@@ -182,7 +191,8 @@ impl ArmSim {
         // (VirtualMachine_Create_WithNetworkInterfaceConfiguration.json), a
         // snapshot or disk 202 (Snapshot_Create_InstantAccessSnapshot.json,
         // Disk_Create_ByImportingBlobFromADifferentSubscription.json).
-        if rtype == "Microsoft.Compute/virtualMachines" {
+        // A gallery image version 201 too (GalleryImageVersion_Create_WithVHD.json).
+        if rtype == "Microsoft.Compute/virtualMachines" || rtype == "Microsoft.Compute/galleries/images/versions" {
             (201, vec![self.ra(s), ("Azure-AsyncOperation".into(), op)], v)
         } else {
             let loc = format!("{}/locs/{id}?monitor=true", self.base);

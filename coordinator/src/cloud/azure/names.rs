@@ -18,6 +18,10 @@ pub const NETWORK_API: &str = "2025-03-01";
 /// `VirtualMachine_Create_WithNetworkInterfaceConfiguration.json` sends 2020-11-01).
 pub const INLINE_NIC_API: &str = "2022-11-01";
 
+/// Azure Compute Gallery: image definitions and versions (GalleryRP; the
+/// version the simulator's models, azure-mgmt-compute 37.0.0, are of).
+pub const GALLERY_API: &str = "2024-03-03";
+
 /// Storage accounts (read for an import's region).
 pub const STORAGE_API: &str = "2023-05-01";
 
@@ -156,6 +160,12 @@ pub fn restore_point(run_id: &str) -> String {
 /// (`tmp`: a data disk named `lun0` has a snapshot `df-RUN-lun0`).
 pub fn temp_disk(run_id: &str, lun: usize) -> String {
     format!("{PREFIX}{}-tmp-lun{lun}", compact(run_id))
+}
+
+/// The temporary disk a snapshot or an image version's disk `disk` is
+/// made into before its snapshot (a source that is not a VM).
+pub fn staged_disk(run_id: &str, disk: &str) -> String {
+    format!("{PREFIX}{}-src-{disk}", compact(run_id))
 }
 
 /// The job source of the disk at `lun` of the worker: the agent finds its

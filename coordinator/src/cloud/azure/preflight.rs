@@ -196,7 +196,7 @@ impl AzureCloud {
         let mut regions = std::collections::BTreeMap::new();
         for s in sources {
             let name = format!("source of {}", s.replica);
-            let vm = match self.read_vm(&s.vm) {
+            let vm = match crate::cloud::SourceRef::parse(&s.vm).and_then(|src| self.read_source(&src, None)) {
                 Ok(vm) => vm,
                 Err(e) => {
                     out.push(Check::problem(name, format!("{e:#}"), "name the VM as RESOURCE_GROUP/NAME or its id"));

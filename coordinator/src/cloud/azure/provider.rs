@@ -37,7 +37,8 @@ use super::settings::AzureSettings;
 use super::sizes::SizeFacts;
 use crate::cloud::host::HostWorkers;
 use crate::cloud::{
-    Capture, Cloud, Consistency, Found, ResourceKind, RunTags, Taken, Vm, VmDisk, WorkerSpec, WorkerState,
+    Capture, Cloud, Consistency, Found, ResourceKind, RunTags, SourceKind, SourceRef, Taken, Vm, VmDisk, WorkerSpec,
+    WorkerState,
 };
 
 /// How long an untagged `df-` disk may live before `gc` takes it.
@@ -209,6 +210,8 @@ impl Cloud for AzureCloud {
         Ok(Vm {
             id: scope.vm(&name),
             name,
+            source: SourceKind::Vm,
+            version: None,
             os_type: sp["osDisk"]["osType"].as_str().unwrap_or("Linux").to_owned(),
             location: v["location"].as_str().unwrap_or_default().to_owned(),
             hyper_v_generation,
@@ -220,9 +223,16 @@ impl Cloud for AzureCloud {
         })
     }
 
+    fn read_source(&self, src: &SourceRef, version: Option<&str>) -> Result<Vm> {
+        match (src.kind, version) {
+            (SourceKind::Vm, None) => self.read_vm(&src.id),
+            _ => self.read_other(src, version),
+        }
+    }
+
     fn snapshot_names(&self, vm: &Vm, tags: &RunTags, how: Capture) -> Result<Vec<String>> {
         let per_disk = || vm.disks.iter().map(|d| names::snapshot(&tags.run_id, &d.name)).collect();
-        if how.stop_source || how.consistency == Consistency::PerDisk {
+        if vm.source != SourceKind::Vm || how.stop_source || how.consistency == Consistency::PerDisk {
             return Ok(per_disk());
         }
         if let Some(why) = self.why_no_restore_point(vm, tags, how.consistency)? {
@@ -234,6 +244,13 @@ impl Cloud for AzureCloud {
     }
 
     fn snapshot(&self, vm: &Vm, names: &[String], tags: &RunTags, how: Capture) -> Result<Taken> {
+        match vm.source {
+            // An image version's disks were captured together and never change.
+            SourceKind::Image => return self.take_staged(vm, names, tags).map(|()| Taken::as_asked("image")),
+            SourceKind::Snapshot => return self.take_staged(vm, names, tags).map(|()| Taken::as_asked("per-disk")),
+            SourceKind::Disk => return self.take_snapshots(vm, names, tags).map(|()| Taken::as_asked("per-disk")),
+            SourceKind::Vm => {}
+        }
         if names.iter().all(|n| DiskPoint::parse(n).is_some()) {
             return self.take_restore_point(vm, names, tags, how.consistency);
         }
