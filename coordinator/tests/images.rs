@@ -192,6 +192,28 @@ fn an_image_version_goes_to_two_regions_then_only_its_changes_then_into_a_galler
         |a: &Path, b: &Path| std::process::Command::new("cmp").arg("-s").arg(a).arg(b).status().unwrap().success();
     assert!(same(&f.sim.image_file(id, None).unwrap(), &os1), "the published OS disk image differs from 1.0.0");
     assert!(same(&f.sim.image_file(id, Some(0)).unwrap(), &data1), "the published data disk image differs from 1.0.0");
+    // Or a point as managed disks in the destination's region, as import makes them.
+    let made = f.json(&[
+        "publish",
+        "golden",
+        "--dest",
+        "2",
+        "--point",
+        "1.0.1",
+        "--to",
+        "azure:dr",
+        "--storage-account",
+        account,
+        "--json",
+    ]);
+    let made = made.as_array().unwrap();
+    assert_eq!(made.len(), 2, "{made:?}");
+    for m in made {
+        assert_eq!(m["generation"], 2, "{m}");
+        let disk = f.sim.resource(m["path"].as_str().unwrap()).unwrap();
+        assert_eq!(disk["location"], "northeurope", "{disk}");
+        assert_eq!(disk["properties"]["creationData"]["createOption"], "Import", "{disk}");
+    }
     assert!(f.sim.with(|s| s.refused.is_empty()), "bodies refused: {:?}", f.sim.with(|s| s.refused.clone()));
 }
 
@@ -246,6 +268,19 @@ fn a_disk_and_a_snapshot_are_read_with_no_vm() {
         "only the disk replica's kept snapshot: {:?}",
         f.sim.names(WORK, "df-")
     );
+
+    // A managed image (no versions of its own: a run's --version labels it).
+    let image = f.sim.add_managed_image("prod", "web1-image", "westeurope", &f.os, &[(1, &f.data)]);
+    let out = f.cmd(&["replica", "create", "m", "--image", &image, "--to", &f.dest]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let r = f.json(&["run", "m", "--version", "2026-12-08", "--json"]);
+    assert_eq!(r["run"]["status"], "succeeded", "{r}");
+    assert_eq!(r["run"]["version"], "2026-12-08", "{r}");
+    let dir = import(&f.coord, "m", 1, 1);
+    assert!(identical(&f.os, &dir.join("os.vhd")) && identical(&f.data, &dir.join("lun1.vhd")));
+    let made = f.bodies("/disks/df-");
+    assert!(made.iter().any(|b| b["properties"]["creationData"]["imageReference"]["lun"] == 1), "{made:?}");
+    assert_eq!(f.sim.names(WORK, "df-").len(), 1, "{:?}", f.sim.names(WORK, "df-"));
     assert!(!vm_created(&f), "a VM was created");
     assert!(f.sim.with(|s| s.refused.is_empty()), "bodies refused: {:?}", f.sim.with(|s| s.refused.clone()));
 }

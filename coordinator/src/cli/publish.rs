@@ -15,6 +15,7 @@ use crate::store::{Replica, Store};
 
 #[derive(Debug, Args)]
 pub struct PublishArgs {
+    /// The replica whose recovery point to publish.
     pub replica: String,
     /// The recovery point: a generation, or an image version the replica
     /// synced (`diskferry points` shows both) [default: the newest].
@@ -42,6 +43,7 @@ pub struct PublishArgs {
     /// With --to: the managed disks' SKU.
     #[arg(long, default_value = "StandardSSD_LRS")]
     pub sku: String,
+    /// Print what was made as JSON.
     #[arg(long)]
     pub json: bool,
 }

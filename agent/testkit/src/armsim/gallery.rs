@@ -1,8 +1,9 @@
-//! The simulator's Azure Compute Gallery and the disks made from things
-//! other than a blob: galleries, image definitions and image versions
-//! whose disk images are files here, disks copied from a snapshot or a
-//! disk (`Disk_Create_ByCopyingASnapshot.json`) or made from an image
-//! version (`Disk_Create_FromAnAzureComputeGalleryImage.json`), and image
+//! The simulator's images and the disks made from things other than a
+//! blob: galleries, image definitions and image versions whose disk images
+//! are files here, managed images (`Image_Get.json`), disks copied from a
+//! snapshot or a disk (`Disk_Create_ByCopyingASnapshot.json`) or made from
+//! an image version (`Disk_Create_FromAnAzureComputeGalleryImage.json`) or a
+//! managed image (`imageReference`: "PIR or user images"), and image
 //! versions created from page blobs (`GalleryImageVersion_Create_WithVHD.json`,
 //! GalleryRP 2024-03-03).
 //!
@@ -21,6 +22,17 @@ use std::path::Path;
 use serde_json::{json, Value};
 
 use super::{err, key, rg_path, ArmSim, SimState};
+
+const EXAMPLES: &str = "../../specs/examples/compute/resource-manager/Microsoft.Compute";
+
+/// The body of an example's answer (`SOURCES.md` lists the copies), by its
+/// path under `Microsoft.Compute`.
+fn example(name: &str) -> Value {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/armsim").join(EXAMPLES).join(name);
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let doc: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    doc["responses"]["200"]["body"].clone()
+}
 
 /// A disk image of a version, as a file key: `VERSION_KEY#os`, `#lunN`.
 fn image_key(version: &str, lun: Option<u64>) -> String {
@@ -65,25 +77,27 @@ impl ArmSim {
         id
     }
 
-    /// An image definition in `gallery` (the shape of GalleryImage_Get.json); its id.
+    /// An image definition in `gallery`: GalleryImage_Get.json's answer
+    /// with this id, name, region and OS type; its id.
     pub fn add_image_definition(&self, gallery: &str, name: &str, os_type: &str) -> String {
         let id = format!("{gallery}/images/{name}");
+        let mut v = example("GalleryRP/stable/2024-03-03/examples/galleryExamples/GalleryImage_Get.json");
+        v["id"] = id.clone().into();
+        v["name"] = name.into();
+        v["type"] = "Microsoft.Compute/galleries/images".into();
+        v["properties"]["osType"] = os_type.into();
         self.with(|s| {
-            let location = s.resources.get(&key(gallery)).map(|g| g["location"].clone()).unwrap_or_default();
-            s.resources.insert(
-                key(&id),
-                json!({"id": id, "name": name, "type": "Microsoft.Compute/galleries/images", "location": location,
-                       "properties": {"osType": os_type, "osState": "Generalized", "hyperVGeneration": "V2",
-                       "architecture": "x64", "identifier": {"publisher": "contoso", "offer": "golden", "sku": name},
-                       "provisioningState": "Succeeded"}}),
-            )
+            v["location"] = s.resources.get(&key(gallery)).map(|g| g["location"].clone()).unwrap_or_default();
+            s.resources.insert(key(&id), v)
         });
         id
     }
 
     /// Version `version` of `definition`, replicated to `regions` (its
     /// gallery's first), whose OS disk image and data disk images (LUN,
-    /// file) are files (the shape of GalleryImageVersion_Get.json); its id.
+    /// file) are files: GalleryImageVersion_Get.json's answer with this
+    /// id, name, regions and disk images (not made from a managed image:
+    /// no `storageProfile.source`); its id.
     pub fn add_image_version(
         &self,
         definition: &str,
@@ -96,17 +110,42 @@ impl ArmSim {
         let targets: Vec<Value> = regions.iter().map(|r| json!({"name": r, "regionalReplicaCount": 1})).collect();
         let data_images: Vec<Value> =
             data.iter().map(|(lun, f)| json!({"lun": lun, "sizeInGB": size_in_gb(f), "hostCaching": "None"})).collect();
+        let mut v = example("GalleryRP/stable/2024-03-03/examples/galleryExamples/GalleryImageVersion_Get.json");
+        v["id"] = id.clone().into();
+        v["name"] = version.into();
+        v["type"] = "Microsoft.Compute/galleries/images/versions".into();
+        v["location"] = regions[0].into();
+        v["properties"]["publishingProfile"]["targetRegions"] = targets.into();
+        v["properties"]["storageProfile"] = json!({
+            "osDiskImage": {"sizeInGB": size_in_gb(os), "hostCaching": "ReadWrite"},
+            "dataDiskImages": data_images,
+        });
         self.with(|s| {
-            s.resources.insert(
-                key(&id),
-                json!({"id": id, "name": version, "type": "Microsoft.Compute/galleries/images/versions",
-                       "location": regions[0],
-                       "properties": {"provisioningState": "Succeeded",
-                           "publishingProfile": {"targetRegions": targets, "replicaCount": 1,
-                               "publishedDate": chrono::Utc::now().to_rfc3339(), "storageAccountType": "Standard_LRS"},
-                           "storageProfile": {"osDiskImage": {"sizeInGB": size_in_gb(os), "hostCaching": "ReadWrite"},
-                               "dataDiskImages": data_images}}}),
-            );
+            s.resources.insert(key(&id), v);
+            s.files.insert(image_key(&id, None), os.to_owned());
+            for (lun, f) in data {
+                s.files.insert(image_key(&id, Some(*lun)), f.to_path_buf());
+            }
+        });
+        id
+    }
+
+    /// A managed image `rg/name` whose OS disk and data disks (LUN, file)
+    /// are files: Image_Get.json's answer with this id, name, region and
+    /// disks (made of none of the example's blobs, snapshots or disks); its id.
+    pub fn add_managed_image(&self, rg: &str, name: &str, location: &str, os: &Path, data: &[(u64, &Path)]) -> String {
+        let id = format!("{}/providers/Microsoft.Compute/images/{name}", rg_path(rg));
+        let mut v = example("ComputeRP/stable/2025-04-01/examples/imageExamples/Image_Get.json");
+        v["id"] = id.clone().into();
+        v["name"] = name.into();
+        v["location"] = location.into();
+        let sp = &mut v["properties"]["storageProfile"];
+        sp["osDisk"] = json!({"osType": "Linux", "osState": "Generalized", "storageAccountType": "Standard_LRS",
+                              "diskSizeGB": size_in_gb(os)});
+        sp["dataDisks"] =
+            data.iter().map(|(lun, _)| json!({"lun": lun, "storageAccountType": "Standard_LRS"})).collect();
+        self.with(|s| {
+            s.resources.insert(key(&id), v);
             s.files.insert(image_key(&id, None), os.to_owned());
             for (lun, f) in data {
                 s.files.insert(image_key(&id, Some(*lun)), f.to_path_buf());
@@ -132,6 +171,33 @@ impl ArmSim {
                     return Err((404, err("NotFound", &format!("Resource {src} is not found."))));
                 };
                 let os = s.resources.get(&key(src)).map(|r| r["properties"]["osType"].clone()).unwrap_or_default();
+                (file, os)
+            }
+            Some("FromImage") if cd["galleryImageReference"].is_null() => {
+                // A managed image: in its own region only (it is not replicated).
+                let r = &cd["imageReference"];
+                let image = r["id"].as_str().unwrap_or_default();
+                let Some(img) = s.resources.get(&key(image)).cloned() else {
+                    return Err((404, err("NotFound", &format!("Image {image} is not found."))));
+                };
+                if region(&img["location"]) != region(&v["location"]) {
+                    return Err((
+                        400,
+                        err("InvalidParameter", &format!("The image {image} is in {}.", img["location"])),
+                    ));
+                }
+                let lun = r["lun"].as_u64();
+                let Some(file) = s.files.get(&image_key(image, lun)).cloned() else {
+                    return Err((
+                        400,
+                        err("InvalidParameter", &format!("The image {image} has no data disk at lun {lun:?}.")),
+                    ));
+                };
+                let os = if lun.is_none() {
+                    img["properties"]["storageProfile"]["osDisk"]["osType"].clone()
+                } else {
+                    Value::Null
+                };
                 (file, os)
             }
             Some("FromImage") => {

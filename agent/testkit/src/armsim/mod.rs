@@ -6,6 +6,7 @@
 //! `nextLink`.
 //!
 //! It models what the `azure` provider uses of Compute: VMs, managed disks
+//! (copied, from gallery image versions, imported), gallery image versions
 //! and incremental snapshots whose bytes are files here, NICs, tags. A
 //! worker VM "boots" the way cloud-init would: the sim decodes its
 //! `userData`, takes the job from `write_files`, links the disk created at

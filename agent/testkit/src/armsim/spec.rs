@@ -1,7 +1,7 @@
 //! What the simulator checks request bodies against: the models of
 //! Microsoft's Python management SDK `azure-mgmt-compute` 37.0.0, generated
 //! from Azure/azure-rest-api-specs for the api-versions the provider pins
-//! (ComputeRP 2025-04-01, DiskRP 2025-01-02). `scripts/lib/armspec.sh`
+//! (ComputeRP 2025-04-01, DiskRP 2025-01-02, GalleryRP 2024-03-03). `scripts/lib/armspec.sh`
 //! installs the SDK and dumps its models (JSON names, types, read-only and
 //! required flags, enums, bounds) once into `.cache/armspec/`; nothing here
 //! is typed by hand.

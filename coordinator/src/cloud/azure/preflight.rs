@@ -65,6 +65,11 @@ const WORK_ACTIONS: &[&str] = &[
 const SOURCE_ACTIONS: &[&str] = &["Microsoft.Compute/virtualMachines/read", "Microsoft.Compute/disks/read"];
 const STOP_ACTIONS: &[&str] =
     &["Microsoft.Compute/virtualMachines/deallocate/action", "Microsoft.Compute/virtualMachines/start/action"];
+/// What reading a disk, snapshot or image source needs in its group.
+const DISK_SOURCE_ACTIONS: &[&str] = &["Microsoft.Compute/disks/read"];
+const SNAPSHOT_SOURCE_ACTIONS: &[&str] = &["Microsoft.Compute/snapshots/read"];
+const IMAGE_SOURCE_ACTIONS: &[&str] =
+    &["Microsoft.Compute/galleries/images/read", "Microsoft.Compute/galleries/images/versions/read"];
 const SUBNET_ACTIONS: &[&str] = &["Microsoft.Network/virtualNetworks/subnets/join/action"];
 const IDENTITY_ACTIONS: &[&str] = &["Microsoft.ManagedIdentity/userAssignedIdentities/assign/action"];
 
@@ -175,6 +180,22 @@ impl AzureCloud {
             ("worker identity".into(), self.s.identity_id.clone(), IDENTITY_ACTIONS.to_vec()),
         ];
         for s in sources {
+            let other = crate::cloud::SourceRef::parse(&s.vm).ok().filter(|r| r.kind != crate::cloud::SourceKind::Vm);
+            if let Some(src) = other {
+                let parts: Vec<&str> = src.id.trim_matches('/').split('/').collect();
+                let group = match parts.as_slice() {
+                    ["subscriptions", sub, _, rg, ..] => format!("/subscriptions/{sub}/resourceGroups/{rg}"),
+                    [rg, _] => format!("/subscriptions/{}/resourceGroups/{rg}", self.s.subscription),
+                    _ => continue,
+                };
+                let wanted = match src.kind {
+                    crate::cloud::SourceKind::Disk => DISK_SOURCE_ACTIONS,
+                    crate::cloud::SourceKind::Snapshot => SNAPSHOT_SOURCE_ACTIONS,
+                    _ => IMAGE_SOURCE_ACTIONS,
+                };
+                scopes.push((format!("source group of {}", s.replica), group, wanted.to_vec()));
+                continue;
+            }
             if let Ok((scope, _)) = names::parse_vm(&s.vm, &self.s.subscription) {
                 let group = format!("/subscriptions/{}/resourceGroups/{}", scope.subscription, scope.resource_group);
                 let mut wanted = SOURCE_ACTIONS.to_vec();

@@ -17,13 +17,16 @@
 //! definition's id: then each run reads the newest version
 //! (`GalleryImageVersions_ListByGalleryImage`, GalleryRP 2024-03-03,
 //! `GalleryImageVersion_ListByGalleryImage.json`), or the one a run is
-//! given. A managed image (`Microsoft.Compute/images`) is refused: no
-//! documented request makes a disk of one.
+//! given. Or it is a managed image (`Microsoft.Compute/images`,
+//! `Images_Get`, ComputeRP 2025-04-01, `Image_Get.json`): its disks are
+//! made `FromImage` with `imageReference {id, lun}` ("Disk source
+//! information for PIR or user images", DiskRP `CreationData`); it has no
+//! versions of its own, so a run's `--version` labels its points.
 
 use anyhow::{anyhow, bail, Context, Result};
 use serde_json::{json, Value};
 
-use super::names::{self, with_api, DISK_API, GALLERY_API};
+use super::names::{self, with_api, DISK_API, GALLERY_API, VM_API};
 use super::AzureCloud;
 use crate::cloud::{RunTags, SourceKind, SourceRef, Vm, VmDisk};
 
@@ -109,10 +112,7 @@ impl AzureCloud {
         let id = given.trim_end_matches('/');
         let lower = id.to_ascii_lowercase();
         if lower.contains("/providers/microsoft.compute/images/") {
-            bail!(
-                "{id} is a managed image: diskferry reads an Azure Compute Gallery image version (make one of the \
-                 managed image with `az sig image-version create --managed-image {id}`)"
-            );
+            return self.read_managed_image(id, version);
         }
         let parts: Vec<&str> = id.trim_matches('/').split('/').collect();
         let gallery = parts.len() >= 10
@@ -198,6 +198,44 @@ impl AzureCloud {
         })
     }
 
+    /// A managed image: its OS disk and data disks (`version`: a label).
+    fn read_managed_image(&self, id: &str, version: Option<&str>) -> Result<Vm> {
+        let v = self.arm.get(&with_api(id, VM_API))?.ok_or_else(|| anyhow!("managed image {id}: not found"))?;
+        let p = &v["properties"];
+        let sp = &p["storageProfile"];
+        // A data disk's size need not be listed (Image_Get.json lists none):
+        // the agent reads the snapshot's own.
+        let size = |d: &Value| d["diskSizeGB"].as_u64().map_or(0, |g| g << 30);
+        let disk = |name: String, locator: String, size: u64| VmDisk {
+            name,
+            locator,
+            size,
+            sku: None,
+            no_restore_point: None,
+        };
+        let mut disks = vec![disk("os".into(), format!("{id}{IMAGE_DISK}os"), size(&sp["osDisk"]))];
+        let mut data: Vec<&Value> = sp["dataDisks"].as_array().map(|a| a.iter().collect()).unwrap_or_default();
+        data.sort_by_key(|d| d["lun"].as_u64());
+        for d in data {
+            let lun = d["lun"].as_u64().ok_or_else(|| anyhow!("managed image {id}: a data disk has no lun"))?;
+            disks.push(disk(format!("lun{lun}"), format!("{id}{IMAGE_DISK}lun{lun}"), size(d)));
+        }
+        Ok(Vm {
+            id: id.to_owned(),
+            name: v["name"].as_str().unwrap_or_default().to_owned(),
+            source: SourceKind::Image,
+            version: version.map(str::to_owned),
+            os_type: sp["osDisk"]["osType"].as_str().unwrap_or("Linux").to_owned(),
+            location: v["location"].as_str().unwrap_or_default().to_owned(),
+            hyper_v_generation: p["hyperVGeneration"].as_str().map(str::to_owned),
+            security_type: None,
+            zone: None,
+            os_capabilities: None,
+            size: None,
+            disks,
+        })
+    }
+
     /// The newest version of an image definition that can be read: by
     /// version number, Succeeded, not excluded from latest.
     fn newest_version(&self, definition: &str) -> Result<String> {
@@ -245,10 +283,17 @@ impl AzureCloud {
                 .zip(staged)
                 .map(|(d, n)| {
                     let creation = match d.locator.split_once(IMAGE_DISK) {
-                        Some((version, "os")) => json!({ "createOption": "FromImage", "galleryImageReference": { "id": version } }),
-                        Some((version, lun)) => {
-                            let lun: u64 = lun.trim_start_matches("lun").parse().unwrap_or(0);
-                            json!({ "createOption": "FromImage", "galleryImageReference": { "id": version, "lun": lun } })
+                        Some((image, which)) => {
+                            // A gallery image version, or a managed ("user") image.
+                            let field = match image.to_ascii_lowercase().contains("/galleries/") {
+                                true => "galleryImageReference",
+                                false => "imageReference",
+                            };
+                            let mut reference = json!({ "id": image });
+                            if let Some(lun) = which.strip_prefix("lun").and_then(|n| n.parse::<u64>().ok()) {
+                                reference["lun"] = lun.into();
+                            }
+                            json!({ "createOption": "FromImage", field: reference })
                         }
                         None => json!({ "createOption": "Copy", "sourceResourceId": d.locator }),
                     };
