@@ -123,6 +123,15 @@ impl Lifecycle {
         self.here = true;
     }
 
+    /// [`Action::ReadVm`] found nothing to sync (an image version already
+    /// at every destination): the run ends there, successfully. Called
+    /// after reporting it; nothing was made, so nothing is torn down.
+    pub fn nothing_to_sync(&mut self) {
+        if self.next == Action::Snapshot && !self.failed() {
+            self.next = Action::Finish { succeeded: true };
+        }
+    }
+
     /// Report how [`Self::next`] went and move on.
     pub fn report(&mut self, outcome: Outcome) {
         let action = self.next;
@@ -215,6 +224,24 @@ mod tests {
             ]
         );
         assert!(!l.failed());
+    }
+
+    #[test]
+    fn nothing_to_sync_ends_after_reading_the_source() {
+        let mut l = Lifecycle::new();
+        l.report(Outcome::Done);
+        l.nothing_to_sync();
+        assert_eq!(l.next(), Action::Finish { succeeded: true });
+        // Once a snapshot was attempted, or after a failure, it changes nothing.
+        let mut l = Lifecycle::new();
+        l.report(Outcome::Failed("read".into()));
+        l.nothing_to_sync();
+        assert_eq!(l.next(), Action::Finish { succeeded: false });
+        let mut l = Lifecycle::new();
+        l.report(Outcome::Done);
+        l.report(Outcome::Done);
+        l.nothing_to_sync();
+        assert_eq!(l.next(), Action::Place);
     }
 
     #[test]

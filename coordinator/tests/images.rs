@@ -121,6 +121,16 @@ fn an_image_version_goes_to_two_regions_then_only_its_changes_then_into_a_galler
         assert!(d["bytes_sent"].as_u64().unwrap() <= 2 * MIB * 105 / 100, "{d}");
     }
 
+    // The schedule fires again with no new version: nothing is made or read.
+    let puts = || f.sim.with(|s| s.log.iter().filter(|l| l.starts_with("PUT")).count());
+    let before = puts();
+    let r3 = f.json(&["run", "golden", "--json"]);
+    assert_eq!(r3["run"]["status"], "succeeded", "{r3}");
+    assert_eq!(r3["run"]["version"], "1.0.1", "{r3}");
+    assert!(r3["run"]["note"].as_str().unwrap().contains("nothing to sync"), "{r3}");
+    assert_eq!(r3["disks"], serde_json::json!([]), "{r3}");
+    assert_eq!(puts(), before, "a run with nothing to sync made something");
+
     // No VM for any of it, and nothing left: the temporary disks and the
     // snapshots of an image are not kept.
     assert!(!vm_created(&f), "a VM was created");

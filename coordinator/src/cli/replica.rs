@@ -387,6 +387,9 @@ fn print_run(r: &Run, disks: &[RunDisk]) {
     if let Some(v) = &r.version {
         println!("  version: {v}");
     }
+    if let Some(n) = &r.note {
+        println!("  {n}");
+    }
     for d in disks {
         println!(
             "  {:<10} dest {} generation {:<4} {:<12} zero {:>10}  unchanged {:>10}  written {:>10}  cleared {:>10}  \
@@ -461,7 +464,7 @@ fn print_runs(runs: &[Run]) {
             human(r.bytes_cleared),
             human(r.bytes_sent)
         );
-        if let Some(e) = &r.error {
+        if let Some(e) = r.error.as_ref().or(r.note.as_ref()) {
             println!("    {e}");
         }
     }

@@ -95,6 +95,7 @@ pub fn new_run(replica: &str, trigger: &str) -> Run {
         fence: None,
         slot: None,
         version: None,
+        note: None,
     }
 }
 
@@ -193,6 +194,9 @@ struct Built {
     placed: String,
     /// What the snapshots hold together, as taken: each recovery point records it.
     consistency: Option<String>,
+    /// The source's image version is the newest point of every disk at
+    /// every destination already: the run ends after reading the source.
+    nothing_to_sync: bool,
 }
 
 /// Run the lifecycle of `run` to its end; returns the finished run row.
@@ -271,11 +275,15 @@ fn drive(
         if action == Action::Place && built.here && result.is_ok() {
             life.place_here();
         }
+        let nothing = action == Action::ReadVm && built.nothing_to_sync && result.is_ok();
         crate::failpoint::hit(&format!("after-{}", action.phase()));
         life.report(match result {
             Ok(()) => Outcome::Done,
             Err(e) => Outcome::Failed(format!("{}: {e:#}", action.phase())),
         });
+        if nothing {
+            life.nothing_to_sync();
+        }
     }
 }
 
@@ -347,6 +355,12 @@ impl Exec<'_> {
                     self.store.set_version(&self.run.id, v)?;
                 }
                 self.store.set_vm_facts(&self.replica.name, &vm.facts(), now())?;
+                if self.already_there(&vm)? {
+                    let v = vm.version.as_deref().unwrap_or_default();
+                    self.store
+                        .set_note(&self.run.id, &format!("nothing to sync: version {v} is at every destination"))?;
+                    built.nothing_to_sync = true;
+                }
                 built.vm = Some(vm);
                 Ok(())
             }
@@ -496,6 +510,27 @@ impl Exec<'_> {
             }
         }
         Ok((true, here))
+    }
+
+    /// Whether an image source's version, found by the run itself (not
+    /// asked for with `run --version`), is the newest point of each of its
+    /// disks at every destination already: a schedule that fires while the
+    /// image has no new version then makes nothing and reads nothing.
+    fn already_there(&self, vm: &Vm) -> Result<bool> {
+        let (SourceKind::Image, Some(v), None) = (vm.source, &vm.version, &self.replica.version) else {
+            return Ok(false);
+        };
+        let name = &self.replica.name;
+        for dest in 0..self.replica.destinations.len() as u32 {
+            let newest = self.store.newest_disks_at(name, dest)?;
+            for d in &vm.disks {
+                let Some(point) = newest.iter().find(|n| n.disk == d.name) else { return Ok(false) };
+                if self.store.point_version(name, &d.name, dest, point.generation)?.as_deref() != Some(v.as_str()) {
+                    return Ok(false);
+                }
+            }
+        }
+        Ok(true)
     }
 
     fn tags(&self) -> RunTags {

@@ -137,6 +137,9 @@ pub struct Run {
     pub slot: Option<i64>,
     /// The image version it read (an image source), once read.
     pub version: Option<String>,
+    /// How it went, when there is more to say than its status (a run that
+    /// had nothing to sync).
+    pub note: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -357,6 +360,12 @@ impl Store {
             Some(r) => r.get(0),
             None => Ok(None),
         }
+    }
+
+    /// Record a note on how the run went.
+    pub fn set_note(&self, run_id: &str, note: &str) -> Result<()> {
+        self.c().execute("UPDATE runs SET note = ?2 WHERE id = ?1", args![run_id, note])?;
+        Ok(())
     }
 
     /// Record the image version the run reads.
@@ -606,7 +615,7 @@ const REPLICA_SELECT: &str = "SELECT name, vm, destinations, schedule, keep_poin
 stop_source, consistency, failed_over_at FROM replicas";
 const RUN_SELECT: &str = "SELECT id, replica, trigger_kind, status, phase, started_at, finished_at, duration_ms, \
 owner_pid, owner_start, bytes_read, bytes_sent, bytes_zero, bytes_unchanged, bytes_written, bytes_cleared, error, \
-worker, placement, consistency, consistency_note, daemon, boot, fence, slot, version FROM runs";
+worker, placement, consistency, consistency_note, daemon, boot, fence, slot, version, note FROM runs";
 const DISK_SELECT: &str = "SELECT run_id, disk, destination, generation, full_sync, full_sync_reason, bytes_read, \
 bytes_sent, bytes_zero, bytes_unchanged, bytes_written, bytes_cleared FROM run_disks";
 const RES_SELECT: &str = "SELECT name, run_id, replica, kind, disk, state, created_at, expires_at FROM resources";
@@ -687,6 +696,7 @@ fn run_row(r: &Row) -> Result<Run> {
         fence: r.get(23)?,
         slot: r.get(24)?,
         version: r.get(25)?,
+        note: r.get(26)?,
     })
 }
 

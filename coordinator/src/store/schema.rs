@@ -122,6 +122,8 @@ pub(super) const MIGRATIONS: &[&str] = &[
     ALTER TABLE runs ADD COLUMN slot BIGINT;
     CREATE UNIQUE INDEX runs_by_slot ON runs (replica, slot);",
     // Image replication (issue 22): the image version a run read, so each
-    // recovery point is named by it.
-    "ALTER TABLE runs ADD COLUMN version TEXT;",
+    // recovery point is named by it; a note on how a run went (one that
+    // found its image version already at every destination).
+    "ALTER TABLE runs ADD COLUMN version TEXT;
+    ALTER TABLE runs ADD COLUMN note TEXT;",
 ];

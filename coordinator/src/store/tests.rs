@@ -55,6 +55,7 @@ fn run(id: &str, replica: &str) -> Run {
         fence: None,
         slot: None,
         version: None,
+        note: None,
     }
 }
 
