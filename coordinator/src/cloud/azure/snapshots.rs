@@ -37,39 +37,48 @@ fn can_read(state: Option<&str>) -> bool {
 
 impl AzureCloud {
     pub(super) fn take_snapshots(&self, vm: &Vm, names: &[String], tags: &RunTags) -> Result<()> {
+        let puts = vm
+            .disks
+            .iter()
+            .zip(names)
+            .map(|(d, n)| {
+                let mut creation = json!({ "createOption": "Copy", "sourceResourceId": d.locator });
+                if needs_instant_access(d.sku.as_deref()) {
+                    creation["instantAccessDurationMinutes"] = self.s.instant_access_minutes.into();
+                }
+                let body = json!({
+                    "location": vm.location,
+                    "tags": Self::tags(tags, &[("diskferry-disk", &d.name)]),
+                    "properties": { "creationData": creation, "incremental": true },
+                });
+                (format!("snapshot {n}"), with_api(&self.work.snapshot(n), DISK_API), body)
+            })
+            .collect();
+        self.put_together(puts)?;
+        self.wait_usable(names)
+    }
+
+    /// PUT each `(what, path, body)` at once, one thread each, and wait for
+    /// all: every failure is said, each named by its `what`.
+    pub(super) fn put_together(&self, puts: Vec<(String, String, Value)>) -> Result<()> {
         let errors: Vec<String> = std::thread::scope(|sc| {
-            let handles: Vec<_> = vm
-                .disks
-                .iter()
-                .zip(names)
-                .map(|(d, n)| {
-                    let mut creation = json!({ "createOption": "Copy", "sourceResourceId": d.locator });
-                    if needs_instant_access(d.sku.as_deref()) {
-                        creation["instantAccessDurationMinutes"] = self.s.instant_access_minutes.into();
-                    }
-                    let body = json!({
-                        "location": vm.location,
-                        "tags": Self::tags(tags, &[("diskferry-disk", &d.name)]),
-                        "properties": { "creationData": creation, "incremental": true },
-                    });
-                    let path = with_api(&self.work.snapshot(n), DISK_API);
-                    sc.spawn(move || self.arm.put(&path, &body).map(|_| ()))
-                })
+            let handles: Vec<_> = puts
+                .into_iter()
+                .map(|(what, path, body)| (what, sc.spawn(move || self.arm.put(&path, &body).map(|_| ()))))
                 .collect();
             handles
                 .into_iter()
-                .zip(names)
-                .filter_map(|(h, n)| match h.join() {
+                .filter_map(|(what, h)| match h.join() {
                     Ok(Ok(())) => None,
-                    Ok(Err(e)) => Some(format!("snapshot {n}: {e:#}")),
-                    Err(_) => Some(format!("snapshot {n}: the thread panicked")),
+                    Ok(Err(e)) => Some(format!("{what}: {e:#}")),
+                    Err(_) => Some(format!("{what}: the thread panicked")),
                 })
                 .collect()
         });
         if !errors.is_empty() {
             bail!("{}", errors.join("; "));
         }
-        self.wait_usable(names)
+        Ok(())
     }
 
     /// Wait until every snapshot can be made into a disk (not `Pending`),

@@ -33,6 +33,34 @@ use crate::cloud::{RunTags, SourceKind, SourceRef, Vm, VmDisk};
 /// Where a disk image of an image version is: `VERSION_ID#os` or `VERSION_ID#lunN`.
 const IMAGE_DISK: char = '#';
 
+/// An image's disks: `os`, then `lunN` by LUN, each located as
+/// `IMAGE#os` / `IMAGE#lunN`, sized by `size` (or the reason it cannot be).
+fn image_disks(
+    what: &str,
+    image: &str,
+    os: &Value,
+    data: &Value,
+    size: impl Fn(&Value) -> std::result::Result<u64, &'static str>,
+) -> Result<Vec<VmDisk>> {
+    let disk = |name: String, d: &Value| -> Result<VmDisk> {
+        Ok(VmDisk {
+            locator: format!("{image}{IMAGE_DISK}{name}"),
+            size: size(d).map_err(|why| anyhow!("{what}: disk image {name} {why}"))?,
+            name,
+            sku: None,
+            no_restore_point: None,
+        })
+    };
+    let mut disks = vec![disk("os".into(), os)?];
+    let mut data: Vec<&Value> = data.as_array().map(|a| a.iter().collect()).unwrap_or_default();
+    data.sort_by_key(|d| d["lun"].as_u64());
+    for d in data {
+        let lun = d["lun"].as_u64().ok_or_else(|| anyhow!("{what}: a data disk image has no lun"))?;
+        disks.push(disk(format!("lun{lun}"), d)?);
+    }
+    Ok(disks)
+}
+
 impl AzureCloud {
     /// Read a disk, snapshot or image source (`version`: an image version
     /// to read instead of the newest).
@@ -149,35 +177,13 @@ impl AzureCloud {
             bail!("image version {version_id} is {state}: it can be read once Succeeded");
         }
         let sp = &v["properties"]["storageProfile"];
-        let size_of = |d: &Value, what: &str| {
-            d["sizeInGB"]
-                .as_u64()
-                .map(|g| g << 30)
-                .ok_or_else(|| anyhow!("image version {version_id}: {what} has no sizeInGB"))
-        };
-        let disk = |name: String, locator: String, size: u64| VmDisk {
-            name,
-            locator,
-            size,
-            sku: None,
-            no_restore_point: None,
-        };
-        let mut disks = vec![disk(
-            "os".into(),
-            format!("{version_id}{IMAGE_DISK}os"),
-            size_of(&sp["osDiskImage"], "its OS disk image")?,
-        )];
-        let mut data: Vec<&Value> = sp["dataDiskImages"].as_array().map(|a| a.iter().collect()).unwrap_or_default();
-        data.sort_by_key(|d| d["lun"].as_u64());
-        for d in data {
-            let lun =
-                d["lun"].as_u64().ok_or_else(|| anyhow!("image version {version_id}: a data disk image has no lun"))?;
-            disks.push(disk(
-                format!("lun{lun}"),
-                format!("{version_id}{IMAGE_DISK}lun{lun}"),
-                size_of(d, "a data disk image")?,
-            ));
-        }
+        let disks = image_disks(
+            &format!("image version {version_id}"),
+            &version_id,
+            &sp["osDiskImage"],
+            &sp["dataDiskImages"],
+            |d| d["sizeInGB"].as_u64().map(|g| g << 30).ok_or("has no sizeInGB"),
+        )?;
         let dp = &def["properties"];
         let feature = |n: &str| {
             dp["features"].as_array().into_iter().flatten().find(|f| f["name"] == n).and_then(|f| f["value"].as_str())
@@ -205,21 +211,9 @@ impl AzureCloud {
         let sp = &p["storageProfile"];
         // A data disk's size need not be listed (Image_Get.json lists none):
         // the agent reads the snapshot's own.
-        let size = |d: &Value| d["diskSizeGB"].as_u64().map_or(0, |g| g << 30);
-        let disk = |name: String, locator: String, size: u64| VmDisk {
-            name,
-            locator,
-            size,
-            sku: None,
-            no_restore_point: None,
-        };
-        let mut disks = vec![disk("os".into(), format!("{id}{IMAGE_DISK}os"), size(&sp["osDisk"]))];
-        let mut data: Vec<&Value> = sp["dataDisks"].as_array().map(|a| a.iter().collect()).unwrap_or_default();
-        data.sort_by_key(|d| d["lun"].as_u64());
-        for d in data {
-            let lun = d["lun"].as_u64().ok_or_else(|| anyhow!("managed image {id}: a data disk has no lun"))?;
-            disks.push(disk(format!("lun{lun}"), format!("{id}{IMAGE_DISK}lun{lun}"), size(d)));
-        }
+        let disks = image_disks(&format!("managed image {id}"), id, &sp["osDisk"], &sp["dataDisks"], |d| {
+            Ok(d["diskSizeGB"].as_u64().map_or(0, |g| g << 30))
+        })?;
         Ok(Vm {
             id: id.to_owned(),
             name: v["name"].as_str().unwrap_or_default().to_owned(),
@@ -276,50 +270,36 @@ impl AzureCloud {
 
     /// Create the temporary disks, together; their ids.
     fn make_staged(&self, vm: &Vm, staged: &[String], tags: &RunTags) -> Result<Vec<String>> {
-        let errors: Vec<String> = std::thread::scope(|sc| {
-            let handles: Vec<_> = vm
-                .disks
-                .iter()
-                .zip(staged)
-                .map(|(d, n)| {
-                    let creation = match d.locator.split_once(IMAGE_DISK) {
-                        Some((image, which)) => {
-                            // A gallery image version, or a managed ("user") image.
-                            let field = match image.to_ascii_lowercase().contains("/galleries/") {
-                                true => "galleryImageReference",
-                                false => "imageReference",
-                            };
-                            let mut reference = json!({ "id": image });
-                            if let Some(lun) = which.strip_prefix("lun").and_then(|n| n.parse::<u64>().ok()) {
-                                reference["lun"] = lun.into();
-                            }
-                            json!({ "createOption": "FromImage", field: reference })
+        let puts = vm
+            .disks
+            .iter()
+            .zip(staged)
+            .map(|(d, n)| {
+                let creation = match d.locator.split_once(IMAGE_DISK) {
+                    Some((image, which)) => {
+                        // A gallery image version, or a managed ("user") image.
+                        let field = match image.to_ascii_lowercase().contains("/galleries/") {
+                            true => "galleryImageReference",
+                            false => "imageReference",
+                        };
+                        let mut reference = json!({ "id": image });
+                        if let Some(lun) = which.strip_prefix("lun").and_then(|n| n.parse::<u64>().ok()) {
+                            reference["lun"] = lun.into();
                         }
-                        None => json!({ "createOption": "Copy", "sourceResourceId": d.locator }),
-                    };
-                    let body = json!({
-                        "location": vm.location,
-                        "sku": { "name": self.s.temp_disk_sku },
-                        "tags": Self::tags(tags, &[("diskferry-disk", &d.name)]),
-                        "properties": { "creationData": creation },
-                    });
-                    let path = with_api(&self.work.disk(n), DISK_API);
-                    sc.spawn(move || self.arm.put(&path, &body).map(|_| ()))
-                })
-                .collect();
-            handles
-                .into_iter()
-                .zip(staged)
-                .filter_map(|(h, n)| match h.join() {
-                    Ok(Ok(())) => None,
-                    Ok(Err(e)) => Some(format!("temporary disk {n}: {e:#}")),
-                    Err(_) => Some(format!("temporary disk {n}: the thread panicked")),
-                })
-                .collect()
-        });
-        if !errors.is_empty() {
-            bail!("{}", errors.join("; "));
-        }
+                        json!({ "createOption": "FromImage", field: reference })
+                    }
+                    None => json!({ "createOption": "Copy", "sourceResourceId": d.locator }),
+                };
+                let body = json!({
+                    "location": vm.location,
+                    "sku": { "name": self.s.temp_disk_sku },
+                    "tags": Self::tags(tags, &[("diskferry-disk", &d.name)]),
+                    "properties": { "creationData": creation },
+                });
+                (format!("temporary disk {n}"), with_api(&self.work.disk(n), DISK_API), body)
+            })
+            .collect();
+        self.put_together(puts)?;
         Ok(staged.iter().map(|n| self.work.disk(n)).collect())
     }
 }
