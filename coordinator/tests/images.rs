@@ -267,8 +267,18 @@ fn a_disk_and_a_snapshot_are_read_with_no_vm() {
     });
     let out = f.cmd(&["replica", "create", "s", "--snapshot", &snap, "--to", &f.dest]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // Its temporary disk cannot be deleted: the run fails, the disk stays,
+    // recorded, and the next run deletes it before its own.
+    f.fail_next("DELETE", "/disks/df-", "OperationNotAllowed", Some(409));
+    let out = f.cmd(&["run", "s", "--json"]);
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    let failed: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(failed["run"]["error"].as_str().unwrap().contains("deleting the temporary disk"), "{failed}");
+    let staged = |f: &Fixture| f.sim.names(WORK, "df-").into_iter().filter(|n| n.contains("-src-")).count();
+    assert_eq!(staged(&f), 1, "{:?}", f.sim.names(WORK, "df-"));
     let r = f.json(&["run", "s", "--json"]);
     assert_eq!(r["run"]["status"], "succeeded", "{r}");
+    assert_eq!(staged(&f), 0, "{:?}", f.sim.names(WORK, "df-"));
     let dir = import(&f.coord, "s", 1, 1);
     assert!(identical(&frozen, &dir.join("os.vhd")), "the snapshot's point differs from it");
     assert!(f.sim.resource(&snap).is_some(), "the user's snapshot must stay");

@@ -284,6 +284,13 @@ pub trait Cloud: Send + Sync + std::fmt::Debug {
     /// The names the snapshots of `vm`'s disks taken by the run of `tags`,
     /// as `how` asks, will have (one a disk, in order).
     fn snapshot_names(&self, vm: &Vm, tags: &RunTags, how: Capture) -> Result<Vec<String>>;
+    /// The temporary disks [`Cloud::snapshot`] makes before the snapshots
+    /// and deletes after them (a snapshot or an image source on Azure):
+    /// (disk name, resource name). They are recorded first, so a run that
+    /// dies midway leaves names `gc` and its successor delete.
+    fn staging_names(&self, _vm: &Vm, _run_id: &str) -> Vec<(String, String)> {
+        Vec::new()
+    }
     /// Snapshot the disks together; `names[i]` is the snapshot of `vm.disks[i]`.
     /// With `how.stop_source`, the VM is stopped for them and started after.
     /// Returns what they hold together, which may be less than asked.

@@ -379,7 +379,17 @@ impl Exec<'_> {
                 for (d, name) in vm.disks.iter().zip(&built.snapshots) {
                     self.plan(ResourceKind::Snapshot, name, Some(&d.name))?;
                 }
+                // Temporary disks the provider makes and deletes inside the
+                // step: recorded first; left planned if the step fails, for
+                // the next run or gc to delete.
+                let staged = self.cloud.staging_names(vm, &self.run.id);
+                for (disk, name) in &staged {
+                    self.plan(ResourceKind::TempDisk, name, Some(disk))?;
+                }
                 let taken = self.cloud.snapshot(vm, &built.snapshots, &tags, how)?;
+                for (_, name) in &staged {
+                    self.store.set_resource_state(name, resource_state::DELETED, now())?;
+                }
                 for name in &built.snapshots {
                     self.store.set_resource_state(name, resource_state::CREATED, now())?;
                 }

@@ -243,6 +243,15 @@ impl Cloud for AzureCloud {
         Ok(vm.disks.iter().map(|d| DiskPoint::name(&collection, &point, &d.name)).collect())
     }
 
+    fn staging_names(&self, vm: &Vm, run_id: &str) -> Vec<(String, String)> {
+        match vm.source {
+            SourceKind::Snapshot | SourceKind::Image => {
+                vm.disks.iter().map(|d| (d.name.clone(), names::staged_disk(run_id, &d.name))).collect()
+            }
+            SourceKind::Vm | SourceKind::Disk => Vec::new(),
+        }
+    }
+
     fn snapshot(&self, vm: &Vm, names: &[String], tags: &RunTags, how: Capture) -> Result<Taken> {
         match vm.source {
             // An image version's disks were captured together and never change.

@@ -249,7 +249,8 @@ impl AzureCloud {
     /// of each, their snapshots (`names`), then the temporary disks
     /// deleted, whatever happened.
     pub(super) fn take_staged(&self, vm: &Vm, names: &[String], tags: &RunTags) -> Result<()> {
-        let staged: Vec<String> = vm.disks.iter().map(|d| names::staged_disk(&tags.run_id, &d.name)).collect();
+        let staged: Vec<String> =
+            crate::cloud::Cloud::staging_names(self, vm, &tags.run_id).into_iter().map(|(_, n)| n).collect();
         let made = self.make_staged(vm, &staged, tags).and_then(|ids| {
             let mut on_disks = vm.clone();
             for (d, id) in on_disks.disks.iter_mut().zip(ids) {
