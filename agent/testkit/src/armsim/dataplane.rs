@@ -57,16 +57,28 @@ impl ArmSim {
         const G: usize = 64 * 1024;
         let mut ranges: Vec<(usize, usize)> = Vec::new();
         let mut buf = vec![0u8; G];
-        for i in lo / G..hi.div_ceil(G) {
-            // Only the asked span, clipped to it.
-            let (g0, g1) = ((i * G).max(lo), (i * G + G).min(hi).min(len));
-            if g0 >= g1 || read_at(&f, &mut buf[..g1 - g0], g0).iter().all(|&x| x == 0) {
-                continue;
+        // Only the file's data extents are looked at (a hole reads as
+        // zeros): a mostly empty image is listed in what it holds.
+        let (mut pos, mut next) = (lo, lo / G);
+        while pos < hi {
+            let Ok(data) = seek(&f, pos as u64, libc::SEEK_DATA).map(|d| d as usize) else { break };
+            if data >= hi {
+                break;
             }
-            match ranges.last_mut() {
-                Some(r) if r.1 == g0 => r.1 = g1,
-                _ => ranges.push((g0, g1)),
+            let hole = seek(&f, data as u64, libc::SEEK_HOLE).map_or(len, |h| h as usize).min(hi);
+            for i in (data / G).max(next)..hole.div_ceil(G) {
+                // Only the asked span, clipped to it.
+                let (g0, g1) = ((i * G).max(lo), (i * G + G).min(hi).min(len));
+                if g0 >= g1 || read_at(&f, &mut buf[..g1 - g0], g0).iter().all(|&x| x == 0) {
+                    continue;
+                }
+                match ranges.last_mut() {
+                    Some(r) if r.1 == g0 => r.1 = g1,
+                    _ => ranges.push((g0, g1)),
+                }
             }
+            next = hole.div_ceil(G);
+            pos = hole.max(pos + 1);
         }
         let ranges: Vec<(usize, usize, bool)> = ranges.into_iter().map(|(a, z)| (a, z, false)).collect();
         let xml = page_list_xml(target, self.state.lock().unwrap().page, &ranges);
