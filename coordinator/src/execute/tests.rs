@@ -7,6 +7,7 @@ use std::collections::BTreeSet;
 
 use super::*;
 use crate::cloud::fake::FakeCloud;
+use crate::owner;
 use crate::store::{Replica, Store};
 
 const GIB: u64 = 1 << 30;
