@@ -111,7 +111,7 @@ pub fn publish(env: &Env, a: PublishArgs) -> Result<(), Failure> {
     };
     usage(check_version_name(&version))?;
     // Refused before any point is promoted.
-    cloud.publish_target(gallery, definition, &a.storage_account)?;
+    let target = cloud.publish_target(gallery, definition, &a.storage_account)?;
     let mut os = None;
     let mut data = Vec::new();
     let mut disks = Vec::new();
@@ -138,16 +138,8 @@ pub fn publish(env: &Env, a: PublishArgs) -> Result<(), Failure> {
     }
     let os = os.ok_or_else(|| Failure::from(anyhow!("replica {} has no OS disk (os) to publish", r.name)))?;
     let tags = serde_json::json!({ crate::cloud::azure::names::TAG_REPLICA: r.name });
-    let spec = Publish {
-        gallery,
-        definition,
-        version: &version,
-        storage_account_id: &a.storage_account,
-        os_uri: &os,
-        data: &data,
-        tags,
-    };
-    let id = cloud.publish_version(&spec)?;
+    let spec = Publish { version: &version, os_uri: &os, data: &data, tags };
+    let id = cloud.publish_version(&target, &spec)?;
     let out = Published { id, disks };
     if a.json {
         return print_json(&out);

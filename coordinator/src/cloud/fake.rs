@@ -46,19 +46,12 @@ pub struct FakeCloud {
 impl FakeCloud {
     /// A cloud holding one VM with disks of these names and sizes.
     pub fn new(vm: &str, disks: &[(&str, u64)]) -> Self {
-        let vm = Vm {
-            id: vm.to_owned(),
-            name: vm.to_owned(),
-            source: super::SourceKind::Vm,
-            version: None,
-            os_type: "Linux".into(),
-            location: "local".into(),
-            hyper_v_generation: None,
-            security_type: None,
-            zone: None,
-            os_capabilities: None,
-            size: None,
-            disks: disks
+        let vm = Vm::of_disks(
+            vm.to_owned(),
+            vm.to_owned(),
+            super::SourceKind::Vm,
+            "Linux".into(),
+            disks
                 .iter()
                 .map(|(n, size)| VmDisk {
                     name: (*n).to_owned(),
@@ -68,7 +61,7 @@ impl FakeCloud {
                     no_restore_point: None,
                 })
                 .collect(),
-        };
+        );
         Self { vm, state: Mutex::new(State::default()) }
     }
 

@@ -22,7 +22,7 @@ use std::process::Command;
 use anyhow::{anyhow, bail, Context, Result};
 
 use super::host::{euid, is_symlink, private_dir, read_dir, remove_file, HostWorkers};
-use super::source::{check_version, plain_name};
+use super::source::plain_name;
 use super::{
     Capture, Cloud, Consistency, Found, ResourceKind, RunTags, SourceKind, SourceRef, Taken, Vm, VmDisk, WorkerSpec,
     WorkerState,
@@ -111,6 +111,17 @@ impl LocalCloud {
     }
 }
 
+/// The size of a disk's file or block device: a positive multiple of 512 bytes.
+fn disk_size(path: &Path) -> Result<u64> {
+    let size = File::open(path)
+        .and_then(|mut f| f.seek(SeekFrom::End(0)))
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    if size == 0 || size % 512 != 0 {
+        bail!("{}: size {size} is not a positive multiple of 512 bytes", path.display());
+    }
+    Ok(size)
+}
+
 fn parent(p: &Path) -> PathBuf {
     p.parent().map_or_else(|| PathBuf::from("."), Path::to_owned)
 }
@@ -145,12 +156,7 @@ impl Cloud for LocalCloud {
             let path = if d.path.is_absolute() { d.path.clone() } else { dir.join(&d.path) };
             let path = std::fs::canonicalize(&path)
                 .with_context(|| format!("disk {} of VM {}: {}", d.name, v.name, path.display()))?;
-            let size = File::open(&path)
-                .and_then(|mut f| f.seek(SeekFrom::End(0)))
-                .with_context(|| format!("disk {} of VM {}: cannot read {}", d.name, v.name, path.display()))?;
-            if size == 0 || size % 512 != 0 {
-                bail!("disk {} of VM {}: size {size} is not a positive multiple of 512 bytes", d.name, v.name);
-            }
+            let size = disk_size(&path).with_context(|| format!("disk {} of VM {}", d.name, v.name))?;
             disks.push(VmDisk {
                 name: d.name.clone(),
                 locator: path.display().to_string(),
@@ -159,69 +165,30 @@ impl Cloud for LocalCloud {
                 no_restore_point: None,
             });
         }
-        Ok(Vm {
-            id: dir.display().to_string(),
-            name: v.name,
-            source: SourceKind::Vm,
-            version: None,
-            os_type: v.os_type,
-            location: "local".into(),
-            hyper_v_generation: None,
-            security_type: None,
-            zone: None,
-            os_capabilities: None,
-            size: None,
-            disks,
-        })
+        Ok(Vm::of_disks(dir.display().to_string(), v.name, SourceKind::Vm, v.os_type, disks))
     }
 
     fn read_source(&self, src: &SourceRef, version: Option<&str>) -> Result<Vm> {
+        src.check_version(version)?;
         if src.kind == SourceKind::Vm {
-            if version.is_some() {
-                bail!("a VM has no versions: --version is for image sources");
-            }
             return self.read_vm(&src.id);
         }
-        if let Some(v) = version {
-            if src.kind != SourceKind::Image {
-                bail!("a {} has no versions: --version is for image sources", src.kind.as_str());
-            }
-            check_version(v)?;
-        }
         let path = std::fs::canonicalize(&src.id).with_context(|| src.describe())?;
-        let meta = std::fs::metadata(&path)?;
-        if meta.is_dir() {
+        if std::fs::metadata(&path)?.is_dir() {
             bail!("{}: a folder; a {} source is one image file or block device", path.display(), src.kind.as_str());
         }
-        let size = File::open(&path)
-            .and_then(|mut f| f.seek(SeekFrom::End(0)))
-            .with_context(|| format!("cannot read {}", path.display()))?;
-        if size == 0 || size % 512 != 0 {
-            bail!("{}: size {size} is not a positive multiple of 512 bytes", path.display());
-        }
+        let size = disk_size(&path)?;
         let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
         // An image is a bootable disk: its points import as an OS disk.
-        let disk = if src.kind == SourceKind::Image { "os" } else { "disk" };
-        Ok(Vm {
-            id: path.display().to_string(),
-            name: plain_name(&stem),
-            source: src.kind,
-            version: version.map(str::to_owned),
-            os_type: default_os(),
-            location: "local".into(),
-            hyper_v_generation: None,
-            security_type: None,
-            zone: None,
-            os_capabilities: None,
-            size: None,
-            disks: vec![VmDisk {
-                name: disk.into(),
-                locator: path.display().to_string(),
-                size,
-                sku: None,
-                no_restore_point: None,
-            }],
-        })
+        let disk = VmDisk {
+            name: if src.kind == SourceKind::Image { "os" } else { "disk" }.into(),
+            locator: path.display().to_string(),
+            size,
+            sku: None,
+            no_restore_point: None,
+        };
+        let vm = Vm::of_disks(path.display().to_string(), plain_name(&stem), src.kind, default_os(), vec![disk]);
+        Ok(Vm { version: version.map(str::to_owned), ..vm })
     }
 
     fn snapshot_names(&self, vm: &Vm, tags: &RunTags, _how: Capture) -> Result<Vec<String>> {

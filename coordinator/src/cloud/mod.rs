@@ -60,6 +60,25 @@ pub struct Vm {
 }
 
 impl Vm {
+    /// A source of these disks of which nothing else is known (no
+    /// generation, security type, zone, capabilities or size).
+    pub fn of_disks(id: String, name: String, source: SourceKind, os_type: String, disks: Vec<VmDisk>) -> Self {
+        Self {
+            id,
+            name,
+            source,
+            version: None,
+            os_type,
+            location: "local".into(),
+            hyper_v_generation: None,
+            security_type: None,
+            zone: None,
+            os_capabilities: None,
+            size: None,
+            disks,
+        }
+    }
+
     /// What an import needs to know of the VM, as recorded per replica.
     pub fn facts(&self) -> serde_json::Value {
         serde_json::json!({
@@ -274,10 +293,10 @@ pub trait Cloud: Send + Sync + std::fmt::Debug {
     /// (then `version`, when given, is the image version to read: a label
     /// where the provider has no versions of its own).
     fn read_source(&self, src: &SourceRef, version: Option<&str>) -> Result<Vm> {
-        match (src.kind, version) {
-            (SourceKind::Vm, None) => self.read_vm(&src.id),
-            (SourceKind::Vm, Some(_)) => anyhow::bail!("a VM has no versions: --version is for image sources"),
-            (kind, _) => anyhow::bail!("the {} provider cannot read a {} source", self.provider(), kind.as_str()),
+        src.check_version(version)?;
+        match src.kind {
+            SourceKind::Vm => self.read_vm(&src.id),
+            kind => anyhow::bail!("the {} provider cannot read a {} source", self.provider(), kind.as_str()),
         }
     }
 

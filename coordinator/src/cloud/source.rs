@@ -73,6 +73,18 @@ impl SourceRef {
         }
     }
 
+    /// Whether a run may be asked for `version` of this source: only an
+    /// image has versions, and a version is a plain label.
+    pub fn check_version(&self, version: Option<&str>) -> Result<()> {
+        match version {
+            Some(_) if self.kind != SourceKind::Image => {
+                bail!("a {} has no versions: --version is for image sources", self.kind.as_str())
+            }
+            Some(v) => check_version(v),
+            None => Ok(()),
+        }
+    }
+
     /// For people: `VM ...`, `disk ...`.
     pub fn describe(&self) -> String {
         match self.kind {
@@ -129,6 +141,11 @@ mod tests {
         assert!(SourceRef::parse("image:").is_err());
         assert!(SourceRef::parse("").is_err());
         assert!(!SourceKind::Image.keeps_snapshots() && SourceKind::Disk.keeps_snapshots());
+        let image = SourceRef::new(SourceKind::Image, "x");
+        image.check_version(Some("1.0.1")).unwrap();
+        assert!(image.check_version(Some("a/b")).is_err());
+        assert!(SourceRef::new(SourceKind::Vm, "x").check_version(Some("1")).is_err());
+        SourceRef::new(SourceKind::Disk, "x").check_version(None).unwrap();
     }
 
     #[test]

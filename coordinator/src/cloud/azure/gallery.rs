@@ -16,17 +16,22 @@ use serde_json::{json, Value};
 use super::names::{self, with_api, GALLERY_API};
 use super::AzureCloud;
 
+/// Where a version is published, as [`AzureCloud::publish_target`] found it.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// The image definition's resource id.
+    pub definition: String,
+    /// ARM id of the storage account holding the blobs.
+    pub storage_account_id: String,
+    /// The region of both, as the account names it.
+    pub location: Value,
+}
+
 /// A gallery image version to create from promoted recovery points.
 #[derive(Debug, Clone)]
 pub struct Publish<'a> {
-    /// The gallery's resource id.
-    pub gallery: &'a str,
-    /// The image definition's name in it.
-    pub definition: &'a str,
-    /// `X.Y.Z`.
+    /// `X.Y.Z` ([`check_version_name`]).
     pub version: &'a str,
-    /// ARM id of the storage account holding the blobs.
-    pub storage_account_id: &'a str,
     /// The OS disk's standalone page blob (no SAS).
     pub os_uri: &'a str,
     /// (LUN, blob) of each data disk.
@@ -51,9 +56,8 @@ pub fn check_version_name(v: &str) -> Result<()> {
 impl AzureCloud {
     /// Check what a version of `definition` in `gallery` from blobs of
     /// `storage_account_id` needs, before anything is promoted: the gallery
-    /// and the definition exist, in the storage account's region. Returns
-    /// that region as the account names it.
-    pub fn publish_target(&self, gallery: &str, definition: &str, storage_account_id: &str) -> Result<Value> {
+    /// and the definition exist, in the storage account's region.
+    pub fn publish_target(&self, gallery: &str, definition: &str, storage_account_id: &str) -> Result<Target> {
         let gallery_id = gallery.trim_end_matches('/');
         let parts: Vec<&str> = gallery_id.trim_matches('/').split('/').collect();
         if parts.len() != 8 || !parts[6].eq_ignore_ascii_case("galleries") || !names::is_plain(definition) {
@@ -78,27 +82,27 @@ impl AzureCloud {
         if self.arm.get(&with_api(&definition, GALLERY_API))?.is_none() {
             bail!("image definition {definition} not found: create it first (az sig image-definition create)");
         }
-        Ok(account["location"].clone())
+        Ok(Target {
+            definition,
+            storage_account_id: storage_account_id.to_owned(),
+            location: account["location"].clone(),
+        })
     }
 
-    /// Create the image version (after [`Self::publish_target`]); returns
-    /// its resource id.
-    pub fn publish_version(&self, p: &Publish<'_>) -> Result<String> {
-        check_version_name(p.version)?;
-        let location = self.publish_target(p.gallery, p.definition, p.storage_account_id)?;
-        let definition = format!("{}/images/{}", p.gallery.trim_end_matches('/'), p.definition);
-        let source = |uri: &str| json!({ "storageAccountId": p.storage_account_id, "uri": uri });
+    /// Create the image version at `to`; returns its resource id.
+    pub fn publish_version(&self, to: &Target, p: &Publish<'_>) -> Result<String> {
+        let source = |uri: &str| json!({ "storageAccountId": to.storage_account_id, "uri": uri });
         let data: Vec<Value> = p.data.iter().map(|(lun, uri)| json!({ "lun": lun, "source": source(uri) })).collect();
         let mut storage = json!({ "osDiskImage": { "source": source(p.os_uri) } });
         if !data.is_empty() {
             storage["dataDiskImages"] = data.into();
         }
         let body = json!({
-            "location": location,
+            "location": to.location,
             "tags": p.tags,
             "properties": { "storageProfile": storage },
         });
-        let id = format!("{definition}/versions/{}", p.version);
+        let id = format!("{}/versions/{}", to.definition, p.version);
         self.arm.put(&with_api(&id, GALLERY_API), &body)?;
         Ok(id)
     }

@@ -224,10 +224,8 @@ impl Cloud for AzureCloud {
     }
 
     fn read_source(&self, src: &SourceRef, version: Option<&str>) -> Result<Vm> {
-        match (src.kind, version) {
-            (SourceKind::Vm, None) => self.read_vm(&src.id),
-            _ => self.read_other(src, version),
-        }
+        src.check_version(version)?;
+        self.read_other(src, version)
     }
 
     fn snapshot_names(&self, vm: &Vm, tags: &RunTags, how: Capture) -> Result<Vec<String>> {

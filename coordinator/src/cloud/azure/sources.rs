@@ -62,16 +62,13 @@ fn image_disks(
 }
 
 impl AzureCloud {
-    /// Read a disk, snapshot or image source (`version`: an image version
-    /// to read instead of the newest).
+    /// Read a source: a VM as `read_vm` does, a disk, snapshot or image
+    /// here (`version`: an image version to read instead of the newest).
     pub(super) fn read_other(&self, src: &SourceRef, version: Option<&str>) -> Result<Vm> {
-        if version.is_some() && src.kind != SourceKind::Image {
-            bail!("a {} has no versions: --version is for image sources", src.kind.as_str());
-        }
         match src.kind {
             SourceKind::Disk | SourceKind::Snapshot => self.read_disk_like(src),
             SourceKind::Image => self.read_image(&src.id, version),
-            SourceKind::Vm => bail!("a VM has no versions: --version is for image sources"),
+            SourceKind::Vm => crate::cloud::Cloud::read_vm(self, &src.id),
         }
     }
 
